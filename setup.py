@@ -1,0 +1,36 @@
+"""Build the engine's compiled core (binarynet.engine._core).
+
+Plain C against the CPython API and the buffer protocol, so it needs neither torch nor numpy
+headers at build time. SIMD variants (AVX2, AVX-512 VPOPCNTDQ) are compiled with per-function
+target attributes and chosen at run time, so one wheel runs on any x86-64 (and builds elsewhere
+with the portable path only).
+"""
+import os
+import platform
+import sys
+
+from setuptools import Extension, setup
+
+extra_compile_args = ["-O3", "-std=c11"]
+extra_link_args = []
+if sys.platform != "win32" and os.environ.get("BINARYNET_NO_OPENMP") != "1":
+    extra_compile_args.append("-fopenmp")
+    extra_link_args.append("-fopenmp")
+
+sources = sorted(
+    os.path.join("src", "binarynet", "engine", "csrc", f)
+    for f in os.listdir(os.path.join("src", "binarynet", "engine", "csrc"))
+    if f.endswith(".c")
+)
+
+setup(
+    ext_modules=[
+        Extension(
+            "binarynet.engine._core",
+            sources=sources,
+            include_dirs=[os.path.join("src", "binarynet", "engine", "csrc")],
+            extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
+        )
+    ]
+)
