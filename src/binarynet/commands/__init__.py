@@ -1,0 +1,1 @@
+"""Sub-commands of the ``binarynet`` CLI (see ``binarynet.cli``)."""
