@@ -1,0 +1,387 @@
+"""Plain-numpy reference of the engine's XNOR-popcount ops (the ground truth for the C core).
+
+Every function here has the same name, signature, validation and result as its counterpart in
+``binarynet.engine.kernels``; the tests check the two bit for bit. Conventions (docs/design.md):
+bit 1 <=> +1 (value >= 0), bit 0 <=> -1; packing runs along the last axis into little-endian
+uint64 words, LSB first (element i -> bit i % 64 of word i // 64); pad bits are 0 in both operands,
+so a +-1 dot product of length K is ``K - 2 * popcount(a XOR w)`` with no correction.
+
+Activations are NHWC with channels packed, ``(N, H, W, ceil(C/64))``; conv weights are
+``(O, KH, KW, ceil(C/64))``; dense weights ``(N_out, ceil(K/64))``. Never imports torch.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+WORD_BITS = 64
+INT32_MIN = int(np.iinfo(np.int32).min)
+INT32_MAX = int(np.iinfo(np.int32).max)
+PAD_MODES = ("zero", "one", "minus_one")
+
+_num_threads = 1
+
+
+# ----------------------------------------------------------------------------------------------
+# validation shared with kernels.py (one set of rules and messages for both implementations)
+# ----------------------------------------------------------------------------------------------
+def words_for(k: int) -> int:
+    """Number of uint64 words holding ``k`` packed bits: ``ceil(k / 64)``."""
+    return (k + WORD_BITS - 1) // WORD_BITS
+
+
+def _check_length(op: str, name: str, value) -> int:
+    """A bit length (k or c): a positive Python/numpy integer below 2**31."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if not 1 <= value <= INT32_MAX:
+        raise ValueError(f"{op}: {name} must be in [1, {INT32_MAX}], got {value}")
+    return value
+
+
+def _check_array(op: str, name: str, arr, dtype, ndim: int) -> np.ndarray:
+    """A C-contiguous ndarray of exactly ``dtype`` and ``ndim`` dimensions (no silent copies)."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy array, got {type(arr).__name__}")
+    if arr.dtype != dtype:
+        raise TypeError(f"{op}: {name} must have dtype {np.dtype(dtype)}, got {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{op}: {name} must be {ndim}-D, got shape {arr.shape}")
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"{op}: {name} must be C-contiguous (use np.ascontiguousarray)")
+    if arr.size == 0:
+        raise ValueError(f"{op}: {name} must not be empty, got shape {arr.shape}")
+    return arr
+
+
+def _pad_mask(k: int) -> np.uint64:
+    """Mask of the pad bits of the last word of a k-bit row (0 when k is a multiple of 64)."""
+    used = k % WORD_BITS
+    return np.uint64(0) if used == 0 else np.uint64(~((1 << used) - 1) & (2**64 - 1))
+
+
+def _check_packed(op: str, name: str, arr, ndim: int, k: int, length_name: str = "k") -> np.ndarray:
+    """A packed uint64 operand whose last axis holds ``ceil(k/64)`` words with zero pad bits."""
+    arr = _check_array(op, name, arr, np.uint64, ndim)
+    if arr.shape[-1] != words_for(k):
+        raise ValueError(
+            f"{op}: {name} last axis must hold ceil({length_name}/64) = {words_for(k)} words "
+            f"for {length_name}={k}, got {arr.shape[-1]}")
+    if not _pad_bits_clear(arr, k):
+        raise ValueError(f"{op}: {name} has pad bits set beyond {length_name}={k} in its last word "
+                         "(pad bits must be 0)")
+    return arr
+
+
+def _pad_bits_clear(arr: np.ndarray, k: int) -> bool:
+    mask = _pad_mask(k)
+    return mask == 0 or not np.any(arr[..., -1] & mask)
+
+
+def _check_thresholds(op: str, thresh, flip, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """thresh: integers in int32 range, shape (n,); flip: bool, shape (n,). Returns contiguous copies."""
+    thresh = np.asarray(thresh)
+    flip = np.asarray(flip)
+    if thresh.dtype.kind not in "iu":
+        raise TypeError(f"{op}: thresh must be an integer array, got dtype {thresh.dtype}")
+    if thresh.shape != (n,):
+        raise ValueError(f"{op}: thresh must have shape ({n},), got {thresh.shape}")
+    if thresh.size and (int(thresh.min()) < INT32_MIN or int(thresh.max()) > INT32_MAX):
+        raise ValueError(f"{op}: thresh values must fit int32")
+    if flip.dtype != np.bool_:
+        raise TypeError(f"{op}: flip must be a bool array, got dtype {flip.dtype}")
+    if flip.shape != (n,):
+        raise ValueError(f"{op}: flip must have shape ({n},), got {flip.shape}")
+    return np.ascontiguousarray(thresh, dtype=np.int32), np.ascontiguousarray(flip)
+
+
+def _as_pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints, each >= minimum."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))
+                             for v in pair):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if any(v < minimum for v in pair):
+        raise ValueError(f"{op}: {name} values must be >= {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _conv_geometry(op, x, w, c, stride, padding, dilation, pad_mode):
+    """Validate a binary conv's operands; returns (x, w, c, stride, padding, dilation, Ho, Wo)."""
+    c = _check_length(op, "c", c)
+    x = _check_packed(op, "x", x, 4, c, "c")
+    w = _check_packed(op, "w", w, 4, c, "c")
+    stride = _as_pair(op, "stride", stride, 1)
+    padding = _as_pair(op, "padding", padding, 0)
+    dilation = _as_pair(op, "dilation", dilation, 1)
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"{op}: pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+    _, h, wd, _ = x.shape
+    _, kh, kw, _ = w.shape
+    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"{op}: kernel {kh}x{kw} (dilation {dilation}, padding {padding}) does not "
+                         f"fit the {h}x{wd} input")
+    return x, w, c, stride, padding, dilation, ho, wo
+
+
+def _pool_geometry(op, h, w, kernel, stride):
+    kernel = _as_pair(op, "kernel", kernel, 1)
+    stride = _as_pair(op, "stride", stride, 1)
+    if kernel[0] > h or kernel[1] > w:
+        raise ValueError(f"{op}: pool kernel {kernel} is larger than the {h}x{w} input")
+    return kernel, stride, (h - kernel[0]) // stride[0] + 1, (w - kernel[1]) // stride[1] + 1
+
+
+# ----------------------------------------------------------------------------------------------
+# bit helpers
+# ----------------------------------------------------------------------------------------------
+def _popcount(words: np.ndarray) -> np.ndarray:
+    """Per-element popcount of a uint64 array, as int64."""
+    return np.bitwise_count(words).astype(np.int64)
+
+
+def _pack_bool(bits: np.ndarray) -> np.ndarray:
+    """Pack a bool array (..., K) LSB-first into uint64 (..., ceil(K/64)); pad bits 0."""
+    k = bits.shape[-1]
+    nwords = words_for(k)
+    padded = np.zeros(bits.shape[:-1] + (nwords * WORD_BITS,), dtype=np.bool_)
+    padded[..., :k] = bits
+    as_bytes = np.packbits(padded, axis=-1, bitorder="little")
+    return np.ascontiguousarray(as_bytes).view("<u8").astype(np.uint64)
+
+
+def _unpack_bool(p: np.ndarray, k: int) -> np.ndarray:
+    as_bytes = np.ascontiguousarray(p.astype("<u8")).view(np.uint8)
+    return np.unpackbits(as_bytes, axis=-1, count=k, bitorder="little").astype(np.bool_)
+
+
+def _threshold_bits(dot: np.ndarray, thresh: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """out bit n = dot >= thresh[n], or dot <= thresh[n] where flip[n]; packed along the last axis."""
+    dot = dot.astype(np.int64)
+    bits = np.where(flip, dot <= thresh, dot >= thresh)
+    return _pack_bool(bits)
+
+
+# ----------------------------------------------------------------------------------------------
+# public ops
+# ----------------------------------------------------------------------------------------------
+def pack(x) -> np.ndarray:
+    """Binarise and pack: ``bit = (x >= 0)`` along the last axis -> uint64 ``(..., ceil(K/64))``.
+
+    Accepts any real numeric array (bool and complex are refused). NaN is not >= 0, so it packs
+    as -1. Pad bits of the last word are 0.
+    """
+    x = np.asarray(x)
+    if x.dtype.kind not in "iuf":
+        raise TypeError(f"pack: x must be a real numeric array, got dtype {x.dtype}")
+    if x.ndim < 1 or x.shape[-1] == 0:
+        raise ValueError(f"pack: x must have a non-empty last axis, got shape {x.shape}")
+    return _pack_bool(x >= 0)
+
+
+def unpack(p, k) -> np.ndarray:
+    """Inverse of :func:`pack` on signs: uint64 ``(..., ceil(k/64))`` -> int8 ``(..., k)`` of +-1."""
+    k = _check_length("unpack", "k", k)
+    if not isinstance(p, np.ndarray) or p.dtype != np.uint64:
+        raise TypeError(f"unpack: p must be a uint64 numpy array, got "
+                        f"{getattr(p, 'dtype', type(p).__name__)}")
+    if p.ndim < 1 or p.shape[-1] != words_for(k):
+        raise ValueError(f"unpack: p last axis must hold ceil(k/64) = {words_for(k)} words for "
+                         f"k={k}, got shape {p.shape}")
+    bits = _unpack_bool(p, k)
+    return np.where(bits, 1, -1).astype(np.int8)
+
+
+def bgemm(a, w, k) -> np.ndarray:
+    """Binary GEMM: ``out[m, n] = k - 2 * popcount(a[m] XOR w[n])`` = sum_i a_mi * w_ni over +-1.
+
+    a: uint64 (M, ceil(k/64)), w: uint64 (N, ceil(k/64)) -> int32 (M, N). (Paper §1.6 / spec §5.2.)
+    """
+    k = _check_length("bgemm", "k", k)
+    a = _check_packed("bgemm", "a", a, 2, k)
+    w = _check_packed("bgemm", "w", w, 2, k)
+    return _bgemm_counts_to_dot(a, w, k)
+
+
+def _bgemm_counts_to_dot(a: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
+    out = np.empty((a.shape[0], w.shape[0]), dtype=np.int64)
+    rows = max(1, (1 << 22) // max(1, w.size))  # bound the (rows, N, KW) temporary
+    for start in range(0, a.shape[0], rows):
+        block = a[start:start + rows]
+        out[start:start + rows] = _popcount(block[:, None, :] ^ w[None, :, :]).sum(axis=-1)
+    return (k - 2 * out).astype(np.int32)
+
+
+def bgemm_threshold(a, w, k, thresh, flip) -> np.ndarray:
+    """Fused binary dense + batch-norm + sign (spec §5.3).
+
+    out bit n of row m = ``dot[m, n] >= thresh[n]`` (``<=`` where ``flip[n]``) with dot as in
+    :func:`bgemm`; returns packed uint64 (M, ceil(N/64)). INT32_MIN / INT32_MAX thresholds make a
+    channel constant.
+    """
+    k = _check_length("bgemm_threshold", "k", k)
+    a = _check_packed("bgemm_threshold", "a", a, 2, k)
+    w = _check_packed("bgemm_threshold", "w", w, 2, k)
+    thresh, flip = _check_thresholds("bgemm_threshold", thresh, flip, w.shape[0])
+    return _threshold_bits(_bgemm_counts_to_dot(a, w, k), thresh, flip)
+
+
+def _conv_dot(x, w, c, stride, padding, dilation, pad_mode, ho, wo) -> np.ndarray:
+    """Packed direct convolution: per tap, popcount(x_tap XOR w_tap) summed over taps and words."""
+    n, h, wd, cw = x.shape
+    o, kh, kw, _ = w.shape
+    ph, pw = padding
+    pad_word = _pack_bool(np.ones(c, dtype=np.bool_)) if pad_mode == "one" else np.zeros(cw, np.uint64)
+    xp = np.empty((n, h + 2 * ph, wd + 2 * pw, cw), dtype=np.uint64)
+    xp[...] = pad_word
+    xp[:, ph:ph + h, pw:pw + wd] = x
+    valid = np.zeros((h + 2 * ph, wd + 2 * pw), dtype=np.int64)
+    valid[ph:ph + h, pw:pw + wd] = 1
+    mismatches = np.zeros((n, ho, wo, o), dtype=np.int64)
+    valid_taps = np.zeros((ho, wo), dtype=np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dilation[0], i * dilation[0] + stride[0] * (ho - 1) + 1, stride[0])
+            cols = slice(j * dilation[1], j * dilation[1] + stride[1] * (wo - 1) + 1, stride[1])
+            tap = xp[:, rows, cols, :]  # (n, ho, wo, cw)
+            counts = _popcount(tap[:, :, :, None, :] ^ w[None, None, None, :, i, j, :]).sum(-1)
+            if pad_mode == "zero":  # padded taps contribute nothing
+                counts *= valid[rows, cols][None, :, :, None]
+                valid_taps += valid[rows, cols]
+            else:
+                valid_taps += 1
+            mismatches += counts
+    return valid_taps[None, :, :, None] * c - 2 * mismatches
+
+
+def bconv2d(x, w, c, stride=(1, 1), padding=(0, 0), dilation=(1, 1), pad_mode="zero") -> np.ndarray:
+    """Binary 2-D convolution over channel-packed NHWC maps (cross-correlation, as torch.nn.Conv2d).
+
+    out[n, y, x, o] = sum over taps (i, j) and channels of x_val * w_val with +-1 values, i.e.
+    per tap ``c - 2 * popcount(x_word XOR w_word)``. pad_mode "zero": padded taps contribute 0
+    (dot over the valid taps, Kv = valid_taps * c); "one" / "minus_one": padded inputs are +1 / -1
+    and every tap counts. x (N, H, W, ceil(c/64)), w (O, KH, KW, ceil(c/64)) -> int32 (N, Ho, Wo, O).
+    """
+    x, w, c, stride, padding, dilation, ho, wo = _conv_geometry(
+        "bconv2d", x, w, c, stride, padding, dilation, pad_mode)
+    return _conv_dot(x, w, c, stride, padding, dilation, pad_mode, ho, wo).astype(np.int32)
+
+
+def bconv2d_threshold(x, w, c, thresh, flip, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                      pad_mode="zero") -> np.ndarray:
+    """Fused :func:`bconv2d` + batch-norm + sign -> packed uint64 (N, Ho, Wo, ceil(O/64)).
+
+    Bit o = ``dot >= thresh[o]`` (``<=`` where ``flip[o]``), as :func:`bgemm_threshold`.
+    """
+    x, w, c, stride, padding, dilation, ho, wo = _conv_geometry(
+        "bconv2d_threshold", x, w, c, stride, padding, dilation, pad_mode)
+    thresh, flip = _check_thresholds("bconv2d_threshold", thresh, flip, w.shape[0])
+    dot = _conv_dot(x, w, c, stride, padding, dilation, pad_mode, ho, wo)
+    return _threshold_bits(dot, thresh, flip)
+
+
+def bconv2d_threshold_maxpool(x, w, c, thresh, flip, pool_kernel, pool_stride, stride=(1, 1),
+                              padding=(0, 0), dilation=(1, 1), pad_mode="zero") -> np.ndarray:
+    """Fused conv -> max-pool -> batch-norm -> sign (the paper's layer order) -> packed bits.
+
+    Equals ``bmaxpool2d(bconv2d_threshold(...), pool_kernel, pool_stride, flip, O)``: thresholding
+    is monotone, so sign(BN(max s)) is the OR of the per-position bits where BN keeps the order
+    (flip False) and the AND where it reverses it (flip True). thresh / flip are the post-pool BN's.
+    Returns uint64 (N, Hp, Wp, ceil(O/64)).
+    """
+    op = "bconv2d_threshold_maxpool"
+    x, w, c, stride, padding, dilation, ho, wo = _conv_geometry(
+        op, x, w, c, stride, padding, dilation, pad_mode)
+    thresh, flip = _check_thresholds(op, thresh, flip, w.shape[0])
+    pool_kernel, pool_stride, _, _ = _pool_geometry(op, ho, wo, pool_kernel, pool_stride)
+    dot = _conv_dot(x, w, c, stride, padding, dilation, pad_mode, ho, wo)
+    return _bit_pool(_threshold_bits(dot, thresh, flip), pool_kernel, pool_stride, flip)
+
+
+def _bit_pool(x: np.ndarray, kernel, stride, flip: np.ndarray) -> np.ndarray:
+    kh, kw = kernel
+    sh, sw = stride
+    ho = (x.shape[1] - kh) // sh + 1
+    wo = (x.shape[2] - kw) // sw + 1
+    windows = [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
+               for i in range(kh) for j in range(kw)]
+    any_set = np.bitwise_or.reduce(windows)
+    all_set = np.bitwise_and.reduce(windows)
+    and_mask = _pack_bool(flip)
+    return np.ascontiguousarray((any_set & ~and_mask) | (all_set & and_mask))
+
+
+def bmaxpool2d(x, kernel, stride, flip, c) -> np.ndarray:
+    """Max-pool of thresholded binary maps (no padding, floor sizes as torch.nn.MaxPool2d).
+
+    Exact because thresholding is monotone: per channel OR of the window's bits where flip is
+    False (bit = s >= t), AND where flip is True (bit = s <= t). x uint64 (N, H, W, ceil(c/64)),
+    flip bool (c,) -> uint64 (N, Ho, Wo, ceil(c/64)).
+    """
+    c = _check_length("bmaxpool2d", "c", c)
+    x = _check_packed("bmaxpool2d", "x", x, 4, c, "c")
+    kernel, stride, _, _ = _pool_geometry("bmaxpool2d", x.shape[1], x.shape[2], kernel, stride)
+    _, flip = _check_thresholds("bmaxpool2d", np.zeros(c, np.int32), flip, c)
+    return _bit_pool(x, kernel, stride, flip)
+
+
+def maxpool2d_int(x, kernel, stride) -> np.ndarray:
+    """Integer max-pool over NHWC int32 maps (no padding, floor sizes) -> int32 (N, Ho, Wo, C)."""
+    x = _check_array("maxpool2d_int", "x", x, np.int32, 4)
+    (kh, kw), (sh, sw), ho, wo = _pool_geometry("maxpool2d_int", x.shape[1], x.shape[2], kernel,
+                                                stride)
+    windows = [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
+               for i in range(kh) for j in range(kw)]
+    return np.ascontiguousarray(np.maximum.reduce(windows))
+
+
+def _check_first_layer(op, x_u8, w, k):
+    k = _check_length(op, "k", k)
+    x_u8 = _check_array(op, "x_u8", x_u8, np.uint8, 2)
+    if x_u8.shape[1] != k:
+        raise ValueError(f"{op}: x_u8 must have k={k} columns, got shape {x_u8.shape}")
+    w = _check_packed(op, "w", w, 2, k)
+    return x_u8, w, k
+
+
+def bitplane_gemm(x_u8, w, k) -> np.ndarray:
+    """8-bit input layer by bit planes (paper §1.6, spec §1.6): int32 (M, N) = sum_i w_ni * x_mi.
+
+    s = sum_{n=0..7} 2^n * (x^n . w) with x^n the 0/1 bit plane n of the input; for a 0/1 plane b,
+    b . w = 2 * popcount(b AND wbit) - popcount(b). x_u8 uint8 (M, k), w packed +-1 (N, ceil(k/64)).
+    """
+    x_u8, w, k = _check_first_layer("bitplane_gemm", x_u8, w, k)
+    out = np.zeros((x_u8.shape[0], w.shape[0]), dtype=np.int64)
+    for bit in range(8):
+        plane = _pack_bool(((x_u8 >> bit) & 1).astype(np.bool_))  # (M, KW)
+        ones = _popcount(plane).sum(-1)  # popcount(b)
+        both = _popcount(plane[:, None, :] & w[None, :, :]).sum(-1)  # popcount(b AND wbit)
+        out += (2 * both - ones[:, None]) << bit
+    return out.astype(np.int32)
+
+
+def int_gemm(x_u8, w, k) -> np.ndarray:
+    """Same result as :func:`bitplane_gemm` by a direct integer product with the unpacked +-1 weights."""
+    x_u8, w, k = _check_first_layer("int_gemm", x_u8, w, k)
+    w_pm1 = unpack(w, k).astype(np.int64)
+    return (x_u8.astype(np.int64) @ w_pm1.T).astype(np.int32)
+
+
+def set_num_threads(n) -> None:
+    """Record a thread count (the numpy reference itself runs single-threaded)."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
+    _num_threads = int(n)
+
+
+def get_num_threads() -> int:
+    """The thread count last set with :func:`set_num_threads` (1 by default)."""
+    return _num_threads
+
+
+def cpu_features() -> dict:
+    """The reference uses no SIMD: ``{"backend": "numpy"}``."""
+    return {"backend": "numpy"}
