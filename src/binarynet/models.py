@@ -1,0 +1,219 @@
+"""The paper's networks (arXiv:1602.02830, §2 and Table 1; spec §3) and a registry of model builders.
+
+Every model is a flat ``torch.nn.Sequential`` in the paper order
+``Binary{Linear,Conv2d} -> [MaxPool2d] -> BatchNorm -> Sign``, ending with
+``BinaryLinear -> BatchNorm1d`` (no sign: its output is the squared-hinge score). Binary layers
+have ``input_quantizer=None``: the first one sees real-valued pixels, later ones the +-1
+output of the preceding :class:`~binarynet.nn.Sign` (with Dropout in between for the MLP).
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Sequence
+
+from torch import nn
+
+from . import nn as bnn
+
+__all__ = ["names", "get", "register", "mnist_mlp", "cifar10_vgg", "svhn_vgg"]
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str):
+    """Decorator adding a model builder to the registry under ``name``.
+
+    The builder takes keyword options only and returns an ``nn.Module`` mapping
+    (N, C, H, W) images to (N, num_classes) scores. A taken name raises ValueError.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a model name must be a non-empty string, got {name!r}")
+
+    def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model name {name!r} is already registered")
+        _REGISTRY[name] = builder
+        return builder
+
+    return decorator
+
+
+def names() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str, **overrides) -> nn.Module:
+    """Build the registered model ``name`` with keyword ``overrides`` of its defaults.
+
+    Unknown name -> ValueError listing :func:`names`; unknown option -> TypeError listing the
+    builder's options.
+    """
+    try:
+        builder = _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(names())}") from None
+    params = inspect.signature(builder).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = sorted(set(overrides) - set(params))
+    if unknown and not takes_any:
+        raise TypeError(
+            f"model {name!r} has no option(s) {', '.join(unknown)}; its options are: {', '.join(params)}"
+        )
+    return builder(**overrides)
+
+
+def _batchnorm(kind: str, dims: int, num_features: int, eps: float, momentum: float) -> nn.Module:
+    if kind == "standard":
+        cls = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
+    elif kind == "shift":
+        cls = bnn.ShiftBatchNorm1d if dims == 1 else bnn.ShiftBatchNorm2d
+    else:
+        raise ValueError(f"batchnorm must be 'standard' or 'shift', got {kind!r}")
+    return cls(num_features, eps=eps, momentum=momentum)
+
+
+def _output_block(in_features: int, num_classes: int, eps: float, momentum: float) -> list[nn.Module]:
+    # The output BN is always the standard one, as in T7 (spec §1.5); no sign after it.
+    return [bnn.BinaryLinear(in_features, num_classes), nn.BatchNorm1d(num_classes, eps=eps, momentum=momentum)]
+
+
+def _positive_int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+@register("mnist_mlp")
+def mnist_mlp(
+    hidden: int = 4096,
+    depth: int = 3,
+    in_shape: Sequence[int] = (1, 28, 28),
+    num_classes: int = 10,
+    dropout_in: float = 0.2,
+    dropout_hidden: float = 0.5,
+    batchnorm: str = "standard",
+    stochastic: bool = False,
+    bn_eps: float = 1e-4,
+    bn_momentum: float = 0.1,
+) -> nn.Sequential:
+    """The paper's MNIST MLP (TH ``mnist.py``; spec §3):
+
+    Flatten -> Dropout(dropout_in) -> [BinaryLinear(hidden) -> BN1d -> Sign -> Dropout(dropout_hidden)]
+    x depth -> BinaryLinear(num_classes) -> BatchNorm1d(num_classes).
+
+    Defaults: 3 x 4096 units, dropout 0.2 / 0.5, Lasagne BN eps 1e-4 and EMA 0.1.
+    ``batchnorm="shift"`` uses :class:`ShiftBatchNorm1d` for the hidden layers (T7);
+    ``stochastic=True`` uses stochastic sign activations in training (T7). A Dropout of
+    probability 0 is left out.
+    """
+    _positive_int(hidden, "hidden")
+    _positive_int(depth, "depth")
+    _positive_int(num_classes, "num_classes")
+    in_features = 1
+    for size in in_shape:
+        in_features *= _positive_int(size, "in_shape entries")
+    layers: list[nn.Module] = [nn.Flatten()]
+    if dropout_in > 0:
+        layers.append(nn.Dropout(dropout_in))
+    width = in_features
+    for _ in range(depth):
+        layers += [
+            bnn.BinaryLinear(width, hidden),
+            _batchnorm(batchnorm, 1, hidden, bn_eps, bn_momentum),
+            bnn.Sign(stochastic=stochastic),
+        ]
+        if dropout_hidden > 0:
+            layers.append(nn.Dropout(dropout_hidden))
+        width = hidden
+    layers += _output_block(width, num_classes, bn_eps, bn_momentum)
+    return nn.Sequential(*layers)
+
+
+@register("cifar10_vgg")
+def cifar10_vgg(
+    widths: Sequence[int] = (128, 256, 512),
+    fc: Sequence[int] = (1024, 1024),
+    in_channels: int = 3,
+    image_size: int = 32,
+    num_classes: int = 10,
+    batchnorm: str = "standard",
+    stochastic: bool = False,
+    bn_eps: float = 1e-4,
+    bn_momentum: float = 0.1,
+    pad_value: float = 0.0,
+) -> nn.Sequential:
+    """The paper's CIFAR-10 ConvNet (2x128C3)-MP2-(2x256C3)-MP2-(2x512C3)-MP2-(2x1024FC)-10SVM (spec §3).
+
+    Per width w: BinaryConv2d(3x3, pad 1) -> BN2d -> Sign -> BinaryConv2d(3x3, pad 1) ->
+    MaxPool2d(2) -> BN2d -> Sign (BN after the pool, which acts on the integer sums); then
+    Flatten -> [BinaryLinear -> BN1d -> Sign] per entry of ``fc`` -> BinaryLinear(num_classes)
+    -> BatchNorm1d(num_classes). ``image_size`` must be divisible by 2**len(widths).
+    ``pad_value`` (0.0 or +-1.0) is the border value of the convolutions whose input is binary;
+    the first convolution sees real-valued pixels and always pads with 0 (paper).
+    """
+    if not widths:
+        raise ValueError("widths must name at least one convolution stage")
+    for w in widths:
+        _positive_int(w, "widths entries")
+    for f in fc:
+        _positive_int(f, "fc entries")
+    _positive_int(in_channels, "in_channels")
+    _positive_int(num_classes, "num_classes")
+    _positive_int(image_size, "image_size")
+    stages = len(widths)
+    if image_size % (2 ** stages) != 0:
+        raise ValueError(
+            f"image_size={image_size} must be divisible by 2**len(widths) = {2 ** stages} "
+            f"({stages} max-pool stages)"
+        )
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for i, w in enumerate(widths):
+        first_pad = 0.0 if i == 0 else pad_value
+        layers += [
+            bnn.BinaryConv2d(channels, w, 3, padding=1, pad_value=first_pad),
+            _batchnorm(batchnorm, 2, w, bn_eps, bn_momentum),
+            bnn.Sign(stochastic=stochastic),
+            bnn.BinaryConv2d(w, w, 3, padding=1, pad_value=pad_value),
+            nn.MaxPool2d(2),
+            _batchnorm(batchnorm, 2, w, bn_eps, bn_momentum),
+            bnn.Sign(stochastic=stochastic),
+        ]
+        channels = w
+    side = image_size // (2 ** stages)
+    width = channels * side * side
+    layers.append(nn.Flatten())
+    for f in fc:
+        layers += [
+            bnn.BinaryLinear(width, f),
+            _batchnorm(batchnorm, 1, f, bn_eps, bn_momentum),
+            bnn.Sign(stochastic=stochastic),
+        ]
+        width = f
+    layers += _output_block(width, num_classes, bn_eps, bn_momentum)
+    return nn.Sequential(*layers)
+
+
+@register("svhn_vgg")
+def svhn_vgg(
+    widths: Sequence[int] = (64, 128, 256),
+    fc: Sequence[int] = (1024, 1024),
+    in_channels: int = 3,
+    image_size: int = 32,
+    num_classes: int = 10,
+    batchnorm: str = "standard",
+    stochastic: bool = False,
+    bn_eps: float = 1e-4,
+    bn_momentum: float = 0.1,
+    pad_value: float = 0.0,
+) -> nn.Sequential:
+    """The paper's SVHN ConvNet: :func:`cifar10_vgg` with half the conv widths, (64, 128, 256).
+
+    The fully connected layers are not halved (TH/T7 code; spec §3).
+    """
+    return cifar10_vgg(
+        widths=widths, fc=fc, in_channels=in_channels, image_size=image_size,
+        num_classes=num_classes, batchnorm=batchnorm, stochastic=stochastic,
+        bn_eps=bn_eps, bn_momentum=bn_momentum, pad_value=pad_value,
+    )
