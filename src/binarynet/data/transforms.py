@@ -1,0 +1,85 @@
+"""Input normalisation as data, and the augmentation of modern recipes (torch).
+
+The models take float images ``x_f = x_u8 * scale[c] + offset[c]`` (per channel c). Keeping
+(scale, offset) as plain numbers lets export fold them into the first layer, so the deployed
+engine takes the uint8 images directly.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import catalog
+
+NORMALIZATIONS = ("paper", "meanstd")
+
+
+def normalization(name: str, kind: str = "paper") -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel ``(scale, offset)`` such that ``x_f = x_u8 * scale + offset``.
+
+    - ``"paper"``: ``x_f = 2 x / 255 - 1`` in [-1, 1] (scale 2/255, offset -1), the input of
+      the paper's Theano code for MNIST, CIFAR-10 and SVHN (spec §1.5, §2.8).
+    - ``"meanstd"``: ``x_f = (x / 255 - mean) / std`` with the dataset's per-channel training
+      statistics (scale 1 / (255 std), offset -mean / std), as in the PyTorch recipes.
+    """
+    info = catalog.get(name)
+    channels = info.image_shape[0]
+    if kind == "paper":
+        return (2.0 / 255.0,) * channels, (-1.0,) * channels
+    if kind == "meanstd":
+        return (tuple(1.0 / (255.0 * s) for s in info.std),
+                tuple(-m / s for m, s in zip(info.mean, info.std)))
+    raise ValueError(f"unknown normalization {kind!r}; expected one of {NORMALIZATIONS}")
+
+
+def to_float(images: torch.Tensor, scale: Sequence[float], offset: Sequence[float]) -> torch.Tensor:
+    """``images`` uint8 (N, C, H, W) -> float32 ``images * scale[c] + offset[c]`` on their device."""
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise TypeError(f"to_float expects uint8 images (N, C, H, W), got {images.dtype} "
+                        f"{tuple(images.shape)}")
+    channels = images.shape[1]
+    if len(scale) != channels or len(offset) != channels:
+        raise ValueError(f"to_float: {channels} channels but {len(scale)} scales and "
+                         f"{len(offset)} offsets")
+    scale_t = torch.tensor(scale, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    offset_t = torch.tensor(offset, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    return torch.addcmul(offset_t, images.to(torch.float32), scale_t)
+
+
+def crop_flip(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor,
+              padding: int = 4) -> torch.Tensor:
+    """Crop each image from its zero-padded copy at (``top[i]``, ``left[i]``), mirrored
+    left-right where ``flip[i]``; output has the input's shape and dtype.
+
+    ``images`` (N, C, H, W); ``top``, ``left`` int64 (N,) in 0..2*padding; ``flip`` bool (N,).
+    Padding is in pixel space (value 0, black), as torchvision's RandomCrop(padding=4) does
+    before normalisation. One gather for the whole batch, on the images' device.
+    """
+    n, c, h, w = images.shape
+    device = images.device
+    padded = F.pad(images, (padding, padding, padding, padding))
+    rows = top.to(device)[:, None] + torch.arange(h, device=device)         # (N, H)
+    cols = left.to(device)[:, None] + torch.arange(w, device=device)        # (N, W)
+    cols = torch.where(flip.to(device)[:, None], cols.flip(1), cols)
+    return padded[torch.arange(n, device=device)[:, None, None, None],
+                  torch.arange(c, device=device)[None, :, None, None],
+                  rows[:, None, :, None],
+                  cols[:, None, None, :]]
+
+
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator | None = None,
+                     padding: int = 4) -> torch.Tensor:
+    """Random crop with zero padding ``padding`` and random horizontal flip (p = 1/2), the
+    standard CIFAR augmentation of modern BNN recipes. Not used by the paper's recipes.
+
+    Draws, in this order, top offsets, left offsets (uniform in 0..2*padding) and flips from
+    ``generator`` (a CPU torch.Generator; None: torch's default), so a seeded generator
+    reproduces the batch on any device. Pass it as ``augment=`` to :func:`batches`.
+    """
+    n = images.shape[0]
+    top = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    left = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    flip = torch.randint(0, 2, (n,), generator=generator).bool()
+    return crop_flip(images, top, left, flip, padding)
