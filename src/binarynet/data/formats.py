@@ -70,11 +70,13 @@ def _read_idx(path, magic: int) -> np.ndarray:
     raw = read_file_bytes(path)
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise _fail(path, f"only {len(raw)} bytes, too short for an IDX header of {header} bytes")
+    if len(raw) < 4:
+        raise _fail(path, f"only {len(raw)} bytes, too short for an IDX header")
     found = int.from_bytes(raw[:4], "big")
     if found != magic:
         raise _fail(path, f"bad IDX magic number {found} (expected {magic})")
+    if len(raw) < header:
+        raise _fail(path, f"only {len(raw)} bytes, too short for an IDX header of {header} bytes")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     expected = int(np.prod(dims, dtype=np.int64))
     if len(raw) - header != expected:
