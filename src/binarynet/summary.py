@@ -288,8 +288,8 @@ def energy_lines(energy: dict) -> list:
         part = energy[name]
         mem = part["memory"]
         low, high = mem["dram_pj"]
-        sram = (f"; or {_joules(mem['sram_pj'])} if held in a {_bytes(mem['sram_bytes'])} SRAM"
-                if mem["sram_bytes"] else " (does not fit a 1 MB SRAM)")
+        sram = (f"; or {_joules(mem['sram_pj'])} from an SRAM of <= {_bytes(mem['sram_bytes'])}"
+                if mem["sram_bytes"] else " (too large for an SRAM of Table 3, <= 1 MiB)")
         lines.append(f"  {label}: compute {_joules(part['compute_pj'])}, weight reads "
                      f"{mem['words64']:,} x 64-bit from DRAM {_joules(low)} to "
                      f"{_joules(high)}{sram}")
@@ -388,17 +388,46 @@ def _float_tensors(module) -> int:
     return sum(t.numel() for t in tensors if t.is_floating_point())
 
 
-def _packed_weight_bits(weight_shape: Sequence[int]) -> int:
-    """Bits of a binary weight packed along its fan-in: rows x ceil(fan_in / 64) words.
+def _words_bits(bits: int) -> int:
+    """Bits taken by ``bits`` packed values: whole uint64 words (pad bits included)."""
+    return math.ceil(bits / WORD_BITS) * WORD_BITS
 
-    Dense (out, in): one row per output unit. Conv (O, C, kh, kw): channels are packed per tap
-    (NHWC, docs/design.md), so O * kh * kw rows of ceil(C / 64) words.
+
+def _packed_weight_bits(module, first: bool) -> int:
+    """Bits of a binary layer's packed weight, laid out as the engine stores it.
+
+    Dense (O, K): O rows of ceil(K/64) words. Conv with binary input: channels are packed per
+    tap (NHWC), O*kh*kw rows of ceil((C/g)/64) words. First conv (real-valued image input):
+    whole (kh, kw, c) patches packed, O rows of ceil(kh*kw*C/g/64) words.
     """
-    if len(weight_shape) == 2:
-        rows, fan_in = weight_shape
-    else:
-        rows, fan_in = weight_shape[0] * math.prod(weight_shape[2:]), weight_shape[1]
-    return rows * math.ceil(fan_in / WORD_BITS) * WORD_BITS
+    shape = tuple(module.weight.shape)
+    if len(shape) == 2:
+        return shape[0] * _words_bits(shape[1])
+    if first:
+        return shape[0] * _words_bits(math.prod(shape[1:]))
+    return shape[0] * math.prod(shape[2:]) * _words_bits(shape[1])
+
+
+def _border_classes(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """Distinct sets of in-bounds taps along one axis of a conv (zero padding drops taps at the
+    border, so border positions need their own first-layer thresholds)."""
+    out = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    return len({tuple(0 <= y * stride - padding + t * dilation < size for t in range(kernel))
+                for y in range(out)})
+
+
+def _first_threshold_bits(module, input_shape: tuple, out_shape: tuple) -> int:
+    """Bits of the integer thresholds of a first layer fed with 8-bit images: one int32 per
+    output unit (dense), or per (row class, column class, channel) plus the int32 class index
+    of every output row and column (conv)."""
+    if len(out_shape) == 1:
+        return 32 * out_shape[0]
+    _, height, width = input_shape
+    rows = _border_classes(height, module.kernel_size[0], module.stride[0], module.padding[0],
+                           module.dilation[0])
+    cols = _border_classes(width, module.kernel_size[1], module.stride[1], module.padding[1],
+                           module.dilation[1])
+    return 32 * (rows * cols * out_shape[0] + out_shape[1] + out_shape[2])
 
 
 def _infer_input_shape(model) -> tuple:
@@ -459,20 +488,28 @@ def _next_index(records: list, start: int, step: int, skip) -> int | None:
 
 
 def _summarise_module(model, input_shape, input_bits: int) -> ModelSummary:
-    """Per-layer summary of a torch model; see the module docstring for the counting rules."""
+    """Per-layer summary of a torch model; see the module docstring for the counting rules.
+
+    The packed figures mirror the layout of :mod:`binarynet.engine.graph` that
+    :func:`binarynet.export` writes (hidden layer: int32 threshold + bool flip per channel;
+    first layer: float32 bias, float32 threshold, flip and, for 8-bit input, int32 thresholds;
+    output layer: float64 scale and shift per class; max-pool: a bool flip per channel).
+    """
     shape = _infer_input_shape(model) if input_shape is None else tuple(int(s) for s in input_shape)
     records = _trace(model, shape)
     bits = input_bits
+    on_image = True     # no layer has transformed the input yet
+    first_layers = set()  # indices of binary layers fed with the real-valued image
     layers = []
     for i, (name, module, out_shape) in enumerate(records):
         kind = type(module).__name__
         out_numel = math.prod(out_shape)
         row = LayerSummary(name=name, kind=kind, input_bits=bits, output_shape=out_shape)
         floats = _float_tensors(module)
+        before = _next_index(records, i, -1, _is_passthrough)
+        after_binary = before is not None and _is_binary_layer(records[before][1])
         if _is_binary_layer(module):
             row.input_bits = 1 if module.input_quantizer is not None else bits
-            if module.input_quantizer is not None:
-                row.note = "binarizes its input"
             weight = module.weight
             bias = module.bias.numel() if module.bias is not None else 0
             macs = out_numel * math.prod(weight.shape[1:])
@@ -481,7 +518,12 @@ def _summarise_module(model, input_shape, input_bits: int) -> ModelSummary:
                 row.multibit_macs = macs
             else:
                 row.binary_params, row.float_params = weight.numel(), bias
-                row.packed_bits = _packed_weight_bits(tuple(weight.shape))
+                first = on_image and module.input_quantizer is None
+                row.packed_bits = _packed_weight_bits(module, first)
+                if module.input_quantizer is not None:
+                    row.note = "binarizes its input"
+                    if on_image and input_bits == 8:  # per-channel uint8 thresholds (int16)
+                        row.packed_bits += 16 * shape[0]
                 if row.input_bits == 1:
                     row.binary_macs = macs
                 else:
@@ -489,41 +531,110 @@ def _summarise_module(model, input_shape, input_bits: int) -> ModelSummary:
                 after = _next_index(records, i, +1, _is_passthrough)
                 folds = after is not None and (_is_batchnorm(records[after][1])
                                                or _is_sign(records[after][1]))
-                if bias and not folds:
+                if first:
+                    first_layers.add(i)
+                    row.packed_bits += bias * 32  # kept as float32 (exact real-valued sum)
+                elif bias and not folds:
                     row.packed_bits += bias * 32
             bits = 32  # integer sums (float32 in torch)
-        elif _is_batchnorm(module):
+        elif _is_batchnorm(module) or _is_sign(module):
+            sign = _is_sign(module)
+            nxt = _next_index(records, i, +1, lambda m: _is_passthrough(m) and
+                              not type(m).__name__.startswith("MaxPool"))
+            then_sign = sign or (nxt is not None and _is_sign(records[nxt][1]))
             row.float_params = floats
-            before = _next_index(records, i, -1, _is_passthrough)
-            after = _next_index(records, i, +1, lambda m: _is_passthrough(m) and
-                                not type(m).__name__.startswith("MaxPool"))
-            foldable = before is not None and _is_binary_layer(records[before][1])
-            channels = module.num_features
-            if foldable and after is not None and _is_sign(records[after][1]):
-                row.packed_bits, row.note = channels * (32 + 8), "-> thresholds"
-            elif foldable:
-                row.packed_bits, row.note = channels * 2 * 32, "-> scale, offset"
-            else:
+            channels = out_shape[0]
+            if sign and before is not None and _is_batchnorm(records[before][1]):
+                pass  # the batch norm before it already became the threshold
+            elif after_binary and before in first_layers:
+                if then_sign:
+                    row.packed_bits = channels * (32 + 8)  # float threshold + flip
+                    if input_bits == 8:
+                        row.packed_bits += _first_threshold_bits(
+                            records[before][1], shape, records[before][2])
+                    row.note = "-> thresholds"
+                else:
+                    row.packed_bits, row.note = channels * 2 * 64, "-> scale, shift"
+            elif after_binary:
+                if then_sign:
+                    row.packed_bits, row.note = channels * (32 + 8), "-> thresholds"
+                else:
+                    row.packed_bits, row.note = channels * 2 * 64, "-> scale, shift"
+            elif not sign:
                 row.packed_bits = floats * 32
-            bits = 32
-        elif _is_sign(module):
-            before = _next_index(records, i, -1, _is_passthrough)
-            if before is not None and _is_binary_layer(records[before][1]):
-                # sign right after a binary layer: still a per-channel threshold (the bias)
-                row.packed_bits, row.note = out_shape[0] * (32 + 8), "-> thresholds"
-            bits = 1
+            bits = 1 if sign else 32
         elif _is_passthrough(module):
-            pass
+            if type(module).__name__ == "MaxPool2d" and after_binary:
+                row.packed_bits = 8 * out_shape[0]  # flip: OR or AND of thresholded bits
         else:
             row.float_params, row.packed_bits = floats, floats * 32
             weight = getattr(module, "weight", None)
             if weight is not None and weight.dim() >= 2:  # nn.Linear / nn.Conv*d in float
                 row.multibit_macs = out_numel * math.prod(weight.shape[1:])
             bits = 32
+        if not _is_passthrough(module):
+            on_image = False
         row.float32_bits = (row.binary_params + row.float_params) * 32
         layers.append(row)
     return ModelSummary(source=type(model).__name__, input_shape=shape, input_bits=input_bits,
                         layers=layers)
+
+
+# -- packed models --------------------------------------------------------------------------
+_WEIGHTED_OPS = ("first_dense", "first_conv", "dense", "dense_logits", "conv")
+
+
+def _torch_order(kind: str, shape: tuple) -> tuple:
+    """An engine activation shape in the torch model's order: NHWC bits -> (C, H, W)."""
+    return (shape[2], shape[0], shape[1]) if kind == "bits" and len(shape) == 3 else tuple(shape)
+
+
+def _summarise_packed(packed, input_bits: int | None, file_path: str | None = None):
+    """Per-op summary of a ``PackedModel``: exact tensor bytes per op, header and file size.
+
+    The float32 column is the float network the model stands for: every weight plus, per
+    output channel, the float bias and four batch-norm values (gamma, beta, mean, variance),
+    as float32.
+    """
+    from .engine import format as file_format
+    from .engine import graph as packed_graph
+
+    graph = packed.graph
+    integer = packed_graph.integer_first_layer(graph)
+    if input_bits is None:
+        input_bits = 8 if integer else 32
+    bits = input_bits
+    in_shape = tuple(graph["input"]["shape"])
+    layers, seen = [], set()
+    for i, (op, (kind, out_shape)) in enumerate(zip(packed.ops, packed.activations)):
+        names = [n for n in op["tensors"].values() if n not in seen]
+        seen.update(names)
+        row = LayerSummary(name=op["name"], kind=op["op"], input_bits=bits,
+                           output_shape=_torch_order(kind, out_shape),
+                           packed_bits=8 * sum(packed.tensors[n].nbytes for n in names))
+        if op["op"] in _WEIGHTED_OPS:
+            o = op.get("out_features", op.get("out_channels"))
+            if "in_features" in op:
+                fan_in = op["in_features"]
+            else:
+                fan_in = op["kernel"][0] * op["kernel"][1] * op["in_channels"] // op["groups"]
+            macs = math.prod(out_shape) * fan_in
+            row.binary_params = o * fan_in
+            row.float_params = 5 * o  # float bias + gamma, beta, mean, variance
+            if bits == 1:
+                row.binary_macs = macs
+            else:
+                row.multibit_macs = macs
+            bits = 1
+        elif op["op"] == "binarize_input":
+            bits = 1
+        row.float32_bits = (row.binary_params + row.float_params) * 32
+        layers.append(row)
+    header = file_format.header_size(packed.to_bytes())
+    file_bytes = os.path.getsize(file_path) if file_path else packed.nbytes + header
+    source = os.path.basename(file_path) if file_path else "PackedModel"
+    return ModelSummary(source=source, input_shape=in_shape, input_bits=input_bits,
+                        layers=layers, file_bytes=file_bytes, header_bytes=header)
 
 
 # -- entry point ----------------------------------------------------------------------------

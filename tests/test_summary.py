@@ -1,0 +1,156 @@
+"""binarynet.summary: per-layer bits, packed memory, MACs, energy estimate; `binarynet summary`."""
+import json
+import math
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import binarynet as bn
+from binarynet.summary import (DRAM_ACCESS_PJ, MAC_ENERGY_PJ, SRAM_ACCESS_PJ, energy_estimate,
+                               summary)
+
+
+def small_mlp():
+    """Hand-countable MLP: 20 -> 70 (binary, BN, sign) -> 3 (binary, BN)."""
+    return nn.Sequential(nn.Flatten(), bn.nn.BinaryLinear(20, 70), nn.BatchNorm1d(70),
+                         bn.nn.Sign(), bn.nn.BinaryLinear(70, 3), nn.BatchNorm1d(3))
+
+
+def small_convnet():
+    """Hand-countable convnet on 3x6x6 images in the paper order (pool before BN)."""
+    return nn.Sequential(
+        bn.nn.BinaryConv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), bn.nn.Sign(),
+        bn.nn.BinaryConv2d(8, 4, 3, padding=1), nn.MaxPool2d(2), nn.BatchNorm2d(4), bn.nn.Sign(),
+        nn.Flatten(), bn.nn.BinaryLinear(36, 5), nn.BatchNorm1d(5))
+
+
+def column(s, field):
+    return [getattr(layer, field) for layer in s.layers]
+
+
+def test_mlp_counts_by_hand():
+    s = summary(small_mlp(), (20,), input_bits=8)
+    assert column(s, "kind") == ["Flatten", "BinaryLinear", "BatchNorm1d", "Sign",
+                                 "BinaryLinear", "BatchNorm1d"]
+    assert column(s, "output_shape") == [(20,), (70,), (70,), (70,), (3,), (3,)]
+    assert column(s, "input_bits") == [8, 8, 32, 32, 1, 32]
+    assert column(s, "binary_params") == [0, 1400, 0, 0, 210, 0]
+    # bias 70; BN gamma, beta, running mean, running var = 4 x 70; ...
+    assert column(s, "float_params") == [0, 70, 280, 0, 3, 12]
+    # packed: 70 rows x 1 word + float32 bias | float threshold + flip + int32 threshold |
+    # 3 rows x 2 words | float64 scale + shift per class
+    assert column(s, "packed_bits") == [0, 70 * 64 + 70 * 32, 70 * (32 + 8 + 32), 0, 3 * 128,
+                                        3 * 128]
+    assert column(s, "binary_macs") == [0, 0, 0, 0, 210, 0]
+    assert column(s, "multibit_macs") == [0, 1400, 0, 0, 0, 0]
+    assert s.binary_params == 1610 and s.float_params == 365
+    assert s.float32_bytes == (1610 + 365) * 4
+    assert s.packed_bytes == (6720 + 5040 + 384 + 384) // 8
+    assert s.compression_ratio == pytest.approx(7900 / 1566)
+
+
+def test_float_input_has_no_integer_thresholds_and_float_macs():
+    s = summary(small_mlp(), (20,))  # default: float32 input
+    assert s.input_bits == 32
+    assert column(s, "packed_bits")[2] == 70 * (32 + 8)
+    assert column(s, "input_bits")[1] == 32
+
+
+def test_convnet_counts_by_hand():
+    s = summary(small_convnet(), (3, 6, 6), input_bits=8)
+    assert column(s, "output_shape") == [(8, 6, 6), (8, 6, 6), (8, 6, 6), (4, 6, 6), (4, 3, 3),
+                                         (4, 3, 3), (4, 3, 3), (36,), (5,), (5,)]
+    assert column(s, "binary_params") == [216, 0, 0, 288, 0, 0, 0, 0, 180, 0]
+    # first conv: whole 27-value patches in one word per filter, float bias; its BN becomes
+    # float thresholds + flips + int32 thresholds per (3 row classes x 3 column classes x 8)
+    # and the int32 class of each of the 6 rows and 6 columns; max-pool keeps a flip per channel
+    assert column(s, "packed_bits") == [8 * 64 + 8 * 32, 8 * 40 + 32 * (3 * 3 * 8 + 6 + 6), 0,
+                                        4 * 9 * 64, 4 * 8, 4 * 40, 0, 0, 5 * 64, 5 * 128]
+    assert column(s, "multibit_macs") == [8 * 36 * 27, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert column(s, "binary_macs") == [0, 0, 0, 4 * 36 * 72, 0, 0, 0, 0, 180, 0]
+    assert column(s, "input_bits")[3] == 1 and column(s, "input_bits")[8] == 1
+
+
+def test_paper_mnist_mlp_totals():
+    model = bn.models.get("mnist_mlp")
+    s = summary(model, (1, 28, 28), input_bits=8)
+    binary = 784 * 4096 + 2 * 4096 * 4096 + 4096 * 10
+    assert s.binary_params == binary
+    assert s.float_params == 3 * 5 * 4096 + 5 * 10  # bias + 4 BN values per unit
+    assert s.binary_macs == 2 * 4096 * 4096 + 4096 * 10
+    assert s.multibit_macs == 784 * 4096
+    assert s.float32_bytes == 4 * (binary + s.float_params)
+    assert 29 < s.compression_ratio < 32
+
+
+def test_energy_estimate_by_hand():
+    s = summary(small_mlp(), (20,), input_bits=8)
+    e = energy_estimate(s)
+    float_mac = MAC_ENERGY_PJ["float32"]["mul"] + MAC_ENERGY_PJ["float32"]["add"]
+    assert float_mac == pytest.approx(4.6)
+    assert e["float32"]["compute_pj"] == pytest.approx(1610 * 4.6)
+    # 210 binary MACs at 3 x 0.2 pJ per 64, 1400 8-bit MACs at 0.23 pJ
+    assert e["bnn"]["compute_pj"] == pytest.approx(210 / 64 * 0.6 + 1400 * 0.23)
+    words = math.ceil(1566 / 8)
+    assert e["bnn"]["memory"]["words64"] == words
+    assert e["bnn"]["memory"]["dram_pj"] == pytest.approx((words * 1300.0, words * 2600.0))
+    assert e["bnn"]["memory"]["sram_bytes"] == 8 * 1024  # 1566 B fits the 8 KB SRAM: 10 pJ
+    assert e["bnn"]["memory"]["sram_pj"] == pytest.approx(words * 10.0)
+    assert e["float32"]["memory"]["sram_bytes"] == 8 * 1024  # 7900 B
+    assert "ESTIMATE" in e["label"]
+    assert DRAM_ACCESS_PJ == (1300.0, 2600.0) and SRAM_ACCESS_PJ[0] == (8192, 10.0)
+
+
+def test_sram_choice_follows_table3():
+    s = summary(bn.models.get("mnist_mlp", hidden=1024), (1, 28, 28))
+    assert s.packed_bytes < 1024 * 1024 < s.float32_bytes
+    e = s.energy()
+    assert e["bnn"]["memory"]["sram_bytes"] == 1024 * 1024
+    assert e["float32"]["memory"]["sram_bytes"] is None
+
+
+def test_text_markdown_and_dict_forms():
+    s = summary(small_mlp(), (20,), input_bits=8)
+    text = str(s)
+    assert "BinaryLinear" in text and "ESTIMATE" in text and "compression" in text
+    assert "1,400" in text  # thousands separators
+    md = s.to_markdown()
+    lines = md.splitlines()
+    assert lines[0].startswith("| layer | type |") and lines[1].startswith("|---|")
+    assert sum(line.startswith("| ") for line in lines) == 1 + len(s.layers) + 1  # + total
+    data = json.loads(json.dumps(s.to_dict()))
+    assert data["totals"]["packed_bytes"] == 1566
+    assert len(data["layers"]) == 6 and data["layers"][1]["binary_params"] == 1400
+
+
+def test_restores_training_mode_and_does_not_update_bn():
+    model = small_mlp().train()
+    before = model[2].running_mean.clone()
+    summary(model, (20,))
+    assert all(m.training for m in model.modules())
+    assert torch.equal(model[2].running_mean, before)
+
+
+def test_input_shape_inferred_for_mlp_required_for_convnet():
+    assert summary(small_mlp()).input_shape == (20,)
+    with pytest.raises(ValueError, match="input_shape"):
+        summary(small_convnet())
+
+
+def test_bad_input_raises_clear_errors():
+    with pytest.raises(ValueError, match=r"does not accept one sample of shape \(5, 6, 6\)"):
+        summary(small_convnet(), (5, 6, 6))
+    with pytest.raises(TypeError, match="expects a torch.nn.Module"):
+        summary(42)
+    with pytest.raises(ValueError, match="input_bits"):
+        summary(small_mlp(), (20,), input_bits=4)
+
+
+def test_float_layers_count_as_32_bit():
+    model = nn.Sequential(nn.Linear(10, 4), nn.ReLU(), bn.nn.BinaryLinear(4, 2))
+    s = summary(model, (10,))
+    assert column(s, "float_params") == [44, 0, 2]
+    assert column(s, "packed_bits") == [44 * 32, 0, 2 * 64 + 2 * 32]
+    assert column(s, "multibit_macs") == [40, 0, 8]
