@@ -35,7 +35,12 @@ def normalization(name: str, kind: str = "paper") -> tuple[tuple[float, ...], tu
 
 
 def to_float(images: torch.Tensor, scale: Sequence[float], offset: Sequence[float]) -> torch.Tensor:
-    """``images`` uint8 (N, C, H, W) -> float32 ``images * scale[c] + offset[c]`` on their device."""
+    """``images`` uint8 (N, C, H, W) -> float32 ``images * scale[c] + offset[c]`` on their device.
+
+    Each value is the float32 nearest to the exact result (evaluated in float64 through a
+    256-entry table per channel), so e.g. "paper" maps 0 and 255 to exactly -1 and +1, like
+    the Theano code's float64 ``2 x / 255 - 1``, and export can fold the same numbers.
+    """
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise TypeError(f"to_float expects uint8 images (N, C, H, W), got {images.dtype} "
                         f"{tuple(images.shape)}")
@@ -43,9 +48,12 @@ def to_float(images: torch.Tensor, scale: Sequence[float], offset: Sequence[floa
     if len(scale) != channels or len(offset) != channels:
         raise ValueError(f"to_float: {channels} channels but {len(scale)} scales and "
                          f"{len(offset)} offsets")
-    scale_t = torch.tensor(scale, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    offset_t = torch.tensor(offset, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    return torch.addcmul(offset_t, images.to(torch.float32), scale_t)
+    device = images.device
+    scale_t = torch.tensor(scale, dtype=torch.float64, device=device)[:, None]
+    offset_t = torch.tensor(offset, dtype=torch.float64, device=device)[:, None]
+    table = (torch.arange(256, dtype=torch.float64, device=device) * scale_t + offset_t)
+    index = images.long() + 256 * torch.arange(channels, device=device).view(1, -1, 1, 1)
+    return table.to(torch.float32).view(-1)[index]
 
 
 def crop_flip(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor,
