@@ -1,1 +1,17 @@
-"""Torch-free inference engine for packed BNNs. Never import torch on this path."""
+"""Torch-free inference engine for packed BNNs. Never import torch on this path.
+
+- :func:`load` reads and validates a packed model file (``.bnn``, the safetensors layout;
+  :mod:`binarynet.engine.format`) and returns a :class:`PackedModel`;
+- :meth:`PackedModel.predict` runs it on numpy images (float, or uint8 with the normalisation
+  folded in) with the XNOR-popcount kernels (:mod:`binarynet.engine.kernels`; plain-numpy
+  reference in :mod:`binarynet.engine.reference`);
+- :meth:`PackedModel.save` writes it back; :meth:`PackedModel.summary` accounts for its bytes.
+
+Models come from :func:`binarynet.export` (torch side). The graph the engine runs is
+described in :mod:`binarynet.engine.graph`.
+"""
+from ..errors import ModelFileError
+from .format import FORMAT_NAME, FORMAT_VERSION
+from .model import PackedModel, load
+
+__all__ = ["load", "PackedModel", "ModelFileError", "FORMAT_NAME", "FORMAT_VERSION"]

@@ -1,0 +1,285 @@
+"""The packed model file: one safetensors-layout file, written and read with numpy alone.
+
+Layout (the safetensors layout, so the ``safetensors`` package can open our files too):
+
+- 8 bytes: little-endian uint64 ``n``, the length of the JSON header;
+- ``n`` bytes: UTF-8 JSON object, padded with spaces to a multiple of 8 bytes. Each tensor has an
+  entry ``{"dtype": "U64", "shape": [...], "data_offsets": [begin, end]}`` (offsets relative to
+  the data section); ``"__metadata__"`` is a string -> string map;
+- the data section: the raw little-endian bytes of the tensors, contiguous, no holes.
+
+Metadata of a binarynet packed model:
+
+==================== =====================================================================
+``format``           ``"binarynet-packed"``
+``format_version``   an integer (as a string), :data:`FORMAT_VERSION`
+``binarynet_version`` the version that wrote the file
+``graph``            JSON: ordered ops with attributes and tensor names, input shape and
+                     normalisation, class count (schema in :mod:`binarynet.engine.graph`)
+``tensors_sha256``   SHA-256 of the data section (all tensor bytes)
+``graph_sha256``     SHA-256 of the ``graph`` string (UTF-8), so an edited graph is caught too
+==================== =====================================================================
+
+No pickle anywhere: reading a file can only ever produce numpy arrays and JSON values.
+Every field is validated on load; a problem raises :class:`~binarynet.errors.ModelFileError`
+saying what is wrong and what to do.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from typing import Mapping
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ModelFileError
+
+__all__ = [
+    "FORMAT_NAME", "FORMAT_VERSION", "DTYPES", "write_file", "read_file", "encode", "decode",
+    "header_size",
+]
+
+FORMAT_NAME = "binarynet-packed"
+FORMAT_VERSION = 1
+
+# safetensors dtype names <-> little-endian numpy dtypes (only those the engine uses).
+DTYPES = {
+    "U64": np.dtype("<u8"),
+    "I64": np.dtype("<i8"),
+    "F64": np.dtype("<f8"),
+    "I32": np.dtype("<i4"),
+    "F32": np.dtype("<f4"),
+    "I16": np.dtype("<i2"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+
+# A header larger than this is not one of ours (safetensors itself refuses > 100 MB).
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+_REQUIRED_METADATA = ("format", "format_version", "binarynet_version", "graph",
+                      "tensors_sha256", "graph_sha256")
+
+
+def _sha256(data) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _dtype_name(array: np.ndarray, name: str) -> str:
+    dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
+    try:
+        return _NAMES[np.dtype(dtype)]
+    except KeyError:
+        raise TypeError(
+            f"tensor {name!r}: dtype {array.dtype} cannot be stored; expected one of "
+            f"{sorted(str(d) for d in DTYPES.values())}"
+        ) from None
+
+
+def encode(graph: Mapping, tensors: Mapping[str, np.ndarray]) -> bytes:
+    """Serialise a graph (JSON-able mapping) and named numpy arrays to the file's bytes.
+
+    Tensors are laid out widest dtype first so that, with the header padded to 8 bytes, every
+    tensor starts on a multiple of its item size (aligned zero-copy views on load).
+    """
+    graph_text = json.dumps(graph, sort_keys=True, separators=(",", ":"))
+    order = sorted(tensors, key=lambda n: (-np.asarray(tensors[n]).dtype.itemsize, n))
+    entries, chunks, offset = {}, [], 0
+    for name in order:
+        if name == "__metadata__":
+            raise ValueError("'__metadata__' is reserved and cannot name a tensor")
+        array = np.asarray(tensors[name])
+        dtype_name = _dtype_name(array, name)
+        raw = np.ascontiguousarray(array, dtype=DTYPES[dtype_name]).tobytes()
+        entries[name] = {"dtype": dtype_name, "shape": list(array.shape),
+                         "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    data = b"".join(chunks)
+    entries["__metadata__"] = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "binarynet_version": __version__,
+        "graph": graph_text,
+        "tensors_sha256": _sha256(data),
+        "graph_sha256": _sha256(graph_text.encode("utf-8")),
+    }
+    header = json.dumps(entries, separators=(",", ":")).encode("utf-8")
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def header_size(blob: bytes) -> int:
+    """Bytes taken by the length prefix and the JSON header (the rest is tensor data)."""
+    return 8 + struct.unpack_from("<Q", blob, 0)[0]
+
+
+def write_file(path, graph: Mapping, tensors: Mapping[str, np.ndarray]) -> int:
+    """Write a packed model file atomically (temp file + fsync + rename); returns its size."""
+    blob = encode(graph, tensors)
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".bnn", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return len(blob)
+
+
+def read_file(path):
+    """Read and validate a packed model file -> ``(graph, tensors, metadata)``.
+
+    Checks the length prefix, header JSON, metadata fields, format name and version, tensor
+    dtypes/shapes/offsets, that the data section is exactly covered, and both SHA-256 sums.
+    The graph's own consistency with the tensors is checked by :func:`binarynet.engine.graph.validate`.
+    Raises :class:`ModelFileError` naming the file and the problem.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such packed model file") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{path}: is a directory, expected a packed model file (.bnn)") from None
+    except OSError as err:
+        raise ModelFileError(f"{path}: cannot read: {err.strerror or err}") from None
+    try:
+        return decode(blob)
+    except ModelFileError as err:
+        raise ModelFileError(f"{path}: {err}") from None
+
+
+def decode(blob: bytes):
+    """Parse and validate the bytes of a packed model file (see :func:`read_file`)."""
+    if len(blob) < 8:
+        raise ModelFileError(
+            f"truncated: {len(blob)} bytes, too short for the 8-byte header length; "
+            "the file is not a complete binarynet packed model (re-export or re-copy it)"
+        )
+    (n,) = struct.unpack_from("<Q", blob, 0)
+    if n > MAX_HEADER_BYTES:
+        raise ModelFileError(
+            f"header length {n} is implausible (limit {MAX_HEADER_BYTES}); "
+            "this is not a binarynet packed model file"
+        )
+    if 8 + n > len(blob):
+        raise ModelFileError(
+            f"truncated: the header claims {n} bytes but only {len(blob) - 8} follow the length "
+            "field (re-export or re-copy the file)"
+        )
+    try:
+        header = json.loads(blob[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelFileError(f"header is not valid UTF-8 JSON ({err}); the file is corrupt "
+                             "or not a binarynet packed model") from None
+    if not isinstance(header, dict):
+        raise ModelFileError("header is not a JSON object; not a binarynet packed model")
+    metadata = _check_metadata(header.pop("__metadata__", None))
+    data = memoryview(blob)[8 + n:]
+    tensors = _check_tensors(header, data)
+    if _sha256(data) != metadata["tensors_sha256"]:
+        raise ModelFileError(
+            "tensor data altered or corrupted: SHA-256 of the tensor bytes does not match the "
+            "one recorded when the file was written (re-export the model)"
+        )
+    if _sha256(metadata["graph"].encode("utf-8")) != metadata["graph_sha256"]:
+        raise ModelFileError(
+            "graph altered or corrupted: SHA-256 of the graph description does not match the "
+            "one recorded when the file was written (re-export the model)"
+        )
+    try:
+        graph = json.loads(metadata["graph"])
+    except json.JSONDecodeError as err:
+        raise ModelFileError(f"metadata 'graph' is not valid JSON ({err})") from None
+    if not isinstance(graph, dict):
+        raise ModelFileError("metadata 'graph' must be a JSON object")
+    return graph, tensors, metadata
+
+
+def _check_metadata(metadata) -> dict:
+    if not isinstance(metadata, dict):
+        raise ModelFileError("no '__metadata__' in the header: a safetensors file, but not a "
+                             "binarynet packed model (export one with `binarynet export`)")
+    if metadata.get("format") != FORMAT_NAME:
+        raise ModelFileError(
+            f"format is {metadata.get('format')!r}, expected {FORMAT_NAME!r}: not a binarynet "
+            "packed model (export one with `binarynet export`)"
+        )
+    missing = [key for key in _REQUIRED_METADATA if key not in metadata]
+    if missing:
+        raise ModelFileError(f"metadata lacks {', '.join(missing)}; the file is incomplete or "
+                             "was not written by binarynet")
+    bad = [key for key in _REQUIRED_METADATA if not isinstance(metadata[key], str)]
+    if bad:
+        raise ModelFileError(f"metadata {', '.join(bad)} must be strings")
+    text = metadata["format_version"]
+    if not text.isdigit():
+        raise ModelFileError(f"format_version {text!r} is not an integer")
+    version = int(text)
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"written by format version {version} (binarynet {metadata['binarynet_version']}), "
+            f"this binarynet ({__version__}) reads version {FORMAT_VERSION}; upgrade binarynet"
+        )
+    if version < FORMAT_VERSION:
+        raise ModelFileError(
+            f"written by format version {version} (binarynet {metadata['binarynet_version']}), "
+            f"this binarynet ({__version__}) reads version {FORMAT_VERSION}; re-export the model "
+            "from its checkpoint with this binarynet"
+        )
+    return metadata
+
+
+def _check_tensors(header: dict, data: memoryview) -> dict:
+    spans, tensors = [], {}
+    for name, entry in header.items():
+        where = f"tensor {name!r}"
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            raise ModelFileError(f"{where}: entry must have exactly dtype, shape and data_offsets")
+        dtype = DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise ModelFileError(f"{where}: dtype {entry['dtype']!r} is not one binarynet uses "
+                                 f"({', '.join(DTYPES)})")
+        shape = entry["shape"]
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise ModelFileError(f"{where}: shape {shape!r} must be a list of non-negative integers")
+        offsets = entry["data_offsets"]
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(type(o) is int for o in offsets) or not 0 <= offsets[0] <= offsets[1]):
+            raise ModelFileError(f"{where}: data_offsets {offsets!r} must be [begin, end] with "
+                                 "0 <= begin <= end")
+        begin, end = offsets
+        if end > len(data):
+            raise ModelFileError(
+                f"truncated: {where} ends at byte {end} of the data section, which has only "
+                f"{len(data)} bytes (re-export or re-copy the file)"
+            )
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if end - begin != expected:
+            raise ModelFileError(f"{where}: {end - begin} bytes for shape {shape} of "
+                                 f"{entry['dtype']} (expected {expected})")
+        spans.append((begin, end, name))
+        tensors[name] = np.frombuffer(data, dtype=dtype, count=expected // dtype.itemsize,
+                                      offset=begin).reshape(shape)
+    position = 0
+    for begin, end, name in sorted(spans):
+        if begin != position:
+            raise ModelFileError(f"tensor {name!r} starts at byte {begin}, expected {position}: "
+                                 "tensor data overlaps or has holes")
+        position = end
+    if position != len(data):
+        raise ModelFileError(f"{len(data) - position} unexpected bytes after the last tensor "
+                             "(the file was altered or concatenated)")
+    return tensors
