@@ -1,0 +1,299 @@
+// Binary GEMM on the tensor cores' 1-bit MMA (sm_80 and later).
+//
+// Operands are packed +-1 rows (docs/design.md): bit 1 <=> +1, LSB first, read here as 32-bit words;
+// pad bits are 0 in both operands. The instruction
+//     mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc
+// accumulates popc(a AND b) over 256-bit slices. Recent GPUs dropped the XOR variant, so the XNOR dot
+// product of k real bits is rebuilt from row popcounts pa (activations) and pb (weights):
+//     popc(a ^ b) = pa + pb - 2 popc(a & b)   =>   dot = k - 2 (pa + pb) + 4 popc(a & b)
+// (pad bits are 0 in both, so they add nothing to any of the three counts).
+//
+// Tiling: a block computes a BM x BN output tile; its warps form a WARPS_M x WARPS_N grid of
+// (BM / WARPS_M) x 32 warp tiles, i.e. MI = BM / WARPS_M / 16 row fragments x NI = 4 column fragments
+// of m16n8. The reduction runs over 512-bit stages (16 words per row), copied global -> shared with
+// cp.async into a STAGES-deep ring, read with ldmatrix (one .x4 gives an A fragment, one gives two
+// B fragments). Shared rows are padded from 64 to 80 bytes so the 8 row addresses of each ldmatrix
+// phase and of each cp.async wave hit distinct banks.
+//
+// Requirements (the Python loader guarantees them): words % 4 == 0 (16-byte cp.async chunks), operand
+// pointers 16-byte aligned. Rows past M / N and chunks past `words` are zero-filled.
+//
+// Exported C functions return a cudaError_t code (0 = success).
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+namespace {
+
+constexpr int kStageWords = 16;               // 512 bits of k per pipeline stage
+constexpr int kRowStride = kStageWords + 4;   // padded shared row: 20 words = 80 bytes
+constexpr int kStages = 3;
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte async copy; src_bytes = 0 writes zeros without reading global memory.
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+// d += popc(A AND B) for a 16 x 8 x 256 bit tile.
+__device__ __forceinline__ void mma_and_popc(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Copy one 512-bit stage of `rows` packed rows (starting at row0) into shared memory.
+template <int ROWS, int THREADS>
+__device__ __forceinline__ void load_stage(uint32_t* smem, const uint32_t* __restrict__ src, int row0,
+                                           int nrows, int words, int k0) {
+    constexpr int kChunks = ROWS * (kStageWords / 4);
+#pragma unroll
+    for (int c = threadIdx.x; c < kChunks; c += THREADS) {
+        const int r = c / (kStageWords / 4);
+        const int q = c % (kStageWords / 4);
+        const int row = row0 + r;
+        const int word = k0 + q * 4;
+        const bool ok = row < nrows && word < words;
+        const uint32_t* g = ok ? src + static_cast<size_t>(row) * words + word : src;
+        cp_async_16(smem_addr(smem + r * kRowStride + q * 4), g, ok ? 16 : 0);
+    }
+}
+
+template <int BM, int BN, int WARPS_M, int WARPS_N, bool THRESHOLD>
+__global__ void __launch_bounds__(WARPS_M * WARPS_N * 32)
+bmma_gemm_kernel(const uint32_t* __restrict__ a, const uint32_t* __restrict__ w,
+                 const int* __restrict__ pop_a, const int* __restrict__ pop_w, int M, int N, int words,
+                 int k, int* __restrict__ out, int out_cols, const int* __restrict__ thresh,
+                 const int8_t* __restrict__ flip) {
+    constexpr int kThreads = WARPS_M * WARPS_N * 32;
+    constexpr int kWarpM = BM / WARPS_M;
+    constexpr int kWarpN = BN / WARPS_N;
+    constexpr int MI = kWarpM / 16;
+    constexpr int NI = kWarpN / 8;
+    static_assert(kWarpN == 32, "a warp tile spans one 32-bit word of output bits");
+    static_assert(kWarpM % 16 == 0, "warp tile rows: a multiple of 16");
+
+    extern __shared__ __align__(16) uint32_t smem[];
+    uint32_t* sa = smem;                                   // kStages x BM x kRowStride
+    uint32_t* sb = smem + kStages * BM * kRowStride;       // kStages x BN x kRowStride
+
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int wm = warp / WARPS_N;
+    const int wn = warp % WARPS_N;
+    const int row0 = blockIdx.y * BM;
+    const int col0 = blockIdx.x * BN;
+    const int ktiles = (words + kStageWords - 1) / kStageWords;
+
+    int acc[MI][NI][4];
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NI; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
+
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+        if (s < ktiles) {
+            load_stage<BM, kThreads>(sa + s * BM * kRowStride, a, row0, M, words, s * kStageWords);
+            load_stage<BN, kThreads>(sb + s * BN * kRowStride, w, col0, N, words, s * kStageWords);
+        }
+        cp_async_commit();
+    }
+
+    // ldmatrix lane roles: lane L addresses row (L % 8) of 8x(4 words) matrix L / 8.
+    const int mat = lane >> 3;
+    const int mrow = lane & 7;
+    // A: matrices {rows 0-7, rows 8-15} x {words 0-3, words 4-7} -> a0, a1, a2, a3.
+    const int a_row = wm * kWarpM + mrow + (mat & 1) * 8;
+    const int a_word = (mat >> 1) * 4;
+    // B: matrices {words 0-3, words 4-7} x {cols 0-7, cols 8-15} -> b0, b1 of two n-fragments.
+    const int b_col = wn * kWarpN + mrow + (mat >> 1) * 8;
+    const int b_word = (mat & 1) * 4;
+
+    for (int kt = 0; kt < ktiles; ++kt) {
+        cp_async_wait<kStages - 2>();
+        __syncthreads();
+        const int next = kt + kStages - 1;
+        if (next < ktiles) {
+            const int slot = next % kStages;
+            load_stage<BM, kThreads>(sa + slot * BM * kRowStride, a, row0, M, words, next * kStageWords);
+            load_stage<BN, kThreads>(sb + slot * BN * kRowStride, w, col0, N, words, next * kStageWords);
+        }
+        cp_async_commit();
+
+        const uint32_t* sa_t = sa + (kt % kStages) * BM * kRowStride;
+        const uint32_t* sb_t = sb + (kt % kStages) * BN * kRowStride;
+#pragma unroll
+        for (int ks = 0; ks < kStageWords / 8; ++ks) {  // two 256-bit MMA steps per stage
+            uint32_t af[MI][4];
+            uint32_t bf[NI / 2][4];
+#pragma unroll
+            for (int i = 0; i < MI; ++i)
+                ldmatrix_x4(af[i], smem_addr(sa_t + (a_row + i * 16) * kRowStride + ks * 8 + a_word));
+#pragma unroll
+            for (int j = 0; j < NI / 2; ++j)
+                ldmatrix_x4(bf[j], smem_addr(sb_t + (b_col + j * 16) * kRowStride + ks * 8 + b_word));
+#pragma unroll
+            for (int i = 0; i < MI; ++i)
+#pragma unroll
+                for (int j = 0; j < NI; ++j)
+                    mma_and_popc(acc[i][j], af[i], bf[j / 2][(j % 2) * 2], bf[j / 2][(j % 2) * 2 + 1]);
+        }
+    }
+    cp_async_wait<0>();
+
+    // Epilogue. Fragment c[e]: row g (+8 for e >= 2), column 2t + (e & 1), g = lane / 4, t = lane % 4.
+    const int g = lane >> 2;
+    const int t = lane & 3;
+    int col_pop[NI][2];
+    int col_thresh[NI][2];
+    bool col_flip[NI][2];
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int col = col0 + wn * kWarpN + j * 8 + 2 * t + e;
+            const bool ok = col < N;
+            col_pop[j][e] = ok ? pop_w[col] : 0;
+            if (THRESHOLD) {
+                col_thresh[j][e] = ok ? thresh[col] : 0;
+                col_flip[j][e] = ok && flip[col] != 0;
+            }
+        }
+
+#pragma unroll
+    for (int i = 0; i < MI; ++i) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {  // h = 0: row g, h = 1: row g + 8
+            const int row = row0 + wm * kWarpM + i * 16 + g + h * 8;
+            const int row_pop = row < M ? pop_a[row] : 0;
+            if (THRESHOLD) {
+                uint32_t bits = 0;
+#pragma unroll
+                for (int j = 0; j < NI; ++j)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int col = col0 + wn * kWarpN + j * 8 + 2 * t + e;
+                        const int dot = k - 2 * (row_pop + col_pop[j][e]) + 4 * acc[i][j][h * 2 + e];
+                        const bool on = col_flip[j][e] ? dot <= col_thresh[j][e] : dot >= col_thresh[j][e];
+                        if (col < N && on) bits |= 1u << (j * 8 + 2 * t + e);
+                    }
+                bits |= __shfl_xor_sync(0xffffffffu, bits, 1);
+                bits |= __shfl_xor_sync(0xffffffffu, bits, 2);
+                const int word = (col0 + wn * kWarpN) / 32;
+                if (t == 0 && row < M && word < out_cols)
+                    out[static_cast<size_t>(row) * out_cols + word] = static_cast<int>(bits);
+            } else if (row < M) {
+#pragma unroll
+                for (int j = 0; j < NI; ++j) {
+                    const int col = col0 + wn * kWarpN + j * 8 + 2 * t;
+                    int* dst = out + static_cast<size_t>(row) * N + col;
+                    const int d0 = k - 2 * (row_pop + col_pop[j][0]) + 4 * acc[i][j][h * 2];
+                    const int d1 = k - 2 * (row_pop + col_pop[j][1]) + 4 * acc[i][j][h * 2 + 1];
+                    if ((N % 2) == 0 && col + 1 < N) {
+                        *reinterpret_cast<int2*>(dst) = make_int2(d0, d1);
+                    } else {
+                        if (col < N) dst[0] = d0;
+                        if (col + 1 < N) dst[1] = d1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// pop[r] = popcount of row r (words 32-bit words): one warp per row.
+__global__ void row_popcount_kernel(const uint32_t* __restrict__ x, int rows, int words, int* __restrict__ pop) {
+    const int row = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const uint32_t* p = x + static_cast<size_t>(row) * words;
+    int s = 0;
+    for (int j = lane; j < words; j += 32) s += __popc(p[j]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (lane == 0) pop[row] = s;
+}
+
+template <int BM, int BN, int WARPS_M, int WARPS_N, bool THRESHOLD>
+cudaError_t launch(const uint32_t* a, const uint32_t* w, const int* pop_a, const int* pop_w, int M, int N,
+                   int words, int k, int* out, int out_cols, const int* thresh, const int8_t* flip,
+                   cudaStream_t stream) {
+    auto kernel = bmma_gemm_kernel<BM, BN, WARPS_M, WARPS_N, THRESHOLD>;
+    const int smem = kStages * (BM + BN) * kRowStride * static_cast<int>(sizeof(uint32_t));
+    // Over 48 KB of dynamic shared memory must be opted into (per device, so set it every call:
+    // the call is cheap next to a GEMM).
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (err != cudaSuccess) return err;
+    const int cols = THRESHOLD ? out_cols * 32 : N;
+    dim3 grid((cols + BN - 1) / BN, (M + BM - 1) / BM);
+    kernel<<<grid, WARPS_M * WARPS_N * 32, smem, stream>>>(a, w, pop_a, pop_w, M, N, words, k, out, out_cols,
+                                                           thresh, flip);
+    return cudaGetLastError();
+}
+
+template <bool THRESHOLD>
+cudaError_t dispatch(const uint32_t* a, const uint32_t* w, const int* pop_a, const int* pop_w, int M, int N,
+                     int words, int k, int* out, int out_cols, const int* thresh, const int8_t* flip,
+                     cudaStream_t stream) {
+    // Small batches: 16-row tiles (one m16 fragment per warp) so the weight matrix is spread over
+    // more blocks; otherwise 128 x 128 tiles of 8 warps, each 64 x 32.
+    if (M <= 32)
+        return launch<16, 64, 1, 2, THRESHOLD>(a, w, pop_a, pop_w, M, N, words, k, out, out_cols, thresh, flip,
+                                               stream);
+    return launch<128, 128, 2, 4, THRESHOLD>(a, w, pop_a, pop_w, M, N, words, k, out, out_cols, thresh, flip,
+                                             stream);
+}
+
+}  // namespace
+
+extern "C" {
+
+// Every entry point first selects `device`: this library has its own CUDA runtime state (cudart is
+// linked statically), so it does not see the caller's current device.
+
+int bmma_row_popcount(int device, const uint32_t* x, int rows, int words, int* pop, cudaStream_t stream) {
+    cudaError_t err = cudaSetDevice(device);
+    if (err != cudaSuccess) return static_cast<int>(err);
+    const int warps_per_block = 8;
+    row_popcount_kernel<<<(rows + warps_per_block - 1) / warps_per_block, warps_per_block * 32, 0, stream>>>(
+        x, rows, words, pop);
+    return static_cast<int>(cudaGetLastError());
+}
+
+int bmma_gemm(int device, const uint32_t* a, const uint32_t* w, const int* pop_a, const int* pop_w, int M, int N,
+              int words, int k, int* out, cudaStream_t stream) {
+    cudaError_t err = cudaSetDevice(device);
+    if (err != cudaSuccess) return static_cast<int>(err);
+    return static_cast<int>(
+        dispatch<false>(a, w, pop_a, pop_w, M, N, words, k, out, N, nullptr, nullptr, stream));
+}
+
+int bmma_gemm_threshold(int device, const uint32_t* a, const uint32_t* w, const int* pop_a, const int* pop_w,
+                        int M, int N, int words, int k, const int* thresh, const int8_t* flip, int* out,
+                        int out_cols, cudaStream_t stream) {
+    cudaError_t err = cudaSetDevice(device);
+    if (err != cudaSuccess) return static_cast<int>(err);
+    return static_cast<int>(
+        dispatch<true>(a, w, pop_a, pop_w, M, N, words, k, out, out_cols, thresh, flip, stream));
+}
+
+const char* bmma_error_string(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }
+
+}  // extern "C"
