@@ -60,14 +60,18 @@ def _pad_mask(k: int) -> np.uint64:
     return np.uint64(0) if used == 0 else np.uint64(~((1 << used) - 1) & (2**64 - 1))
 
 
-def _check_packed(op: str, name: str, arr, ndim: int, k: int, length_name: str = "k") -> np.ndarray:
-    """A packed uint64 operand whose last axis holds ``ceil(k/64)`` words with zero pad bits."""
+def _check_packed(op: str, name: str, arr, ndim: int, k: int, length_name: str = "k",
+                  pad_bits_clear=None) -> np.ndarray:
+    """A packed uint64 operand whose last axis holds ``ceil(k/64)`` words with zero pad bits.
+
+    ``pad_bits_clear(arr, k) -> bool`` does the pad-bit test (kernels.py passes a compiled one).
+    """
     arr = _check_array(op, name, arr, np.uint64, ndim)
     if arr.shape[-1] != words_for(k):
         raise ValueError(
             f"{op}: {name} last axis must hold ceil({length_name}/64) = {words_for(k)} words "
             f"for {length_name}={k}, got {arr.shape[-1]}")
-    if not _pad_bits_clear(arr, k):
+    if not (pad_bits_clear or _pad_bits_clear)(arr, k):
         raise ValueError(f"{op}: {name} has pad bits set beyond {length_name}={k} in its last word "
                          "(pad bits must be 0)")
     return arr
@@ -106,11 +110,11 @@ def _as_pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def _conv_geometry(op, x, w, c, stride, padding, dilation, pad_mode):
+def _conv_geometry(op, x, w, c, stride, padding, dilation, pad_mode, pad_bits_clear=None):
     """Validate a binary conv's operands; returns (x, w, c, stride, padding, dilation, Ho, Wo)."""
     c = _check_length(op, "c", c)
-    x = _check_packed(op, "x", x, 4, c, "c")
-    w = _check_packed(op, "w", w, 4, c, "c")
+    x = _check_packed(op, "x", x, 4, c, "c", pad_bits_clear)
+    w = _check_packed(op, "w", w, 4, c, "c", pad_bits_clear)
     stride = _as_pair(op, "stride", stride, 1)
     padding = _as_pair(op, "padding", padding, 0)
     dilation = _as_pair(op, "dilation", dilation, 1)
@@ -167,31 +171,47 @@ def _threshold_bits(dot: np.ndarray, thresh: np.ndarray, flip: np.ndarray) -> np
 # ----------------------------------------------------------------------------------------------
 # public ops
 # ----------------------------------------------------------------------------------------------
+def _check_pack_input(x) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype.kind not in "iuf":
+        raise TypeError(f"pack: x must be a real numeric array, got dtype {x.dtype}")
+    if x.ndim < 1 or x.shape[-1] == 0 or x.size == 0:
+        raise ValueError(f"pack: x must be non-empty with a non-empty last axis, got shape {x.shape}")
+    return x
+
+
+def _check_unpack_input(p, k) -> tuple[np.ndarray, int]:
+    k = _check_length("unpack", "k", k)
+    if not isinstance(p, np.ndarray) or p.dtype != np.uint64:
+        raise TypeError(f"unpack: p must be a uint64 numpy array, got "
+                        f"{getattr(p, 'dtype', type(p).__name__)}")
+    if p.ndim < 1 or p.shape[-1] != words_for(k) or p.size == 0:
+        raise ValueError(f"unpack: p last axis must hold ceil(k/64) = {words_for(k)} words for "
+                         f"k={k}, got shape {p.shape}")
+    return p, k
+
+
 def pack(x) -> np.ndarray:
     """Binarise and pack: ``bit = (x >= 0)`` along the last axis -> uint64 ``(..., ceil(K/64))``.
 
     Accepts any real numeric array (bool and complex are refused). NaN is not >= 0, so it packs
     as -1. Pad bits of the last word are 0.
     """
-    x = np.asarray(x)
-    if x.dtype.kind not in "iuf":
-        raise TypeError(f"pack: x must be a real numeric array, got dtype {x.dtype}")
-    if x.ndim < 1 or x.shape[-1] == 0:
-        raise ValueError(f"pack: x must have a non-empty last axis, got shape {x.shape}")
-    return _pack_bool(x >= 0)
+    return _pack_bool(_check_pack_input(x) >= 0)
 
 
 def unpack(p, k) -> np.ndarray:
     """Inverse of :func:`pack` on signs: uint64 ``(..., ceil(k/64))`` -> int8 ``(..., k)`` of +-1."""
-    k = _check_length("unpack", "k", k)
-    if not isinstance(p, np.ndarray) or p.dtype != np.uint64:
-        raise TypeError(f"unpack: p must be a uint64 numpy array, got "
-                        f"{getattr(p, 'dtype', type(p).__name__)}")
-    if p.ndim < 1 or p.shape[-1] != words_for(k):
-        raise ValueError(f"unpack: p last axis must hold ceil(k/64) = {words_for(k)} words for "
-                         f"k={k}, got shape {p.shape}")
+    p, k = _check_unpack_input(p, k)
     bits = _unpack_bool(p, k)
     return np.where(bits, 1, -1).astype(np.int8)
+
+
+def _check_dense(op, a, w, k, pad_bits_clear=None):
+    k = _check_length(op, "k", k)
+    a = _check_packed(op, "a", a, 2, k, "k", pad_bits_clear)
+    w = _check_packed(op, "w", w, 2, k, "k", pad_bits_clear)
+    return a, w, k
 
 
 def bgemm(a, w, k) -> np.ndarray:
@@ -199,9 +219,7 @@ def bgemm(a, w, k) -> np.ndarray:
 
     a: uint64 (M, ceil(k/64)), w: uint64 (N, ceil(k/64)) -> int32 (M, N). (Paper §1.6 / spec §5.2.)
     """
-    k = _check_length("bgemm", "k", k)
-    a = _check_packed("bgemm", "a", a, 2, k)
-    w = _check_packed("bgemm", "w", w, 2, k)
+    a, w, k = _check_dense("bgemm", a, w, k)
     return _bgemm_counts_to_dot(a, w, k)
 
 
@@ -221,9 +239,7 @@ def bgemm_threshold(a, w, k, thresh, flip) -> np.ndarray:
     :func:`bgemm`; returns packed uint64 (M, ceil(N/64)). INT32_MIN / INT32_MAX thresholds make a
     channel constant.
     """
-    k = _check_length("bgemm_threshold", "k", k)
-    a = _check_packed("bgemm_threshold", "a", a, 2, k)
-    w = _check_packed("bgemm_threshold", "w", w, 2, k)
+    a, w, k = _check_dense("bgemm_threshold", a, w, k)
     thresh, flip = _check_thresholds("bgemm_threshold", thresh, flip, w.shape[0])
     return _threshold_bits(_bgemm_counts_to_dot(a, w, k), thresh, flip)
 
@@ -320,11 +336,16 @@ def bmaxpool2d(x, kernel, stride, flip, c) -> np.ndarray:
     False (bit = s >= t), AND where flip is True (bit = s <= t). x uint64 (N, H, W, ceil(c/64)),
     flip bool (c,) -> uint64 (N, Ho, Wo, ceil(c/64)).
     """
+    x, kernel, stride, flip, c = _check_bmaxpool2d(x, kernel, stride, flip, c)
+    return _bit_pool(x, kernel, stride, flip)
+
+
+def _check_bmaxpool2d(x, kernel, stride, flip, c, pad_bits_clear=None):
     c = _check_length("bmaxpool2d", "c", c)
-    x = _check_packed("bmaxpool2d", "x", x, 4, c, "c")
+    x = _check_packed("bmaxpool2d", "x", x, 4, c, "c", pad_bits_clear)
     kernel, stride, _, _ = _pool_geometry("bmaxpool2d", x.shape[1], x.shape[2], kernel, stride)
     _, flip = _check_thresholds("bmaxpool2d", np.zeros(c, np.int32), flip, c)
-    return _bit_pool(x, kernel, stride, flip)
+    return x, kernel, stride, flip, c
 
 
 def maxpool2d_int(x, kernel, stride) -> np.ndarray:
@@ -337,12 +358,18 @@ def maxpool2d_int(x, kernel, stride) -> np.ndarray:
     return np.ascontiguousarray(np.maximum.reduce(windows))
 
 
-def _check_first_layer(op, x_u8, w, k):
+FIRST_LAYER_MAX_K = INT32_MAX // 255  # |sum_i w_i x_i| <= 255 k must fit int32
+
+
+def _check_first_layer(op, x_u8, w, k, pad_bits_clear=None):
     k = _check_length(op, "k", k)
+    if k > FIRST_LAYER_MAX_K:
+        raise ValueError(f"{op}: k must be <= {FIRST_LAYER_MAX_K} so the int32 sums cannot "
+                         f"overflow, got {k}")
     x_u8 = _check_array(op, "x_u8", x_u8, np.uint8, 2)
     if x_u8.shape[1] != k:
         raise ValueError(f"{op}: x_u8 must have k={k} columns, got shape {x_u8.shape}")
-    w = _check_packed(op, "w", w, 2, k)
+    w = _check_packed(op, "w", w, 2, k, "k", pad_bits_clear)
     return x_u8, w, k
 
 

@@ -1,8 +1,448 @@
-/* Python module definition for binarynet.engine._core (kernels are added in sibling files). */
+/* Python module binarynet.engine._core: thin bindings over the kernels.
+ *
+ * Arrays arrive through the buffer protocol ("y*" read-only, "w*" writable; both must be
+ * C-contiguous), shapes as integers. binarynet.engine.kernels validates dtypes, shapes and values
+ * with clear messages first; here every buffer length is checked again against the shapes so a
+ * wrong call raises instead of reading or writing out of bounds. Compute runs without the GIL.
+ */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "core.h"
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+static int check_buffer(const char *op, const char *name, const Py_buffer *b, size_t count,
+                        size_t itemsize) {
+    if ((size_t)b->len != count * itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s: buffer %s holds %zd bytes, expected %zu", op, name,
+                     b->len, count * itemsize);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_sizes(const char *op, Py_ssize_t const *v, int n) {
+    for (int i = 0; i < n; ++i) {
+        if (v[i] < 1) {
+            PyErr_Format(PyExc_ValueError, "%s: sizes must be >= 1, got %zd", op, v[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *memory_error(const char *op) {
+    return PyErr_Format(PyExc_MemoryError, "%s: out of memory for work buffers", op);
+}
+
+#define RELEASE(...)                                                                             \
+    for (Py_buffer *bufs_[] = {__VA_ARGS__}, **b_ = bufs_;                                       \
+         b_ < bufs_ + sizeof(bufs_) / sizeof(bufs_[0]); ++b_)                                    \
+    PyBuffer_Release(*b_)
+
+/* ---- pack / unpack -------------------------------------------------------------------------- */
+static PyObject *py_pack(PyObject *self, PyObject *args) {
+    Py_buffer x, out;
+    int dtype;
+    Py_ssize_t rows, k;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*innw*", &x, &dtype, &rows, &k, &out)) return NULL;
+    static const size_t itemsize[] = {4, 8, 1, 1};
+    PyObject *ret = NULL;
+    Py_ssize_t sizes[] = {rows, k};
+    if (dtype < BN_F32 || dtype > BN_U8) {
+        PyErr_Format(PyExc_ValueError, "pack: unknown dtype code %d", dtype);
+    } else if (!check_sizes("pack", sizes, 2) &&
+               !check_buffer("pack", "x", &x, (size_t)(rows * k), itemsize[dtype]) &&
+               !check_buffer("pack", "out", &out, (size_t)rows * bn_words((size_t)k), 8)) {
+        Py_BEGIN_ALLOW_THREADS
+        bn_pack(x.buf, dtype, (size_t)rows, (size_t)k, (uint64_t *)out.buf);
+        Py_END_ALLOW_THREADS
+        ret = Py_NewRef(Py_None);
+    }
+    RELEASE(&x, &out);
+    return ret;
+}
+
+static PyObject *py_unpack(PyObject *self, PyObject *args) {
+    Py_buffer p, out;
+    Py_ssize_t rows, k;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*nnw*", &p, &rows, &k, &out)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t sizes[] = {rows, k};
+    if (!check_sizes("unpack", sizes, 2) &&
+        !check_buffer("unpack", "p", &p, (size_t)rows * bn_words((size_t)k), 8) &&
+        !check_buffer("unpack", "out", &out, (size_t)(rows * k), 1)) {
+        Py_BEGIN_ALLOW_THREADS
+        bn_unpack((const uint64_t *)p.buf, (size_t)rows, (size_t)k, (int8_t *)out.buf);
+        Py_END_ALLOW_THREADS
+        ret = Py_NewRef(Py_None);
+    }
+    RELEASE(&p, &out);
+    return ret;
+}
+
+/* pad_bits_clear(p, rows, k): True when no row has a bit set beyond k in its last word. */
+static PyObject *py_pad_bits_clear(PyObject *self, PyObject *args) {
+    Py_buffer p;
+    Py_ssize_t rows, k;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*nn", &p, &rows, &k)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t sizes[] = {rows, k};
+    if (!check_sizes("pad_bits_clear", sizes, 2) &&
+        !check_buffer("pad_bits_clear", "p", &p, (size_t)rows * bn_words((size_t)k), 8)) {
+        int clear = 1;
+        if (k % 64) {
+            const uint64_t mask = ~(((uint64_t)1 << (k % 64)) - 1);
+            const size_t kw = bn_words((size_t)k);
+            const uint64_t *w = (const uint64_t *)p.buf;
+            uint64_t any = 0;
+            for (size_t r = 0; r < (size_t)rows; ++r) any |= w[r * kw + kw - 1];
+            clear = (any & mask) == 0;
+        }
+        ret = PyBool_FromLong(clear);
+    }
+    PyBuffer_Release(&p);
+    return ret;
+}
+
+/* ---- dense ---------------------------------------------------------------------------------- */
+static PyObject *py_bgemm(PyObject *self, PyObject *args) {
+    Py_buffer a, w, out;
+    Py_ssize_t m, n, k;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*nnnw*", &a, &w, &m, &n, &k, &out)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t sizes[] = {m, n, k};
+    const size_t kw = bn_words((size_t)k);
+    if (!check_sizes("bgemm", sizes, 3) && !check_buffer("bgemm", "a", &a, (size_t)m * kw, 8) &&
+        !check_buffer("bgemm", "w", &w, (size_t)n * kw, 8) &&
+        !check_buffer("bgemm", "out", &out, (size_t)(m * n), 4)) {
+        Py_BEGIN_ALLOW_THREADS
+        bn_bgemm((const uint64_t *)a.buf, (const uint64_t *)w.buf, (size_t)m, (size_t)n, (size_t)k,
+                 (int32_t *)out.buf);
+        Py_END_ALLOW_THREADS
+        ret = Py_NewRef(Py_None);
+    }
+    RELEASE(&a, &w, &out);
+    return ret;
+}
+
+static PyObject *py_bgemm_threshold(PyObject *self, PyObject *args) {
+    Py_buffer a, w, thresh, flip, out;
+    Py_ssize_t m, n, k;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*nnny*y*w*", &a, &w, &m, &n, &k, &thresh, &flip, &out))
+        return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t sizes[] = {m, n, k};
+    const size_t kw = bn_words((size_t)k);
+    const char *op = "bgemm_threshold";
+    if (!check_sizes(op, sizes, 3) && !check_buffer(op, "a", &a, (size_t)m * kw, 8) &&
+        !check_buffer(op, "w", &w, (size_t)n * kw, 8) &&
+        !check_buffer(op, "thresh", &thresh, (size_t)n, 4) &&
+        !check_buffer(op, "flip", &flip, (size_t)n, 1) &&
+        !check_buffer(op, "out", &out, (size_t)m * bn_words((size_t)n), 8)) {
+        Py_BEGIN_ALLOW_THREADS
+        bn_bgemm_threshold((const uint64_t *)a.buf, (const uint64_t *)w.buf, (size_t)m, (size_t)n,
+                           (size_t)k, (const int32_t *)thresh.buf, (const uint8_t *)flip.buf,
+                           (uint64_t *)out.buf);
+        Py_END_ALLOW_THREADS
+        ret = Py_NewRef(Py_None);
+    }
+    RELEASE(&a, &w, &thresh, &flip, &out);
+    return ret;
+}
+
+/* ---- convolution ---------------------------------------------------------------------------- */
+/* geometry: (n, h, w, c, o, kh, kw, sh, sw, ph, pw, dh, dw) */
+static int parse_conv(const char *op, PyObject *geom, int pad_mode, bn_conv_shape *s) {
+    Py_ssize_t g[13];
+    if (!PyArg_ParseTuple(geom, "nnnnnnnnnnnnn", &g[0], &g[1], &g[2], &g[3], &g[4], &g[5], &g[6],
+                          &g[7], &g[8], &g[9], &g[10], &g[11], &g[12]))
+        return -1;
+    if (check_sizes(op, g, 9) || check_sizes(op, g + 11, 2)) return -1;
+    if (g[9] < 0 || g[10] < 0 || pad_mode < BN_PAD_ZERO || pad_mode > BN_PAD_MINUS_ONE) {
+        PyErr_Format(PyExc_ValueError, "%s: bad padding or pad mode", op);
+        return -1;
+    }
+    s->n = (size_t)g[0]; s->h = (size_t)g[1]; s->w = (size_t)g[2]; s->c = (size_t)g[3];
+    s->o = (size_t)g[4]; s->kh = (size_t)g[5]; s->kw = (size_t)g[6];
+    s->sh = (size_t)g[7]; s->sw = (size_t)g[8]; s->ph = (size_t)g[9]; s->pw = (size_t)g[10];
+    s->dh = (size_t)g[11]; s->dw = (size_t)g[12];
+    s->cw = bn_words(s->c);
+    s->pad_mode = pad_mode;
+    const long hspan = (long)(s->h + 2 * s->ph) - (long)(s->dh * (s->kh - 1)) - 1;
+    const long wspan = (long)(s->w + 2 * s->pw) - (long)(s->dw * (s->kw - 1)) - 1;
+    if (hspan < 0 || wspan < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: kernel does not fit the input", op);
+        return -1;
+    }
+    s->ho = (size_t)hspan / s->sh + 1;
+    s->wo = (size_t)wspan / s->sw + 1;
+    return 0;
+}
+
+static int check_conv_inputs(const char *op, const bn_conv_shape *s, const Py_buffer *x,
+                             const Py_buffer *w) {
+    if (check_buffer(op, "x", x, s->n * s->h * s->w * s->cw, 8)) return -1;
+    return check_buffer(op, "w", w, s->o * s->kh * s->kw * s->cw, 8);
+}
+
+static PyObject *py_bconv2d(PyObject *self, PyObject *args) {
+    Py_buffer x, w, out;
+    PyObject *geom;
+    int pad_mode;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*O!iw*", &x, &w, &PyTuple_Type, &geom, &pad_mode, &out))
+        return NULL;
+    PyObject *ret = NULL;
+    bn_conv_shape s;
+    if (!parse_conv("bconv2d", geom, pad_mode, &s) && !check_conv_inputs("bconv2d", &s, &x, &w) &&
+        !check_buffer("bconv2d", "out", &out, s.n * s.ho * s.wo * s.o, 4)) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = bn_bconv2d(&s, (const uint64_t *)x.buf, (const uint64_t *)w.buf, (int32_t *)out.buf);
+        Py_END_ALLOW_THREADS
+        ret = rc ? memory_error("bconv2d") : Py_NewRef(Py_None);
+    }
+    RELEASE(&x, &w, &out);
+    return ret;
+}
+
+static PyObject *py_bconv2d_threshold(PyObject *self, PyObject *args) {
+    Py_buffer x, w, thresh, flip, out;
+    PyObject *geom;
+    int pad_mode;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*O!iy*y*w*", &x, &w, &PyTuple_Type, &geom, &pad_mode, &thresh,
+                          &flip, &out))
+        return NULL;
+    PyObject *ret = NULL;
+    bn_conv_shape s;
+    const char *op = "bconv2d_threshold";
+    if (!parse_conv(op, geom, pad_mode, &s) && !check_conv_inputs(op, &s, &x, &w) &&
+        !check_buffer(op, "thresh", &thresh, s.o, 4) && !check_buffer(op, "flip", &flip, s.o, 1) &&
+        !check_buffer(op, "out", &out, s.n * s.ho * s.wo * bn_words(s.o), 8)) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = bn_bconv2d_threshold(&s, (const uint64_t *)x.buf, (const uint64_t *)w.buf,
+                                  (const int32_t *)thresh.buf, (const uint8_t *)flip.buf,
+                                  (uint64_t *)out.buf);
+        Py_END_ALLOW_THREADS
+        ret = rc ? memory_error(op) : Py_NewRef(Py_None);
+    }
+    RELEASE(&x, &w, &thresh, &flip, &out);
+    return ret;
+}
+
+static PyObject *py_bconv2d_threshold_maxpool(PyObject *self, PyObject *args) {
+    Py_buffer x, w, thresh, flip, out;
+    PyObject *geom;
+    int pad_mode;
+    Py_ssize_t pool[4]; /* kh, kw, sh, sw */
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*O!iy*y*(nnnn)w*", &x, &w, &PyTuple_Type, &geom, &pad_mode,
+                          &thresh, &flip, &pool[0], &pool[1], &pool[2], &pool[3], &out))
+        return NULL;
+    PyObject *ret = NULL;
+    bn_conv_shape s;
+    const char *op = "bconv2d_threshold_maxpool";
+    if (!parse_conv(op, geom, pad_mode, &s) && !check_sizes(op, pool, 4) &&
+        !check_conv_inputs(op, &s, &x, &w) && !check_buffer(op, "thresh", &thresh, s.o, 4) &&
+        !check_buffer(op, "flip", &flip, s.o, 1)) {
+        if ((size_t)pool[0] > s.ho || (size_t)pool[1] > s.wo) {
+            PyErr_Format(PyExc_ValueError, "%s: pool kernel larger than the conv output", op);
+        } else {
+            const size_t hp = (s.ho - (size_t)pool[0]) / (size_t)pool[2] + 1;
+            const size_t wp = (s.wo - (size_t)pool[1]) / (size_t)pool[3] + 1;
+            if (!check_buffer(op, "out", &out, s.n * hp * wp * bn_words(s.o), 8)) {
+                int rc;
+                Py_BEGIN_ALLOW_THREADS
+                rc = bn_bconv2d_threshold_maxpool(
+                    &s, (const uint64_t *)x.buf, (const uint64_t *)w.buf,
+                    (const int32_t *)thresh.buf, (const uint8_t *)flip.buf, (size_t)pool[0],
+                    (size_t)pool[1], (size_t)pool[2], (size_t)pool[3], (uint64_t *)out.buf);
+                Py_END_ALLOW_THREADS
+                ret = rc ? memory_error(op) : Py_NewRef(Py_None);
+            }
+        }
+    }
+    RELEASE(&x, &w, &thresh, &flip, &out);
+    return ret;
+}
+
+/* ---- pooling -------------------------------------------------------------------------------- */
+/* shape: (n, h, w, channels, kh, kw, sh, sw) */
+static int parse_pool(const char *op, PyObject *geom, size_t g[8], size_t *ho, size_t *wo) {
+    Py_ssize_t v[8];
+    if (!PyArg_ParseTuple(geom, "nnnnnnnn", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
+                          &v[7]))
+        return -1;
+    if (check_sizes(op, v, 8)) return -1;
+    for (int i = 0; i < 8; ++i) g[i] = (size_t)v[i];
+    if (g[4] > g[1] || g[5] > g[2]) {
+        PyErr_Format(PyExc_ValueError, "%s: pool kernel larger than the input", op);
+        return -1;
+    }
+    *ho = (g[1] - g[4]) / g[6] + 1;
+    *wo = (g[2] - g[5]) / g[7] + 1;
+    return 0;
+}
+
+static PyObject *py_bmaxpool2d(PyObject *self, PyObject *args) {
+    Py_buffer x, and_mask, out;
+    PyObject *geom;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*O!y*w*", &x, &PyTuple_Type, &geom, &and_mask, &out)) return NULL;
+    PyObject *ret = NULL;
+    size_t g[8], ho, wo;
+    const char *op = "bmaxpool2d";
+    if (!parse_pool(op, geom, g, &ho, &wo)) {
+        const size_t cw = bn_words(g[3]);
+        if (!check_buffer(op, "x", &x, g[0] * g[1] * g[2] * cw, 8) &&
+            !check_buffer(op, "and_mask", &and_mask, cw, 8) &&
+            !check_buffer(op, "out", &out, g[0] * ho * wo * cw, 8)) {
+            Py_BEGIN_ALLOW_THREADS
+            bn_bmaxpool2d((const uint64_t *)x.buf, g[0], g[1], g[2], cw,
+                          (const uint64_t *)and_mask.buf, g[4], g[5], g[6], g[7],
+                          (uint64_t *)out.buf);
+            Py_END_ALLOW_THREADS
+            ret = Py_NewRef(Py_None);
+        }
+    }
+    RELEASE(&x, &and_mask, &out);
+    return ret;
+}
+
+static PyObject *py_maxpool2d_int(PyObject *self, PyObject *args) {
+    Py_buffer x, out;
+    PyObject *geom;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*O!w*", &x, &PyTuple_Type, &geom, &out)) return NULL;
+    PyObject *ret = NULL;
+    size_t g[8], ho, wo;
+    const char *op = "maxpool2d_int";
+    if (!parse_pool(op, geom, g, &ho, &wo) &&
+        !check_buffer(op, "x", &x, g[0] * g[1] * g[2] * g[3], 4) &&
+        !check_buffer(op, "out", &out, g[0] * ho * wo * g[3], 4)) {
+        Py_BEGIN_ALLOW_THREADS
+        bn_maxpool2d_int((const int32_t *)x.buf, g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7],
+                         (int32_t *)out.buf);
+        Py_END_ALLOW_THREADS
+        ret = Py_NewRef(Py_None);
+    }
+    RELEASE(&x, &out);
+    return ret;
+}
+
+/* ---- first layer ---------------------------------------------------------------------------- */
+typedef int (*first_layer_fn)(const uint8_t *, const uint64_t *, size_t, size_t, size_t,
+                              int32_t *);
+
+static PyObject *first_layer(const char *op, first_layer_fn fn, PyObject *args) {
+    Py_buffer x, w, out;
+    Py_ssize_t m, n, k;
+    if (!PyArg_ParseTuple(args, "y*y*nnnw*", &x, &w, &m, &n, &k, &out)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t sizes[] = {m, n, k};
+    if (!check_sizes(op, sizes, 3) && !check_buffer(op, "x_u8", &x, (size_t)(m * k), 1) &&
+        !check_buffer(op, "w", &w, (size_t)n * bn_words((size_t)k), 8) &&
+        !check_buffer(op, "out", &out, (size_t)(m * n), 4)) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = fn((const uint8_t *)x.buf, (const uint64_t *)w.buf, (size_t)m, (size_t)n, (size_t)k,
+                (int32_t *)out.buf);
+        Py_END_ALLOW_THREADS
+        ret = rc ? memory_error(op) : Py_NewRef(Py_None);
+    }
+    RELEASE(&x, &w, &out);
+    return ret;
+}
+
+static PyObject *py_bitplane_gemm(PyObject *self, PyObject *args) {
+    (void)self;
+    return first_layer("bitplane_gemm", bn_bitplane_gemm, args);
+}
+
+static PyObject *py_int_gemm(PyObject *self, PyObject *args) {
+    (void)self;
+    return first_layer("int_gemm", bn_int_gemm, args);
+}
+
+/* ---- backend and threads -------------------------------------------------------------------- */
+static PyObject *py_backend_supported(PyObject *self, PyObject *args) {
+    int backend;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i", &backend)) return NULL;
+    return PyBool_FromLong(bn_backend_supported(backend));
+}
+
+static PyObject *py_get_backend(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+    return PyLong_FromLong(bn_get_backend());
+}
+
+static PyObject *py_set_backend(PyObject *self, PyObject *args) {
+    int backend;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i", &backend)) return NULL;
+    if (!bn_backend_supported(backend))
+        return PyErr_Format(PyExc_ValueError, "backend %d is not supported by this CPU", backend);
+    bn_set_backend(backend);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_num_threads(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+    return PyLong_FromLong(bn_get_num_threads());
+}
+
+static PyObject *py_set_num_threads(PyObject *self, PyObject *args) {
+    int n;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i", &n)) return NULL;
+    if (n < 1) return PyErr_Format(PyExc_ValueError, "set_num_threads: n must be >= 1, got %d", n);
+    bn_set_num_threads(n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_openmp(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+#ifdef _OPENMP
+    Py_RETURN_TRUE;
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
 static PyMethodDef core_methods[] = {
+    {"pack", py_pack, METH_VARARGS, "pack(x, dtype_code, rows, k, out): bit = x >= 0"},
+    {"unpack", py_unpack, METH_VARARGS, "unpack(p, rows, k, out): +-1 int8"},
+    {"pad_bits_clear", py_pad_bits_clear, METH_VARARGS, "pad_bits_clear(p, rows, k) -> bool"},
+    {"bgemm", py_bgemm, METH_VARARGS, "bgemm(a, w, m, n, k, out)"},
+    {"bgemm_threshold", py_bgemm_threshold, METH_VARARGS,
+     "bgemm_threshold(a, w, m, n, k, thresh, flip, out)"},
+    {"bconv2d", py_bconv2d, METH_VARARGS, "bconv2d(x, w, geometry, pad_mode, out)"},
+    {"bconv2d_threshold", py_bconv2d_threshold, METH_VARARGS,
+     "bconv2d_threshold(x, w, geometry, pad_mode, thresh, flip, out)"},
+    {"bconv2d_threshold_maxpool", py_bconv2d_threshold_maxpool, METH_VARARGS,
+     "bconv2d_threshold_maxpool(x, w, geometry, pad_mode, thresh, flip, pool, out)"},
+    {"bmaxpool2d", py_bmaxpool2d, METH_VARARGS, "bmaxpool2d(x, geometry, and_mask, out)"},
+    {"maxpool2d_int", py_maxpool2d_int, METH_VARARGS, "maxpool2d_int(x, geometry, out)"},
+    {"bitplane_gemm", py_bitplane_gemm, METH_VARARGS, "bitplane_gemm(x_u8, w, m, n, k, out)"},
+    {"int_gemm", py_int_gemm, METH_VARARGS, "int_gemm(x_u8, w, m, n, k, out)"},
+    {"backend_supported", py_backend_supported, METH_VARARGS, "backend_supported(code) -> bool"},
+    {"get_backend", py_get_backend, METH_NOARGS, "get_backend() -> code"},
+    {"set_backend", py_set_backend, METH_VARARGS, "set_backend(code)"},
+    {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads() -> int"},
+    {"set_num_threads", py_set_num_threads, METH_VARARGS, "set_num_threads(n)"},
+    {"openmp", py_openmp, METH_NOARGS, "openmp() -> whether the core was built with OpenMP"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -10,4 +450,19 @@ static struct PyModuleDef core_module = {
     PyModuleDef_HEAD_INIT, "_core", "binarynet XNOR-popcount kernels", -1, core_methods,
 };
 
-PyMODINIT_FUNC PyInit__core(void) { return PyModule_Create(&core_module); }
+PyMODINIT_FUNC PyInit__core(void) {
+    PyObject *m = PyModule_Create(&core_module);
+    if (!m) return NULL;
+    if (PyModule_AddIntConstant(m, "PORTABLE", BN_PORTABLE) ||
+        PyModule_AddIntConstant(m, "AVX2", BN_AVX2) ||
+        PyModule_AddIntConstant(m, "AVX512", BN_AVX512) ||
+        PyModule_AddIntConstant(m, "F32", BN_F32) || PyModule_AddIntConstant(m, "F64", BN_F64) ||
+        PyModule_AddIntConstant(m, "I8", BN_I8) || PyModule_AddIntConstant(m, "U8", BN_U8) ||
+        PyModule_AddIntConstant(m, "PAD_ZERO", BN_PAD_ZERO) ||
+        PyModule_AddIntConstant(m, "PAD_ONE", BN_PAD_ONE) ||
+        PyModule_AddIntConstant(m, "PAD_MINUS_ONE", BN_PAD_MINUS_ONE)) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,296 @@
+/* Binary 2-D convolution as implicit GEMM over channel-packed NHWC maps.
+ *
+ * A task gathers the taps of a block of output pixels into rows of KH*KW*CW words (im2col of
+ * packed words, one tap = CW words) and runs the popcount tiles against the weights, which are
+ * already rows of (KH, KW, CW) words. Padded taps are filled with a pad row: all valid channel
+ * bits set for pad_mode "one", all clear for "minus_one" and "zero".
+ *
+ * "zero" mode: a padded tap must contribute 0, but the all-clear pad row counted
+ * popcount(w[o, tap]) mismatches (it read as -1 inputs). The valid taps of a pixel form a
+ * rectangle [i0, i1) x [j0, j1) of the kernel, so with 2-D prefix sums P_o of popcount(w[o, i, j])
+ * the epilogue removes that excess in O(1):
+ *     dot = Kv - 2 * (cnt - (P_o(all) - P_o(rectangle))),   Kv = (i1 - i0) * (j1 - j0) * c.
+ */
+#include "core.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    int32_t i0, i1, j0, j1; /* valid taps of an output pixel */
+} tap_window;
+
+typedef struct {
+    const bn_conv_shape *s;
+    const uint64_t *x;
+    const uint64_t *w;
+    uint64_t *pad_row; /* CW words */
+    int32_t *wpre;     /* "zero" mode: per o, (KH+1) x (KW+1) prefix sums of popcount(w[o,i,j]) */
+    size_t kwords;     /* KH * KW * CW */
+    int64_t kfull;     /* KH * KW * c */
+    int direct;        /* 1x1, stride 1, no padding: the input rows are the GEMM rows */
+} conv_plan;
+
+static int plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, const uint64_t *w) {
+    memset(p, 0, sizeof(*p));
+    p->s = s;
+    p->x = x;
+    p->w = w;
+    p->kwords = s->kh * s->kw * s->cw;
+    p->kfull = (int64_t)(s->kh * s->kw * s->c);
+    p->direct = s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0;
+    p->pad_row = (uint64_t *)calloc(s->cw, sizeof(uint64_t));
+    if (!p->pad_row) return -1;
+    if (s->pad_mode == BN_PAD_ONE) {
+        for (size_t q = 0; q < s->cw; ++q) p->pad_row[q] = ~(uint64_t)0;
+        if (s->c % 64) p->pad_row[s->cw - 1] = ((uint64_t)1 << (s->c % 64)) - 1;
+    }
+    if (s->pad_mode == BN_PAD_ZERO && (s->ph > 0 || s->pw > 0)) {
+        const size_t stride = (s->kh + 1) * (s->kw + 1);
+        p->wpre = (int32_t *)calloc(s->o * stride, sizeof(int32_t));
+        if (!p->wpre) return -1;
+        for (size_t o = 0; o < s->o; ++o) {
+            int32_t *P = p->wpre + o * stride;
+            for (size_t i = 0; i < s->kh; ++i) {
+                for (size_t j = 0; j < s->kw; ++j) {
+                    const uint64_t *tap = w + ((o * s->kh + i) * s->kw + j) * s->cw;
+                    int32_t pop = 0;
+                    for (size_t q = 0; q < s->cw; ++q) pop += (int32_t)bn_popcount64(tap[q]);
+                    P[(i + 1) * (s->kw + 1) + j + 1] =
+                        pop + P[i * (s->kw + 1) + j + 1] + P[(i + 1) * (s->kw + 1) + j] -
+                        P[i * (s->kw + 1) + j];
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+static void plan_free(conv_plan *p) {
+    free(p->pad_row);
+    free(p->wpre);
+}
+
+/* Taps i in [lo, hi) with 0 <= base + i * d < size. */
+static void valid_range(long base, size_t d, size_t size, size_t k, int32_t *lo, int32_t *hi) {
+    long first = base >= 0 ? 0 : (-base + (long)d - 1) / (long)d;
+    long last = (long)size - base <= 0 ? 0 : ((long)size - base + (long)d - 1) / (long)d;
+    if (last > (long)k) last = (long)k;
+    if (first > last) first = last;
+    *lo = (int32_t)first;
+    *hi = (int32_t)last;
+}
+
+/* Gathers the taps of output pixel (n, ho, wo) into dst (kwords words). */
+static void im2col_row(const conv_plan *p, size_t n, size_t ho, size_t wo, uint64_t *dst,
+                       tap_window *win) {
+    const bn_conv_shape *s = p->s;
+    const long hb = (long)(ho * s->sh) - (long)s->ph, wb = (long)(wo * s->sw) - (long)s->pw;
+    valid_range(hb, s->dh, s->h, s->kh, &win->i0, &win->i1);
+    valid_range(wb, s->dw, s->w, s->kw, &win->j0, &win->j1);
+    const size_t cw = s->cw;
+    for (size_t i = 0; i < s->kh; ++i) {
+        const int row_ok = (int32_t)i >= win->i0 && (int32_t)i < win->i1;
+        const long hi = hb + (long)(i * s->dh);
+        for (size_t j = 0; j < s->kw; ++j, dst += cw) {
+            const uint64_t *src = p->pad_row;
+            if (row_ok && (int32_t)j >= win->j0 && (int32_t)j < win->j1) {
+                const long wi = wb + (long)(j * s->dw);
+                src = p->x + ((n * s->h + (size_t)hi) * s->w + (size_t)wi) * cw;
+            }
+            for (size_t q = 0; q < cw; ++q) dst[q] = src[q];
+        }
+    }
+}
+
+static inline int64_t conv_dot(const conv_plan *p, const tap_window *win, size_t o, uint32_t cnt) {
+    const bn_conv_shape *s = p->s;
+    if (!p->wpre || (win->i0 == 0 && win->i1 == (int32_t)s->kh && win->j0 == 0 &&
+                     win->j1 == (int32_t)s->kw))
+        return p->kfull - 2 * (int64_t)cnt;
+    const size_t ld = s->kw + 1;
+    const int32_t *P = p->wpre + o * (s->kh + 1) * ld;
+    const int64_t rect = (int64_t)P[win->i1 * ld + win->j1] - P[win->i0 * ld + win->j1] -
+                         P[win->i1 * ld + win->j0] + P[win->i0 * ld + win->j0];
+    const int64_t excess = (int64_t)P[s->kh * ld + s->kw] - rect;
+    const int64_t kv = (int64_t)(win->i1 - win->i0) * (win->j1 - win->j0) * (int64_t)s->c;
+    return kv - 2 * ((int64_t)cnt - excess);
+}
+
+typedef struct {
+    const conv_plan *plan;
+    const tap_window *win; /* per row of the block */
+    int32_t *dot_out;      /* row 0 of the block (int32 output), or NULL */
+    uint64_t *bits_out;    /* row 0 of the block (packed output), or NULL */
+    size_t ldo;            /* output row length (elements or words) */
+    const int32_t *thresh;
+    const uint8_t *flip;
+} conv_epi_ctx;
+
+static void epi_conv_dot(void *vctx, size_t m0, int mr, size_t n0, int nr, const uint32_t *cnt,
+                         int ldc) {
+    const conv_epi_ctx *c = (const conv_epi_ctx *)vctx;
+    for (int i = 0; i < mr; ++i) {
+        const tap_window *win = c->win + m0 + (size_t)i;
+        int32_t *row = c->dot_out + (m0 + (size_t)i) * c->ldo;
+        for (int j = 0; j < nr; ++j)
+            row[n0 + (size_t)j] = (int32_t)conv_dot(c->plan, win, n0 + (size_t)j, cnt[i * ldc + j]);
+    }
+}
+
+static void epi_conv_bits(void *vctx, size_t m0, int mr, size_t n0, int nr, const uint32_t *cnt,
+                          int ldc) {
+    const conv_epi_ctx *c = (const conv_epi_ctx *)vctx;
+    for (int i = 0; i < mr; ++i) {
+        const tap_window *win = c->win + m0 + (size_t)i;
+        uint64_t word = 0;
+        for (int j = 0; j < nr; ++j) {
+            const size_t o = n0 + (size_t)j;
+            const int64_t dot = conv_dot(c->plan, win, o, cnt[i * ldc + j]);
+            word |= bn_threshold_bit(dot, c->thresh[o], c->flip[o]) << (o & 63);
+        }
+        c->bits_out[(m0 + (size_t)i) * c->ldo + (n0 >> 6)] |= word;
+    }
+}
+
+/* Output pixels [m0, m0 + mb) in NHWo order -> im2col rows and windows. */
+static void fill_block(const conv_plan *p, size_t m0, size_t mb, uint64_t *buf, tap_window *win) {
+    const bn_conv_shape *s = p->s;
+    size_t wo = m0 % s->wo, ho = (m0 / s->wo) % s->ho, n = m0 / (s->wo * s->ho);
+    for (size_t r = 0; r < mb; ++r) {
+        im2col_row(p, n, ho, wo, buf + r * p->kwords, win + r);
+        if (++wo == s->wo) {
+            wo = 0;
+            if (++ho == s->ho) {
+                ho = 0;
+                ++n;
+            }
+        }
+    }
+}
+
+static const tap_window FULL_WINDOW_DUMMY = {0, 0, 0, 0};
+
+static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w, int32_t *dot_out,
+                    uint64_t *bits_out, const int32_t *thresh, const uint8_t *flip) {
+    conv_plan plan;
+    if (plan_init(&plan, s, x, w)) {
+        plan_free(&plan);
+        return -1;
+    }
+    const bn_tile_kernels *kr = bn_current_tiles();
+    const size_t m = s->n * s->ho * s->wo, kwords = plan.kwords;
+    const size_t ow = bn_words(s->o), ldo = dot_out ? s->o : ow;
+    if (bits_out) memset(bits_out, 0, m * ow * sizeof(uint64_t));
+    const size_t bm = bn_block_m(kwords), bnn = bn_block_n(kwords, m, s->o);
+    const size_t tm = (m + bm - 1) / bm, tn = (s->o + bnn - 1) / bnn;
+    const long tasks = (long)(tm * tn);
+    const int threads = bn_get_num_threads();
+    const int parallel = tasks > 1 && threads > 1 && (double)m * (double)s->o * (double)kwords > 2e4;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) if (parallel) reduction(| : failed)
+    {
+        uint64_t *buf = plan.direct ? NULL : (uint64_t *)malloc(bm * kwords * sizeof(uint64_t));
+        tap_window *win = (tap_window *)malloc(bm * sizeof(tap_window));
+        failed = (!plan.direct && !buf) || !win;
+#pragma omp for schedule(dynamic, 1)
+        for (long t = 0; t < tasks; ++t) {
+            if (failed) continue;
+            const size_t in = (size_t)t / tm, im = (size_t)t % tm;
+            const size_t m0 = im * bm, mb = m - m0 < bm ? m - m0 : bm;
+            const size_t n0 = in * bnn, n1 = n0 + bnn < s->o ? n0 + bnn : s->o;
+            const uint64_t *a;
+            if (plan.direct) {
+                for (size_t r = 0; r < mb; ++r) win[r] = FULL_WINDOW_DUMMY;
+                a = x + m0 * kwords;
+            } else {
+                fill_block(&plan, m0, mb, buf, win);
+                a = buf;
+            }
+            conv_epi_ctx ctx = {&plan, win, dot_out ? dot_out + m0 * ldo : NULL,
+                                bits_out ? bits_out + m0 * ldo : NULL, ldo, thresh, flip};
+            bn_gemm_block(kr, a, kwords, mb, w, kwords, n0, n1, kwords,
+                          dot_out ? epi_conv_dot : epi_conv_bits, &ctx);
+        }
+        free(buf);
+        free(win);
+    }
+    plan_free(&plan);
+    return failed ? -1 : 0;
+}
+
+int bn_bconv2d(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w, int32_t *out) {
+    return run_conv(s, x, w, out, NULL, NULL, NULL);
+}
+
+int bn_bconv2d_threshold(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
+                         const int32_t *thresh, const uint8_t *flip, uint64_t *out) {
+    return run_conv(s, x, w, NULL, out, thresh, flip);
+}
+
+/* Fused conv -> threshold -> max-pool (OR where flip is 0, AND where 1). One task per pooled
+ * output row: it computes the KHp conv rows under it (only the columns the pool reads) into a
+ * local bit buffer, then pools them. */
+int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
+                                 const int32_t *thresh, const uint8_t *flip, size_t pkh, size_t pkw,
+                                 size_t psh, size_t psw, uint64_t *out) {
+    conv_plan plan;
+    const size_t ow = bn_words(s->o);
+    uint64_t *and_mask = (uint64_t *)calloc(ow, sizeof(uint64_t));
+    if (!and_mask) return -1;
+    if (plan_init(&plan, s, x, w)) {
+        free(and_mask);
+        plan_free(&plan);
+        return -1;
+    }
+    plan.direct = 0; /* rows are gathered per pooled row */
+    for (size_t o = 0; o < s->o; ++o)
+        if (flip[o]) and_mask[o >> 6] |= (uint64_t)1 << (o & 63);
+    const bn_tile_kernels *kr = bn_current_tiles();
+    const size_t hp = (s->ho - pkh) / psh + 1, wp = (s->wo - pkw) / psw + 1;
+    const size_t wneed = (wp - 1) * psw + pkw, rows = pkh * wneed, kwords = plan.kwords;
+    const long tasks = (long)(s->n * hp);
+    const int threads = bn_get_num_threads();
+    const int parallel =
+        tasks > 1 && threads > 1 && (double)tasks * rows * (double)s->o * (double)kwords > 2e4;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) if (parallel) reduction(| : failed)
+    {
+        uint64_t *buf = (uint64_t *)malloc(rows * kwords * sizeof(uint64_t));
+        uint64_t *bits = (uint64_t *)malloc(rows * ow * sizeof(uint64_t));
+        tap_window *win = (tap_window *)malloc(rows * sizeof(tap_window));
+        failed = !buf || !bits || !win;
+#pragma omp for schedule(dynamic, 1)
+        for (long t = 0; t < tasks; ++t) {
+            if (failed) continue;
+            const size_t n = (size_t)t / hp, py = (size_t)t % hp;
+            for (size_t di = 0; di < pkh; ++di)
+                for (size_t c = 0; c < wneed; ++c)
+                    im2col_row(&plan, n, py * psh + di, c, buf + (di * wneed + c) * kwords,
+                               win + di * wneed + c);
+            memset(bits, 0, rows * ow * sizeof(uint64_t));
+            conv_epi_ctx ctx = {&plan, win, NULL, bits, ow, thresh, flip};
+            bn_gemm_block(kr, buf, kwords, rows, w, kwords, 0, s->o, kwords, epi_conv_bits, &ctx);
+            uint64_t *dst = out + (n * hp + py) * wp * ow;
+            for (size_t px = 0; px < wp; ++px) {
+                for (size_t q = 0; q < ow; ++q) {
+                    uint64_t any = 0, all = ~(uint64_t)0;
+                    for (size_t di = 0; di < pkh; ++di) {
+                        for (size_t dj = 0; dj < pkw; ++dj) {
+                            const uint64_t v = bits[(di * wneed + px * psw + dj) * ow + q];
+                            any |= v;
+                            all &= v;
+                        }
+                    }
+                    dst[px * ow + q] = (any & ~and_mask[q]) | (all & and_mask[q]);
+                }
+            }
+        }
+        free(buf);
+        free(bits);
+        free(win);
+    }
+    plan_free(&plan);
+    free(and_mask);
+    return failed ? -1 : 0;
+}

@@ -1,0 +1,111 @@
+/* Shared declarations of the XNOR-popcount core (no Python here: module.c does the bindings).
+ *
+ * Conventions (docs/design.md): bit 1 <=> +1, bit 0 <=> -1; rows packed LSB first into uint64
+ * words; pad bits 0 in both operands, so dot = k - 2 * popcount(a XOR w).
+ */
+#ifndef BINARYNET_CORE_H
+#define BINARYNET_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define BN_X86 1
+#else
+#define BN_X86 0
+#endif
+
+/* ---- backends ------------------------------------------------------------------------------ */
+enum bn_backend { BN_PORTABLE = 0, BN_AVX2 = 1, BN_AVX512 = 2 };
+
+/* Popcount tile kernels: cnt[i * nr + j] = sum_{t < kw} popcount(a[i][t] ^ w[j][t]) for an
+ * mr x nr tile (mr, nr fixed per kernel). a / w hold row pointers; the driver repeats the last
+ * row to fill edge tiles. */
+typedef void (*bn_tile_fn)(const uint64_t *const *a, const uint64_t *const *w, size_t kw,
+                           uint32_t *cnt);
+
+typedef struct {
+    int mr, nr;         /* wide tile, used when there are at least mr rows of A */
+    bn_tile_fn tile;
+    int thin_nr;        /* 1 x thin_nr tile for a single row of A (GEMV) */
+    bn_tile_fn thin;
+} bn_tile_kernels;
+
+#if BN_X86
+extern const bn_tile_kernels bn_tiles_avx2;
+extern const bn_tile_kernels bn_tiles_avx512;
+#endif
+
+int bn_backend_supported(int backend);
+int bn_get_backend(void);
+void bn_set_backend(int backend); /* caller checks bn_backend_supported first */
+const bn_tile_kernels *bn_current_tiles(void);
+int bn_get_num_threads(void);
+void bn_set_num_threads(int n);
+
+/* ---- packing (pack.c) ------------------------------------------------------------------------ */
+enum bn_dtype { BN_F32 = 0, BN_F64 = 1, BN_I8 = 2, BN_U8 = 3 };
+/* rows x k elements (row-major) -> rows x ceil(k/64) words; bit = (x >= 0). */
+void bn_pack(const void *x, int dtype, size_t rows, size_t k, uint64_t *out);
+/* The 8 bit planes of a uint8 row of k values -> 8 packed rows of ceil(k/64) words. */
+void bn_pack_planes_u8(const uint8_t *x, size_t k, uint64_t *planes);
+void bn_unpack(const uint64_t *p, size_t rows, size_t k, int8_t *out);
+
+/* ---- GEMM driver (gemm.c) -------------------------------------------------------------------- */
+static inline size_t bn_words(size_t k) { return (k + 63) / 64; }
+
+/* Called for every finished tile: rows [m0, m0+mr) of the current A block, W rows [n0, n0+nr). */
+typedef void (*bn_epilogue_fn)(void *ctx, size_t m0, int mr, size_t n0, int nr,
+                               const uint32_t *cnt, int ldc);
+
+/* Runs the tile kernels over A (mb rows, stride lda words) x W rows [n0, n1) (stride ldw). */
+void bn_gemm_block(const bn_tile_kernels *kr, const uint64_t *a, size_t lda, size_t mb,
+                   const uint64_t *w, size_t ldw, size_t n0, size_t n1, size_t kw,
+                   bn_epilogue_fn epi, void *ctx);
+
+/* Block sizes (rows of A per task, rows of W per task; the latter a multiple of 64). */
+size_t bn_block_m(size_t kw);
+size_t bn_block_n(size_t kw, size_t m, size_t n);
+
+void bn_bgemm(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out);
+void bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
+                        const int32_t *thresh, const uint8_t *flip, uint64_t *out);
+
+/* ---- convolution (conv.c); these return -1 when out of memory ------------------------------- */
+enum bn_pad_mode { BN_PAD_ZERO = 0, BN_PAD_ONE = 1, BN_PAD_MINUS_ONE = 2 };
+typedef struct {
+    size_t n, h, w, c, cw;       /* input (N, H, W, CW) */
+    size_t o, kh, kw;            /* weights (O, KH, KW, CW) */
+    size_t sh, sw, ph, pw, dh, dw;
+    size_t ho, wo;
+    int pad_mode;
+} bn_conv_shape;
+
+int bn_bconv2d(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w, int32_t *out);
+int bn_bconv2d_threshold(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
+                          const int32_t *thresh, const uint8_t *flip, uint64_t *out);
+int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
+                                  const int32_t *thresh, const uint8_t *flip, size_t pkh,
+                                  size_t pkw, size_t psh, size_t psw, uint64_t *out);
+
+/* ---- pooling (pool.c) ------------------------------------------------------------------------ */
+void bn_bmaxpool2d(const uint64_t *x, size_t n, size_t h, size_t w, size_t cw,
+                   const uint64_t *and_mask, size_t kh, size_t kw, size_t sh, size_t sw,
+                   uint64_t *out);
+void bn_maxpool2d_int(const int32_t *x, size_t n, size_t h, size_t w, size_t c, size_t kh,
+                      size_t kw, size_t sh, size_t sw, int32_t *out);
+
+/* ---- first layer (first_layer.c); -1 when out of memory ------------------------------------- */
+int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t k,
+                      int32_t *out);
+int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t k,
+                 int32_t *out);
+
+/* Helpers shared by the drivers. */
+static inline uint32_t bn_popcount64(uint64_t v) { return (uint32_t)__builtin_popcountll(v); }
+/* Bit of an output channel: dot >= t, or dot <= t when flipped. */
+static inline uint64_t bn_threshold_bit(int64_t dot, int32_t t, uint8_t flip) {
+    return flip ? (uint64_t)(dot <= t) : (uint64_t)(dot >= t);
+}
+
+#endif

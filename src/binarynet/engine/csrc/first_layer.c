@@ -1,0 +1,202 @@
+/* First layer with uint8 inputs and packed +-1 weights: out[m, n] = sum_i w_ni * x_mi.
+ *
+ * bitplane_gemm (paper §1.6): x = sum_b 2^b x^b with 0/1 bit planes x^b, and for a 0/1 plane
+ * x^b . w = 2 popcount(x^b AND wbit) - popcount(x^b) = popcount(wbit) - popcount(x^b XOR wbit)
+ * (as popcount(p AND q) = (popcount(p) + popcount(q) - popcount(p XOR q)) / 2). So
+ *     out = 255 * popcount(wbit) - sum_b 2^b popcount(x^b XOR wbit),
+ * which runs on the same XOR-popcount tiles as bgemm, with 8 plane rows per input row.
+ *
+ * int_gemm: the direct integer product. AVX-512: the weight word is used as the byte mask of a
+ * masked move, so sum_{w=+1} x comes from vpsadbw with no unpacking (out = 2 * that - sum x);
+ * AVX2: vpmaddubsw of x (u8) with the unpacked +-1 weights (s8); portable: plain loops.
+ */
+#include "core.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if BN_X86
+#include <immintrin.h>
+#endif
+
+/* ---- bit planes ----------------------------------------------------------------------------- */
+typedef struct {
+    int32_t *out; /* output row of the block's first input row */
+    size_t ldo;
+} plane_ctx;
+
+static void epi_planes(void *vctx, size_t r0, int mr, size_t n0, int nr, const uint32_t *cnt,
+                       int ldc) {
+    const plane_ctx *c = (const plane_ctx *)vctx;
+    for (int i = 0; i < mr; ++i) {
+        const size_t r = r0 + (size_t)i; /* plane row: input row r / 8, plane r % 8 */
+        int32_t *row = c->out + (r >> 3) * c->ldo + n0;
+        for (int j = 0; j < nr; ++j) row[j] -= (int32_t)(cnt[i * ldc + j] << (r & 7));
+    }
+}
+
+int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t k,
+                     int32_t *out) {
+    const size_t kw = bn_words(k);
+    int32_t *wpop = (int32_t *)malloc(n * sizeof(int32_t));
+    if (!wpop) return -1;
+    for (size_t j = 0; j < n; ++j) {
+        int32_t pop = 0;
+        for (size_t t = 0; t < kw; ++t) pop += (int32_t)bn_popcount64(w[j * kw + t]);
+        wpop[j] = 255 * pop;
+    }
+    const bn_tile_kernels *kr = bn_current_tiles();
+    const size_t bm = bn_block_m(kw) / 8; /* input rows per task (8 plane rows each) */
+    const size_t bnn = bn_block_n(kw, 8 * m, n);
+    const size_t tm = (m + bm - 1) / bm, tn = (n + bnn - 1) / bnn;
+    const long tasks = (long)(tm * tn);
+    const int threads = bn_get_num_threads();
+    const int parallel = tasks > 1 && threads > 1 && 8.0 * m * (double)n * (double)kw > 2e4;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) if (parallel) reduction(| : failed)
+    {
+        uint64_t *planes = (uint64_t *)malloc(8 * bm * kw * sizeof(uint64_t));
+        failed = !planes;
+#pragma omp for schedule(dynamic, 1)
+        for (long t = 0; t < tasks; ++t) {
+            if (failed) continue;
+            const size_t in = (size_t)t / tm, im = (size_t)t % tm;
+            const size_t m0 = im * bm, mb = m - m0 < bm ? m - m0 : bm;
+            const size_t n0 = in * bnn, n1 = n0 + bnn < n ? n0 + bnn : n;
+            for (size_t i = 0; i < mb; ++i) {
+                bn_pack_planes_u8(x + (m0 + i) * k, k, planes + 8 * i * kw);
+                memcpy(out + (m0 + i) * n + n0, wpop + n0, (n1 - n0) * sizeof(int32_t));
+            }
+            plane_ctx ctx = {out + m0 * n, n};
+            bn_gemm_block(kr, planes, kw, 8 * mb, w, kw, n0, n1, kw, epi_planes, &ctx);
+        }
+        free(planes);
+    }
+    free(wpop);
+    return failed ? -1 : 0;
+}
+
+/* ---- direct integer path -------------------------------------------------------------------- */
+#define INT_ROWS 16 /* input rows per task */
+#define INT_COLS 64 /* weight rows per task */
+
+/* wpm: the unpacked +-1 weight rows, stride kpad. */
+static void int_block_portable(const uint8_t *x, const int8_t *wpm, size_t kpad, size_t m0,
+                               size_t m1, size_t n0, size_t n1, size_t n, size_t k, int32_t *out) {
+    for (size_t r = m0; r < m1; ++r) {
+        const uint8_t *xr = x + r * k;
+        for (size_t j = n0; j < n1; ++j) {
+            const int8_t *wr = wpm + j * kpad;
+            int32_t acc = 0;
+            for (size_t i = 0; i < k; ++i) acc += (int32_t)xr[i] * (int32_t)wr[i];
+            out[r * n + j] = acc;
+        }
+    }
+}
+
+#if BN_X86
+__attribute__((target("avx512f,avx512bw"))) static void
+int_block_avx512(const uint8_t *x, const uint64_t *w, size_t m0, size_t m1, size_t n0, size_t n1,
+                 size_t n, size_t k, int32_t *out) {
+    const size_t kw = bn_words(k);
+    const __mmask64 tail = k % 64 ? (((__mmask64)1 << (k % 64)) - 1) : ~(__mmask64)0;
+    const __m512i zero = _mm512_setzero_si512();
+    for (size_t r = m0; r < m1; ++r) {
+        const uint8_t *xr = x + r * k;
+        __m512i sx = zero;
+        for (size_t t = 0; t < kw; ++t) {
+            const __m512i xv = _mm512_maskz_loadu_epi8(t + 1 < kw ? ~(__mmask64)0 : tail, xr + 64 * t);
+            sx = _mm512_add_epi64(sx, _mm512_sad_epu8(xv, zero));
+        }
+        const int64_t sum_x = _mm512_reduce_add_epi64(sx);
+        for (size_t j = n0; j < n1; j += 4) {
+            const size_t nv = n1 - j < 4 ? n1 - j : 4;
+            const uint64_t *w0 = w + j * kw, *w1 = w + (j + (nv > 1)) * kw,
+                           *w2 = w + (j + (nv > 2 ? 2 : nv - 1)) * kw,
+                           *w3 = w + (j + (nv > 3 ? 3 : nv - 1)) * kw;
+            __m512i p0 = zero, p1 = zero, p2 = zero, p3 = zero;
+            for (size_t t = 0; t < kw; ++t) {
+                const __m512i xv =
+                    _mm512_maskz_loadu_epi8(t + 1 < kw ? ~(__mmask64)0 : tail, xr + 64 * t);
+                p0 = _mm512_add_epi64(p0, _mm512_sad_epu8(_mm512_maskz_mov_epi8(w0[t], xv), zero));
+                p1 = _mm512_add_epi64(p1, _mm512_sad_epu8(_mm512_maskz_mov_epi8(w1[t], xv), zero));
+                p2 = _mm512_add_epi64(p2, _mm512_sad_epu8(_mm512_maskz_mov_epi8(w2[t], xv), zero));
+                p3 = _mm512_add_epi64(p3, _mm512_sad_epu8(_mm512_maskz_mov_epi8(w3[t], xv), zero));
+            }
+            const int64_t pos[4] = {_mm512_reduce_add_epi64(p0), _mm512_reduce_add_epi64(p1),
+                                    _mm512_reduce_add_epi64(p2), _mm512_reduce_add_epi64(p3)};
+            for (size_t q = 0; q < nv; ++q) out[r * n + j + q] = (int32_t)(2 * pos[q] - sum_x);
+        }
+    }
+}
+
+/* wpm rows are padded to kpad (a multiple of 32) with zeros; the x tail is copied to a zeroed
+ * 32-byte chunk so no read passes the end of a row. */
+__attribute__((target("avx2"))) static void
+int_block_avx2(const uint8_t *x, const int8_t *wpm, size_t kpad, size_t m0, size_t m1, size_t n0,
+               size_t n1, size_t n, size_t k, int32_t *out) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const size_t full = k / 32;
+    for (size_t r = m0; r < m1; ++r) {
+        const uint8_t *xr = x + r * k;
+        uint8_t last[32] = {0};
+        if (k % 32) memcpy(last, xr + full * 32, k % 32);
+        for (size_t j = n0; j < n1; ++j) {
+            const int8_t *wr = wpm + j * kpad;
+            __m256i acc = _mm256_setzero_si256();
+            for (size_t g = 0; g < full; ++g) {
+                const __m256i xv = _mm256_loadu_si256((const __m256i *)(xr + 32 * g));
+                const __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + 32 * g));
+                /* |x * w| <= 255, pairs <= 510: vpmaddubsw cannot saturate */
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(xv, wv), ones));
+            }
+            if (k % 32) {
+                const __m256i xv = _mm256_loadu_si256((const __m256i *)last);
+                const __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + 32 * full));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(xv, wv), ones));
+            }
+            __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+            out[r * n + j] = _mm_cvtsi128_si32(s);
+        }
+    }
+}
+#endif
+
+int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out) {
+    const int backend = bn_get_backend();
+    const size_t kpad = (k + 31) / 32 * 32;
+    int8_t *wpm = NULL;
+    if (backend != BN_AVX512) { /* unpack the weights to +-1 bytes, zero-padded to kpad */
+        wpm = (int8_t *)calloc(n * kpad, 1);
+        if (!wpm) return -1;
+        const size_t kw = bn_words(k);
+        for (size_t j = 0; j < n; ++j)
+            for (size_t i = 0; i < k; ++i)
+                wpm[j * kpad + i] = ((w[j * kw + i / 64] >> (i % 64)) & 1) ? 1 : -1;
+    }
+    const size_t tm = (m + INT_ROWS - 1) / INT_ROWS, tn = (n + INT_COLS - 1) / INT_COLS;
+    const long tasks = (long)(tm * tn);
+    const int threads = bn_get_num_threads();
+    const int parallel = tasks > 1 && threads > 1 && (double)m * (double)n * (double)k > 2e5;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
+    for (long t = 0; t < tasks; ++t) {
+        const size_t m0 = ((size_t)t % tm) * INT_ROWS, n0 = ((size_t)t / tm) * INT_COLS;
+        const size_t m1 = m0 + INT_ROWS < m ? m0 + INT_ROWS : m;
+        const size_t n1 = n0 + INT_COLS < n ? n0 + INT_COLS : n;
+#if BN_X86
+        if (backend == BN_AVX512) {
+            int_block_avx512(x, w, m0, m1, n0, n1, n, k, out);
+            continue;
+        }
+        if (backend == BN_AVX2) {
+            int_block_avx2(x, wpm, kpad, m0, m1, n0, n1, n, k, out);
+            continue;
+        }
+#endif
+        int_block_portable(x, wpm, kpad, m0, m1, n0, n1, n, k, out);
+    }
+    free(wpm);
+    return 0;
+}

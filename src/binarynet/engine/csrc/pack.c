@@ -1,0 +1,157 @@
+/* Bit packing: bit = (x >= 0), LSB first along each row, pad bits 0; and the bit planes of
+ * uint8 rows for the first layer. An AVX2 version (compare + movemask, 8..32 bits per
+ * instruction) is used unless the portable backend is forced. */
+#include "core.h"
+
+#include <string.h>
+
+#if BN_X86
+#include <immintrin.h>
+#endif
+
+/* Portable: one element at a time (NaN >= 0 is false, -0.0 >= 0 is true, as in numpy). */
+#define PACK_ROW_PORTABLE(T)                                                                     \
+    static void pack_row_##T(const T *x, size_t k, uint64_t *out) {                             \
+        for (size_t t = 0; t * 64 < k; ++t) {                                                    \
+            const size_t n = k - t * 64 < 64 ? k - t * 64 : 64;                                  \
+            uint64_t word = 0;                                                                   \
+            for (size_t i = 0; i < n; ++i) word |= (uint64_t)(x[t * 64 + i] >= 0) << i;          \
+            out[t] = word;                                                                       \
+        }                                                                                        \
+    }
+PACK_ROW_PORTABLE(float)
+PACK_ROW_PORTABLE(double)
+PACK_ROW_PORTABLE(int8_t)
+
+static void pack_row_uint8_t(const uint8_t *x, size_t k, uint64_t *out) {
+    (void)x; /* every uint8 is >= 0 */
+    const size_t kw = bn_words(k);
+    for (size_t t = 0; t < kw; ++t) out[t] = ~(uint64_t)0;
+    if (k % 64) out[kw - 1] = ((uint64_t)1 << (k % 64)) - 1;
+}
+
+#if BN_X86
+#define AVX2_KERNEL __attribute__((target("avx2")))
+
+AVX2_KERNEL static void pack_row_float_avx2(const float *x, size_t k, uint64_t *out) {
+    const size_t full = k / 64;
+    const __m256 zero = _mm256_setzero_ps();
+    for (size_t t = 0; t < full; ++t) {
+        uint64_t word = 0;
+        for (int g = 0; g < 8; ++g) {
+            const __m256 v = _mm256_loadu_ps(x + t * 64 + g * 8);
+            word |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GE_OQ)) << (8 * g);
+        }
+        out[t] = word;
+    }
+    if (k % 64) pack_row_float(x + full * 64, k % 64, out + full);
+}
+
+AVX2_KERNEL static void pack_row_double_avx2(const double *x, size_t k, uint64_t *out) {
+    const size_t full = k / 64;
+    const __m256d zero = _mm256_setzero_pd();
+    for (size_t t = 0; t < full; ++t) {
+        uint64_t word = 0;
+        for (int g = 0; g < 16; ++g) {
+            const __m256d v = _mm256_loadu_pd(x + t * 64 + g * 4);
+            word |= (uint64_t)(unsigned)_mm256_movemask_pd(_mm256_cmp_pd(v, zero, _CMP_GE_OQ)) << (4 * g);
+        }
+        out[t] = word;
+    }
+    if (k % 64) pack_row_double(x + full * 64, k % 64, out + full);
+}
+
+AVX2_KERNEL static void pack_row_int8_avx2(const int8_t *x, size_t k, uint64_t *out) {
+    const size_t full = k / 64;
+    for (size_t t = 0; t < full; ++t) {
+        /* movemask takes the sign bits: set where x < 0, so invert */
+        const __m256i lo = _mm256_loadu_si256((const __m256i *)(x + t * 64));
+        const __m256i hi = _mm256_loadu_si256((const __m256i *)(x + t * 64 + 32));
+        const uint64_t neg = (uint64_t)(uint32_t)_mm256_movemask_epi8(lo) |
+                             (uint64_t)(uint32_t)_mm256_movemask_epi8(hi) << 32;
+        out[t] = ~neg;
+    }
+    if (k % 64) pack_row_int8_t(x + full * 64, k % 64, out + full);
+}
+
+/* Bit b of 32 bytes: shift it into the sign position of each byte, then movemask. */
+AVX2_KERNEL static void planes_u8_avx2(const uint8_t *x, size_t k, uint64_t *planes) {
+    const size_t kw = bn_words(k), full = k / 32;
+    memset(planes, 0, 8 * kw * sizeof(uint64_t));
+    for (size_t g = 0; g < full; ++g) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(x + g * 32));
+        const size_t word = g / 2, shift = (g % 2) * 32;
+        for (int b = 0; b < 8; ++b) {
+            const __m256i s = _mm256_slli_epi16(v, 7 - b); /* per-byte: bit b -> bit 7 */
+            planes[b * kw + word] |= (uint64_t)(uint32_t)_mm256_movemask_epi8(s) << shift;
+        }
+    }
+    for (size_t i = full * 32; i < k; ++i)
+        for (int b = 0; b < 8; ++b)
+            planes[b * kw + i / 64] |= (uint64_t)((x[i] >> b) & 1) << (i % 64);
+}
+#endif
+
+static void planes_u8_portable(const uint8_t *x, size_t k, uint64_t *planes) {
+    const size_t kw = bn_words(k);
+    memset(planes, 0, 8 * kw * sizeof(uint64_t));
+    for (size_t i = 0; i < k; ++i)
+        for (int b = 0; b < 8; ++b)
+            planes[b * kw + i / 64] |= (uint64_t)((x[i] >> b) & 1) << (i % 64);
+}
+
+void bn_pack_planes_u8(const uint8_t *x, size_t k, uint64_t *planes) {
+#if BN_X86
+    if (bn_get_backend() != BN_PORTABLE) {
+        planes_u8_avx2(x, k, planes);
+        return;
+    }
+#endif
+    planes_u8_portable(x, k, planes);
+}
+
+void bn_pack(const void *x, int dtype, size_t rows, size_t k, uint64_t *out) {
+    const size_t kw = bn_words(k);
+    const int simd = BN_X86 && bn_get_backend() != BN_PORTABLE;
+    const int threads = bn_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (rows * k > (1u << 18))
+    for (long r = 0; r < (long)rows; ++r) {
+        uint64_t *dst = out + (size_t)r * kw;
+        switch (dtype) {
+        case BN_F32: {
+            const float *src = (const float *)x + (size_t)r * k;
+#if BN_X86
+            if (simd) { pack_row_float_avx2(src, k, dst); break; }
+#endif
+            pack_row_float(src, k, dst);
+            break;
+        }
+        case BN_F64: {
+            const double *src = (const double *)x + (size_t)r * k;
+#if BN_X86
+            if (simd) { pack_row_double_avx2(src, k, dst); break; }
+#endif
+            pack_row_double(src, k, dst);
+            break;
+        }
+        case BN_I8: {
+            const int8_t *src = (const int8_t *)x + (size_t)r * k;
+#if BN_X86
+            if (simd) { pack_row_int8_avx2(src, k, dst); break; }
+#endif
+            pack_row_int8_t(src, k, dst);
+            break;
+        }
+        default:
+            pack_row_uint8_t((const uint8_t *)x + (size_t)r * k, k, dst);
+        }
+    }
+    (void)simd;
+}
+
+void bn_unpack(const uint64_t *p, size_t rows, size_t k, int8_t *out) {
+    const size_t kw = bn_words(k);
+    for (size_t r = 0; r < rows; ++r)
+        for (size_t i = 0; i < k; ++i)
+            out[r * k + i] = (int8_t)(((p[r * kw + i / 64] >> (i % 64)) & 1) ? 1 : -1);
+}

@@ -1,0 +1,95 @@
+/* AVX-512 VPOPCNTDQ popcount tiles.
+ *
+ * Each step loads 8 words (512 bits) of every A and W row of the tile, and accumulates
+ * vpopcntq(a XOR w) per 64-bit lane for every (A row, W row) pair; the lanes are summed once at
+ * the end by a transposing reduction (8 accumulators -> one vector of 8 sums). The K tail uses
+ * zero-masked loads, so both operands read 0 there and add nothing.
+ */
+#include "core.h"
+
+#if BN_X86
+#include <immintrin.h>
+
+#define AVX512_FN static inline __attribute__((target("avx512f,avx512bw,avx512vl,avx512vpopcntdq"), always_inline))
+#define AVX512_KERNEL __attribute__((target("avx512f,avx512bw,avx512vl,avx512vpopcntdq")))
+
+/* Lane j of the result = sum of the 8 lanes of v_j. */
+AVX512_FN __m512i reduce8(__m512i v0, __m512i v1, __m512i v2, __m512i v3, __m512i v4,
+                          __m512i v5, __m512i v6, __m512i v7) {
+    /* pairs inside 128-bit lanes: (v0,v1) -> [v0 lo+hi, v1 lo+hi] per 128-bit lane */
+    __m512i t0 = _mm512_add_epi64(_mm512_unpacklo_epi64(v0, v1), _mm512_unpackhi_epi64(v0, v1));
+    __m512i t1 = _mm512_add_epi64(_mm512_unpacklo_epi64(v2, v3), _mm512_unpackhi_epi64(v2, v3));
+    __m512i t2 = _mm512_add_epi64(_mm512_unpacklo_epi64(v4, v5), _mm512_unpackhi_epi64(v4, v5));
+    __m512i t3 = _mm512_add_epi64(_mm512_unpacklo_epi64(v6, v7), _mm512_unpackhi_epi64(v6, v7));
+    /* 128-bit lanes (0,1) and (2,3) of two vectors added: [t0 01, t0 23, t1 01, t1 23] */
+    __m512i u0 = _mm512_add_epi64(_mm512_shuffle_i64x2(t0, t1, _MM_SHUFFLE(2, 0, 2, 0)),
+                                  _mm512_shuffle_i64x2(t0, t1, _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512i u1 = _mm512_add_epi64(_mm512_shuffle_i64x2(t2, t3, _MM_SHUFFLE(2, 0, 2, 0)),
+                                  _mm512_shuffle_i64x2(t2, t3, _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_add_epi64(_mm512_shuffle_i64x2(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i64x2(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+#define POPX(acc, x, y) acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(x, y)))
+
+/* 4 rows of A x 4 rows of W: 16 accumulators + 8 operands in the 32 zmm registers. */
+#define TILE_4X4_STEP(LOAD)                                                                      \
+    do {                                                                                         \
+        __m512i x0 = LOAD(a0 + t), x1 = LOAD(a1 + t), x2 = LOAD(a2 + t), x3 = LOAD(a3 + t);      \
+        __m512i y0 = LOAD(w0 + t), y1 = LOAD(w1 + t), y2 = LOAD(w2 + t), y3 = LOAD(w3 + t);      \
+        POPX(c00, x0, y0); POPX(c01, x0, y1); POPX(c02, x0, y2); POPX(c03, x0, y3);              \
+        POPX(c10, x1, y0); POPX(c11, x1, y1); POPX(c12, x1, y2); POPX(c13, x1, y3);              \
+        POPX(c20, x2, y0); POPX(c21, x2, y1); POPX(c22, x2, y2); POPX(c23, x2, y3);              \
+        POPX(c30, x3, y0); POPX(c31, x3, y1); POPX(c32, x3, y2); POPX(c33, x3, y3);              \
+    } while (0)
+
+AVX512_KERNEL static void tile_4x4(const uint64_t *const *a, const uint64_t *const *w, size_t kw,
+                                   uint32_t *cnt) {
+    const uint64_t *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
+    const uint64_t *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00,
+            c12 = c00, c13 = c00, c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00,
+            c31 = c00, c32 = c00, c33 = c00;
+    size_t t = 0;
+#define LOAD_FULL(p) _mm512_loadu_si512((const void *)(p))
+    for (; t + 8 <= kw; t += 8) TILE_4X4_STEP(LOAD_FULL);
+    if (t < kw) {
+        const __mmask8 m = (__mmask8)((1u << (kw - t)) - 1u);
+#define LOAD_TAIL(p) _mm512_maskz_loadu_epi64(m, (const void *)(p))
+        TILE_4X4_STEP(LOAD_TAIL);
+    }
+    __m512i r0 = reduce8(c00, c01, c02, c03, c10, c11, c12, c13);
+    __m512i r1 = reduce8(c20, c21, c22, c23, c30, c31, c32, c33);
+    _mm256_storeu_si256((__m256i *)cnt, _mm512_cvtepi64_epi32(r0));
+    _mm256_storeu_si256((__m256i *)(cnt + 8), _mm512_cvtepi64_epi32(r1));
+}
+
+/* 1 row of A x 8 rows of W (GEMV): the A row is re-read from L1, W is streamed once. */
+#define THIN_1X8_STEP(LOAD)                                                                      \
+    do {                                                                                         \
+        __m512i x = LOAD(a0 + t);                                                                \
+        POPX(c0, x, LOAD(w0 + t)); POPX(c1, x, LOAD(w1 + t));                                   \
+        POPX(c2, x, LOAD(w2 + t)); POPX(c3, x, LOAD(w3 + t));                                   \
+        POPX(c4, x, LOAD(w4 + t)); POPX(c5, x, LOAD(w5 + t));                                   \
+        POPX(c6, x, LOAD(w6 + t)); POPX(c7, x, LOAD(w7 + t));                                   \
+    } while (0)
+
+AVX512_KERNEL static void thin_1x8(const uint64_t *const *a, const uint64_t *const *w, size_t kw,
+                                   uint32_t *cnt) {
+    const uint64_t *a0 = a[0];
+    const uint64_t *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3], *w4 = w[4], *w5 = w[5],
+                   *w6 = w[6], *w7 = w[7];
+    __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
+            c7 = c0;
+    size_t t = 0;
+    for (; t + 8 <= kw; t += 8) THIN_1X8_STEP(LOAD_FULL);
+    if (t < kw) {
+        const __mmask8 m = (__mmask8)((1u << (kw - t)) - 1u);
+        THIN_1X8_STEP(LOAD_TAIL);
+    }
+    _mm256_storeu_si256((__m256i *)cnt, _mm512_cvtepi64_epi32(reduce8(c0, c1, c2, c3, c4, c5, c6, c7)));
+}
+
+const bn_tile_kernels bn_tiles_avx512 = {4, 4, tile_4x4, 8, thin_1x8};
+
+#endif
