@@ -120,18 +120,7 @@ class PackedModel:
         first layer's integer thresholds). Large batches are processed ``batch_size`` samples at
         a time (default: bounded first-layer temporaries).
         """
-        x = np.asarray(x)
-        if x.dtype == np.uint8:
-            if self.input_scale is None:
-                raise ValueError(
-                    "PackedModel.predict: uint8 input needs the input normalisation, and this model "
-                    "was exported without input_scale/input_offset; pass normalised float input")
-        elif x.dtype.kind != "f":
-            raise TypeError(f"PackedModel.predict: x must be uint8 images or floats, got dtype "
-                            f"{x.dtype}")
-        if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"PackedModel.predict: expected input of shape (N, "
-                             f"{', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}")
+        x = self._check_input(x, "predict")
         n = x.shape[0]
         if batch_size is None:
             batch_size = self._default_batch_size()
@@ -142,6 +131,45 @@ class PackedModel:
         out = np.empty((n, self.num_classes), dtype=np.float32)
         for start in range(0, n, batch_size):
             out[start:start + batch_size] = self._run(x[start:start + batch_size])
+        return out
+
+    def _check_input(self, x, method: str) -> np.ndarray:
+        x = np.asarray(x)
+        if x.dtype == np.uint8:
+            if self.input_scale is None:
+                raise ValueError(
+                    f"PackedModel.{method}: uint8 input needs the input normalisation, and this model "
+                    "was exported without input_scale/input_offset; pass normalised float input")
+        elif x.dtype.kind != "f":
+            raise TypeError(f"PackedModel.{method}: x must be uint8 images or floats, got dtype "
+                            f"{x.dtype}")
+        if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"PackedModel.{method}: expected input of shape (N, "
+                             f"{', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}")
+        return x
+
+    def trace(self, x) -> list:
+        """Run the ops one by one (no fusion) and return each op's output, for debugging.
+
+        Returns ``[(op name, op kind, array)]``: binary activations unpacked to int8 +-1 in the
+        torch model's layout (N, C, H, W) or (N, K) (flat bits in torch's NCHW flatten order),
+        logits as float32. Compare them with the torch model's Sign outputs layer by layer.
+        """
+        x = self._check_input(x, "trace")
+        out = []
+        for i, op in enumerate(self.ops):
+            x = getattr(self, "_" + op["op"])(i, op, x)
+            kind, shape = self.activations[i]
+            if kind == "logits":
+                out.append((op["name"], op["op"], x))
+                continue
+            values = self._ops.unpack(x, shape[-1] if len(shape) == 3 else shape[0])
+            if len(shape) == 3:
+                values = values.transpose(0, 3, 1, 2)
+            elif op["op"] == "flatten":
+                h, w, c = self.activations[i - 1][1]
+                values = values.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(len(x), -1)
+            out.append((op["name"], op["op"], np.ascontiguousarray(values)))
         return out
 
     def _default_batch_size(self) -> int:
@@ -231,8 +259,13 @@ class PackedModel:
                 return self._threshold(s, self._t(op, "thresh"), self._t(op, "flip"))
             z = float(self.input_scale[0]) * s + self._u8_dense_constant(op)
         else:
-            z = self._normalised(x, 1).reshape(n, k) @ self._weights_pm1(op, k).T + self._t(op, "bias")
+            z = self._float_preactivation(op, self._normalised(x, 1).reshape(n, k) @
+                                          self._weights_pm1(op, k).T)
         return self._first_output(op, z)
+
+    def _float_preactivation(self, op, sums: np.ndarray) -> np.ndarray:
+        """float32(sum) + float32 bias, rounded as the float32 torch layer rounds them."""
+        return sums.astype(np.float32) + self._t(op, "bias")
 
     def _u8_dense_constant(self, op) -> np.ndarray:
         """offset . w + bias per output unit (float64), for logits from uint8 input."""
@@ -246,7 +279,7 @@ class PackedModel:
     def _first_output(self, op, z: np.ndarray) -> np.ndarray:
         if op["output"] == "logits":
             return (z * self._t(op, "scale") + self._t(op, "shift")).astype(np.float32)
-        v = self._t(op, "vthresh").astype(np.float64)
+        v = self._t(op, "vthresh")
         return self._pack_bool(np.where(self._t(op, "flip"), z <= v, z >= v))
 
     def _first_conv(self, i, op, x):
@@ -277,7 +310,7 @@ class PackedModel:
             thresh = self._t(op, "thresh")
             t = thresh[self._t(op, "row_class")][:, self._t(op, "col_class")]  # (ho, wo, O)
             return self._threshold(out, t, self._t(op, "flip"))
-        return self._first_output(op, out + self._t(op, "bias"))
+        return self._first_output(op, self._float_preactivation(op, out))
 
     def _dense(self, i, op, x):
         return self._ops.bgemm_threshold(x, self._t(op, "weight"), op["in_features"],
