@@ -23,7 +23,7 @@ from .catalog import DatasetInfo, names
 from .catalog import get as info
 from .datadir import DATA_ENV, locate, resolve_data_dir
 from .datasets import SPLITS, ImageDataset, load
-from .download import URL_ENV, download
+from .fetch import URL_ENV, download
 from .formats import (read_cifar10_bin, read_cifar10_python, read_idx_images, read_idx_labels,
                       read_mnist, read_svhn_mat)
 from .transforms import crop_flip, normalization, random_crop_flip, to_float

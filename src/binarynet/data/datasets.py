@@ -18,7 +18,7 @@ import torch
 from ..errors import DataError
 from . import catalog, formats
 from .datadir import PartFiles, locate
-from .download import download as download_dataset
+from .fetch import download as download_dataset
 
 SPLITS = ("train", "val", "test", "train_full", "extra")
 

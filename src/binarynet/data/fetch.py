@@ -220,15 +220,17 @@ def download(name: str, data_dir=None, *, parts: Iterable[str] | None = None,
     sums = info.checksums if checksums is None else checksums
     target = resolve_data_dir(data_dir) / info.name
     layout = info.layouts[0]
-    wanted: dict[catalog.Remote, list[str]] = defaultdict(list)
+    remotes = {remote.filename: remote for remote in info.remotes}
+    wanted: dict[str, list[str]] = defaultdict(list)     # remote file name -> local names
     for p in parts:
         for names, path in zip(layout.parts[p], present_files(target, layout, p)):
             if path is None:
                 remote, _ = info.remote_of(names[0])
-                wanted[remote].append(names[0])
+                wanted[remote.filename].append(names[0])
     if not wanted:
         return target
-    for remote, locals_ in wanted.items():
+    for filename, locals_ in wanted.items():
+        remote = remotes[filename]
         needed = [remote.filename] + (locals_ if remote.members else [])
         lacking = [n for n in needed if n not in sums]
         if lacking:
@@ -239,6 +241,6 @@ def download(name: str, data_dir=None, *, parts: Iterable[str] | None = None,
         raise DataError(f"cannot create {target} ({exc.strerror or exc}); choose a writable "
                         f"folder with --data-dir or BINARYNET_DATA") from None
     urls = mirror_urls(name, base_url)
-    for remote, locals_ in wanted.items():
-        _install(remote, locals_, urls, target, sums, timeout)
+    for filename, locals_ in wanted.items():
+        _install(remotes[filename], locals_, urls, target, sums, timeout)
     return target
