@@ -234,3 +234,21 @@ def test_svhn_splits(tmp_path):
     x_extra, y_extra = write_svhn(folder / "extra_32x32.mat", 3, seed=42)
     extra = data.load("svhn", "extra", data_dir=tmp_path)
     np.testing.assert_array_equal(extra.images.numpy(), x_extra.transpose(3, 2, 0, 1))
+
+
+# ---------------------------------------------------------------- catalog consistency
+
+
+@pytest.mark.parametrize("name", data.names())
+def test_every_downloadable_file_has_a_remote_and_a_sha256(name):
+    info = data.info(name)
+    assert name in ("mnist", "fashion-mnist", "cifar10", "svhn")
+    for part, files in info.layouts[0].parts.items():
+        for names in files:
+            remote = info.remote_of(names[0])
+            for file_name in (remote.filename, *([names[0]] if remote.members else [])):
+                digest = info.checksums[file_name]
+                assert len(digest) == 64 and int(digest, 16) >= 0, file_name
+    assert set(info.default_parts) <= set(info.parts)
+    assert len(info.mean) == len(info.std) == info.image_shape[0]
+    assert info.num_classes == 10

@@ -70,14 +70,12 @@ class DatasetInfo:
         """The parts the distribution consists of ("train", "test", and SVHN's "extra")."""
         return tuple(self.layouts[0].parts)
 
-    def remote_of(self, local_name: str) -> tuple[Remote, str | None]:
-        """The remote file that provides ``local_name`` and its archive member (None: the file)."""
+    def remote_of(self, local_name: str) -> Remote:
+        """The remote file that provides the local file ``local_name`` (itself or a member)."""
         for remote in self.remotes:
-            if not remote.members and remote.filename == local_name:
-                return remote, None
-            for member, local in remote.members.items():
-                if local == local_name:
-                    return remote, member
+            if local_name in remote.members.values() or (
+                    not remote.members and remote.filename == local_name):
+                return remote
         raise KeyError(local_name)
 
 

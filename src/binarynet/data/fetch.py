@@ -36,8 +36,9 @@ _CHUNK = 1 << 20
 _log = logging.getLogger(__name__)
 
 
-class _ChecksumMismatch(DataError):
-    """A downloaded file or archive member does not have the expected SHA-256."""
+class _BadDownload(DataError):
+    """A downloaded file is corrupt: wrong SHA-256, or an archive that is damaged or lacks
+    (or misrepresents) an expected member. Its files are deleted before this is raised."""
 
 
 def mirror_urls(name: str, base_url: str | None = None) -> list[str]:
@@ -128,7 +129,7 @@ def _fetch(urls: list[str], part: Path, target: Path, timeout: float) -> tuple[b
 def _check_sum(path: Path, expected: str, label: str) -> None:
     actual = sha256_of(path)
     if actual != expected.lower():
-        raise _ChecksumMismatch(
+        raise _BadDownload(
             f"{label}: SHA-256 mismatch (expected {expected}, got {actual}): the download is "
             f"corrupted or the mirror serves another file. It was deleted; run the download "
             f"again, or set {URL_ENV} to another mirror.")
@@ -151,7 +152,7 @@ def _extract(archive: Path, members: Mapping[str, str], target: Path,
                     if local is None or local in extracted:
                         continue  # only the expected names are ever written
                     if not member.isfile():
-                        raise _ChecksumMismatch(f"{label}: member {member.name} is not a regular "
+                        raise _BadDownload(f"{label}: member {member.name} is not a regular "
                                                 f"file; refusing to extract it")
                     tmp = target / f"{local}.part"
                     extracted[local] = tmp
@@ -162,10 +163,10 @@ def _extract(archive: Path, members: Mapping[str, str], target: Path,
                         out.flush()
                         os.fsync(out.fileno())
         except (tarfile.TarError, EOFError, zlib.error) as exc:
-            raise _ChecksumMismatch(f"{label}: corrupt archive ({exc}); it was deleted") from None
+            raise _BadDownload(f"{label}: corrupt archive ({exc}); it was deleted") from None
         missing = [m for m, local in members.items() if local not in extracted]
         if missing:
-            raise _ChecksumMismatch(f"{label}: archive lacks {', '.join(missing)}; it was deleted")
+            raise _BadDownload(f"{label}: archive lacks {', '.join(missing)}; it was deleted")
         for local, tmp in extracted.items():
             _check_sum(tmp, checksums[local], f"{label}:{local}")
     except BaseException:
@@ -191,7 +192,7 @@ def _install(remote: catalog.Remote, wanted: list[str], urls: list[str], target:
             else:
                 _commit(part, target / remote.filename)
             return
-        except _ChecksumMismatch:
+        except _BadDownload:
             part.unlink(missing_ok=True)
             if resumed and attempt == 1:
                 _log.info("%s: resumed download failed its checksum, downloading afresh",
@@ -225,8 +226,7 @@ def download(name: str, data_dir=None, *, parts: Iterable[str] | None = None,
     for p in parts:
         for names, path in zip(layout.parts[p], present_files(target, layout, p)):
             if path is None:
-                remote, _ = info.remote_of(names[0])
-                wanted[remote.filename].append(names[0])
+                wanted[info.remote_of(names[0]).filename].append(names[0])
     if not wanted:
         return target
     for filename, locals_ in wanted.items():
