@@ -90,7 +90,8 @@ def _check_thresholds(op: str, thresh, flip, n: int) -> tuple[np.ndarray, np.nda
         raise TypeError(f"{op}: thresh must be an integer array, got dtype {thresh.dtype}")
     if thresh.shape != (n,):
         raise ValueError(f"{op}: thresh must have shape ({n},), got {thresh.shape}")
-    if thresh.size and (int(thresh.min()) < INT32_MIN or int(thresh.max()) > INT32_MAX):
+    if thresh.dtype != np.int32 and thresh.size and (int(thresh.min()) < INT32_MIN
+                                                     or int(thresh.max()) > INT32_MAX):
         raise ValueError(f"{op}: thresh values must fit int32")
     if flip.dtype != np.bool_:
         raise TypeError(f"{op}: flip must be a bool array, got dtype {flip.dtype}")

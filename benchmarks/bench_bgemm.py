@@ -1,0 +1,105 @@
+"""Binary GEMM vs torch fp32 matmul, both on the same number of CPU threads (issue 4).
+
+For each M x K x N it times ``torch.matmul`` of fp32 (M, K) x (K, N), our ``bgemm`` (int32
+out) and ``bgemm_threshold`` (fused BN + sign, packed bits out) on pre-packed operands, and
+prints GMAC/s (M*K*N multiply-accumulates per second) and the speed-up over torch. Methods are
+interleaved within every repeat, and each figure is the median over repeats, so load from other
+processes on a shared machine hits all of them alike.
+
+    python benchmarks/bench_bgemm.py            # the issue-4 shapes, 2 threads
+    python benchmarks/bench_bgemm.py --quick    # small shapes, a few seconds
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from binarynet.engine import kernels
+
+SHAPES = [  # (M, K, N, target speed-up over torch fp32, or None)
+    (1, 4096, 4096, 50.0),
+    (64, 4096, 4096, 12.0),
+    (256, 4096, 4096, 12.0),
+    (4096, 4096, 4096, 6.0),
+    (8192, 2304, 256, None),  # conv im2col shape: 3x3x256 -> 256 channels, 8 x 32 x 32 pixels
+]
+QUICK_SHAPES = [(1, 1024, 1024, None), (64, 1024, 1024, None), (512, 1152, 128, None)]
+
+
+def time_call(fn, min_seconds: float) -> float:
+    """Seconds per call: runs fn repeatedly for at least min_seconds (at least once)."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return elapsed / calls
+
+
+def bench_shape(m, k, n, repeats, min_seconds, rng):
+    a_f = torch.from_numpy(rng.standard_normal((m, k), dtype=np.float32))
+    w_f = torch.from_numpy(rng.standard_normal((n, k), dtype=np.float32))
+    w_t = w_f.t().contiguous()  # torch gets its preferred (K, N) layout
+    a = kernels.pack(a_f.numpy())
+    w = kernels.pack(w_f.numpy())
+    thresh = rng.integers(-64, 65, n).astype(np.int32)
+    flip = rng.random(n) < 0.5
+
+    # correctness on a few rows: the +-1 fp32 product is exact (|sums| <= K < 2**24)
+    rows = slice(0, min(m, 8))
+    want = torch.where(a_f[rows] >= 0, 1.0, -1.0) @ torch.where(w_t >= 0, 1.0, -1.0)
+    got = kernels.bgemm(a[rows], w, k)
+    assert np.array_equal(got, want.numpy().astype(np.int32)), "bgemm disagrees with torch"
+
+    methods = {
+        "torch": lambda: torch.matmul(a_f, w_t),
+        "bgemm": lambda: kernels.bgemm(a, w, k),
+        "bgemm_threshold": lambda: kernels.bgemm_threshold(a, w, k, thresh, flip),
+    }
+    for fn in methods.values():  # warm-up (thread pools, page faults)
+        fn()
+    samples = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            samples[name].append(time_call(fn, min_seconds))
+    macs = m * k * n
+    return {name: macs / statistics.median(times) / 1e9 for name, times in samples.items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (median)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    kernels.set_num_threads(args.threads)
+    repeats = args.repeats or (3 if args.quick else 7)
+    min_seconds = 0.02 if args.quick else 0.1
+    rng = np.random.default_rng(args.seed)
+    print(f"threads={args.threads} torch={torch.__version__} repeats={repeats} "
+          f"features={kernels.cpu_features()}")
+    header = (f"{'M x K x N':>20} {'torch':>8} {'bgemm':>8} {'bgemm_thr':>9} "
+              f"{'x bgemm':>8} {'x thr':>7} {'target':>7}")
+    print(header + "\n" + "-" * len(header) + "   (GMAC/s, speed-up over torch fp32)")
+    all_met = True
+    for m, k, n, target in QUICK_SHAPES if args.quick else SHAPES:
+        g = bench_shape(m, k, n, repeats, min_seconds, rng)
+        ratio, ratio_thr = g["bgemm"] / g["torch"], g["bgemm_threshold"] / g["torch"]
+        met = "" if target is None else (">=%gx %s" % (target, "ok" if ratio >= target else "MISS"))
+        all_met &= target is None or ratio >= target
+        print(f"{f'{m}x{k}x{n}':>20} {g['torch']:8.1f} {g['bgemm']:8.1f} {g['bgemm_threshold']:9.1f} "
+              f"{ratio:7.1f}x {ratio_thr:6.1f}x {met:>9}", flush=True)
+    if not args.quick:
+        print("all targets met" if all_met else "some targets missed")
+
+
+if __name__ == "__main__":
+    main()
