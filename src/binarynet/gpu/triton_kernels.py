@@ -124,6 +124,8 @@ def _pack_kernel(x_ptr, out_ptr, M, K, WORDS, BLOCK_M: tl.constexpr, BLOCK_W: tl
     offs_c = pid_w * BLOCK_W * 32 + tl.arange(0, BLOCK_W * 32)
     ok = (offs_m[:, None] < M) & (offs_c[None, :] < K)
     x = tl.load(x_ptr + offs_m[:, None].to(tl.int64) * K + offs_c[None, :], mask=ok, other=0)
+    if x.dtype == tl.bfloat16:  # exact widening; the interpreter compares raw bf16 bits otherwise
+        x = x.to(tl.float32)
     bits = ((x >= 0) & ok).to(tl.int32)
     words = _pack_bits(bits, BLOCK_M, BLOCK_W * 32)
     offs_w = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)
