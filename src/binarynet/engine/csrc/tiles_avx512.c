@@ -30,6 +30,13 @@ AVX512_FN __m512i reduce8(__m512i v0, __m512i v1, __m512i v2, __m512i v3, __m512
                             _mm512_shuffle_i64x2(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
+/* Lanes of the step at word t: all 8, or the words left before kw (zero-masked loads read 0
+ * there in both operands, which adds nothing). A full mask costs the same as a plain load. */
+static inline __mmask8 step_mask(size_t left) {
+    return left >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << left) - 1u);
+}
+#define LOAD(p) _mm512_maskz_loadu_epi64(m, (const void *)(p))
+
 #define POPX(acc, x, y) acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(x, y)))
 
 /* 4 rows of A x 4 rows of W: 16 accumulators + 8 operands in the 32 zmm registers. */
@@ -50,13 +57,9 @@ AVX512_KERNEL static void tile_4x4(const uint64_t *const *a, const uint64_t *con
     __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00,
             c12 = c00, c13 = c00, c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00,
             c31 = c00, c32 = c00, c33 = c00;
-    size_t t = 0;
-#define LOAD_FULL(p) _mm512_loadu_si512((const void *)(p))
-    for (; t + 8 <= kw; t += 8) TILE_4X4_STEP(LOAD_FULL);
-    if (t < kw) {
-        const __mmask8 m = (__mmask8)((1u << (kw - t)) - 1u);
-#define LOAD_TAIL(p) _mm512_maskz_loadu_epi64(m, (const void *)(p))
-        TILE_4X4_STEP(LOAD_TAIL);
+    for (size_t t = 0; t < kw; t += 8) {
+        const __mmask8 m = step_mask(kw - t);
+        TILE_4X4_STEP(LOAD);
     }
     __m512i r0 = reduce8(c00, c01, c02, c03, c10, c11, c12, c13);
     __m512i r1 = reduce8(c20, c21, c22, c23, c30, c31, c32, c33);
@@ -81,11 +84,9 @@ AVX512_KERNEL static void thin_1x8(const uint64_t *const *a, const uint64_t *con
                    *w6 = w[6], *w7 = w[7];
     __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
             c7 = c0;
-    size_t t = 0;
-    for (; t + 8 <= kw; t += 8) THIN_1X8_STEP(LOAD_FULL);
-    if (t < kw) {
-        const __mmask8 m = (__mmask8)((1u << (kw - t)) - 1u);
-        THIN_1X8_STEP(LOAD_TAIL);
+    for (size_t t = 0; t < kw; t += 8) {
+        const __mmask8 m = step_mask(kw - t);
+        THIN_1X8_STEP(LOAD);
     }
     _mm256_storeu_si256((__m256i *)cnt, _mm512_cvtepi64_epi32(reduce8(c0, c1, c2, c3, c4, c5, c6, c7)));
 }
