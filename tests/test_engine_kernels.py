@@ -254,6 +254,20 @@ def test_first_layer_matches_reference(backend, k):
         np.testing.assert_array_equal(kernels.int_gemm(x, w, k), want)
 
 
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 200])
+def test_threshold_pack(backend, n):
+    rng = np.random.default_rng(n)
+    x = rng.integers(-5, 6, (3, 4, n)).astype(np.int32)
+    thresh = rng.integers(-5, 6, n).astype(np.int32)
+    thresh[0] = INT32_MIN
+    flip = rng.random(n) < 0.5
+    want = threshold_bits(x, thresh, flip)
+    np.testing.assert_array_equal(reference.threshold_pack(x, thresh, flip), want)
+    np.testing.assert_array_equal(kernels.threshold_pack(x, thresh, flip), want)
+    with pytest.raises(TypeError, match=r"threshold_pack: x must be an int32 numpy array"):
+        kernels.threshold_pack(x.astype(np.int64), thresh, flip)
+
+
 def test_large_shapes_match_float_matmul_on_all_threads(backend):
     """Shapes big enough for several blocks, edge tiles and the threaded path."""
     rng = np.random.default_rng(6)

@@ -227,3 +227,16 @@ def int_gemm(x_u8, w, k) -> np.ndarray:
     out = np.empty((x_u8.shape[0], w.shape[0]), dtype=np.int32)
     _core.int_gemm(x_u8, w, x_u8.shape[0], w.shape[0], k, out)
     return out
+
+
+def threshold_pack(x, thresh, flip) -> np.ndarray:
+    """Batch-norm + sign of int32 sums ``(..., N)`` -> packed uint64 ``(..., ceil(N/64))``.
+
+    Bit n = ``x[..., n] >= thresh[n]`` (``<=`` where ``flip[n]``).
+    """
+    x, thresh, flip = _ref._check_threshold_pack(x, thresh, flip)
+    x = np.ascontiguousarray(x)
+    n = x.shape[-1]
+    out = np.empty(x.shape[:-1] + (_ref.words_for(n),), dtype=np.uint64)
+    _core.threshold_pack(x, x.size // n, n, thresh, flip, out)
+    return out

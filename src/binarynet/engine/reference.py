@@ -397,6 +397,26 @@ def int_gemm(x_u8, w, k) -> np.ndarray:
     return (x_u8.astype(np.int64) @ w_pm1.T).astype(np.int32)
 
 
+def threshold_pack(x, thresh, flip) -> np.ndarray:
+    """Batch-norm + sign of integer sums, packed: int32 ``(..., N)`` -> uint64 ``(..., ceil(N/64))``.
+
+    Bit n = ``x[..., n] >= thresh[n]`` (``<=`` where ``flip[n]``), as the fused kernels do; for
+    sums computed apart (first layer, after :func:`maxpool2d_int`).
+    """
+    x, thresh, flip = _check_threshold_pack(x, thresh, flip)
+    return _threshold_bits(x, thresh, flip)
+
+
+def _check_threshold_pack(x, thresh, flip):
+    if not isinstance(x, np.ndarray) or x.dtype != np.int32:
+        raise TypeError(f"threshold_pack: x must be an int32 numpy array, got "
+                        f"{getattr(x, 'dtype', type(x).__name__)}")
+    if x.ndim < 1 or x.size == 0:
+        raise ValueError(f"threshold_pack: x must be non-empty with at least 1 axis, got {x.shape}")
+    thresh, flip = _check_thresholds("threshold_pack", thresh, flip, x.shape[-1])
+    return x, thresh, flip
+
+
 def set_num_threads(n) -> None:
     """Record a thread count (the numpy reference itself runs single-threaded)."""
     global _num_threads

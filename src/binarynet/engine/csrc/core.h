@@ -71,6 +71,10 @@ void bn_bgemm(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k
 void bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
                         const int32_t *thresh, const uint8_t *flip, uint64_t *out);
 
+/* int32 rows x n -> packed bits (dot >= thresh, or <= where flipped). */
+void bn_threshold_pack(const int32_t *x, size_t rows, size_t n, const int32_t *thresh,
+                       const uint8_t *flip, uint64_t *out);
+
 /* ---- convolution (conv.c); these return -1 when out of memory ------------------------------- */
 enum bn_pad_mode { BN_PAD_ZERO = 0, BN_PAD_ONE = 1, BN_PAD_MINUS_ONE = 2 };
 typedef struct {

@@ -168,3 +168,21 @@ void bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, size_t m, size_t n
     bits_job job = {out, ldo, (int64_t)k, thresh, flip};
     run_dense(a, w, m, n, bn_words(k), epi_bits, make_bits_ctx, &job);
 }
+
+void bn_threshold_pack(const int32_t *x, size_t rows, size_t n, const int32_t *thresh,
+                       const uint8_t *flip, uint64_t *out) {
+    const size_t ow = bn_words(n);
+    const int threads = bn_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (rows * n > (1u << 18))
+    for (long r = 0; r < (long)rows; ++r) {
+        const int32_t *src = x + (size_t)r * n;
+        uint64_t *dst = out + (size_t)r * ow;
+        for (size_t q = 0; q < ow; ++q) {
+            const size_t end = (q + 1) * 64 < n ? (q + 1) * 64 : n;
+            uint64_t word = 0;
+            for (size_t j = q * 64; j < end; ++j)
+                word |= bn_threshold_bit(src[j], thresh[j], flip[j]) << (j & 63);
+            dst[q] = word;
+        }
+    }
+}

@@ -156,6 +156,29 @@ static PyObject *py_bgemm_threshold(PyObject *self, PyObject *args) {
     return ret;
 }
 
+static PyObject *py_threshold_pack(PyObject *self, PyObject *args) {
+    Py_buffer x, thresh, flip, out;
+    Py_ssize_t rows, n;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*nny*y*w*", &x, &rows, &n, &thresh, &flip, &out)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t sizes[] = {rows, n};
+    const char *op = "threshold_pack";
+    if (!check_sizes(op, sizes, 2) && !check_buffer(op, "x", &x, (size_t)(rows * n), 4) &&
+        !check_buffer(op, "thresh", &thresh, (size_t)n, 4) &&
+        !check_buffer(op, "flip", &flip, (size_t)n, 1) &&
+        !check_buffer(op, "out", &out, (size_t)rows * bn_words((size_t)n), 8)) {
+        Py_BEGIN_ALLOW_THREADS
+        bn_threshold_pack((const int32_t *)x.buf, (size_t)rows, (size_t)n,
+                          (const int32_t *)thresh.buf, (const uint8_t *)flip.buf,
+                          (uint64_t *)out.buf);
+        Py_END_ALLOW_THREADS
+        ret = Py_NewRef(Py_None);
+    }
+    RELEASE(&x, &thresh, &flip, &out);
+    return ret;
+}
+
 /* ---- convolution ---------------------------------------------------------------------------- */
 /* geometry: (n, h, w, c, o, kh, kw, sh, sw, ph, pw, dh, dw) */
 static int parse_conv(const char *op, PyObject *geom, int pad_mode, bn_conv_shape *s) {
@@ -428,6 +451,8 @@ static PyMethodDef core_methods[] = {
     {"bgemm", py_bgemm, METH_VARARGS, "bgemm(a, w, m, n, k, out)"},
     {"bgemm_threshold", py_bgemm_threshold, METH_VARARGS,
      "bgemm_threshold(a, w, m, n, k, thresh, flip, out)"},
+    {"threshold_pack", py_threshold_pack, METH_VARARGS,
+     "threshold_pack(x, rows, n, thresh, flip, out)"},
     {"bconv2d", py_bconv2d, METH_VARARGS, "bconv2d(x, w, geometry, pad_mode, out)"},
     {"bconv2d_threshold", py_bconv2d_threshold, METH_VARARGS,
      "bconv2d_threshold(x, w, geometry, pad_mode, thresh, flip, out)"},
