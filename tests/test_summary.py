@@ -65,9 +65,9 @@ def test_convnet_counts_by_hand():
     assert column(s, "binary_params") == [216, 0, 0, 288, 0, 0, 0, 0, 180, 0]
     # first conv: whole 27-value patches in one word per filter, float bias; its BN becomes
     # float thresholds + flips + int32 thresholds per (3 row classes x 3 column classes x 8)
-    # and the int32 class of each of the 6 rows and 6 columns; max-pool keeps a flip per channel
+    # and the int32 class of each of the 6 rows and 6 columns; max-pool reuses the conv's flips
     assert column(s, "packed_bits") == [8 * 64 + 8 * 32, 8 * 40 + 32 * (3 * 3 * 8 + 6 + 6), 0,
-                                        4 * 9 * 64, 4 * 8, 4 * 40, 0, 0, 5 * 64, 5 * 128]
+                                        4 * 9 * 64, 0, 4 * 40, 0, 0, 5 * 64, 5 * 128]
     assert column(s, "multibit_macs") == [8 * 36 * 27, 0, 0, 0, 0, 0, 0, 0, 0, 0]
     assert column(s, "binary_macs") == [0, 0, 0, 4 * 36 * 72, 0, 0, 0, 0, 180, 0]
     assert column(s, "input_bits")[3] == 1 and column(s, "input_bits")[8] == 1
@@ -154,3 +154,69 @@ def test_float_layers_count_as_32_bit():
     assert column(s, "float_params") == [44, 0, 2]
     assert column(s, "packed_bits") == [44 * 32, 0, 2 * 64 + 2 * 32]
     assert column(s, "multibit_macs") == [40, 0, 8]
+
+
+# -- against real exports --------------------------------------------------------------------
+def randomise_batchnorm(model, seed=0):
+    """Random running statistics and affine parameters so thresholds land anywhere."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 3)
+            m.running_var.copy_(torch.rand(n, generator=g) * 4 + 0.5)
+            m.weight.data.copy_(torch.randn(n, generator=g))
+            m.bias.data.copy_(torch.randn(n, generator=g))
+    return model.eval()
+
+
+def export_u8(model, shape):
+    from binarynet.export import export
+
+    channels = shape[0] if len(shape) == 3 else 1
+    x = torch.randint(0, 256, (4, *shape), dtype=torch.uint8)
+    return export(model, x, input_scale=[2 / 255] * channels, input_offset=[-1.0] * channels)
+
+
+@pytest.mark.parametrize("make, shape", [(small_mlp, (20,)), (small_convnet, (3, 6, 6))])
+def test_torch_figure_equals_export_tensor_bytes(make, shape):
+    from binarynet.export import export
+
+    model = randomise_batchnorm(make())
+    packed_u8 = export_u8(model, shape)
+    assert summary(model, shape, input_bits=8).packed_bytes == packed_u8.nbytes
+    packed_float = export(model, torch.randn(4, *shape))
+    assert summary(model, shape, input_bits=32).packed_bytes == packed_float.nbytes
+
+
+def test_reduced_cifar_net_figure_equals_export():
+    model = randomise_batchnorm(bn.models.get("cifar10_vgg", widths=(8, 16, 16), fc=(32, 32)))
+    packed = export_u8(model, (3, 32, 32))
+    s = summary(model, (3, 32, 32), input_bits=8)
+    assert s.packed_bytes == packed.nbytes
+    p = summary(packed)
+    assert [layer.kind for layer in p.layers] == [
+        "first_conv", "conv", "maxpool", "conv", "conv", "maxpool", "conv", "conv", "maxpool",
+        "flatten", "dense", "dense", "dense_logits"]
+    assert (p.binary_params, p.binary_macs, p.multibit_macs, p.float32_bytes) == (
+        s.binary_params, s.binary_macs, s.multibit_macs, s.float32_bytes)
+    assert p.layers[0].output_shape == (8, 32, 32)  # torch order, not the engine's NHWC
+
+
+def test_paper_mnist_mlp_packed_figure_matches_file_on_disk(tmp_path):
+    model = randomise_batchnorm(bn.models.get("mnist_mlp"))  # full width: 3 x 4096
+    packed = export_u8(model, (1, 28, 28))
+    path = tmp_path / "model.bnn"
+    packed.save(path)
+    on_disk = os.path.getsize(path)
+    estimate = summary(model, (1, 28, 28), input_bits=8).packed_bytes
+    assert abs(estimate - on_disk) / on_disk < 0.02
+    assert estimate == packed.nbytes  # the difference is the JSON header only
+    from_file = summary(str(path))
+    assert from_file.file_bytes == on_disk
+    assert from_file.packed_bytes == packed.nbytes
+    assert from_file.header_bytes == on_disk - packed.nbytes
+    assert from_file.input_bits == 8
+    assert "Packed file on disk" in str(from_file)
+    # the packed file is >= 30x smaller than the float32 weights it stands for
+    assert from_file.float32_bytes / on_disk > 30

@@ -493,7 +493,7 @@ def _summarise_module(model, input_shape, input_bits: int) -> ModelSummary:
     The packed figures mirror the layout of :mod:`binarynet.engine.graph` that
     :func:`binarynet.export` writes (hidden layer: int32 threshold + bool flip per channel;
     first layer: float32 bias, float32 threshold, flip and, for 8-bit input, int32 thresholds;
-    output layer: float64 scale and shift per class; max-pool: a bool flip per channel).
+    output layer: float64 scale and shift per class).
     """
     shape = _infer_input_shape(model) if input_shape is None else tuple(int(s) for s in input_shape)
     records = _trace(model, shape)
@@ -564,8 +564,7 @@ def _summarise_module(model, input_shape, input_bits: int) -> ModelSummary:
                 row.packed_bits = floats * 32
             bits = 1 if sign else 32
         elif _is_passthrough(module):
-            if type(module).__name__ == "MaxPool2d" and after_binary:
-                row.packed_bits = 8 * out_shape[0]  # flip: OR or AND of thresholded bits
+            pass  # a max-pool of thresholded bits reuses its conv's flip flags: no own tensor
         else:
             row.float_params, row.packed_bits = floats, floats * 32
             weight = getattr(module, "weight", None)
