@@ -1,0 +1,42 @@
+"""benchmarks/bench_gpu.py --smoke: the benchmark's binary paths give exact results.
+
+Checks, on tiny problems, that every binary GEMM row of the benchmark equals the fp32 product of
+the same +-1 matrices and that the binary MNIST MLP (fp32 first layer thresholded into bits, fused
+bgemm_threshold layers, bgemm output layer) predicts exactly what the float torch model predicts.
+Without a GPU it runs in Triton's interpreter (see test_gpu_triton.py).
+"""
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("no CUDA GPU, and triton was imported before TRITON_INTERPRET=1 could be set",
+                    allow_module_level=True)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+pytest.importorskip("triton", reason="triton is not installed (pip install triton)")
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:triton")
+def test_gpu_bench_smoke_results_are_exact(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH)
+    bench_gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_gpu)
+
+    out = tmp_path / "results.json"
+    assert bench_gpu.main(["--smoke", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    binary = [row for rows in results["gemm"].values() for row in rows
+              if row["method"].startswith(("triton", "tensor-core"))]
+    assert {row["method"] for row in binary} >= {"triton packed", "triton +pack"}
+    assert all(row["exact"] is True for row in binary), binary
+    mlp = [row for row in results["mlp"] if row["method"].startswith("binary")]
+    assert mlp and all(row["same"] is True for row in mlp), results["mlp"]
+    assert "Targets at 8192^3" in capsys.readouterr().out
