@@ -96,7 +96,7 @@ class PackedModel:
             seen.update(names)
             size = sum(self.tensors[n].nbytes for n in names)
             detail = ", ".join(f"{role} {self.tensors[n].dtype.name}{list(self.tensors[n].shape)}"
-                               for role, n in op["tensors"].items())
+                               for role, n in sorted(op["tensors"].items()))
             rows.append((op["op"], op["name"], f"{kind} {list(shape)}", size, detail))
         header = _format.header_size(self.to_bytes())
         width = max(len(r[0]) + len(r[1]) + 3 for r in rows)

@@ -1,0 +1,151 @@
+"""PackedModel: predict/save/load/summary, input checks, batching, and torch-free use."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import binarynet as bn
+from binarynet import engine
+from binarynet.export import export
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    """A small exported CNN (paper layout, reduced) and a batch of uint8 images."""
+    torch.manual_seed(0)
+    model = bn.models.get("cifar10_vgg", widths=(8, 16), fc=(32,), image_size=8).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.running_mean.uniform_(-5, 5)
+                m.weight.uniform_(-1, 1)
+    x = torch.randint(0, 256, (12, 3, 8, 8), dtype=torch.uint8)
+    packed = export(model, x, input_scale=2 / 255, input_offset=-1.0)
+    return model, packed, x.numpy()
+
+
+def test_save_load_round_trip_predicts_the_same(cnn, tmp_path):
+    _, packed, x = cnn
+    size = packed.save(tmp_path / "m.bnn")
+    loaded = engine.load(tmp_path / "m.bnn")
+    assert size == os.path.getsize(tmp_path / "m.bnn")
+    assert loaded.graph == packed.graph
+    np.testing.assert_array_equal(loaded.predict(x), packed.predict(x))
+    assert loaded.summary() == packed.summary()
+    assert loaded.summary().splitlines()[-1].endswith(f"= file {size} bytes")
+
+
+def test_batching_does_not_change_results(cnn):
+    _, packed, x = cnn
+    whole = packed.predict(x)
+    for batch_size in (1, 5, 100):
+        np.testing.assert_array_equal(packed.predict(x, batch_size=batch_size), whole)
+    assert whole.dtype == np.float32 and whole.shape == (12, 10)
+
+
+def test_reference_runner_equals_kernels(cnn):
+    _, packed, x = cnn
+    reference = engine.PackedModel(packed.graph, packed.tensors, reference=True)
+    np.testing.assert_array_equal(reference.predict(x), packed.predict(x))
+
+
+def test_float_and_uint8_inputs_agree_when_float_is_exact():
+    """x_f = x_u8/64 - 2 is exact in float32: both first-layer paths give the same logits."""
+    torch.manual_seed(1)
+    model = bn.models.get("mnist_mlp", hidden=70, depth=2, in_shape=(1, 6, 6)).eval()
+    x = torch.randint(0, 256, (30, 1, 6, 6), dtype=torch.uint8)
+    packed = export(model, x, input_scale=1 / 64, input_offset=-2.0, first_layer="int")
+    x_u8 = x.numpy()
+    np.testing.assert_allclose(packed.predict(x_u8), packed.predict(x_u8 / np.float32(64) - 2),
+                               rtol=1e-6, atol=1e-5)
+
+
+def test_input_checks(cnn):
+    model, packed, x = cnn
+    with pytest.raises(ValueError, match=r"expected input of shape \(N, 3, 8, 8\), got \(12, 8, 8, 3\)"):
+        packed.predict(x.transpose(0, 2, 3, 1))
+    with pytest.raises(TypeError, match="x must be uint8 images or floats, got dtype int32"):
+        packed.predict(x.astype(np.int32))
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        packed.predict(x, batch_size=0)
+    no_norm = export(model, torch.from_numpy(x).float() / 128 - 1)  # float input only
+    with pytest.raises(ValueError, match="uint8 input needs the input normalisation"):
+        no_norm.predict(x)
+
+
+def test_per_channel_normalisation_uses_the_float_path():
+    """Different scales per channel: no integer thresholds; uint8 is normalised in float64."""
+    torch.manual_seed(2)
+    model = bn.models.get("cifar10_vgg", widths=(4,), fc=(8,), image_size=4).eval()
+    scale, offset = [1 / 64, 1 / 32, 1 / 16], [-2.0, -4.0, -8.0]
+    x = torch.randint(0, 256, (6, 3, 4, 4), dtype=torch.uint8)
+    packed = export(model, x, input_scale=scale, input_offset=offset)
+    assert "0.thresh" not in packed.tensors
+    x_f = (x.double() * torch.tensor(scale).view(1, 3, 1, 1)
+           + torch.tensor(offset).view(1, 3, 1, 1)).float()
+    with torch.no_grad():
+        want = model(x_f).numpy()
+    np.testing.assert_allclose(packed.predict(x.numpy()), want, rtol=1e-5, atol=1e-4)
+
+
+def test_repr_and_summary_list_every_op(cnn):
+    _, packed, _ = cnn
+    text = packed.summary()
+    for op in packed.ops:
+        assert f"{op['op']} ({op['name']})" in text
+    assert "first_conv" in repr(packed)
+
+
+def test_engine_works_without_torch(cnn, tmp_path):
+    """Load and predict in a subprocess where importing torch fails."""
+    _, packed, x = cnn
+    packed.save(tmp_path / "m.bnn")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "want.npy", packed.predict(x))
+    script = textwrap.dedent(f"""
+        import sys
+        class NoTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is blocked in this test")
+        sys.meta_path.insert(0, NoTorch())
+        import numpy as np
+        from binarynet import engine
+        model = engine.load({str(tmp_path / "m.bnn")!r})
+        got = model.predict(np.load({str(tmp_path / "x.npy")!r}))
+        np.testing.assert_array_equal(got, np.load({str(tmp_path / "want.npy")!r}))
+        assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+        try:
+            import torch
+        except ImportError:
+            print("ok: torch-free")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "ok: torch-free" in result.stdout
+
+
+def test_grouped_conv_and_odd_channels_match_torch():
+    """Groups (int32 path per group, channel slices not word aligned) and a flatten repack."""
+    torch.manual_seed(4)
+    nn = torch.nn
+    model = nn.Sequential(
+        bn.nn.BinaryConv2d(2, 6, 3, padding=1), nn.BatchNorm2d(6), bn.nn.Sign(),
+        bn.nn.BinaryConv2d(6, 9, 3, padding=1, groups=3, pad_value=-1.0), nn.MaxPool2d(2),
+        nn.BatchNorm2d(9), bn.nn.Sign(), nn.Flatten(), bn.nn.BinaryLinear(9 * 9, 5)).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-4, 4)
+    x = (torch.randint(0, 256, (7, 2, 6, 6)).float() / 64 - 2)
+    packed = export(model, x)
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(packed.predict(x.numpy()), want, rtol=1e-5, atol=1e-4)
+    assert [op["op"] for op in packed.ops] == ["first_conv", "conv", "maxpool", "flatten",
+                                                "dense_logits"]
