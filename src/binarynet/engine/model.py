@@ -207,8 +207,17 @@ class PackedModel:
         return self._ops.pack(cond.view(np.int8) - np.int8(1))
 
     def _threshold(self, s: np.ndarray, thresh: np.ndarray, flip: np.ndarray) -> np.ndarray:
-        s = s.astype(np.int64)
-        return self._pack_bool(np.where(flip, s <= thresh, s >= thresh))
+        """Bits of int32 sums s (..., O): s >= thresh (s <= thresh where flip), packed.
+
+        ``thresh`` is per channel (O,) or broadcasts against s (per position of a first conv);
+        the latter is applied as (s - thresh) against 0, with thresh clipped just outside the
+        range of s so that the difference fits int32 and no decision changes.
+        """
+        if thresh.ndim > 1:
+            bound = int(np.abs(s).max()) + 1
+            d = s.astype(np.int64) - np.clip(thresh, -bound, bound)
+            s, thresh = d.astype(np.int32), np.zeros(s.shape[-1], np.int32)
+        return self._ops.threshold_pack(np.ascontiguousarray(s), thresh, flip)
 
     def _cached(self, key, make):
         if key not in self._cache:
