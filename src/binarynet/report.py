@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 from pathlib import Path
 from typing import Sequence
 
@@ -23,24 +22,31 @@ REPORT_FILE = "report.md"
 LOSS_PLOT = "loss.png"
 ERROR_PLOT = "error.png"
 
-# Paper Table 1 test errors (bnn-spec.md §4.1) with what produced them (spec §2.8, §4.1).
+# Paper Table 1 test errors (bnn-spec.md §4.1) with how they were obtained (spec §2.8, §3).
 PAPER_TABLE1 = {
     "mnist": {
-        "Theano": (0.96, "1000 epochs (test at best-validation epoch), Titan Black GPU, ~6 h; "
-                         "MLP 3x4096"),
-        "Torch7": (1.40, "epochs not stated (the code trains without a bound), GPU model not "
-                         "stated; MLP 3x2048, shift-BN, shift-AdaMax"),
+        "Theano": {"error": 0.96, "network": "MLP 3x4096, dropout",
+                   "epochs": "1000 (test at the best-validation epoch)",
+                   "hardware": "GPU, Titan Black (~6 h)"},
+        "Torch7": {"error": 1.40, "network": "MLP 3x2048, shift-BN, shift-AdaMax",
+                   "epochs": "not stated (the code trains without an epoch bound)",
+                   "hardware": "GPU, model not stated"},
     },
     "svhn": {
-        "Theano": (2.80, "200 epochs (test at best-validation epoch), Titan Black GPU, ~2 days"),
-        "Torch7": (2.53, "epochs not stated (the code trains without a bound), GPU model not "
-                         "stated; GCN + LCN input"),
+        "Theano": {"error": 2.80, "network": "ConvNet 2x64-2x128-2x256 conv, 2x1024 FC",
+                   "epochs": "200 (test at the best-validation epoch)",
+                   "hardware": "GPU, Titan Black (~2 days)"},
+        "Torch7": {"error": 2.53, "network": "same ConvNet, GCN + LCN input",
+                   "epochs": "not stated (the code trains without an epoch bound)",
+                   "hardware": "GPU, model not stated"},
     },
     "cifar10": {
-        "Theano": (11.40, "500 epochs (test at best-validation epoch), Titan Black GPU, ~23 h; "
-                          "no augmentation"),
-        "Torch7": (10.15, "epochs not stated (the code trains without a bound), GPU model not "
-                          "stated; ZCA-whitened input"),
+        "Theano": {"error": 11.40, "network": "ConvNet 2x128-2x256-2x512 conv, 2x1024 FC",
+                   "epochs": "500 (test at the best-validation epoch)",
+                   "hardware": "GPU, Titan Black (~23 h)"},
+        "Torch7": {"error": 10.15, "network": "same ConvNet, ZCA-whitened input",
+                   "epochs": "not stated (the code trains without an epoch bound)",
+                   "hardware": "GPU, model not stated"},
     },
 }
 
@@ -114,13 +120,16 @@ def _epoch_axis(records: Sequence[dict]) -> int:
 
 
 def plot_curves(records: Sequence[dict], out_dir, title: str,
-                paper_errors: dict | None = None) -> list:
+                paper_errors: dict | None = None, loss_name: str = "loss") -> list:
     """Write ``loss.png`` and ``error.png`` (train / validation / test per epoch) to out_dir.
 
     Loss is drawn on a linear axis from 0. Error is in percent, on a linear axis from 0, or
     on a labelled log axis when the plotted errors span more than a factor 20 (otherwise the
     late epochs, where the interesting differences are, would be flattened against 0).
-    ``paper_errors`` ({label: percent}) adds horizontal reference lines to the error plot.
+    ``paper_errors`` ({label: percent}) adds horizontal reference lines to the error plot;
+    ``loss_name`` labels the loss axis (e.g. "squared_hinge"). Training figures are the
+    running means over each epoch in training mode (dropout on), as the training loop logs
+    them.
     Returns the paths written.
     """
     plt = _pyplot()
@@ -129,10 +138,12 @@ def plot_curves(records: Sequence[dict], out_dir, title: str,
     best = best_epoch(records)
     paths = []
     panels = (
-        (LOSS_PLOT, "loss", "loss per sample (training objective)",
-         (("train_loss", "training"), ("val_loss", "validation"), ("test_loss", "test")), 1.0),
+        (LOSS_PLOT, "loss", f"{loss_name.replace('_', ' ')} loss per sample",
+         (("train_loss", "training (epoch mean, train mode)"), ("val_loss", "validation"),
+          ("test_loss", "test")), 1.0),
         (ERROR_PLOT, "error", "classification error (%)",
-         (("train_error", "training"), ("val_error", "validation"), ("test_error", "test")), 100.0),
+         (("train_error", "training (epoch mean, train mode)"), ("val_error", "validation"),
+          ("test_error", "test")), 100.0),
     )
     for file_name, what, ylabel, keys, scale in panels:
         fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
@@ -182,3 +193,325 @@ def plot_curves(records: Sequence[dict], out_dir, title: str,
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+# -- deployment figures (exported model vs the torch model) ----------------------------------
+def float_baseline(model):
+    """The float PyTorch network the engine is compared with: a copy of ``model`` in eval mode
+    whose binary layers hold sign(W) as ordinary float32 weights (no quantizer runs per call),
+    so each layer is a plain float32 GEMM / convolution followed by BN and sign."""
+    import copy
+
+    import torch
+
+    from . import nn as bnn
+    from .quantizers import sign
+
+    baseline = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for module in baseline.modules():
+            if isinstance(module, bnn.BinaryLayer) and module.weight_quantizer is not None:
+                module.weight.copy_(sign(module.weight))
+                module.weight_quantizer = None
+    return baseline
+
+
+def _median_ms(samples: list) -> float:
+    ordered = sorted(samples)
+    mid = len(ordered) // 2
+    return 1000.0 * (ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2)
+
+
+def time_engine_vs_torch(packed, baseline, images_u8, normalization, batch_sizes=(1, 1000),
+                         threads: int = 2, budget_s: float = 3.0) -> list:
+    """Median wall time per batch of the packed engine (uint8 images in) and of the float
+    PyTorch ``baseline`` (normalised float32 images in), interleaved, both on ``threads``
+    threads. About ``budget_s`` seconds per batch size. Returns one dict per batch size."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from . import data
+    from .engine import kernels
+
+    torch_threads, engine_threads = torch.get_num_threads(), kernels.get_num_threads()
+    torch.set_num_threads(threads)
+    kernels.set_num_threads(threads)
+    results = []
+    try:
+        for batch in batch_sizes:
+            x_u8 = np.ascontiguousarray(images_u8[:batch])
+            x_float = data.to_float(torch.from_numpy(x_u8), *normalization)
+            with torch.no_grad():
+                def run_torch():
+                    baseline(x_float)
+
+                def run_engine():
+                    packed.predict(x_u8)
+
+                for fn in (run_torch, run_engine):  # warm-up (allocations, caches)
+                    fn()
+                start = time.perf_counter()
+                run_torch()
+                run_engine()
+                once = time.perf_counter() - start
+                repeats = int(max(5, min(500, budget_s / max(once, 1e-6))))
+                times = {"torch": [], "engine": []}
+                for _ in range(repeats):
+                    for key, fn in (("torch", run_torch), ("engine", run_engine)):
+                        t0 = time.perf_counter()
+                        fn()
+                        times[key].append(time.perf_counter() - t0)
+            torch_ms, engine_ms = _median_ms(times["torch"]), _median_ms(times["engine"])
+            results.append({"batch": int(len(x_u8)), "repeats": repeats, "torch_ms": torch_ms,
+                            "engine_ms": engine_ms, "speedup": torch_ms / engine_ms})
+    finally:
+        torch.set_num_threads(torch_threads)
+        kernels.set_num_threads(engine_threads)
+    return results
+
+
+def _load_average():
+    """1-minute load average (other processes competing for the cores), or None."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def state_dict_bytes(model) -> int:
+    """Size of ``torch.save(model.state_dict())``: the float32 model file."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
+
+
+def compare_deployment(model, packed, dataset, normalization, packed_file=None,
+                       threads: int = 2, batch_sizes=(1, 1000), budget_s: float = 3.0) -> dict:
+    """Accuracy, agreement, size and speed of a packed model against its torch model.
+
+    ``dataset`` is a ``binarynet.data.ImageDataset`` (uint8 images); torch sees them
+    normalised with ``normalization`` = (scale, offset), the engine takes the uint8 images.
+    Returns torch / engine accuracy, the number of differing predictions, float32 state_dict
+    bytes vs packed file bytes, and :func:`time_engine_vs_torch` timings.
+    """
+    import os
+
+    import numpy as np
+    import torch
+
+    from . import data
+
+    model = model.eval()
+    images = dataset.images.numpy()
+    labels = dataset.labels.numpy()
+    with torch.no_grad():
+        torch_pred = torch.cat([model(x).argmax(dim=1) for x, _ in data.batches(
+            dataset, 1000, normalization=normalization)]).numpy()
+    engine_pred = packed.predict(images).argmax(axis=1)
+    packed_bytes = os.path.getsize(packed_file) if packed_file else len(packed.to_bytes())
+    float_bytes = state_dict_bytes(model)
+    return {
+        "samples": int(len(labels)),
+        "torch_accuracy": float(np.mean(torch_pred == labels)),
+        "engine_accuracy": float(np.mean(engine_pred == labels)),
+        "mismatches": int(np.sum(torch_pred != engine_pred)),
+        "float32_state_dict_bytes": float_bytes,
+        "packed_file_bytes": packed_bytes,
+        "size_ratio": float_bytes / packed_bytes,
+        "threads": threads,
+        "timings": time_engine_vs_torch(packed, float_baseline(model), images, normalization,
+                                        batch_sizes, threads, budget_s),
+        "load_average": _load_average(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def deployment_lines(figures: dict) -> list:
+    """Human-readable lines of :func:`compare_deployment` (used by the demo and reports)."""
+    n = figures["samples"]
+    same = ("all predictions identical" if figures["mismatches"] == 0 else
+            f"{figures['mismatches']} of {n} predictions differ")
+    lines = [
+        f"torch accuracy:  {100 * figures['torch_accuracy']:.2f}% on {n:,} test images",
+        f"engine accuracy: {100 * figures['engine_accuracy']:.2f}% ({same})",
+        f"file size: float32 state_dict {figures['float32_state_dict_bytes']:,} B, packed "
+        f"{figures['packed_file_bytes']:,} B ({figures['size_ratio']:.1f}x smaller)",
+    ]
+    for t in figures["timings"]:
+        lines.append(f"speed at batch {t['batch']}: float PyTorch {t['torch_ms']:.3f} ms, engine "
+                     f"{t['engine_ms']:.3f} ms -> {t['speedup']:.1f}x faster (median of "
+                     f"{t['repeats']}, {figures['threads']} threads)")
+    if figures.get("load_average") is not None:
+        lines.append(f"(load average {figures['load_average']} on {figures['cpu_count']} CPUs "
+                     f"while timing: other work on the machine slows both sides)")
+    return lines
+
+
+# -- the Markdown report ---------------------------------------------------------------------
+def _percent(value) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
+
+
+def _read_config(run_dir: Path) -> dict:
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise BinarynetError(f"{path} does not exist: is {run_dir} a binarynet run directory "
+                             f"(made by `binarynet train --out DIR`)?")
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BinarynetError(f"{path} cannot be read as JSON: {exc}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("recipe"), dict):
+        raise BinarynetError(f"{path} has no 'recipe' object; not a binarynet run config")
+    return config
+
+
+def _packed_file(run_dir: Path):
+    """The exported model in the run folder: model.bnn, else the only *.bnn, else None."""
+    if (run_dir / "model.bnn").is_file():
+        return run_dir / "model.bnn"
+    found = sorted(run_dir.glob("*.bnn"))
+    return found[0] if found else None
+
+
+def _result_rows(records: Sequence[dict], best: dict) -> list:
+    shift = _epoch_axis(records)
+    rows = ["| | epoch | train loss | train error | validation error | test error |",
+            "|---|---|---|---|---|---|"]
+    for label, record in (("best validation", best), ("last", records[-1])):
+        loss = record.get("train_loss")
+        loss_text = f"{loss:.4f}" if isinstance(loss, (int, float)) else "-"
+        rows.append(f"| {label} | {record['epoch'] + shift} | {loss_text} | "
+                    f"{_percent(record.get('train_error'))} | "
+                    f"{_percent(record.get('val_error'))} | {_percent(record.get('test_error'))} |")
+    return rows
+
+
+def _paper_rows(recipe: dict, config: dict, records: Sequence[dict], best: dict) -> list:
+    paper = PAPER_TABLE1.get(recipe.get("dataset"))
+    if not paper:
+        return [f"The paper's Table 1 has no row for dataset {recipe.get('dataset')!r}."]
+    shift = _epoch_axis(records)
+    overrides = recipe.get("model_overrides") or {}
+    network = recipe.get("model", "?") + (
+        " (" + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())) + ")" if overrides else
+        " (paper defaults)")
+    elapsed = records[-1].get("elapsed_s")
+    hours = f", {elapsed / 3600:.2f} h" if isinstance(elapsed, (int, float)) else ""
+    hardware = (f"{config.get('device', '?')}, {config.get('threads', '?')} threads"
+                f"{', ' + str(config.get('world_size')) + ' processes' if config.get('world_size', 1) > 1 else ''}"
+                f"{hours}")
+    rows = ["| | test error | network | epochs | hardware |", "|---|---|---|---|---|",
+            f"| **this run** (at the best-validation epoch {best['epoch'] + shift}) | "
+            f"**{_percent(best.get('test_error'))}** | {network} | "
+            f"{len(records)} run of {recipe.get('epochs', '?')} planned | {hardware} |"]
+    for name in ("Theano", "Torch7"):
+        row = paper[name]
+        rows.append(f"| BNN ({name}), paper Table 1 | {row['error']:.2f}% | {row['network']} | "
+                    f"{row['epochs']} | {row['hardware']} |")
+    return rows
+
+
+def write_report(run_dir, data_dir=None, threads: int = 2, engine: bool = True,
+                 budget_s: float = 3.0) -> Path:
+    """Write ``loss.png``, ``error.png`` and ``report.md`` into a run folder; return the
+    report's path.
+
+    The report holds the run's config, its best-validation epoch and the test error there
+    beside the paper's Table 1 row, the plots, the model summary (of ``best.pt``) and, when
+    the folder holds an exported ``*.bnn`` model and ``engine`` is true, the engine's test
+    accuracy, agreement with torch, file sizes and speed (:func:`compare_deployment`; the
+    test split is read from ``data_dir`` / ``$BINARYNET_DATA`` / the cache).
+    """
+    from .summary import model_from_checkpoint, recipe_input, summary
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BinarynetError(f"run folder {run_dir} does not exist")
+    config = _read_config(run_dir)
+    records = read_metrics(run_dir / METRICS_FILE)
+    recipe = config["recipe"]
+    best = best_epoch(records)
+    paper = PAPER_TABLE1.get(recipe.get("dataset"))
+    plot_curves(records, run_dir, recipe.get("name", run_dir.name),
+                {f"paper {k}": v["error"] for k, v in paper.items()} if paper else None,
+                loss_name=str(recipe.get("loss", "loss")))
+
+    lines = [f"# Training report: {run_dir.name}", ""]
+    lines.append(f"Recipe `{recipe.get('name')}`: {recipe.get('description', '')}")
+    lines.append("")
+    lines.append(f"Dataset `{recipe.get('dataset')}` ({config.get('train_samples', '?')} "
+                 f"training samples), normalisation `{recipe.get('normalization')}`, optimizer "
+                 f"`{recipe.get('optimizer')}` lr {recipe.get('lr')} -> {recipe.get('lr_end')} "
+                 f"({recipe.get('lr_schedule')}), batch {config.get('global_batch_size', recipe.get('batch_size'))}, "
+                 f"loss `{recipe.get('loss')}`, seed {recipe.get('seed')}; binarynet "
+                 f"{config.get('binarynet_version', '?')}, torch {config.get('torch_version', '?')}.")
+    lines += ["", "## Result", ""]
+    lines += _result_rows(records, best)
+    lines += ["", f"Test error at the best-validation epoch (the paper's protocol): "
+                  f"**{_percent(best.get('test_error'))}**.", ""]
+    lines += ["## Against the paper", ""]
+    lines += _paper_rows(recipe, config, records, best)
+    lines += ["", "## Curves", "", f"![loss per epoch]({LOSS_PLOT})", "",
+              f"![error per epoch]({ERROR_PLOT})", ""]
+
+    checkpoint = next((run_dir / n for n in ("best.pt", "last.pt") if (run_dir / n).is_file()),
+                      None)
+    model = normalization = recipe_obj = None
+    if checkpoint is not None:
+        model, recipe_obj, normalization = model_from_checkpoint(checkpoint)
+        shape, _ = recipe_input(recipe_obj)
+        bits = 8 if len(set(normalization[0])) == 1 else 32
+        lines += [f"## Model summary ({checkpoint.name})", "", summary(model, shape, bits).to_markdown(), ""]
+    else:
+        lines += ["## Model summary", "", "No checkpoint (best.pt / last.pt) in the folder.", ""]
+
+    packed_path = _packed_file(run_dir)
+    if packed_path is not None:
+        lines += [f"## Exported model ({packed_path.name})", ""]
+        lines += _deployment_section(packed_path, model, recipe_obj, normalization, data_dir,
+                                     threads, engine, budget_s)
+        lines.append("")
+    lines += ["## Configuration", "", "```json", json.dumps(config, indent=2, sort_keys=True),
+              "```", ""]
+    path = run_dir / REPORT_FILE
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _deployment_section(packed_path, model, recipe, normalization, data_dir, threads, engine,
+                        budget_s) -> list:
+    from . import engine as packed_engine
+    from .summary import summary
+
+    packed = packed_engine.load(packed_path)
+    packed_summary = summary(str(packed_path))
+    lines = ["Engine ops of the packed file:", "", packed_summary.to_markdown(footer=False), "",
+             f"File on disk: {packed_summary.file_bytes:,} bytes (tensors "
+             f"{packed_summary.packed_bytes:,} + header {packed_summary.header_bytes:,}).", ""]
+    if not engine:
+        return lines + ["(engine measurement skipped: --no-engine)"]
+    if model is None:
+        return lines + ["No checkpoint to compare the engine with."]
+    from .errors import DataError
+    from .train.loop import RunOptions, load_split
+
+    try:
+        test = load_split(recipe, recipe.test_split or "test", RunOptions(data_dir=data_dir),
+                          recipe.max_eval_samples)
+    except DataError as exc:
+        return lines + [f"Engine accuracy and speed not measured: the test data is missing "
+                        f"({exc}). Give --data-dir or set BINARYNET_DATA."]
+    figures = compare_deployment(model, packed, test, normalization, packed_file=packed_path,
+                                 threads=threads, budget_s=budget_s)
+    return lines + [f"- {line}" for line in deployment_lines(figures)] + [
+        "", "Float PyTorch = the same network with sign(W) stored as float32 weights (plain "
+        "float GEMMs, BN, sign), on normalised float input; the engine takes the uint8 images. "
+        "Timings are medians of interleaved repetitions on this machine at report time."]

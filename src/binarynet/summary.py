@@ -169,11 +169,14 @@ class ModelSummary:
         return "\n".join([f"Summary of {self.source} (input {_shape(self.input_shape)}, "
                           f"{_bits_label(self.input_bits)})", table, "", *self._footer_lines()])
 
-    def to_markdown(self) -> str:
-        """The same table and figures in Markdown (used by ``binarynet report``)."""
+    def to_markdown(self, footer: bool = True) -> str:
+        """The same table (and, with ``footer``, the totals and energy lines) in Markdown
+        (used by ``binarynet report``)."""
         lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
         for cells in [_row_cells(layer) for layer in self.layers] + [self._total_cells()]:
             lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        if not footer:
+            return "\n".join(lines)
         lines.append("")
         for line in self._footer_lines():
             lines.append(f"  - {line.strip()}" if line.startswith("  ") else f"- {line}")
@@ -661,6 +664,136 @@ def summary(model_or_packed: Any, input_shape: Sequence[int] | None = None,
         return _summarise_packed(model_or_packed, input_bits)
     raise TypeError("summary() expects a torch.nn.Module, a binarynet.engine.PackedModel or "
                     f"the path of a packed .bnn file, got {type(model_or_packed).__name__}")
+
+
+def is_packed_file(path) -> bool:
+    """True when path looks like a packed model file (safetensors layout: an 8-byte header
+    length, then a JSON object), False for anything else (e.g. a torch checkpoint, a zip)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def recipe_input(recipe) -> tuple:
+    """(input shape of one sample, first-layer input bits) of a training recipe's dataset.
+
+    Images are 8-bit; the packed engine takes them as such (integer first layer) when the
+    normalisation has one scale for all channels, else it normalises them in float.
+    """
+    from . import data
+    from .train import synthetic
+
+    if recipe.dataset == "synthetic":
+        images, _ = synthetic.generate("test", num_train=1, num_val=1, num_test=1, seed=recipe.seed)
+        return tuple(images.shape[1:]), 8 if recipe.normalization == "paper" else 32
+    scale, _ = data.normalization(recipe.dataset, recipe.normalization)
+    return tuple(data.info(recipe.dataset).image_shape), 8 if len(set(scale)) == 1 else 32
+
+
+def model_from_checkpoint(path):
+    """(model in eval mode with the checkpoint's weights, recipe, normalisation (scale, offset))
+    of a training checkpoint (``last.pt`` / ``best.pt``); CheckpointError if it does not fit."""
+    from .errors import CheckpointError
+    from .train import build_model
+    from .train import checkpoint as ckpt
+    from .train.recipes import Recipe
+
+    state = ckpt.load(path)
+    try:
+        recipe = Recipe.from_dict(state["config"]["recipe"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the stored recipe is invalid: {exc}") from None
+    model = build_model(recipe)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the recipe's model: "
+                              f"{str(exc).splitlines()[0]}") from None
+    normalization = (tuple(state["normalization"]["scale"]),
+                     tuple(state["normalization"]["offset"]))
+    return model.eval(), recipe, normalization
+
+
+def summary_of_target(target: str, input_shape: Sequence[int] | None = None,
+                      overrides: dict | None = None) -> ModelSummary:
+    """Summary of what ``binarynet summary TARGET`` names: a packed ``.bnn`` file, a training
+    checkpoint (or a run folder: its ``best.pt``), a recipe name or a model name.
+
+    ``overrides`` ({"field": value, "model.arg": value}) apply to a recipe; to a model name
+    only ``model.*`` keys apply. Raises BinarynetError / ValueError with what was expected.
+    """
+    from .errors import BinarynetError
+
+    overrides = dict(overrides or {})
+    path = target
+    if os.path.isdir(path):
+        for name in ("best.pt", "last.pt"):
+            if os.path.isfile(os.path.join(path, name)):
+                path = os.path.join(path, name)
+                break
+        else:
+            raise BinarynetError(f"{target} is a folder without best.pt or last.pt; give a "
+                                 f"checkpoint, a packed .bnn file, a recipe or a model name")
+    if os.path.isfile(path):
+        if overrides:
+            raise BinarynetError("--set applies to recipe and model names, not to files")
+        if is_packed_file(path):
+            return summary(path)
+        model, recipe, normalization = model_from_checkpoint(path)
+        shape, bits = recipe_input(recipe)
+        result = summary(model, input_shape or shape, input_bits=8 if len(
+            set(normalization[0])) == 1 else 32)
+        result.source = f"{os.path.basename(path)} ({recipe.name})"
+        return result
+    from . import models
+    from .train import build_model, recipes
+
+    if target in recipes.names():
+        recipe = recipes.apply_overrides(recipes.get(target), overrides)
+        shape, bits = recipe_input(recipe)
+        result = summary(build_model(recipe), input_shape or shape, input_bits=bits)
+        result.source = f"recipe {target} (model {recipe.model})"
+        return result
+    if target in models.names():
+        unknown = [k for k in overrides if not k.startswith("model.")]
+        if unknown:
+            raise BinarynetError(f"a model name takes only model.<option> overrides, got "
+                                 f"{', '.join(unknown)}")
+        from .train.recipes import parse_value
+
+        kwargs = {k[len("model."):]: parse_value(v) if isinstance(v, str) else v
+                  for k, v in overrides.items()}
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+        try:
+            model = models.get(target, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise BinarynetError(str(exc)) from None
+        if input_shape is None:
+            input_shape = _model_default_input(target, kwargs)
+        result = summary(model, input_shape)
+        result.source = f"model {target}"
+        return result
+    raise BinarynetError(
+        f"{target!r} is neither a file nor a folder, a recipe ({', '.join(recipes.names())}) "
+        f"nor a model ({', '.join(models.names())})")
+
+
+def _model_default_input(name: str, kwargs: dict) -> tuple:
+    """Input shape of one of binarynet's model builders from its options (``in_shape``, or
+    ``in_channels`` and ``image_size``) and their defaults."""
+    import inspect
+
+    from . import models
+
+    builder = getattr(models, name, None)
+    options = ({k: p.default for k, p in inspect.signature(builder).parameters.items()}
+               if callable(builder) else {})
+    options.update(kwargs)
+    if "in_shape" in options:
+        return tuple(options["in_shape"])
+    if "in_channels" in options and "image_size" in options:
+        return (options["in_channels"], options["image_size"], options["image_size"])
+    raise ValueError(f"the input shape of model {name!r} is unknown: give --input-shape C,H,W")
 
 
 def _is_torch_module(obj: Any) -> bool:
