@@ -128,6 +128,16 @@ def gemm_rows(m: int, n: int, k: int, reps: int, engines: list[str], sweep: bool
             rows.append({"method": method, "ms": None, "exact": None,
                          "error": f"{type(err).__name__}: {err}"[:200]})
 
+    # cuBLAS first, then ours: a kernel fault (sticky CUDA error) cannot hide the baselines
+    w_t = w_f.T.contiguous()
+    add("torch fp32", lambda: a_f @ w_t)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    add("torch tf32", lambda: a_f @ w_t)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    a_h, w_h = a_f.to(torch.bfloat16), w_t.to(torch.bfloat16)
+    add("torch bf16", lambda: a_h @ w_h, lambda: a_h @ w_h)
+    a_i, w_i = a_f.to(torch.int8), w_t.to(torch.int8)
+    add("torch int8 (_int_mm)", lambda: torch._int_mm(a_i, w_i), lambda: torch._int_mm(a_i, w_i))
     a_p, w_p = backend.pack(a_f), backend.pack(w_f)
     a_words, w_words = a_p.view(torch.int32), w_p.view(torch.int32)
     if "triton" in engines:
@@ -151,15 +161,6 @@ def gemm_rows(m: int, n: int, k: int, reps: int, engines: list[str], sweep: bool
             lambda: bmma.bgemm_words(backend.pack(a_f).view(torch.int32), w_words, k,
                                      w_popcounts=w_pop))
 
-    w_t = w_f.T.contiguous()
-    add("torch fp32", lambda: a_f @ w_t)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    add("torch tf32", lambda: a_f @ w_t)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    a_h, w_h = a_f.to(torch.bfloat16), w_t.to(torch.bfloat16)
-    add("torch bf16", lambda: a_h @ w_h, lambda: a_h @ w_h)
-    a_i, w_i = a_f.to(torch.int8), w_t.to(torch.int8)
-    add("torch int8 (_int_mm)", lambda: torch._int_mm(a_i, w_i), lambda: torch._int_mm(a_i, w_i))
     del a_f, w_f, reference, a_h, w_h, a_i, w_i, w_t
     if DEVICE == "cuda":
         torch.cuda.empty_cache()
@@ -192,6 +193,7 @@ class MLP:
         self.shift = torch.randn(10, device=DEVICE, generator=gen)
         self.packed = [backend.pack(w) for w in self.weights[1:]]
         self.w1_t = self.weights[0].T.contiguous()
+        self._float_weights = {}  # dtype -> transposed weights, converted once like a deployed model
 
     def _hidden_signs(self, s: torch.Tensor, i: int) -> torch.Tensor:
         """+-1 float of a layer's threshold test on exact integer-valued float sums."""
@@ -200,12 +202,16 @@ class MLP:
         return on.float() * 2 - 1
 
     def float_forward(self, x_u8: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """The float torch model (cuBLAS in `dtype`): exact for these integer-valued operands."""
+        """The float torch model (cuBLAS in `dtype`). In fp32 / tf32 it is exact for these
+        integer-valued operands; bf16 rounds the sums its products return."""
+        if dtype not in self._float_weights:
+            self._float_weights[dtype] = [w.T.contiguous().to(dtype) for w in self.weights]
+        weights = self._float_weights[dtype]
         h = x_u8.to(dtype)
-        for i, w in enumerate(self.weights[:-1]):
-            s = (h @ w.T.to(dtype)).float()
+        for i, w_t in enumerate(weights[:-1]):
+            s = (h @ w_t).float()
             h = self._hidden_signs(s, i).to(dtype)
-        s = (h @ self.weights[-1].T.to(dtype)).float()
+        s = (h @ weights[-1]).float()
         return (s * self.scale + self.shift).argmax(dim=1)
 
     def binary_forward(self, x_u8: torch.Tensor) -> torch.Tensor:
@@ -317,6 +323,13 @@ def verdict(results):
     return lines
 
 
+def save(results: dict, path: str | None) -> None:
+    """Write the results so far (after every section: a later crash keeps them)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, no 8192^3")
@@ -352,6 +365,7 @@ def main(argv=None) -> int:
                          sweep=args.sweep and shape == GEMM_SHAPES[0])
         results["gemm"]["x".join(map(str, shape))] = rows
         print_gemm(shape, rows)
+        save(results, args.json)
         print(f"  ({time.time() - t0:.1f} s)")
         sys.stdout.flush()
     if not args.skip_mlp:
@@ -359,12 +373,10 @@ def main(argv=None) -> int:
         hidden = SMOKE_MLP_HIDDEN if args.smoke else MLP_HIDDEN
         results["mlp"] = mlp_rows(reps, engines, batches, hidden)
         print_mlp(results["mlp"], hidden)
+        save(results, args.json)
     print("\nTargets at 8192^3 (issue 6):")
     for line in verdict(results):
         print(line)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
     return 0
 
 

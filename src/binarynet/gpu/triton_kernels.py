@@ -97,6 +97,7 @@ def _store_output(out_ptr, dot, offs_m, pid_n, M, N, OUT_COLS, thresh_ptr, flip_
     """
     offs_n = pid_n * BN + tl.arange(0, BN)
     row_ok = offs_m[:, None] < M
+    rows = out_ptr + offs_m[:, None].to(tl.int64) * OUT_COLS  # M * OUT_COLS may pass 2^31
     if THRESHOLD:
         col_ok = offs_n < N
         t = tl.load(thresh_ptr + offs_n, mask=col_ok, other=0)
@@ -105,11 +106,9 @@ def _store_output(out_ptr, dot, offs_m, pid_n, M, N, OUT_COLS, thresh_ptr, flip_
         bit = (bit & col_ok[None, :]).to(tl.int32)
         words = _pack_bits(bit, BM, BN)
         offs_w = pid_n * (BN // 32) + tl.arange(0, BN // 32)
-        ptrs = out_ptr + offs_m[:, None] * OUT_COLS + offs_w[None, :]
-        tl.store(ptrs, words, mask=row_ok & (offs_w[None, :] < OUT_COLS))
+        tl.store(rows + offs_w[None, :], words, mask=row_ok & (offs_w[None, :] < OUT_COLS))
     else:
-        ptrs = out_ptr + offs_m[:, None] * OUT_COLS + offs_n[None, :]
-        tl.store(ptrs, dot, mask=row_ok & (offs_n[None, :] < N))
+        tl.store(rows + offs_n[None, :], dot, mask=row_ok & (offs_n[None, :] < N))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,7 +128,7 @@ def _pack_kernel(x_ptr, out_ptr, M, K, WORDS, BLOCK_M: tl.constexpr, BLOCK_W: tl
     bits = ((x >= 0) & ok).to(tl.int32)
     words = _pack_bits(bits, BLOCK_M, BLOCK_W * 32)
     offs_w = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)
-    tl.store(out_ptr + offs_m[:, None] * WORDS + offs_w[None, :], words,
+    tl.store(out_ptr + offs_m[:, None].to(tl.int64) * WORDS + offs_w[None, :], words,
              mask=(offs_m[:, None] < M) & (offs_w[None, :] < WORDS))
 
 
