@@ -17,7 +17,7 @@ from torch import nn
 
 import binarynet as bn
 from binarynet.errors import ExportError
-from binarynet.export import export
+from binarynet.export import export, to_torch
 
 DYADIC = dict(input_scale=1 / 64, input_offset=-2.0)
 HYP = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -110,6 +110,11 @@ def assert_matches_torch(model, packed, x_engine, x_torch):
     logits = logits.numpy()
     np.testing.assert_allclose(engine_logits, logits, rtol=1e-5, atol=1e-5 * (1 + np.abs(logits).max()))
     np.testing.assert_array_equal(packed.predict(x_engine), engine_logits)
+    if x_engine.dtype != np.uint8:  # the float torch network rebuilt from the packed one
+        with torch.no_grad():
+            rebuilt = to_torch(packed)(torch.from_numpy(x_engine)).numpy()
+        np.testing.assert_allclose(rebuilt, engine_logits, rtol=1e-5,
+                                   atol=1e-5 * (1 + np.abs(logits).max()))
     assert np.array_equal(engine_logits.argmax(1), logits.argmax(1)) or np.allclose(
         np.sort(logits, 1)[:, -1], np.sort(logits, 1)[:, -2])  # argmax ties only
 

@@ -57,7 +57,7 @@ from .engine.graph import conv_output_size
 from .engine.model import PackedModel
 from .errors import ExportError
 
-__all__ = ["export", "SUPPORTED_MODULES"]
+__all__ = ["export", "to_torch", "SUPPORTED_MODULES"]
 
 INT32_MIN = -(2 ** 31)
 INT32_MAX = 2 ** 31 - 1
@@ -130,10 +130,8 @@ def export(model: nn.Module, example_input, input_scale=None, input_offset=None,
     x = _example(example_input, input_scale)
     scale, offset = _normalisation(input_scale, input_offset, tuple(x.shape[1:]))
     x_torch, x_u8 = x, None
-    if x.dtype == torch.uint8:  # normalise as the training pipeline does, in float32
-        view = (1, -1, 1, 1) if x.dim() == 4 else (1, -1)
-        x_torch = (x.float() * torch.tensor(scale).view(view) + torch.tensor(offset).view(view))
-        x_u8 = x
+    if x.dtype == torch.uint8:
+        x_torch, x_u8 = _to_float(x, scale, offset), x
     states = {m: m.training for m in model.modules()}
     model.eval()
     try:
@@ -184,11 +182,18 @@ def _normalisation(input_scale, input_offset, shape):
         if values.size != channels or not np.all(np.isfinite(values)):
             raise ValueError(f"export: {name} must be a finite number or {channels} of them (one "
                              f"per input channel), got {value!r}")
-        # The training pipeline works in float32: keep exactly the float32 values.
-        out.append([float(np.float32(v)) for v in values])
+        out.append([float(v) for v in values])
     if min(out[0]) <= 0:
         raise ValueError(f"export: input_scale must be positive, got {out[0]}")
     return out[0], out[1]
+
+
+def _to_float(x_u8: torch.Tensor, scale, offset) -> torch.Tensor:
+    """x_u8 * scale[c] + offset[c] in float64, rounded to float32 (as binarynet.data.to_float)."""
+    view = (1, -1, 1, 1) if x_u8.dim() == 4 else (1, -1)
+    scale_t = torch.tensor(scale, dtype=torch.float64).view(view)
+    offset_t = torch.tensor(offset, dtype=torch.float64).view(view)
+    return (x_u8.double() * scale_t + offset_t).float()
 
 
 def _flatten_modules(model: nn.Module, prefix: str = "") -> list:
@@ -529,11 +534,11 @@ class _Builder:
         """Op that binarizes the model's input (the first binary layer takes +-1 input)."""
         op = {"op": "binarize_input", "name": f"{path}.input", "tensors": {}}
         if self.scale is not None:
-            # bit = float32(float32(x * scale) + offset) >= 0, as the training pipeline computes x_f.
-            u8 = np.arange(256, dtype=np.float32)
+            # bit = x_f >= 0 with x_f computed as the training pipeline does (_to_float).
+            u8 = torch.arange(256, dtype=torch.uint8)[None, :].expand(len(self.scale), -1)
+            table = _to_float(u8.T.contiguous(), self.scale, self.offset).T.numpy()
             t = []
-            for sc, off in zip(self.scale, self.offset):
-                xf = u8 * np.float32(sc) + np.float32(off)
+            for xf in table:
                 ok = np.nonzero(xf >= 0)[0]
                 t.append(int(ok[0]) if ok.size else 256)
             op["tensors"]["u8_threshold"] = self.add(f"{path}.input.u8_threshold",
@@ -811,3 +816,115 @@ def _final_check(packed: PackedModel, expected: torch.Tensor, x_float: torch.Ten
                 f"{len(x)}); first-layer near-ties round differently in float32 (see "
                 "binarynet.export docs), anything larger is a bug", UserWarning, stacklevel=3)
     packed.export_report["example_check"] = results
+
+
+# -- back to torch -----------------------------------------------------------------------------
+def _unpack(packed: PackedModel, op, role, k) -> torch.Tensor:
+    words = np.ascontiguousarray(packed.tensors[op["tensors"][role]])
+    return torch.from_numpy(kernels.unpack(words, k).astype(np.float32))
+
+
+def _threshold_bn(thresh, flip, offset: float) -> nn.Module:
+    """BatchNorm (eval) whose sign is +1 iff x >= t (x <= t where flip): exact on integer x.
+
+    y = (x - mean) * gamma with mean = t -+ offset, gamma = +-1, var = 1, eps = 0.
+    """
+    thresh = torch.as_tensor(np.asarray(thresh, np.float64))
+    flip = torch.as_tensor(np.asarray(flip))
+    bn_ = nn.BatchNorm1d(len(thresh), eps=0.0)
+    with torch.no_grad():
+        bn_.running_mean.copy_(torch.where(flip, thresh + offset, thresh - offset))
+        bn_.running_var.fill_(1.0)
+        bn_.weight.copy_(torch.where(flip, -1.0, 1.0))
+        bn_.bias.zero_()
+    return bn_
+
+
+def _as_2d(bn1d: nn.BatchNorm1d) -> nn.BatchNorm2d:
+    bn2d = nn.BatchNorm2d(bn1d.num_features, eps=bn1d.eps)
+    bn2d.load_state_dict(bn1d.state_dict())
+    return bn2d
+
+
+def to_torch(packed: PackedModel) -> nn.Sequential:
+    """The packed model as a plain float torch network (eval mode): Linear/Conv2d with the +-1
+    weights as float32, BatchNorm and Sign (or MaxPool2d before the BatchNorm, paper order).
+
+    Each BatchNorm is built from a threshold (mean = t -+ 1/2, gamma = +-1, var = 1, eps = 0),
+    so hidden decisions equal the engine's; the first layer's float decisions compare its
+    float32 pre-activation with v*, as the engine's float path does; logits = scale * s + shift
+    in float32. The network takes normalised float input (N, *input_shape). Used as the float
+    baseline of speed comparisons (same network, float arithmetic) and as a cross-check.
+    """
+    layers: list = []
+    for i, op in enumerate(packed.ops):
+        kind = op["op"]
+        if kind == "binarize_input":
+            layers.append(bnn.Sign())
+        elif kind in ("first_dense", "dense", "dense_logits"):
+            if kind == "first_dense":
+                layers.append(nn.Flatten())
+            k, out = op["in_features"], op["out_features"]
+            linear = nn.Linear(k, out, bias=kind == "first_dense")
+            with torch.no_grad():
+                w = _unpack(packed, op, "weight", k)
+                if kind != "first_dense" and i and packed.ops[i - 1]["op"] == "flatten":
+                    h, wd, c = packed.activations[i - 2][1]  # engine columns are NHWC
+                    w = w.reshape(out, h, wd, c).permute(0, 3, 1, 2).reshape(out, k)
+                linear.weight.copy_(w)
+                if kind == "first_dense":
+                    linear.bias.copy_(torch.from_numpy(packed.tensors[op["tensors"]["bias"]]))
+            layers.append(linear)
+            if kind == "first_dense" and op["output"] == "bits":
+                layers += [_threshold_bn(packed.tensors[op["tensors"]["vthresh"]],
+                                         packed.tensors[op["tensors"]["flip"]], 0.0), bnn.Sign()]
+            elif kind == "dense":
+                layers += [_threshold_bn(packed.tensors[op["tensors"]["thresh"]],
+                                         packed.tensors[op["tensors"]["flip"]], 0.5), bnn.Sign()]
+            else:  # logits = scale * s + shift
+                out_bn = nn.BatchNorm1d(out, eps=0.0)
+                with torch.no_grad():
+                    out_bn.running_mean.zero_()
+                    out_bn.running_var.fill_(1.0)
+                    out_bn.weight.copy_(torch.from_numpy(packed.tensors[op["tensors"]["scale"]]))
+                    out_bn.bias.copy_(torch.from_numpy(packed.tensors[op["tensors"]["shift"]]))
+                layers.append(out_bn)
+        elif kind in ("first_conv", "conv"):
+            c, out, groups = op["in_channels"], op["out_channels"], op["groups"]
+            kh, kw = op["kernel"]
+            cg = c // groups
+            if kind == "first_conv":
+                w = _unpack(packed, op, "weight", kh * kw * cg).reshape(out, kh, kw, cg)
+                pad_value = op["pad_value"]
+            else:
+                w = _unpack(packed, op, "weight", cg).reshape(out, kh, kw, cg)
+                pad_value = {"zero": 0.0, "one": 1.0, "minus_one": -1.0}[op["pad_mode"]]
+            padding = tuple(op["padding"])
+            if pad_value != 0.0 and any(padding):
+                layers.append(nn.ConstantPad2d((padding[1], padding[1], padding[0], padding[0]),
+                                               pad_value))
+                padding = (0, 0)
+            conv = nn.Conv2d(c, out, (kh, kw), stride=tuple(op["stride"]), padding=padding,
+                             dilation=tuple(op["dilation"]), groups=groups,
+                             bias=kind == "first_conv")
+            with torch.no_grad():
+                conv.weight.copy_(w.permute(0, 3, 1, 2))
+                if kind == "first_conv":
+                    conv.bias.copy_(torch.from_numpy(packed.tensors[op["tensors"]["bias"]]))
+            layers.append(conv)
+            nxt = packed.ops[i + 1] if i + 1 < len(packed.ops) else None
+            if nxt is not None and nxt["op"] == "maxpool":
+                layers.append(nn.MaxPool2d(tuple(nxt["kernel"]), tuple(nxt["stride"])))
+            if kind == "first_conv":
+                bn_ = _threshold_bn(packed.tensors[op["tensors"]["vthresh"]],
+                                    packed.tensors[op["tensors"]["flip"]], 0.0)
+            else:
+                bn_ = _threshold_bn(packed.tensors[op["tensors"]["thresh"]],
+                                    packed.tensors[op["tensors"]["flip"]], 0.5)
+            layers += [_as_2d(bn_), bnn.Sign()]
+        elif kind == "maxpool":
+            if packed.ops[i - 1]["op"] not in ("first_conv", "conv"):  # pooling +-1 maps
+                layers.append(nn.MaxPool2d(tuple(op["kernel"]), tuple(op["stride"])))
+        elif kind == "flatten":
+            layers.append(nn.Flatten())
+    return nn.Sequential(*layers).eval()
