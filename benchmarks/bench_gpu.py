@@ -43,8 +43,12 @@ SMOKE_MLP_BATCHES = [7]
 SMOKE_MLP_HIDDEN = 70
 
 DEVICE = "cuda"
-SWEEP_TILES = [triton_kernels.TileConfig(32, 64, 4, 2), triton_kernels.TileConfig(64, 32, 4, 2),
-               triton_kernels.TileConfig(64, 64, 2, 4), triton_kernels.TileConfig(64, 64, 4, 8)]
+# --sweep: other tiles of both kernels, at 8192^3 and M = 64 (the rows say which the default took)
+SWEEP_SHAPES = [(8192, 8192, 8192), (64, 4096, 4096)]
+SWEEP_TILES = [triton_kernels.LARGE_TILE, triton_kernels.MEDIUM_TILE, triton_kernels.SMALL_TILE,
+               triton_kernels.TileConfig(64, 32, 4, 2), triton_kernels.TileConfig(64, 64, 2, 4),
+               triton_kernels.TileConfig(64, 64, 4, 8), triton_kernels.TileConfig(128, 64, 2, 8)]
+SWEEP_BMMA_TILES = ["large", "medium", "small"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,9 +151,10 @@ def gemm_rows(m: int, n: int, k: int, reps: int, engines: list[str], sweep: bool
             backend.pack(a_f).view(torch.int32), w_words, k),
             lambda: triton_kernels.bgemm_words(backend.pack(a_f).view(torch.int32), w_words, k))
         if sweep:
+            default = triton_kernels.default_tile(m, n, a_words.device)
             for tile in SWEEP_TILES:
-                name = (f"triton packed {tile.block_m}x{tile.block_n}x{tile.block_k}"
-                        f"/w{tile.num_warps}")
+                name = (f"  triton tile {tile.block_m}x{tile.block_n}x{tile.block_k}/w{tile.num_warps}"
+                        + (" (default)" if tile == default else ""))
                 add(name, lambda t=tile: triton_kernels.bgemm_words(a_words, w_words, k, tile=t),
                     lambda t=tile: triton_kernels.bgemm_words(a_words, w_words, k, tile=t))
     if "tensor_core" in engines:
@@ -160,6 +165,11 @@ def gemm_rows(m: int, n: int, k: int, reps: int, engines: list[str], sweep: bool
             backend.pack(a_f).view(torch.int32), w_words, k, w_popcounts=w_pop),
             lambda: bmma.bgemm_words(backend.pack(a_f).view(torch.int32), w_words, k,
                                      w_popcounts=w_pop))
+        if sweep:
+            for tile in SWEEP_BMMA_TILES:
+                add(f"  tensor-core tile {tile}", lambda t=tile: bmma.bgemm_words(
+                    a_words, w_words, k, w_popcounts=w_pop, tile=t),
+                    lambda t=tile: bmma.bgemm_words(a_words, w_words, k, w_popcounts=w_pop, tile=t))
 
     del a_f, w_f, reference, a_h, w_h, a_i, w_i, w_t
     if DEVICE == "cuda":
@@ -362,7 +372,7 @@ def main(argv=None) -> int:
     for shape in shapes:
         t0 = time.time()
         rows = gemm_rows(*shape, reps=reps, engines=engines,
-                         sweep=args.sweep and shape == GEMM_SHAPES[0])
+                         sweep=args.sweep and shape in SWEEP_SHAPES)
         results["gemm"]["x".join(map(str, shape))] = rows
         print_gemm(shape, rows)
         save(results, args.json)

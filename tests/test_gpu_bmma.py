@@ -51,8 +51,8 @@ def test_gpu_bmma_source_builds_with_nvcc_and_exports_its_api(tmp_path):
     assert lib.bmma_error_string(0) == b"no error"
 
 
-# (M, N, K): M <= 32 takes the 16-row tiles, M > 32 the 128 x 128 tiles; K % 256 != 0 and
-# ceil(K/64) odd exercise the zero-filled tail stage and the padding of rows to 4 words.
+# (M, N, K) with the automatic tile; K % 512 != 0 and ceil(K/64) odd exercise the zero-filled
+# tail stage and the padding of rows to 4 words.
 SHAPES = [(1, 1, 1), (1, 70, 784), (5, 13, 200), (32, 64, 1024), (33, 130, 300), (130, 257, 1100),
           (300, 200, 4096)]
 
@@ -80,6 +80,22 @@ def test_gpu_bmma_bgemm_threshold_matches_reference(m, n, k):
                            torch.from_numpy(flip.astype(np.int8)).cuda())
     expected = ref.bgemm_threshold(a, w, k, thresh, flip)
     np.testing.assert_array_equal(got.cpu().numpy().view(np.uint64), expected)
+
+
+@needs_bmma
+@pytest.mark.parametrize("tile", ["large", "medium", "small"])
+@pytest.mark.parametrize("m,n,k", [(1, 3, 64), (70, 130, 1100), (129, 200, 512)])
+def test_gpu_bmma_every_tile_matches_reference(tile, m, n, k):
+    rng = np.random.default_rng(m + k)
+    a, w = packed(rng, (m, k)), packed(rng, (n, k))
+    got = bmma.bgemm_words(words(a), words(w), k, tile=tile)
+    np.testing.assert_array_equal(got.cpu().numpy(), ref.bgemm(a, w, k))
+    thresh = rng.integers(-20, 21, n).astype(np.int32)
+    flip = rng.random(n) < 0.5
+    got = bmma.bgemm_words(words(a), words(w), k, torch.from_numpy(thresh).cuda(),
+                           torch.from_numpy(flip.astype(np.int8)).cuda(), tile=tile)
+    np.testing.assert_array_equal(got.cpu().numpy().view(np.uint64),
+                                  ref.bgemm_threshold(a, w, k, thresh, flip))
 
 
 @needs_bmma

@@ -56,22 +56,39 @@ __device__ __forceinline__ void mma_and_popc(int (&d)[4], const uint32_t (&a)[4]
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Copy one 512-bit stage of `rows` packed rows (starting at row0) into shared memory.
+// The 16-byte chunks one thread copies per stage, for a tile of ROWS packed rows: fixed for the
+// whole reduction, so the row pointers and shared offsets are computed once.
 template <int ROWS, int THREADS>
-__device__ __forceinline__ void load_stage(uint32_t* smem, const uint32_t* __restrict__ src, int row0,
-                                           int nrows, int words, int k0) {
-    constexpr int kChunks = ROWS * (kStageWords / 4);
+struct StageLoader {
+    static constexpr int kChunksPerRow = kStageWords / 4;
+    static constexpr int kPerThread = ROWS * kChunksPerRow / THREADS;
+    static_assert(ROWS * kChunksPerRow % THREADS == 0, "chunks must split evenly over the threads");
+
+    const uint32_t* src[kPerThread];  // row start + chunk offset; nullptr for rows past the matrix
+    uint32_t dst[kPerThread];         // byte offset in a stage buffer
+    int word[kPerThread];             // chunk offset within the stage (words)
+
+    __device__ __forceinline__ StageLoader(const uint32_t* __restrict__ base, int row0, int nrows, int words) {
 #pragma unroll
-    for (int c = threadIdx.x; c < kChunks; c += THREADS) {
-        const int r = c / (kStageWords / 4);
-        const int q = c % (kStageWords / 4);
-        const int row = row0 + r;
-        const int word = k0 + q * 4;
-        const bool ok = row < nrows && word < words;
-        const uint32_t* g = ok ? src + static_cast<size_t>(row) * words + word : src;
-        cp_async_16(smem_addr(smem + r * kRowStride + q * 4), g, ok ? 16 : 0);
+        for (int i = 0; i < kPerThread; ++i) {
+            const int c = threadIdx.x + i * THREADS;
+            const int r = c / kChunksPerRow;
+            word[i] = (c % kChunksPerRow) * 4;
+            src[i] = row0 + r < nrows ? base + static_cast<size_t>(row0 + r) * words + word[i] : nullptr;
+            dst[i] = static_cast<uint32_t>((r * kRowStride + word[i]) * sizeof(uint32_t));
+        }
     }
-}
+
+    // Copy the stage starting at word k0 into the buffer at shared address `buffer`; chunks past
+    // the matrix (rows or words) are zero-filled.
+    __device__ __forceinline__ void load(uint32_t buffer, int k0, int words, const uint32_t* any) const {
+#pragma unroll
+        for (int i = 0; i < kPerThread; ++i) {
+            const bool ok = src[i] != nullptr && k0 + word[i] < words;
+            cp_async_16(buffer + dst[i], ok ? src[i] + k0 : any, ok ? 16 : 0);
+        }
+    }
+};
 
 template <int BM, int BN, int WARPS_M, int WARPS_N, bool THRESHOLD>
 __global__ void __launch_bounds__(WARPS_M * WARPS_N * 32)
@@ -88,8 +105,10 @@ bmma_gemm_kernel(const uint32_t* __restrict__ a, const uint32_t* __restrict__ w,
     static_assert(kWarpM % 16 == 0, "warp tile rows: a multiple of 16");
 
     extern __shared__ __align__(16) uint32_t smem[];
-    uint32_t* sa = smem;                                   // kStages x BM x kRowStride
-    uint32_t* sb = smem + kStages * BM * kRowStride;       // kStages x BN x kRowStride
+    constexpr uint32_t kStageBytesA = BM * kRowStride * sizeof(uint32_t);
+    constexpr uint32_t kStageBytesB = BN * kRowStride * sizeof(uint32_t);
+    const uint32_t sa = smem_addr(smem);                   // kStages x BM x kRowStride words
+    const uint32_t sb = sa + kStages * kStageBytesA;       // kStages x BN x kRowStride words
 
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
@@ -107,11 +126,13 @@ bmma_gemm_kernel(const uint32_t* __restrict__ a, const uint32_t* __restrict__ w,
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
 
+    const StageLoader<BM, kThreads> load_a(a, row0, M, words);
+    const StageLoader<BN, kThreads> load_b(w, col0, N, words);
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
         if (s < ktiles) {
-            load_stage<BM, kThreads>(sa + s * BM * kRowStride, a, row0, M, words, s * kStageWords);
-            load_stage<BN, kThreads>(sb + s * BN * kRowStride, w, col0, N, words, s * kStageWords);
+            load_a.load(sa + s * kStageBytesA, s * kStageWords, words, a);
+            load_b.load(sb + s * kStageBytesB, s * kStageWords, words, w);
         }
         cp_async_commit();
     }
@@ -120,35 +141,36 @@ bmma_gemm_kernel(const uint32_t* __restrict__ a, const uint32_t* __restrict__ w,
     const int mat = lane >> 3;
     const int mrow = lane & 7;
     // A: matrices {rows 0-7, rows 8-15} x {words 0-3, words 4-7} -> a0, a1, a2, a3.
-    const int a_row = wm * kWarpM + mrow + (mat & 1) * 8;
-    const int a_word = (mat >> 1) * 4;
+    const uint32_t a_lane = ((wm * kWarpM + mrow + (mat & 1) * 8) * kRowStride + (mat >> 1) * 4) * 4;
     // B: matrices {words 0-3, words 4-7} x {cols 0-7, cols 8-15} -> b0, b1 of two n-fragments.
-    const int b_col = wn * kWarpN + mrow + (mat >> 1) * 8;
-    const int b_word = (mat & 1) * 4;
+    const uint32_t b_lane = ((wn * kWarpN + mrow + (mat >> 1) * 8) * kRowStride + (mat & 1) * 4) * 4;
 
+    int read_slot = 0;                 // stage buffer computed on this iteration
+    int write_slot = kStages - 1;      // stage buffer loaded on this iteration
     for (int kt = 0; kt < ktiles; ++kt) {
         cp_async_wait<kStages - 2>();
-        __syncthreads();
+        __syncthreads();  // stage kt landed for every thread; stage kt - 1's buffer is free again
         const int next = kt + kStages - 1;
         if (next < ktiles) {
-            const int slot = next % kStages;
-            load_stage<BM, kThreads>(sa + slot * BM * kRowStride, a, row0, M, words, next * kStageWords);
-            load_stage<BN, kThreads>(sb + slot * BN * kRowStride, w, col0, N, words, next * kStageWords);
+            load_a.load(sa + write_slot * kStageBytesA, next * kStageWords, words, a);
+            load_b.load(sb + write_slot * kStageBytesB, next * kStageWords, words, w);
         }
         cp_async_commit();
 
-        const uint32_t* sa_t = sa + (kt % kStages) * BM * kRowStride;
-        const uint32_t* sb_t = sb + (kt % kStages) * BN * kRowStride;
+        const uint32_t sa_t = sa + read_slot * kStageBytesA + a_lane;
+        const uint32_t sb_t = sb + read_slot * kStageBytesB + b_lane;
+        read_slot = read_slot == kStages - 1 ? 0 : read_slot + 1;
+        write_slot = write_slot == kStages - 1 ? 0 : write_slot + 1;
 #pragma unroll
         for (int ks = 0; ks < kStageWords / 8; ++ks) {  // two 256-bit MMA steps per stage
             uint32_t af[MI][4];
             uint32_t bf[NI / 2][4];
 #pragma unroll
             for (int i = 0; i < MI; ++i)
-                ldmatrix_x4(af[i], smem_addr(sa_t + (a_row + i * 16) * kRowStride + ks * 8 + a_word));
+                ldmatrix_x4(af[i], sa_t + (i * 16 * kRowStride + ks * 8) * 4);
 #pragma unroll
             for (int j = 0; j < NI / 2; ++j)
-                ldmatrix_x4(bf[j], smem_addr(sb_t + (b_col + j * 16) * kRowStride + ks * 8 + b_word));
+                ldmatrix_x4(bf[j], sb_t + (j * 16 * kRowStride + ks * 8) * 4);
 #pragma unroll
             for (int i = 0; i < MI; ++i)
 #pragma unroll
@@ -248,17 +270,38 @@ cudaError_t launch(const uint32_t* a, const uint32_t* w, const int* pop_a, const
     return cudaGetLastError();
 }
 
+// Tile shapes (BM x BN, warps): large 128 x 128 (8 warps of 64 x 32), medium 64 x 64 (4 warps of
+// 32 x 32), small 16 x 64 (2 warps of 16 x 32). Auto picks the largest whose grid still gives every
+// multiprocessor a block: big tiles reuse each loaded word most, small ones keep small batches
+// (M = 1..64) from leaving most of the chip idle.
+enum Tile { kAuto = 0, kLarge = 1, kMedium = 2, kSmall = 3 };
+
+int blocks(int M, int cols, int bm, int bn) { return ((M + bm - 1) / bm) * ((cols + bn - 1) / bn); }
+
 template <bool THRESHOLD>
-cudaError_t dispatch(const uint32_t* a, const uint32_t* w, const int* pop_a, const int* pop_w, int M, int N,
-                     int words, int k, int* out, int out_cols, const int* thresh, const int8_t* flip,
-                     cudaStream_t stream) {
-    // Small batches: 16-row tiles (one m16 fragment per warp) so the weight matrix is spread over
-    // more blocks; otherwise 128 x 128 tiles of 8 warps, each 64 x 32.
-    if (M <= 32)
-        return launch<16, 64, 1, 2, THRESHOLD>(a, w, pop_a, pop_w, M, N, words, k, out, out_cols, thresh, flip,
-                                               stream);
-    return launch<128, 128, 2, 4, THRESHOLD>(a, w, pop_a, pop_w, M, N, words, k, out, out_cols, thresh, flip,
-                                             stream);
+cudaError_t dispatch(int device, int tile, const uint32_t* a, const uint32_t* w, const int* pop_a,
+                     const int* pop_w, int M, int N, int words, int k, int* out, int out_cols, const int* thresh,
+                     const int8_t* flip, cudaStream_t stream) {
+    if (tile == kAuto) {
+        int sms = 0;
+        cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+        if (err != cudaSuccess) return err;
+        const int cols = THRESHOLD ? out_cols * 32 : N;
+        tile = blocks(M, cols, 128, 128) >= sms ? kLarge : blocks(M, cols, 64, 64) >= sms ? kMedium : kSmall;
+    }
+    switch (tile) {
+        case kLarge:
+            return launch<128, 128, 2, 4, THRESHOLD>(a, w, pop_a, pop_w, M, N, words, k, out, out_cols, thresh,
+                                                     flip, stream);
+        case kMedium:
+            return launch<64, 64, 2, 2, THRESHOLD>(a, w, pop_a, pop_w, M, N, words, k, out, out_cols, thresh,
+                                                   flip, stream);
+        case kSmall:
+            return launch<16, 64, 1, 2, THRESHOLD>(a, w, pop_a, pop_w, M, N, words, k, out, out_cols, thresh,
+                                                   flip, stream);
+        default:
+            return cudaErrorInvalidValue;
+    }
 }
 
 }  // namespace
@@ -277,21 +320,22 @@ int bmma_row_popcount(int device, const uint32_t* x, int rows, int words, int* p
     return static_cast<int>(cudaGetLastError());
 }
 
-int bmma_gemm(int device, const uint32_t* a, const uint32_t* w, const int* pop_a, const int* pop_w, int M, int N,
-              int words, int k, int* out, cudaStream_t stream) {
+// tile: 0 = auto, 1 = large, 2 = medium, 3 = small (see Tile).
+int bmma_gemm(int device, int tile, const uint32_t* a, const uint32_t* w, const int* pop_a, const int* pop_w,
+              int M, int N, int words, int k, int* out, cudaStream_t stream) {
     cudaError_t err = cudaSetDevice(device);
     if (err != cudaSuccess) return static_cast<int>(err);
     return static_cast<int>(
-        dispatch<false>(a, w, pop_a, pop_w, M, N, words, k, out, N, nullptr, nullptr, stream));
+        dispatch<false>(device, tile, a, w, pop_a, pop_w, M, N, words, k, out, N, nullptr, nullptr, stream));
 }
 
-int bmma_gemm_threshold(int device, const uint32_t* a, const uint32_t* w, const int* pop_a, const int* pop_w,
-                        int M, int N, int words, int k, const int* thresh, const int8_t* flip, int* out,
-                        int out_cols, cudaStream_t stream) {
+int bmma_gemm_threshold(int device, int tile, const uint32_t* a, const uint32_t* w, const int* pop_a,
+                        const int* pop_w, int M, int N, int words, int k, const int* thresh, const int8_t* flip,
+                        int* out, int out_cols, cudaStream_t stream) {
     cudaError_t err = cudaSetDevice(device);
     if (err != cudaSuccess) return static_cast<int>(err);
-    return static_cast<int>(
-        dispatch<true>(a, w, pop_a, pop_w, M, N, words, k, out, out_cols, thresh, flip, stream));
+    return static_cast<int>(dispatch<true>(device, tile, a, w, pop_a, pop_w, M, N, words, k, out, out_cols,
+                                           thresh, flip, stream));
 }
 
 const char* bmma_error_string(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }

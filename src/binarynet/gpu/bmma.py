@@ -88,8 +88,8 @@ def load(device: torch.device | str | None = None) -> ctypes.CDLL:
             lib = ctypes.CDLL(str(build(arch)))
             p, i = ctypes.c_void_p, ctypes.c_int
             lib.bmma_row_popcount.argtypes = [i, p, i, i, p, p]
-            lib.bmma_gemm.argtypes = [i, p, p, p, p, i, i, i, i, p, p]
-            lib.bmma_gemm_threshold.argtypes = [i, p, p, p, p, i, i, i, i, p, p, p, i, p]
+            lib.bmma_gemm.argtypes = [i, i, p, p, p, p, i, i, i, i, p, p]
+            lib.bmma_gemm_threshold.argtypes = [i, i, p, p, p, p, i, i, i, i, p, p, p, i, p]
             lib.bmma_error_string.argtypes = [i]
             lib.bmma_error_string.restype = ctypes.c_char_p
             _libraries[arch] = lib
@@ -142,14 +142,18 @@ def row_popcounts(x: torch.Tensor) -> torch.Tensor:
     return pop
 
 
+TILES = {"auto": 0, "large": 1, "medium": 2, "small": 3}  # bmma.cu's Tile: 128x128, 64x64, 16x64
+
+
 def bgemm_words(a: torch.Tensor, w: torch.Tensor, k: int, thresh: torch.Tensor | None = None,
-                flip: torch.Tensor | None = None, w_popcounts: torch.Tensor | None = None
-                ) -> torch.Tensor:
+                flip: torch.Tensor | None = None, w_popcounts: torch.Tensor | None = None,
+                tile: str = "auto") -> torch.Tensor:
     """Tensor-core binary GEMM on int32 word views: a (M, WORDS), w (N, WORDS) -> int32 dot (M, N),
     or with thresh (int32 (N,)) and flip (int8 (N,)) the packed bits as int32 (M, 2 ceil(N/64)).
 
     ``w_popcounts`` (int32 (N,), from :func:`row_popcounts`) may be passed to skip recounting fixed
-    weights on every call.
+    weights on every call. ``tile`` forces a tile shape (the benchmark compares them); "auto"
+    takes the largest that still gives every multiprocessor a block.
     """
     lib = load(a.device)
     a = _aligned_words(a)
@@ -161,12 +165,13 @@ def bgemm_words(a: torch.Tensor, w: torch.Tensor, k: int, thresh: torch.Tensor |
     stream = torch.cuda.current_stream(a.device).cuda_stream
     if thresh is None:
         out = torch.empty((m, n), dtype=torch.int32, device=a.device)
-        code = lib.bmma_gemm(_index(a.device), a.data_ptr(), w.data_ptr(), pop_a.data_ptr(), pop_w.data_ptr(), m, n,
-                             words, k, out.data_ptr(), stream)
+        code = lib.bmma_gemm(_index(a.device), TILES[tile], a.data_ptr(), w.data_ptr(),
+                             pop_a.data_ptr(), pop_w.data_ptr(), m, n, words, k, out.data_ptr(),
+                             stream)
     else:
         out_cols = 2 * (-(-n // 64))
         out = torch.empty((m, out_cols), dtype=torch.int32, device=a.device)
-        code = lib.bmma_gemm_threshold(_index(a.device), a.data_ptr(), w.data_ptr(),
+        code = lib.bmma_gemm_threshold(_index(a.device), TILES[tile], a.data_ptr(), w.data_ptr(),
                                        pop_a.data_ptr(), pop_w.data_ptr(), m, n, words, k,
                                        thresh.data_ptr(), flip.data_ptr(), out.data_ptr(), out_cols,
                                        stream)

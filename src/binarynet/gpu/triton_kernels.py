@@ -21,6 +21,7 @@ suite does that); the interpreter cannot call libdevice, so there the popcount i
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -45,15 +46,28 @@ class TileConfig:
     num_warps: int = 4
 
 
-# 64 x 64 x 4 words with 4 warps keeps the 16K-element XOR tile in registers (183 per thread on
-# sm_90, no spills); wider tiles spill. Small batches get narrower tiles so more programs run.
+# 64 x 64 x 4 words with 4 warps keeps the 16K-element XOR tile in registers (about 190 per
+# thread on sm_90, no spills); wider tiles spill. Smaller tiles keep small outputs spread over
+# the whole chip.
 LARGE_TILE = TileConfig(64, 64, 4, 4)
-SMALL_M_TILE = TileConfig(16, 32, 4, 1)
+MEDIUM_TILE = TileConfig(32, 64, 4, 2)
+SMALL_TILE = TileConfig(16, 32, 4, 1)
 
 
-def default_tile(m: int) -> TileConfig:
-    """The tile used for an output of m rows (the benchmark may pass others)."""
-    return SMALL_M_TILE if m <= 16 else LARGE_TILE
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def default_tile(m: int, n: int, device: torch.device) -> TileConfig:
+    """The largest tile whose grid still gives every multiprocessor a program (for an m x n
+    output): large tiles reuse loaded words most, small ones keep small batches from idling."""
+    for tile in (LARGE_TILE, MEDIUM_TILE):
+        if triton.cdiv(m, tile.block_m) * triton.cdiv(n, tile.block_n) >= _multiprocessors(device):
+            return tile
+    return SMALL_TILE
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,7 +278,7 @@ def bgemm_words(a: torch.Tensor, w: torch.Tensor, k: int, thresh: torch.Tensor |
     and flip (int8 (N,)) the packed bits as int32 (M, 2 * ceil(N/64))."""
     m, words = a.shape
     n = w.shape[0]
-    tile = tile or default_tile(m)
+    tile = tile or default_tile(m, n, a.device)
     out, out_cols, cols, thresh_arg, flip_arg = _output((m,), n, thresh, flip, a.device)
     grid = (triton.cdiv(m, tile.block_m), triton.cdiv(cols, tile.block_n))
     _bgemm_kernel[grid](a, w, out, thresh_arg, flip_arg, m, n, words, k, out_cols,
@@ -284,7 +298,7 @@ def bconv2d_words(x: torch.Tensor, w: torch.Tensor, c: int, stride, padding, dil
     ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     wo = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     m = batch * ho * wo
-    tile = tile or default_tile(m)
+    tile = tile or default_tile(m, o, x.device)
     out, out_cols, cols, thresh_arg, flip_arg = _output((batch, ho, wo), o, thresh, flip, x.device)
     grid = (triton.cdiv(m, tile.block_m), triton.cdiv(cols, tile.block_n))
     _bconv_kernel[grid](x, w, out, thresh_arg, flip_arg, h, wd, ho, wo, m, o, cwords, c, kh, kw,
