@@ -819,6 +819,10 @@ def _final_check(packed: PackedModel, expected: torch.Tensor, x_float: torch.Ten
 
 
 # -- back to torch -----------------------------------------------------------------------------
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(array))  # a writable copy (loaded tensors are read-only)
+
+
 def _unpack(packed: PackedModel, op, role, k) -> torch.Tensor:
     words = np.ascontiguousarray(packed.tensors[op["tensors"][role]])
     return torch.from_numpy(kernels.unpack(words, k).astype(np.float32))
@@ -829,8 +833,8 @@ def _threshold_bn(thresh, flip, offset: float) -> nn.Module:
 
     y = (x - mean) * gamma with mean = t -+ offset, gamma = +-1, var = 1, eps = 0.
     """
-    thresh = torch.as_tensor(np.asarray(thresh, np.float64))
-    flip = torch.as_tensor(np.asarray(flip))
+    thresh = torch.from_numpy(np.array(thresh, np.float64))
+    flip = torch.from_numpy(np.array(flip))
     bn_ = nn.BatchNorm1d(len(thresh), eps=0.0)
     with torch.no_grad():
         bn_.running_mean.copy_(torch.where(flip, thresh + offset, thresh - offset))
@@ -873,7 +877,7 @@ def to_torch(packed: PackedModel) -> nn.Sequential:
                     w = w.reshape(out, h, wd, c).permute(0, 3, 1, 2).reshape(out, k)
                 linear.weight.copy_(w)
                 if kind == "first_dense":
-                    linear.bias.copy_(torch.from_numpy(packed.tensors[op["tensors"]["bias"]]))
+                    linear.bias.copy_(_tensor(packed.tensors[op["tensors"]["bias"]]))
             layers.append(linear)
             if kind == "first_dense" and op["output"] == "bits":
                 layers += [_threshold_bn(packed.tensors[op["tensors"]["vthresh"]],
@@ -886,8 +890,8 @@ def to_torch(packed: PackedModel) -> nn.Sequential:
                 with torch.no_grad():
                     out_bn.running_mean.zero_()
                     out_bn.running_var.fill_(1.0)
-                    out_bn.weight.copy_(torch.from_numpy(packed.tensors[op["tensors"]["scale"]]))
-                    out_bn.bias.copy_(torch.from_numpy(packed.tensors[op["tensors"]["shift"]]))
+                    out_bn.weight.copy_(_tensor(packed.tensors[op["tensors"]["scale"]]))
+                    out_bn.bias.copy_(_tensor(packed.tensors[op["tensors"]["shift"]]))
                 layers.append(out_bn)
         elif kind in ("first_conv", "conv"):
             c, out, groups = op["in_channels"], op["out_channels"], op["groups"]
@@ -910,7 +914,7 @@ def to_torch(packed: PackedModel) -> nn.Sequential:
             with torch.no_grad():
                 conv.weight.copy_(w.permute(0, 3, 1, 2))
                 if kind == "first_conv":
-                    conv.bias.copy_(torch.from_numpy(packed.tensors[op["tensors"]["bias"]]))
+                    conv.bias.copy_(_tensor(packed.tensors[op["tensors"]["bias"]]))
             layers.append(conv)
             nxt = packed.ops[i + 1] if i + 1 < len(packed.ops) else None
             if nxt is not None and nxt["op"] == "maxpool":
