@@ -420,7 +420,7 @@ def _paper_rows(recipe: dict, config: dict, records: Sequence[dict], best: dict)
 
 
 def write_report(run_dir, data_dir=None, threads: int = 2, engine: bool = True,
-                 budget_s: float = 3.0) -> Path:
+                 budget_s: float = 3.0, deployment: dict | None = None) -> Path:
     """Write ``loss.png``, ``error.png`` and ``report.md`` into a run folder; return the
     report's path.
 
@@ -428,7 +428,8 @@ def write_report(run_dir, data_dir=None, threads: int = 2, engine: bool = True,
     beside the paper's Table 1 row, the plots, the model summary (of ``best.pt``) and, when
     the folder holds an exported ``*.bnn`` model and ``engine`` is true, the engine's test
     accuracy, agreement with torch, file sizes and speed (:func:`compare_deployment`; the
-    test split is read from ``data_dir`` / ``$BINARYNET_DATA`` / the cache).
+    test split is read from ``data_dir`` / ``$BINARYNET_DATA`` / the cache). ``deployment``
+    passes figures already measured by :func:`compare_deployment` (the demo) instead.
     """
     from .summary import model_from_checkpoint, recipe_input, summary
 
@@ -477,7 +478,7 @@ def write_report(run_dir, data_dir=None, threads: int = 2, engine: bool = True,
     if packed_path is not None:
         lines += [f"## Exported model ({packed_path.name})", ""]
         lines += _deployment_section(packed_path, model, recipe_obj, normalization, data_dir,
-                                     threads, engine, budget_s)
+                                     threads, engine, budget_s, deployment)
         lines.append("")
     lines += ["## Configuration", "", "```json", json.dumps(config, indent=2, sort_keys=True),
               "```", ""]
@@ -487,7 +488,7 @@ def write_report(run_dir, data_dir=None, threads: int = 2, engine: bool = True,
 
 
 def _deployment_section(packed_path, model, recipe, normalization, data_dir, threads, engine,
-                        budget_s) -> list:
+                        budget_s, figures) -> list:
     from . import engine as packed_engine
     from .summary import summary
 
@@ -496,6 +497,8 @@ def _deployment_section(packed_path, model, recipe, normalization, data_dir, thr
     lines = ["Engine ops of the packed file:", "", packed_summary.to_markdown(footer=False), "",
              f"File on disk: {packed_summary.file_bytes:,} bytes (tensors "
              f"{packed_summary.packed_bytes:,} + header {packed_summary.header_bytes:,}).", ""]
+    if figures is not None:
+        return lines + [f"- {line}" for line in deployment_lines(figures)] + ["", BASELINE_NOTE]
     if not engine:
         return lines + ["(engine measurement skipped: --no-engine)"]
     if model is None:
@@ -511,7 +514,9 @@ def _deployment_section(packed_path, model, recipe, normalization, data_dir, thr
                         f"({exc}). Give --data-dir or set BINARYNET_DATA."]
     figures = compare_deployment(model, packed, test, normalization, packed_file=packed_path,
                                  threads=threads, budget_s=budget_s)
-    return lines + [f"- {line}" for line in deployment_lines(figures)] + [
-        "", "Float PyTorch = the same network with sign(W) stored as float32 weights (plain "
-        "float GEMMs, BN, sign), on normalised float input; the engine takes the uint8 images. "
-        "Timings are medians of interleaved repetitions on this machine at report time."]
+    return lines + [f"- {line}" for line in deployment_lines(figures)] + ["", BASELINE_NOTE]
+
+
+BASELINE_NOTE = ("Float PyTorch = the same network with sign(W) stored as float32 weights (plain "
+                 "float GEMMs, BN, sign) on normalised float input; the engine takes the uint8 "
+                 "images. Timings are medians of interleaved repetitions.")
