@@ -64,8 +64,8 @@ cat "$OUT/build.log"
 
 # 3. GPU tests: compiled Triton kernels and the tensor-core kernel against the numpy reference.
 # (The CPU engine's compiled core is not needed: the tests compare with the numpy reference.)
-timeout 150 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_gpu_triton.py \
-  tests/test_gpu_bmma.py tests/test_gpu_bench.py > "$OUT/tests.log" 2>&1 || status=1
+timeout 150 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_gpu_*.py \
+  > "$OUT/tests.log" 2>&1 || status=1
 tail -n 40 "$OUT/tests.log"
 
 # 4. benchmark (8192^3, the MLP's shapes, the MNIST MLP end to end; tile sweep at 8192^3),
