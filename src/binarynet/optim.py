@@ -85,10 +85,9 @@ def _clip_latent(optimizer: torch.optim.Optimizer) -> None:
             targets += group["params"]
         elif flag is None:
             targets += [p for p in group["params"] if bnn.is_latent(p)]
-    if targets:
-        with torch.no_grad():
-            torch._foreach_clamp_min_(targets, -1.0)
-            torch._foreach_clamp_max_(targets, 1.0)
+    with torch.no_grad():
+        for p in targets:
+            p.clamp_(-1.0, 1.0)  # one in-place pass per tensor (a foreach min + max takes two)
 
 
 class Adam(torch.optim.Adam):

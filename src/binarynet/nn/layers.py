@@ -18,6 +18,7 @@ from torch import nn
 
 from .. import quantizers
 from .latent import tag_latent
+from .weight_sign import WeightSignBuffer, buffered_ste_sign
 
 __all__ = ["BinaryLayer", "BinaryLinear", "BinaryConv2d"]
 
@@ -54,6 +55,7 @@ class BinaryLayer(nn.Module):
     """
 
     def _init_binary(self, input_quantizer: QuantizerArg, weight_quantizer: QuantizerArg) -> None:
+        self._sign_buffer = WeightSignBuffer()
         self.input_quantizer = input_quantizer
         self.weight_quantizer = weight_quantizer
         tag_latent(self.weight)
@@ -99,6 +101,13 @@ class BinaryLayer(nn.Module):
             return fn(self.weight, training=self.training)
         return fn(self.weight)
 
+    def _forward_weight(self) -> torch.Tensor:
+        # The default ste_sign writes into a storage reused across steps (see weight_sign.py);
+        # torch.compile traces the plain function instead.
+        if self._weight_quantizer is quantizers.ste_sign and not torch.compiler.is_compiling():
+            return buffered_ste_sign(self.weight, 1.0, self._sign_buffer)
+        return self.quantized_weight()
+
     def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
         """input_quantizer(x), or x itself when there is no input quantizer."""
         fn = self._input_quantizer
@@ -116,9 +125,15 @@ class BinaryLayer(nn.Module):
         else:
             super().__setattr__(name, value)
 
+    def __getstate__(self):
+        state = super().__getstate__().copy()
+        state.pop("_sign_buffer", None)  # scratch storage: never copied or pickled
+        return state
+
     def __setstate__(self, state):
         # deepcopy / unpickling rebuilds the Parameter and drops its tag: put it back.
         super().__setstate__(state)
+        self._sign_buffer = WeightSignBuffer()
         if isinstance(self._parameters.get("weight"), nn.Parameter):
             tag_latent(self._parameters["weight"])
 
@@ -169,7 +184,7 @@ class BinaryLinear(BinaryLayer, nn.Linear):
                 f"{self._label()}: expected input of shape (N, {self.in_features}), "
                 f"got {tuple(x.shape)}"
             )
-        return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
+        return F.linear(self.quantized_input(x), self._forward_weight(), self.bias)
 
     def _label(self) -> str:
         if "in_features" in self.__dict__:
@@ -233,7 +248,7 @@ class BinaryConv2d(BinaryLayer, nn.Conv2d):
                 f"got {tuple(x.shape)}"
             )
         x = self.quantized_input(x)
-        weight = self.quantized_weight()
+        weight = self._forward_weight()
         if self.pad_value != 0.0 and any(self.padding):
             ph, pw = self.padding
             x = F.pad(x, (pw, pw, ph, ph), value=self.pad_value)

@@ -1,0 +1,92 @@
+"""Time of one training step of the paper's MNIST MLP (3 x 4096), binary vs float.
+
+Binary: ``binarynet.models.mnist_mlp()`` trained with ``bn.optim.Adam`` (LR-scaled param
+groups, latent clipping) and the squared hinge. Float: the identical network with
+``nn.Linear`` for ``BinaryLinear`` and ``nn.Hardtanh`` for ``Sign`` (same BN, dropout, loss),
+trained with ``torch.optim.Adam``. A step is forward + backward + optimizer step on a batch of
+100. The two are timed in interleaved repetitions (so machine load hits both alike) and the
+median times are compared.
+
+    python benchmarks/bench_train_step.py [--reps 15] [--threads 2] [--batch 100]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import binarynet as bn
+
+
+def float_twin(binary: nn.Sequential) -> nn.Sequential:
+    """The same network with float layers: BinaryLinear -> nn.Linear, Sign -> nn.Hardtanh."""
+    layers = []
+    for module in binary:
+        if isinstance(module, bn.nn.BinaryLinear):
+            layers.append(nn.Linear(module.in_features, module.out_features, bias=module.bias is not None))
+        elif isinstance(module, bn.nn.Sign):
+            layers.append(nn.Hardtanh())
+        else:
+            layers.append(type(module)(**_init_args(module)))
+    return nn.Sequential(*layers)
+
+
+def _init_args(module: nn.Module) -> dict:
+    if isinstance(module, nn.BatchNorm1d):
+        return dict(num_features=module.num_features, eps=module.eps, momentum=module.momentum)
+    if isinstance(module, nn.Dropout):
+        return dict(p=module.p)
+    if isinstance(module, nn.Flatten):
+        return {}
+    raise TypeError(f"no float twin for {type(module).__name__}")
+
+
+def make_step(model, optimizer, x, y):
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = bn.losses.squared_hinge(model(x), y)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=15, help="timed steps per network (interleaved)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=100)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x = torch.rand(args.batch, 1, 28, 28) * 2 - 1
+    y = torch.randint(0, 10, (args.batch,))
+
+    binary = bn.models.mnist_mlp()
+    floating = float_twin(binary)
+    steps = {
+        "binary": make_step(binary, bn.optim.Adam(bn.optim.param_groups(binary, 3e-3)), x, y),
+        "float": make_step(floating, torch.optim.Adam(floating.parameters(), 3e-3), x, y),
+    }
+    for _ in range(args.warmup):
+        for step in steps.values():
+            step()
+    times = {name: [] for name in steps}
+    for _ in range(args.reps):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    print(f"threads={args.threads} batch={args.batch} reps={args.reps} (torch {torch.__version__})")
+    for name in steps:
+        print(f"{name:>6}: median {med[name] * 1e3:8.1f} ms/step  (min {min(times[name]) * 1e3:.1f} ms)")
+    print(f"ratio binary/float: {med['binary'] / med['float']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
