@@ -293,6 +293,26 @@ def test_large_shapes_match_float_matmul_on_all_threads(backend):
         kernels.set_num_threads(threads)
 
 
+def test_concurrent_python_threads_and_forked_child_get_exact_results():
+    """The pool runs one job at a time (a concurrent caller runs inline) and survives fork()."""
+    from concurrent.futures import ThreadPoolExecutor
+    import multiprocessing
+
+    rng = np.random.default_rng(8)
+    k = 1000
+    a, w = pm1(rng, (97, k)), pm1(rng, (301, k))
+    ap, wp = kernels.pack(a), kernels.pack(w)
+    want = (a @ w.T).astype(np.int32)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: kernels.bgemm(ap, wp, k), range(16)))
+    for got in results:
+        np.testing.assert_array_equal(got, want)
+    if "fork" in multiprocessing.get_all_start_methods():
+        with multiprocessing.get_context("fork").Pool(1) as child:
+            got = child.apply(kernels.bgemm, (ap, wp, k))
+        np.testing.assert_array_equal(got, want)
+
+
 def test_large_conv_matches_reference(backend):
     rng = np.random.default_rng(7)
     c, o = 130, 200
@@ -442,6 +462,7 @@ def test_backend_selection():
     assert "portable" in BACKENDS
     features = kernels.cpu_features()
     assert features["backend"] == kernels.get_backend()
+    assert features["threads"] == kernels.get_num_threads() >= 1
     if os.path.exists("/proc/cpuinfo"):
         flags = open("/proc/cpuinfo").read().split()
         assert features["avx512_vpopcntdq"] == ("avx512_vpopcntdq" in flags)

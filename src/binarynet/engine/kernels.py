@@ -3,7 +3,7 @@
 Same names, signatures, validation and results as :mod:`binarynet.engine.reference` (the tests
 check them bit for bit). This module validates with numpy (clear TypeError / ValueError naming the
 argument), allocates the outputs and hands the buffers to the C core, which runs without the GIL
-and with OpenMP threads.
+on its own thread pool (threads.c explains why not OpenMP).
 
 The SIMD backend is chosen at import: the best the CPU supports (``avx512``: AVX-512 VPOPCNTDQ,
 ``avx2``: nibble-LUT vpshufb popcount, ``portable``: scalar C), or the one named by the
@@ -49,7 +49,7 @@ def get_backend() -> str:
 
 
 def set_num_threads(n) -> None:
-    """Number of OpenMP threads the kernels use (default: OpenMP's, i.e. OMP_NUM_THREADS or cores)."""
+    """Number of threads the kernels use (default: OMP_NUM_THREADS if set, else the usable cores)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
     _core.set_num_threads(int(n))
@@ -61,12 +61,12 @@ def get_num_threads() -> int:
 
 
 def cpu_features() -> dict:
-    """What the CPU offers and what runs: ``{"avx2", "avx512_vpopcntdq", "openmp", "backend"}``."""
+    """What the CPU offers and what runs: ``{"avx2", "avx512_vpopcntdq", "backend", "threads"}``."""
     return {
         "avx2": bool(_core.backend_supported(_core.AVX2)),
         "avx512_vpopcntdq": bool(_core.backend_supported(_core.AVX512)),
-        "openmp": bool(_core.openmp()),
         "backend": get_backend(),
+        "threads": get_num_threads(),
     }
 
 

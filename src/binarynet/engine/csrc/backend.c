@@ -1,9 +1,5 @@
-/* Run-time choice of the SIMD backend and of the thread count. */
+/* Run-time choice of the SIMD backend. */
 #include "core.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 extern const bn_tile_kernels bn_tiles_portable_generic;
 #if BN_X86
@@ -11,7 +7,6 @@ extern const bn_tile_kernels bn_tiles_portable_popcnt;
 #endif
 
 static int g_backend = -1; /* -1: not chosen yet -> best supported */
-static int g_threads = 0;  /* 0: not set yet -> OpenMP's default */
 
 int bn_backend_supported(int backend) {
     switch (backend) {
@@ -60,16 +55,3 @@ const bn_tile_kernels *bn_current_tiles(void) {
 #endif
     }
 }
-
-int bn_get_num_threads(void) {
-    if (g_threads <= 0) {
-#ifdef _OPENMP
-        g_threads = omp_get_max_threads();
-#else
-        g_threads = 1;
-#endif
-    }
-    return g_threads;
-}
-
-void bn_set_num_threads(int n) { g_threads = n > 0 ? n : 1; }

@@ -169,7 +169,38 @@ static void fill_block(const conv_plan *p, size_t m0, size_t mb, uint64_t *buf, 
     }
 }
 
-static const tap_window FULL_WINDOW_DUMMY = {0, 0, 0, 0};
+typedef struct {
+    const conv_plan *plan;
+    const bn_tile_kernels *kr;
+    int32_t *dot_out;
+    uint64_t *bits_out;
+    const int32_t *thresh;
+    const uint8_t *flip;
+    size_t m, bm, bn, tm, ldo;
+    bn_scratch scratch; /* per worker: bm im2col rows, then bm tap windows */
+} conv_job;
+
+static void conv_task(void *vjob, long t, int worker) {
+    conv_job *j = (conv_job *)vjob;
+    const conv_plan *p = j->plan;
+    const size_t kwords = p->kwords, o = p->s->o;
+    uint64_t *buf = (uint64_t *)bn_scratch_get(&j->scratch, worker);
+    if (!buf) return;
+    tap_window *win = (tap_window *)(buf + j->bm * kwords);
+    const size_t in = (size_t)t / j->tm, im = (size_t)t % j->tm;
+    const size_t m0 = im * j->bm, mb = j->m - m0 < j->bm ? j->m - m0 : j->bm;
+    const size_t n0 = in * j->bn, n1 = n0 + j->bn < o ? n0 + j->bn : o;
+    const uint64_t *a = buf;
+    if (p->direct) {
+        a = p->x + m0 * kwords; /* windows unused: no padding */
+    } else {
+        fill_block(p, m0, mb, buf, win);
+    }
+    conv_epi_ctx ctx = {p, win, j->dot_out ? j->dot_out + m0 * j->ldo : NULL,
+                        j->bits_out ? j->bits_out + m0 * j->ldo : NULL, j->ldo, j->thresh, j->flip};
+    bn_gemm_block(j->kr, a, kwords, mb, p->w, kwords, n0, n1, kwords,
+                  j->dot_out ? epi_conv_dot : epi_conv_bits, &ctx);
+}
 
 static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w, int32_t *dot_out,
                     uint64_t *bits_out, const int32_t *thresh, const uint8_t *flip) {
@@ -178,43 +209,25 @@ static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w
         plan_free(&plan);
         return -1;
     }
-    const bn_tile_kernels *kr = bn_current_tiles();
-    const size_t m = s->n * s->ho * s->wo, kwords = plan.kwords;
-    const size_t ow = bn_words(s->o), ldo = dot_out ? s->o : ow;
-    if (bits_out) memset(bits_out, 0, m * ow * sizeof(uint64_t));
-    const size_t bm = bn_block_m(kwords), bnn = bn_block_n(kwords, m, s->o);
-    const size_t tm = (m + bm - 1) / bm, tn = (s->o + bnn - 1) / bnn;
-    const long tasks = (long)(tm * tn);
-    const int threads = bn_get_num_threads();
-    const int parallel = tasks > 1 && threads > 1 && (double)m * (double)s->o * (double)kwords > 2e4;
-    int failed = 0;
-#pragma omp parallel num_threads(threads) if (parallel) reduction(| : failed)
-    {
-        uint64_t *buf = plan.direct ? NULL : (uint64_t *)malloc(bm * kwords * sizeof(uint64_t));
-        tap_window *win = (tap_window *)malloc(bm * sizeof(tap_window));
-        failed = (!plan.direct && !buf) || !win;
-#pragma omp for schedule(dynamic, 1)
-        for (long t = 0; t < tasks; ++t) {
-            if (failed) continue;
-            const size_t in = (size_t)t / tm, im = (size_t)t % tm;
-            const size_t m0 = im * bm, mb = m - m0 < bm ? m - m0 : bm;
-            const size_t n0 = in * bnn, n1 = n0 + bnn < s->o ? n0 + bnn : s->o;
-            const uint64_t *a;
-            if (plan.direct) {
-                for (size_t r = 0; r < mb; ++r) win[r] = FULL_WINDOW_DUMMY;
-                a = x + m0 * kwords;
-            } else {
-                fill_block(&plan, m0, mb, buf, win);
-                a = buf;
-            }
-            conv_epi_ctx ctx = {&plan, win, dot_out ? dot_out + m0 * ldo : NULL,
-                                bits_out ? bits_out + m0 * ldo : NULL, ldo, thresh, flip};
-            bn_gemm_block(kr, a, kwords, mb, w, kwords, n0, n1, kwords,
-                          dot_out ? epi_conv_dot : epi_conv_bits, &ctx);
-        }
-        free(buf);
-        free(win);
-    }
+    conv_job j;
+    j.plan = &plan;
+    j.kr = bn_current_tiles();
+    j.dot_out = dot_out;
+    j.bits_out = bits_out;
+    j.thresh = thresh;
+    j.flip = flip;
+    j.m = s->n * s->ho * s->wo;
+    j.bm = bn_block_m(plan.kwords);
+    j.bn = bn_block_n(plan.kwords, j.m, s->o);
+    j.tm = (j.m + j.bm - 1) / j.bm;
+    j.ldo = dot_out ? s->o : bn_words(s->o);
+    bn_scratch_init(&j.scratch, j.bm * (plan.kwords * sizeof(uint64_t) + sizeof(tap_window)));
+    if (bits_out) memset(bits_out, 0, j.m * j.ldo * sizeof(uint64_t));
+    const long tasks = (long)(j.tm * ((s->o + j.bn - 1) / j.bn));
+    bn_parallel_for(tasks, bn_threads_for((double)j.m * (double)s->o * (double)plan.kwords),
+                    conv_task, &j);
+    const int failed = j.scratch.failed;
+    bn_scratch_free(&j.scratch);
     plan_free(&plan);
     return failed ? -1 : 0;
 }
@@ -231,6 +244,48 @@ int bn_bconv2d_threshold(const bn_conv_shape *s, const uint64_t *x, const uint64
 /* Fused conv -> threshold -> max-pool (OR where flip is 0, AND where 1). One task per pooled
  * output row: it computes the KHp conv rows under it (only the columns the pool reads) into a
  * local bit buffer, then pools them. */
+typedef struct {
+    const conv_plan *plan;
+    const bn_tile_kernels *kr;
+    const int32_t *thresh;
+    const uint8_t *flip;
+    const uint64_t *and_mask;
+    uint64_t *out;
+    size_t pkh, pkw, psh, psw, hp, wp, wneed, rows, ow;
+    bn_scratch scratch; /* per worker: rows im2col rows, rows bit rows, rows tap windows */
+} pool_job;
+
+static void pool_task(void *vjob, long t, int worker) {
+    pool_job *j = (pool_job *)vjob;
+    const conv_plan *p = j->plan;
+    const size_t kwords = p->kwords, ow = j->ow, rows = j->rows, wneed = j->wneed;
+    uint64_t *buf = (uint64_t *)bn_scratch_get(&j->scratch, worker);
+    if (!buf) return;
+    uint64_t *bits = buf + rows * kwords;
+    tap_window *win = (tap_window *)(bits + rows * ow);
+    const size_t n = (size_t)t / j->hp, py = (size_t)t % j->hp;
+    for (size_t di = 0; di < j->pkh; ++di)
+        for (size_t c = 0; c < wneed; ++c)
+            im2col_row(p, n, py * j->psh + di, c, buf + (di * wneed + c) * kwords, win + di * wneed + c);
+    memset(bits, 0, rows * ow * sizeof(uint64_t));
+    conv_epi_ctx ctx = {p, win, NULL, bits, ow, j->thresh, j->flip};
+    bn_gemm_block(j->kr, buf, kwords, rows, p->w, kwords, 0, p->s->o, kwords, epi_conv_bits, &ctx);
+    uint64_t *dst = j->out + (n * j->hp + py) * j->wp * ow;
+    for (size_t px = 0; px < j->wp; ++px) {
+        for (size_t q = 0; q < ow; ++q) {
+            uint64_t any = 0, all = ~(uint64_t)0;
+            for (size_t di = 0; di < j->pkh; ++di) {
+                for (size_t dj = 0; dj < j->pkw; ++dj) {
+                    const uint64_t v = bits[(di * wneed + px * j->psw + dj) * ow + q];
+                    any |= v;
+                    all &= v;
+                }
+            }
+            dst[px * ow + q] = (any & ~j->and_mask[q]) | (all & j->and_mask[q]);
+        }
+    }
+}
+
 int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
                                  const int32_t *thresh, const uint8_t *flip, size_t pkh, size_t pkw,
                                  size_t psh, size_t psw, uint64_t *out) {
@@ -243,53 +298,28 @@ int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, cons
         plan_free(&plan);
         return -1;
     }
-    plan.direct = 0; /* rows are gathered per pooled row */
     for (size_t o = 0; o < s->o; ++o)
         if (flip[o]) and_mask[o >> 6] |= (uint64_t)1 << (o & 63);
-    const bn_tile_kernels *kr = bn_current_tiles();
-    const size_t hp = (s->ho - pkh) / psh + 1, wp = (s->wo - pkw) / psw + 1;
-    const size_t wneed = (wp - 1) * psw + pkw, rows = pkh * wneed, kwords = plan.kwords;
-    const long tasks = (long)(s->n * hp);
-    const int threads = bn_get_num_threads();
-    const int parallel =
-        tasks > 1 && threads > 1 && (double)tasks * rows * (double)s->o * (double)kwords > 2e4;
-    int failed = 0;
-#pragma omp parallel num_threads(threads) if (parallel) reduction(| : failed)
-    {
-        uint64_t *buf = (uint64_t *)malloc(rows * kwords * sizeof(uint64_t));
-        uint64_t *bits = (uint64_t *)malloc(rows * ow * sizeof(uint64_t));
-        tap_window *win = (tap_window *)malloc(rows * sizeof(tap_window));
-        failed = !buf || !bits || !win;
-#pragma omp for schedule(dynamic, 1)
-        for (long t = 0; t < tasks; ++t) {
-            if (failed) continue;
-            const size_t n = (size_t)t / hp, py = (size_t)t % hp;
-            for (size_t di = 0; di < pkh; ++di)
-                for (size_t c = 0; c < wneed; ++c)
-                    im2col_row(&plan, n, py * psh + di, c, buf + (di * wneed + c) * kwords,
-                               win + di * wneed + c);
-            memset(bits, 0, rows * ow * sizeof(uint64_t));
-            conv_epi_ctx ctx = {&plan, win, NULL, bits, ow, thresh, flip};
-            bn_gemm_block(kr, buf, kwords, rows, w, kwords, 0, s->o, kwords, epi_conv_bits, &ctx);
-            uint64_t *dst = out + (n * hp + py) * wp * ow;
-            for (size_t px = 0; px < wp; ++px) {
-                for (size_t q = 0; q < ow; ++q) {
-                    uint64_t any = 0, all = ~(uint64_t)0;
-                    for (size_t di = 0; di < pkh; ++di) {
-                        for (size_t dj = 0; dj < pkw; ++dj) {
-                            const uint64_t v = bits[(di * wneed + px * psw + dj) * ow + q];
-                            any |= v;
-                            all &= v;
-                        }
-                    }
-                    dst[px * ow + q] = (any & ~and_mask[q]) | (all & and_mask[q]);
-                }
-            }
-        }
-        free(buf);
-        free(bits);
-        free(win);
-    }
+    pool_job j;
+    j.plan = &plan;
+    j.kr = bn_current_tiles();
+    j.thresh = thresh;
+    j.flip = flip;
+    j.and_mask = and_mask;
+    j.out = out;
+    j.pkh = pkh; j.pkw = pkw; j.psh = psh; j.psw = psw;
+    j.hp = (s->ho - pkh) / psh + 1;
+    j.wp = (s->wo - pkw) / psw + 1;
+    j.wneed = (j.wp - 1) * psw + pkw;
+    j.rows = pkh * j.wneed;
+    j.ow = ow;
+    bn_scratch_init(&j.scratch,
+                    j.rows * ((plan.kwords + ow) * sizeof(uint64_t) + sizeof(tap_window)));
+    const long tasks = (long)(s->n * j.hp);
+    bn_parallel_for(tasks, bn_threads_for((double)tasks * j.rows * (double)s->o * plan.kwords),
+                    pool_task, &j);
+    const int failed = j.scratch.failed;
+    bn_scratch_free(&j.scratch);
     plan_free(&plan);
     free(and_mask);
     return failed ? -1 : 0;

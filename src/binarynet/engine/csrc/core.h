@@ -40,8 +40,25 @@ int bn_backend_supported(int backend);
 int bn_get_backend(void);
 void bn_set_backend(int backend); /* caller checks bn_backend_supported first */
 const bn_tile_kernels *bn_current_tiles(void);
+/* ---- threads (threads.c) --------------------------------------------------------------------- */
 int bn_get_num_threads(void);
 void bn_set_num_threads(int n);
+/* fn(ctx, task, worker) for every task in [0, ntasks), on up to `threads` threads; worker is in
+ * [0, threads) and unique among concurrently running tasks (for per-thread scratch buffers). */
+typedef void (*bn_task_fn)(void *ctx, long task, int worker);
+void bn_parallel_for(long ntasks, int threads, bn_task_fn fn, void *ctx);
+#define BN_MAX_THREADS 256
+/* Per-worker scratch memory for bn_parallel_for tasks, allocated by each worker on first use. */
+typedef struct {
+    void *slot[BN_MAX_THREADS];
+    size_t bytes;
+    int failed; /* set (by any worker) when an allocation failed; the job's result is invalid */
+} bn_scratch;
+void bn_scratch_init(bn_scratch *s, size_t bytes);
+void *bn_scratch_get(bn_scratch *s, int worker); /* NULL (and failed set) when out of memory */
+void bn_scratch_free(bn_scratch *s);
+/* Threads worth using for `work` inner-loop steps (1 below a few microseconds of work). */
+static inline int bn_threads_for(double work) { return work > 2e4 ? bn_get_num_threads() : 1; }
 
 /* ---- packing (pack.c) ------------------------------------------------------------------------ */
 enum bn_dtype { BN_F32 = 0, BN_F64 = 1, BN_I8 = 2, BN_U8 = 3 };

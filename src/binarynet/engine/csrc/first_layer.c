@@ -35,43 +35,56 @@ static void epi_planes(void *vctx, size_t r0, int mr, size_t n0, int nr, const u
     }
 }
 
+typedef struct {
+    const bn_tile_kernels *kr;
+    const uint8_t *x;
+    const uint64_t *w;
+    const int32_t *wpop; /* 255 * popcount(w row) */
+    int32_t *out;
+    size_t m, n, k, kw, bm, bn, tm;
+    bn_scratch scratch; /* per worker: 8 * bm plane rows */
+} plane_job;
+
+static void plane_task(void *vjob, long t, int worker) {
+    plane_job *j = (plane_job *)vjob;
+    uint64_t *planes = (uint64_t *)bn_scratch_get(&j->scratch, worker);
+    if (!planes) return;
+    const size_t in = (size_t)t / j->tm, im = (size_t)t % j->tm;
+    const size_t m0 = im * j->bm, mb = j->m - m0 < j->bm ? j->m - m0 : j->bm;
+    const size_t n0 = in * j->bn, n1 = n0 + j->bn < j->n ? n0 + j->bn : j->n;
+    for (size_t i = 0; i < mb; ++i) {
+        bn_pack_planes_u8(j->x + (m0 + i) * j->k, j->k, planes + 8 * i * j->kw);
+        memcpy(j->out + (m0 + i) * j->n + n0, j->wpop + n0, (n1 - n0) * sizeof(int32_t));
+    }
+    plane_ctx ctx = {j->out + m0 * j->n, j->n};
+    bn_gemm_block(j->kr, planes, j->kw, 8 * mb, j->w, j->kw, n0, n1, j->kw, epi_planes, &ctx);
+}
+
 int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t k,
                      int32_t *out) {
     const size_t kw = bn_words(k);
     int32_t *wpop = (int32_t *)malloc(n * sizeof(int32_t));
     if (!wpop) return -1;
-    for (size_t j = 0; j < n; ++j) {
+    for (size_t r = 0; r < n; ++r) {
         int32_t pop = 0;
-        for (size_t t = 0; t < kw; ++t) pop += (int32_t)bn_popcount64(w[j * kw + t]);
-        wpop[j] = 255 * pop;
+        for (size_t t = 0; t < kw; ++t) pop += (int32_t)bn_popcount64(w[r * kw + t]);
+        wpop[r] = 255 * pop;
     }
-    const bn_tile_kernels *kr = bn_current_tiles();
-    const size_t bm = bn_block_m(kw) / 8; /* input rows per task (8 plane rows each) */
-    const size_t bnn = bn_block_n(kw, 8 * m, n);
-    const size_t tm = (m + bm - 1) / bm, tn = (n + bnn - 1) / bnn;
-    const long tasks = (long)(tm * tn);
-    const int threads = bn_get_num_threads();
-    const int parallel = tasks > 1 && threads > 1 && 8.0 * m * (double)n * (double)kw > 2e4;
-    int failed = 0;
-#pragma omp parallel num_threads(threads) if (parallel) reduction(| : failed)
-    {
-        uint64_t *planes = (uint64_t *)malloc(8 * bm * kw * sizeof(uint64_t));
-        failed = !planes;
-#pragma omp for schedule(dynamic, 1)
-        for (long t = 0; t < tasks; ++t) {
-            if (failed) continue;
-            const size_t in = (size_t)t / tm, im = (size_t)t % tm;
-            const size_t m0 = im * bm, mb = m - m0 < bm ? m - m0 : bm;
-            const size_t n0 = in * bnn, n1 = n0 + bnn < n ? n0 + bnn : n;
-            for (size_t i = 0; i < mb; ++i) {
-                bn_pack_planes_u8(x + (m0 + i) * k, k, planes + 8 * i * kw);
-                memcpy(out + (m0 + i) * n + n0, wpop + n0, (n1 - n0) * sizeof(int32_t));
-            }
-            plane_ctx ctx = {out + m0 * n, n};
-            bn_gemm_block(kr, planes, kw, 8 * mb, w, kw, n0, n1, kw, epi_planes, &ctx);
-        }
-        free(planes);
-    }
+    plane_job j;
+    j.kr = bn_current_tiles();
+    j.x = x;
+    j.w = w;
+    j.wpop = wpop;
+    j.out = out;
+    j.m = m; j.n = n; j.k = k; j.kw = kw;
+    j.bm = bn_block_m(kw) / 8; /* input rows per task (8 plane rows each) */
+    j.bn = bn_block_n(kw, 8 * m, n);
+    j.tm = (m + j.bm - 1) / j.bm;
+    bn_scratch_init(&j.scratch, 8 * j.bm * kw * sizeof(uint64_t));
+    const long tasks = (long)(j.tm * ((n + j.bn - 1) / j.bn));
+    bn_parallel_for(tasks, bn_threads_for(8.0 * m * (double)n * (double)kw), plane_task, &j);
+    const int failed = j.scratch.failed;
+    bn_scratch_free(&j.scratch);
     free(wpop);
     return failed ? -1 : 0;
 }
@@ -164,39 +177,49 @@ int_block_avx2(const uint8_t *x, const int8_t *wpm, size_t kpad, size_t m0, size
 }
 #endif
 
+typedef struct {
+    int backend;
+    const uint8_t *x;
+    const uint64_t *w;
+    const int8_t *wpm; /* unpacked +-1 weights (AVX2 / portable), rows of kpad */
+    size_t m, n, k, kpad, tm;
+    int32_t *out;
+} int_job;
+
+static void int_task(void *vjob, long t, int worker) {
+    const int_job *j = (const int_job *)vjob;
+    (void)worker;
+    const size_t m0 = ((size_t)t % j->tm) * INT_ROWS, n0 = ((size_t)t / j->tm) * INT_COLS;
+    const size_t m1 = m0 + INT_ROWS < j->m ? m0 + INT_ROWS : j->m;
+    const size_t n1 = n0 + INT_COLS < j->n ? n0 + INT_COLS : j->n;
+#if BN_X86
+    if (j->backend == BN_AVX512) {
+        int_block_avx512(j->x, j->w, m0, m1, n0, n1, j->n, j->k, j->out);
+        return;
+    }
+    if (j->backend == BN_AVX2) {
+        int_block_avx2(j->x, j->wpm, j->kpad, m0, m1, n0, n1, j->n, j->k, j->out);
+        return;
+    }
+#endif
+    int_block_portable(j->x, j->wpm, j->kpad, m0, m1, n0, n1, j->n, j->k, j->out);
+}
+
 int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out) {
-    const int backend = bn_get_backend();
-    const size_t kpad = (k + 31) / 32 * 32;
+    int_job j = {bn_get_backend(), x, w, NULL, m, n, k, (k + 31) / 32 * 32,
+                 (m + INT_ROWS - 1) / INT_ROWS, out};
     int8_t *wpm = NULL;
-    if (backend != BN_AVX512) { /* unpack the weights to +-1 bytes, zero-padded to kpad */
-        wpm = (int8_t *)calloc(n * kpad, 1);
+    if (j.backend != BN_AVX512) { /* unpack the weights to +-1 bytes, zero-padded to kpad */
+        wpm = (int8_t *)calloc(n * j.kpad, 1);
         if (!wpm) return -1;
         const size_t kw = bn_words(k);
-        for (size_t j = 0; j < n; ++j)
+        for (size_t r = 0; r < n; ++r)
             for (size_t i = 0; i < k; ++i)
-                wpm[j * kpad + i] = ((w[j * kw + i / 64] >> (i % 64)) & 1) ? 1 : -1;
+                wpm[r * j.kpad + i] = ((w[r * kw + i / 64] >> (i % 64)) & 1) ? 1 : -1;
+        j.wpm = wpm;
     }
-    const size_t tm = (m + INT_ROWS - 1) / INT_ROWS, tn = (n + INT_COLS - 1) / INT_COLS;
-    const long tasks = (long)(tm * tn);
-    const int threads = bn_get_num_threads();
-    const int parallel = tasks > 1 && threads > 1 && (double)m * (double)n * (double)k > 2e5;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
-    for (long t = 0; t < tasks; ++t) {
-        const size_t m0 = ((size_t)t % tm) * INT_ROWS, n0 = ((size_t)t / tm) * INT_COLS;
-        const size_t m1 = m0 + INT_ROWS < m ? m0 + INT_ROWS : m;
-        const size_t n1 = n0 + INT_COLS < n ? n0 + INT_COLS : n;
-#if BN_X86
-        if (backend == BN_AVX512) {
-            int_block_avx512(x, w, m0, m1, n0, n1, n, k, out);
-            continue;
-        }
-        if (backend == BN_AVX2) {
-            int_block_avx2(x, wpm, kpad, m0, m1, n0, n1, n, k, out);
-            continue;
-        }
-#endif
-        int_block_portable(x, wpm, kpad, m0, m1, n0, n1, n, k, out);
-    }
+    const long tasks = (long)(j.tm * ((n + INT_COLS - 1) / INT_COLS));
+    bn_parallel_for(tasks, bn_threads_for((double)m * (double)n * (double)k / 64), int_task, &j);
     free(wpm);
     return 0;
 }

@@ -1,6 +1,6 @@
 /* Blocked, multi-threaded driver of the popcount tiles, and the dense binary GEMMs.
  *
- * The output is cut into tasks of (block of A rows) x (block of W rows); OpenMP threads take
+ * The output is cut into tasks of (block of A rows) x (block of W rows); the pool's threads take
  * tasks dynamically, so M = 1 is parallel over N and large M over both. Inside a task the W
  * tile stays in L1 while the task's A block (about 16 KiB) is swept. W blocks are multiples of
  * 64 rows, so a task owns whole words of a packed (thresholded) output.
@@ -102,26 +102,36 @@ static void epi_bits(void *vctx, size_t m0, int mr, size_t n0, int nr, const uin
 /* Runs every (A block, W block) task; `make_ctx` fills the epilogue context of a task. */
 typedef void (*task_ctx_fn)(const void *job, size_t m0, void *ctx);
 
+typedef struct {
+    const bn_tile_kernels *kr;
+    const uint64_t *a, *w;
+    size_t m, n, kw, bm, bn, tm;
+    bn_epilogue_fn epi;
+    task_ctx_fn make_ctx;
+    const void *job;
+} dense_plan;
+
+static void dense_task(void *vplan, long t, int worker) {
+    const dense_plan *p = (const dense_plan *)vplan;
+    (void)worker;
+    const size_t in = (size_t)t / p->tm, im = (size_t)t % p->tm;
+    const size_t m0 = im * p->bm, mb = p->m - m0 < p->bm ? p->m - m0 : p->bm;
+    const size_t n0 = in * p->bn, n1 = n0 + p->bn < p->n ? n0 + p->bn : p->n;
+    union {
+        dot_ctx dot;
+        bits_ctx bits;
+    } ctx;
+    p->make_ctx(p->job, m0, &ctx);
+    bn_gemm_block(p->kr, p->a + m0 * p->kw, p->kw, mb, p->w, p->kw, n0, n1, p->kw, p->epi, &ctx);
+}
+
 static void run_dense(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t kw,
                       bn_epilogue_fn epi, task_ctx_fn make_ctx, const void *job) {
-    const bn_tile_kernels *kr = bn_current_tiles();
-    const size_t bm = bn_block_m(kw), bnn = bn_block_n(kw, m, n);
-    const size_t tm = (m + bm - 1) / bm, tn = (n + bnn - 1) / bnn;
-    const long tasks = (long)(tm * tn);
-    const int threads = bn_get_num_threads();
-    const int parallel = tasks > 1 && threads > 1 && (double)m * (double)n * (double)kw > 2e4;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
-    for (long t = 0; t < tasks; ++t) {
-        const size_t in = (size_t)t / tm, im = (size_t)t % tm;
-        const size_t m0 = im * bm, mb = m - m0 < bm ? m - m0 : bm;
-        const size_t n0 = in * bnn, n1 = n0 + bnn < n ? n0 + bnn : n;
-        union {
-            dot_ctx dot;
-            bits_ctx bits;
-        } ctx;
-        make_ctx(job, m0, &ctx);
-        bn_gemm_block(kr, a + m0 * kw, kw, mb, w, kw, n0, n1, kw, epi, &ctx);
-    }
+    dense_plan p = {bn_current_tiles(), a, w, m, n, kw, bn_block_m(kw), bn_block_n(kw, m, n), 0,
+                    epi, make_ctx, job};
+    p.tm = (m + p.bm - 1) / p.bm;
+    const long tasks = (long)(p.tm * ((n + p.bn - 1) / p.bn));
+    bn_parallel_for(tasks, bn_threads_for((double)m * (double)n * (double)kw), dense_task, &p);
 }
 
 typedef struct {
@@ -169,20 +179,37 @@ void bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, size_t m, size_t n
     run_dense(a, w, m, n, bn_words(k), epi_bits, make_bits_ctx, &job);
 }
 
-void bn_threshold_pack(const int32_t *x, size_t rows, size_t n, const int32_t *thresh,
-                       const uint8_t *flip, uint64_t *out) {
-    const size_t ow = bn_words(n);
-    const int threads = bn_get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (rows * n > (1u << 18))
-    for (long r = 0; r < (long)rows; ++r) {
-        const int32_t *src = x + (size_t)r * n;
-        uint64_t *dst = out + (size_t)r * ow;
+typedef struct {
+    const int32_t *x;
+    size_t rows, n;
+    const int32_t *thresh;
+    const uint8_t *flip;
+    uint64_t *out;
+} threshold_job;
+
+#define THRESHOLD_ROWS 256 /* rows per task */
+
+static void threshold_task(void *vjob, long t, int worker) {
+    const threshold_job *j = (const threshold_job *)vjob;
+    (void)worker;
+    const size_t ow = bn_words(j->n), r0 = (size_t)t * THRESHOLD_ROWS;
+    const size_t r1 = r0 + THRESHOLD_ROWS < j->rows ? r0 + THRESHOLD_ROWS : j->rows;
+    for (size_t r = r0; r < r1; ++r) {
+        const int32_t *src = j->x + r * j->n;
+        uint64_t *dst = j->out + r * ow;
         for (size_t q = 0; q < ow; ++q) {
-            const size_t end = (q + 1) * 64 < n ? (q + 1) * 64 : n;
+            const size_t end = (q + 1) * 64 < j->n ? (q + 1) * 64 : j->n;
             uint64_t word = 0;
-            for (size_t j = q * 64; j < end; ++j)
-                word |= bn_threshold_bit(src[j], thresh[j], flip[j]) << (j & 63);
+            for (size_t c = q * 64; c < end; ++c)
+                word |= bn_threshold_bit(src[c], j->thresh[c], j->flip[c]) << (c & 63);
             dst[q] = word;
         }
     }
+}
+
+void bn_threshold_pack(const int32_t *x, size_t rows, size_t n, const int32_t *thresh,
+                       const uint8_t *flip, uint64_t *out) {
+    threshold_job job = {x, rows, n, thresh, flip, out};
+    const long tasks = (long)((rows + THRESHOLD_ROWS - 1) / THRESHOLD_ROWS);
+    bn_parallel_for(tasks, bn_threads_for((double)rows * (double)n / 8), threshold_task, &job);
 }

@@ -434,16 +434,6 @@ static PyObject *py_set_num_threads(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_openmp(PyObject *self, PyObject *noargs) {
-    (void)self;
-    (void)noargs;
-#ifdef _OPENMP
-    Py_RETURN_TRUE;
-#else
-    Py_RETURN_FALSE;
-#endif
-}
-
 static PyMethodDef core_methods[] = {
     {"pack", py_pack, METH_VARARGS, "pack(x, dtype_code, rows, k, out): bit = x >= 0"},
     {"unpack", py_unpack, METH_VARARGS, "unpack(p, rows, k, out): +-1 int8"},
@@ -467,12 +457,12 @@ static PyMethodDef core_methods[] = {
     {"set_backend", py_set_backend, METH_VARARGS, "set_backend(code)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads() -> int"},
     {"set_num_threads", py_set_num_threads, METH_VARARGS, "set_num_threads(n)"},
-    {"openmp", py_openmp, METH_NOARGS, "openmp() -> whether the core was built with OpenMP"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef core_module = {
     PyModuleDef_HEAD_INIT, "_core", "binarynet XNOR-popcount kernels", -1, core_methods,
+    NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__core(void) {

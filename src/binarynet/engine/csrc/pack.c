@@ -110,43 +110,52 @@ void bn_pack_planes_u8(const uint8_t *x, size_t k, uint64_t *planes) {
     planes_u8_portable(x, k, planes);
 }
 
-void bn_pack(const void *x, int dtype, size_t rows, size_t k, uint64_t *out) {
-    const size_t kw = bn_words(k);
-    const int simd = BN_X86 && bn_get_backend() != BN_PORTABLE;
-    const int threads = bn_get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (rows * k > (1u << 18))
-    for (long r = 0; r < (long)rows; ++r) {
-        uint64_t *dst = out + (size_t)r * kw;
-        switch (dtype) {
-        case BN_F32: {
-            const float *src = (const float *)x + (size_t)r * k;
+typedef struct {
+    const void *x;
+    int dtype, simd;
+    size_t rows, k;
+    uint64_t *out;
+} pack_job;
+
+#define PACK_ROWS 64 /* rows per task */
+
+static void pack_task(void *vjob, long t, int worker) {
+    const pack_job *j = (const pack_job *)vjob;
+    const size_t kw = bn_words(j->k), r0 = (size_t)t * PACK_ROWS;
+    const size_t r1 = r0 + PACK_ROWS < j->rows ? r0 + PACK_ROWS : j->rows;
+    (void)worker;
+    for (size_t r = r0; r < r1; ++r) {
+        uint64_t *dst = j->out + r * kw;
+        const size_t at = r * j->k;
+        switch (j->dtype) {
+        case BN_F32:
 #if BN_X86
-            if (simd) { pack_row_float_avx2(src, k, dst); break; }
+            if (j->simd) { pack_row_float_avx2((const float *)j->x + at, j->k, dst); break; }
 #endif
-            pack_row_float(src, k, dst);
+            pack_row_float((const float *)j->x + at, j->k, dst);
             break;
-        }
-        case BN_F64: {
-            const double *src = (const double *)x + (size_t)r * k;
+        case BN_F64:
 #if BN_X86
-            if (simd) { pack_row_double_avx2(src, k, dst); break; }
+            if (j->simd) { pack_row_double_avx2((const double *)j->x + at, j->k, dst); break; }
 #endif
-            pack_row_double(src, k, dst);
+            pack_row_double((const double *)j->x + at, j->k, dst);
             break;
-        }
-        case BN_I8: {
-            const int8_t *src = (const int8_t *)x + (size_t)r * k;
+        case BN_I8:
 #if BN_X86
-            if (simd) { pack_row_int8_avx2(src, k, dst); break; }
+            if (j->simd) { pack_row_int8_avx2((const int8_t *)j->x + at, j->k, dst); break; }
 #endif
-            pack_row_int8_t(src, k, dst);
+            pack_row_int8_t((const int8_t *)j->x + at, j->k, dst);
             break;
-        }
         default:
-            pack_row_uint8_t((const uint8_t *)x + (size_t)r * k, k, dst);
+            pack_row_uint8_t((const uint8_t *)j->x + at, j->k, dst);
         }
     }
-    (void)simd;
+}
+
+void bn_pack(const void *x, int dtype, size_t rows, size_t k, uint64_t *out) {
+    pack_job job = {x, dtype, BN_X86 && bn_get_backend() != BN_PORTABLE, rows, k, out};
+    const long tasks = (long)((rows + PACK_ROWS - 1) / PACK_ROWS);
+    bn_parallel_for(tasks, bn_threads_for((double)rows * (double)k / 8), pack_task, &job);
 }
 
 void bn_unpack(const uint64_t *p, size_t rows, size_t k, int8_t *out) {
