@@ -341,3 +341,83 @@ def test_library_optimizers_and_float_models_do_not_warn(monkeypatch):
             _one_step(float_model, torch.optim.SGD(float_model.parameters(), lr=0.1))
     assert [w for w in caught if "clip" in str(w.message)] == []
     assert latent._warned is False
+
+
+# ----------------------------------------------------------------------------- reused sign(W) storage
+def _plain_twin(layer):
+    twin = copy.deepcopy(layer)
+    twin.weight_quantizer = lambda w: q.ste_sign(w)  # a custom callable: never the buffered path
+    return twin
+
+
+def test_buffered_weight_sign_matches_plain_ste_over_several_forwards():
+    torch.manual_seed(0)
+    layer = bn.nn.BinaryLinear(6, 3)
+    twin = _plain_twin(layer)
+    xs = [torch.randn(4, 6) for _ in range(3)]
+    # Several forwards before one backward: each graph must keep its own sign(W).
+    sum(layer(x).square().sum() for x in xs).backward()
+    sum(twin(x).square().sum() for x in xs).backward()
+    assert torch.equal(layer.weight.grad, twin.weight.grad)
+    # Forward / backward / update loop: the output always uses the current sign(W).
+    opt = bn.optim.Adam(layer.parameters(), lr=0.3)
+    storage = set()
+    for _ in range(4):
+        opt.zero_grad()
+        layer(xs[0]).square().sum().backward()
+        storage.add(layer._sign_buffer.tensor.data_ptr())
+        opt.step()
+        with torch.no_grad():
+            assert torch.equal(layer(xs[0]), xs[0] @ q.sign(layer.weight).T + layer.bias)
+    assert len(storage) == 1  # the same storage served every training step
+    # Interleaved graphs: f1, f2, b1, f3, b2, b3.
+    x = [t.clone().requires_grad_() for t in xs]
+    outs = [layer(x[0]), layer(x[1])]
+    outs[0].sum().backward()
+    outs.append(layer(x[2]))
+    outs[1].sum().backward()
+    outs[2].sum().backward()
+    for t in x:
+        assert torch.equal(t.grad, q.sign(layer.weight).sum(0).expand(4, 6))
+
+
+def test_buffered_weight_sign_never_gives_a_stale_value_to_a_retained_graph():
+    layer = bn.nn.BinaryLinear(6, 3)
+    x = torch.randn(2, 6, requires_grad=True)
+    loss = layer(x).square().sum()
+    loss.backward(retain_graph=True)
+    with torch.no_grad():
+        layer.weight.neg_()
+    layer(torch.randn(2, 6))
+    with pytest.raises(RuntimeError, match="inplace"):
+        loss.backward()
+
+
+def test_buffered_weight_sign_frozen_weight_inference_mode_and_public_copy():
+    layer = bn.nn.BinaryLinear(5, 2)
+    layer.weight.requires_grad_(False)
+    x1, x2 = torch.randn(3, 5, requires_grad=True), torch.randn(3, 5, requires_grad=True)
+    (layer(x1).sum() + layer(x2).sum()).backward()
+    assert torch.equal(x1.grad, q.sign(layer.weight).sum(0).expand(3, 5))
+    assert torch.equal(x2.grad, x1.grad)
+    layer.weight.requires_grad_(True)
+    with torch.inference_mode():
+        layer(torch.randn(3, 5))
+    layer(torch.randn(3, 5)).sum().backward()  # an inference tensor is never reused for training
+    assert layer.weight.grad is not None
+    public = layer.quantized_weight()
+    layer(torch.randn(3, 5))
+    assert public.data_ptr() != layer._sign_buffer.tensor.data_ptr()
+
+
+def test_weight_gradient_is_masked_outside_the_clip_range():
+    # Not clipped (e.g. a plain SGD): ste_sign gives no gradient where |w| > 1, in both paths.
+    layer = bn.nn.BinaryLinear(3, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.5, -0.5, -1.0]]))
+    twin = _plain_twin(layer)
+    x = torch.ones(2, 3)
+    layer(x).sum().backward()
+    twin(x).sum().backward()
+    assert layer.weight.grad.tolist() == [[0.0, 2.0, 2.0]]
+    assert torch.equal(twin.weight.grad, layer.weight.grad)
