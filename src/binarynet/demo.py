@@ -40,7 +40,7 @@ def _missing_mnist_help(data_dir, reason: str) -> str:
     folder = data.resolve_data_dir(data_dir)
     files = ", ".join(names[0] for part in ("train", "test")
                       for names in data.info("mnist").layouts[0].parts[part])
-    return (f"MNIST is needed and {reason}. Provide it in one of these ways:\n"
+    return (f"MNIST is needed but {reason}.\nProvide it in one of these ways:\n"
             f"  1. put the four MNIST files ({files}) in a folder DIR/mnist/ and run\n"
             f"       BINARYNET_DATA=DIR binarynet demo      (or: binarynet demo --data-dir DIR)\n"
             f"  2. on a machine with internet access run `binarynet demo` (downloads are on by\n"
@@ -60,14 +60,15 @@ def ensure_mnist(data_dir=None, download: bool = True) -> None:
         missing = str(exc)
     if not download:
         raise DataError(_missing_mnist_help(
-            data_dir, f"was not found ({missing.split('. ')[0]}); downloads are off "
+            data_dir, f"was not found: {missing.split('. ')[0]}; downloads are off "
                       f"(--no-download)"))
     _say(f"MNIST not found; downloading it into {data.resolve_data_dir(data_dir) / 'mnist'} "
          f"(checksummed)")
     try:
         data.download("mnist", data_dir)
     except DataError as exc:
-        raise DataError(_missing_mnist_help(data_dir, f"could not be downloaded ({exc})")) from None
+        raise DataError(_missing_mnist_help(data_dir, f"could not be downloaded: "
+                                                      f"{str(exc).rstrip('.')}")) from None
 
 
 def run(epochs: int = DEFAULT_EPOCHS, hidden: int = DEFAULT_HIDDEN, out=None, threads: int = 2,

@@ -196,82 +196,6 @@ def plot_curves(records: Sequence[dict], out_dir, title: str,
 
 
 # -- deployment figures (exported model vs the torch model) ----------------------------------
-def float_baseline(model):
-    """The float PyTorch network the engine is compared with: a copy of ``model`` in eval mode
-    whose binary layers hold sign(W) as ordinary float32 weights (no quantizer runs per call),
-    so each layer is a plain float32 GEMM / convolution followed by BN and sign."""
-    import copy
-
-    import torch
-
-    from . import nn as bnn
-    from .quantizers import sign
-
-    baseline = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        for module in baseline.modules():
-            if isinstance(module, bnn.BinaryLayer) and module.weight_quantizer is not None:
-                module.weight.copy_(sign(module.weight))
-                module.weight_quantizer = None
-    return baseline
-
-
-def _median_ms(samples: list) -> float:
-    ordered = sorted(samples)
-    mid = len(ordered) // 2
-    return 1000.0 * (ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2)
-
-
-def time_engine_vs_torch(packed, baseline, images_u8, normalization, batch_sizes=(1, 1000),
-                         threads: int = 2, budget_s: float = 3.0) -> list:
-    """Median wall time per batch of the packed engine (uint8 images in) and of the float
-    PyTorch ``baseline`` (normalised float32 images in), interleaved, both on ``threads``
-    threads. About ``budget_s`` seconds per batch size. Returns one dict per batch size."""
-    import time
-
-    import numpy as np
-    import torch
-
-    from . import data
-    from .engine import kernels
-
-    torch_threads, engine_threads = torch.get_num_threads(), kernels.get_num_threads()
-    torch.set_num_threads(threads)
-    kernels.set_num_threads(threads)
-    results = []
-    try:
-        for batch in batch_sizes:
-            x_u8 = np.ascontiguousarray(images_u8[:batch])
-            x_float = data.to_float(torch.from_numpy(x_u8), *normalization)
-            with torch.no_grad():
-                def run_torch():
-                    baseline(x_float)
-
-                def run_engine():
-                    packed.predict(x_u8)
-
-                for fn in (run_torch, run_engine):  # warm-up (allocations, caches)
-                    fn()
-                start = time.perf_counter()
-                run_torch()
-                run_engine()
-                once = time.perf_counter() - start
-                repeats = int(max(5, min(500, budget_s / max(once, 1e-6))))
-                times = {"torch": [], "engine": []}
-                for _ in range(repeats):
-                    for key, fn in (("torch", run_torch), ("engine", run_engine)):
-                        t0 = time.perf_counter()
-                        fn()
-                        times[key].append(time.perf_counter() - t0)
-            torch_ms, engine_ms = _median_ms(times["torch"]), _median_ms(times["engine"])
-            results.append({"batch": int(len(x_u8)), "repeats": repeats, "torch_ms": torch_ms,
-                            "engine_ms": engine_ms, "speedup": torch_ms / engine_ms})
-    finally:
-        torch.set_num_threads(torch_threads)
-        kernels.set_num_threads(engine_threads)
-    return results
-
-
 def _load_average():
     """1-minute load average (other processes competing for the cores), or None."""
     try:
@@ -292,30 +216,36 @@ def state_dict_bytes(model) -> int:
 
 
 def compare_deployment(model, packed, dataset, normalization, packed_file=None,
-                       threads: int = 2, batch_sizes=(1, 1000), budget_s: float = 3.0) -> dict:
+                       threads: int = 2, batch_sizes=(1, 1000), repeats: int = 15) -> dict:
     """Accuracy, agreement, size and speed of a packed model against its torch model.
 
     ``dataset`` is a ``binarynet.data.ImageDataset`` (uint8 images); torch sees them
     normalised with ``normalization`` = (scale, offset), the engine takes the uint8 images.
     Returns torch / engine accuracy, the number of differing predictions, float32 state_dict
-    bytes vs packed file bytes, and :func:`time_engine_vs_torch` timings.
+    bytes vs packed file bytes, and the speed rows of ``binarynet bench``
+    (:func:`binarynet.commands.deploy.compare_speed`: engine vs the same network in float
+    PyTorch, :func:`binarynet.export.to_torch`; interleaved repeats, medians).
     """
-    import os
-
     import numpy as np
     import torch
 
     from . import data
+    from .commands.deploy import compare_speed
 
     model = model.eval()
     images = dataset.images.numpy()
     labels = dataset.labels.numpy()
+    torch_threads = torch.get_num_threads()
     with torch.no_grad():
         torch_pred = torch.cat([model(x).argmax(dim=1) for x, _ in data.batches(
             dataset, 1000, normalization=normalization)]).numpy()
     engine_pred = packed.predict(images).argmax(axis=1)
     packed_bytes = os.path.getsize(packed_file) if packed_file else len(packed.to_bytes())
     float_bytes = state_dict_bytes(model)
+    try:
+        timings = compare_speed(packed, batch_sizes, threads=threads, repeats=repeats)
+    finally:
+        torch.set_num_threads(torch_threads)
     return {
         "samples": int(len(labels)),
         "torch_accuracy": float(np.mean(torch_pred == labels)),
@@ -325,8 +255,8 @@ def compare_deployment(model, packed, dataset, normalization, packed_file=None,
         "packed_file_bytes": packed_bytes,
         "size_ratio": float_bytes / packed_bytes,
         "threads": threads,
-        "timings": time_engine_vs_torch(packed, float_baseline(model), images, normalization,
-                                        batch_sizes, threads, budget_s),
+        "repeats": repeats,
+        "timings": timings,
         "load_average": _load_average(),
         "cpu_count": os.cpu_count(),
     }
@@ -346,7 +276,7 @@ def deployment_lines(figures: dict) -> list:
     for t in figures["timings"]:
         lines.append(f"speed at batch {t['batch']}: float PyTorch {t['torch_ms']:.3f} ms, engine "
                      f"{t['engine_ms']:.3f} ms -> {t['speedup']:.1f}x faster (median of "
-                     f"{t['repeats']}, {figures['threads']} threads)")
+                     f"{figures['repeats']}, {figures['threads']} threads)")
     if figures.get("load_average") is not None:
         lines.append(f"(load average {figures['load_average']} on {figures['cpu_count']} CPUs "
                      f"while timing: other work on the machine slows both sides)")
@@ -420,7 +350,7 @@ def _paper_rows(recipe: dict, config: dict, records: Sequence[dict], best: dict)
 
 
 def write_report(run_dir, data_dir=None, threads: int = 2, engine: bool = True,
-                 budget_s: float = 3.0, deployment: dict | None = None) -> Path:
+                 repeats: int = 15, deployment: dict | None = None) -> Path:
     """Write ``loss.png``, ``error.png`` and ``report.md`` into a run folder; return the
     report's path.
 
@@ -478,7 +408,7 @@ def write_report(run_dir, data_dir=None, threads: int = 2, engine: bool = True,
     if packed_path is not None:
         lines += [f"## Exported model ({packed_path.name})", ""]
         lines += _deployment_section(packed_path, model, recipe_obj, normalization, data_dir,
-                                     threads, engine, budget_s, deployment)
+                                     threads, engine, repeats, deployment)
         lines.append("")
     lines += ["## Configuration", "", "```json", json.dumps(config, indent=2, sort_keys=True),
               "```", ""]
@@ -488,7 +418,7 @@ def write_report(run_dir, data_dir=None, threads: int = 2, engine: bool = True,
 
 
 def _deployment_section(packed_path, model, recipe, normalization, data_dir, threads, engine,
-                        budget_s, figures) -> list:
+                        repeats, figures) -> list:
     from . import engine as packed_engine
     from .summary import summary
 
@@ -513,10 +443,11 @@ def _deployment_section(packed_path, model, recipe, normalization, data_dir, thr
         return lines + [f"Engine accuracy and speed not measured: the test data is missing "
                         f"({exc}). Give --data-dir or set BINARYNET_DATA."]
     figures = compare_deployment(model, packed, test, normalization, packed_file=packed_path,
-                                 threads=threads, budget_s=budget_s)
+                                 threads=threads, repeats=repeats)
     return lines + [f"- {line}" for line in deployment_lines(figures)] + ["", BASELINE_NOTE]
 
 
-BASELINE_NOTE = ("Float PyTorch = the same network with sign(W) stored as float32 weights (plain "
-                 "float GEMMs, BN, sign) on normalised float input; the engine takes the uint8 "
-                 "images. Timings are medians of interleaved repetitions.")
+BASELINE_NOTE = ("Float PyTorch = the same network in plain float32 torch ops "
+                 "(binarynet.export.to_torch: Linear/Conv2d with the +-1 weights, BatchNorm, "
+                 "sign) on normalised float input; the engine takes uint8 images. Timings as "
+                 "`binarynet bench`: interleaved repetitions, medians.")
