@@ -8,6 +8,7 @@ NHWC once, at the first conv. Never imports torch.
 from __future__ import annotations
 
 import os
+import time
 from typing import Optional
 
 import numpy as np
@@ -183,19 +184,35 @@ class PackedModel:
             per_sample = 8 * int(np.prod(self.input_shape)) + 8 * int(np.prod(act))
         return max(1, _FIRST_LAYER_BYTES // per_sample)
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def profile(self, x, repeats: int = 5) -> list:
+        """Seconds per op (median of ``repeats`` runs of the whole graph on ``x``), as predict runs
+        them: ``[(op name, op kind, seconds)]``; a conv fused with its max-pool is one entry."""
+        x = self._check_input(x, "profile")
+        runs = []
+        for _ in range(repeats):
+            timings: list = []
+            self._run(x, timings)
+            runs.append(timings)
+        return [(name, kind, float(np.median([run[j][2] for run in runs])))
+                for j, (name, kind, _) in enumerate(runs[0])]
+
+    def _run(self, x: np.ndarray, timings: Optional[list] = None) -> np.ndarray:
         ops = self.ops
         skip = False
         for i, op in enumerate(ops):
             if skip:
                 skip = False
                 continue
+            start = time.perf_counter() if timings is not None else 0.0
             nxt = ops[i + 1] if i + 1 < len(ops) else None
             if op["op"] == "conv" and nxt is not None and self._fusable_pool(op, nxt):
                 x = self._conv(i, op, x, pool=nxt)
                 skip = True
             else:
                 x = getattr(self, "_" + op["op"])(i, op, x)
+            if timings is not None:
+                kind = op["op"] + ("+maxpool" if skip else "")
+                timings.append((op["name"], kind, time.perf_counter() - start))
         return x
 
     # -- helpers -----------------------------------------------------------------------------
@@ -210,13 +227,14 @@ class PackedModel:
         """Bits of int32 sums s (..., O): s >= thresh (s <= thresh where flip), packed.
 
         ``thresh`` is per channel (O,) or broadcasts against s (per position of a first conv);
-        the latter is applied as (s - thresh) against 0, with thresh clipped just outside the
-        range of s so that the difference fits int32 and no decision changes.
+        the latter is applied as (s - thresh) against 0, in place (s is a temporary), with
+        thresh clipped just outside the range of s so that the difference fits int32 and no
+        decision changes.
         """
         if thresh.ndim > 1:
-            bound = int(np.abs(s).max()) + 1
-            d = s.astype(np.int64) - np.clip(thresh, -bound, bound)
-            s, thresh = d.astype(np.int32), np.zeros(s.shape[-1], np.int32)
+            bound = int(max(s.max(), -s.min())) + 1
+            s = np.subtract(s, np.clip(thresh, -bound, bound).astype(np.int32), out=s)
+            thresh = np.zeros(s.shape[-1], np.int32)
         return self._ops.threshold_pack(np.ascontiguousarray(s), thresh, flip)
 
     def _cached(self, key, make):
