@@ -27,8 +27,9 @@ affine map; checked against the BN module over every reachable s.
 
 **First layer (real-valued input)**: the decision boundary v* of each unit on its float32
 pre-activation v = x_f . w + b is found by bisection over all float32 values with the actual
-modules, and spot-checked for monotonicity. Float input: the engine computes v in float64 and
-compares it with v*. uint8 input (``input_scale``/``input_offset`` given, x_f = x_u8*scale[c] +
+modules, and spot-checked for monotonicity. Float input: the engine sums x_f . w in float64,
+rounds to float32, adds the float32 bias (as the torch layer does) and compares with v*. uint8
+input (``input_scale``/``input_offset`` given, x_f = x_u8*scale[c] +
 offset[c]) with one scale for all channels: v = scale * s + sum_c offset[c]*sum(w over channel c)
 + b with the integer s = x_u8 . w (bit planes, paper §1.6, or an integer product:
 ``first_layer``), so the decision is an exact integer threshold on s, derived with rational
@@ -36,9 +37,16 @@ arithmetic; for a zero-padded conv the padded taps contribute nothing, so the th
 depends on which taps are valid, i.e. on the border class of the output position (top row,
 interior, ...), one threshold per class. Per-channel scales that differ (mean/std normalisation)
 are supported by the float path only: uint8 images are then normalised in float64 by the engine.
-The engine's first layer is exact for the *real-valued* pre-activation; torch's float32
-first-layer sum (normalised pixels rounded to float32, float32 accumulation) may round
-differently at exact near-ties (|v - v*| within float32 rounding error).
+The engine's uint8 first layer is exact for the *real-valued* pre-activation; torch's float32
+first-layer sum (normalised pixels rounded to float32, float32 accumulation in some order) may
+round differently at near-ties (|v - v*| within float32 rounding error), and so may the float
+path where torch's float32 accumulation differs from the exact sum. Exact real-valued ties are
+common in untrained networks (zero biases and default BN put v* at 0, which z = 2s/255 - sum(w)
+reaches), rare in trained ones (0 of 10,000 MNIST test predictions differ in the tests).
+
+Hidden layers reproduce torch's own float32 arithmetic, including its batch norm kernel
+(x * alpha + beta with alpha = gamma/sqrt(var + eps), which is not exactly 0 at x = mean):
+decisions are taken from the modules themselves, never from the formula alone.
 """
 from __future__ import annotations
 

@@ -33,8 +33,9 @@ flatten        bits    bits    none: (H, W, C) -> (H*W*C,) in NHWC order
 dense_logits   bits    logits  weight U64 (O, ceil(K/64)), scale F64 (O,), shift F64 (O,)
 ============== ======= ======= ==================================================================
 
-First layers (real-valued input). ``z`` is the real pre-activation x_f . w + bias. Float input:
-bit = z >= vthresh (z <= vthresh where flip), z computed in float64. uint8 input with one scale
+First layers (real-valued input). ``z`` is the pre-activation x_f . w + bias. Float input:
+bit = z >= vthresh (z <= vthresh where flip) with z = float32(x_f . w summed in float64) +
+float32 bias, rounded as the float32 torch layer rounds them. uint8 input with one scale
 for all channels: the integer sum s = x_u8 . w (bit planes or an integer product, ``mode``)
 is compared with the integer ``thresh`` (per border class of output positions for a conv:
 ``thresh[row_class[y], col_class[x], o]``), exact for the real-valued z = scale*s + offset*sum(w)

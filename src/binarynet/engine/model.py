@@ -116,9 +116,9 @@ class PackedModel:
     def predict(self, x, batch_size: Optional[int] = None) -> np.ndarray:
         """Logits, float32 (N, num_classes), of input images ``x`` shaped (N, *input_shape).
 
-        ``x`` is float (already normalised as in training; the first layer then runs in float64)
-        or uint8 (raw pixels; needs the normalisation given at export, which is folded into the
-        first layer's integer thresholds). Large batches are processed ``batch_size`` samples at
+        ``x`` is float (already normalised as in training; the first layer sums in float64 and
+        rounds to float32 like the torch layer) or uint8 (raw pixels; needs the normalisation
+        given at export, which is folded into the first layer's integer thresholds). Large batches are processed ``batch_size`` samples at
         a time (default: bounded first-layer temporaries).
         """
         x = self._check_input(x, "predict")
