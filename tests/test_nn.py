@@ -421,3 +421,18 @@ def test_weight_gradient_is_masked_outside_the_clip_range():
     twin(x).sum().backward()
     assert layer.weight.grad.tolist() == [[0.0, 2.0, 2.0]]
     assert torch.equal(twin.weight.grad, layer.weight.grad)
+
+
+def test_torch_compile_traces_without_graph_breaks():
+    # aot_eager: dynamo + autograd tracing, without compiling C++ (keeps the test fast).
+    torch.manual_seed(0)
+    model = bn.models.get("mnist_mlp", hidden=32, depth=2, batchnorm="shift", dropout_in=0.0, dropout_hidden=0.0)
+    twin = copy.deepcopy(model)
+    compiled = torch.compile(twin, backend="aot_eager", fullgraph=True)
+    x = torch.randn(8, 1, 28, 28)
+    y_ref, y = model(x), compiled(x)
+    torch.testing.assert_close(y, y_ref)
+    y_ref.square().sum().backward()
+    y.square().sum().backward()
+    for p_ref, p in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad)

@@ -33,9 +33,10 @@ def _inside_mask(x: torch.Tensor, clip: float):
 
     On CPU one read-only pass (aminmax) usually proves that a latent weight kept in [-1, 1] by
     the optimizer needs no mask, which saves allocating and applying one per step. On GPUs the
-    check would cost a host sync, so the mask is always built there.
+    check would cost a host sync, so the mask is always built there (and under torch.compile,
+    which cannot branch on data).
     """
-    if x.device.type == "cpu" and x.numel() > 0:
+    if x.device.type == "cpu" and x.numel() > 0 and not torch.compiler.is_compiling():
         low, high = torch.aminmax(x)
         if low >= -clip and high <= clip:
             return None
