@@ -180,7 +180,7 @@ def _coerce(name: str, value, annotation: str):
         return tuple(value)
     elif kind is dict and isinstance(value, dict):
         return value
-    raise ValueError(f"recipe field {name} expects a {annotation}, got {value!r}")
+    raise ValueError(f"recipe field {name} expects type {annotation}, got {value!r}")
 
 
 def apply_overrides(recipe: Recipe, overrides: dict) -> Recipe:
