@@ -220,3 +220,84 @@ def test_paper_mnist_mlp_packed_figure_matches_file_on_disk(tmp_path):
     assert "Packed file on disk" in str(from_file)
     # the packed file is >= 30x smaller than the float32 weights it stands for
     assert from_file.float32_bytes / on_disk > 30
+
+
+# -- the command line ------------------------------------------------------------------------
+def cli(capsys, *args):
+    from binarynet.cli import main
+
+    code = main(["summary", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_recipe_and_model_names(capsys):
+    code, out, _ = cli(capsys, "mnist_mlp_quick")
+    assert code == 0
+    assert "Summary of recipe mnist_mlp_quick (model mnist_mlp) (input 1x28x28, 8-bit)" in out
+    assert "2,910,208 1-bit weights" in out  # 784x1024 + 2 x 1024x1024 + 1024x10
+    code, out, _ = cli(capsys, "mnist_mlp", "--set", "model.hidden=64", "--format", "json")
+    assert code == 0
+    totals = json.loads(out)["totals"]
+    assert totals["binary_params"] == 784 * 64 + 2 * 64 * 64 + 64 * 10
+    code, out, _ = cli(capsys, "cifar10_vgg", "--set", "model.widths=[8,16,16]",
+                       "--set", "model.fc=[32,32]", "--format", "markdown")
+    assert code == 0 and out.startswith("| layer | type |")
+    assert "| 0 | BinaryConv2d | 8-bit | 8x32x32 |" in out
+
+
+def test_cli_registered_model_name(capsys):
+    name = "test_summary_tiny_convnet"
+    if name not in bn.models.names():
+        bn.models.register(name)(lambda in_channels=3, image_size=6: small_convnet())
+    code, _, err = cli(capsys, name)  # a user's builder: binarynet cannot know its input
+    assert code == 2 and "--input-shape C,H,W" in err
+    code, out, _ = cli(capsys, name, "--input-shape", "3x6x6")
+    assert code == 0 and f"Summary of model {name} (input 3x6x6, 32-bit float)" in out
+    assert "684 1-bit weights" in out
+    code, _, err = cli(capsys, name, "--set", "epochs=3")
+    assert code == 2 and "model.<option>" in err
+
+
+def test_cli_bad_targets(capsys, tmp_path):
+    code, _, err = cli(capsys, "no_such_thing")
+    assert code == 2 and "neither a file nor a folder" in err and "mnist_mlp_quick" in err
+    code, _, err = cli(capsys, "mnist_mlp", "--set", "no_such_field=3")
+    assert code == 2 and "unknown recipe field 'no_such_field'" in err
+    code, _, err = cli(capsys, "mnist_mlp", "--input-shape", "1,x")
+    assert code == 2 and "--input-shape" in err
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    code, _, err = cli(capsys, str(junk))
+    assert code == 2 and "cannot be read" in err
+    code, _, err = cli(capsys, str(tmp_path))
+    assert code == 2 and "without best.pt or last.pt" in err
+
+
+def test_cli_checkpoint_run_folder_and_packed_file(capsys, tmp_path):
+    from binarynet import train
+    from binarynet.summary import model_from_checkpoint
+
+    recipe = train.recipes.apply_overrides(train.recipes.get("synthetic_mlp"), {
+        "epochs": 1, "model.hidden": 32, "max_train_samples": 200, "max_eval_samples": 100})
+    threads = torch.get_num_threads()
+    train.train(recipe, train.RunOptions(out=str(tmp_path), threads=1, progress=False))
+    torch.set_num_threads(threads)
+    code, out, _ = cli(capsys, str(tmp_path / "best.pt"))
+    assert code == 0 and "Summary of best.pt (synthetic_mlp) (input 1x8x8, 8-bit)" in out
+    binary = 64 * 32 + 32 * 32 + 32 * 10
+    assert f"{binary:,} 1-bit weights" in out
+    code, out_dir, _ = cli(capsys, str(tmp_path))  # a run folder means its best.pt
+    assert code == 0 and out_dir == out
+    model, _, norm = model_from_checkpoint(tmp_path / "best.pt")
+    packed = export_u8(model, (1, 8, 8))
+    packed.save(tmp_path / "model.bnn")
+    code, out, _ = cli(capsys, str(tmp_path / "model.bnn"), "--format", "json")
+    result = json.loads(out)
+    assert code == 0 and result["source"] == "model.bnn"
+    assert result["totals"]["file_bytes"] == os.path.getsize(tmp_path / "model.bnn")
+    assert result["totals"]["binary_params"] == binary
+    assert [layer["kind"] for layer in result["layers"]] == ["first_dense", "dense",
+                                                             "dense_logits"]
+    code, _, err = cli(capsys, str(tmp_path / "model.bnn"), "--set", "model.hidden=2")
+    assert code == 2 and "not to files" in err

@@ -445,7 +445,8 @@ def _infer_input_shape(model) -> tuple:
             return (int(module.in_features),)
         break
     raise ValueError(f"summary(): cannot infer the input shape of {type(model).__name__}; "
-                     "pass input_shape=(C, H, W) (one sample, without the batch axis)")
+                     "pass input_shape=(C, H, W) (one sample, without the batch axis; "
+                     "CLI: --input-shape C,H,W)")
 
 
 def _trace(model, input_shape: tuple) -> list:
@@ -778,9 +779,9 @@ def summary_of_target(target: str, input_shape: Sequence[int] | None = None,
         f"nor a model ({', '.join(models.names())})")
 
 
-def _model_default_input(name: str, kwargs: dict) -> tuple:
+def _model_default_input(name: str, kwargs: dict) -> tuple | None:
     """Input shape of one of binarynet's model builders from its options (``in_shape``, or
-    ``in_channels`` and ``image_size``) and their defaults."""
+    ``in_channels`` and ``image_size``) and their defaults; None when they do not tell."""
     import inspect
 
     from . import models
@@ -793,7 +794,7 @@ def _model_default_input(name: str, kwargs: dict) -> tuple:
         return tuple(options["in_shape"])
     if "in_channels" in options and "image_size" in options:
         return (options["in_channels"], options["image_size"], options["image_size"])
-    raise ValueError(f"the input shape of model {name!r} is unknown: give --input-shape C,H,W")
+    return None
 
 
 def _is_torch_module(obj: Any) -> bool:

@@ -3,6 +3,7 @@ binarynet.summary and binarynet.report)."""
 from __future__ import annotations
 
 import json
+import re
 
 from ..errors import BinarynetError
 
@@ -44,7 +45,7 @@ def _shape(text: str | None):
     if text is None:
         return None
     try:
-        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+        shape = tuple(int(v) for v in re.split(r"[,x]", text))
     except ValueError:
         shape = ()
     if not shape or any(v < 1 for v in shape):
