@@ -80,11 +80,17 @@ class _Timer:
 
 
 WARMUP = 3
+SMOKE = False
 
 
 def time_ms(fn, reps: int, target_ms: float = 2.0) -> float:
     """Median milliseconds per call of fn: each repeat times a block of calls with CUDA events,
-    the block long enough (~target_ms) that event overhead is negligible."""
+    the block long enough (~target_ms) that event overhead is negligible. (--smoke: one call.)"""
+    if SMOKE:
+        timer = _Timer()
+        with timer:
+            fn()
+        return timer.ms
     for _ in range(WARMUP):
         fn()
     if DEVICE == "cuda":
@@ -349,7 +355,7 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny problems, only to check the script (on CPU: TRITON_INTERPRET=1)")
     args = parser.parse_args(argv)
-    global DEVICE, WARMUP
+    global DEVICE, WARMUP, SMOKE
     if torch.cuda.is_available():
         DEVICE = "cuda"
         props = torch.cuda.get_device_properties(0)
@@ -361,8 +367,8 @@ def main(argv=None) -> int:
         print("bench_gpu: no CUDA GPU: nothing to measure (--smoke runs on CPU under "
               "TRITON_INTERPRET=1)", file=sys.stderr)
         return 2
-    reps = 1 if args.smoke else 5 if args.quick else 15
-    WARMUP = 1 if args.smoke else 3
+    reps = 5 if args.quick else 15
+    SMOKE = args.smoke
     engines = ["triton"] + (["tensor_core"] if DEVICE == "cuda" and bmma.supported() else [])
     print(f"device: {name}; torch {torch.__version__}, "
           f"triton {triton_kernels.triton.__version__}; engines: {', '.join(engines)}")

@@ -254,3 +254,53 @@ def test_gpu_backend_rejects_bad_conv_arguments():
         backend.bconv2d(x, w, 8, stride=0)
     with pytest.raises(ValueError, match="x must be 4-D"):
         backend.bconv2d(x[0], w, 8)
+
+
+# ----------------------------------------------------------------------------------------------
+# the runner's other ops
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [1, 64, 70])
+def test_gpu_threshold_pack_matches_reference(n):
+    rng = np.random.default_rng(n)
+    x = rng.integers(-50, 51, (2, 3, n)).astype(np.int32)
+    thresh, flip = thresholds(rng, x.reshape(-1, n))
+    got = backend.threshold_pack(to_device(x), to_device(thresh), to_device(flip))
+    np.testing.assert_array_equal(to_numpy(got), ref.threshold_pack(x, thresh, flip))
+
+
+@pytest.mark.parametrize("c,kernel,stride", [(5, 2, 2), (70, 3, 2), (128, (2, 3), (1, 2))])
+def test_gpu_bmaxpool2d_matches_reference(c, kernel, stride):
+    rng = np.random.default_rng(c)
+    x = packed(rng, (2, 7, 6, c))
+    flip = rng.random(c) < 0.5
+    got = backend.bmaxpool2d(to_device(x), kernel, stride, to_device(flip), c)
+    np.testing.assert_array_equal(to_numpy(got), ref.bmaxpool2d(x, kernel, stride, flip, c))
+
+
+def test_triton_bconv2d_threshold_maxpool_matches_reference():
+    rng = np.random.default_rng(4)
+    x, w = packed(rng, (1, 6, 5, 20)), packed(rng, (66, 3, 3, 20))
+    thresh = rng.integers(-10, 11, 66).astype(np.int32)
+    flip = rng.random(66) < 0.5
+    args = ((1, 1), (1, 1), (1, 1), "zero")
+    got = backend.bconv2d_threshold_maxpool(to_device(x), to_device(w), 20, to_device(thresh),
+                                            to_device(flip), 2, (2, 1), *args)
+    np.testing.assert_array_equal(
+        to_numpy(got), ref.bconv2d_threshold_maxpool(x, w, 20, thresh, flip, 2, (2, 1), *args))
+
+
+def test_gpu_maxpool2d_int_matches_reference():
+    x = np.random.default_rng(0).integers(-2**31, 2**31 - 1, (2, 5, 7, 3)).astype(np.int32)
+    got = backend.maxpool2d_int(to_device(x), (2, 3), (2, 2))
+    np.testing.assert_array_equal(to_numpy(got), ref.maxpool2d_int(x, (2, 3), (2, 2)))
+
+
+@pytest.mark.parametrize("k", [1, 65, 784])
+def test_gpu_first_layer_gemm_matches_reference(k):
+    rng = np.random.default_rng(k)
+    x = rng.integers(0, 256, (3, k)).astype(np.uint8)
+    x[0] = 255  # the largest sums
+    w = packed(rng, (5, k))
+    expected = ref.bitplane_gemm(x, w, k)
+    for op in (backend.int_gemm, backend.bitplane_gemm):
+        np.testing.assert_array_equal(to_numpy(op(to_device(x), to_device(w), k)), expected)

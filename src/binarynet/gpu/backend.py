@@ -10,6 +10,9 @@ tensors instead of numpy arrays, so the runner can switch backends by module:
     bconv2d(x, w, c, stride, padding, dilation, pad_mode) -> int32 (N, Ho, Wo, O)
     bconv2d_threshold(x, w, c, thresh, flip, ...)         -> uint64 (N, Ho, Wo, ceil(O/64))
 
+and the runner's smaller ops: threshold_pack, bmaxpool2d, bconv2d_threshold_maxpool,
+maxpool2d_int, int_gemm and bitplane_gemm (the first layer, as an exact integer product).
+
 Conventions (docs/design.md): bit 1 <=> +1 (value >= 0), LSB-first little-endian uint64 words
 along the reduction axis, pad bits 0. Packed operands must come from :func:`pack` (or the CPU
 engine): their pad bits are trusted, not checked, because checking them would need a
@@ -286,3 +289,126 @@ def bconv2d_threshold(x: torch.Tensor, w: torch.Tensor, c: int, thresh: torch.Te
     words = triton_kernels.bconv2d_words(_words(x), _words(w), c, stride, padding, dilation,
                                          pad_mode, thresh, flip)
     return _packed(words)
+
+
+# ----------------------------------------------------------------------------------------------
+# the rest of the runner's ops (element-wise or small next to the GEMMs: plain torch ops)
+# ----------------------------------------------------------------------------------------------
+def _pack_bool(bits: torch.Tensor) -> torch.Tensor:
+    """Pack a bool tensor (..., N): True -> bit 1 (+1)."""
+    return pack(bits.to(torch.int8) - 1)  # True -> 0 (>= 0, bit 1), False -> -1 (bit 0)
+
+
+def threshold_pack(x: torch.Tensor, thresh: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Batch-norm + sign of int32 sums computed apart: ``(..., N)`` -> uint64 ``(..., ceil(N/64))``.
+
+    Bit n = ``x[..., n] >= thresh[n]`` (``<=`` where ``flip[n]``), as the fused kernels do.
+    """
+    op = "threshold_pack"
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.int32:
+        raise TypeError(f"{op}: x must be an int32 torch tensor, got "
+                        f"{getattr(x, 'dtype', type(x).__name__)}")
+    if x.dim() < 1 or x.numel() == 0:
+        raise ValueError(f"{op}: x must be non-empty with at least 1 axis, got {tuple(x.shape)}")
+    _check_device(op, "x", x)
+    thresh, flip = _check_thresholds(op, thresh, flip, x.shape[-1], x.device)
+    flip = flip.bool()
+    return _pack_bool(torch.where(flip, x <= thresh, x >= thresh))
+
+
+def _pool_geometry(op: str, h: int, w: int, kernel, stride):
+    kernel = _as_pair(op, "kernel", kernel, 1)
+    stride = _as_pair(op, "stride", stride, 1)
+    if kernel[0] > h or kernel[1] > w:
+        raise ValueError(f"{op}: pool kernel {kernel} is larger than the {h}x{w} input")
+    return kernel, stride
+
+
+def _windows(x: torch.Tensor, kernel, stride) -> list[torch.Tensor]:
+    """The kernel[0] * kernel[1] strided views of an NHWC tensor, one per window tap (floor sizes)."""
+    (kh, kw), (sh, sw) = kernel, stride
+    ho = (x.shape[1] - kh) // sh + 1
+    wo = (x.shape[2] - kw) // sw + 1
+    return [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
+            for i in range(kh) for j in range(kw)]
+
+
+def _bit_pool(x: torch.Tensor, kernel, stride, flip: torch.Tensor) -> torch.Tensor:
+    """OR of the window's bits where flip is False, AND where it is True (on int32 words)."""
+    windows = _windows(_words(x), kernel, stride)
+    any_set, all_set = windows[0].clone(), windows[0].clone()
+    for window in windows[1:]:
+        any_set |= window
+        all_set &= window
+    and_mask = _words(_pack_bool(flip))
+    return _packed(((any_set & ~and_mask) | (all_set & and_mask)).contiguous())
+
+
+def bmaxpool2d(x: torch.Tensor, kernel, stride, flip: torch.Tensor, c: int) -> torch.Tensor:
+    """Max-pool of thresholded binary maps (no padding, floor sizes as torch.nn.MaxPool2d).
+
+    Exact because thresholding is monotone: per channel the OR of the window's bits where flip
+    is False (bit = s >= t), the AND where flip is True (bit = s <= t). x uint64
+    (N, H, W, ceil(c/64)), flip bool (c,) -> uint64 (N, Ho, Wo, ceil(c/64)).
+    """
+    op = "bmaxpool2d"
+    c = _check_length(op, "c", c)
+    x = _check_packed(op, "x", x, 4, c, "c")
+    kernel, stride = _pool_geometry(op, x.shape[1], x.shape[2], kernel, stride)
+    _, flip = _check_thresholds(op, torch.zeros(c, dtype=torch.int32, device=x.device), flip, c,
+                                x.device)
+    return _bit_pool(x, kernel, stride, flip.bool())
+
+
+def bconv2d_threshold_maxpool(x: torch.Tensor, w: torch.Tensor, c: int, thresh: torch.Tensor,
+                              flip: torch.Tensor, pool_kernel, pool_stride, stride=(1, 1),
+                              padding=(0, 0), dilation=(1, 1), pad_mode: str = "zero"
+                              ) -> torch.Tensor:
+    """Conv -> max-pool -> batch-norm -> sign (the paper's order) -> packed uint64
+    (N, Hp, Wp, ceil(O/64)); equals ``bmaxpool2d(bconv2d_threshold(...), pool_kernel,
+    pool_stride, flip, O)`` with the post-pool BN's thresh / flip, and is computed that way."""
+    op = "bconv2d_threshold_maxpool"
+    x, w, c, stride, padding, dilation = _conv_args(op, x, w, c, stride, padding, dilation, pad_mode)
+    thresh, flip8 = _check_thresholds(op, thresh, flip, w.shape[0], x.device)
+    bits = _packed(triton_kernels.bconv2d_words(_words(x), _words(w), c, stride, padding, dilation,
+                                                pad_mode, thresh, flip8))
+    kernel, pool_stride = _pool_geometry(op, bits.shape[1], bits.shape[2], pool_kernel, pool_stride)
+    return _bit_pool(bits, kernel, pool_stride, flip8.bool())
+
+
+def maxpool2d_int(x: torch.Tensor, kernel, stride) -> torch.Tensor:
+    """Integer max-pool over NHWC int32 maps (no padding, floor sizes) -> int32 (N, Ho, Wo, C)."""
+    op = "maxpool2d_int"
+    x = _check_tensor(op, "x", x, torch.int32, 4)
+    kernel, stride = _pool_geometry(op, x.shape[1], x.shape[2], kernel, stride)
+    windows = _windows(x, kernel, stride)
+    out = windows[0].clone()
+    for window in windows[1:]:
+        torch.maximum(out, window, out=out)
+    return out
+
+
+def int_gemm(x_u8: torch.Tensor, w: torch.Tensor, k: int) -> torch.Tensor:
+    """First layer with 8-bit input (spec §1.6): int32 (M, N) = sum_i w_ni * x_mi, exactly.
+
+    x_u8 uint8 (M, k), w packed +-1 (N, ceil(k/64)). Computed as a float product of the pixels
+    with the unpacked weights: float32 while every partial sum is an integer below 2^24
+    (k * 255 < 2^24, also under TF32 / bf16 matmul precision: the operands are exact there),
+    float64 beyond.
+    """
+    op = "int_gemm"
+    k = _check_length(op, "k", k)
+    x_u8 = _check_tensor(op, "x_u8", x_u8, torch.uint8, 2)
+    if x_u8.shape[1] != k:
+        raise ValueError(f"{op}: x_u8 must have k={k} columns, got shape {tuple(x_u8.shape)}")
+    w = _check_packed(op, "w", w, 2, k)
+    _check_same_device(op, x_u8=x_u8, w=w)
+    dtype = torch.float32 if k * 255 < 2**24 else torch.float64
+    product = x_u8.to(dtype) @ unpack(w, k).to(dtype).T
+    return product.round().to(torch.int32)
+
+
+def bitplane_gemm(x_u8: torch.Tensor, w: torch.Tensor, k: int) -> torch.Tensor:
+    """Same result as the CPU engine's bit-plane first layer (spec §1.6), by :func:`int_gemm`:
+    on a GPU the exact integer product is cheaper than eight popcount GEMMs."""
+    return int_gemm(x_u8, w, k)
