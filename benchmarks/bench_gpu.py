@@ -159,8 +159,8 @@ def gemm_rows(m: int, n: int, k: int, reps: int, engines: list[str], sweep: bool
         if sweep:
             default = triton_kernels.default_tile(m, n, a_words.device)
             for tile in SWEEP_TILES:
-                name = (f"  triton tile {tile.block_m}x{tile.block_n}x{tile.block_k}/w{tile.num_warps}"
-                        + (" (default)" if tile == default else ""))
+                name = (f"  triton tile {tile.block_m}x{tile.block_n}x{tile.block_k}"
+                        f"/w{tile.num_warps}" + (" (default)" if tile == default else ""))
                 add(name, lambda t=tile: triton_kernels.bgemm_words(a_words, w_words, k, tile=t),
                     lambda t=tile: triton_kernels.bgemm_words(a_words, w_words, k, tile=t))
     if "tensor_core" in engines:
@@ -209,7 +209,7 @@ class MLP:
         self.shift = torch.randn(10, device=DEVICE, generator=gen)
         self.packed = [backend.pack(w) for w in self.weights[1:]]
         self.w1_t = self.weights[0].T.contiguous()
-        self._float_weights = {}  # dtype -> transposed weights, converted once like a deployed model
+        self._float_weights = {}  # dtype -> transposed weights, converted once (as deployed)
 
     def _hidden_signs(self, s: torch.Tensor, i: int) -> torch.Tensor:
         """+-1 float of a layer's threshold test on exact integer-valued float sums."""
@@ -269,7 +269,8 @@ def mlp_rows(reps: int, engines: list[str], batches: list[int], hidden: int) -> 
                 with gemm_engine(engine):
                     same = bool(torch.equal(model.binary_forward(x), expected))
                     ms = time_ms(lambda: model.binary_forward(x), reps)
-                rows.append({"batch": batch, "method": f"binary ({engine})", "ms": ms, "same": same})
+                rows.append({"batch": batch, "method": f"binary ({engine})", "ms": ms,
+                             "same": same})
             except Exception as err:  # report and go on
                 rows.append({"batch": batch, "method": f"binary ({engine})", "ms": None,
                              "error": f"{type(err).__name__}: {err}"[:200]})
@@ -385,7 +386,8 @@ def main(argv=None) -> int:
         print(f"  ({time.time() - t0:.1f} s)")
         sys.stdout.flush()
     if not args.skip_mlp:
-        batches = SMOKE_MLP_BATCHES if args.smoke else MLP_BATCHES[1:] if args.quick else MLP_BATCHES
+        batches = (SMOKE_MLP_BATCHES if args.smoke else MLP_BATCHES[1:] if args.quick
+                   else MLP_BATCHES)
         hidden = SMOKE_MLP_HIDDEN if args.smoke else MLP_HIDDEN
         results["mlp"] = mlp_rows(reps, engines, batches, hidden)
         print_mlp(results["mlp"], hidden)

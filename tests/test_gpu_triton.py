@@ -124,8 +124,8 @@ def test_triton_bgemm_equals_float_matmul_of_signs():
 def test_triton_bgemm_tiles(tile):
     rng = np.random.default_rng(3)
     a, w = packed(rng, (37, 190)), packed(rng, (45, 190))
-    words = triton_kernels.bgemm_words(to_device(a).view(torch.int32), to_device(w).view(torch.int32),
-                                       190, tile=tile)
+    words = triton_kernels.bgemm_words(to_device(a).view(torch.int32),
+                                       to_device(w).view(torch.int32), 190, tile=tile)
     np.testing.assert_array_equal(to_numpy(words), ref.bgemm(a, w, 190))
 
 

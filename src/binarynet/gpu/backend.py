@@ -34,7 +34,6 @@ import torch
 from . import bmma, triton_kernels
 
 WORD_BITS = 64
-INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 PAD_MODES = tuple(triton_kernels.PAD_MODE_CODES)
 GEMM_ENGINES = ("triton", "tensor_core")
@@ -86,8 +85,8 @@ def _check_tensor(op: str, name: str, t, dtype: torch.dtype, ndim: int) -> torch
 def _check_packed(op: str, name: str, t, ndim: int, k: int, length_name: str = "k") -> torch.Tensor:
     t = _check_tensor(op, name, t, torch.uint64, ndim)
     if t.shape[-1] != words_for(k):
-        raise ValueError(f"{op}: {name} last axis must hold ceil({length_name}/64) = {words_for(k)} "
-                         f"words for {length_name}={k}, got {t.shape[-1]}")
+        raise ValueError(f"{op}: {name} last axis must hold ceil({length_name}/64) = "
+                         f"{words_for(k)} words for {length_name}={k}, got {t.shape[-1]}")
     return t
 
 
@@ -101,7 +100,8 @@ def _check_same_device(op: str, **tensors: torch.Tensor) -> None:
 def _check_on(op: str, device: torch.device, **tensors: torch.Tensor) -> None:
     for name, t in tensors.items():
         if t.device != device:
-            raise ValueError(f"{op}: {name} must be on the operands' device {device}, got {t.device}")
+            raise ValueError(f"{op}: {name} must be on the operands' device {device}, "
+                             f"got {t.device}")
 
 
 def _check_thresholds(op: str, thresh, flip, n: int, device: torch.device):
@@ -144,8 +144,8 @@ def _conv_args(op, x, w, c, stride, padding, dilation, pad_mode):
     ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     wo = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if ho < 1 or wo < 1:
-        raise ValueError(f"{op}: kernel {kh}x{kw} (dilation {dilation}, padding {padding}) does not "
-                         f"fit the {h}x{wd} input")
+        raise ValueError(f"{op}: kernel {kh}x{kw} (dilation {dilation}, padding {padding}) does "
+                         f"not fit the {h}x{wd} input")
     return x, w, c, stride, padding, dilation
 
 
@@ -173,7 +173,8 @@ def gemm_engine(device: torch.device | str | None = None) -> str:
         raise ValueError(f"BINARYNET_GPU_GEMM must be one of {GEMM_ENGINES}, got {forced!r}")
     if triton_kernels.INTERPRETED or (device is not None and torch.device(device).type != "cuda"):
         if forced == "tensor_core":
-            raise ValueError("BINARYNET_GPU_GEMM=tensor_core needs a CUDA device (not the interpreter)")
+            raise ValueError("BINARYNET_GPU_GEMM=tensor_core needs a CUDA device "
+                             "(not the interpreter)")
         return "triton"
     if forced == "triton":
         return "triton"
@@ -211,7 +212,7 @@ def pack(x: torch.Tensor) -> torch.Tensor:
 
 
 def unpack(p: torch.Tensor, k: int) -> torch.Tensor:
-    """Inverse of :func:`pack` on signs: uint64 ``(..., ceil(k/64))`` -> int8 ``(..., k)`` of +-1."""
+    """Inverse of :func:`pack` on signs: uint64 ``(..., ceil(k/64))`` -> int8 ``(..., k)``, +-1."""
     k = _check_length("unpack", "k", k)
     if not isinstance(p, torch.Tensor) or p.dtype != torch.uint64:
         raise TypeError(f"unpack: p must be a uint64 torch tensor, got "
@@ -269,11 +270,13 @@ def bconv2d(x: torch.Tensor, w: torch.Tensor, c: int, stride=(1, 1), padding=(0,
     out[n, y, x, o] = sum over taps and channels of x_val * w_val with +-1 values, i.e. per tap
     ``c - 2 * popcount(x_word XOR w_word)``. pad_mode "zero": padded taps contribute 0 (the dot
     runs over the valid taps, Kv = valid_taps * c); "one" / "minus_one": padded inputs are +1 / -1
-    and every tap counts. x (N, H, W, ceil(c/64)), w (O, KH, KW, ceil(c/64)) -> int32 (N, Ho, Wo, O).
+    and every tap counts. x (N, H, W, ceil(c/64)), w (O, KH, KW, ceil(c/64))
+    -> int32 (N, Ho, Wo, O).
     """
     x, w, c, stride, padding, dilation = _conv_args("bconv2d", x, w, c, stride, padding, dilation,
                                                     pad_mode)
-    return triton_kernels.bconv2d_words(_words(x), _words(w), c, stride, padding, dilation, pad_mode)
+    return triton_kernels.bconv2d_words(_words(x), _words(w), c, stride, padding, dilation,
+                                        pad_mode)
 
 
 def bconv2d_threshold(x: torch.Tensor, w: torch.Tensor, c: int, thresh: torch.Tensor,
@@ -284,7 +287,8 @@ def bconv2d_threshold(x: torch.Tensor, w: torch.Tensor, c: int, thresh: torch.Te
     Bit o = ``dot >= thresh[o]`` (``<=`` where ``flip[o]``), as :func:`bgemm_threshold`.
     """
     op = "bconv2d_threshold"
-    x, w, c, stride, padding, dilation = _conv_args(op, x, w, c, stride, padding, dilation, pad_mode)
+    x, w, c, stride, padding, dilation = _conv_args(op, x, w, c, stride, padding, dilation,
+                                                    pad_mode)
     thresh, flip = _check_thresholds(op, thresh, flip, w.shape[0], x.device)
     words = triton_kernels.bconv2d_words(_words(x), _words(w), c, stride, padding, dilation,
                                          pad_mode, thresh, flip)
@@ -325,7 +329,7 @@ def _pool_geometry(op: str, h: int, w: int, kernel, stride):
 
 
 def _windows(x: torch.Tensor, kernel, stride) -> list[torch.Tensor]:
-    """The kernel[0] * kernel[1] strided views of an NHWC tensor, one per window tap (floor sizes)."""
+    """The strided views of an NHWC tensor, one per tap of the pool window (floor sizes)."""
     (kh, kw), (sh, sw) = kernel, stride
     ho = (x.shape[1] - kh) // sh + 1
     wo = (x.shape[2] - kw) // sw + 1
@@ -368,7 +372,8 @@ def bconv2d_threshold_maxpool(x: torch.Tensor, w: torch.Tensor, c: int, thresh: 
     (N, Hp, Wp, ceil(O/64)); equals ``bmaxpool2d(bconv2d_threshold(...), pool_kernel,
     pool_stride, flip, O)`` with the post-pool BN's thresh / flip, and is computed that way."""
     op = "bconv2d_threshold_maxpool"
-    x, w, c, stride, padding, dilation = _conv_args(op, x, w, c, stride, padding, dilation, pad_mode)
+    x, w, c, stride, padding, dilation = _conv_args(op, x, w, c, stride, padding, dilation,
+                                                    pad_mode)
     thresh, flip8 = _check_thresholds(op, thresh, flip, w.shape[0], x.device)
     bits = _packed(triton_kernels.bconv2d_words(_words(x), _words(w), c, stride, padding, dilation,
                                                 pad_mode, thresh, flip8))

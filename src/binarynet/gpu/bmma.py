@@ -1,4 +1,4 @@
-"""Loader of the 1-bit tensor-core GEMM (``bmma.cu``): built with nvcc at first use, called by ctypes.
+"""Loader of the 1-bit tensor-core GEMM (``bmma.cu``): nvcc builds it at first use; ctypes calls it.
 
 The CUDA source is compiled into a small shared library (no torch headers, so it builds in seconds)
 for the compute capability of the current GPU, cached under ``$BINARYNET_CACHE_DIR`` (default
@@ -67,7 +67,8 @@ def build(arch: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         partial = Path(tmp) / target.name
-        result = subprocess.run(compile_command(nvcc, arch, partial), capture_output=True, text=True)
+        result = subprocess.run(compile_command(nvcc, arch, partial), capture_output=True,
+                                text=True)
         if result.returncode != 0:
             raise BuildError(f"nvcc failed to build {SOURCE.name} for {arch}:\n{result.stderr}")
         os.replace(partial, target)  # atomic: concurrent builders never load a partial file
@@ -97,7 +98,7 @@ def load(device: torch.device | str | None = None) -> ctypes.CDLL:
 
 
 def supported(device: torch.device | str | None = None) -> bool:
-    """True when ``device`` is a CUDA GPU with the 1-bit MMA (sm_80+) and nvcc can build the kernel."""
+    """True when ``device`` is a CUDA GPU with the 1-bit MMA (sm_80+) and the kernel builds."""
     if not torch.cuda.is_available():
         return False
     device = torch.device("cuda" if device is None else device)

@@ -38,7 +38,7 @@ PAD_MODE_CODES = {"zero": PAD_ZERO, "one": PAD_ONE, "minus_one": PAD_MINUS_ONE}
 
 @dataclass(frozen=True)
 class TileConfig:
-    """Tile of one GEMM/conv program: BM output rows x BN output columns, BK int32 words per step."""
+    """Tile of a GEMM/conv program: BM output rows x BN output columns, BK int32 words a step."""
 
     block_m: int = 64
     block_n: int = 64
