@@ -1,6 +1,7 @@
 """Binary GEMM on an NVIDIA GPU vs torch.matmul, and the paper's MNIST MLP end to end (issue 6).
 
 Prints, in one run:
+  0. The chip's 1-bit MMA ceiling: a register-only loop of m16n8k256 AND-popc MMAs (TOPS).
   1. GEMM at 8192^3 and at the MNIST MLP's shapes (M = 1, 64, 1024; K = N = 4096): our Triton
      XNOR-popcount kernel and the 1-bit tensor-core kernel (bmma.cu), each with packed activations
      given and with the packing of float activations included, vs torch.matmul in fp32 (no TF32),
@@ -375,6 +376,12 @@ def main(argv=None) -> int:
           f"triton {triton_kernels.triton.__version__}; engines: {', '.join(engines)}")
     results = {"device": name, "torch": torch.__version__,
                "triton": triton_kernels.triton.__version__, "gemm": {}, "mlp": []}
+    if "tensor_core" in engines:
+        run, bit_macs = bmma.peak_probe()
+        ms = time_ms(run, reps)
+        results["bmma_peak_tops"] = 2 * bit_macs / (ms * 1e-3) / 1e12
+        print(f"1-bit MMA ceiling (register operands only, no memory): "
+              f"{results['bmma_peak_tops']:.0f} TOPS")
     shapes = SMOKE_GEMM_SHAPES if args.smoke else GEMM_SHAPES[1:] if args.quick else GEMM_SHAPES
     for shape in shapes:
         t0 = time.time()

@@ -240,6 +240,22 @@ bmma_gemm_kernel(const uint32_t* __restrict__ a, const uint32_t* __restrict__ w,
     }
 }
 
+// Throughput probe: 8 independent chains of m16n8k256 AND-popc MMAs on register operands, no
+// memory traffic; the benchmark times it to show the chip's 1-bit MMA ceiling next to the GEMM.
+__global__ void bmma_peak_kernel(int iterations, uint32_t seed, int* __restrict__ sink) {
+    uint32_t a[4] = {seed, seed * 3u, seed * 5u, seed * 7u};
+    const uint32_t b0 = seed * 11u, b1 = seed * 13u;
+    int acc[8][4] = {};
+    for (int it = 0; it < iterations; ++it) {
+#pragma unroll
+        for (int c = 0; c < 8; ++c) mma_and_popc(acc[c], a, b0, b1);
+    }
+    int total = 0;
+#pragma unroll
+    for (int c = 0; c < 8; ++c) total += acc[c][0] + acc[c][1] + acc[c][2] + acc[c][3];
+    if (total == 0x7fffffff) sink[blockIdx.x] = total;  // keeps the loop alive, never taken
+}
+
 // pop[r] = popcount of row r (words 32-bit words): one warp per row.
 __global__ void row_popcount_kernel(const uint32_t* __restrict__ x, int rows, int words, int* __restrict__ pop) {
     const int row = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
@@ -336,6 +352,15 @@ int bmma_gemm_threshold(int device, int tile, const uint32_t* a, const uint32_t*
     if (err != cudaSuccess) return static_cast<int>(err);
     return static_cast<int>(dispatch<true>(device, tile, a, w, pop_a, pop_w, M, N, words, k, out, out_cols,
                                            thresh, flip, stream));
+}
+
+// Launch the throughput probe: blocks x 128 threads, each warp doing iterations x 8 MMAs
+// (16 x 8 x 256 bit-MACs each).
+int bmma_peak(int device, int blocks, int iterations, int* sink, cudaStream_t stream) {
+    cudaError_t err = cudaSetDevice(device);
+    if (err != cudaSuccess) return static_cast<int>(err);
+    bmma_peak_kernel<<<blocks, 128, 0, stream>>>(iterations, 0x9e3779b9u, sink);
+    return static_cast<int>(cudaGetLastError());
 }
 
 const char* bmma_error_string(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }

@@ -91,6 +91,7 @@ def load(device: torch.device | str | None = None) -> ctypes.CDLL:
             lib.bmma_row_popcount.argtypes = [i, p, i, i, p, p]
             lib.bmma_gemm.argtypes = [i, i, p, p, p, p, i, i, i, i, p, p]
             lib.bmma_gemm_threshold.argtypes = [i, i, p, p, p, p, i, i, i, i, p, p, p, i, p]
+            lib.bmma_peak.argtypes = [i, i, i, p, p]
             lib.bmma_error_string.argtypes = [i]
             lib.bmma_error_string.restype = ctypes.c_char_p
             _libraries[arch] = lib
@@ -178,3 +179,30 @@ def bgemm_words(a: torch.Tensor, w: torch.Tensor, k: int, thresh: torch.Tensor |
                                        stream)
     _check(lib, code, "bmma_gemm")
     return out
+
+
+PEAK_WARPS_PER_BLOCK = 4
+PEAK_MMAS_PER_ITERATION = 8
+MMA_BIT_MACS = 16 * 8 * 256
+
+
+def peak_probe(device: torch.device | str | None = None, blocks: int | None = None,
+               iterations: int = 4096):
+    """Launcher of the register-only MMA throughput probe on torch's current stream.
+
+    Returns (run, bit_macs): ``run()`` launches it once; it performs ``bit_macs`` 1-bit
+    multiply-accumulates (2 ops each when quoted as TOPS). Default grid: 8 blocks per SM.
+    """
+    device = torch.device("cuda" if device is None else device)
+    lib = load(device)
+    if blocks is None:
+        blocks = 8 * torch.cuda.get_device_properties(device).multi_processor_count
+    sink = torch.zeros(blocks, dtype=torch.int32, device=device)
+
+    def run():
+        stream = torch.cuda.current_stream(device).cuda_stream
+        _check(lib, lib.bmma_peak(_index(device), blocks, iterations, sink.data_ptr(), stream),
+               "bmma_peak")
+
+    bit_macs = blocks * PEAK_WARPS_PER_BLOCK * iterations * PEAK_MMAS_PER_ITERATION * MMA_BIT_MACS
+    return run, bit_macs
