@@ -49,6 +49,8 @@ def register(subparsers) -> None:
     p.add_argument("--download", action="store_true", help="download missing dataset files first")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--max-samples", type=int, default=0, metavar="N",
+                   help="evaluate only the first N samples of the split (default: all)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run_eval)
 
@@ -136,7 +138,7 @@ def run_eval(args) -> int:
     device = distributed.resolve_device(args.device)
     model.to(device)
     options = loop.RunOptions(data_dir=args.data_dir, download=args.download)
-    dataset = loop.load_split(recipe, args.split, options, max_samples=0)
+    dataset = loop.load_split(recipe, args.split, options, max_samples=args.max_samples)
     normalization = (tuple(state["normalization"]["scale"]), tuple(state["normalization"]["offset"]))
     totals = loop.evaluate(model, dataset, normalization, loop.loss_function(recipe),
                            batch_size=args.batch_size, device=device)
