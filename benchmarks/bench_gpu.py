@@ -49,7 +49,7 @@ SWEEP_SHAPES = [(8192, 8192, 8192), (64, 4096, 4096)]
 SWEEP_TILES = [triton_kernels.LARGE_TILE, triton_kernels.MEDIUM_TILE, triton_kernels.SMALL_TILE,
                triton_kernels.TileConfig(64, 32, 4, 2), triton_kernels.TileConfig(64, 64, 2, 4),
                triton_kernels.TileConfig(64, 64, 4, 8), triton_kernels.TileConfig(128, 64, 2, 8)]
-SWEEP_BMMA_TILES = ["large", "medium", "small"]
+SWEEP_BMMA_TILES = ["huge", "large", "medium", "small"]
 
 
 # ----------------------------------------------------------------------------------------------

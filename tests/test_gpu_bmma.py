@@ -83,7 +83,7 @@ def test_gpu_bmma_bgemm_threshold_matches_reference(m, n, k):
 
 
 @needs_bmma
-@pytest.mark.parametrize("tile", ["large", "medium", "small"])
+@pytest.mark.parametrize("tile", ["large", "medium", "small", "huge"])
 @pytest.mark.parametrize("m,n,k", [(1, 3, 64), (70, 130, 1100), (129, 200, 512)])
 def test_gpu_bmma_every_tile_matches_reference(tile, m, n, k):
     rng = np.random.default_rng(m + k)

@@ -101,7 +101,7 @@ bmma_gemm_kernel(const uint32_t* __restrict__ a, const uint32_t* __restrict__ w,
     constexpr int kWarpN = BN / WARPS_N;
     constexpr int MI = kWarpM / 16;
     constexpr int NI = kWarpN / 8;
-    static_assert(kWarpN == 32, "a warp tile spans one 32-bit word of output bits");
+    static_assert(kWarpN % 32 == 0, "a warp tile spans whole 32-bit words of output bits");
     static_assert(kWarpM % 16 == 0, "warp tile rows: a multiple of 16");
 
     extern __shared__ __align__(16) uint32_t smem[];
@@ -206,21 +206,27 @@ bmma_gemm_kernel(const uint32_t* __restrict__ a, const uint32_t* __restrict__ w,
             const int row = row0 + wm * kWarpM + i * 16 + g + h * 8;
             const int row_pop = row < M ? pop_a[row] : 0;
             if (THRESHOLD) {
-                uint32_t bits = 0;
+                // Each 32 columns (4 n-fragments) make one output word; the 4 lanes of a row
+                // group hold 8 of its bits each.
 #pragma unroll
-                for (int j = 0; j < NI; ++j)
+                for (int q = 0; q < kWarpN / 32; ++q) {
+                    uint32_t bits = 0;
 #pragma unroll
-                    for (int e = 0; e < 2; ++e) {
-                        const int col = col0 + wn * kWarpN + j * 8 + 2 * t + e;
-                        const int dot = k - 2 * (row_pop + col_pop[j][e]) + 4 * acc[i][j][h * 2 + e];
-                        const bool on = col_flip[j][e] ? dot <= col_thresh[j][e] : dot >= col_thresh[j][e];
-                        if (col < N && on) bits |= 1u << (j * 8 + 2 * t + e);
-                    }
-                bits |= __shfl_xor_sync(0xffffffffu, bits, 1);
-                bits |= __shfl_xor_sync(0xffffffffu, bits, 2);
-                const int word = (col0 + wn * kWarpN) / 32;
-                if (t == 0 && row < M && word < out_cols)
-                    out[static_cast<size_t>(row) * out_cols + word] = static_cast<int>(bits);
+                    for (int jj = 0; jj < 4; ++jj)
+#pragma unroll
+                        for (int e = 0; e < 2; ++e) {
+                            const int j = q * 4 + jj;
+                            const int col = col0 + wn * kWarpN + j * 8 + 2 * t + e;
+                            const int dot = k - 2 * (row_pop + col_pop[j][e]) + 4 * acc[i][j][h * 2 + e];
+                            const bool on = col_flip[j][e] ? dot <= col_thresh[j][e] : dot >= col_thresh[j][e];
+                            if (col < N && on) bits |= 1u << (jj * 8 + 2 * t + e);
+                        }
+                    bits |= __shfl_xor_sync(0xffffffffu, bits, 1);
+                    bits |= __shfl_xor_sync(0xffffffffu, bits, 2);
+                    const int word = (col0 + wn * kWarpN) / 32 + q;
+                    if (t == 0 && row < M && word < out_cols)
+                        out[static_cast<size_t>(row) * out_cols + word] = static_cast<int>(bits);
+                }
             } else if (row < M) {
 #pragma unroll
                 for (int j = 0; j < NI; ++j) {
@@ -289,8 +295,9 @@ cudaError_t launch(const uint32_t* a, const uint32_t* w, const int* pop_a, const
 // Tile shapes (BM x BN, warps): large 128 x 128 (8 warps of 64 x 32), medium 64 x 64 (4 warps of
 // 32 x 32), small 16 x 64 (2 warps of 16 x 32). Auto picks the largest whose grid still gives every
 // multiprocessor a block: big tiles reuse each loaded word most, small ones keep small batches
-// (M = 1..64) from leaving most of the chip idle.
-enum Tile { kAuto = 0, kLarge = 1, kMedium = 2, kSmall = 3 };
+// (M = 1..64) from leaving most of the chip idle. Huge, 256 x 128 (8 warps of 64 x 64: 25% less
+// shared-memory traffic per MMA than large, one block per SM), is only taken on request.
+enum Tile { kAuto = 0, kLarge = 1, kMedium = 2, kSmall = 3, kHuge = 4 };
 
 int blocks(int M, int cols, int bm, int bn) { return ((M + bm - 1) / bm) * ((cols + bn - 1) / bn); }
 
@@ -315,6 +322,9 @@ cudaError_t dispatch(int device, int tile, const uint32_t* a, const uint32_t* w,
         case kSmall:
             return launch<16, 64, 1, 2, THRESHOLD>(a, w, pop_a, pop_w, M, N, words, k, out, out_cols, thresh,
                                                    flip, stream);
+        case kHuge:
+            return launch<256, 128, 4, 2, THRESHOLD>(a, w, pop_a, pop_w, M, N, words, k, out, out_cols, thresh,
+                                                     flip, stream);
         default:
             return cudaErrorInvalidValue;
     }
@@ -336,7 +346,7 @@ int bmma_row_popcount(int device, const uint32_t* x, int rows, int words, int* p
     return static_cast<int>(cudaGetLastError());
 }
 
-// tile: 0 = auto, 1 = large, 2 = medium, 3 = small (see Tile).
+// tile: 0 = auto, 1 = large, 2 = medium, 3 = small, 4 = huge (see Tile).
 int bmma_gemm(int device, int tile, const uint32_t* a, const uint32_t* w, const int* pop_a, const int* pop_w,
               int M, int N, int words, int k, int* out, cudaStream_t stream) {
     cudaError_t err = cudaSetDevice(device);

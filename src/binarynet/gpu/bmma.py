@@ -144,7 +144,8 @@ def row_popcounts(x: torch.Tensor) -> torch.Tensor:
     return pop
 
 
-TILES = {"auto": 0, "large": 1, "medium": 2, "small": 3}  # bmma.cu's Tile: 128x128, 64x64, 16x64
+# bmma.cu's Tile: large 128x128, medium 64x64, small 16x64, huge 256x128 (only on request)
+TILES = {"auto": 0, "large": 1, "medium": 2, "small": 3, "huge": 4}
 
 
 def bgemm_words(a: torch.Tensor, w: torch.Tensor, k: int, thresh: torch.Tensor | None = None,
