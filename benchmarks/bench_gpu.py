@@ -140,15 +140,18 @@ def gemm_rows(m: int, n: int, k: int, reps: int, engines: list[str], sweep: bool
                          "error": f"{type(err).__name__}: {err}"[:200]})
 
     # cuBLAS first, then ours: a kernel fault (sticky CUDA error) cannot hide the baselines
-    w_t = w_f.T.contiguous()
-    add("torch fp32", lambda: a_f @ w_t)
+    # Weights stay (N, K) and enter as a transposed view, as in nn.Linear (x @ W^T): the "TN"
+    # layout cuBLAS prefers, int8 included.
+    add("torch fp32", lambda: a_f @ w_f.T)
     torch.backends.cuda.matmul.allow_tf32 = True
-    add("torch tf32", lambda: a_f @ w_t)
+    add("torch tf32", lambda: a_f @ w_f.T)
     torch.backends.cuda.matmul.allow_tf32 = False
-    a_h, w_h = a_f.to(torch.bfloat16), w_t.to(torch.bfloat16)
-    add("torch bf16", lambda: a_h @ w_h, lambda: a_h @ w_h)
-    a_i, w_i = a_f.to(torch.int8), w_t.to(torch.int8)
-    add("torch int8 (_int_mm)", lambda: torch._int_mm(a_i, w_i), lambda: torch._int_mm(a_i, w_i))
+    a_h, w_h = a_f.to(torch.bfloat16), w_f.to(torch.bfloat16)
+    add("torch bf16", lambda: a_h @ w_h.T, lambda: a_h @ w_h.T)
+    a_i, w_i = a_f.to(torch.int8), w_f.to(torch.int8)
+    add("torch int8 (_int_mm)", lambda: torch._int_mm(a_i, w_i.T),
+        lambda: torch._int_mm(a_i, w_i.T))
+
     a_p, w_p = backend.pack(a_f), backend.pack(w_f)
     a_words, w_words = a_p.view(torch.int32), w_p.view(torch.int32)
     if "triton" in engines:
@@ -178,7 +181,7 @@ def gemm_rows(m: int, n: int, k: int, reps: int, engines: list[str], sweep: bool
                     a_words, w_words, k, w_popcounts=w_pop, tile=t),
                     lambda t=tile: bmma.bgemm_words(a_words, w_words, k, w_popcounts=w_pop, tile=t))
 
-    del a_f, w_f, reference, a_h, w_h, a_i, w_i, w_t
+    del a_f, w_f, reference, a_h, w_h, a_i, w_i
     if DEVICE == "cuda":
         torch.cuda.empty_cache()
     for row in rows:
@@ -210,7 +213,7 @@ class MLP:
         self.shift = torch.randn(10, device=DEVICE, generator=gen)
         self.packed = [backend.pack(w) for w in self.weights[1:]]
         self.w1_t = self.weights[0].T.contiguous()
-        self._float_weights = {}  # dtype -> transposed weights, converted once (as deployed)
+        self._float_weights = {}  # dtype -> weights converted once (as deployed)
 
     def _hidden_signs(self, s: torch.Tensor, i: int) -> torch.Tensor:
         """+-1 float of a layer's threshold test on exact integer-valued float sums."""
@@ -222,13 +225,13 @@ class MLP:
         """The float torch model (cuBLAS in `dtype`). In fp32 / tf32 it is exact for these
         integer-valued operands; bf16 rounds the sums its products return."""
         if dtype not in self._float_weights:
-            self._float_weights[dtype] = [w.T.contiguous().to(dtype) for w in self.weights]
+            self._float_weights[dtype] = [w.to(dtype) for w in self.weights]
         weights = self._float_weights[dtype]
         h = x_u8.to(dtype)
-        for i, w_t in enumerate(weights[:-1]):
-            s = (h @ w_t).float()
+        for i, w in enumerate(weights[:-1]):
+            s = (h @ w.T).float()
             h = self._hidden_signs(s, i).to(dtype)
-        s = (h @ weights[-1]).float()
+        s = (h @ weights[-1].T).float()
         return (s * self.scale + self.shift).argmax(dim=1)
 
     def binary_forward(self, x_u8: torch.Tensor) -> torch.Tensor:
