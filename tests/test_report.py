@@ -182,4 +182,11 @@ def test_report_paper_row_for_mnist(synthetic_run, tmp_path):
     assert "| BNN (Torch7), paper Table 1 | 1.40% |" in text
     assert "1000 (test at the best-validation epoch)" in text and "Titan Black" in text
     assert "**19.00%**" in text  # this run's test error at its best-validation epoch (2)
-    assert "4 run of 2 planned" in text
+    assert "4 of 2 planned" in text and "0:40 wall time" in text
+
+
+def test_report_names_the_runs_changes_to_its_recipe(synthetic_run):
+    md = report.write_report(synthetic_run, engine=False).read_text()
+    # the fixture trained synthetic_mlp with epochs=2, hidden 64 and sample limits
+    assert ("This run changed the recipe: epochs=2, max_eval_samples=500, max_train_samples=1000, "
+            "model.hidden=64.") in md

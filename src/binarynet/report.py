@@ -155,7 +155,7 @@ def plot_curves(records: Sequence[dict], out_dir, title: str,
             xs = [e + shift for e, _ in points]
             ys = [v * scale for _, v in points]
             values.extend(ys)
-            ax.plot(xs, ys, style, markersize=3 if len(xs) < 60 else 0, linewidth=1.5,
+            ax.plot(xs, ys, style, markersize=4 if len(xs) < 60 else 0, linewidth=1.5,
                     label=label)
         if not values:
             plt.close(fig)
@@ -163,9 +163,9 @@ def plot_curves(records: Sequence[dict], out_dir, title: str,
         if what == "error" and paper_errors:
             for (label, percent), color in zip(paper_errors.items(), ("tab:purple", "tab:gray")):
                 ax.axhline(percent, color=color, linestyle=":", linewidth=1.2,
-                           label=f"paper, {label}: {percent:.2f}%")
+                           label=f"{label}: {percent:.2f}%")
                 values.append(percent)
-        ax.axvline(best["epoch"] + shift, color="black", linestyle="--", linewidth=0.8,
+        ax.axvline(best["epoch"] + shift, color="0.4", linestyle="--", linewidth=0.8, zorder=0,
                    label=f"best validation (epoch {best['epoch'] + shift})")
         positive = [v for v in values if v > 0]
         if what == "error" and positive and max(positive) / min(positive) > 20:
@@ -324,6 +324,31 @@ def _result_rows(records: Sequence[dict], best: dict) -> list:
     return rows
 
 
+def _duration(seconds: float) -> str:
+    """``3725`` -> ``"1:02:05"``; ``65`` -> ``"1:05"``."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _recipe_changes(recipe: dict) -> list:
+    """``field=value`` for each field of a run's recipe that differs from the registered
+    recipe of that name (the run's --epochs / --set overrides); [] if the name is unknown."""
+    from .train import recipes
+
+    try:
+        registered = recipes.get(recipe.get("name")).to_dict()
+    except ValueError:
+        return []
+    changes = [f"{key}={recipe[key]}" for key in sorted(registered)
+               if key not in ("model_overrides", "description") and key in recipe
+               and recipe[key] != registered[key]]
+    model, base = recipe.get("model_overrides") or {}, registered["model_overrides"]
+    changes += [f"model.{key}={model[key]}" for key in sorted(model) if base.get(key) != model[key]]
+    return changes
+
+
 def _paper_rows(recipe: dict, config: dict, records: Sequence[dict], best: dict) -> list:
     paper = PAPER_TABLE1.get(recipe.get("dataset"))
     if not paper:
@@ -334,14 +359,14 @@ def _paper_rows(recipe: dict, config: dict, records: Sequence[dict], best: dict)
         " (" + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())) + ")" if overrides else
         " (paper defaults)")
     elapsed = records[-1].get("elapsed_s")
-    hours = f", {elapsed / 3600:.2f} h" if isinstance(elapsed, (int, float)) else ""
+    hours = f", {_duration(elapsed)} wall time" if isinstance(elapsed, (int, float)) else ""
     hardware = (f"{config.get('device', '?')}, {config.get('threads', '?')} threads"
                 f"{', ' + str(config.get('world_size')) + ' processes' if config.get('world_size', 1) > 1 else ''}"
                 f"{hours}")
     rows = ["| | test error | network | epochs | hardware |", "|---|---|---|---|---|",
             f"| **this run** (at the best-validation epoch {best['epoch'] + shift}) | "
             f"**{_percent(best.get('test_error'))}** | {network} | "
-            f"{len(records)} run of {recipe.get('epochs', '?')} planned | {hardware} |"]
+            f"{len(records)} of {recipe.get('epochs', '?')} planned | {hardware} |"]
     for name in ("Theano", "Torch7"):
         row = paper[name]
         rows.append(f"| BNN ({name}), paper Table 1 | {row['error']:.2f}% | {row['network']} | "
@@ -372,11 +397,14 @@ def write_report(run_dir, data_dir=None, threads: int = 2, engine: bool = True,
     best = best_epoch(records)
     paper = PAPER_TABLE1.get(recipe.get("dataset"))
     plot_curves(records, run_dir, recipe.get("name", run_dir.name),
-                {f"paper {k}": v["error"] for k, v in paper.items()} if paper else None,
+                {f"paper Table 1, {k}": v["error"] for k, v in paper.items()} if paper else None,
                 loss_name=str(recipe.get("loss", "loss")))
 
     lines = [f"# Training report: {run_dir.name}", ""]
     lines.append(f"Recipe `{recipe.get('name')}`: {recipe.get('description', '')}")
+    changes = _recipe_changes(recipe)
+    if changes:
+        lines.append(f"This run changed the recipe: {', '.join(changes)}.")
     lines.append("")
     lines.append(f"Dataset `{recipe.get('dataset')}` ({config.get('train_samples', '?')} "
                  f"training samples), normalisation `{recipe.get('normalization')}`, optimizer "
