@@ -29,7 +29,19 @@ typedef struct {
     size_t kwords;     /* KH * KW * CW */
     int64_t kfull;     /* KH * KW * c */
     int direct;        /* 1x1, stride 1, no padding: the input rows are the GEMM rows */
+    uint64_t *panels;  /* panel path: repacked weights (else NULL) */
+    uint64_t *flip_bits;
 } conv_plan;
+
+typedef struct {
+    const conv_plan *plan;
+    const tap_window *win; /* per row of the block */
+    int32_t *dot_out;      /* row 0 of the block (int32 output), or NULL */
+    uint64_t *bits_out;    /* row 0 of the block (packed output), or NULL */
+    size_t ldo;            /* output row length (elements or words) */
+    const int32_t *thresh;
+    const uint8_t *flip;
+} conv_epi_ctx;
 
 static int plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, const uint64_t *w) {
     memset(p, 0, sizeof(*p));
@@ -66,10 +78,24 @@ static int plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, co
     return 0;
 }
 
+/* Panel path for m output pixels when the backend has one; -1 when out of memory. */
+static int plan_panels(conv_plan *p, const bn_tile_kernels *kr, size_t m, const uint8_t *flip) {
+    if (!bn_use_panels(kr, m, p->kwords)) return 0;
+    p->panels = (uint64_t *)malloc(bn_panel_words(p->s->o, p->kwords) * sizeof(uint64_t));
+    p->flip_bits = (uint64_t *)malloc(bn_words(p->s->o) * sizeof(uint64_t));
+    if (!p->panels || !p->flip_bits) return -1;
+    bn_repack_panels(p->w, p->s->o, p->kwords, p->panels);
+    if (flip) bn_pack_flags(flip, p->s->o, p->flip_bits);
+    return 0;
+}
+
 static void plan_free(conv_plan *p) {
     free(p->pad_row);
     free(p->wpre);
+    free(p->panels);
+    free(p->flip_bits);
 }
+
 
 /* Taps i in [lo, hi) with 0 <= base + i * d < size. */
 static void valid_range(long base, size_t d, size_t size, size_t k, int32_t *lo, int32_t *hi) {
@@ -117,15 +143,7 @@ static inline int64_t conv_dot(const conv_plan *p, const tap_window *win, size_t
     return kv - 2 * ((int64_t)cnt - excess);
 }
 
-typedef struct {
-    const conv_plan *plan;
-    const tap_window *win; /* per row of the block */
-    int32_t *dot_out;      /* row 0 of the block (int32 output), or NULL */
-    uint64_t *bits_out;    /* row 0 of the block (packed output), or NULL */
-    size_t ldo;            /* output row length (elements or words) */
-    const int32_t *thresh;
-    const uint8_t *flip;
-} conv_epi_ctx;
+
 
 static void epi_conv_dot(void *vctx, size_t m0, int mr, size_t n0, int nr, const uint32_t *cnt,
                          int ldc) {
@@ -153,6 +171,33 @@ static void epi_conv_bits(void *vctx, size_t m0, int mr, size_t n0, int nr, cons
     }
 }
 
+/* Panel-path k of each block row: the full K, or -1 where the "zero"-mode border correction
+ * needs the scalar epilogue. */
+static void row_ks(const conv_plan *p, const tap_window *win, size_t rows, int32_t *row_k) {
+    const bn_conv_shape *s = p->s;
+    for (size_t r = 0; r < rows; ++r) {
+        const int full = win[r].i0 == 0 && win[r].i1 == (int32_t)s->kh && win[r].j0 == 0 &&
+                         win[r].j1 == (int32_t)s->kw;
+        row_k[r] = !p->wpre || full ? (int32_t)p->kfull : -1;
+    }
+}
+
+/* Runs rows [0, mb) of an im2col block against outputs [n0, n1) through the tiles or panels. */
+static void conv_block(const conv_plan *p, const bn_tile_kernels *kr, const uint64_t *a, size_t mb,
+                       size_t n0, size_t n1, conv_epi_ctx *ctx, int32_t *row_k) {
+    const size_t kwords = p->kwords;
+    const bn_epilogue_fn epi = ctx->dot_out ? epi_conv_dot : epi_conv_bits;
+    if (!p->panels) {
+        bn_gemm_block(kr, a, kwords, mb, p->w, kwords, n0, n1, kwords, epi, ctx);
+        return;
+    }
+    if (row_k) row_ks(p, ctx->win, mb, row_k);
+    bn_panel_job job = {p->panels, ctx->dot_out ? BN_EPI_DOT : BN_EPI_BITS, (int32_t)p->kfull,
+                        row_k, ctx->dot_out ? (void *)ctx->dot_out : (void *)ctx->bits_out,
+                        ctx->ldo, ctx->thresh, p->flip_bits, epi, ctx};
+    kr->panel(a, kwords, mb, n0, n1, kwords, &job);
+}
+
 /* Output pixels [m0, m0 + mb) in NHWo order -> im2col rows and windows. */
 static void fill_block(const conv_plan *p, size_t m0, size_t mb, uint64_t *buf, tap_window *win) {
     const bn_conv_shape *s = p->s;
@@ -177,7 +222,7 @@ typedef struct {
     const int32_t *thresh;
     const uint8_t *flip;
     size_t m, bm, bn, tm, ldo;
-    bn_scratch scratch; /* per worker: bm im2col rows, then bm tap windows */
+    bn_scratch scratch; /* per worker: bm im2col rows, bm tap windows, bm row ks */
 } conv_job;
 
 static void conv_task(void *vjob, long t, int worker) {
@@ -187,19 +232,20 @@ static void conv_task(void *vjob, long t, int worker) {
     uint64_t *buf = (uint64_t *)bn_scratch_get(&j->scratch, worker);
     if (!buf) return;
     tap_window *win = (tap_window *)(buf + j->bm * kwords);
+    int32_t *row_k = (int32_t *)(win + j->bm);
     const size_t in = (size_t)t / j->tm, im = (size_t)t % j->tm;
     const size_t m0 = im * j->bm, mb = j->m - m0 < j->bm ? j->m - m0 : j->bm;
     const size_t n0 = in * j->bn, n1 = n0 + j->bn < o ? n0 + j->bn : o;
     const uint64_t *a = buf;
     if (p->direct) {
-        a = p->x + m0 * kwords; /* windows unused: no padding */
+        a = p->x + m0 * kwords; /* no padding: windows unused, every row has the full K */
+        row_k = NULL;
     } else {
         fill_block(p, m0, mb, buf, win);
     }
     conv_epi_ctx ctx = {p, win, j->dot_out ? j->dot_out + m0 * j->ldo : NULL,
                         j->bits_out ? j->bits_out + m0 * j->ldo : NULL, j->ldo, j->thresh, j->flip};
-    bn_gemm_block(j->kr, a, kwords, mb, p->w, kwords, n0, n1, kwords,
-                  j->dot_out ? epi_conv_dot : epi_conv_bits, &ctx);
+    conv_block(p, j->kr, a, mb, n0, n1, &ctx, row_k);
 }
 
 static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w, int32_t *dot_out,
@@ -221,7 +267,12 @@ static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w
     j.bn = bn_block_n(plan.kwords, j.m, s->o);
     j.tm = (j.m + j.bm - 1) / j.bm;
     j.ldo = dot_out ? s->o : bn_words(s->o);
-    bn_scratch_init(&j.scratch, j.bm * (plan.kwords * sizeof(uint64_t) + sizeof(tap_window)));
+    if (plan_panels(&plan, j.kr, j.m, flip)) {
+        plan_free(&plan);
+        return -1;
+    }
+    bn_scratch_init(&j.scratch, j.bm * (plan.kwords * sizeof(uint64_t) + sizeof(tap_window) +
+                                        sizeof(int32_t)));
     if (bits_out) memset(bits_out, 0, j.m * j.ldo * sizeof(uint64_t));
     const long tasks = (long)(j.tm * ((s->o + j.bn - 1) / j.bn));
     bn_parallel_for(tasks, bn_threads_for((double)j.m * (double)s->o * (double)plan.kwords),
@@ -252,7 +303,7 @@ typedef struct {
     const uint64_t *and_mask;
     uint64_t *out;
     size_t pkh, pkw, psh, psw, hp, wp, wneed, rows, ow;
-    bn_scratch scratch; /* per worker: rows im2col rows, rows bit rows, rows tap windows */
+    bn_scratch scratch; /* per worker: rows im2col rows, bit rows, tap windows, row ks */
 } pool_job;
 
 static void pool_task(void *vjob, long t, int worker) {
@@ -263,13 +314,14 @@ static void pool_task(void *vjob, long t, int worker) {
     if (!buf) return;
     uint64_t *bits = buf + rows * kwords;
     tap_window *win = (tap_window *)(bits + rows * ow);
+    int32_t *row_k = (int32_t *)(win + rows);
     const size_t n = (size_t)t / j->hp, py = (size_t)t % j->hp;
     for (size_t di = 0; di < j->pkh; ++di)
         for (size_t c = 0; c < wneed; ++c)
             im2col_row(p, n, py * j->psh + di, c, buf + (di * wneed + c) * kwords, win + di * wneed + c);
     memset(bits, 0, rows * ow * sizeof(uint64_t));
     conv_epi_ctx ctx = {p, win, NULL, bits, ow, j->thresh, j->flip};
-    bn_gemm_block(j->kr, buf, kwords, rows, p->w, kwords, 0, p->s->o, kwords, epi_conv_bits, &ctx);
+    conv_block(p, j->kr, buf, rows, 0, p->s->o, &ctx, row_k);
     uint64_t *dst = j->out + (n * j->hp + py) * j->wp * ow;
     for (size_t px = 0; px < j->wp; ++px) {
         for (size_t q = 0; q < ow; ++q) {
@@ -313,8 +365,13 @@ int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, cons
     j.wneed = (j.wp - 1) * psw + pkw;
     j.rows = pkh * j.wneed;
     j.ow = ow;
-    bn_scratch_init(&j.scratch,
-                    j.rows * ((plan.kwords + ow) * sizeof(uint64_t) + sizeof(tap_window)));
+    if (plan_panels(&plan, j.kr, s->n * s->ho * s->wo, flip)) {
+        plan_free(&plan);
+        free(and_mask);
+        return -1;
+    }
+    bn_scratch_init(&j.scratch, j.rows * ((plan.kwords + ow) * sizeof(uint64_t) +
+                                          sizeof(tap_window) + sizeof(int32_t)));
     const long tasks = (long)(s->n * j.hp);
     bn_parallel_for(tasks, bn_threads_for((double)tasks * j.rows * (double)s->o * plan.kwords),
                     pool_task, &j);

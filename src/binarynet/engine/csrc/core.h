@@ -24,11 +24,39 @@ enum bn_backend { BN_PORTABLE = 0, BN_AVX2 = 1, BN_AVX512 = 2 };
 typedef void (*bn_tile_fn)(const uint64_t *const *a, const uint64_t *const *w, size_t kw,
                            uint32_t *cnt);
 
+/* Called for every finished tile: rows [m0, m0+mr) of the current A block, W rows [n0, n0+nr). */
+typedef void (*bn_epilogue_fn)(void *ctx, size_t m0, int mr, size_t n0, int nr,
+                               const uint32_t *cnt, int ldc);
+
+/* Panel path (AVX-512). W rows are regrouped into panels of 8 with their words interleaved
+ * (panel p, word t, lane j = w[8p + j][t], 0 past N). The kernel broadcasts one word of an A
+ * row against a panel, so each accumulator lane is a finished sum for one output: no horizontal
+ * reduction, and the epilogue (dot, threshold bits, bit-plane sums) runs on whole vectors. It
+ * pays off once there are enough A rows to amortise the repacking of W. */
+enum bn_epi_kind { BN_EPI_DOT = 0, BN_EPI_BITS = 1, BN_EPI_PLANES = 2 };
+typedef struct {
+    const uint64_t *panels;    /* bn_repack_panels output */
+    int kind;
+    int32_t k;                 /* dot = k - 2 * count */
+    const int32_t *row_k;      /* per block row k, or NULL (k for all); < 0: use `epi` for the row */
+    void *out;                 /* block row 0 of: int32 rows (DOT), bit words (BITS), or the
+                                  int32 rows of the input rows, plane row r -> row r / 8 (PLANES) */
+    size_t ldo;                /* elements (DOT, PLANES) or words (BITS) per output row */
+    const int32_t *thresh;     /* BITS */
+    const uint64_t *flip_bits; /* BITS: flip packed as bits */
+    bn_epilogue_fn epi;        /* scalar epilogue for rows with row_k < 0 */
+    void *epi_ctx;
+} bn_panel_job;
+/* A rows [0, mb) (stride lda) x outputs [n0, n1), n0 a multiple of 16. */
+typedef void (*bn_panel_fn)(const uint64_t *a, size_t lda, size_t mb, size_t n0, size_t n1,
+                            size_t kw, const bn_panel_job *job);
+
 typedef struct {
     int mr, nr;         /* wide tile, used when there are at least mr rows of A */
     bn_tile_fn tile;
     int thin_nr;        /* 1 x thin_nr tile for a single row of A (GEMV) */
     bn_tile_fn thin;
+    bn_panel_fn panel;  /* panel path, or NULL */
 } bn_tile_kernels;
 
 #if BN_X86
@@ -71,21 +99,26 @@ void bn_unpack(const uint64_t *p, size_t rows, size_t k, int8_t *out);
 /* ---- GEMM driver (gemm.c) -------------------------------------------------------------------- */
 static inline size_t bn_words(size_t k) { return (k + 63) / 64; }
 
-/* Called for every finished tile: rows [m0, m0+mr) of the current A block, W rows [n0, n0+nr). */
-typedef void (*bn_epilogue_fn)(void *ctx, size_t m0, int mr, size_t n0, int nr,
-                               const uint32_t *cnt, int ldc);
-
 /* Runs the tile kernels over A (mb rows, stride lda words) x W rows [n0, n1) (stride ldw). */
 void bn_gemm_block(const bn_tile_kernels *kr, const uint64_t *a, size_t lda, size_t mb,
                    const uint64_t *w, size_t ldw, size_t n0, size_t n1, size_t kw,
                    bn_epilogue_fn epi, void *ctx);
 
+/* Panel path: whether to take it for m rows of A; size (words) and fill of the repacked W
+ * (panels of 8 rows, rounded up to an even number of panels). */
+int bn_use_panels(const bn_tile_kernels *kr, size_t m, size_t kw);
+size_t bn_panel_words(size_t n, size_t kw);
+void bn_repack_panels(const uint64_t *w, size_t n, size_t kw, uint64_t *panels);
+/* flip (n bytes of 0/1) -> bits */
+void bn_pack_flags(const uint8_t *flip, size_t n, uint64_t *bits);
+
 /* Block sizes (rows of A per task, rows of W per task; the latter a multiple of 64). */
 size_t bn_block_m(size_t kw);
 size_t bn_block_n(size_t kw, size_t m, size_t n);
 
-void bn_bgemm(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out);
-void bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
+/* -1 when out of memory */
+int bn_bgemm(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out);
+int bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
                         const int32_t *thresh, const uint8_t *flip, uint64_t *out);
 
 /* int32 rows x n -> packed bits (dot >= thresh, or <= where flipped). */
@@ -126,7 +159,8 @@ int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t 
 static inline uint32_t bn_popcount64(uint64_t v) { return (uint32_t)__builtin_popcountll(v); }
 /* Bit of an output channel: dot >= t, or dot <= t when flipped. */
 static inline uint64_t bn_threshold_bit(int64_t dot, int32_t t, uint8_t flip) {
-    return flip ? (uint64_t)(dot <= t) : (uint64_t)(dot >= t);
+    /* branch-free: flip is data (about half the channels), a branch would mispredict */
+    return (uint64_t)(((dot >= t) & (flip ^ 1)) | ((dot <= t) & flip));
 }
 
 #endif

@@ -42,7 +42,8 @@ typedef struct {
     const int32_t *wpop; /* 255 * popcount(w row) */
     int32_t *out;
     size_t m, n, k, kw, bm, bn, tm;
-    bn_scratch scratch; /* per worker: 8 * bm plane rows */
+    const uint64_t *panels; /* panel path (else NULL) */
+    bn_scratch scratch;     /* per worker: 8 * bm plane rows */
 } plane_job;
 
 static void plane_task(void *vjob, long t, int worker) {
@@ -57,7 +58,12 @@ static void plane_task(void *vjob, long t, int worker) {
         memcpy(j->out + (m0 + i) * j->n + n0, j->wpop + n0, (n1 - n0) * sizeof(int32_t));
     }
     plane_ctx ctx = {j->out + m0 * j->n, j->n};
-    bn_gemm_block(j->kr, planes, j->kw, 8 * mb, j->w, j->kw, n0, n1, j->kw, epi_planes, &ctx);
+    if (j->panels) {
+        bn_panel_job job = {j->panels, BN_EPI_PLANES, 0, NULL, ctx.out, j->n, NULL, NULL, NULL, NULL};
+        j->kr->panel(planes, j->kw, 8 * mb, n0, n1, j->kw, &job);
+    } else {
+        bn_gemm_block(j->kr, planes, j->kw, 8 * mb, j->w, j->kw, n0, n1, j->kw, epi_planes, &ctx);
+    }
 }
 
 int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t k,
@@ -80,11 +86,22 @@ int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, si
     j.bm = bn_block_m(kw) / 8; /* input rows per task (8 plane rows each) */
     j.bn = bn_block_n(kw, 8 * m, n);
     j.tm = (m + j.bm - 1) / j.bm;
+    uint64_t *panels = NULL;
+    if (bn_use_panels(j.kr, 8 * m, kw)) {
+        panels = (uint64_t *)malloc(bn_panel_words(n, kw) * sizeof(uint64_t));
+        if (!panels) {
+            free(wpop);
+            return -1;
+        }
+        bn_repack_panels(w, n, kw, panels);
+    }
+    j.panels = panels;
     bn_scratch_init(&j.scratch, 8 * j.bm * kw * sizeof(uint64_t));
     const long tasks = (long)(j.tm * ((n + j.bn - 1) / j.bn));
     bn_parallel_for(tasks, bn_threads_for(8.0 * m * (double)n * (double)kw), plane_task, &j);
     const int failed = j.scratch.failed;
     bn_scratch_free(&j.scratch);
+    free(panels);
     free(wpop);
     return failed ? -1 : 0;
 }
@@ -108,6 +125,25 @@ static void int_block_portable(const uint8_t *x, const int8_t *wpm, size_t kpad,
 }
 
 #if BN_X86
+#define AVX512BW_FN static inline __attribute__((target("avx512f,avx512bw"), always_inline))
+
+/* Lane j of the result = sum of the 8 lanes of v_j (transposing reduction). */
+AVX512BW_FN __m512i reduce8_epi64(__m512i v0, __m512i v1, __m512i v2, __m512i v3, __m512i v4,
+                                  __m512i v5, __m512i v6, __m512i v7) {
+    __m512i t0 = _mm512_add_epi64(_mm512_unpacklo_epi64(v0, v1), _mm512_unpackhi_epi64(v0, v1));
+    __m512i t1 = _mm512_add_epi64(_mm512_unpacklo_epi64(v2, v3), _mm512_unpackhi_epi64(v2, v3));
+    __m512i t2 = _mm512_add_epi64(_mm512_unpacklo_epi64(v4, v5), _mm512_unpackhi_epi64(v4, v5));
+    __m512i t3 = _mm512_add_epi64(_mm512_unpacklo_epi64(v6, v7), _mm512_unpackhi_epi64(v6, v7));
+    __m512i u0 = _mm512_add_epi64(_mm512_shuffle_i64x2(t0, t1, _MM_SHUFFLE(2, 0, 2, 0)),
+                                  _mm512_shuffle_i64x2(t0, t1, _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512i u1 = _mm512_add_epi64(_mm512_shuffle_i64x2(t2, t3, _MM_SHUFFLE(2, 0, 2, 0)),
+                                  _mm512_shuffle_i64x2(t2, t3, _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_add_epi64(_mm512_shuffle_i64x2(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i64x2(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* One input row x 8 weight rows per step: the weight word is the byte mask that keeps the x
+ * bytes where w = +1, vpsadbw sums them; 8 accumulators are reduced together at the end. */
 __attribute__((target("avx512f,avx512bw"))) static void
 int_block_avx512(const uint8_t *x, const uint64_t *w, size_t m0, size_t m1, size_t n0, size_t n1,
                  size_t n, size_t k, int32_t *out) {
@@ -122,22 +158,22 @@ int_block_avx512(const uint8_t *x, const uint64_t *w, size_t m0, size_t m1, size
             sx = _mm512_add_epi64(sx, _mm512_sad_epu8(xv, zero));
         }
         const int64_t sum_x = _mm512_reduce_add_epi64(sx);
-        for (size_t j = n0; j < n1; j += 4) {
-            const size_t nv = n1 - j < 4 ? n1 - j : 4;
-            const uint64_t *w0 = w + j * kw, *w1 = w + (j + (nv > 1)) * kw,
-                           *w2 = w + (j + (nv > 2 ? 2 : nv - 1)) * kw,
-                           *w3 = w + (j + (nv > 3 ? 3 : nv - 1)) * kw;
-            __m512i p0 = zero, p1 = zero, p2 = zero, p3 = zero;
+        for (size_t j = n0; j < n1; j += 8) {
+            const size_t nv = n1 - j < 8 ? n1 - j : 8;
+            const uint64_t *wr[8];
+            for (size_t q = 0; q < 8; ++q) wr[q] = w + (j + (q < nv ? q : nv - 1)) * kw;
+            __m512i p0 = zero, p1 = zero, p2 = zero, p3 = zero, p4 = zero, p5 = zero, p6 = zero,
+                    p7 = zero;
             for (size_t t = 0; t < kw; ++t) {
                 const __m512i xv =
                     _mm512_maskz_loadu_epi8(t + 1 < kw ? ~(__mmask64)0 : tail, xr + 64 * t);
-                p0 = _mm512_add_epi64(p0, _mm512_sad_epu8(_mm512_maskz_mov_epi8(w0[t], xv), zero));
-                p1 = _mm512_add_epi64(p1, _mm512_sad_epu8(_mm512_maskz_mov_epi8(w1[t], xv), zero));
-                p2 = _mm512_add_epi64(p2, _mm512_sad_epu8(_mm512_maskz_mov_epi8(w2[t], xv), zero));
-                p3 = _mm512_add_epi64(p3, _mm512_sad_epu8(_mm512_maskz_mov_epi8(w3[t], xv), zero));
+#define MASKED_SAD(acc, q) acc = _mm512_add_epi64(acc, _mm512_sad_epu8(_mm512_maskz_mov_epi8(wr[q][t], xv), zero))
+                MASKED_SAD(p0, 0); MASKED_SAD(p1, 1); MASKED_SAD(p2, 2); MASKED_SAD(p3, 3);
+                MASKED_SAD(p4, 4); MASKED_SAD(p5, 5); MASKED_SAD(p6, 6); MASKED_SAD(p7, 7);
+#undef MASKED_SAD
             }
-            const int64_t pos[4] = {_mm512_reduce_add_epi64(p0), _mm512_reduce_add_epi64(p1),
-                                    _mm512_reduce_add_epi64(p2), _mm512_reduce_add_epi64(p3)};
+            int64_t pos[8];
+            _mm512_storeu_si512((void *)pos, reduce8_epi64(p0, p1, p2, p3, p4, p5, p6, p7));
             for (size_t q = 0; q < nv; ++q) out[r * n + j + q] = (int32_t)(2 * pos[q] - sum_x);
         }
     }
@@ -205,6 +241,25 @@ static void int_task(void *vjob, long t, int worker) {
     int_block_portable(j->x, j->wpm, j->kpad, m0, m1, n0, n1, j->n, j->k, j->out);
 }
 
+typedef struct {
+    const uint64_t *w;
+    int8_t *wpm;
+    size_t n, k, kpad;
+} unpack_job;
+
+static void unpack_row(void *vjob, long r, int worker) {
+    const unpack_job *u = (const unpack_job *)vjob;
+    const size_t kw = bn_words(u->k);
+    const uint64_t *src = u->w + (size_t)r * kw;
+    int8_t *dst = u->wpm + (size_t)r * u->kpad;
+    (void)worker;
+    for (size_t t = 0; t < kw; ++t) {
+        const uint64_t v = src[t];
+        const size_t count = u->k - 64 * t < 64 ? u->k - 64 * t : 64;
+        for (size_t b = 0; b < count; ++b) dst[64 * t + b] = (int8_t)(2 * (int)((v >> b) & 1) - 1);
+    }
+}
+
 int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out) {
     int_job j = {bn_get_backend(), x, w, NULL, m, n, k, (k + 31) / 32 * 32,
                  (m + INT_ROWS - 1) / INT_ROWS, out};
@@ -212,10 +267,8 @@ int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t 
     if (j.backend != BN_AVX512) { /* unpack the weights to +-1 bytes, zero-padded to kpad */
         wpm = (int8_t *)calloc(n * j.kpad, 1);
         if (!wpm) return -1;
-        const size_t kw = bn_words(k);
-        for (size_t r = 0; r < n; ++r)
-            for (size_t i = 0; i < k; ++i)
-                wpm[r * j.kpad + i] = ((w[r * kw + i / 64] >> (i % 64)) & 1) ? 1 : -1;
+        unpack_job u = {w, wpm, n, k, j.kpad};
+        bn_parallel_for((long)n, bn_threads_for((double)n * (double)k / 8), unpack_row, &u);
         j.wpm = wpm;
     }
     const long tasks = (long)(j.tm * ((n + INT_COLS - 1) / INT_COLS));

@@ -7,6 +7,7 @@
  */
 #include "core.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define A_BLOCK_BYTES (16u * 1024u)
@@ -99,16 +100,68 @@ static void epi_bits(void *vctx, size_t m0, int mr, size_t n0, int nr, const uin
     }
 }
 
-/* Runs every (A block, W block) task; `make_ctx` fills the epilogue context of a task. */
-typedef void (*task_ctx_fn)(const void *job, size_t m0, void *ctx);
+/* ---- panel path helpers ------------------------------------------------------------------ */
+#define PANEL_MIN_ROWS 32 /* fewer A rows: repacking W costs more than the panel path saves */
 
+int bn_use_panels(const bn_tile_kernels *kr, size_t m, size_t kw) {
+    /* kw < 2^24 keeps k - 2 * count inside the kernels' int32 lanes */
+    return kr->panel != NULL && m >= PANEL_MIN_ROWS && kw < ((size_t)1 << 24);
+}
+
+size_t bn_panel_words(size_t n, size_t kw) { return (n + 15) / 16 * 16 * kw; }
+
+typedef struct {
+    const uint64_t *w;
+    size_t n, kw;
+    uint64_t *panels;
+} repack_job;
+
+#define REPACK_PANELS 16 /* panels per task */
+
+static void repack_task(void *vjob, long t, int worker) {
+    const repack_job *j = (const repack_job *)vjob;
+    const size_t npanels = (j->n + 15) / 16 * 2;
+    const size_t p1 = ((size_t)t + 1) * REPACK_PANELS < npanels ? ((size_t)t + 1) * REPACK_PANELS : npanels;
+    (void)worker;
+    for (size_t p = (size_t)t * REPACK_PANELS; p < p1; ++p) {
+        uint64_t *dst = j->panels + p * j->kw * 8;
+        for (size_t lane = 0; lane < 8; ++lane) {
+            const size_t row = 8 * p + lane;
+            if (row >= j->n) {
+                for (size_t q = 0; q < j->kw; ++q) dst[q * 8 + lane] = 0;
+                continue;
+            }
+            const uint64_t *src = j->w + row * j->kw;
+            for (size_t q = 0; q < j->kw; ++q) dst[q * 8 + lane] = src[q];
+        }
+    }
+}
+
+void bn_repack_panels(const uint64_t *w, size_t n, size_t kw, uint64_t *panels) {
+    repack_job job = {w, n, kw, panels};
+    const size_t npanels = (n + 15) / 16 * 2;
+    bn_parallel_for((long)((npanels + REPACK_PANELS - 1) / REPACK_PANELS),
+                    bn_threads_for((double)n * (double)kw), repack_task, &job);
+}
+
+void bn_pack_flags(const uint8_t *flip, size_t n, uint64_t *bits) {
+    for (size_t q = 0; q < bn_words(n); ++q) bits[q] = 0;
+    for (size_t j = 0; j < n; ++j) bits[j >> 6] |= (uint64_t)(flip[j] != 0) << (j & 63);
+}
+
+/* ---- dense driver -------------------------------------------------------------------------- */
 typedef struct {
     const bn_tile_kernels *kr;
     const uint64_t *a, *w;
     size_t m, n, kw, bm, bn, tm;
-    bn_epilogue_fn epi;
-    task_ctx_fn make_ctx;
-    const void *job;
+    int kind; /* BN_EPI_DOT or BN_EPI_BITS */
+    int64_t k;
+    void *out;
+    size_t ldo;
+    const int32_t *thresh;
+    const uint8_t *flip;
+    const uint64_t *panels;    /* NULL: tile path */
+    const uint64_t *flip_bits; /* panel path, BITS */
 } dense_plan;
 
 static void dense_task(void *vplan, long t, int worker) {
@@ -117,66 +170,71 @@ static void dense_task(void *vplan, long t, int worker) {
     const size_t in = (size_t)t / p->tm, im = (size_t)t % p->tm;
     const size_t m0 = im * p->bm, mb = p->m - m0 < p->bm ? p->m - m0 : p->bm;
     const size_t n0 = in * p->bn, n1 = n0 + p->bn < p->n ? n0 + p->bn : p->n;
-    union {
-        dot_ctx dot;
-        bits_ctx bits;
-    } ctx;
-    p->make_ctx(p->job, m0, &ctx);
-    bn_gemm_block(p->kr, p->a + m0 * p->kw, p->kw, mb, p->w, p->kw, n0, n1, p->kw, p->epi, &ctx);
+    const uint64_t *a = p->a + m0 * p->kw;
+    if (p->panels) {
+        void *out = p->kind == BN_EPI_DOT ? (void *)((int32_t *)p->out + m0 * p->ldo)
+                                          : (void *)((uint64_t *)p->out + m0 * p->ldo);
+        bn_panel_job job = {p->panels, p->kind, (int32_t)p->k, NULL, out, p->ldo,
+                            p->thresh, p->flip_bits, NULL, NULL};
+        p->kr->panel(a, p->kw, mb, n0, n1, p->kw, &job);
+    } else if (p->kind == BN_EPI_DOT) {
+        dot_ctx ctx = {(int32_t *)p->out + m0 * p->ldo, p->ldo, p->k};
+        bn_gemm_block(p->kr, a, p->kw, mb, p->w, p->kw, n0, n1, p->kw, epi_dot, &ctx);
+    } else {
+        bits_ctx ctx = {(uint64_t *)p->out + m0 * p->ldo, p->ldo, p->k, p->thresh, p->flip};
+        bn_gemm_block(p->kr, a, p->kw, mb, p->w, p->kw, n0, n1, p->kw, epi_bits, &ctx);
+    }
 }
 
-static void run_dense(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t kw,
-                      bn_epilogue_fn epi, task_ctx_fn make_ctx, const void *job) {
-    dense_plan p = {bn_current_tiles(), a, w, m, n, kw, bn_block_m(kw), bn_block_n(kw, m, n), 0,
-                    epi, make_ctx, job};
-    p.tm = (m + p.bm - 1) / p.bm;
-    const long tasks = (long)(p.tm * ((n + p.bn - 1) / p.bn));
-    bn_parallel_for(tasks, bn_threads_for((double)m * (double)n * (double)kw), dense_task, &p);
+/* Returns -1 when out of memory (for the repacked weights). */
+static int run_dense(dense_plan *p) {
+    p->kr = bn_current_tiles();
+    p->bm = bn_block_m(p->kw);
+    p->bn = bn_block_n(p->kw, p->m, p->n);
+    p->tm = (p->m + p->bm - 1) / p->bm;
+    uint64_t *panels = NULL, *flip_bits = NULL;
+    if (bn_use_panels(p->kr, p->m, p->kw)) {
+        panels = (uint64_t *)malloc(bn_panel_words(p->n, p->kw) * sizeof(uint64_t));
+        flip_bits = (uint64_t *)malloc(bn_words(p->n) * sizeof(uint64_t));
+        if (!panels || !flip_bits) {
+            free(panels);
+            free(flip_bits);
+            return -1;
+        }
+        bn_repack_panels(p->w, p->n, p->kw, panels);
+        if (p->flip) bn_pack_flags(p->flip, p->n, flip_bits);
+        p->panels = panels;
+        p->flip_bits = flip_bits;
+    }
+    const long tasks = (long)(p->tm * ((p->n + p->bn - 1) / p->bn));
+    bn_parallel_for(tasks, bn_threads_for((double)p->m * (double)p->n * (double)p->kw), dense_task, p);
+    free(panels);
+    free(flip_bits);
+    return 0;
 }
 
-typedef struct {
-    int32_t *out;
-    size_t n;
-    int64_t k;
-} dot_job;
-
-static void make_dot_ctx(const void *vjob, size_t m0, void *vctx) {
-    const dot_job *j = (const dot_job *)vjob;
-    dot_ctx *c = (dot_ctx *)vctx;
-    c->out = j->out + m0 * j->n;
-    c->ldo = j->n;
-    c->k = j->k;
+int bn_bgemm(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out) {
+    dense_plan p = {0};
+    p.a = a; p.w = w; p.m = m; p.n = n; p.kw = bn_words(k);
+    p.kind = BN_EPI_DOT;
+    p.k = (int64_t)k;
+    p.out = out;
+    p.ldo = n;
+    return run_dense(&p);
 }
 
-void bn_bgemm(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out) {
-    dot_job job = {out, n, (int64_t)k};
-    run_dense(a, w, m, n, bn_words(k), epi_dot, make_dot_ctx, &job);
-}
-
-typedef struct {
-    uint64_t *out;
-    size_t ldo;
-    int64_t k;
-    const int32_t *thresh;
-    const uint8_t *flip;
-} bits_job;
-
-static void make_bits_ctx(const void *vjob, size_t m0, void *vctx) {
-    const bits_job *j = (const bits_job *)vjob;
-    bits_ctx *c = (bits_ctx *)vctx;
-    c->out = j->out + m0 * j->ldo;
-    c->ldo = j->ldo;
-    c->k = j->k;
-    c->thresh = j->thresh;
-    c->flip = j->flip;
-}
-
-void bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
-                        const int32_t *thresh, const uint8_t *flip, uint64_t *out) {
-    const size_t ldo = bn_words(n);
-    memset(out, 0, m * ldo * sizeof(uint64_t));
-    bits_job job = {out, ldo, (int64_t)k, thresh, flip};
-    run_dense(a, w, m, n, bn_words(k), epi_bits, make_bits_ctx, &job);
+int bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
+                       const int32_t *thresh, const uint8_t *flip, uint64_t *out) {
+    dense_plan p = {0};
+    p.a = a; p.w = w; p.m = m; p.n = n; p.kw = bn_words(k);
+    p.kind = BN_EPI_BITS;
+    p.k = (int64_t)k;
+    p.out = out;
+    p.ldo = bn_words(n);
+    p.thresh = thresh;
+    p.flip = flip;
+    memset(out, 0, m * p.ldo * sizeof(uint64_t));
+    return run_dense(&p);
 }
 
 typedef struct {

@@ -120,11 +120,12 @@ static PyObject *py_bgemm(PyObject *self, PyObject *args) {
     if (!check_sizes("bgemm", sizes, 3) && !check_buffer("bgemm", "a", &a, (size_t)m * kw, 8) &&
         !check_buffer("bgemm", "w", &w, (size_t)n * kw, 8) &&
         !check_buffer("bgemm", "out", &out, (size_t)(m * n), 4)) {
+        int rc;
         Py_BEGIN_ALLOW_THREADS
-        bn_bgemm((const uint64_t *)a.buf, (const uint64_t *)w.buf, (size_t)m, (size_t)n, (size_t)k,
-                 (int32_t *)out.buf);
+        rc = bn_bgemm((const uint64_t *)a.buf, (const uint64_t *)w.buf, (size_t)m, (size_t)n,
+                      (size_t)k, (int32_t *)out.buf);
         Py_END_ALLOW_THREADS
-        ret = Py_NewRef(Py_None);
+        ret = rc ? memory_error("bgemm") : Py_NewRef(Py_None);
     }
     RELEASE(&a, &w, &out);
     return ret;
@@ -145,12 +146,13 @@ static PyObject *py_bgemm_threshold(PyObject *self, PyObject *args) {
         !check_buffer(op, "thresh", &thresh, (size_t)n, 4) &&
         !check_buffer(op, "flip", &flip, (size_t)n, 1) &&
         !check_buffer(op, "out", &out, (size_t)m * bn_words((size_t)n), 8)) {
+        int rc;
         Py_BEGIN_ALLOW_THREADS
-        bn_bgemm_threshold((const uint64_t *)a.buf, (const uint64_t *)w.buf, (size_t)m, (size_t)n,
-                           (size_t)k, (const int32_t *)thresh.buf, (const uint8_t *)flip.buf,
-                           (uint64_t *)out.buf);
+        rc = bn_bgemm_threshold((const uint64_t *)a.buf, (const uint64_t *)w.buf, (size_t)m,
+                                (size_t)n, (size_t)k, (const int32_t *)thresh.buf,
+                                (const uint8_t *)flip.buf, (uint64_t *)out.buf);
         Py_END_ALLOW_THREADS
-        ret = Py_NewRef(Py_None);
+        ret = rc ? memory_error(op) : Py_NewRef(Py_None);
     }
     RELEASE(&a, &w, &thresh, &flip, &out);
     return ret;

@@ -91,6 +91,81 @@ AVX512_KERNEL static void thin_1x8(const uint64_t *const *a, const uint64_t *con
     _mm256_storeu_si256((__m256i *)cnt, _mm512_cvtepi64_epi32(reduce8(c0, c1, c2, c3, c4, c5, c6, c7)));
 }
 
-const bn_tile_kernels bn_tiles_avx512 = {4, 4, tile_4x4, 8, thin_1x8};
+/* ---- panel path ------------------------------------------------------------------------- */
+#define PANEL_MR 8 /* A rows per panel tile; x 16 outputs (two panels) = 16 accumulators */
+
+/* counts[i] = 16 int32 sums of A row i against the 16 W rows of panels p and p + 1. */
+AVX512_FN void panel_tile(const uint64_t *const *a, const uint64_t *panel, size_t kw,
+                          __m512i *counts) {
+    const uint64_t *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5],
+                   *a6 = a[6], *a7 = a[7];
+    const uint64_t *q0 = panel, *q1 = panel + 8 * kw;
+    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00,
+            c61 = c00, c70 = c00, c71 = c00;
+    for (size_t t = 0; t < kw; ++t) {
+        const __m512i y0 = _mm512_loadu_si512((const void *)(q0 + 8 * t));
+        const __m512i y1 = _mm512_loadu_si512((const void *)(q1 + 8 * t));
+        __m512i x;
+#define ROW(i)                                                                                   \
+    x = _mm512_set1_epi64((long long)a##i[t]);                                                   \
+    POPX(c##i##0, x, y0);                                                                        \
+    POPX(c##i##1, x, y1)
+        ROW(0); ROW(1); ROW(2); ROW(3); ROW(4); ROW(5); ROW(6); ROW(7);
+#undef ROW
+    }
+#define OUT(i)                                                                                   \
+    counts[i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(c##i##0)),        \
+                                   _mm512_cvtepi64_epi32(c##i##1), 1)
+    OUT(0); OUT(1); OUT(2); OUT(3); OUT(4); OUT(5); OUT(6); OUT(7);
+#undef OUT
+}
+
+/* Epilogue of one A row (block row m) for outputs [n, n + 16) (lanes past nv masked off). */
+AVX512_FN void panel_epilogue(const bn_panel_job *job, size_t m, size_t n, int nv, __m512i cnt) {
+    const __mmask16 lanes = (__mmask16)((1u << nv) - 1u);
+    if (job->kind == BN_EPI_PLANES) { /* row m is bit plane m % 8 of input row m / 8 */
+        int32_t *row = (int32_t *)job->out + (m >> 3) * job->ldo + n;
+        const __m512i sum = _mm512_maskz_loadu_epi32(lanes, row);
+        const __m512i sub = _mm512_slli_epi32(cnt, (unsigned)(m & 7));
+        _mm512_mask_storeu_epi32(row, lanes, _mm512_sub_epi32(sum, sub));
+        return;
+    }
+    const int32_t k = job->row_k ? job->row_k[m] : job->k;
+    if (k < 0) { /* this row needs the scalar epilogue (a conv border pixel) */
+        uint32_t tmp[16];
+        _mm512_storeu_si512((void *)tmp, cnt);
+        job->epi(job->epi_ctx, m, 1, n, nv, tmp, 16);
+        return;
+    }
+    const __m512i dot = _mm512_sub_epi32(_mm512_set1_epi32(k), _mm512_slli_epi32(cnt, 1));
+    if (job->kind == BN_EPI_DOT) {
+        _mm512_mask_storeu_epi32((int32_t *)job->out + m * job->ldo + n, lanes, dot);
+        return;
+    }
+    const __m512i t = _mm512_maskz_loadu_epi32(lanes, job->thresh + n);
+    const __mmask16 flip = (__mmask16)(job->flip_bits[n >> 6] >> (n & 63));
+    const __mmask16 ge = _mm512_cmpge_epi32_mask(dot, t), le = _mm512_cmple_epi32_mask(dot, t);
+    const __mmask16 bits = (__mmask16)(((ge & ~flip) | (le & flip)) & lanes);
+    ((uint64_t *)job->out)[m * job->ldo + (n >> 6)] |= (uint64_t)bits << (n & 63);
+}
+
+AVX512_KERNEL static void panel_block(const uint64_t *a, size_t lda, size_t mb, size_t n0,
+                                      size_t n1, size_t kw, const bn_panel_job *job) {
+    __m512i counts[PANEL_MR];
+    const uint64_t *ap[PANEL_MR];
+    for (size_t n = n0; n < n1; n += 16) {
+        const int nv = n1 - n < 16 ? (int)(n1 - n) : 16;
+        const uint64_t *panel = job->panels + (n / 8) * kw * 8;
+        for (size_t i = 0; i < mb; i += PANEL_MR) {
+            const size_t mv = mb - i < PANEL_MR ? mb - i : PANEL_MR;
+            for (size_t r = 0; r < PANEL_MR; ++r) ap[r] = a + (i + (r < mv ? r : mv - 1)) * lda;
+            panel_tile(ap, panel, kw, counts);
+            for (size_t r = 0; r < mv; ++r) panel_epilogue(job, i + r, n, nv, counts[r]);
+        }
+    }
+}
+
+const bn_tile_kernels bn_tiles_avx512 = {4, 4, tile_4x4, 8, thin_1x8, panel_block};
 
 #endif

@@ -48,7 +48,7 @@ static void thin_1x4_generic(const uint64_t *const *a, const uint64_t *const *w,
                              uint32_t *cnt) {
     thin_1x4_body(a, w, kw, cnt);
 }
-const bn_tile_kernels bn_tiles_portable_generic = {2, 4, tile_2x4_generic, 4, thin_1x4_generic};
+const bn_tile_kernels bn_tiles_portable_generic = {2, 4, tile_2x4_generic, 4, thin_1x4_generic, NULL};
 
 #if BN_X86
 __attribute__((target("popcnt"))) static void
@@ -59,5 +59,5 @@ __attribute__((target("popcnt"))) static void
 thin_1x4_popcnt(const uint64_t *const *a, const uint64_t *const *w, size_t kw, uint32_t *cnt) {
     thin_1x4_body(a, w, kw, cnt);
 }
-const bn_tile_kernels bn_tiles_portable_popcnt = {2, 4, tile_2x4_popcnt, 4, thin_1x4_popcnt};
+const bn_tile_kernels bn_tiles_portable_popcnt = {2, 4, tile_2x4_popcnt, 4, thin_1x4_popcnt, NULL};
 #endif
