@@ -506,3 +506,11 @@ def test_mnist_trained_mlp_engine_equals_torch_on_all_test_images():
     assert accuracy > 0.85  # it learned: the comparison is meaningful
     np.testing.assert_array_equal(engine_pred, torch_pred)
     np.testing.assert_allclose(engine_logits, torch_logits, rtol=1e-4, atol=1e-3)
+
+
+def test_package_attribute_export_is_callable():
+    """``binarynet.export`` is the submodule once imported; it must still work as the function."""
+    import binarynet
+    model = small_mlp()
+    packed = binarynet.export(model, X12.reshape(4, 1, 3, 4))
+    assert isinstance(packed, bn.engine.PackedModel)

@@ -51,6 +51,8 @@ decisions are taken from the modules themselves, never from the formula alone.
 from __future__ import annotations
 
 import math
+import sys
+import types
 import warnings
 from fractions import Fraction
 from typing import Optional, Sequence, Union
@@ -940,3 +942,18 @@ def to_torch(packed: PackedModel) -> nn.Sequential:
         elif kind == "flatten":
             layers.append(nn.Flatten())
     return nn.Sequential(*layers).eval()
+
+
+class _CallableModule(types.ModuleType):
+    """``binarynet.export`` is this module *and* callable as :func:`export`.
+
+    Importing the submodule makes the package attribute ``binarynet.export`` the module (Python
+    sets it on first import), so the package-level ``binarynet.export(model, x)`` keeps working
+    whichever of the two a caller gets.
+    """
+
+    def __call__(self, *args, **kwargs) -> PackedModel:
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
