@@ -114,8 +114,8 @@ bmma_gemm_kernel(const uint32_t* __restrict__ a, const uint32_t* __restrict__ w,
     const int warp = threadIdx.x >> 5;
     const int wm = warp / WARPS_N;
     const int wn = warp % WARPS_N;
-    const int row0 = blockIdx.y * BM;
-    const int col0 = blockIdx.x * BN;
+    const int row0 = blockIdx.x * BM;  // rows on x: its 2^31 - 1 limit fits any batch
+    const int col0 = blockIdx.y * BN;
     const int ktiles = (words + kStageWords - 1) / kStageWords;
 
     int acc[MI][NI][4];
@@ -286,7 +286,8 @@ cudaError_t launch(const uint32_t* a, const uint32_t* w, const int* pop_a, const
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (err != cudaSuccess) return err;
     const int cols = THRESHOLD ? out_cols * 32 : N;
-    dim3 grid((cols + BN - 1) / BN, (M + BM - 1) / BM);
+    dim3 grid((M + BM - 1) / BM, (cols + BN - 1) / BN);
+    if (grid.y > 65535) return cudaErrorInvalidConfiguration;
     kernel<<<grid, WARPS_M * WARPS_N * 32, smem, stream>>>(a, w, pop_a, pop_w, M, N, words, k, out, out_cols,
                                                            thresh, flip);
     return cudaGetLastError();
