@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 import torch
@@ -29,6 +30,7 @@ WORD_ALIGN = 4           # the kernel copies 16-byte chunks: rows must hold a mu
 
 _lock = threading.Lock()
 _libraries: dict[str, ctypes.CDLL] = {}
+_supported: dict[str, bool] = {}
 
 
 class BuildError(RuntimeError):
@@ -99,17 +101,26 @@ def load(device: torch.device | str | None = None) -> ctypes.CDLL:
 
 
 def supported(device: torch.device | str | None = None) -> bool:
-    """True when ``device`` is a CUDA GPU with the 1-bit MMA (sm_80+) and the kernel builds."""
+    """True when ``device`` is a CUDA GPU with the 1-bit MMA (sm_80+) and the kernel builds.
+
+    The answer is kept per architecture: a failed build is reported once (a warning naming
+    nvcc's error) and not retried on every call.
+    """
     if not torch.cuda.is_available():
         return False
     device = torch.device("cuda" if device is None else device)
     if device.type != "cuda" or torch.cuda.get_device_capability(device) < MIN_CAPABILITY:
         return False
-    try:
-        load(device)
-    except (BuildError, OSError):
-        return False
-    return True
+    arch = _arch(device)
+    if arch not in _supported:
+        try:
+            load(device)
+            _supported[arch] = True
+        except (BuildError, OSError) as err:
+            warnings.warn(f"binarynet.gpu: the tensor-core kernel is unavailable ({err}); "
+                          "dense layers run on Triton", RuntimeWarning)
+            _supported[arch] = False
+    return _supported[arch]
 
 
 def _index(device: torch.device) -> int:
