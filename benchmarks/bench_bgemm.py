@@ -2,7 +2,8 @@
 
 For each M x K x N it times ``torch.matmul`` of fp32 (M, K) x (K, N), our ``bgemm`` (int32
 out) and ``bgemm_threshold`` (fused BN + sign, packed bits out) on pre-packed operands, and
-prints GMAC/s (M*K*N multiply-accumulates per second) and the speed-up over torch. Methods are
+prints GMAC/s (M*K*N multiply-accumulates per second) and the speed-up over torch. A last row
+runs the conv shape as a real 3x3 convolution (torch conv2d vs bconv2d / bconv2d_threshold). Methods are
 interleaved within every repeat, and each figure is the median over repeats, so load from other
 processes on a shared machine hits all of them alike.
 
@@ -28,6 +29,8 @@ SHAPES = [  # (M, K, N, target speed-up over torch fp32, or None)
     (8192, 2304, 256, None),  # conv im2col shape: 3x3x256 -> 256 channels, 8 x 32 x 32 pixels
 ]
 QUICK_SHAPES = [(1, 1024, 1024, None), (64, 1024, 1024, None), (512, 1152, 128, None)]
+CONV = (8, 32, 32, 256, 256)  # batch, height, width, in channels, out channels; 3x3, padding 1
+QUICK_CONV = (2, 16, 16, 128, 128)
 
 
 def time_call(fn, min_seconds: float) -> float:
@@ -71,6 +74,29 @@ def bench_shape(m, k, n, repeats, min_seconds, rng):
     return {name: macs / statistics.median(times) / 1e9 for name, times in samples.items()}
 
 
+def bench_conv(batch, h, w, c, o, repeats, min_seconds, rng):
+    """The same GEMM as a real 3x3 conv (padding 1): torch conv2d fp32 vs bconv2d(_threshold)."""
+    x_f = torch.from_numpy(rng.standard_normal((batch, c, h, w), dtype=np.float32))
+    w_f = torch.from_numpy(rng.standard_normal((o, c, 3, 3), dtype=np.float32))
+    x = kernels.pack(x_f.permute(0, 2, 3, 1).numpy())  # NHWC, channels packed
+    wb = kernels.pack(w_f.permute(0, 2, 3, 1).numpy())
+    thresh = rng.integers(-64, 65, o).astype(np.int32)
+    flip = rng.random(o) < 0.5
+    methods = {
+        "torch": lambda: torch.nn.functional.conv2d(x_f, w_f, padding=1),
+        "bgemm": lambda: kernels.bconv2d(x, wb, c, 1, 1),
+        "bgemm_threshold": lambda: kernels.bconv2d_threshold(x, wb, c, thresh, flip, 1, 1),
+    }
+    for fn in methods.values():
+        fn()
+    samples = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            samples[name].append(time_call(fn, min_seconds))
+    macs = batch * h * w * o * 9 * c
+    return {name: macs / statistics.median(times) / 1e9 for name, times in samples.items()}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
@@ -97,6 +123,12 @@ def main(argv=None):
         all_met &= target is None or ratio >= target
         print(f"{f'{m}x{k}x{n}':>20} {g['torch']:8.1f} {g['bgemm']:8.1f} {g['bgemm_threshold']:9.1f} "
               f"{ratio:7.1f}x {ratio_thr:6.1f}x {met:>9}", flush=True)
+    batch, h, w, c, o = QUICK_CONV if args.quick else CONV
+    g = bench_conv(batch, h, w, c, o, repeats, min_seconds, rng)
+    label = f"conv {batch}x{h}x{w}x{c}->{o}"
+    print(f"{label:>20} {g['torch']:8.1f} {g['bgemm']:8.1f} {g['bgemm_threshold']:9.1f} "
+          f"{g['bgemm'] / g['torch']:7.1f}x {g['bgemm_threshold'] / g['torch']:6.1f}x"
+          "   (torch conv2d vs bconv2d / bconv2d_threshold, 3x3 pad 1)")
     if not args.quick:
         print("all targets met" if all_met else "some targets missed")
 
