@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import quantizers
-from .latent import tag_latent
+from .latent import is_latent, tag_latent
 from .weight_sign import WeightSignBuffer, buffered_ste_sign
 
 __all__ = ["BinaryLayer", "BinaryLinear", "BinaryConv2d"]
@@ -104,7 +104,11 @@ class BinaryLayer(nn.Module):
     def _forward_weight(self) -> torch.Tensor:
         # The default ste_sign writes into a storage reused across steps (see weight_sign.py);
         # torch.compile traces the plain function instead.
-        if self._weight_quantizer is quantizers.ste_sign and not torch.compiler.is_compiling():
+        if torch.compiler.is_compiling():
+            return self.quantized_weight()
+        if not is_latent(self.weight):  # a Parameter replaced after init (load_state_dict(assign=True))
+            tag_latent(self.weight)
+        if self._weight_quantizer is quantizers.ste_sign:
             return buffered_ste_sign(self.weight, 1.0, self._sign_buffer)
         return self.quantized_weight()
 
