@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
@@ -150,6 +152,20 @@ def test_triton_bgemm_threshold_matches_reference(m, n, k):
     thresh, flip = thresholds(rng, ref.bgemm(a, w, k))
     got = backend.bgemm_threshold(to_device(a), to_device(w), k, to_device(thresh), to_device(flip))
     assert got.dtype == torch.uint64 and tuple(got.shape) == (m, ref.words_for(n))
+    np.testing.assert_array_equal(to_numpy(got), ref.bgemm_threshold(a, w, k, thresh, flip))
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(m=st.integers(1, 40), n=st.integers(1, 70), k=st.integers(1, 200),
+       seed=st.integers(0, 2**31 - 1))
+def test_triton_bgemm_threshold_property(m, n, k, seed):
+    """Random shapes (tile edges, partial words) and thresholds around the dot products."""
+    rng = np.random.default_rng(seed)
+    a, w = packed(rng, (m, k)), packed(rng, (n, k))
+    dot = ref.bgemm(a, w, k)
+    thresh = (dot[rng.integers(0, m)] + rng.integers(-2, 3, n)).astype(np.int32)
+    flip = rng.random(n) < 0.5
+    got = backend.bgemm_threshold(to_device(a), to_device(w), k, to_device(thresh), to_device(flip))
     np.testing.assert_array_equal(to_numpy(got), ref.bgemm_threshold(a, w, k, thresh, flip))
 
 
