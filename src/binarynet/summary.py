@@ -12,11 +12,15 @@ Counting rules (the same as larq's ``lq.models.summary``, adapted to our packed 
   Their latent float weights exist only for training.
 - **32-bit parameters** are everything else: biases, batch-norm gamma/beta and running
   statistics, float layers. In the *float32* figure each costs 4 bytes.
-- **Packed** memory is what the packed engine stores: binary weights as ``uint64`` words,
-  ``ceil(K/64)`` words per output unit (K = fan-in), and each batch norm (with the bias of the
-  binary layer before it) folded, as in larq's "BN fused" count, into per-channel integer
-  thresholds (int32 = 32 bits, plus a 1-byte flip flag) for hidden layers, or into a float
-  scale and offset per class for the output layer. Not foldable parameters stay float32.
+- **Packed** memory is what the packed engine stores (the tensors of
+  :mod:`binarynet.engine.graph`, as :func:`binarynet.export.export` writes them): binary
+  weights as ``uint64`` words, ``ceil(K/64)`` words per output unit (K = fan-in), and each
+  batch norm (with the bias of the binary layer before it) folded, as in larq's "BN fused"
+  count, into per-channel thresholds: an int32 threshold and a 1-byte flip flag for hidden
+  layers; a float32 bias, float32 threshold, flip and (8-bit input) int32 thresholds per
+  border class for the first layer; a float64 scale and shift per class for the output
+  layer. Not foldable parameters stay float32. A packed file adds a JSON header (a few KiB)
+  to these tensors; the summary of a file reports both.
 - **MACs** are multiply-accumulates of one sample: ``out * in`` for a dense layer and
   ``out_elements * in_channels/groups * kh * kw`` for a conv (padded taps included).
   A MAC is *binary* (1-bit x 1-bit, XNOR-popcount) when the layer's input is binary;
@@ -28,7 +32,6 @@ see :func:`energy_estimate` for the model.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Any, Iterable, Sequence
@@ -326,14 +329,11 @@ def _shape(shape: Iterable) -> str:
 
 
 def _row_cells(layer: LayerSummary) -> list:
-    def blank_zero(n: int, fmt) -> str:
-        return fmt(n) if n else "0" if fmt is _count else "0"
-
     return [layer.name, layer.kind + (f" ({layer.note})" if layer.note else ""),
             _bits_label(layer.input_bits), _shape(layer.output_shape),
-            blank_zero(layer.binary_params, _count), blank_zero(layer.float_params, _count),
+            _count(layer.binary_params), _count(layer.float_params),
             _bytes(layer.float32_bits / 8), _bytes(math.ceil(layer.packed_bits / 8)),
-            blank_zero(layer.binary_macs, _count), blank_zero(layer.multibit_macs, _count)]
+            _count(layer.binary_macs), _count(layer.multibit_macs)]
 
 
 def _format_table(header: Sequence[str], rows: list, separator_before_last: bool) -> str:
