@@ -13,9 +13,10 @@ from setuptools import Extension, setup
 
 extra_compile_args = ["-O3", "-std=c11"]
 extra_link_args = []
-if sys.platform != "win32" and os.environ.get("BINARYNET_NO_OPENMP") != "1":
-    extra_compile_args.append("-fopenmp")
-    extra_link_args.append("-fopenmp")
+if sys.platform != "win32":
+    # the kernels run on their own pthread pool (csrc/threads.c), not OpenMP
+    extra_compile_args.append("-pthread")
+    extra_link_args.append("-pthread")
 
 sources = sorted(
     os.path.join("src", "binarynet", "engine", "csrc", f)
