@@ -182,7 +182,9 @@ def train(recipe: Recipe | None, options: RunOptions) -> dict:
     ctx = distributed.setup(options.device, options.dist_timeout_s)
     deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
-        return Trainer(recipe, options, ctx).run()
+        summary = Trainer(recipe, options, ctx).run()
+        distributed.barrier(ctx)  # leave together: rank 0 may still be writing the checkpoint
+        return summary
     finally:
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         distributed.teardown(ctx)

@@ -5,9 +5,8 @@ CUDA (NCCL) alike:
 
 - :class:`SyncBatchNorm1d` / :class:`SyncBatchNorm2d` replace ``nn.BatchNorm1d/2d``: training
   statistics are ``mean = sum_r S_r / N`` and ``var = sum_r Q_r / N`` with S_r, Q_r the sums of
-  x and (x - mean)^2 on rank r and N the global count, written with the differentiable
-  ``torch.distributed.nn.functional.all_reduce`` so autograd produces the exact gradient of the
-  global-batch formula.
+  x and (x - mean)^2 on rank r and N the global count, written with a differentiable all-reduce
+  so autograd produces the exact gradient of the global-batch formula.
 - :class:`SyncShiftBatchNorm1d` / :class:`SyncShiftBatchNorm2d` replace binarynet's shift-based
   BN (spec §2.3): mu and mean(C * AP2(C)) are all-reduced in the forward pass, and the T7
   backward ``g_x = AP2(gamma) s (g - mean(g) - C_hat s^2 mean(C_hat g))`` takes its two means
@@ -24,8 +23,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
-import torch.nn.functional as F
 from torch import nn
 
 from ..nn import ShiftBatchNorm1d, ShiftBatchNorm2d
@@ -36,9 +33,26 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+class _GlobalSum(torch.autograd.Function):
+    """y = sum over ranks of x; the gradient of x is the sum over ranks of the gradients of y
+    (each rank's loss depends on y, and the objective is the sum of the ranks' losses)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = x.clone()
+        dist.all_reduce(y, op=dist.ReduceOp.SUM)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        grad_x = grad_y.clone()
+        dist.all_reduce(grad_x, op=dist.ReduceOp.SUM)
+        return grad_x
+
+
 def _global_sum(t: torch.Tensor) -> torch.Tensor:
-    """Differentiable all-reduce sum (its backward all-reduces the gradients)."""
-    return dist_fn.all_reduce(t, op=dist.ReduceOp.SUM)
+    """Differentiable all-reduce sum (see :class:`_GlobalSum`)."""
+    return _GlobalSum.apply(t)
 
 
 class _SyncBatchNormMixin:
