@@ -55,7 +55,7 @@ import sys
 import types
 import warnings
 from fractions import Fraction
-from typing import Optional, Sequence, Union
+from typing import Optional
 
 import numpy as np
 import torch

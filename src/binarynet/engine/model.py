@@ -224,18 +224,29 @@ class PackedModel:
         return self._ops.pack(cond.view(np.int8) - np.int8(1))
 
     def _threshold(self, s: np.ndarray, thresh: np.ndarray, flip: np.ndarray) -> np.ndarray:
-        """Bits of int32 sums s (..., O): s >= thresh (s <= thresh where flip), packed.
-
-        ``thresh`` is per channel (O,) or broadcasts against s (per position of a first conv);
-        the latter is applied as (s - thresh) against 0, in place (s is a temporary), with
-        thresh clipped just outside the range of s so that the difference fits int32 and no
-        decision changes.
-        """
-        if thresh.ndim > 1:
-            bound = int(max(s.max(), -s.min())) + 1
-            s = np.subtract(s, np.clip(thresh, -bound, bound).astype(np.int32), out=s)
-            thresh = np.zeros(s.shape[-1], np.int32)
+        """Bits of int32 sums s (..., O): s >= thresh (s <= thresh where flip), packed."""
         return self._ops.threshold_pack(np.ascontiguousarray(s), thresh, flip)
+
+    def _threshold_by_class(self, op, s: np.ndarray) -> np.ndarray:
+        """First-conv bits with one threshold vector per border class of output positions.
+
+        All positions are thresholded with the most frequent class's thresholds (the interior),
+        then the positions of every other class (borders: a few rows and columns) again with
+        their own.
+        """
+        thresh, flip = self._t(op, "thresh"), self._t(op, "flip")
+        rows, cols = self._t(op, "row_class"), self._t(op, "col_class")
+        main_r, main_c = np.bincount(rows).argmax(), np.bincount(cols).argmax()
+        bits = self._threshold(s, thresh[main_r, main_c], flip)
+        for r in range(thresh.shape[0]):
+            for c in range(thresh.shape[1]):
+                if (r, c) == (main_r, main_c):
+                    continue
+                ys, xs = np.nonzero(rows == r)[0], np.nonzero(cols == c)[0]
+                if ys.size and xs.size:
+                    part = s[:, ys[:, None], xs[None, :]]
+                    bits[:, ys[:, None], xs[None, :]] = self._threshold(part, thresh[r, c], flip)
+        return bits
 
     def _cached(self, key, make):
         if key not in self._cache:
@@ -334,9 +345,7 @@ class PackedModel:
         out = np.concatenate(parts, axis=1) if groups > 1 else parts[0]
         out = out.reshape(n, ho, wo, o)
         if integer:
-            thresh = self._t(op, "thresh")
-            t = thresh[self._t(op, "row_class")][:, self._t(op, "col_class")]  # (ho, wo, O)
-            return self._threshold(out, t, self._t(op, "flip"))
+            return self._threshold_by_class(op, out)
         return self._first_output(op, self._float_preactivation(op, out))
 
     def _dense(self, i, op, x):
