@@ -21,6 +21,7 @@ time per op at the largest batch, to point at the op to speed up.
     python benchmarks/bench_engine.py --quick    # fewer repeats
 """
 import argparse
+import io
 import os
 import tempfile
 
@@ -79,14 +80,20 @@ def main() -> None:
                             first_layer=args.first_layer)
             path = os.path.join(tmp, f"{name}.bnn")
             size = packed.save(path)
+            buffer = io.BytesIO()
+            torch.save(model.state_dict(), buffer)
             rows = compare_speed(packed, list(targets), threads=args.threads, repeats=repeats)
-            print(f"\n{name}: packed file {size / 2 ** 20:.2f} MiB")
-            print(f"{'batch':>6} {'engine ms':>11} {'torch ms':>11} {'speed-up':>9} {'target':>7}")
+            print(f"\n{name}: packed file {size / 2 ** 20:.2f} MiB, float32 state_dict "
+                  f"{buffer.tell() / 2 ** 20:.2f} MiB ({buffer.tell() / size:.1f}x)")
+            print(f"{'batch':>6} {'engine ms':>11} {'torch ms':>11} {'speed-up':>9} {'target':>7}"
+                  "        best of rounds: engine ms, torch ms, speed-up")
             for row in rows:
                 target = targets[row["batch"]]
                 verdict = "ok" if row["speedup"] >= target else "MISSED"
                 print(f"{row['batch']:>6} {row['engine_ms']:>11.3f} {row['torch_ms']:>11.3f} "
-                      f"{row['speedup']:>8.1f}x {target:>6.0f}x {verdict}")
+                      f"{row['speedup']:>8.1f}x {target:>6.0f}x {verdict:<6}  "
+                      f"{row['engine_best_ms']:10.3f} {row['torch_best_ms']:10.3f} "
+                      f"{row['speedup_best']:8.1f}x")
                 results.append((name, row, target))
             largest = max(targets)
             x = torch.randint(0, 256, (largest, *shape), dtype=torch.uint8).numpy()
