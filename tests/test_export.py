@@ -514,3 +514,8 @@ def test_package_attribute_export_is_callable():
     model = small_mlp()
     packed = binarynet.export(model, X12.reshape(4, 1, 3, 4))
     assert isinstance(packed, bn.engine.PackedModel)
+
+
+def test_float64_models_are_refused():
+    with pytest.raises(ExportError, match="reproduces float32 models.*call model.float\\(\\)"):
+        export(small_mlp().double(), X12.reshape(4, 1, 3, 4).double())

@@ -50,6 +50,7 @@ decisions are taken from the modules themselves, never from the formula alone.
 """
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import types
@@ -136,6 +137,13 @@ def export(model: nn.Module, example_input, input_scale=None, input_offset=None,
         raise TypeError(f"export: model must be a torch.nn.Module, got {type(model).__name__}")
     if first_layer not in ("bitplane", "int"):
         raise ValueError(f"export: first_layer must be 'bitplane' or 'int', got {first_layer!r}")
+    tensors = list(model.parameters()) + list(model.buffers())
+    floats = {t.dtype for t in tensors if t.is_floating_point()}
+    if floats - {torch.float32}:
+        raise ExportError(f"export reproduces float32 models; this one has "
+                          f"{sorted(str(d) for d in floats)} parameters (call model.float())")
+    if any(t.device.type != "cpu" for t in tensors):
+        model = copy.deepcopy(model).cpu()  # decisions are evaluated on the CPU
     leaves = _flatten_modules(model)
     x = _example(example_input, input_scale)
     scale, offset = _normalisation(input_scale, input_offset, tuple(x.shape[1:]))
@@ -171,10 +179,10 @@ def _example(example_input, input_scale):
     if x.dtype == torch.uint8:
         if input_scale is None:
             raise ValueError("export: a uint8 example_input needs input_scale and input_offset")
-        return x
+        return x.cpu()
     if not x.is_floating_point():
         raise TypeError(f"export: example_input must be float or uint8, got {x.dtype}")
-    return x.float()
+    return x.float().cpu()
 
 
 def _normalisation(input_scale, input_offset, shape):
