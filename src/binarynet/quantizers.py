@@ -18,14 +18,19 @@ import torch
 __all__ = ["sign", "ste_sign", "stochastic_sign", "ap2", "hard_sigmoid", "get", "names"]
 
 
-def _binary(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """+1 where x >= 0 else -1, same dtype (sign(0) = sign(-0.0) = +1, spec §1.1; NaN stays NaN).
+# A 0-dim CPU tensor acts as a scalar in ops on any device and dtype.
+_ONE = torch.ones(())
 
-    sign(sign(x) + 0.5) maps {-1, 0, +1} to {-1, +1, +1}: one allocation (none with ``out``)
-    and three cheap passes, much faster on CPU than ``torch.where`` with scalars. Never plain
-    torch.sign, which maps 0 to 0.
+
+def _binary(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """+1 where x >= 0 else -1, same dtype (sign(0) = sign(-0.0) = +1, spec §1.1).
+
+    x + 0.0 turns -0.0 into +0.0; copysign(1, .) then gives +1 for x >= 0 and -1 for x < 0.
+    Two passes and one allocation (none with ``out``), several times faster on CPU than
+    ``torch.where`` with scalars. Never plain torch.sign, which maps 0 to 0.
     """
-    return torch.sign(x, out=out).add_(0.5).sign_()
+    z = torch.add(x, 0.0, out=out)
+    return torch.copysign(_ONE, z, out=z)
 
 
 def _inside_mask(x: torch.Tensor, clip: float):
