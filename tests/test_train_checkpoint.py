@@ -15,7 +15,8 @@ def _minimal(**changes):
         "format": ckpt.FORMAT_NAME, "format_version": ckpt.FORMAT_VERSION, "binarynet_version": "0.1.0",
         "config": {"recipe": {"name": "x"}}, "model": {"w": torch.arange(6.0).view(2, 3)},
         "optimizer": {"state": {}, "param_groups": []}, "normalization": {"scale": [2 / 255], "offset": [-1.0]},
-        "progress": {"epoch": 3, "epoch_position": 200, "global_step": 32}, "rng": ckpt.capture_rng(),
+        "progress": dict.fromkeys(ckpt.PROGRESS_KEYS, 0) | {"epoch": 3, "epoch_position": 200, "global_step": 32},
+        "rng": ckpt.capture_rng(),
     }
     state.update(changes)
     return state
@@ -26,7 +27,7 @@ def test_round_trip(tmp_path):
     ckpt.save(path, _minimal())
     loaded = ckpt.load(path)
     assert torch.equal(loaded["model"]["w"], torch.arange(6.0).view(2, 3))
-    assert loaded["progress"] == {"epoch": 3, "epoch_position": 200, "global_step": 32}
+    assert (loaded["progress"]["epoch"], loaded["progress"]["epoch_position"]) == (3, 200)
     assert os.listdir(tmp_path / "run") == ["last.pt"]  # no temp file left behind
 
 
@@ -85,6 +86,11 @@ def test_other_format_version_and_foreign_files(tmp_path):
     del state["rng"]
     ckpt.save(path, state)
     with pytest.raises(CheckpointError, match="lacks rng"):
+        ckpt.load(path)
+    state = _minimal()
+    del state["progress"]["global_step"]
+    ckpt.save(path, state)
+    with pytest.raises(CheckpointError, match="lacks progress.global_step"):
         ckpt.load(path)
 
 

@@ -67,13 +67,15 @@ def _resolve_recipe(args):
     from ..train import recipes
 
     overrides = recipes.parse_assignments(args.set)
-    for flag, key in (("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"), ("seed", "seed")):
+    for flag in ("epochs", "batch_size", "lr", "seed"):
         if getattr(args, flag) is not None:
-            overrides[key] = getattr(args, flag)
+            overrides[flag] = getattr(args, flag)
     if args.recipe is None:
+        # Resuming the stored recipe: only the per-process batch may change (another world size).
+        overrides.pop("batch_size", None)
         if overrides:
-            raise BinarynetError("--resume without --recipe continues the stored recipe unchanged; "
-                                 f"remove {', '.join(sorted(overrides))}")
+            raise BinarynetError("--resume continues the stored recipe (only --batch-size may change, for "
+                                 f"another number of processes); remove {', '.join(sorted(overrides))}")
         return None
     return recipes.apply_overrides(recipes.get(args.recipe), overrides)
 
@@ -106,6 +108,7 @@ def run_train(args) -> int:
         raise BinarynetError(str(exc)) from None
     options = RunOptions(
         out=args.out, resume=_resume_checkpoint(args), data_dir=args.data_dir, download=args.download,
+        resume_batch_size=(args.batch_size or 0) if args.resume is not None else 0,
         device=args.device, threads=args.threads, amp=args.amp, tensorboard=args.tensorboard,
         progress=not args.no_progress, checkpoint_every_steps=args.checkpoint_every_steps,
         dist_timeout_s=args.dist_timeout,

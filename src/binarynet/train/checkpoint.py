@@ -11,7 +11,9 @@ Keys (format version 1):
   (x_f = x_u8 * scale + offset; export folds it into the first layer)
 - ``progress``: ``epoch`` (0-based epoch in progress or next), ``epoch_position`` (samples of
   that epoch's global order already consumed; 0 at an epoch boundary), ``global_step``, ``lr``,
-  ``order_seed``, ``best_val_error``, ``best_epoch``, ``test_error_at_best``
+  ``lr_factor`` (batch scaling, fixed for the run), ``global_batch_size``, ``order_seed``,
+  ``epoch_totals`` (this epoch's [loss sum, correct, count] so far), ``elapsed_s``,
+  ``best_val_error``, ``best_epoch``, ``test_error_at_best``
 - ``rng``: torch / numpy / python / CUDA generator states (:func:`capture_rng`)
 """
 from __future__ import annotations
@@ -27,6 +29,8 @@ from ..errors import CheckpointError
 
 FORMAT_NAME = "binarynet-checkpoint"
 FORMAT_VERSION = 1
+PROGRESS_KEYS = ("epoch", "epoch_position", "global_step", "lr", "lr_factor", "global_batch_size", "order_seed",
+                 "epoch_totals", "elapsed_s", "best_val_error", "best_epoch", "test_error_at_best")
 
 
 def save(path, checkpoint: dict) -> None:
@@ -91,6 +95,8 @@ def load(path) -> dict:
             f"({checkpoint.get('binarynet_version', 'unknown')})"
         )
     missing = [k for k in ("config", "model", "optimizer", "normalization", "progress", "rng") if k not in checkpoint]
+    if not missing and isinstance(checkpoint["progress"], dict):
+        missing = [f"progress.{k}" for k in PROGRESS_KEYS if k not in checkpoint["progress"]]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
     return checkpoint

@@ -46,6 +46,7 @@ class RunOptions:
 
     out: str | None = None              # run folder; None: runs/<recipe>-<timestamp>
     resume: str | None = None           # checkpoint file to continue from
+    resume_batch_size: int = 0          # > 0: per-process batch of the resumed run (other world size)
     data_dir: str | None = None
     download: bool = False
     device: str = "auto"                # cpu | cuda | auto
@@ -206,6 +207,8 @@ class Trainer:
         resumed = ckpt.load(options.resume) if options.resume else None
         if resumed is not None:
             stored = Recipe.from_dict(resumed["config"]["recipe"])
+            if options.resume_batch_size:
+                stored = dataclasses.replace(stored, batch_size=options.resume_batch_size)
             if recipe is not None and recipe.to_dict() != stored.to_dict():
                 changed = sorted(k for k, v in recipe.to_dict().items() if stored.to_dict()[k] != v)
                 raise CheckpointError(
@@ -217,10 +220,11 @@ class Trainer:
         self.recipe = recipe
         self.out = self._run_dir(resumed)
 
-        # Batch and learning rate across processes.
+        # Batch and learning rate across processes; a resumed run keeps its LR factor.
         self.batch_size = recipe.batch_size
         self.global_batch = recipe.batch_size * ctx.world_size
-        self.lr_factor = schedule.batch_scaling_factor(recipe.lr_scaling, self.global_batch, recipe.batch_size)
+        self.lr_factor = (resumed["progress"]["lr_factor"] if resumed is not None else
+                          schedule.batch_scaling_factor(recipe.lr_scaling, self.global_batch, recipe.batch_size))
 
         # Data.
         self.train_set = load_split(recipe, recipe.train_split, options, recipe.max_train_samples)
@@ -240,7 +244,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if options.amp and self.device.type == "cuda" else None
         self.progress = {"epoch": 0, "epoch_position": 0, "global_step": 0, "lr": self.lr_at(0),
                          "order_seed": recipe.seed, "best_val_error": None, "best_epoch": None,
-                         "test_error_at_best": None, "epoch_totals": [0.0, 0.0, 0.0], "elapsed_s": 0.0}
+                         "test_error_at_best": None, "epoch_totals": [0.0, 0.0, 0.0], "elapsed_s": 0.0,
+                         "lr_factor": self.lr_factor, "global_batch_size": self.global_batch}
         if resumed is not None:
             self._restore(model, resumed)
         if ctx.distributed:
@@ -279,11 +284,13 @@ class Trainer:
                                   f"optimizer: {str(exc).splitlines()[0]}") from None
         if self.scaler is not None and "grad_scaler" in resumed:
             self.scaler.load_state_dict(resumed["grad_scaler"])
-        self.progress.update(resumed["progress"])
-        position = self.progress["epoch_position"]
-        if position and position % self.global_batch and self.ctx.is_main:
-            print(f"note: resuming at sample {position} of the epoch with a global batch of "
-                  f"{self.global_batch}", file=sys.stderr)
+        stored_batch = resumed["progress"]["global_batch_size"]
+        self.progress.update(resumed["progress"], global_batch_size=self.global_batch)
+        if stored_batch != self.global_batch and self.ctx.is_main:
+            print(f"note: the global batch changes from {stored_batch} to {self.global_batch} "
+                  f"({self.batch_size} x {self.ctx.world_size} processes); the learning rate keeps its "
+                  f"factor {self.lr_factor:g}. Pass --batch-size {stored_batch // self.ctx.world_size} "
+                  f"to keep the batch", file=sys.stderr)
         ckpt.restore_rng(resumed["rng"])
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -381,7 +388,9 @@ class Trainer:
         progress["lr"] = lr
         set_learning_rate(self.optimizer, lr)
         order = distributed.epoch_order(len(self.train_set), progress["order_seed"], epoch)
-        totals = torch.tensor(progress["epoch_totals"], dtype=torch.float64)  # this rank's sums
+        # This rank's sums of the epoch; a checkpoint holds the sums over all ranks, which
+        # rank 0 alone carries on after a resume (whatever the number of processes).
+        totals = torch.tensor(progress["epoch_totals"] if ctx.is_main else [0.0, 0.0, 0.0], dtype=torch.float64)
         first_step = progress["epoch_position"] // self.global_batch
         bar = ProgressBar(self.steps_per_epoch, f"epoch {epoch + 1}/{recipe.epochs}",
                           enabled=ctx.is_main and self.options.progress, initial_step=first_step)
@@ -396,7 +405,6 @@ class Trainer:
             position += self.global_batch
             progress["global_step"] += 1
             progress["epoch_position"] = position
-            progress["epoch_totals"] = totals.tolist()
             session_samples += self.global_batch
             if bar.enabled:
                 step = position // self.global_batch
@@ -404,8 +412,9 @@ class Trainer:
                 bar.update(step, session_samples, seen.loss, 1.0 - seen.error)
             every = self.options.checkpoint_every_steps
             stopping = distributed.any_rank(ctx, stop.requested)
-            if stopping or (every and progress["global_step"] % every == 0):
+            if stopping or (every and progress["global_step"] % every == 0):  # same step on all ranks
                 progress["elapsed_s"] = elapsed_before + time.monotonic() - session_start
+                progress["epoch_totals"] = distributed.all_reduce_sum(ctx, totals).tolist()
                 self.save()
             if stopping:
                 bar.close()
