@@ -10,11 +10,14 @@ Prints, in one run:
   2. The paper's MNIST MLP (784 -> 3 x 4096 -> 10, random weights; spec §3, §4.3) on a batch of
      10000 (as the paper) and of 64 and 1: binary (first layer as an exact fp32 product of the
      uint8 pixels with +-1 weights, then fused bgemm_threshold layers on packed bits) vs the float
-     torch model in fp32 / tf32 / bf16; the predictions of both must be identical.
+     torch model in fp32 / tf32 / bf16. The binary predictions must equal the fp32 model's
+     (fp32 and tf32 are exact here; bf16 rounds the sums it returns, so it may differ).
 
 Timing: CUDA events around a block of calls (so launch gaps count), warm-up first (Triton JIT and
 nvcc build happen there), median of the repeats. Weights are packed once (they are constant at
-inference); "packed" rows take packed activations, "+pack" rows start from float activations.
+inference; so are the weight row popcounts of the tensor-core kernel); "packed" rows take packed
+activations (the tensor-core rows still count their row popcounts), "+pack" rows start from float
+activations.
 Targets (issue 6): binary faster than cuBLAS fp32 at 8192^3 (the paper's claim, 3.4x on a GTX 750);
 with the 1-bit tensor cores, faster than bf16 at the same shape.
 
