@@ -1,4 +1,5 @@
 """The training loop in-process, on the generated dataset (no downloads, seconds per run)."""
+import importlib.util
 import json
 import math
 
@@ -149,3 +150,10 @@ def test_default_param_groups_match_the_library(tmp_path):
     names = [g["name"] for g in state["optimizer"]["param_groups"]]
     assert names == ["1", "4", "7", "other"]
     assert optim.Adam.clips_latent_weights
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
+def test_tensorboard_missing_fails_before_writing_anything(tmp_path):
+    with pytest.raises(BinarynetError, match="pip install tensorboard"):
+        run(tmp_path, "a", small_recipe(epochs=1), tensorboard=True)
+    assert not (tmp_path / "a").exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -30,7 +31,7 @@ from ..errors import BinarynetError, CheckpointError
 from . import checkpoint as ckpt
 from . import distributed, schedule, synthetic
 from .interrupt import StopRequest, TrainingInterrupted
-from .metrics import MetricsLog, ProgressBar, TensorBoardLog, Totals, format_duration
+from .metrics import MetricsLog, ProgressBar, TensorBoardLog, Totals, format_duration, require_tensorboard
 from .recipes import Recipe
 from .syncbn import convert_sync_batchnorm
 
@@ -196,6 +197,8 @@ class Trainer:
 
     def __init__(self, recipe: Recipe | None, options: RunOptions, ctx: distributed.Context):
         self.options, self.ctx, self.device = options, ctx, ctx.device
+        if options.tensorboard and ctx.is_main:
+            require_tensorboard()  # fail before anything is written
         if options.threads:
             torch.set_num_threads(options.threads)
         if options.deterministic:
@@ -390,7 +393,8 @@ class Trainer:
         order = distributed.epoch_order(len(self.train_set), progress["order_seed"], epoch)
         # This rank's sums of the epoch; a checkpoint holds the sums over all ranks, which
         # rank 0 alone carries on after a resume (whatever the number of processes).
-        totals = torch.tensor(progress["epoch_totals"] if ctx.is_main else [0.0, 0.0, 0.0], dtype=torch.float64)
+        totals = torch.tensor(progress["epoch_totals"] if ctx.is_main else [0.0, 0.0, 0.0], dtype=torch.float64,
+                              device=self.device)  # kept on the device: no synchronisation per step
         first_step = progress["epoch_position"] // self.global_batch
         bar = ProgressBar(self.steps_per_epoch, f"epoch {epoch + 1}/{recipe.epochs}",
                           enabled=ctx.is_main and self.options.progress, initial_step=first_step)
@@ -406,21 +410,23 @@ class Trainer:
             progress["global_step"] += 1
             progress["epoch_position"] = position
             session_samples += self.global_batch
-            if bar.enabled:
-                step = position // self.global_batch
-                seen = Totals.from_tensor(totals)
+            step = position // self.global_batch
+            if bar.due(step):
+                seen = Totals.from_tensor(totals.cpu())
                 bar.update(step, session_samples, seen.loss, 1.0 - seen.error)
+            else:
+                bar.update(step, session_samples, math.nan, math.nan)
             every = self.options.checkpoint_every_steps
             stopping = distributed.any_rank(ctx, stop.requested)
             if stopping or (every and progress["global_step"] % every == 0):  # same step on all ranks
                 progress["elapsed_s"] = elapsed_before + time.monotonic() - session_start
-                progress["epoch_totals"] = distributed.all_reduce_sum(ctx, totals).tolist()
+                progress["epoch_totals"] = distributed.all_reduce_sum(ctx, totals.cpu()).tolist()
                 self.save()
             if stopping:
                 bar.close()
                 self._stop(stop.signum or 15)
         bar.close()
-        train_totals = Totals.from_tensor(distributed.all_reduce_sum(ctx, totals))
+        train_totals = Totals.from_tensor(distributed.all_reduce_sum(ctx, totals.cpu()))
         epoch_time = time.monotonic() - session_start
         record = self._end_epoch(epoch, lr, train_totals, elapsed_before + epoch_time, epoch_time,
                                  session_samples)
@@ -450,7 +456,7 @@ class Trainer:
         with torch.no_grad():
             correct = (scores.argmax(dim=1) == y).sum()
             return torch.stack([loss.detach().double() * len(y), correct.double(),
-                                torch.tensor(float(len(y)), dtype=torch.float64, device=loss.device)]).cpu()
+                                torch.tensor(float(len(y)), dtype=torch.float64, device=loss.device)])
 
     def _end_epoch(self, epoch, lr, train_totals, elapsed, epoch_time, samples) -> dict:
         recipe, progress = self.recipe, self.progress

@@ -85,13 +85,19 @@ class ProgressBar:
         self.steps_done = initial_step
         self.samples = 0
 
+    def due(self, step: int) -> bool:
+        """Whether :meth:`update` for ``step`` would draw (callers then fetch loss and accuracy,
+        which may need a device synchronisation)."""
+        return self.enabled and (time.monotonic() - self.last_draw >= self.interval or step == self.total)
+
     def update(self, step: int, samples: int, loss: float, accuracy: float) -> None:
-        """Record that ``step`` of ``total`` is done, ``samples`` samples in this session."""
+        """Record that ``step`` of ``total`` is done, ``samples`` samples in this session, and
+        draw if due."""
+        due = self.due(step)
         self.steps_done, self.samples = step, samples
-        now = time.monotonic()
-        if self.enabled and (now - self.last_draw >= self.interval or step == self.total):
-            self.last_draw = now
-            self._draw(self.line(loss, accuracy, now))
+        if due:
+            self.last_draw = time.monotonic()
+            self._draw(self.line(loss, accuracy, self.last_draw))
 
     def line(self, loss: float, accuracy: float, now: float | None = None) -> str:
         """The status text (without line ending)."""
@@ -161,18 +167,23 @@ def read_metrics(path) -> list:
     return records
 
 
+def require_tensorboard():
+    """``torch.utils.tensorboard.SummaryWriter``, or BinarynetError saying how to get it."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise BinarynetError(
+            "--tensorboard needs the tensorboard package, which is not installed: "
+            "pip install tensorboard (or run without --tensorboard; metrics.jsonl has the same numbers)"
+        ) from None
+    return SummaryWriter
+
+
 class TensorBoardLog:
     """Scalars to TensorBoard via ``torch.utils.tensorboard`` (needs the ``tensorboard`` package)."""
 
     def __init__(self, log_dir):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise BinarynetError(
-                "--tensorboard needs the tensorboard package, which is not installed: "
-                "pip install tensorboard (or run without --tensorboard; metrics.jsonl has the same numbers)"
-            ) from None
-        self.writer = SummaryWriter(log_dir=os.fspath(log_dir))
+        self.writer = require_tensorboard()(log_dir=os.fspath(log_dir))
 
     def append(self, record: dict) -> None:
         """Log every numeric field of an epoch record at step ``record["epoch"]``."""
