@@ -33,7 +33,9 @@ def _accuracy(model, x, y):
 
 
 def test_binary_mlp_learns_synthetic_clusters():
-    start = time.perf_counter()
+    # CPU time of this process, not wall time: the bound is on the work done, which other jobs
+    # on a shared machine do not change (about 3 s here).
+    start = time.process_time()
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     centers = torch.randn(2 * NUM_CLASSES, DIM, generator=gen)
@@ -51,7 +53,7 @@ def test_binary_mlp_learns_synthetic_clusters():
         loss.backward()
         opt.step()
     after = _accuracy(model, x_test, y_test)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
 
     assert before < 0.3, before  # untrained: near chance
     assert after >= 0.90, after

@@ -446,3 +446,18 @@ def test_latent_tag_restored_after_parameter_replacement():
         pytest.skip("this torch keeps Parameter attributes on assign=True")
     layer(torch.randn(2, 4))
     assert bn.nn.is_latent(layer.weight)
+
+
+def test_clipping_optimizer_marks_weights_and_the_mask_returns_after_a_change():
+    torch.manual_seed(0)
+    layer = bn.nn.BinaryLinear(3, 1, bias=False)
+    opt = bn.optim.Adam(layer.parameters(), lr=0.1)
+    layer(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    assert latent.known_clipped(layer.weight)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.5, -0.5, -1.0]]))  # in place: the version moves on
+    assert not latent.known_clipped(layer.weight)
+    layer.weight.grad = None
+    layer(torch.ones(2, 3)).sum().backward()
+    assert layer.weight.grad.tolist() == [[0.0, 2.0, 2.0]]

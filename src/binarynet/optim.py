@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from . import nn as bnn
+from .nn.latent import mark_clipped
 from .quantizers import ap2
 
 __all__ = ["glorot_lr_scale", "param_groups", "Adam", "ShiftAdaMax"]
@@ -88,6 +89,7 @@ def _clip_latent(optimizer: torch.optim.Optimizer) -> None:
     with torch.no_grad():
         for p in targets:
             p.clamp_(-1.0, 1.0)  # one in-place pass per tensor (a foreach min + max takes two)
+            mark_clipped(p)  # lets the next forward skip checking the STE range
 
 
 class Adam(torch.optim.Adam):

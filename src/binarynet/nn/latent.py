@@ -32,6 +32,20 @@ def is_latent(tensor: torch.Tensor) -> bool:
     return getattr(tensor, _TAG, False) is True
 
 
+def mark_clipped(param: torch.Tensor) -> None:
+    """Record that ``param`` was just clamped to [-1, 1] (by a binarynet optimizer)."""
+    param._binarynet_clipped_version = param._version
+
+
+def known_clipped(param: torch.Tensor) -> bool:
+    """True if ``param`` is unchanged since :func:`mark_clipped`, so it lies in [-1, 1].
+
+    Changes through ``.data`` escape the version counter; the only effect is then that the STE
+    mask of an out-of-range weight is skipped, i.e. the paper's identity weight STE is used.
+    """
+    return getattr(param, "_binarynet_clipped_version", None) == param._version
+
+
 def _has_latent(optimizer: torch.optim.Optimizer) -> bool:
     params = [p for group in optimizer.param_groups for p in group["params"]]
     if _scanned.get(optimizer) == len(params):

@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from ..quantizers import _binary, _inside_mask
+from .latent import known_clipped
 
 
 class WeightSignBuffer:
@@ -59,7 +60,10 @@ class _BufferedSteSign(torch.autograd.Function):
         stored = buffer.take(weight, grad_enabled)
         out = _binary(weight, out=stored)
         ctx.buffer, ctx.stored = buffer, stored
-        ctx.inside = _inside_mask(weight, clip) if ctx.needs_input_grad[0] else None
+        if not ctx.needs_input_grad[0] or (clip >= 1.0 and known_clipped(weight)):
+            ctx.inside = None  # all of W is inside [-1, 1]: the STE is the identity
+        else:
+            ctx.inside = _inside_mask(weight, clip)
         # A new alias: autograd attaches this node to it, not to the stored tensor. It shares
         # the version counter, so a misuse (retain_graph across a reuse) raises, never lies.
         return out.detach()
