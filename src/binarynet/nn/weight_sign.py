@@ -8,6 +8,10 @@ previous value: the storage is marked in use by a forward with grad enabled and 
 the backward of that forward. Otherwise (two forwards before one backward, a forward whose
 graph was dropped) a fresh tensor is used, as without the buffer. Only the layer's own
 forward uses this; ``BinaryLayer.quantized_weight()`` always returns a new tensor.
+
+One pattern is refused rather than served a stale value: backward(retain_graph=True), another
+forward of the layer, then a second backward through the first graph raises torch's "modified
+by an inplace operation" error (the storage shares its version counter with what the graph saved).
 """
 from __future__ import annotations
 
