@@ -8,7 +8,8 @@ All multiplications by a scale become multiplications by powers of two (bit shif
 
 means are over the batch (and over H, W for the 2-D version). Running statistics follow T7:
 ``running_mean`` and ``running_inv_std`` (the *inverse* std, before AP2) are updated with
-momentum m as r <- (1 - m) r + m * stat, and evaluation computes
+momentum m as r <- (1 - m) r + m * stat (they start at 0 and 1, as T7's dense version; its
+spatial version starts running_inv_std at 0), and evaluation computes
 y = (x - running_mean) * AP2(running_inv_std) * AP2(gamma) + beta.
 """
 from __future__ import annotations
