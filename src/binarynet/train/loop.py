@@ -197,6 +197,7 @@ class Trainer:
 
     def __init__(self, recipe: Recipe | None, options: RunOptions, ctx: distributed.Context):
         self.options, self.ctx, self.device = options, ctx, ctx.device
+        self.logs = []  # per-epoch record sinks (rank 0): metrics.jsonl, TensorBoard
         if options.tensorboard and ctx.is_main:
             require_tensorboard()  # fail before anything is written
         if options.threads:
@@ -346,26 +347,23 @@ class Trainer:
     def run(self) -> dict:
         """Train from the current progress to the last epoch; returns :meth:`summary`."""
         recipe, ctx, progress = self.recipe, self.ctx, self.progress
-        metrics = tensorboard = None
         if ctx.is_main:
             with open(os.path.join(self.out, CONFIG_FILE), "w", encoding="utf-8") as f:
                 json.dump(self.config(), f, indent=2, sort_keys=True)
             metrics = MetricsLog(os.path.join(self.out, METRICS_FILE))
-            metrics.truncate_after(progress["epoch"] + 1)
+            metrics.truncate_after(progress["epoch"] + 1)  # records of epochs this run redoes
+            self.logs.append(metrics)
             if self.options.tensorboard:
-                tensorboard = TensorBoardLog(os.path.join(self.out, "tensorboard"))
+                self.logs.append(TensorBoardLog(os.path.join(self.out, "tensorboard")))
             self._announce()
         try:
             with StopRequest() as stop:
                 while progress["epoch"] < recipe.epochs:
-                    record = self._run_epoch(stop)
-                    if ctx.is_main:
-                        metrics.append(record)
-                        if tensorboard is not None:
-                            tensorboard.append(record)
+                    self._run_epoch(stop)
         finally:
-            if tensorboard is not None:
-                tensorboard.close()
+            for log in self.logs:
+                if hasattr(log, "close"):
+                    log.close()
         summary = self.summary()
         if ctx.is_main:
             self._print_summary(summary)
@@ -473,7 +471,6 @@ class Trainer:
             progress["test_error_at_best"] = test.error if test is not None else None
         progress.update(epoch=epoch + 1, epoch_position=0, epoch_totals=[0.0, 0.0, 0.0], elapsed_s=elapsed,
                         lr=self.lr_at(epoch + 1))
-        self.save(best=improved)
         record = {
             "epoch": epoch + 1, "lr": lr, "global_step": progress["global_step"],
             "train_loss": train_totals.loss, "train_error": train_totals.error,
@@ -484,6 +481,10 @@ class Trainer:
             "epoch_time_s": epoch_time, "elapsed_s": elapsed,
             "samples_per_s": samples / epoch_time if epoch_time > 0 else None,
         }
+        # The record first: a crash before the checkpoint redoes the epoch and drops the record.
+        for log in self.logs:
+            log.append(record)
+        self.save(best=improved)
         if self.ctx.is_main and self.options.progress:
             parts = [f"epoch {epoch + 1}/{recipe.epochs}", f"lr {lr:.3g}",
                      f"train loss {train_totals.loss:.4f} err {100 * train_totals.error:.2f}%"]
