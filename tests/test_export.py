@@ -519,3 +519,19 @@ def test_package_attribute_export_is_callable():
 def test_float64_models_are_refused():
     with pytest.raises(ExportError, match="reproduces float32 models.*call model.float\\(\\)"):
         export(small_mlp().double(), X12.reshape(4, 1, 3, 4).double())
+
+
+@pytest.mark.parametrize("mode", ["bitplane", "int"])
+def test_single_layer_model_first_layer_gives_logits(mode):
+    """The first layer is also the output layer: logits = scale * z + shift on both input paths."""
+    model = randomize(nn.Sequential(nn.Flatten(), bn.nn.BinaryLinear(35, 4), nn.BatchNorm1d(4)), 9)
+    x_u8, x_f = dyadic_inputs((1, 5, 7), 11, 9)
+    packed = export(model, x_u8, first_layer=mode, **DYADIC)
+    assert [op["op"] for op in packed.ops] == ["first_dense"]
+    with torch.no_grad():
+        want = model(x_f).numpy()
+    for x in (x_u8.numpy(), x_f.numpy()):
+        np.testing.assert_allclose(packed.predict(x), want, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        rebuilt = to_torch(packed)(x_f).numpy()
+    np.testing.assert_allclose(rebuilt, want, rtol=1e-5, atol=1e-5)
