@@ -186,7 +186,7 @@ def plot_curves(records: Sequence[dict], out_dir, title: str,
             ax.set_xticks(range(min(epochs), max(epochs) + 1))
         ax.grid(True, which="both", alpha=0.3)
         ax.set_title(f"{title}: {what} per epoch")
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
         path = out_dir / file_name
         fig.savefig(path)
