@@ -152,7 +152,7 @@ def test_float_layers_count_as_32_bit():
     model = nn.Sequential(nn.Linear(10, 4), nn.ReLU(), bn.nn.BinaryLinear(4, 2))
     s = summary(model, (10,))
     assert column(s, "float_params") == [44, 0, 2]
-    assert column(s, "packed_bits") == [44 * 32, 0, 2 * 64 + 2 * 32]
+    assert column(s, "packed_bits") == [44 * 32, 0, 2 * 64 + 2 * 128]
     assert column(s, "multibit_macs") == [40, 0, 8]
 
 
@@ -178,7 +178,26 @@ def export_u8(model, shape):
     return export(model, x, input_scale=[2 / 255] * channels, input_offset=[-1.0] * channels)
 
 
-@pytest.mark.parametrize("make, shape", [(small_mlp, (20,)), (small_convnet, (3, 6, 6))])
+def input_quantized_mlp():
+    return nn.Sequential(nn.Flatten(), bn.nn.BinaryLinear(20, 16, input_quantizer="ste_sign"),
+                         nn.BatchNorm1d(16), bn.nn.Sign(), bn.nn.BinaryLinear(16, 3),
+                         nn.BatchNorm1d(3))
+
+
+def input_quantized_convnet():
+    return nn.Sequential(bn.nn.BinaryConv2d(3, 8, 3, padding=1, input_quantizer="ste_sign"),
+                         nn.BatchNorm2d(8), bn.nn.Sign(), nn.Flatten(),
+                         bn.nn.BinaryLinear(8 * 36, 3), nn.BatchNorm1d(3))
+
+
+def no_batchnorm_mlp():
+    return nn.Sequential(nn.Flatten(), bn.nn.BinaryLinear(20, 16), bn.nn.Sign(),
+                         bn.nn.BinaryLinear(16, 3))
+
+
+@pytest.mark.parametrize("make, shape", [
+    (small_mlp, (20,)), (small_convnet, (3, 6, 6)), (input_quantized_mlp, (20,)),
+    (input_quantized_convnet, (3, 6, 6)), (no_batchnorm_mlp, (20,))])
 def test_torch_figure_equals_export_tensor_bytes(make, shape):
     from binarynet.export import export
 

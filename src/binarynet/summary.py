@@ -527,7 +527,7 @@ def _summarise_module(model, input_shape, input_bits: int) -> ModelSummary:
                 if module.input_quantizer is not None:
                     row.note = "binarizes its input"
                     if on_image and input_bits == 8:  # per-channel uint8 thresholds (int16)
-                        row.packed_bits += 16 * shape[0]
+                        row.packed_bits += 16 * (shape[0] if len(shape) == 3 else 1)
                 if row.input_bits == 1:
                     row.binary_macs = macs
                 else:
@@ -538,8 +538,9 @@ def _summarise_module(model, input_shape, input_bits: int) -> ModelSummary:
                 if first:
                     first_layers.add(i)
                     row.packed_bits += bias * 32  # kept as float32 (exact real-valued sum)
-                elif bias and not folds:
-                    row.packed_bits += bias * 32
+                if not folds:  # the output: logits = scale * s + shift, float64 per unit
+                    row.packed_bits += weight.shape[0] * 2 * 64
+                    row.note = "-> scale, shift"
             bits = 32  # integer sums (float32 in torch)
         elif _is_batchnorm(module) or _is_sign(module):
             sign = _is_sign(module)
