@@ -10,7 +10,9 @@ __version__ = "0.1.0"
 
 # The torch-based submodules are exposed as attributes (``bn.nn``, ``bn.optim``, ...) but
 # imported on first use, so that ``import binarynet.engine`` never pulls in torch.
-_TORCH_SUBMODULES = ("quantizers", "nn", "optim", "losses", "models")
+# ``export`` and ``summary`` are modules that are also callable as their main function.
+_TORCH_SUBMODULES = ("quantizers", "nn", "optim", "losses", "models", "data", "train", "export",
+                     "summary")
 
 
 def __getattr__(name):

@@ -52,8 +52,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
-import types
 import warnings
 from fractions import Fraction
 from typing import Optional
@@ -63,6 +61,7 @@ import torch
 from torch import nn
 
 from . import nn as bnn
+from ._callable import make_module_callable
 from .engine import kernels
 from .engine.graph import conv_output_size
 from .engine.model import PackedModel
@@ -952,16 +951,4 @@ def to_torch(packed: PackedModel) -> nn.Sequential:
     return nn.Sequential(*layers).eval()
 
 
-class _CallableModule(types.ModuleType):
-    """``binarynet.export`` is this module *and* callable as :func:`export`.
-
-    Importing the submodule makes the package attribute ``binarynet.export`` the module (Python
-    sets it on first import), so the package-level ``binarynet.export(model, x)`` keeps working
-    whichever of the two a caller gets.
-    """
-
-    def __call__(self, *args, **kwargs) -> PackedModel:
-        return export(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, export)

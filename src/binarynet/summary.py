@@ -36,6 +36,8 @@ import math
 import os
 from typing import Any, Iterable, Sequence
 
+from ._callable import make_module_callable
+
 WORD_BITS = 64  # packed words are uint64 (docs/design.md)
 
 # Horowitz 2014, 45 nm (bnn-spec.md §4.2, paper Tables 2 and 3), in picojoules.
@@ -806,3 +808,6 @@ def _is_torch_module(obj: Any) -> bool:
 
 __all__ = ["summary", "ModelSummary", "LayerSummary", "energy_estimate", "energy_lines",
            "MAC_ENERGY_PJ", "SRAM_ACCESS_PJ", "DRAM_ACCESS_PJ"]
+
+
+make_module_callable(__name__, summary)
