@@ -101,7 +101,8 @@ def test_tiny_demo_on_mnist(tmp_path):
     packed_bytes = int(sizes[2].replace(",", ""))
     assert packed_bytes == os.path.getsize(out / "model.bnn")
     assert int(sizes[1].replace(",", "")) > 20 * packed_bytes
-    assert re.search(r"speed at batch 1: float PyTorch [\d.]+ ms, engine [\d.]+ ms -> [\d.]+x", text)
+    assert re.search(r"speed at batch 1: float PyTorch [\d.]+ ms, engine [\d.]+ ms -> engine "
+                     r"[\d.]+x (faster|slower)", text)
     assert re.search(r"speed at batch 1000: float PyTorch [\d.]+ ms, engine [\d.]+ ms", text)
     for name in ("best.pt", "last.pt", "config.json", "metrics.jsonl", "model.bnn", "report.md",
                  "loss.png", "error.png"):

@@ -190,3 +190,18 @@ def test_report_names_the_runs_changes_to_its_recipe(synthetic_run):
     # the fixture trained synthetic_mlp with epochs=2, hidden 64 and sample limits
     assert ("This run changed the recipe: epochs=2, max_eval_samples=500, max_train_samples=1000, "
             "model.hidden=64.") in md
+
+
+def test_deployment_lines_word_speed_ratios_both_ways():
+    figures = {"samples": 10000, "torch_accuracy": 0.9712, "engine_accuracy": 0.9711,
+               "mismatches": 1, "float32_state_dict_bytes": 4000, "packed_file_bytes": 1000,
+               "size_ratio": 4.0, "threads": 2, "repeats": 15, "load_average": None,
+               "timings": [{"batch": 1, "torch_ms": 1.0, "engine_ms": 0.25, "speedup": 4.0},
+                           {"batch": 1000, "torch_ms": 1.0, "engine_ms": 2.0, "speedup": 0.5}]}
+    lines = report.deployment_lines(figures)
+    assert lines[0] == "torch accuracy:  97.12% on 10,000 test images"
+    assert lines[1] == "engine accuracy: 97.11% (1 of 10000 predictions differ)"
+    assert lines[2] == "file size: float32 state_dict 4,000 B, packed 1,000 B (4.0x smaller)"
+    assert lines[3].endswith("-> engine 4.0x faster (median of 15, 2 threads)")
+    assert lines[4].endswith("-> engine 2.0x slower (median of 15, 2 threads)")
+    assert len(lines) == 5  # no load-average line when unknown

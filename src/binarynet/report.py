@@ -274,8 +274,10 @@ def deployment_lines(figures: dict) -> list:
         f"{figures['packed_file_bytes']:,} B ({figures['size_ratio']:.1f}x smaller)",
     ]
     for t in figures["timings"]:
+        ratio = (f"{t['speedup']:.1f}x faster" if t["speedup"] >= 1 else
+                 f"{1 / t['speedup']:.1f}x slower")
         lines.append(f"speed at batch {t['batch']}: float PyTorch {t['torch_ms']:.3f} ms, engine "
-                     f"{t['engine_ms']:.3f} ms -> {t['speedup']:.1f}x faster (median of "
+                     f"{t['engine_ms']:.3f} ms -> engine {ratio} (median of "
                      f"{figures['repeats']}, {figures['threads']} threads)")
     if figures.get("load_average") is not None:
         lines.append(f"(load average {figures['load_average']} on {figures['cpu_count']} CPUs "
