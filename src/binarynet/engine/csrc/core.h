@@ -85,8 +85,14 @@ typedef struct {
 void bn_scratch_init(bn_scratch *s, size_t bytes);
 void *bn_scratch_get(bn_scratch *s, int worker); /* NULL (and failed set) when out of memory */
 void bn_scratch_free(bn_scratch *s);
-/* Threads worth using for `work` inner-loop steps (1 below a few microseconds of work). */
-static inline int bn_threads_for(double work) { return work > 2e4 ? bn_get_num_threads() : 1; }
+/* Threads worth using for `work` word-operations (64-bit XOR-popcounts, or about 8 byte / 2 int32
+ * element steps). Below BN_PARALLEL_MIN_WORK (some 50-100 us on one core) a job runs inline on
+ * the caller: waking a worker costs tens of microseconds, and on a loaded machine a worker that
+ * has taken a task may not be scheduled for milliseconds. */
+#define BN_PARALLEL_MIN_WORK 1e6
+static inline int bn_threads_for(double work) {
+    return work >= BN_PARALLEL_MIN_WORK ? bn_get_num_threads() : 1;
+}
 
 /* ---- packing (pack.c) ------------------------------------------------------------------------ */
 enum bn_dtype { BN_F32 = 0, BN_F64 = 1, BN_I8 = 2, BN_U8 = 3 };

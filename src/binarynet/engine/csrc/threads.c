@@ -5,10 +5,12 @@
  * sit in the run queue for milliseconds, so a 20 us GEMV took ~20 ms with 2 OpenMP threads
  * (measured: 0.8 vs 160 GMAC/s single-threaded at 1x4096x4096 under load 10 on 2 cores).
  *
- * Here the caller works through the tasks itself (claimed with an atomic counter) and, at the
- * end, waits only for workers that joined the job and may hold a task; a worker that wakes after
- * the job closed does nothing. So the worst case is single-threaded speed, never a scheduler
- * round trip per call. Workers spin briefly before sleeping so back-to-back calls stay cheap.
+ * Here the caller works through the tasks itself (claimed with a tagged atomic counter) and, at
+ * the end, waits only for tasks another thread has claimed and is still running; a worker that
+ * wakes late, or has nothing left to claim, is never waited for, and the caller takes no lock a
+ * worker could hold unless a worker sleeps. So the worst case is single-threaded speed plus one
+ * task, never a scheduler round trip per call. Workers spin briefly before sleeping so
+ * back-to-back calls stay cheap. Small jobs never reach the pool (bn_threads_for in core.h).
  */
 #define _GNU_SOURCE
 #include "core.h"
@@ -21,26 +23,34 @@
 
 #define SPIN_ROUNDS 4000 /* pause-polling rounds (tens of microseconds) before sleeping */
 
+/* Tasks are claimed from `claim`: job generation in the high 32 bits, next task index in the
+ * low 32. A claim is a compare-and-swap that only succeeds for the current job and an index
+ * below its task count, so a worker holding a stale view of an old job can never run anything:
+ * the caller waits only for claimed tasks to finish, never for workers to arrive or leave. */
+#define CLAIM_GEN(v) ((v) >> 32)
+#define CLAIM_INDEX(v) ((v) & 0xffffffffu)
+#define CLAIM_CLOSED 0xffffffffu /* index that no job reaches: claims fail while fields change */
+
 typedef struct {
-    pthread_mutex_t lock;      /* guards the fields below except `next` */
-    pthread_cond_t wake;       /* a new job was published */
-    pthread_cond_t idle;       /* refs dropped to 0 */
-    pthread_mutex_t job_lock;  /* one job at a time; a busy pool runs the job inline */
-    bn_task_fn fn;
-    void *ctx;
-    long ntasks;
-    int width;                 /* threads allowed on this job (caller included) */
-    int active;                /* workers may still join */
-    _Atomic int refs;          /* workers inside the job (changed under lock) */
-    _Atomic unsigned long gen; /* job generation, polled by spinning workers */
-    _Atomic long next;         /* next unclaimed task */
-    int started;               /* workers created so far */
+    pthread_mutex_t lock;         /* only for sleeping and waking */
+    pthread_cond_t wake;          /* a new job was published */
+    pthread_cond_t finished;      /* the last claimed task of the job finished */
+    pthread_mutex_t job_lock;     /* one job at a time; a busy pool runs the job inline */
+    _Atomic(bn_task_fn) fn;       /* job fields, valid for the generation in `claim` */
+    _Atomic(void *) ctx;
+    _Atomic long ntasks;
+    _Atomic int width;            /* threads allowed on this job (caller included) */
+    _Atomic uint64_t claim;       /* generation << 32 | next task index */
+    _Atomic long done;            /* tasks of the current job finished */
+    _Atomic int sleepers;         /* workers blocked on `wake` */
+    _Atomic int caller_sleeping;  /* the caller is blocked on `finished` */
+    int started;                  /* workers created so far (caller side only) */
 } pool_t;
 
 static pool_t g_pool = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .wake = PTHREAD_COND_INITIALIZER,
-    .idle = PTHREAD_COND_INITIALIZER,
+    .finished = PTHREAD_COND_INITIALIZER,
     .job_lock = PTHREAD_MUTEX_INITIALIZER,
 };
 
@@ -52,34 +62,55 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-static void run_tasks(bn_task_fn fn, void *ctx, long ntasks, int worker) {
+/* Claims the next task of job `gen` (< ntasks); -1 when the job is finished or replaced. */
+static long claim_task(uint64_t gen, long ntasks) {
+    uint64_t v = atomic_load_explicit(&g_pool.claim, memory_order_acquire);
     for (;;) {
-        const long t = atomic_fetch_add_explicit(&g_pool.next, 1, memory_order_relaxed);
-        if (t >= ntasks) return;
+        if (CLAIM_GEN(v) != gen || (long)CLAIM_INDEX(v) >= ntasks) return -1;
+        if (atomic_compare_exchange_weak_explicit(&g_pool.claim, &v, v + 1, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return (long)CLAIM_INDEX(v);
+    }
+}
+
+/* Runs claimed tasks of job `gen` until none is left; returns after the last one it ran. */
+static void run_tasks(uint64_t gen, bn_task_fn fn, void *ctx, long ntasks, int worker) {
+    for (long t; (t = claim_task(gen, ntasks)) >= 0;) {
         fn(ctx, t, worker);
+        if (atomic_fetch_add(&g_pool.done, 1) + 1 == ntasks && /* seq_cst: pairs with the caller */
+            atomic_load(&g_pool.caller_sleeping)) {
+            pthread_mutex_lock(&g_pool.lock);
+            pthread_cond_signal(&g_pool.finished);
+            pthread_mutex_unlock(&g_pool.lock);
+        }
     }
 }
 
 static void *worker_main(void *arg) {
     const int id = (int)(intptr_t)arg;
-    unsigned long seen = atomic_load(&g_pool.gen);
+    uint64_t seen = 0; /* generation last looked at */
     for (;;) {
-        for (int spin = 0; spin < SPIN_ROUNDS && atomic_load_explicit(&g_pool.gen, memory_order_relaxed) == seen; ++spin)
+        uint64_t gen = CLAIM_GEN(atomic_load(&g_pool.claim));
+        for (int spin = 0; spin < SPIN_ROUNDS && gen == seen; ++spin) {
             cpu_relax();
-        pthread_mutex_lock(&g_pool.lock);
-        while (atomic_load(&g_pool.gen) == seen) pthread_cond_wait(&g_pool.wake, &g_pool.lock);
-        seen = atomic_load(&g_pool.gen);
-        const int join = g_pool.active && id < g_pool.width;
-        bn_task_fn fn = g_pool.fn;
-        void *ctx = g_pool.ctx;
-        const long ntasks = g_pool.ntasks;
-        if (join) atomic_fetch_add(&g_pool.refs, 1);
-        pthread_mutex_unlock(&g_pool.lock);
-        if (!join) continue;
-        run_tasks(fn, ctx, ntasks, id);
-        pthread_mutex_lock(&g_pool.lock);
-        if (atomic_fetch_sub(&g_pool.refs, 1) == 1) pthread_cond_signal(&g_pool.idle);
-        pthread_mutex_unlock(&g_pool.lock);
+            gen = CLAIM_GEN(atomic_load_explicit(&g_pool.claim, memory_order_relaxed));
+        }
+        if (gen == seen) {
+            pthread_mutex_lock(&g_pool.lock);
+            atomic_fetch_add(&g_pool.sleepers, 1);
+            while ((gen = CLAIM_GEN(atomic_load(&g_pool.claim))) == seen)
+                pthread_cond_wait(&g_pool.wake, &g_pool.lock);
+            atomic_fetch_sub(&g_pool.sleepers, 1);
+            pthread_mutex_unlock(&g_pool.lock);
+        }
+        seen = gen;
+        atomic_thread_fence(memory_order_acquire);
+        /* the fields may already belong to a later job: then every claim for `gen` fails */
+        bn_task_fn fn = atomic_load_explicit(&g_pool.fn, memory_order_acquire);
+        void *ctx = atomic_load_explicit(&g_pool.ctx, memory_order_acquire);
+        const long ntasks = atomic_load_explicit(&g_pool.ntasks, memory_order_acquire);
+        if (id < atomic_load_explicit(&g_pool.width, memory_order_acquire))
+            run_tasks(gen, fn, ctx, ntasks, id);
     }
     return NULL;
 }
@@ -89,10 +120,10 @@ static void after_fork_child(void) {
     pthread_mutex_init(&g_pool.lock, NULL);
     pthread_mutex_init(&g_pool.job_lock, NULL);
     pthread_cond_init(&g_pool.wake, NULL);
-    pthread_cond_init(&g_pool.idle, NULL);
+    pthread_cond_init(&g_pool.finished, NULL);
     g_pool.started = 0;
-    atomic_store(&g_pool.refs, 0);
-    g_pool.active = 0;
+    atomic_store(&g_pool.sleepers, 0);
+    atomic_store(&g_pool.caller_sleeping, 0);
 }
 
 static void ensure_workers(int count) {
@@ -116,33 +147,37 @@ static void ensure_workers(int count) {
 
 void bn_parallel_for(long ntasks, int threads, bn_task_fn fn, void *ctx) {
     if (threads > ntasks) threads = (int)ntasks;
-    if (threads <= 1 || pthread_mutex_trylock(&g_pool.job_lock) != 0) {
+    if (threads <= 1 || ntasks >= (long)CLAIM_CLOSED ||
+        pthread_mutex_trylock(&g_pool.job_lock) != 0) {
         for (long t = 0; t < ntasks; ++t) fn(ctx, t, 0);
         return;
     }
-    pthread_mutex_lock(&g_pool.lock);
     ensure_workers(threads - 1);
-    g_pool.fn = fn;
-    g_pool.ctx = ctx;
-    g_pool.ntasks = ntasks;
-    g_pool.width = threads;
-    g_pool.active = 1;
-    atomic_store(&g_pool.refs, 0);
-    atomic_store(&g_pool.next, 0);
-    atomic_fetch_add(&g_pool.gen, 1);
-    pthread_cond_broadcast(&g_pool.wake);
-    pthread_mutex_unlock(&g_pool.lock);
-
-    run_tasks(fn, ctx, ntasks, 0);
-
-    pthread_mutex_lock(&g_pool.lock);
-    g_pool.active = 0; /* late workers stay out */
-    pthread_mutex_unlock(&g_pool.lock);
-    /* the workers inside are finishing their last tasks: poll briefly, then sleep */
-    for (int spin = 0; spin < SPIN_ROUNDS && atomic_load(&g_pool.refs) > 0; ++spin) cpu_relax();
-    if (atomic_load(&g_pool.refs) > 0) {
+    /* close the old generation's claims, set the fields, then open the new one */
+    const uint64_t gen = CLAIM_GEN(atomic_load(&g_pool.claim)) + 1;
+    atomic_store(&g_pool.claim, gen << 32 | CLAIM_CLOSED);
+    atomic_store_explicit(&g_pool.fn, fn, memory_order_release);
+    atomic_store_explicit(&g_pool.ctx, ctx, memory_order_release);
+    atomic_store_explicit(&g_pool.ntasks, ntasks, memory_order_release);
+    atomic_store_explicit(&g_pool.width, threads, memory_order_release);
+    atomic_store(&g_pool.done, 0);
+    atomic_store(&g_pool.claim, gen << 32); /* seq_cst: publishes the fields above */
+    if (atomic_load(&g_pool.sleepers) > 0) {
         pthread_mutex_lock(&g_pool.lock);
-        while (atomic_load(&g_pool.refs) > 0) pthread_cond_wait(&g_pool.idle, &g_pool.lock);
+        pthread_cond_broadcast(&g_pool.wake);
+        pthread_mutex_unlock(&g_pool.lock);
+    }
+
+    run_tasks(gen, fn, ctx, ntasks, 0);
+
+    /* every task is claimed: wait for the ones still running elsewhere (poll, then sleep) */
+    for (int spin = 0; spin < SPIN_ROUNDS && atomic_load(&g_pool.done) < ntasks; ++spin)
+        cpu_relax();
+    if (atomic_load(&g_pool.done) < ntasks) {
+        pthread_mutex_lock(&g_pool.lock);
+        atomic_store(&g_pool.caller_sleeping, 1);
+        while (atomic_load(&g_pool.done) < ntasks) pthread_cond_wait(&g_pool.finished, &g_pool.lock);
+        atomic_store(&g_pool.caller_sleeping, 0);
         pthread_mutex_unlock(&g_pool.lock);
     }
     pthread_mutex_unlock(&g_pool.job_lock);
