@@ -127,8 +127,8 @@ int bn_bgemm(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
 int bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
                         const int32_t *thresh, const uint8_t *flip, uint64_t *out);
 
-/* int32 rows x n -> packed bits (dot >= thresh, or <= where flipped). */
-void bn_threshold_pack(const int32_t *x, size_t rows, size_t n, const int32_t *thresh,
+/* int32 rows x n -> packed bits (dot >= thresh, or <= where flipped); -1 when out of memory. */
+int bn_threshold_pack(const int32_t *x, size_t rows, size_t n, const int32_t *thresh,
                        const uint8_t *flip, uint64_t *out);
 
 /* ---- convolution (conv.c); these return -1 when out of memory ------------------------------- */

@@ -170,12 +170,13 @@ static PyObject *py_threshold_pack(PyObject *self, PyObject *args) {
         !check_buffer(op, "thresh", &thresh, (size_t)n, 4) &&
         !check_buffer(op, "flip", &flip, (size_t)n, 1) &&
         !check_buffer(op, "out", &out, (size_t)rows * bn_words((size_t)n), 8)) {
+        int rc;
         Py_BEGIN_ALLOW_THREADS
-        bn_threshold_pack((const int32_t *)x.buf, (size_t)rows, (size_t)n,
-                          (const int32_t *)thresh.buf, (const uint8_t *)flip.buf,
-                          (uint64_t *)out.buf);
+        rc = bn_threshold_pack((const int32_t *)x.buf, (size_t)rows, (size_t)n,
+                               (const int32_t *)thresh.buf, (const uint8_t *)flip.buf,
+                               (uint64_t *)out.buf);
         Py_END_ALLOW_THREADS
-        ret = Py_NewRef(Py_None);
+        ret = rc ? memory_error(op) : Py_NewRef(Py_None);
     }
     RELEASE(&x, &thresh, &flip, &out);
     return ret;
