@@ -6,9 +6,8 @@
  *     out = 255 * popcount(wbit) - sum_b 2^b popcount(x^b XOR wbit),
  * which runs on the same XOR-popcount tiles as bgemm, with 8 plane rows per input row.
  *
- * int_gemm: the direct integer product. AVX-512: the weight word is used as the byte mask of a
- * masked move, so sum_{w=+1} x comes from vpsadbw with no unpacking (out = 2 * that - sum x);
- * AVX2: vpmaddubsw of x (u8) with the unpacked +-1 weights (s8); portable: plain loops.
+ * int_gemm: the direct integer product of u8 inputs with s8 +-1 weights, output channels across
+ * the vector lanes (AVX-512 VNNI vpdpbusd, AVX2 vpmaddubsw); see "direct integer path".
  */
 #include "core.h"
 
@@ -107,172 +106,261 @@ int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, si
 }
 
 /* ---- direct integer path -------------------------------------------------------------------- */
-#define INT_ROWS 16 /* input rows per task */
-#define INT_COLS 64 /* weight rows per task */
+/* SIMD: output channels run across the vector lanes, so a small K (27 at a CIFAR first conv)
+ * wastes no lanes. The weights are regrouped into "quad panels": panel p, quad g (inputs
+ * 4g..4g+3), lane j = the 4 int8 weights (+-1, 0 past K or N) of channel L p + j, one vector per
+ * (p, g). Each step broadcasts 4 input bytes of a row and multiplies them into a whole panel
+ * (AVX-512 VNNI vpdpbusd: u8 x s8, 4 products summed into each int32 lane, no saturation;
+ * AVX2: vpmaddubsw then vpmaddwd with ones, |pair| <= 510 so nothing saturates). A register tile
+ * of INT_MR rows x INT_NP panels shares every load. Exact int32: |sum| <= 255 k fits (checked in
+ * reference._check_first_layer). Portable: plain loops over the unpacked +-1 rows. */
+#define INT_MR 4          /* rows per register tile (SIMD) */
+#define INT_NP 4          /* panels per register tile (SIMD) */
+#define INT_ROWS 64       /* input rows per task */
+#define INT_PANEL_BYTES (128u * 1024u) /* weight panels per task: about an L2 share */
 
-/* wpm: the unpacked +-1 weight rows, stride kpad. */
-static void int_block_portable(const uint8_t *x, const int8_t *wpm, size_t kpad, size_t m0,
-                               size_t m1, size_t n0, size_t n1, size_t n, size_t k, int32_t *out) {
+typedef struct {
+    int backend;  /* BN_AVX512 (VNNI), BN_AVX2, or BN_PORTABLE */
+    const uint8_t *x;
+    size_t m, n, k, k4, lanes; /* k4 = ceil(k / 4) quads; lanes per panel (16 or 8) */
+    const int8_t *quads;       /* SIMD: panels, ceil(n / lanes) x k4 x lanes x 4 bytes */
+    const int8_t *wpm;         /* portable: unpacked +-1 rows of k */
+    size_t panels, panels_per_task, tm;
+    int32_t *out;
+} int_job;
+
+/* Input quad g of a row as an int32; the tail quad (k % 4 != 0) byte-wise, so no read passes
+ * the end of the row (its missing bytes meet zero weights). */
+static inline int32_t x_quad(const uint8_t *x, size_t g) {
+    int32_t v;
+    memcpy(&v, x + 4 * g, 4);
+    return v;
+}
+static inline int32_t x_tail_quad(const uint8_t *x, size_t k) {
+    int32_t v = 0;
+    for (size_t i = k / 4 * 4; i < k; ++i) v |= (int32_t)x[i] << (8 * (i % 4));
+    return v;
+}
+
+static void int_rows_portable(const int_job *j, size_t m0, size_t m1) {
     for (size_t r = m0; r < m1; ++r) {
-        const uint8_t *xr = x + r * k;
-        for (size_t j = n0; j < n1; ++j) {
-            const int8_t *wr = wpm + j * kpad;
+        const uint8_t *xr = j->x + r * j->k;
+        for (size_t c = 0; c < j->n; ++c) {
+            const int8_t *wr = j->wpm + c * j->k;
             int32_t acc = 0;
-            for (size_t i = 0; i < k; ++i) acc += (int32_t)xr[i] * (int32_t)wr[i];
-            out[r * n + j] = acc;
+            for (size_t i = 0; i < j->k; ++i) acc += (int32_t)xr[i] * (int32_t)wr[i];
+            j->out[r * j->n + c] = acc;
         }
     }
 }
 
 #if BN_X86
-#define AVX512BW_FN static inline __attribute__((target("avx512f,avx512bw"), always_inline))
+#define VNNI_KERNEL __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#define MADDUBS_KERNEL __attribute__((target("avx2")))
 
-/* Lane j of the result = sum of the 8 lanes of v_j (transposing reduction). */
-AVX512BW_FN __m512i reduce8_epi64(__m512i v0, __m512i v1, __m512i v2, __m512i v3, __m512i v4,
-                                  __m512i v5, __m512i v6, __m512i v7) {
-    __m512i t0 = _mm512_add_epi64(_mm512_unpacklo_epi64(v0, v1), _mm512_unpackhi_epi64(v0, v1));
-    __m512i t1 = _mm512_add_epi64(_mm512_unpacklo_epi64(v2, v3), _mm512_unpackhi_epi64(v2, v3));
-    __m512i t2 = _mm512_add_epi64(_mm512_unpacklo_epi64(v4, v5), _mm512_unpackhi_epi64(v4, v5));
-    __m512i t3 = _mm512_add_epi64(_mm512_unpacklo_epi64(v6, v7), _mm512_unpackhi_epi64(v6, v7));
-    __m512i u0 = _mm512_add_epi64(_mm512_shuffle_i64x2(t0, t1, _MM_SHUFFLE(2, 0, 2, 0)),
-                                  _mm512_shuffle_i64x2(t0, t1, _MM_SHUFFLE(3, 1, 3, 1)));
-    __m512i u1 = _mm512_add_epi64(_mm512_shuffle_i64x2(t2, t3, _MM_SHUFFLE(2, 0, 2, 0)),
-                                  _mm512_shuffle_i64x2(t2, t3, _MM_SHUFFLE(3, 1, 3, 1)));
-    return _mm512_add_epi64(_mm512_shuffle_i64x2(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)),
-                            _mm512_shuffle_i64x2(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)));
-}
+/* rows [r0, r0 + mr) (mr <= INT_MR) x panels [p0, p0 + np) (np <= INT_NP); inlined with
+ * constant mr / np for whole tiles, so the accumulators stay in registers. */
+#define VNNI_STEP(XQ)                                                                            \
+    do {                                                                                         \
+        __m512i w[INT_NP];                                                                       \
+        for (int q = 0; q < np; ++q)                                                             \
+            w[q] = _mm512_loadu_si512((const void *)(panel + (q * k4 + g) * 64));                \
+        for (int r = 0; r < mr; ++r) {                                                           \
+            const __m512i xb = _mm512_set1_epi32(XQ);                                            \
+            for (int q = 0; q < np; ++q) acc[r][q] = _mm512_dpbusd_epi32(acc[r][q], xb, w[q]);   \
+        }                                                                                        \
+    } while (0)
 
-/* One input row x 8 weight rows per step: the weight word is the byte mask that keeps the x
- * bytes where w = +1, vpsadbw sums them; 8 accumulators are reduced together at the end. */
-__attribute__((target("avx512f,avx512bw"))) static void
-int_block_avx512(const uint8_t *x, const uint64_t *w, size_t m0, size_t m1, size_t n0, size_t n1,
-                 size_t n, size_t k, int32_t *out) {
-    const size_t kw = bn_words(k);
-    const __mmask64 tail = k % 64 ? (((__mmask64)1 << (k % 64)) - 1) : ~(__mmask64)0;
-    const __m512i zero = _mm512_setzero_si512();
-    for (size_t r = m0; r < m1; ++r) {
-        const uint8_t *xr = x + r * k;
-        __m512i sx = zero;
-        for (size_t t = 0; t < kw; ++t) {
-            const __m512i xv = _mm512_maskz_loadu_epi8(t + 1 < kw ? ~(__mmask64)0 : tail, xr + 64 * t);
-            sx = _mm512_add_epi64(sx, _mm512_sad_epu8(xv, zero));
-        }
-        const int64_t sum_x = _mm512_reduce_add_epi64(sx);
-        for (size_t j = n0; j < n1; j += 8) {
-            const size_t nv = n1 - j < 8 ? n1 - j : 8;
-            const uint64_t *wr[8];
-            for (size_t q = 0; q < 8; ++q) wr[q] = w + (j + (q < nv ? q : nv - 1)) * kw;
-            __m512i p0 = zero, p1 = zero, p2 = zero, p3 = zero, p4 = zero, p5 = zero, p6 = zero,
-                    p7 = zero;
-            for (size_t t = 0; t < kw; ++t) {
-                const __m512i xv =
-                    _mm512_maskz_loadu_epi8(t + 1 < kw ? ~(__mmask64)0 : tail, xr + 64 * t);
-#define MASKED_SAD(acc, q) acc = _mm512_add_epi64(acc, _mm512_sad_epu8(_mm512_maskz_mov_epi8(wr[q][t], xv), zero))
-                MASKED_SAD(p0, 0); MASKED_SAD(p1, 1); MASKED_SAD(p2, 2); MASKED_SAD(p3, 3);
-                MASKED_SAD(p4, 4); MASKED_SAD(p5, 5); MASKED_SAD(p6, 6); MASKED_SAD(p7, 7);
-#undef MASKED_SAD
-            }
-            int64_t pos[8];
-            _mm512_storeu_si512((void *)pos, reduce8_epi64(p0, p1, p2, p3, p4, p5, p6, p7));
-            for (size_t q = 0; q < nv; ++q) out[r * n + j + q] = (int32_t)(2 * pos[q] - sum_x);
+static inline __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) void
+int_tile_vnni(const int_job *j, size_t r0, int mr, size_t p0, int np) {
+    __m512i acc[INT_MR][INT_NP];
+    for (int r = 0; r < mr; ++r)
+        for (int q = 0; q < np; ++q) acc[r][q] = _mm512_setzero_si512();
+    const size_t k = j->k, k4 = j->k4, full = k / 4;
+    const int8_t *panel = j->quads + p0 * k4 * 64;
+    const uint8_t *x = j->x + r0 * k;
+    size_t g = 0;
+    for (; g < full; ++g) VNNI_STEP(x_quad(x + r * k, g));
+    if (g < k4) VNNI_STEP(x_tail_quad(x + r * k, k));
+    for (int r = 0; r < mr; ++r) {
+        int32_t *row = j->out + (r0 + (size_t)r) * j->n;
+        for (int q = 0; q < np; ++q) {
+            const size_t c = (p0 + (size_t)q) * 16;
+            if (c + 16 <= j->n)
+                _mm512_storeu_si512((void *)(row + c), acc[r][q]);
+            else
+                _mm512_mask_storeu_epi32(row + c, (__mmask16)((1u << (j->n - c)) - 1u), acc[r][q]);
         }
     }
 }
 
-/* wpm rows are padded to kpad (a multiple of 32) with zeros; the x tail is copied to a zeroed
- * 32-byte chunk so no read passes the end of a row. */
-__attribute__((target("avx2"))) static void
-int_block_avx2(const uint8_t *x, const int8_t *wpm, size_t kpad, size_t m0, size_t m1, size_t n0,
-               size_t n1, size_t n, size_t k, int32_t *out) {
+VNNI_KERNEL static void int_panels_vnni(const int_job *j, size_t m0, size_t m1, size_t pa,
+                                        size_t pb) {
+    for (size_t p = pa; p < pb; p += INT_NP) {
+        const int np = pb - p < INT_NP ? (int)(pb - p) : INT_NP;
+        size_t r = m0;
+        if (np == INT_NP)
+            for (; r + INT_MR <= m1; r += INT_MR) int_tile_vnni(j, r, INT_MR, p, INT_NP);
+        for (; r < m1; ++r) int_tile_vnni(j, r, 1, p, np);
+    }
+}
+
+#define MADDUBS_STEP(XQ)                                                                         \
+    do {                                                                                         \
+        __m256i w[INT_NP];                                                                       \
+        for (int q = 0; q < np; ++q)                                                             \
+            w[q] = _mm256_loadu_si256((const __m256i *)(panel + (q * k4 + g) * 32));             \
+        for (int r = 0; r < mr; ++r) {                                                           \
+            const __m256i xb = _mm256_set1_epi32(XQ);                                            \
+            for (int q = 0; q < np; ++q)                                                         \
+                acc[r][q] = _mm256_add_epi32(                                                    \
+                    acc[r][q], _mm256_madd_epi16(_mm256_maddubs_epi16(xb, w[q]), ones));         \
+        }                                                                                        \
+    } while (0)
+
+static inline __attribute__((target("avx2"), always_inline)) void
+int_tile_avx2(const int_job *j, size_t r0, int mr, size_t p0, int np) {
+    __m256i acc[INT_MR][INT_NP];
+    for (int r = 0; r < mr; ++r)
+        for (int q = 0; q < np; ++q) acc[r][q] = _mm256_setzero_si256();
     const __m256i ones = _mm256_set1_epi16(1);
-    const size_t full = k / 32;
-    for (size_t r = m0; r < m1; ++r) {
-        const uint8_t *xr = x + r * k;
-        uint8_t last[32] = {0};
-        if (k % 32) memcpy(last, xr + full * 32, k % 32);
-        for (size_t j = n0; j < n1; ++j) {
-            const int8_t *wr = wpm + j * kpad;
-            __m256i acc = _mm256_setzero_si256();
-            for (size_t g = 0; g < full; ++g) {
-                const __m256i xv = _mm256_loadu_si256((const __m256i *)(xr + 32 * g));
-                const __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + 32 * g));
-                /* |x * w| <= 255, pairs <= 510: vpmaddubsw cannot saturate */
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(xv, wv), ones));
+    const size_t k = j->k, k4 = j->k4, full = k / 4;
+    const int8_t *panel = j->quads + p0 * k4 * 32;
+    const uint8_t *x = j->x + r0 * k;
+    size_t g = 0;
+    for (; g < full; ++g) MADDUBS_STEP(x_quad(x + r * k, g));
+    if (g < k4) MADDUBS_STEP(x_tail_quad(x + r * k, k));
+    for (int r = 0; r < mr; ++r) {
+        int32_t *row = j->out + (r0 + (size_t)r) * j->n;
+        for (int q = 0; q < np; ++q) {
+            const size_t c = (p0 + (size_t)q) * 8;
+            if (c + 8 <= j->n) {
+                _mm256_storeu_si256((__m256i *)(row + c), acc[r][q]);
+            } else {
+                int32_t tmp[8];
+                _mm256_storeu_si256((__m256i *)tmp, acc[r][q]);
+                memcpy(row + c, tmp, (j->n - c) * sizeof(int32_t));
             }
-            if (k % 32) {
-                const __m256i xv = _mm256_loadu_si256((const __m256i *)last);
-                const __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + 32 * full));
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(xv, wv), ones));
-            }
-            __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-            out[r * n + j] = _mm_cvtsi128_si32(s);
         }
+    }
+}
+
+MADDUBS_KERNEL static void int_panels_avx2(const int_job *j, size_t m0, size_t m1, size_t pa,
+                                           size_t pb) {
+    for (size_t p = pa; p < pb; p += INT_NP) {
+        const int np = pb - p < INT_NP ? (int)(pb - p) : INT_NP;
+        size_t r = m0;
+        if (np == INT_NP)
+            for (; r + INT_MR <= m1; r += INT_MR) int_tile_avx2(j, r, INT_MR, p, INT_NP);
+        for (; r < m1; ++r) int_tile_avx2(j, r, 1, p, np);
     }
 }
 #endif
-
-typedef struct {
-    int backend;
-    const uint8_t *x;
-    const uint64_t *w;
-    const int8_t *wpm; /* unpacked +-1 weights (AVX2 / portable), rows of kpad */
-    size_t m, n, k, kpad, tm;
-    int32_t *out;
-} int_job;
 
 static void int_task(void *vjob, long t, int worker) {
     const int_job *j = (const int_job *)vjob;
     (void)worker;
-    const size_t m0 = ((size_t)t % j->tm) * INT_ROWS, n0 = ((size_t)t / j->tm) * INT_COLS;
+    const size_t m0 = ((size_t)t % j->tm) * INT_ROWS;
     const size_t m1 = m0 + INT_ROWS < j->m ? m0 + INT_ROWS : j->m;
-    const size_t n1 = n0 + INT_COLS < j->n ? n0 + INT_COLS : j->n;
+    if (j->backend == BN_PORTABLE) {
+        int_rows_portable(j, m0, m1);
+        return;
+    }
 #if BN_X86
-    if (j->backend == BN_AVX512) {
-        int_block_avx512(j->x, j->w, m0, m1, n0, n1, j->n, j->k, j->out);
-        return;
-    }
-    if (j->backend == BN_AVX2) {
-        int_block_avx2(j->x, j->wpm, j->kpad, m0, m1, n0, n1, j->n, j->k, j->out);
-        return;
-    }
+    const size_t pa = ((size_t)t / j->tm) * j->panels_per_task;
+    const size_t pb = pa + j->panels_per_task < j->panels ? pa + j->panels_per_task : j->panels;
+    if (j->backend == BN_AVX512)
+        int_panels_vnni(j, m0, m1, pa, pb);
+    else
+        int_panels_avx2(j, m0, m1, pa, pb);
 #endif
-    int_block_portable(j->x, j->wpm, j->kpad, m0, m1, n0, n1, j->n, j->k, j->out);
+}
+
+/* Weight (+-1) of channel c at input i, 0 past n or k. */
+static inline int8_t weight_at(const uint64_t *w, size_t kw, size_t n, size_t k, size_t c,
+                               size_t i) {
+    if (c >= n || i >= k) return 0;
+    return (int8_t)(2 * (int)((w[c * kw + i / 64] >> (i % 64)) & 1) - 1);
 }
 
 typedef struct {
     const uint64_t *w;
-    int8_t *wpm;
-    size_t n, k, kpad;
+    size_t n, k, k4, lanes;
+    int8_t *dst; /* quad panels (SIMD) or +-1 rows (portable, lanes = 0) */
 } unpack_job;
 
-static void unpack_row(void *vjob, long r, int worker) {
+static void unpack_task(void *vjob, long t, int worker) {
     const unpack_job *u = (const unpack_job *)vjob;
     const size_t kw = bn_words(u->k);
-    const uint64_t *src = u->w + (size_t)r * kw;
-    int8_t *dst = u->wpm + (size_t)r * u->kpad;
     (void)worker;
-    for (size_t t = 0; t < kw; ++t) {
-        const uint64_t v = src[t];
-        const size_t count = u->k - 64 * t < 64 ? u->k - 64 * t : 64;
-        for (size_t b = 0; b < count; ++b) dst[64 * t + b] = (int8_t)(2 * (int)((v >> b) & 1) - 1);
+    if (!u->lanes) { /* portable: row t */
+        for (size_t i = 0; i < u->k; ++i)
+            u->dst[(size_t)t * u->k + i] = weight_at(u->w, kw, u->n, u->k, (size_t)t, i);
+        return;
+    }
+    /* 4 weights at a time: a nibble of the packed row -> 4 bytes of +-1 */
+    int32_t lut[16];
+    for (int v = 0; v < 16; ++v) {
+        uint32_t bytes = 0;
+        for (int b = 0; b < 4; ++b) bytes |= (uint32_t)((v >> b) & 1 ? 0x01 : 0xFF) << (8 * b);
+        lut[v] = (int32_t)bytes;
+    }
+    const uint32_t tail = u->k % 4 ? (1u << (8 * (u->k % 4))) - 1u : 0xFFFFFFFFu; /* 0 past k */
+    int32_t *panel = (int32_t *)(u->dst + (size_t)t * u->k4 * u->lanes * 4); /* panel t */
+    for (size_t lane = 0; lane < u->lanes; ++lane) {
+        const size_t c = (size_t)t * u->lanes + lane;
+        if (c >= u->n) {
+            for (size_t g = 0; g < u->k4; ++g) panel[g * u->lanes + lane] = 0;
+            continue;
+        }
+        const uint64_t *row = u->w + c * kw;
+        for (size_t g = 0; g < u->k4; ++g)
+            panel[g * u->lanes + lane] = lut[(row[g / 16] >> (4 * (g % 16))) & 0xF];
+        panel[(u->k4 - 1) * u->lanes + lane] &= (int32_t)tail;
     }
 }
 
-int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out) {
-    int_job j = {bn_get_backend(), x, w, NULL, m, n, k, (k + 31) / 32 * 32,
-                 (m + INT_ROWS - 1) / INT_ROWS, out};
-    int8_t *wpm = NULL;
-    if (j.backend != BN_AVX512) { /* unpack the weights to +-1 bytes, zero-padded to kpad */
-        wpm = (int8_t *)calloc(n * j.kpad, 1);
-        if (!wpm) return -1;
-        unpack_job u = {w, wpm, n, k, j.kpad};
-        bn_parallel_for((long)n, bn_threads_for((double)n * (double)k / 8), unpack_row, &u);
-        j.wpm = wpm;
+static int int_backend(void) {
+    const int backend = bn_get_backend();
+#if BN_X86
+    if (backend == BN_AVX512) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512vnni") ? BN_AVX512 : BN_AVX2;
     }
-    const long tasks = (long)(j.tm * ((n + INT_COLS - 1) / INT_COLS));
-    bn_parallel_for(tasks, bn_threads_for((double)m * (double)n * (double)k / 64), int_task, &j);
-    free(wpm);
+#endif
+    return backend;
+}
+
+int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out) {
+    int_job j;
+    memset(&j, 0, sizeof(j));
+    j.backend = int_backend();
+    j.x = x;
+    j.m = m; j.n = n; j.k = k;
+    j.k4 = (k + 3) / 4;
+    j.lanes = j.backend == BN_AVX512 ? 16 : j.backend == BN_AVX2 ? 8 : 0;
+    j.out = out;
+    j.tm = (m + INT_ROWS - 1) / INT_ROWS;
+    unpack_job u = {w, n, k, j.k4, j.lanes, NULL};
+    long unpack_tasks = (long)n;
+    if (j.lanes) {
+        j.panels = (n + j.lanes - 1) / j.lanes;
+        const size_t panel_bytes = j.k4 * j.lanes * 4;
+        size_t per = INT_PANEL_BYTES / panel_bytes / INT_NP * INT_NP;
+        j.panels_per_task = per < INT_NP ? INT_NP : per;
+        unpack_tasks = (long)j.panels;
+        u.dst = (int8_t *)malloc(j.panels * panel_bytes);
+    } else {
+        j.panels = j.panels_per_task = 1;
+        u.dst = (int8_t *)malloc(n * k);
+    }
+    if (!u.dst) return -1;
+    bn_parallel_for(unpack_tasks, bn_threads_for((double)n * (double)k / 8), unpack_task, &u);
+    j.quads = u.dst;
+    j.wpm = u.dst;
+    const size_t tn = (j.panels + j.panels_per_task - 1) / j.panels_per_task;
+    bn_parallel_for((long)(j.tm * tn), bn_threads_for((double)m * (double)n * (double)k / 64),
+                    int_task, &j);
+    free(u.dst);
     return 0;
 }
