@@ -12,6 +12,12 @@ Prints, in one run:
      uint8 pixels with +-1 weights, then fused bgemm_threshold layers on packed bits) vs the float
      torch model in fp32 / tf32 / bf16. The binary predictions must equal the fp32 model's
      (fp32 and tf32 are exact here; bf16 rounds the sums it returns, so it may differ).
+  3. The packed engine end to end (binarynet.engine.PackedModel.to("cuda").predict on a uint8
+     batch already on the GPU, logits back as a GPU tensor): the paper's MNIST MLP at batch 1, 64,
+     1024, 10000 and the paper's CIFAR-10 ConvNet at batch 1, 64, 256 (exported from randomly
+     initialised torch models with spread batch-norm statistics), vs the same networks in float
+     (binarynet.export.to_torch(packed) on the GPU, fp32 without TF32, and bf16 autocast) on the
+     normalised float images. "same" is the fraction of argmax predictions equal to float fp32's.
 
 Timing: CUDA events around a block of calls (so launch gaps count), warm-up first (Triton JIT and
 nvcc build happen there), median of the repeats. Weights are packed once (they are constant at
@@ -22,6 +28,7 @@ Targets (issue 6): binary faster than cuBLAS fp32 at 8192^3 (the paper's claim, 
 with the 1-bit tensor cores, faster than bf16 at the same shape.
 
 Usage: python benchmarks/bench_gpu.py [--quick] [--sweep] [--json results.json] [--smoke]
+       [--skip-mlp] [--skip-engine] [--skip-cifar]
 """
 from __future__ import annotations
 
@@ -45,6 +52,15 @@ MLP_HIDDEN = 4096
 SMOKE_GEMM_SHAPES = [(5, 70, 130)]
 SMOKE_MLP_BATCHES = [7]
 SMOKE_MLP_HIDDEN = 70
+# section 3: the packed engine (model options for binarynet.models.get, input shape, batches)
+ENGINE_MODELS = {
+    "mnist_mlp": ({}, (1, 28, 28), [1, 64, 1024, 10000]),
+    "cifar10_vgg": ({}, (3, 32, 32), [1, 64, 256]),
+}
+SMOKE_ENGINE_MODELS = {
+    "mnist_mlp": ({"hidden": 70, "depth": 2, "in_shape": (1, 5, 5)}, (1, 5, 5), [3]),
+    "cifar10_vgg": ({"widths": (5, 7), "fc": (9,), "image_size": 4}, (3, 4, 4), [2]),
+}
 
 DEVICE = "cuda"
 # --sweep: other tiles of both kernels, at 8192^3 and M = 64 (the rows say which the default took)
@@ -293,6 +309,98 @@ def mlp_rows(reps: int, engines: list[str], batches: list[int], hidden: int) -> 
 
 
 # ----------------------------------------------------------------------------------------------
+# the packed engine end to end (PackedModel on the GPU) vs the float torch model
+# ----------------------------------------------------------------------------------------------
+def exported_model(name: str, options: dict, in_shape, seed: int = 0):
+    """binarynet.export of a randomly initialised paper model (batch-norm statistics spread so
+    thresholds differ per unit and some flip), with uint8 input normalised as x / 127.5 - 1."""
+    import binarynet as bn
+    from binarynet.export import export
+
+    torch.manual_seed(seed)
+    model = bn.models.get(name, **options).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.running_mean.uniform_(-4, 4)
+                m.weight.uniform_(-1, 1)
+    example = torch.randint(0, 256, (8, *in_shape), dtype=torch.uint8)
+    return export(model, example, input_scale=2 / 255, input_offset=-1.0)
+
+
+def engine_rows(name: str, options: dict, in_shape, batches: list[int], reps: int) -> list[dict]:
+    """Time PackedModel.predict on the GPU and the float model (fp32, bf16 autocast) per batch."""
+    from binarynet.export import to_torch
+
+    t0 = time.time()
+    packed = exported_model(name, options, in_shape)
+    export_s = time.time() - t0
+    if DEVICE == "cuda":
+        on_gpu = packed.to("cuda")
+    else:  # --smoke on CPU: the same runner on CPU tensors, in Triton's interpreter
+        on_gpu = packed._on_torch_device(torch.device("cpu"))
+    float_model = to_torch(packed).to(DEVICE).eval()
+    channels = in_shape[0]
+    scale = torch.tensor(packed.input_scale, dtype=torch.float32, device=DEVICE)
+    offset = torch.tensor(packed.input_offset, dtype=torch.float32, device=DEVICE)
+    scale, offset = scale.reshape(1, channels, 1, 1), offset.reshape(1, channels, 1, 1)
+    gen = generator(2)
+    rows = []
+    for batch in batches:
+        x_u8 = torch.randint(0, 256, (batch, *in_shape), device=DEVICE, generator=gen,
+                             dtype=torch.uint8)
+        x_f = x_u8.float() * scale + offset  # the normalisation the engine folds in
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        with torch.no_grad():
+            expected = float_model(x_f).argmax(dim=1)
+        common = {"model": name, "batch": batch, "export_s": export_s}
+
+        def add(method, fn, predictions):
+            try:
+                same = float((predictions().argmax(dim=1) == expected).float().mean())
+                rows.append({**common, "method": method, "ms": time_ms(fn, reps), "same": same})
+            except Exception as err:  # report and go on
+                rows.append({**common, "method": method, "ms": None, "same": None,
+                             "error": f"{type(err).__name__}: {err}"[:200]})
+
+        engine_fn = lambda: on_gpu.predict(x_u8)  # noqa: E731
+        add(f"packed engine ({backend.gemm_engine(x_u8.device)})", engine_fn, engine_fn)
+
+        def float_fp32():
+            with torch.no_grad():
+                return float_model(x_f)
+
+        def float_bf16():
+            with torch.no_grad(), torch.autocast(DEVICE, dtype=torch.bfloat16):
+                return float_model(x_f)
+
+        add("float fp32", float_fp32, float_fp32)
+        add("float bf16 autocast", float_bf16, float_bf16)
+        del x_u8, x_f
+    return rows
+
+
+def print_engine(rows):
+    for name in dict.fromkeys(r["model"] for r in rows):
+        group = [r for r in rows if r["model"] == name]
+        print(f"\nPacked engine end to end: {name} (export {group[0]['export_s']:.1f} s on the CPU; "
+              "uint8 in, logits out, on the GPU)")
+        print(f"  {'batch':>6s} {'method':30s} {'ms':>10s} {'vs fp32':>8s} {'vs bf16':>8s}  "
+              "same argmax as fp32")
+        for batch in dict.fromkeys(r["batch"] for r in group):
+            part = [r for r in group if r["batch"] == batch]
+            base = {r["method"]: r["ms"] for r in part}
+            fp32, bf16 = base.get("float fp32"), base.get("float bf16 autocast")
+            for r in part:
+                vs32 = f"{fp32 / r['ms']:7.2f}x" if r["ms"] and fp32 else "     n/a"
+                vs16 = f"{bf16 / r['ms']:7.2f}x" if r["ms"] and bf16 else "     n/a"
+                same = f"{r['same']:.4f}" if r.get("same") is not None else ""
+                print(f"  {batch:6d} {r['method']:30s} {_fmt_ms(r['ms'])} {vs32} {vs16}  {same}"
+                      + (f"  [{r['error']}]" if r.get("error") else ""))
+
+
+# ----------------------------------------------------------------------------------------------
 # report
 # ----------------------------------------------------------------------------------------------
 def _fmt_ms(ms):
@@ -360,6 +468,10 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep", action="store_true", help="also time other Triton tiles")
     parser.add_argument("--json", help="write all numbers to this file")
     parser.add_argument("--skip-mlp", action="store_true")
+    parser.add_argument("--skip-engine", action="store_true",
+                        help="skip the packed engine end to end (section 3)")
+    parser.add_argument("--skip-cifar", action="store_true",
+                        help="in section 3, the MNIST MLP only")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny problems, only to check the script (on CPU: TRITON_INTERPRET=1)")
     args = parser.parse_args(argv)
@@ -381,7 +493,7 @@ def main(argv=None) -> int:
     print(f"device: {name}; torch {torch.__version__}, "
           f"triton {triton_kernels.triton.__version__}; engines: {', '.join(engines)}")
     results = {"device": name, "torch": torch.__version__,
-               "triton": triton_kernels.triton.__version__, "gemm": {}, "mlp": []}
+               "triton": triton_kernels.triton.__version__, "gemm": {}, "mlp": [], "engine": []}
     if "tensor_core" in engines:
         try:
             run, bit_macs = bmma.peak_probe()
@@ -408,6 +520,17 @@ def main(argv=None) -> int:
         results["mlp"] = mlp_rows(reps, engines, batches, hidden)
         print_mlp(results["mlp"], hidden)
         save(results, args.json)
+    if not args.skip_engine:
+        models = SMOKE_ENGINE_MODELS if args.smoke else ENGINE_MODELS
+        for model_name, (options, in_shape, batches) in models.items():
+            if args.skip_cifar and model_name != "mnist_mlp":
+                continue
+            t0 = time.time()
+            results["engine"] += engine_rows(model_name, options, in_shape, batches, reps)
+            save(results, args.json)
+            print(f"  ({model_name}: {time.time() - t0:.1f} s)")
+        print_engine(results["engine"])
+        sys.stdout.flush()
     print("\nTargets at 8192^3 (issue 6):")
     for line in verdict(results):
         print(line)

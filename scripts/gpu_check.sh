@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # One-shot GPU check for issue 6, run on a lent GPU machine from the repository root:
-#   environment -> build of the 1-bit tensor-core kernel (ptxas report, SASS check) -> GPU tests
-#   (compiled Triton + tensor-core kernels vs the numpy reference) -> benchmark.
+#   environment -> build of the 1-bit tensor-core kernel (ptxas report, SASS check) and of the CPU
+#   engine's C core (export and the CPU engine need it) -> GPU tests (the packed engine on the GPU
+#   vs the CPU engine; compiled Triton + tensor-core kernels vs the numpy reference) -> benchmark
+#   (kernels, MNIST MLP, and the packed engine end to end on the MNIST MLP and CIFAR-10 ConvNet).
 # Installs nothing and needs no network: python3 there must already have torch, triton, numpy,
-# pytest. Logs go to $OUT (default ./gpu_check_out); the benchmark runs even if tests fail.
-# Whole run: about 4 minutes at most (each step has its own timeout).
+# pytest, and gcc. Logs go to $OUT (default ./gpu_check_out; 6 files: env.log, build.log,
+# tests_engine.log, tests.log, bench.log, bench.json); the benchmark runs even if tests fail.
+# Whole run: about 5 minutes at most (each step has its own timeout).
 #
 #   OUT=/some/dir bash scripts/gpu_check.sh
 set -u
@@ -60,17 +63,30 @@ cat "$OUT/env.log"
     fi
   fi
 } > "$OUT/build.log" 2>&1
+# the CPU engine's C core (binarynet.engine._core), built in place for this python (seconds)
+{
+  echo "== python3 setup.py build_ext --inplace"
+  timeout 120 "$PY" setup.py build_ext --inplace > "${TMPDIR:-/tmp}/binarynet-build-ext.log" 2>&1
+  rc=$?
+  tail -n 5 "${TMPDIR:-/tmp}/binarynet-build-ext.log"
+  echo "build_ext: exit $rc"
+  timeout 60 "$PY" -c "from binarynet.engine import kernels; print('engine core:', kernels.__name__, 'ok')"
+} >> "$OUT/build.log" 2>&1 || status=1
 cat "$OUT/build.log"
 
-# 3. GPU tests: compiled Triton kernels and the tensor-core kernel against the numpy reference.
-# (The CPU engine's compiled core is not needed: the tests compare with the numpy reference.)
-timeout 150 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_gpu_*.py \
-  > "$OUT/tests.log" 2>&1 || status=1
+# 3. GPU tests. First the packed engine on the GPU (PackedModel.to("cuda") vs the CPU engine, a
+# saved model on the real device), in its own log; then the kernels: compiled Triton kernels and
+# the tensor-core kernel against the numpy reference.
+timeout 90 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_gpu_engine.py \
+  > "$OUT/tests_engine.log" 2>&1 || status=1
+tail -n 20 "$OUT/tests_engine.log"
+timeout 150 "$PY" -m pytest -q -rs -p no:cacheprovider --continue-on-collection-errors \
+  --ignore=tests/test_gpu_engine.py tests/test_gpu_*.py > "$OUT/tests.log" 2>&1 || status=1
 tail -n 40 "$OUT/tests.log"
 
-# 4. benchmark (8192^3, the MLP's shapes, the MNIST MLP end to end; tile sweep at 8192^3),
-# given whatever is left of about 4 minutes, but at least 2.
-left=$(( 240 - ($(date +%s) - START) ))
+# 4. benchmark (8192^3, the MLP's shapes, the MNIST MLP end to end; tile sweep at 8192^3; the
+# packed engine end to end), given whatever is left of about 5 minutes, but at least 2.
+left=$(( 300 - ($(date +%s) - START) ))
 [ "$left" -lt 120 ] && left=120
 timeout "$left" "$PY" benchmarks/bench_gpu.py --sweep --json "$OUT/bench.json" \
   > "$OUT/bench.log" 2>&1 || status=1
