@@ -40,9 +40,10 @@ typedef struct {
     int32_t k;                 /* dot = k - 2 * count */
     const int32_t *row_k;      /* per block row k, or NULL (k for all); < 0: use `epi` for the row */
     void *out;                 /* block row 0 of: int32 rows (DOT), bit words (BITS), or the
-                                  int32 rows of the input rows, plane row r -> row r / 8 (PLANES) */
+                                  int32 rows of the input rows, plane row r -> row r / 8 (PLANES:
+                                  rows come as the 8 planes of each input row, mb a multiple of 8) */
     size_t ldo;                /* elements (DOT, PLANES) or words (BITS) per output row */
-    const int32_t *thresh;     /* BITS */
+    const int32_t *thresh;     /* BITS: thresholds; PLANES: 255 * popcount(w row) per output */
     const uint64_t *flip_bits; /* BITS: flip packed as bits */
     bn_epilogue_fn epi;        /* scalar epilogue for rows with row_k < 0 */
     void *epi_ctx;

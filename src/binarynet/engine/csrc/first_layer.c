@@ -54,11 +54,12 @@ static void plane_task(void *vjob, long t, int worker) {
     const size_t n0 = in * j->bn, n1 = n0 + j->bn < j->n ? n0 + j->bn : j->n;
     for (size_t i = 0; i < mb; ++i) {
         bn_pack_planes_u8(j->x + (m0 + i) * j->k, j->k, planes + 8 * i * j->kw);
-        memcpy(j->out + (m0 + i) * j->n + n0, j->wpop + n0, (n1 - n0) * sizeof(int32_t));
+        if (!j->panels) /* the panel path writes 255 popcount(w) - sum directly */
+            memcpy(j->out + (m0 + i) * j->n + n0, j->wpop + n0, (n1 - n0) * sizeof(int32_t));
     }
     plane_ctx ctx = {j->out + m0 * j->n, j->n};
     if (j->panels) {
-        bn_panel_job job = {j->panels, BN_EPI_PLANES, 0, NULL, ctx.out, j->n, NULL, NULL, NULL, NULL};
+        bn_panel_job job = {j->panels, BN_EPI_PLANES, 0, NULL, ctx.out, j->n, j->wpop, NULL, NULL, NULL};
         j->kr->panel(planes, j->kw, 8 * mb, n0, n1, j->kw, &job);
     } else {
         bn_gemm_block(j->kr, planes, j->kw, 8 * mb, j->w, j->kw, n0, n1, j->kw, epi_planes, &ctx);

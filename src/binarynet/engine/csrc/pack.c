@@ -74,21 +74,46 @@ AVX2_KERNEL static void pack_row_int8_avx2(const int8_t *x, size_t k, uint64_t *
     if (k % 64) pack_row_int8_t(x + full * 64, k % 64, out + full);
 }
 
-/* Bit b of 32 bytes: shift it into the sign position of each byte, then movemask. */
+/* Bit b of 32 bytes: shift it into the sign position of each byte, then movemask. The tail
+ * (k % 32 bytes) goes through a zeroed 32-byte copy, so short rows (k = 27) stay vectorised. */
+AVX2_KERNEL static inline void planes_chunk_avx2(__m256i v, size_t kw, size_t g, uint64_t *planes) {
+    const size_t word = g / 2, shift = (g % 2) * 32;
+    for (int b = 0; b < 8; ++b) {
+        const __m256i s = _mm256_slli_epi16(v, 7 - b); /* per-byte: bit b -> bit 7 */
+        planes[b * kw + word] |= (uint64_t)(uint32_t)_mm256_movemask_epi8(s) << shift;
+    }
+}
+
 AVX2_KERNEL static void planes_u8_avx2(const uint8_t *x, size_t k, uint64_t *planes) {
     const size_t kw = bn_words(k), full = k / 32;
     memset(planes, 0, 8 * kw * sizeof(uint64_t));
-    for (size_t g = 0; g < full; ++g) {
-        const __m256i v = _mm256_loadu_si256((const __m256i *)(x + g * 32));
-        const size_t word = g / 2, shift = (g % 2) * 32;
-        for (int b = 0; b < 8; ++b) {
-            const __m256i s = _mm256_slli_epi16(v, 7 - b); /* per-byte: bit b -> bit 7 */
-            planes[b * kw + word] |= (uint64_t)(uint32_t)_mm256_movemask_epi8(s) << shift;
-        }
+    for (size_t g = 0; g < full; ++g)
+        planes_chunk_avx2(_mm256_loadu_si256((const __m256i *)(x + g * 32)), kw, g, planes);
+    if (k % 32) {
+        uint8_t tail[32] = {0};
+        memcpy(tail, x + full * 32, k % 32);
+        planes_chunk_avx2(_mm256_loadu_si256((const __m256i *)tail), kw, full, planes);
     }
-    for (size_t i = full * 32; i < k; ++i)
-        for (int b = 0; b < 8; ++b)
-            planes[b * kw + i / 64] |= (uint64_t)((x[i] >> b) & 1) << (i % 64);
+}
+
+/* AVX-512BW: 64 bytes -> one whole word per plane (vpmovb2m of the shifted bytes). */
+#define AVX512BW_KERNEL __attribute__((target("avx512f,avx512bw")))
+
+AVX512BW_KERNEL static inline void planes_word_avx512(__m512i v, size_t kw, size_t t,
+                                                      uint64_t *planes) {
+    for (int b = 0; b < 8; ++b)
+        planes[b * kw + t] = (uint64_t)_mm512_movepi8_mask(_mm512_slli_epi16(v, 7 - b));
+}
+
+AVX512BW_KERNEL static void planes_u8_avx512(const uint8_t *x, size_t k, uint64_t *planes) {
+    const size_t kw = bn_words(k), full = k / 64;
+    for (size_t t = 0; t < full; ++t)
+        planes_word_avx512(_mm512_loadu_si512((const void *)(x + t * 64)), kw, t, planes);
+    if (k % 64) {
+        uint8_t tail[64] = {0};
+        memcpy(tail, x + full * 64, k % 64);
+        planes_word_avx512(_mm512_loadu_si512((const void *)tail), kw, full, planes);
+    }
 }
 #endif
 
@@ -102,7 +127,12 @@ static void planes_u8_portable(const uint8_t *x, size_t k, uint64_t *planes) {
 
 void bn_pack_planes_u8(const uint8_t *x, size_t k, uint64_t *planes) {
 #if BN_X86
-    if (bn_get_backend() != BN_PORTABLE) {
+    const int backend = bn_get_backend();
+    if (backend == BN_AVX512) {
+        planes_u8_avx512(x, k, planes);
+        return;
+    }
+    if (backend == BN_AVX2) {
         planes_u8_avx2(x, k, planes);
         return;
     }

@@ -124,13 +124,6 @@ AVX512_FN void panel_tile(const uint64_t *const *a, const uint64_t *panel, size_
 /* Epilogue of one A row (block row m) for outputs [n, n + 16) (lanes past nv masked off). */
 AVX512_FN void panel_epilogue(const bn_panel_job *job, size_t m, size_t n, int nv, __m512i cnt) {
     const __mmask16 lanes = (__mmask16)((1u << nv) - 1u);
-    if (job->kind == BN_EPI_PLANES) { /* row m is bit plane m % 8 of input row m / 8 */
-        int32_t *row = (int32_t *)job->out + (m >> 3) * job->ldo + n;
-        const __m512i sum = _mm512_maskz_loadu_epi32(lanes, row);
-        const __m512i sub = _mm512_slli_epi32(cnt, (unsigned)(m & 7));
-        _mm512_mask_storeu_epi32(row, lanes, _mm512_sub_epi32(sum, sub));
-        return;
-    }
     const int32_t k = job->row_k ? job->row_k[m] : job->k;
     if (k < 0) { /* this row needs the scalar epilogue (a conv border pixel) */
         uint32_t tmp[16];
@@ -150,10 +143,42 @@ AVX512_FN void panel_epilogue(const bn_panel_job *job, size_t m, size_t n, int n
     ((uint64_t *)job->out)[m * job->ldo + (n >> 6)] |= (uint64_t)bits << (n & 63);
 }
 
+/* Bit planes: the 8 rows of a tile are the 8 planes of one input row, so the tile's counts
+ * combine in registers, sum_b 2^b count_b, and each output is written once:
+ * out = 255 popcount(w) - that (first_layer.c). */
+AVX512_FN void panel_planes(const uint64_t *a, size_t lda, size_t mb, size_t n0, size_t n1,
+                            size_t kw, const bn_panel_job *job) {
+    __m512i counts[PANEL_MR];
+    const uint64_t *ap[PANEL_MR];
+    for (size_t n = n0; n < n1; n += 16) {
+        const int nv = n1 - n < 16 ? (int)(n1 - n) : 16;
+        const __mmask16 lanes = (__mmask16)((1u << nv) - 1u);
+        const uint64_t *panel = job->panels + (n / 8) * kw * 8;
+        const __m512i wpop = _mm512_maskz_loadu_epi32(lanes, job->thresh + n);
+        for (size_t i = 0; i < mb; i += PANEL_MR) {
+            for (size_t r = 0; r < PANEL_MR; ++r) ap[r] = a + (i + r) * lda;
+            panel_tile(ap, panel, kw, counts);
+            __m512i sum = counts[0];
+            for (int r = 1; r < PANEL_MR; ++r)
+                sum = _mm512_add_epi32(sum, _mm512_slli_epi32(counts[r], (unsigned)r));
+            int32_t *row = (int32_t *)job->out + (i / PANEL_MR) * job->ldo + n;
+            const __m512i out = _mm512_sub_epi32(wpop, sum);
+            if (nv == 16)
+                _mm512_storeu_si512((void *)row, out);
+            else
+                _mm512_mask_storeu_epi32(row, lanes, out);
+        }
+    }
+}
+
 AVX512_KERNEL static void panel_block(const uint64_t *a, size_t lda, size_t mb, size_t n0,
                                       size_t n1, size_t kw, const bn_panel_job *job) {
     __m512i counts[PANEL_MR];
     const uint64_t *ap[PANEL_MR];
+    if (job->kind == BN_EPI_PLANES) {
+        panel_planes(a, lda, mb, n0, n1, kw, job);
+        return;
+    }
     for (size_t n = n0; n < n1; n += 16) {
         const int nv = n1 - n < 16 ? (int)(n1 - n) : 16;
         const uint64_t *panel = job->panels + (n / 8) * kw * 8;
