@@ -242,10 +242,12 @@ def test_pools_match_reference(backend):
                                           reference.maxpool2d_int(xi, kernel, stride))
 
 
-@pytest.mark.parametrize("k", K_SIZES + [27, 3072])
+@pytest.mark.parametrize("k", K_SIZES + [3, 4, 5, 27, 3072])
 def test_first_layer_matches_reference(backend, k):
     rng = np.random.default_rng(k)
-    for m, n in [(1, 1), (3, 9), (17, 70), (5, 33)]:  # 8 m >= 32: the panel path on AVX-512
+    # 8 m >= 32: the bit-plane panel path on AVX-512; int_gemm tiles are 4 rows x 4 panels of
+    # 16 (AVX-512) or 8 (AVX2) channels: whole tiles, row and panel edges, partial panels
+    for m, n in [(1, 1), (3, 9), (17, 70), (5, 33), (8, 128)]:
         x = rng.integers(0, 256, (m, k), dtype=np.uint8)
         x[0, :] = 255
         w = reference.pack(pm1(rng, (n, k)))
@@ -289,6 +291,67 @@ def test_large_shapes_match_float_matmul_on_all_threads(backend):
         want_u8 = x.astype(np.float64) @ w.T  # exact: |sums| <= 255 k < 2**53
         np.testing.assert_array_equal(kernels.bitplane_gemm(x, wp, k), want_u8)
         np.testing.assert_array_equal(kernels.int_gemm(x, wp, k), want_u8)
+    finally:
+        kernels.set_num_threads(threads)
+
+
+# Jobs below ~1e6 word-ops (BN_PARALLEL_MIN_WORK in csrc/core.h) run inline on the caller; the
+# shapes below sit on both sides of it: the work estimates are the ones the C drivers use.
+@pytest.mark.parametrize("m,k,n", [
+    (300, 27, 130),    # int: m n k / 64 = 16k, bitplane: 8 m n ceil(k/64) = 312k -> inline
+    (20000, 27, 130),  # CIFAR first conv (small K): 1.1M / 20.8M -> threaded
+    (67, 784, 300),    # MNIST first layer, K tail (784 % 64 = 16), N not a multiple of 16
+])
+def test_first_layer_inline_and_threaded_sizes(backend, m, k, n):
+    rng = np.random.default_rng(m + k)
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    x[-1] = 255  # the largest sums, in the last row (its tail quad ends the buffer)
+    w = pm1(rng, (n, k))
+    want = x.astype(np.float64) @ w.T  # exact: |sums| <= 255 k < 2**53
+    wp = kernels.pack(w)
+    threads = kernels.get_num_threads()
+    try:
+        for t in [1, 2, 3]:
+            kernels.set_num_threads(t)
+            np.testing.assert_array_equal(kernels.int_gemm(x, wp, k), want)
+            np.testing.assert_array_equal(kernels.bitplane_gemm(x, wp, k), want)
+    finally:
+        kernels.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("rows,n", [(50, 130), (64000, 130), (1000, 7)])  # rows n / 8: 812, 1.04M
+def test_threshold_pack_inline_and_threaded_sizes(backend, rows, n):
+    rng = np.random.default_rng(rows)
+    x = rng.integers(-40, 41, (rows, n)).astype(np.int32)
+    x[0, :3] = [INT32_MIN, INT32_MAX, 0]
+    thresh = rng.integers(-40, 41, n).astype(np.int32)
+    thresh[:2] = [INT32_MIN, INT32_MAX]
+    flip = rng.random(n) < 0.5
+    want = reference.threshold_pack(x, thresh, flip)
+    threads = kernels.get_num_threads()
+    try:
+        for t in [1, 2]:
+            kernels.set_num_threads(t)
+            np.testing.assert_array_equal(kernels.threshold_pack(x, thresh, flip), want)
+    finally:
+        kernels.set_num_threads(threads)
+
+
+def test_pool_back_to_back_jobs_of_mixed_sizes_stay_exact():
+    """Threaded and inline jobs alternate with more threads than cores: a worker that wakes late
+    for one job must never run a task of the next (claims carry the job's generation)."""
+    rng = np.random.default_rng(9)
+    k = 640
+    a, w = pm1(rng, (60, k)), pm1(rng, (300, k))  # 60 x 300 x 10 words: threaded
+    ap, wp = kernels.pack(a), kernels.pack(w)
+    want = (a @ w.T).astype(np.int32)
+    threads = kernels.get_num_threads()
+    try:
+        for t in [2, 4]:
+            kernels.set_num_threads(t)
+            for i in range(150):
+                rows = 60 if i % 3 else 2  # 2 x 300 x 10 words: inline
+                np.testing.assert_array_equal(kernels.bgemm(ap[:rows], wp, k), want[:rows])
     finally:
         kernels.set_num_threads(threads)
 
