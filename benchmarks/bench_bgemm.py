@@ -7,8 +7,9 @@ runs the conv shape as a real 3x3 convolution (torch conv2d vs bconv2d / bconv2d
 interleaved within every repeat, and each figure is the median over repeats, so load from other
 processes on a shared machine hits all of them alike.
 
-    python benchmarks/bench_bgemm.py            # the issue-4 shapes, 2 threads
-    python benchmarks/bench_bgemm.py --quick    # small shapes, a few seconds
+    python benchmarks/bench_bgemm.py                # the issue-4 shapes, 2 threads
+    python benchmarks/bench_bgemm.py --quick        # small shapes, a few seconds
+    python benchmarks/bench_bgemm.py --first-layer  # uint8 first layers and threshold_pack (ms)
 """
 from __future__ import annotations
 
@@ -97,9 +98,57 @@ def bench_conv(batch, h, w, c, o, repeats, min_seconds, rng):
     return {name: macs / statistics.median(times) / 1e9 for name, times in samples.items()}
 
 
+FIRST_LAYER_SHAPES = [  # (label, M, K, N)
+    ("CIFAR first conv 64x32x32, 3x3x3 -> 128", 64 * 32 * 32, 27, 128),
+    ("MNIST first dense 784 -> 4096, batch 256", 256, 784, 4096),
+]
+
+
+def bench_first_layer(repeats, min_seconds, rng):
+    """ms per call of int_gemm / bitplane_gemm (uint8 x +-1 -> int32) vs torch fp32 matmul of
+    the same values, and threshold_pack of the CIFAR first conv's int32 output."""
+    print(f"{'first layer (ms per call)':>42} {'torch':>8} {'int_gemm':>9} {'bitplane':>9} "
+          f"{'x int':>6} {'x bitpl':>7}")
+    for label, m, k, n in FIRST_LAYER_SHAPES:
+        x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+        w = kernels.pack(rng.standard_normal((n, k), dtype=np.float32))
+        x_f = torch.from_numpy(x.astype(np.float32))
+        w_t = torch.from_numpy(kernels.unpack(w, k).astype(np.float32).T.copy())
+        want = kernels.int_gemm(x, w, k)
+        # fp32 is exact here: |sums| <= 255 k < 2**24
+        assert np.array_equal(want[:64], (x_f[:64] @ w_t).numpy().astype(np.int32)), "int_gemm disagrees"
+        assert np.array_equal(kernels.bitplane_gemm(x, w, k), want), "bitplane_gemm disagrees"
+        methods = {"torch": lambda: torch.matmul(x_f, w_t),
+                   "int_gemm": lambda: kernels.int_gemm(x, w, k),
+                   "bitplane": lambda: kernels.bitplane_gemm(x, w, k)}
+        ms = _median_ms(methods, repeats, min_seconds)
+        print(f"{label:>42} {ms['torch']:8.2f} {ms['int_gemm']:9.2f} {ms['bitplane']:9.2f} "
+              f"{ms['torch'] / ms['int_gemm']:5.1f}x {ms['torch'] / ms['bitplane']:6.1f}x", flush=True)
+    m, n = FIRST_LAYER_SHAPES[0][1], FIRST_LAYER_SHAPES[0][3]
+    s = rng.integers(-300, 301, (m, n)).astype(np.int32)
+    thresh = rng.integers(-50, 51, n).astype(np.int32)
+    flip = rng.random(n) < 0.5
+    ms = _median_ms({"threshold_pack": lambda: kernels.threshold_pack(s, thresh, flip)},
+                    repeats, min_seconds)
+    print(f"{f'threshold_pack ({m}, {n}) int32':>42} {ms['threshold_pack']:8.2f}")
+
+
+def _median_ms(methods, repeats, min_seconds):
+    """Interleaved repeats of every method; median ms per call."""
+    for fn in methods.values():
+        fn()
+    samples = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            samples[name].append(time_call(fn, min_seconds))
+    return {name: 1e3 * statistics.median(times) for name, times in samples.items()}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
+    parser.add_argument("--first-layer", action="store_true",
+                        help="uint8 first layers and threshold_pack instead of the binary GEMMs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (median)")
     parser.add_argument("--seed", type=int, default=0)
@@ -112,6 +161,9 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     print(f"threads={args.threads} torch={torch.__version__} repeats={repeats} "
           f"features={kernels.cpu_features()}")
+    if args.first_layer:
+        bench_first_layer(repeats, min_seconds, rng)
+        return
     header = (f"{'M x K x N':>20} {'torch':>8} {'bgemm':>8} {'bgemm_thr':>9} "
               f"{'x bgemm':>8} {'x thr':>7} {'target':>7}")
     print(header + "\n" + "-" * len(header) + "   (GMAC/s, speed-up over torch fp32)")
