@@ -221,8 +221,9 @@ def bitplane_gemm(x_u8, w, k) -> np.ndarray:
 
 
 def int_gemm(x_u8, w, k) -> np.ndarray:
-    """Same result as :func:`bitplane_gemm` by a direct integer product (masked byte sums on
-    AVX-512, vpmaddubsw on AVX2)."""
+    """Same result as :func:`bitplane_gemm` by a direct integer product: uint8 inputs times
+    +-1 int8 weights with output channels across the vector lanes (vpdpbusd on AVX-512 VNNI,
+    vpmaddubsw on AVX2), exact int32."""
     x_u8, w, k = _ref._check_first_layer("int_gemm", x_u8, w, k, _pad_bits_clear)
     out = np.empty((x_u8.shape[0], w.shape[0]), dtype=np.int32)
     _core.int_gemm(x_u8, w, x_u8.shape[0], w.shape[0], k, out)
