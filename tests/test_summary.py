@@ -320,3 +320,8 @@ def test_cli_checkpoint_run_folder_and_packed_file(capsys, tmp_path):
                                                              "dense_logits"]
     code, _, err = cli(capsys, str(tmp_path / "model.bnn"), "--set", "model.hidden=2")
     assert code == 2 and "not to files" in err
+
+
+def test_package_level_call():
+    s = bn.summary(small_mlp(), (20,), input_bits=8)  # binarynet.summary(model, input_shape)
+    assert s.packed_bytes == 1566 and s.binary_params == 1610
