@@ -21,7 +21,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +58,6 @@ class RunOptions:
     deterministic: bool = True
     checkpoint_every_steps: int = 0     # > 0: also save last.pt every N steps (mid-epoch)
     dist_timeout_s: float = 300.0
-    extra: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------

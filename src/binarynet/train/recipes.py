@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
-import typing
 from dataclasses import dataclass, field
 
 OPTIMIZERS = ("adam", "shift_adamax")
