@@ -845,17 +845,28 @@ def _unpack(packed: PackedModel, op, role, k) -> torch.Tensor:
     return torch.from_numpy(kernels.unpack(words, k).astype(np.float32))
 
 
+def _unit_bn(features: int) -> nn.BatchNorm1d:
+    """An eval BatchNorm1d whose normalisation is exactly 1/sqrt(var + eps) = 1.
+
+    Some torch releases (2.11) reject eps = 0, so var = 1 - 2^-24 and eps = 2^-24: both exact in float32,
+    and their sum is exactly 1 in float32 and float64, so y = (x - mean) * weight + bias.
+    """
+    bn_ = nn.BatchNorm1d(features, eps=2.0 ** -24)
+    with torch.no_grad():
+        bn_.running_var.fill_(1.0 - 2.0 ** -24)
+    return bn_
+
+
 def _threshold_bn(thresh, flip, offset: float) -> nn.Module:
     """BatchNorm (eval) whose sign is +1 iff x >= t (x <= t where flip): exact on integer x.
 
-    y = (x - mean) * gamma with mean = t -+ offset, gamma = +-1, var = 1, eps = 0.
+    y = (x - mean) * gamma with mean = t -+ offset, gamma = +-1 and unit scale (see _unit_bn).
     """
     thresh = torch.from_numpy(np.array(thresh, np.float64))
     flip = torch.from_numpy(np.array(flip))
-    bn_ = nn.BatchNorm1d(len(thresh), eps=0.0)
+    bn_ = _unit_bn(len(thresh))
     with torch.no_grad():
         bn_.running_mean.copy_(torch.where(flip, thresh + offset, thresh - offset))
-        bn_.running_var.fill_(1.0)
         bn_.weight.copy_(torch.where(flip, -1.0, 1.0))
         bn_.bias.zero_()
     return bn_
@@ -871,7 +882,7 @@ def to_torch(packed: PackedModel) -> nn.Sequential:
     """The packed model as a plain float torch network (eval mode): Linear/Conv2d with the +-1
     weights as float32, BatchNorm and Sign (or MaxPool2d before the BatchNorm, paper order).
 
-    Each BatchNorm is built from a threshold (mean = t -+ 1/2, gamma = +-1, var = 1, eps = 0),
+    Each BatchNorm is built from a threshold (mean = t -+ 1/2, gamma = +-1, unit scale),
     so hidden decisions equal the engine's; the first layer's float decisions compare its
     float32 pre-activation with v*, as the engine's float path does; logits = scale * s + shift
     in float32. The network takes normalised float input (N, *input_shape). Used as the float
@@ -903,10 +914,9 @@ def to_torch(packed: PackedModel) -> nn.Sequential:
                 layers += [_threshold_bn(packed.tensors[op["tensors"]["thresh"]],
                                          packed.tensors[op["tensors"]["flip"]], 0.5), bnn.Sign()]
             else:  # logits = scale * s + shift
-                out_bn = nn.BatchNorm1d(out, eps=0.0)
+                out_bn = _unit_bn(out)
                 with torch.no_grad():
                     out_bn.running_mean.zero_()
-                    out_bn.running_var.fill_(1.0)
                     out_bn.weight.copy_(_tensor(packed.tensors[op["tensors"]["scale"]]))
                     out_bn.bias.copy_(_tensor(packed.tensors[op["tensors"]["shift"]]))
                 layers.append(out_bn)
