@@ -5,7 +5,9 @@
 - :meth:`PackedModel.predict` runs it on numpy images (float, or uint8 with the normalisation
   folded in) with the XNOR-popcount kernels (:mod:`binarynet.engine.kernels`; plain-numpy
   reference in :mod:`binarynet.engine.reference`);
-- :meth:`PackedModel.save` writes it back; :meth:`PackedModel.summary` accounts for its bytes.
+- :meth:`PackedModel.save` writes it back; :meth:`PackedModel.summary` accounts for its bytes;
+- :meth:`PackedModel.to` (``"cuda"``) runs the same graph on an NVIDIA GPU with
+  :mod:`binarynet.gpu` (torch and triton are imported only then).
 
 Models come from :func:`binarynet.export` (torch side). The graph the engine runs is
 described in :mod:`binarynet.engine.graph`.
