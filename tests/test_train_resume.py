@@ -83,3 +83,12 @@ def test_sigint_finishes_the_step_saves_and_says_how_to_resume(tmp_path, referen
     resumed = cli(["train", "--resume", str(out / "last.pt"), "--threads", "1", "--no-progress"])
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(out, reference)
+
+
+def test_sigterm_stops_like_sigint(tmp_path):
+    out = tmp_path / "run"
+    stopped = cli(TRAIN + ["--out", str(out)], SIGNAL_AT_STEP, [str(int(signal.SIGTERM)), "3"])
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    assert "interrupted by signal 15 at epoch 1, global step 4" in stopped.stderr
+    saved = checkpoint.load(out / "last.pt")["progress"]
+    assert (saved["epoch"], saved["epoch_position"], saved["global_step"]) == (0, 400, 4)
