@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .. import __version__
+from .._atomic import fsync_dir
 from ..errors import DataError
 from . import catalog
 from .datadir import present_files, resolve_data_dir
@@ -61,19 +62,6 @@ def sha256_of(path) -> str:
         for block in iter(lambda: f.read(_CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # e.g. Windows cannot open folders; the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _fetch_one(url: str, part: Path, timeout: float) -> bool:
@@ -137,7 +125,7 @@ def _check_sum(path: Path, expected: str, label: str) -> None:
 
 def _commit(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 def _extract(archive: Path, members: Mapping[str, str], target: Path,

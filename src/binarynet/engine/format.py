@@ -30,12 +30,12 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from typing import Mapping
 
 import numpy as np
 
 from .. import __version__
+from .._atomic import atomic_write
 from ..errors import ModelFileError
 
 __all__ = [
@@ -121,19 +121,7 @@ def header_size(blob: bytes) -> int:
 def write_file(path, graph: Mapping, tensors: Mapping[str, np.ndarray]) -> int:
     """Write a packed model file atomically (temp file + fsync + rename); returns its size."""
     blob = encode(graph, tensors)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".bnn", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(blob))
     return len(blob)
 
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 
 import numpy as np
 import torch
 
+from .._atomic import atomic_write
 from ..errors import CheckpointError
 
 FORMAT_NAME = "binarynet-checkpoint"
@@ -38,35 +38,7 @@ def save(path, checkpoint: dict) -> None:
 
     A crash at any moment leaves either the previous file or the new one, never a partial file.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: str) -> None:
-    # Makes the rename itself durable; not possible on every platform (e.g. Windows).
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
 def load(path) -> dict:
@@ -151,3 +123,36 @@ def restore_rng(state: dict) -> None:
                 torch.cuda.set_rng_state_all(cuda_states)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint holds an invalid random-generator state: {exc}") from None
+
+
+def load_model(path):
+    """Rebuild the trained model of a checkpoint (a ``.pt`` file, or a run folder: its
+    ``best.pt``): ``(model in eval mode, recipe, (scale, offset) input normalisation)``.
+
+    CheckpointError if the file is unreadable or its weights do not fit its recipe's model.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, "best.pt")
+    return model_from_state(load(path), path)
+
+
+def model_from_state(state: dict, path) -> tuple:
+    """:func:`load_model` for a checkpoint already read with :func:`load` (``path`` names it
+    in errors)."""
+    from .loop import build_model
+    from .recipes import Recipe
+
+    try:
+        recipe = Recipe.from_dict(state["config"]["recipe"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the stored recipe is invalid: {exc}") from None
+    model = build_model(recipe)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the recipe's model: "
+                              f"{str(exc).splitlines()[0]}") from None
+    normalization = (tuple(state["normalization"]["scale"]),
+                     tuple(state["normalization"]["offset"]))
+    return model.eval(), recipe, normalization
