@@ -127,7 +127,7 @@ def synthetic_run(tmp_path_factory):
     """A real (tiny) training run on the generated dataset, with an exported model.bnn."""
     from binarynet import train
     from binarynet.export import export
-    from binarynet.summary import model_from_checkpoint
+    from binarynet.train.checkpoint import load_model
 
     out = tmp_path_factory.mktemp("run")
     recipe = train.recipes.apply_overrides(train.recipes.get("synthetic_mlp"), {
@@ -135,7 +135,7 @@ def synthetic_run(tmp_path_factory):
     threads = torch.get_num_threads()
     train.train(recipe, train.RunOptions(out=str(out), threads=2, progress=False))
     torch.set_num_threads(threads)
-    model, recipe, norm = model_from_checkpoint(out / "best.pt")
+    model, recipe, norm = load_model(out / "best.pt")
     test = train.loop.load_split(recipe, "test", train.RunOptions(), 0)
     export(model, test.images[:32], input_scale=norm[0], input_offset=norm[1]).save(
         out / "model.bnn")

@@ -295,7 +295,7 @@ def test_cli_bad_targets(capsys, tmp_path):
 
 def test_cli_checkpoint_run_folder_and_packed_file(capsys, tmp_path):
     from binarynet import train
-    from binarynet.summary import model_from_checkpoint
+    from binarynet.train.checkpoint import load_model
 
     recipe = train.recipes.apply_overrides(train.recipes.get("synthetic_mlp"), {
         "epochs": 1, "model.hidden": 32, "max_train_samples": 200, "max_eval_samples": 100})
@@ -308,7 +308,7 @@ def test_cli_checkpoint_run_folder_and_packed_file(capsys, tmp_path):
     assert f"{binary:,} 1-bit weights" in out
     code, out_dir, _ = cli(capsys, str(tmp_path))  # a run folder means its best.pt
     assert code == 0 and out_dir == out
-    model, _, norm = model_from_checkpoint(tmp_path / "best.pt")
+    model, _, norm = load_model(tmp_path / "best.pt")
     packed = export_u8(model, (1, 8, 8))
     packed.save(tmp_path / "model.bnn")
     code, out, _ = cli(capsys, str(tmp_path / "model.bnn"), "--format", "json")

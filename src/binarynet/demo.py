@@ -93,7 +93,7 @@ def run(epochs: int = DEFAULT_EPOCHS, hidden: int = DEFAULT_HIDDEN, out=None, th
     from . import engine
     from .export import export
     from .report import compare_deployment, deployment_lines, write_report
-    from .summary import model_from_checkpoint
+    from .train.checkpoint import load_model
     from .train import RunOptions, recipes, train
     from .train.loop import load_split
 
@@ -115,7 +115,7 @@ def run(epochs: int = DEFAULT_EPOCHS, hidden: int = DEFAULT_HIDDEN, out=None, th
         train(recipe, options)
         train_s = time.monotonic() - started
 
-        model, recipe, normalization = model_from_checkpoint(os.path.join(run_dir, "best.pt"))
+        model, recipe, normalization = load_model(os.path.join(run_dir, "best.pt"))
         test = load_split(recipe, recipe.test_split, options, 0)
         _say("exporting best.pt to the packed engine (thresholds verified per unit)")
         packed_path = os.path.join(run_dir, "model.bnn")

@@ -388,7 +388,8 @@ def write_report(run_dir, data_dir=None, threads: int = 2, engine: bool = True,
     test split is read from ``data_dir`` / ``$BINARYNET_DATA`` / the cache). ``deployment``
     passes figures already measured by :func:`compare_deployment` (the demo) instead.
     """
-    from .summary import model_from_checkpoint, recipe_input, summary
+    from .summary import recipe_input, summary
+    from .train.checkpoint import load_model
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -427,7 +428,7 @@ def write_report(run_dir, data_dir=None, threads: int = 2, engine: bool = True,
                       None)
     model = normalization = recipe_obj = None
     if checkpoint is not None:
-        model, recipe_obj, normalization = model_from_checkpoint(checkpoint)
+        model, recipe_obj, normalization = load_model(checkpoint)
         shape, _ = recipe_input(recipe_obj)
         bits = 8 if len(set(normalization[0])) == 1 else 32
         lines += [f"## Model summary ({checkpoint.name})", "", summary(model, shape, bits).to_markdown(), ""]

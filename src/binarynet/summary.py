@@ -694,30 +694,6 @@ def recipe_input(recipe) -> tuple:
     return tuple(data.info(recipe.dataset).image_shape), 8 if len(set(scale)) == 1 else 32
 
 
-def model_from_checkpoint(path):
-    """(model in eval mode with the checkpoint's weights, recipe, normalisation (scale, offset))
-    of a training checkpoint (``last.pt`` / ``best.pt``); CheckpointError if it does not fit."""
-    from .errors import CheckpointError
-    from .train import build_model
-    from .train import checkpoint as ckpt
-    from .train.recipes import Recipe
-
-    state = ckpt.load(path)
-    try:
-        recipe = Recipe.from_dict(state["config"]["recipe"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: the stored recipe is invalid: {exc}") from None
-    model = build_model(recipe)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the recipe's model: "
-                              f"{str(exc).splitlines()[0]}") from None
-    normalization = (tuple(state["normalization"]["scale"]),
-                     tuple(state["normalization"]["offset"]))
-    return model.eval(), recipe, normalization
-
-
 def summary_of_target(target: str, input_shape: Sequence[int] | None = None,
                       overrides: dict | None = None) -> ModelSummary:
     """Summary of what ``binarynet summary TARGET`` names: a packed ``.bnn`` file, a training
@@ -743,7 +719,9 @@ def summary_of_target(target: str, input_shape: Sequence[int] | None = None,
             raise BinarynetError("--set applies to recipe and model names, not to files")
         if is_packed_file(path):
             return summary(path)
-        model, recipe, normalization = model_from_checkpoint(path)
+        from .train.checkpoint import load_model
+
+        model, recipe, normalization = load_model(path)
         shape, bits = recipe_input(recipe)
         result = summary(model, input_shape or shape, input_bits=8 if len(
             set(normalization[0])) == 1 else 32)

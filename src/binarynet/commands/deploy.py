@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from ..errors import BinarynetError, CheckpointError, DataError
+from ..errors import BinarynetError, DataError
 
 
 def register(subparsers) -> None:
@@ -67,23 +67,9 @@ def run_export(args) -> int:
     import torch
 
     from ..export import export
-    from ..train import checkpoint as ckpt
-    from ..train import loop
-    from ..train.recipes import Recipe
+    from ..train.checkpoint import load_model
 
-    path = args.checkpoint
-    if os.path.isdir(path):
-        path = os.path.join(path, "best.pt")
-    state = ckpt.load(path)
-    recipe = Recipe.from_dict(state["config"]["recipe"])
-    model = loop.build_model(recipe)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the recipe's model: "
-                              f"{str(exc).splitlines()[0]}") from None
-    model.eval()
-    scale, offset = state["normalization"]["scale"], state["normalization"]["offset"]
+    model, recipe, (scale, offset) = load_model(args.checkpoint)
     example = torch.randint(0, 256, (64, *_image_shape(recipe)), dtype=torch.uint8,
                             generator=torch.Generator().manual_seed(0))
     packed = export(model, example, input_scale=scale, input_offset=offset,
@@ -91,7 +77,7 @@ def run_export(args) -> int:
     size = packed.save(args.output)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
-    print(f"exported {path} ({recipe.name}) -> {args.output}: {size} bytes, "
+    print(f"exported {args.checkpoint} ({recipe.name}) -> {args.output}: {size} bytes, "
           f"{buffer.tell() / size:.1f}x smaller than the float32 state_dict ({buffer.tell()} bytes)")
     print(packed.summary())
     return 0

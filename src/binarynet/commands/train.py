@@ -126,23 +126,16 @@ def run_eval(args) -> int:
     """``binarynet eval``: loss and error of a checkpoint on a split."""
     from ..train import checkpoint as ckpt
     from ..train import distributed, loop
-    from ..train.recipes import Recipe
 
     path = args.checkpoint
     if os.path.isdir(path):
         path = os.path.join(path, "best.pt")
     state = ckpt.load(path)
-    recipe = Recipe.from_dict(state["config"]["recipe"])
-    model = loop.build_model(recipe)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the recipe's model: {str(exc).splitlines()[0]}") from None
+    model, recipe, normalization = ckpt.model_from_state(state, path)
     device = distributed.resolve_device(args.device)
     model.to(device)
     options = loop.RunOptions(data_dir=args.data_dir, download=args.download)
     dataset = loop.load_split(recipe, args.split, options, max_samples=args.max_samples)
-    normalization = (tuple(state["normalization"]["scale"]), tuple(state["normalization"]["offset"]))
     totals = loop.evaluate(model, dataset, normalization, loop.loss_function(recipe),
                            batch_size=args.batch_size, device=device)
     progress = state["progress"]
