@@ -11,7 +11,7 @@ scale of layer k (spec §2.5) and only the binary layers' latent weights are sca
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional
+from typing import Optional
 
 import torch
 from torch import nn
