@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .graph import conv_output_size
+
 WORD_BITS = 64
 INT32_MIN = int(np.iinfo(np.int32).min)
 INT32_MAX = int(np.iinfo(np.int32).max)
@@ -123,8 +125,8 @@ def _conv_geometry(op, x, w, c, stride, padding, dilation, pad_mode, pad_bits_cl
         raise ValueError(f"{op}: pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
     _, h, wd, _ = x.shape
     _, kh, kw, _ = w.shape
-    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
     if ho < 1 or wo < 1:
         raise ValueError(f"{op}: kernel {kh}x{kw} (dilation {dilation}, padding {padding}) does not "
                          f"fit the {h}x{wd} input")

@@ -31,6 +31,7 @@ import os
 
 import torch
 
+from ..engine.graph import conv_output_size
 from . import bmma, triton_kernels
 
 WORD_BITS = 64
@@ -141,8 +142,8 @@ def _conv_args(op, x, w, c, stride, padding, dilation, pad_mode):
         raise ValueError(f"{op}: pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
     _, h, wd, _ = x.shape
     _, kh, kw, _ = w.shape
-    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
     if ho < 1 or wo < 1:
         raise ValueError(f"{op}: kernel {kh}x{kw} (dilation {dilation}, padding {padding}) does "
                          f"not fit the {h}x{wd} input")
