@@ -14,6 +14,7 @@ from torch import nn
 import binarynet.nn as bnn
 from binarynet import losses
 from binarynet.train import convert_sync_batchnorm
+from binarynet.train.distributed import Context, barrier
 from binarynet.train.syncbn import SyncBatchNorm1d, SyncShiftBatchNorm2d
 
 WORLD = 2
@@ -66,6 +67,7 @@ def worker(rank: int, port: int, folder: str) -> None:
             share = slice(rank * GLOBAL_BATCH // WORLD, (rank + 1) * GLOBAL_BATCH // WORLD)
             results[case] = step(model, x[share], y[share])
         torch.save(results, os.path.join(folder, f"rank{rank}.pt"))
+        barrier(Context(rank=rank, world_size=WORLD))  # lets Gloo's workers finish before exit
     finally:
         dist.destroy_process_group()
 

@@ -29,22 +29,34 @@ class _ShiftBatchNormFunction(torch.autograd.Function):
       g_x     = AP2(gamma) * s * (g - mean(g) - C_hat * s^2 * mean(C_hat * g))
       g_gamma = sum(AP2(x_hat) * g)
       g_beta  = sum(g)
+    The means are over the whole batch, which several processes may share (``sum_over_ranks``).
     Returns (y, mu, inv); mu and inv (per channel) feed the running statistics.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, dims, eps):
-        mu = x.mean(dim=dims, keepdim=True)
+    def forward(ctx, x, weight, bias, dims, eps, sum_over_ranks):
+        channels = x.shape[1]
+        shape = [1, channels] + [1] * (x.dim() - 2)
+        # Per-channel sums (and the sample count) are completed by ``sum_over_ranks`` when the
+        # batch is spread over several processes (binarynet.train.syncbn); None: it is all here.
+        stats = torch.cat([x.sum(dim=dims), x.new_tensor([float(x.numel() // channels)])])
+        if sum_over_ranks is not None:
+            sum_over_ranks(stats)
+        count = stats[-1]
+        mu = (stats[:-1] / count).view(shape)
         centered = x - mu
         centered_ap2 = ap2(centered)
-        inv = torch.rsqrt((centered * centered_ap2).mean(dim=dims, keepdim=True) + eps)
+        second = (centered * centered_ap2).sum(dim=dims)
+        if sum_over_ranks is not None:
+            sum_over_ranks(second)
+        inv = torch.rsqrt(second.view(shape) / count + eps)
         scale = ap2(inv)
-        gamma_ap2 = ap2(weight).view_as(mu) if weight is not None else None
+        gamma_ap2 = ap2(weight).view(shape) if weight is not None else None
         x_hat = centered * scale
         y = x_hat * gamma_ap2 if gamma_ap2 is not None else x_hat.clone()
         if bias is not None:
-            y = y + bias.view_as(mu)
-        ctx.dims = dims
+            y = y + bias.view(shape)
+        ctx.dims, ctx.count, ctx.sum_over_ranks = dims, count, sum_over_ranks
         ctx.save_for_backward(centered_ap2, scale, gamma_ap2, ap2(x_hat) if weight is not None else None)
         ctx.mark_non_differentiable(mu, inv)
         return y, mu, inv
@@ -52,18 +64,23 @@ class _ShiftBatchNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y, grad_mu, grad_inv):
         centered_ap2, scale, gamma_ap2, x_hat_ap2 = ctx.saved_tensors
-        dims = ctx.dims
+        dims, count = ctx.dims, ctx.count
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            mean_g = grad_y.mean(dim=dims, keepdim=True)
-            mean_cg = (centered_ap2 * grad_y).mean(dim=dims, keepdim=True)
+            channels = grad_y.shape[1]
+            shape = [1, channels] + [1] * (grad_y.dim() - 2)
+            sums = torch.cat([grad_y.sum(dim=dims), (centered_ap2 * grad_y).sum(dim=dims)])
+            if ctx.sum_over_ranks is not None:
+                ctx.sum_over_ranks(sums)
+            mean_g = (sums[:channels] / count).view(shape)
+            mean_cg = (sums[channels:] / count).view(shape)
             grad_x = grad_y - mean_g - centered_ap2 * (scale * scale) * mean_cg
             grad_x = grad_x * (scale * gamma_ap2 if gamma_ap2 is not None else scale)
         if ctx.needs_input_grad[1]:
             grad_weight = (x_hat_ap2 * grad_y).sum(dim=dims)
         if ctx.needs_input_grad[2]:
             grad_bias = grad_y.sum(dim=dims)
-        return grad_x, grad_weight, grad_bias, None, None
+        return grad_x, grad_weight, grad_bias, None, None, None
 
 
 class _ShiftBatchNorm(nn.Module):
@@ -96,6 +113,11 @@ class _ShiftBatchNorm(nn.Module):
     def _check_input(self, x: torch.Tensor) -> None:
         raise NotImplementedError
 
+    def _sum_over_ranks(self):
+        """None: the batch is all in this process. The synchronised version (binarynet.train.syncbn)
+        returns an in-place sum over the ranks of a 1-D tensor."""
+        return None
+
     def _reduce_dims(self, x: torch.Tensor) -> tuple:
         return (0,) + tuple(range(2, x.dim()))
 
@@ -111,13 +133,13 @@ class _ShiftBatchNorm(nn.Module):
         if not self.training:
             scale, shift = self.eval_affine()
             return x * scale.view(shape) + shift.view(shape)
-        count = x.numel() // self.num_features
-        if count < 2:
+        sum_over_ranks = self._sum_over_ranks()
+        if sum_over_ranks is None and x.numel() // self.num_features < 2:
             raise ValueError(
                 f"{type(self).__name__}({self.num_features}): training needs more than 1 value per "
                 f"channel, got input of shape {tuple(x.shape)}"
             )
-        y, mu, inv = _ShiftBatchNormFunction.apply(x, self.weight, self.bias, dims, self.eps)
+        y, mu, inv = _ShiftBatchNormFunction.apply(x, self.weight, self.bias, dims, self.eps, sum_over_ranks)
         with torch.no_grad():
             m = self.momentum
             self.running_mean.mul_(1.0 - m).add_(mu.view(-1), alpha=m)

@@ -122,7 +122,9 @@ def barrier(ctx: Context) -> None:
     last reference, the worker frees those collectives' tensors, which needs the GIL; if the main
     thread has meanwhile reached interpreter shutdown, the worker is terminated and the process
     aborts ("terminate called without an active exception", seen on ~5% of 2-process runs).
-    Holding the latest barrier's work here means it is freed by the main thread instead.
+    Holding the latest barrier's work here means it is freed by the main thread instead, and
+    waiting in the barrier (GIL released) lets the workers free the collectives they ran last.
+    So a process ends with a barrier before it leaves the process group.
     """
     global _latest_barrier_work
     if ctx.distributed:

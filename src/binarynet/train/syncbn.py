@@ -26,7 +26,6 @@ import torch.distributed as dist
 from torch import nn
 
 from ..nn import ShiftBatchNorm1d, ShiftBatchNorm2d
-from ..quantizers import ap2
 
 
 def _world() -> int:
@@ -92,77 +91,16 @@ class SyncBatchNorm2d(_SyncBatchNormMixin, nn.BatchNorm2d):
     """``nn.BatchNorm2d`` whose training statistics cover the global batch (module docstring)."""
 
 
-class _SyncShiftBatchNormFunction(torch.autograd.Function):
-    """Shift BN forward/backward (spec §2.3, T7) with means over all ranks' samples.
-
-    With s = AP2(inv), C_hat = AP2(C), x_hat = C * s, and means over the global batch:
-      g_x = AP2(gamma) * s * (g - mean(g) - C_hat * s^2 * mean(C_hat * g))
-      g_gamma = sum_local(AP2(x_hat) * g), g_beta = sum_local(g)   (DDP averages them)
-    Returns (y, mu, inv) like binarynet.nn's function, for the running statistics.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, dims, eps):
-        channels = x.shape[1]
-        shape = [1, channels] + [1] * (x.dim() - 2)
-        local_count = x.numel() // channels
-        stats = torch.cat([x.sum(dim=dims), x.new_tensor([float(local_count)])])
-        dist.all_reduce(stats, op=dist.ReduceOp.SUM)
-        count = stats[-1]
-        mu = (stats[:-1] / count).view(shape)
-        centered = x - mu
-        centered_ap2 = ap2(centered)
-        second = (centered * centered_ap2).sum(dim=dims)
-        dist.all_reduce(second, op=dist.ReduceOp.SUM)
-        inv = torch.rsqrt(second.view(shape) / count + eps)
-        scale = ap2(inv)
-        gamma_ap2 = ap2(weight).view(shape) if weight is not None else None
-        x_hat = centered * scale
-        y = x_hat * gamma_ap2 if gamma_ap2 is not None else x_hat.clone()
-        if bias is not None:
-            y = y + bias.view(shape)
-        ctx.dims, ctx.count = dims, count
-        ctx.save_for_backward(centered_ap2, scale, gamma_ap2, ap2(x_hat) if weight is not None else None)
-        ctx.mark_non_differentiable(mu, inv)
-        return y, mu, inv
-
-    @staticmethod
-    def backward(ctx, grad_y, grad_mu, grad_inv):
-        centered_ap2, scale, gamma_ap2, x_hat_ap2 = ctx.saved_tensors
-        dims, count = ctx.dims, ctx.count
-        grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            sums = torch.cat([grad_y.sum(dim=dims), (centered_ap2 * grad_y).sum(dim=dims)])
-            dist.all_reduce(sums, op=dist.ReduceOp.SUM)
-            channels = grad_y.shape[1]
-            shape = [1, channels] + [1] * (grad_y.dim() - 2)
-            mean_g = (sums[:channels] / count).view(shape)
-            mean_cg = (sums[channels:] / count).view(shape)
-            grad_x = grad_y - mean_g - centered_ap2 * (scale * scale) * mean_cg
-            grad_x = grad_x * (scale * gamma_ap2 if gamma_ap2 is not None else scale)
-        if ctx.needs_input_grad[1]:
-            grad_weight = (x_hat_ap2 * grad_y).sum(dim=dims)
-        if ctx.needs_input_grad[2]:
-            grad_bias = grad_y.sum(dim=dims)
-        return grad_x, grad_weight, grad_bias, None, None
+def _all_reduce_sum(t: torch.Tensor) -> None:
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
 
 class _SyncShiftBatchNormMixin:
-    """Training forward of shift BN with global-batch statistics."""
+    """Shift BN whose training means cover all ranks' samples: the forward sums and the two
+    means of the T7 backward are all-reduced (binarynet.nn's shift-BN function does the rest)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and _world() > 1):
-            return super().forward(x)
-        if not x.is_floating_point():
-            raise TypeError(f"{type(self).__name__}({self.num_features}): expected a floating-point tensor")
-        self._check_input(x)
-        dims = tuple([0] + list(range(2, x.dim())))
-        y, mu, inv = _SyncShiftBatchNormFunction.apply(x, self.weight, self.bias, dims, self.eps)
-        with torch.no_grad():
-            m = self.momentum
-            self.running_mean.mul_(1.0 - m).add_(mu.view(-1), alpha=m)
-            self.running_inv_std.mul_(1.0 - m).add_(inv.view(-1), alpha=m)
-        return y
+    def _sum_over_ranks(self):
+        return _all_reduce_sum if _world() > 1 else None
 
 
 class SyncShiftBatchNorm1d(_SyncShiftBatchNormMixin, ShiftBatchNorm1d):
