@@ -1,5 +1,4 @@
 """A real learning test: a small binary MLP trained with bn.optim.Adam + squared hinge learns."""
-import time
 
 import pytest
 import torch
@@ -43,9 +42,6 @@ def one_thread():
 
 
 def test_binary_mlp_learns_synthetic_clusters(one_thread):
-    # CPU time of this process, not wall time: the bound is on the work done, which other jobs
-    # on a shared machine do not change (about 1.5 s here).
-    start = time.process_time()
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     centers = torch.randn(2 * NUM_CLASSES, DIM, generator=gen)
@@ -63,7 +59,6 @@ def test_binary_mlp_learns_synthetic_clusters(one_thread):
         loss.backward()
         opt.step()
     after = _accuracy(model, x_test, y_test)
-    elapsed = time.process_time() - start
 
     assert before < 0.3, before  # untrained: near chance
     assert after >= 0.90, after
@@ -71,4 +66,3 @@ def test_binary_mlp_learns_synthetic_clusters(one_thread):
         if isinstance(layer, bn.nn.BinaryLayer):
             assert layer.weight.abs().max() <= 1.0
             assert set(layer.quantized_weight().unique().tolist()) == {-1.0, 1.0}
-    assert elapsed < 30, elapsed
