@@ -49,6 +49,7 @@ import numpy as np
 from ..errors import ModelFileError
 
 __all__ = ["OPS", "PAD_MODES", "FIRST_LAYER_MODES", "words", "validate", "conv_output_size",
+           "as_pair", "conv_geometry",
            "integer_first_layer"]
 
 OPS = ("binarize_input", "first_dense", "first_conv", "dense", "conv", "maxpool", "flatten",
@@ -66,6 +67,35 @@ def words(bits: int) -> int:
 def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
     """Output length of a convolution/pooling window along one axis, as torch.nn.Conv2d."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def as_pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
+    """A kernel argument given as an int or a pair of ints, each >= minimum (errors name ``op``)."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))
+                             for v in pair):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if any(v < minimum for v in pair):
+        raise ValueError(f"{op}: {name} values must be >= {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def conv_geometry(op: str, x_shape, w_shape, stride, padding, dilation, pad_mode):
+    """Checked arguments of a binary convolution of a packed (N, H, W, words) input with packed
+    (O, kh, kw, words) weights: returns (stride, padding, dilation, Ho, Wo)."""
+    stride = as_pair(op, "stride", stride, 1)
+    padding = as_pair(op, "padding", padding, 0)
+    dilation = as_pair(op, "dilation", dilation, 1)
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"{op}: pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+    _, h, wd, _ = x_shape
+    _, kh, kw, _ = w_shape
+    ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
+    if ho < 1 or wo < 1:
+        raise ValueError(f"{op}: kernel {kh}x{kw} (dilation {dilation}, padding {padding}) does not "
+                         f"fit the {h}x{wd} input")
+    return stride, padding, dilation, ho, wo
 
 
 def integer_first_layer(graph: dict) -> bool:

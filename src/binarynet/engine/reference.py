@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import conv_output_size
+from .graph import as_pair, conv_geometry
 
 WORD_BITS = 64
 INT32_MIN = int(np.iinfo(np.int32).min)
 INT32_MAX = int(np.iinfo(np.int32).max)
-PAD_MODES = ("zero", "one", "minus_one")
 
 _num_threads = 1
 
@@ -102,40 +101,18 @@ def _check_thresholds(op: str, thresh, flip, n: int) -> tuple[np.ndarray, np.nda
     return np.ascontiguousarray(thresh, dtype=np.int32), np.ascontiguousarray(flip)
 
 
-def _as_pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
-    """An int or a pair of ints, each >= minimum."""
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))
-                             for v in pair):
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    if any(v < minimum for v in pair):
-        raise ValueError(f"{op}: {name} values must be >= {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
 def _conv_geometry(op, x, w, c, stride, padding, dilation, pad_mode, pad_bits_clear=None):
     """Validate a binary conv's operands; returns (x, w, c, stride, padding, dilation, Ho, Wo)."""
     c = _check_length(op, "c", c)
     x = _check_packed(op, "x", x, 4, c, "c", pad_bits_clear)
     w = _check_packed(op, "w", w, 4, c, "c", pad_bits_clear)
-    stride = _as_pair(op, "stride", stride, 1)
-    padding = _as_pair(op, "padding", padding, 0)
-    dilation = _as_pair(op, "dilation", dilation, 1)
-    if pad_mode not in PAD_MODES:
-        raise ValueError(f"{op}: pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
-    _, h, wd, _ = x.shape
-    _, kh, kw, _ = w.shape
-    ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
-    wo = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
-    if ho < 1 or wo < 1:
-        raise ValueError(f"{op}: kernel {kh}x{kw} (dilation {dilation}, padding {padding}) does not "
-                         f"fit the {h}x{wd} input")
-    return x, w, c, stride, padding, dilation, ho, wo
+    geometry = conv_geometry(op, x.shape, w.shape, stride, padding, dilation, pad_mode)
+    return (x, w, c) + geometry
 
 
 def _pool_geometry(op, h, w, kernel, stride):
-    kernel = _as_pair(op, "kernel", kernel, 1)
-    stride = _as_pair(op, "stride", stride, 1)
+    kernel = as_pair(op, "kernel", kernel, 1)
+    stride = as_pair(op, "stride", stride, 1)
     if kernel[0] > h or kernel[1] > w:
         raise ValueError(f"{op}: pool kernel {kernel} is larger than the {h}x{w} input")
     return kernel, stride, (h - kernel[0]) // stride[0] + 1, (w - kernel[1]) // stride[1] + 1

@@ -31,12 +31,11 @@ import os
 
 import torch
 
-from ..engine.graph import conv_output_size
+from ..engine.graph import as_pair, conv_geometry
 from . import bmma, triton_kernels
 
 WORD_BITS = 64
 INT32_MAX = 2**31 - 1
-PAD_MODES = tuple(triton_kernels.PAD_MODE_CODES)
 GEMM_ENGINES = ("triton", "tensor_core")
 
 _PACKABLE = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8, torch.uint8,
@@ -121,32 +120,13 @@ def _check_thresholds(op: str, thresh, flip, n: int, device: torch.device):
     return thresh.contiguous(), flip.to(torch.int8).contiguous()
 
 
-def _as_pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in pair):
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    if any(v < minimum for v in pair):
-        raise ValueError(f"{op}: {name} values must be >= {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
 def _conv_args(op, x, w, c, stride, padding, dilation, pad_mode):
     c = _check_length(op, "c", c)
     x = _check_packed(op, "x", x, 4, c, "c")
     w = _check_packed(op, "w", w, 4, c, "c")
     _check_same_device(op, x=x, w=w)
-    stride = _as_pair(op, "stride", stride, 1)
-    padding = _as_pair(op, "padding", padding, 0)
-    dilation = _as_pair(op, "dilation", dilation, 1)
-    if pad_mode not in PAD_MODES:
-        raise ValueError(f"{op}: pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
-    _, h, wd, _ = x.shape
-    _, kh, kw, _ = w.shape
-    ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
-    wo = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
-    if ho < 1 or wo < 1:
-        raise ValueError(f"{op}: kernel {kh}x{kw} (dilation {dilation}, padding {padding}) does "
-                         f"not fit the {h}x{wd} input")
+    stride, padding, dilation, _, _ = conv_geometry(op, tuple(x.shape), tuple(w.shape), stride, padding,
+                                                    dilation, pad_mode)
     return x, w, c, stride, padding, dilation
 
 
@@ -322,8 +302,8 @@ def threshold_pack(x: torch.Tensor, thresh: torch.Tensor, flip: torch.Tensor) ->
 
 
 def _pool_geometry(op: str, h: int, w: int, kernel, stride):
-    kernel = _as_pair(op, "kernel", kernel, 1)
-    stride = _as_pair(op, "stride", stride, 1)
+    kernel = as_pair(op, "kernel", kernel, 1)
+    stride = as_pair(op, "stride", stride, 1)
     if kernel[0] > h or kernel[1] > w:
         raise ValueError(f"{op}: pool kernel {kernel} is larger than the {h}x{w} input")
     return kernel, stride
