@@ -1,6 +1,5 @@
 """A real learning test: a small binary MLP trained with bn.optim.Adam + squared hinge learns."""
 
-import pytest
 import torch
 from torch import nn
 
@@ -30,15 +29,6 @@ def _accuracy(model, x, y):
     model.eval()
     with torch.no_grad():
         return (model(x).argmax(1) == y).float().mean().item()
-
-
-@pytest.fixture
-def one_thread():
-    # Tiny tensors: threads only add synchronisation, badly so on a busy shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_binary_mlp_learns_synthetic_clusters(one_thread):

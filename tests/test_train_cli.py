@@ -2,18 +2,12 @@
 import json
 
 import pytest
-import torch
 
 from binarynet.cli import main
 from binarynet.train import metrics, recipes
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = ["--recipe", "synthetic_mlp", "--epochs", "2", "--batch-size", "50", "--lr", "0.03", "--seed", "3",

@@ -11,13 +11,7 @@ from binarynet.errors import BinarynetError, CheckpointError
 from binarynet.train import RunOptions, checkpoint, metrics, recipes, schedule, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Runs are tiny; one thread avoids OpenMP spin-waiting on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_recipe(**overrides):
