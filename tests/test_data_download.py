@@ -6,6 +6,7 @@ import http.server
 import io
 import tarfile
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -22,11 +23,13 @@ MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     """Serves ``server.root``; honours ``Range: bytes=N-`` when ``server.ranges``; sends only
-    ``server.cut_after`` bytes of a body (then closes) to imitate a dropped connection."""
+    ``server.cut_after`` bytes of a body (then closes) to imitate a dropped connection; waits
+    ``server.delay`` seconds before answering (a slow mirror)."""
 
     def do_GET(self):
         server = self.server
         server.log.append((self.path, self.headers.get("Range")))
+        time.sleep(server.delay)
         path = server.root / self.path.lstrip("/")
         if not path.is_file():
             self.send_error(404)
@@ -66,7 +69,7 @@ def server(tmp_path, monkeypatch):
     httpd.daemon_threads = True
     httpd.root = tmp_path / "www"
     httpd.root.mkdir()
-    httpd.log, httpd.sent, httpd.ranges, httpd.cut_after = [], 0, True, None
+    httpd.log, httpd.sent, httpd.ranges, httpd.cut_after, httpd.delay = [], 0, True, None, 0.0
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
@@ -111,6 +114,32 @@ def test_download_mnist(server, tmp_path):
     server.log.clear()
     data.download("mnist", tmp_path / "data", base_url=server.url, checksums=sums)
     assert server.log == []                       # present files are not fetched again
+
+
+def test_concurrent_downloads_into_one_folder_take_turns(server, tmp_path):
+    # Two torchrun ranks (say) fetching into one shared folder: the second waits for the first's
+    # lock, then finds the files present. Without the lock both would write the same .part files.
+    files = serve_mnist(server)
+    sums = {name: sha256(raw) for name, raw in files.items()}
+    server.delay = 0.1
+    errors = []
+
+    def fetch_mnist():
+        try:
+            data.download("mnist", tmp_path / "data", base_url=server.url, checksums=sums)
+        except Exception as exc:  # reported below, with the other thread's outcome
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fetch_mnist) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    target = tmp_path / "data" / "mnist"
+    assert listing(target) == sorted(MNIST_FILES)
+    assert all((target / name).read_bytes() == raw for name, raw in files.items())
+    assert sorted(path for path, _ in server.log) == sorted(f"/mnist/{n}" for n in MNIST_FILES)
 
 
 def test_env_url_and_load_with_download(server, tmp_path, monkeypatch):

@@ -101,6 +101,31 @@ def test_ddp_two_processes_equal_one_process_on_the_global_batch(tmp_path, singl
     assert_matches(out, single)
 
 
+def test_ddp_two_nodes_with_c10d_rendezvous_equal_one_process(tmp_path, single):
+    # Two torchrun launchers stand for two machines: one process each (LOCAL_RANK 0 on both),
+    # joined by the c10d rendezvous as `torchrun --nnodes 2 --rdzv-backend c10d` documents.
+    out = tmp_path / "ddp"
+    endpoint = f"127.0.0.1:{free_port()}"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "two-nodes"]
+    command = launcher + ["-m", "binarynet", "train", *RECIPE_ARGS, "--batch-size", "50", "--threads", "1",
+                          "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    nodes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    try:
+        outputs = [node.communicate(timeout=150) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    for node, (_, stderr) in zip(nodes, outputs):
+        assert node.returncode == 0, stderr[-3000:]
+    assert sum(stderr.count("binarynet train: done") for _, stderr in outputs) == 1  # global rank 0
+    config = checkpoint.load(out / "last.pt")["config"]
+    assert (config["world_size"], config["global_batch_size"]) == (2, 100)
+    assert_matches(out, single)
+
+
 def test_a_failing_rank_ends_the_job_with_an_error(tmp_path):
     hook = ("if self.ctx.rank == 1 and self.progress['global_step'] == 2:\n"
             "    raise RuntimeError('injected failure on rank 1')")

@@ -9,11 +9,14 @@ SHA-256, and only then renamed (``os.replace``) to its final name. An interrupte
 leaves the ``.part`` file, which the next call resumes with an HTTP Range request (or restarts
 when the server ignores the range). On a checksum mismatch the file is deleted (after one
 fresh retry if it had been resumed) and DataError is raised; nothing is left behind.
+Concurrent downloads of one dataset into one folder take turns under a lock file
+``<data dir>/.<name>.download.lock``.
 Archives (CIFAR-10) are checked as a whole, then only the expected regular-file members are
 streamed out by exact name (never ``extractall``), each checked against its own SHA-256.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -25,6 +28,11 @@ import zlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Mapping
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from .. import __version__
 from .._atomic import fsync_dir
@@ -208,15 +216,10 @@ def download(name: str, data_dir=None, *, parts: Iterable[str] | None = None,
             raise ValueError(f"dataset {name!r} has no part {p!r}; expected one of {info.parts}")
     sums = info.checksums if checksums is None else checksums
     target = resolve_data_dir(data_dir) / info.name
-    layout = info.layouts[0]
-    remotes = {remote.filename: remote for remote in info.remotes}
-    wanted: dict[str, list[str]] = defaultdict(list)     # remote file name -> local names
-    for p in parts:
-        for names, path in zip(layout.parts[p], present_files(target, layout, p)):
-            if path is None:
-                wanted[info.remote_of(names[0]).filename].append(names[0])
+    wanted = _missing(info, target, parts)
     if not wanted:
         return target
+    remotes = {remote.filename: remote for remote in info.remotes}
     for filename, locals_ in wanted.items():
         remote = remotes[filename]
         needed = [remote.filename] + (locals_ if remote.members else [])
@@ -229,6 +232,37 @@ def download(name: str, data_dir=None, *, parts: Iterable[str] | None = None,
         raise DataError(f"cannot create {target} ({exc.strerror or exc}); choose a writable "
                         f"folder with --data-dir or BINARYNET_DATA") from None
     urls = mirror_urls(name, base_url)
-    for filename, locals_ in wanted.items():
-        _install(remotes[filename], locals_, urls, target, sums, timeout)
+    with _exclusive(target.parent / f".{info.name}.download.lock"):
+        # Another process (a torchrun rank on another machine sharing this folder, say) may have
+        # installed some files while this one waited for the lock.
+        for filename, locals_ in _missing(info, target, parts).items():
+            _install(remotes[filename], locals_, urls, target, sums, timeout)
     return target
+
+
+def _missing(info, target: Path, parts) -> dict[str, list[str]]:
+    """Remote file name -> the local names still lacking in ``target`` for ``parts``."""
+    layout = info.layouts[0]
+    wanted: dict[str, list[str]] = defaultdict(list)
+    for p in parts:
+        for names, path in zip(layout.parts[p], present_files(target, layout, p)):
+            if path is None:
+                wanted[info.remote_of(names[0]).filename].append(names[0])
+    return wanted
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """Hold an exclusive advisory lock (flock) on ``lock_path`` so that concurrent downloads into
+    one folder take turns instead of writing the same ``.part`` file. The lock file is left in
+    place: removing it would let a third process lock a different file. Without fcntl (Windows)
+    there is no lock."""
+    if fcntl is None:
+        yield
+        return
+    with open(lock_path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

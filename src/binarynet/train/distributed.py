@@ -44,6 +44,11 @@ class Context:
         """Rank 0 writes checkpoints, metrics and the progress bar."""
         return self.rank == 0
 
+    @property
+    def is_node_main(self) -> bool:
+        """Local rank 0 fetches datasets for its machine (nodes need not share a file system)."""
+        return self.local_rank == 0
+
 
 def launched_by_torchrun() -> bool:
     """True when torchrun's environment variables are present."""

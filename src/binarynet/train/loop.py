@@ -229,13 +229,14 @@ class Trainer:
         self.lr_factor = (resumed["progress"]["lr_factor"] if resumed is not None else
                           schedule.batch_scaling_factor(recipe.lr_scaling, self.global_batch, recipe.batch_size))
 
-        # Data (with --download under torchrun, rank 0 fetches while the others wait).
-        if options.download and not ctx.is_main:
+        # Data (with --download under torchrun, local rank 0 of each machine fetches while the
+        # others wait; downloads are atomic, so machines sharing a data folder are safe too).
+        if options.download and not ctx.is_node_main:
             distributed.barrier(ctx)
         self.train_set = load_split(recipe, recipe.train_split, options, recipe.max_train_samples)
         self.val_set = load_split(recipe, recipe.val_split, options, recipe.max_eval_samples) if recipe.val_split else None
         self.test_set = load_split(recipe, recipe.test_split, options, recipe.max_eval_samples) if recipe.test_split else None
-        if options.download and ctx.is_main:
+        if options.download and ctx.is_node_main:
             distributed.barrier(ctx)
         self.normalization = input_normalization(recipe, self.train_set)
         self.steps_per_epoch = len(self.train_set) // self.global_batch
