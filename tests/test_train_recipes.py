@@ -21,7 +21,8 @@ def test_paper_recipes_hold_the_theano_settings():
 
 def test_names_list_paper_and_quick_recipes():
     names = recipes.names()
-    for name in ("mnist_mlp", "cifar10_vgg", "svhn_vgg", "mnist_mlp_quick", "cifar10_vgg_quick", "synthetic_mlp"):
+    for name in ("mnist_mlp", "cifar10_vgg", "svhn_vgg", "mnist_mlp_quick", "mnist_mlp_cpu_hour", "cifar10_vgg_quick",
+                 "synthetic_mlp"):
         assert name in names
     assert all(recipes.get(n).description for n in names)
 
