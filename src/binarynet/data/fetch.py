@@ -9,8 +9,7 @@ SHA-256, and only then renamed (``os.replace``) to its final name. An interrupte
 leaves the ``.part`` file, which the next call resumes with an HTTP Range request (or restarts
 when the server ignores the range). On a checksum mismatch the file is deleted (after one
 fresh retry if it had been resumed) and DataError is raised; nothing is left behind.
-Concurrent downloads of one dataset into one folder take turns under a lock file
-``<data dir>/.<name>.download.lock``.
+Concurrent downloads of one dataset into one folder take turns under a lock on that folder.
 Archives (CIFAR-10) are checked as a whole, then only the expected regular-file members are
 streamed out by exact name (never ``extractall``), each checked against its own SHA-256.
 """
@@ -232,7 +231,7 @@ def download(name: str, data_dir=None, *, parts: Iterable[str] | None = None,
         raise DataError(f"cannot create {target} ({exc.strerror or exc}); choose a writable "
                         f"folder with --data-dir or BINARYNET_DATA") from None
     urls = mirror_urls(name, base_url)
-    with _exclusive(target.parent / f".{info.name}.download.lock"):
+    with _exclusive(target):
         # Another process (a torchrun rank on another machine sharing this folder, say) may have
         # installed some files while this one waited for the lock.
         for filename, locals_ in _missing(info, target, parts).items():
@@ -252,17 +251,20 @@ def _missing(info, target: Path, parts) -> dict[str, list[str]]:
 
 
 @contextlib.contextmanager
-def _exclusive(lock_path: Path):
-    """Hold an exclusive advisory lock (flock) on ``lock_path`` so that concurrent downloads into
-    one folder take turns instead of writing the same ``.part`` file. The lock file is left in
-    place: removing it would let a third process lock a different file. Without fcntl (Windows)
-    there is no lock."""
+def _exclusive(folder: Path):
+    """Hold an exclusive advisory lock (flock) on the dataset folder itself, so that concurrent
+    downloads into it take turns instead of writing the same ``.part`` file, and no lock file is
+    left behind. Where the file system or platform cannot lock a folder (some network file
+    systems, Windows), downloads go ahead unlocked."""
     if fcntl is None:
         yield
         return
-    with open(lock_path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
         try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            _log.info("%s: cannot lock the folder (%s); downloading without a lock", folder, exc)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
