@@ -426,6 +426,7 @@ class Trainer:
                 self.save()
             if stopping:
                 bar.close()
+                distributed.barrier(ctx)  # all ranks stop here: leave after rank 0 has saved
                 self._stop(stop.signum or 15)
         bar.close()
         train_totals = Totals.from_tensor(distributed.all_reduce_sum(ctx, totals.cpu()))
