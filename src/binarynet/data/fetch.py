@@ -115,10 +115,11 @@ def _fetch(urls: list[str], part: Path, target: Path, timeout: float) -> tuple[b
             return _fetch_one(url, part, timeout), url
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             errors.append(f"{url}: {exc}")
+    kept = f" A partial download is kept as {part.name} and resumed next time." if part.exists() else ""
     raise DataError(
         f"could not download {part.name[:-len('.part')]}: {'; '.join(errors)}. Check the network "
         f"connection, set {URL_ENV} to a reachable mirror, or copy the files into {target} "
-        f"by hand. A partial download is kept as {part.name} and resumed next time.")
+        f"by hand.{kept}")
 
 
 def _check_sum(path: Path, expected: str, label: str) -> None:
