@@ -356,6 +356,16 @@ def test_pool_back_to_back_jobs_of_mixed_sizes_stay_exact():
         kernels.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_pool_protocol_self_test_under_many_back_to_back_jobs(threads):
+    """The C pool's own check: 500,000 tiny jobs back to back, each task must run exactly once
+    under its own job. A worker that picked up the next job's generation while its fields were
+    still being written ran a stale task in the new job (an FPE/segfault in bench_engine)."""
+    from binarynet.engine import _core
+
+    assert _core.pool_selftest(500_000, threads) == 0
+
+
 def test_concurrent_python_threads_and_forked_child_get_exact_results():
     """The pool runs one job at a time (a concurrent caller runs inline) and survives fork()."""
     from concurrent.futures import ThreadPoolExecutor

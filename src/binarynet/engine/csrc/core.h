@@ -76,6 +76,10 @@ void bn_set_num_threads(int n);
  * [0, threads) and unique among concurrently running tasks (for per-thread scratch buffers). */
 typedef void (*bn_task_fn)(void *ctx, long task, int worker);
 void bn_parallel_for(long ntasks, int threads, bn_task_fn fn, void *ctx);
+/* Runs `jobs` tiny back-to-back pool jobs and returns how many misbehaved (0 when the pool is
+ * correct); for the tests. */
+#define BN_SELFTEST_MAX_TASKS 7
+long bn_pool_selftest(long jobs, int threads);
 #define BN_MAX_THREADS 256
 /* Per-worker scratch memory for bn_parallel_for tasks, allocated by each worker on first use. */
 typedef struct {

@@ -437,6 +437,17 @@ static PyObject *py_set_num_threads(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_pool_selftest(PyObject *self, PyObject *args) {
+    long jobs, bad;
+    int threads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "li", &jobs, &threads)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    bad = bn_pool_selftest(jobs, threads);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(bad);
+}
+
 static PyMethodDef core_methods[] = {
     {"pack", py_pack, METH_VARARGS, "pack(x, dtype_code, rows, k, out): bit = x >= 0"},
     {"unpack", py_unpack, METH_VARARGS, "unpack(p, rows, k, out): +-1 int8"},
@@ -460,6 +471,8 @@ static PyMethodDef core_methods[] = {
     {"set_backend", py_set_backend, METH_VARARGS, "set_backend(code)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads() -> int"},
     {"set_num_threads", py_set_num_threads, METH_VARARGS, "set_num_threads(n)"},
+    {"pool_selftest", py_pool_selftest, METH_VARARGS,
+     "pool_selftest(jobs, threads) -> number of misbehaving thread-pool jobs (0 expected)"},
     {NULL, NULL, 0, NULL},
 };
 

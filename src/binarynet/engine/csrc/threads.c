@@ -26,7 +26,8 @@
 /* Tasks are claimed from `claim`: job generation in the high 32 bits, next task index in the
  * low 32. A claim is a compare-and-swap that only succeeds for the current job and an index
  * below its task count, so a worker holding a stale view of an old job can never run anything:
- * the caller waits only for claimed tasks to finish, never for workers to arrive or leave. */
+ * the caller waits only for claimed tasks to finish, never for workers to arrive or leave.
+ * Workers read a job's fields only after seeing its claims open (worker_main). */
 #define CLAIM_GEN(v) ((v) >> 32)
 #define CLAIM_INDEX(v) ((v) & 0xffffffffu)
 #define CLAIM_CLOSED 0xffffffffu /* index that no job reaches: claims fail while fields change */
@@ -104,7 +105,14 @@ static void *worker_main(void *arg) {
             pthread_mutex_unlock(&g_pool.lock);
         }
         seen = gen;
-        atomic_thread_fence(memory_order_acquire);
+        /* The caller bumps the generation with the claims closed, writes the job's fields, then
+         * opens the claims. A worker that saw the new generation while closed must not read the
+         * fields yet (they may still be the previous job's, and its first claim would succeed
+         * once the job opens): wait for the open claim word, which publishes them. */
+        uint64_t v;
+        while (CLAIM_GEN(v = atomic_load(&g_pool.claim)) == gen && CLAIM_INDEX(v) == CLAIM_CLOSED)
+            cpu_relax();
+        if (CLAIM_GEN(v) != gen) continue; /* already replaced: look at the newer job */
         /* the fields may already belong to a later job: then every claim for `gen` fails */
         bn_task_fn fn = atomic_load_explicit(&g_pool.fn, memory_order_acquire);
         void *ctx = atomic_load_explicit(&g_pool.ctx, memory_order_acquire);
@@ -181,6 +189,44 @@ void bn_parallel_for(long ntasks, int threads, bn_task_fn fn, void *ctx) {
         pthread_mutex_unlock(&g_pool.lock);
     }
     pthread_mutex_unlock(&g_pool.job_lock);
+}
+
+/* ---- self-test of the pool's protocol (tests/test_engine_threads.py) ----------------------- */
+
+typedef struct {
+    _Atomic int runs[BN_SELFTEST_MAX_TASKS]; /* times each task ran */
+    _Atomic long foreign;                     /* tasks run with this job's function but another's index range */
+    long ntasks;
+} selftest_job;
+
+static void selftest_task(void *vctx, long t, int worker) {
+    selftest_job *job = (selftest_job *)vctx;
+    (void)worker;
+    if (t < 0 || t >= job->ntasks) atomic_fetch_add(&job->foreign, 1);
+    else atomic_fetch_add(&job->runs[t], 1);
+}
+
+long bn_pool_selftest(long jobs, int threads) {
+    /* Back-to-back jobs of alternating size, each with its own context, as the kernels issue
+     * them; a worker that ran a task with a stale job's function or context leaves a task of the
+     * current job unrun (or one of the previous job run twice). Returns the number of bad jobs. */
+    static selftest_job pair[2];
+    long bad = 0;
+    for (long j = 0; j < jobs; ++j) {
+        selftest_job *job = &pair[j & 1];
+        job->ntasks = (j & 1) ? 3 : BN_SELFTEST_MAX_TASKS;
+        for (long t = 0; t < BN_SELFTEST_MAX_TASKS; ++t) atomic_store(&job->runs[t], 0);
+        atomic_store(&job->foreign, 0);
+        bn_parallel_for(job->ntasks, threads, selftest_task, job);
+        int ok = atomic_load(&job->foreign) == 0;
+        for (long t = 0; t < job->ntasks; ++t) ok &= atomic_load(&job->runs[t]) == 1;
+        if (j > 0) { /* the previous job must not have been touched since it was checked */
+            const selftest_job *prev = &pair[(j - 1) & 1];
+            for (long t = 0; t < prev->ntasks; ++t) ok &= atomic_load(&prev->runs[t]) == 1;
+        }
+        bad += !ok;
+    }
+    return bad;
 }
 
 static int default_threads(void) {
