@@ -3,23 +3,17 @@
 Checks, on tiny problems, that every binary GEMM row of the benchmark equals the fp32 product of
 the same +-1 matrices and that the binary MNIST MLP (fp32 first layer thresholded into bits, fused
 bgemm_threshold layers, bgemm output layer) predicts exactly what the float torch model predicts.
-Without a GPU it runs in Triton's interpreter (see test_gpu_triton.py).
+Without a GPU it runs in Triton's interpreter (see gpu_setup.py).
 """
 import importlib.util
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
-    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("no CUDA GPU, and triton was imported before TRITON_INTERPRET=1 could be set",
-                    allow_module_level=True)
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton", reason="triton is not installed (pip install triton)")
+from gpu_setup import torch_and_triton
+
+torch, _ = torch_and_triton()
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
 

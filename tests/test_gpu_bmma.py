@@ -4,19 +4,14 @@ The build and the ctypes interface are checked wherever nvcc exists (no GPU need
 itself runs only on a CUDA GPU with the b1 MMA (sm_80+), otherwise those tests skip.
 """
 import ctypes
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from gpu_setup import torch_and_triton
 
-ON_GPU = torch.cuda.is_available()
-if not ON_GPU and "triton" not in sys.modules:  # backend imports triton: see test_gpu_triton.py
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton", reason="triton is not installed (pip install triton)")
+torch, ON_GPU = torch_and_triton()
 
 from binarynet.engine import reference as ref  # noqa: E402
 from binarynet.gpu import backend, bmma  # noqa: E402

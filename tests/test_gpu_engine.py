@@ -2,24 +2,16 @@
 
 Without a CUDA GPU the runner's "cuda" path (binarynet.gpu.backend ops on torch tensors) runs on
 CPU tensors in Triton's interpreter (this module sets TRITON_INTERPRET=1 before triton is first
-imported, as tests/test_gpu_triton.py); with a GPU the same models run on the real device too.
+imported: tests/gpu_setup.py); with a GPU the same models run on the real device too.
 Models and batches are tiny because the interpreter executes every program in numpy.
 """
-import os
-import sys
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from gpu_setup import torch_and_triton
 
-ON_GPU = torch.cuda.is_available()
-if not ON_GPU:
-    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("no CUDA GPU, and triton was imported before TRITON_INTERPRET=1 could be set "
-                    "(run with TRITON_INTERPRET=1)", allow_module_level=True)
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton", reason="triton is not installed (pip install triton)")
+torch, ON_GPU = torch_and_triton()
 
 import binarynet as bn  # noqa: E402
 from binarynet import engine  # noqa: E402

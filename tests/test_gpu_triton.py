@@ -5,25 +5,15 @@ TRITON_INTERPRET=1 before triton is first imported); on a GPU machine the same t
 compiled kernels.
 Shapes are tiny because the interpreter executes every program in numpy.
 """
-import os
-import sys
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-torch = pytest.importorskip("torch")
+from gpu_setup import torch_and_triton
 
-ON_GPU = torch.cuda.is_available()
-if not ON_GPU:
-    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("no CUDA GPU, and triton was imported before TRITON_INTERPRET=1 could be set "
-                    "(run with TRITON_INTERPRET=1)", allow_module_level=True)
-    # Triton picks the interpreter when a kernel is defined (its own helpers at `import triton`)
-    # and checks the knob again at launch, so it is set before the import and stays set.
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton", reason="triton is not installed (pip install triton)")
+torch, ON_GPU = torch_and_triton()
 
 from binarynet.engine import reference as ref  # noqa: E402
 from binarynet.gpu import backend, triton_kernels  # noqa: E402
