@@ -65,14 +65,7 @@ def bench_shape(m, k, n, repeats, min_seconds, rng):
         "bgemm": lambda: kernels.bgemm(a, w, k),
         "bgemm_threshold": lambda: kernels.bgemm_threshold(a, w, k, thresh, flip),
     }
-    for fn in methods.values():  # warm-up (thread pools, page faults)
-        fn()
-    samples = {name: [] for name in methods}
-    for _ in range(repeats):
-        for name, fn in methods.items():
-            samples[name].append(time_call(fn, min_seconds))
-    macs = m * k * n
-    return {name: macs / statistics.median(times) / 1e9 for name, times in samples.items()}
+    return _gmacs(methods, m * k * n, repeats, min_seconds)
 
 
 def bench_conv(batch, h, w, c, o, repeats, min_seconds, rng):
@@ -88,14 +81,7 @@ def bench_conv(batch, h, w, c, o, repeats, min_seconds, rng):
         "bgemm": lambda: kernels.bconv2d(x, wb, c, 1, 1),
         "bgemm_threshold": lambda: kernels.bconv2d_threshold(x, wb, c, thresh, flip, 1, 1),
     }
-    for fn in methods.values():
-        fn()
-    samples = {name: [] for name in methods}
-    for _ in range(repeats):
-        for name, fn in methods.items():
-            samples[name].append(time_call(fn, min_seconds))
-    macs = batch * h * w * o * 9 * c
-    return {name: macs / statistics.median(times) / 1e9 for name, times in samples.items()}
+    return _gmacs(methods, batch * h * w * o * 9 * c, repeats, min_seconds)
 
 
 FIRST_LAYER_SHAPES = [  # (label, M, K, N)
@@ -133,15 +119,25 @@ def bench_first_layer(repeats, min_seconds, rng):
     print(f"{f'threshold_pack ({m}, {n}) int32':>42} {ms['threshold_pack']:8.2f}")
 
 
-def _median_ms(methods, repeats, min_seconds):
-    """Interleaved repeats of every method; median ms per call."""
+def _median_seconds(methods, repeats, min_seconds):
+    """Warm-up call of every method (thread pools, page faults), then interleaved repeats; the
+    median seconds per call of each."""
     for fn in methods.values():
         fn()
     samples = {name: [] for name in methods}
     for _ in range(repeats):
         for name, fn in methods.items():
             samples[name].append(time_call(fn, min_seconds))
-    return {name: 1e3 * statistics.median(times) for name, times in samples.items()}
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def _median_ms(methods, repeats, min_seconds):
+    return {name: 1e3 * t for name, t in _median_seconds(methods, repeats, min_seconds).items()}
+
+
+def _gmacs(methods, macs, repeats, min_seconds):
+    """10^9 multiply-accumulates per second of each method, from its median time."""
+    return {name: macs / t / 1e9 for name, t in _median_seconds(methods, repeats, min_seconds).items()}
 
 
 def main(argv=None):
