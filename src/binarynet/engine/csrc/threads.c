@@ -191,11 +191,11 @@ void bn_parallel_for(long ntasks, int threads, bn_task_fn fn, void *ctx) {
     pthread_mutex_unlock(&g_pool.job_lock);
 }
 
-/* ---- self-test of the pool's protocol (tests/test_engine_threads.py) ----------------------- */
+/* ---- self-test of the pool's protocol (tests/test_engine_kernels.py) ----------------------- */
 
 typedef struct {
     _Atomic int runs[BN_SELFTEST_MAX_TASKS]; /* times each task ran */
-    _Atomic long foreign;                     /* tasks run with this job's function but another's index range */
+    _Atomic long foreign;                     /* task indices outside this job's range */
     long ntasks;
 } selftest_job;
 
@@ -210,7 +210,7 @@ long bn_pool_selftest(long jobs, int threads) {
     /* Back-to-back jobs of alternating size, each with its own context, as the kernels issue
      * them; a worker that ran a task with a stale job's function or context leaves a task of the
      * current job unrun (or one of the previous job run twice). Returns the number of bad jobs. */
-    static selftest_job pair[2];
+    selftest_job pair[2];
     long bad = 0;
     for (long j = 0; j < jobs; ++j) {
         selftest_job *job = &pair[j & 1];
