@@ -101,6 +101,16 @@ def test_ddp_two_processes_equal_one_process_on_the_global_batch(tmp_path, singl
     assert_matches(out, single)
 
 
+def test_ddp_mid_epoch_checkpoints_do_not_change_the_run(tmp_path, single):
+    # A checkpoint every 3 steps all-reduces the epoch's running sums; each rank's own sums must
+    # go on unchanged (they were once summed in place, inflating the epoch's train metrics).
+    out = tmp_path / "ddp"
+    done = torchrun(["train", *RECIPE_ARGS, "--batch-size", "50", "--threads", "1", "--checkpoint-every-steps",
+                     "3", "--out", str(out)], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_matches(out, single)
+
+
 def test_ddp_two_nodes_with_c10d_rendezvous_equal_one_process(tmp_path, single):
     # Two torchrun launchers stand for two machines: one process each (LOCAL_RANK 0 on both),
     # joined by the c10d rendezvous as `torchrun --nnodes 2 --rdzv-backend c10d` documents.

@@ -99,11 +99,12 @@ def teardown(ctx: Context) -> None:
 
 
 def all_reduce_sum(ctx: Context, values: torch.Tensor) -> torch.Tensor:
-    """Element-wise sum over ranks (identity for one process); returns a CPU tensor."""
+    """Element-wise sum over ranks, as a new CPU tensor; ``values`` is left as it is."""
     if not ctx.distributed:
-        return values
-    # NCCL reduces device tensors only; Gloo reduces CPU tensors.
-    on_device = values.to(ctx.device)
+        return values.to("cpu", copy=True)
+    # NCCL reduces device tensors only; Gloo reduces CPU tensors. The copy keeps the caller's
+    # running sums this rank's own (a mid-epoch checkpoint reduces them and training goes on).
+    on_device = values.to(ctx.device, copy=True)
     dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
     return on_device.cpu()
 

@@ -158,7 +158,7 @@ def evaluate(model, dataset, normalization, loss_fn, *, batch_size: int, device,
                                  torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
     finally:
         model.train(was_training)
-    return Totals.from_tensor(distributed.all_reduce_sum(ctx, sums.cpu()))
+    return Totals.from_tensor(distributed.all_reduce_sum(ctx, sums))
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -230,7 +230,7 @@ class Trainer:
                           schedule.batch_scaling_factor(recipe.lr_scaling, self.global_batch, recipe.batch_size))
 
         # Data (with --download under torchrun, local rank 0 of each machine fetches while the
-        # others wait; downloads are atomic, so machines sharing a data folder are safe too).
+        # others wait; machines sharing a data folder take turns under data.download's lock).
         if options.download and not ctx.is_node_main:
             distributed.barrier(ctx)
         self.train_set = load_split(recipe, recipe.train_split, options, recipe.max_train_samples)
@@ -422,14 +422,14 @@ class Trainer:
             stopping = distributed.any_rank(ctx, stop.requested)
             if stopping or (every and progress["global_step"] % every == 0):  # same step on all ranks
                 progress["elapsed_s"] = elapsed_before + time.monotonic() - session_start
-                progress["epoch_totals"] = distributed.all_reduce_sum(ctx, totals.cpu()).tolist()
+                progress["epoch_totals"] = distributed.all_reduce_sum(ctx, totals).tolist()
                 self.save()
             if stopping:
                 bar.close()
                 distributed.barrier(ctx)  # all ranks stop here: leave after rank 0 has saved
                 self._stop(stop.signum or 15)
         bar.close()
-        train_totals = Totals.from_tensor(distributed.all_reduce_sum(ctx, totals.cpu()))
+        train_totals = Totals.from_tensor(distributed.all_reduce_sum(ctx, totals))
         epoch_time = time.monotonic() - session_start
         record = self._end_epoch(epoch, lr, train_totals, elapsed_before + epoch_time, epoch_time,
                                  session_samples)
