@@ -1,4 +1,4 @@
-"""binarynet.losses.squared_hinge (spec §2.6)."""
+"""binarynet.losses.squared_hinge (docs/paper.md §2.6)."""
 import pytest
 import torch
 

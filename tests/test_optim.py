@@ -1,4 +1,4 @@
-"""binarynet.optim: Glorot LR scales (spec §2.5), param groups, latent clipping, shift-AdaMax."""
+"""binarynet.optim: Glorot LR scales (docs/paper.md §2.5), param groups, latent clipping, shift-AdaMax."""
 import math
 
 import pytest
@@ -124,7 +124,7 @@ def _ap2(x):
 
 
 def _scalar_shift_adamax(p, grads, lr, b1, b2, variant):
-    """Element-by-element hand computation of spec §2.4."""
+    """Element-by-element hand computation of docs/paper.md §2.4."""
     m = v = 0.0
     out = []
     for t, g in enumerate(grads, start=1):

@@ -1,4 +1,4 @@
-"""Loss of the paper networks: the squared hinge (L2-SVM output layer; arXiv:1602.02830, spec §2.6)."""
+"""Loss of the paper networks: the squared hinge (L2-SVM output layer; arXiv:1602.02830, docs/paper.md §2.6)."""
 from __future__ import annotations
 
 import torch

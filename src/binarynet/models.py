@@ -1,4 +1,4 @@
-"""The paper's networks (arXiv:1602.02830, §2 and Table 1; spec §3) and a registry of model builders.
+"""The paper's networks (arXiv:1602.02830, §2 and Table 1; docs/paper.md §3) and a registry of model builders.
 
 Every model is a flat ``torch.nn.Sequential`` in the paper order
 ``Binary{Linear,Conv2d} -> [MaxPool2d] -> BatchNorm -> Sign``, ending with
@@ -74,7 +74,7 @@ def _batchnorm(kind: str, dims: int, num_features: int, eps: float, momentum: fl
 
 
 def _output_block(in_features: int, num_classes: int, eps: float, momentum: float) -> list[nn.Module]:
-    # The output BN is always the standard one, as in T7 (spec §1.5); no sign after it.
+    # The output BN is always the standard one, as in T7 (docs/paper.md §1.5); no sign after it.
     return [bnn.BinaryLinear(in_features, num_classes), nn.BatchNorm1d(num_classes, eps=eps, momentum=momentum)]
 
 
@@ -97,7 +97,7 @@ def mnist_mlp(
     bn_eps: float = 1e-4,
     bn_momentum: float = 0.1,
 ) -> nn.Sequential:
-    """The paper's MNIST MLP (TH ``mnist.py``; spec §3):
+    """The paper's MNIST MLP (TH ``mnist.py``; docs/paper.md §3):
 
     Flatten -> Dropout(dropout_in) -> [BinaryLinear(hidden) -> BN1d -> Sign -> Dropout(dropout_hidden)]
     x depth -> BinaryLinear(num_classes) -> BatchNorm1d(num_classes).
@@ -143,7 +143,7 @@ def cifar10_vgg(
     bn_momentum: float = 0.1,
     pad_value: float = 0.0,
 ) -> nn.Sequential:
-    """The paper's CIFAR-10 ConvNet (2x128C3)-MP2-(2x256C3)-MP2-(2x512C3)-MP2-(2x1024FC)-10SVM (spec §3).
+    """The paper's CIFAR-10 ConvNet (2x128C3)-MP2-(2x256C3)-MP2-(2x512C3)-MP2-(2x1024FC)-10SVM (docs/paper.md §3).
 
     Per width w: BinaryConv2d(3x3, pad 1) -> BN2d -> Sign -> BinaryConv2d(3x3, pad 1) ->
     MaxPool2d(2) -> BN2d -> Sign (BN after the pool, which acts on the integer sums); then
@@ -210,7 +210,7 @@ def svhn_vgg(
 ) -> nn.Sequential:
     """The paper's SVHN ConvNet: :func:`cifar10_vgg` with half the conv widths, (64, 128, 256).
 
-    The fully connected layers are not halved (TH/T7 code; spec §3).
+    The fully connected layers are not halved (TH/T7 code; docs/paper.md §3).
     """
     return cifar10_vgg(
         widths=widths, fc=fc, in_channels=in_channels, image_size=image_size,

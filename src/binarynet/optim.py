@@ -1,8 +1,8 @@
 """Optimizers for BNN training: per-layer LR scale, latent-weight clipping, shift-based AdaMax.
 
-Paper Alg. 1 (arXiv:1602.02830; spec §2.1): W_k <- Clip(Update(W_k, gamma_k * eta, g_{W_k^b}), -1, 1)
+Paper Alg. 1 (arXiv:1602.02830; docs/paper.md §2.1): W_k <- Clip(Update(W_k, gamma_k * eta, g_{W_k^b}), -1, 1)
 and theta_k <- Update(theta_k, eta, g_theta_k), where gamma_k is the BinaryConnect Glorot
-scale of layer k (spec §2.5) and only the binary layers' latent weights are scaled and clipped.
+scale of layer k (docs/paper.md §2.5) and only the binary layers' latent weights are scaled and clipped.
 
 - :func:`param_groups` builds torch param groups with the scaled LR and a ``latent_clip`` flag.
 - :class:`Adam` is ``torch.optim.Adam`` that clamps the latent weights to [-1, 1] after each step.
@@ -24,7 +24,7 @@ __all__ = ["glorot_lr_scale", "param_groups", "Adam", "ShiftAdaMax"]
 
 
 def glorot_lr_scale(layer: nn.Module) -> float:
-    """BinaryConnect per-layer LR scale 1 / sqrt(1.5 / (fan_in + fan_out)) (spec §2.5).
+    """BinaryConnect per-layer LR scale 1 / sqrt(1.5 / (fan_in + fan_out)) (docs/paper.md §2.5).
 
     Dense: fan_in, fan_out = in_features, out_features. Conv: fan_in = C_in/groups * kh * kw,
     fan_out = C_out * kh * kw (the weight's dims, as Lasagne; no division by the pool size).
@@ -113,7 +113,7 @@ class Adam(torch.optim.Adam):
 
 
 class ShiftAdaMax(torch.optim.Optimizer):
-    """Shift-based AdaMax (paper Alg. 4; T7 ``adaMax_binary_clip_shift.lua``; spec §2.4).
+    """Shift-based AdaMax (paper Alg. 4; T7 ``adaMax_binary_clip_shift.lua``; docs/paper.md §2.4).
 
     With t the step count, g the gradient and lr the group's (already LR-scaled) rate:
 

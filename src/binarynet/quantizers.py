@@ -23,7 +23,7 @@ _ONE = torch.ones(())
 
 
 def _binary(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """+1 where x >= 0 else -1, same dtype (sign(0) = sign(-0.0) = +1, spec §1.1).
+    """+1 where x >= 0 else -1, same dtype (sign(0) = sign(-0.0) = +1, docs/paper.md §1.1).
 
     x + 0.0 turns -0.0 into +0.0; copysign(1, .) then gives +1 for x >= 0 and -1 for x < 0.
     Two passes and one allocation (none with ``out``), several times faster on CPU than

@@ -1,4 +1,4 @@
-"""The binary activation module of BNN: a_b = Sign(a) with the hard-tanh STE (spec §1.2, §1.3)."""
+"""The binary activation module of BNN: a_b = Sign(a) with the hard-tanh STE (docs/paper.md §1.2, §1.3)."""
 from __future__ import annotations
 
 import torch

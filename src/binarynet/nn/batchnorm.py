@@ -23,7 +23,7 @@ __all__ = ["ShiftBatchNorm1d", "ShiftBatchNorm2d"]
 
 
 class _ShiftBatchNormFunction(torch.autograd.Function):
-    """Training-mode shift BN with the exact T7 backward (spec §2.3).
+    """Training-mode shift BN with the exact T7 backward (docs/paper.md §2.3).
 
     With s = AP2(inv), C_hat = AP2(C), x_hat = C * s:
       g_x     = AP2(gamma) * s * (g - mean(g) - C_hat * s^2 * mean(C_hat * g))

@@ -1,7 +1,7 @@
 """Latent (real-valued) weights of binary layers: tagging, and a warning when nothing clips them.
 
 The paper clips every latent weight to [-1, 1] after each update (arXiv:1602.02830, Alg. 1;
-spec §1.4). A plain ``torch.optim`` optimizer does not, and the weights then drift out of the
+docs/paper.md §1.4). A plain ``torch.optim`` optimizer does not, and the weights then drift out of the
 range where an update can still flip their sign. The library optimizers
 (``binarynet.optim.Adam`` / ``ShiftAdaMax``) clip; for any other optimizer a global step
 post-hook warns once per process.

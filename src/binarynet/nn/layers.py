@@ -1,4 +1,4 @@
-"""Binary dense and convolution layers (arXiv:1602.02830, Alg. 1; spec §1.4, §1.5).
+"""Binary dense and convolution layers (arXiv:1602.02830, Alg. 1; docs/paper.md §1.4, §1.5).
 
 Each layer keeps a real-valued latent ``weight`` (initialised U(-1, 1), kept in [-1, 1] by the
 optimizer) and computes with ``weight_quantizer(weight)`` (default ``ste_sign``: sign forward,
@@ -157,8 +157,8 @@ class BinaryLayer(nn.Module):
 class BinaryLinear(BinaryLayer, nn.Linear):
     """Dense layer with binary weights: y = input_quantizer(x) @ weight_quantizer(W)^T + b.
 
-    ``weight`` (out_features, in_features) is the latent weight, init U(-1, 1) (TH/T7; spec
-    §1.4); ``bias`` is a float bias, init 0, not clipped (TH), or None. Gradients: the weight
+    ``weight`` (out_features, in_features) is the latent weight, init U(-1, 1) (TH/T7;
+    docs/paper.md §1.4); ``bias`` is a float bias, init 0, not clipped (TH), or None. Gradients: the weight
     quantizer's STE (identity inside [-1, 1] for ``ste_sign``), i.e. the gradient with respect
     to the binary weight is applied to the latent one (paper Alg. 1). Input: (..., in_features).
     """
