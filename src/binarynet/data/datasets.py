@@ -1,6 +1,6 @@
 """Datasets decoded once into memory, with the paper's splits.
 
-Splits (spec §2.8, Theano code): "train" is the training part minus its last ``val_size``
+Splits (docs/paper.md §2.8, Theano code): "train" is the training part minus its last ``val_size``
 images, "val" those last images, "train_full" the whole training part, "test" the test part.
 So MNIST / Fashion-MNIST: 50000 / 10000 / 60000 / 10000; CIFAR-10: 45000 / 5000 / 50000 /
 10000. SVHN: the last 6000 images of train_32x32.mat are "val" (67257 / 6000 / 73257 / 26032);

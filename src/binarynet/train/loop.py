@@ -129,8 +129,8 @@ class Trainer:
         if options.download and not ctx.is_node_main:
             distributed.barrier(ctx)
         self.train_set = load_split(recipe, recipe.train_split, options, recipe.max_train_samples)
-        self.val_set = load_split(recipe, recipe.val_split, options, recipe.max_eval_samples) if recipe.val_split else None
-        self.test_set = load_split(recipe, recipe.test_split, options, recipe.max_eval_samples) if recipe.test_split else None
+        self.val_set, self.test_set = (load_split(recipe, split, options, recipe.max_eval_samples) if split else None
+                                       for split in (recipe.val_split, recipe.test_split))
         if options.download and ctx.is_node_main:
             distributed.barrier(ctx)
         self.normalization = input_normalization(recipe, self.train_set)
