@@ -9,8 +9,8 @@ import torch
 from binarynet import data
 from binarynet.data import datadir
 from binarynet.errors import DataError
-from test_data_formats import (cifar_bin_bytes, cifar_python_bytes, random_cifar, write_bytes,
-                               write_mnist, write_svhn)
+from test_data_formats import (cifar_bin_bytes, cifar_python_bytes, random_cifar, small_cifar_batches,
+                               write_bytes, write_mnist, write_svhn)
 
 
 @pytest.fixture(autouse=True)
@@ -143,28 +143,57 @@ def test_system_copy_and_precedence(tmp_path):
 
 # ---------------------------------------------------------------- CIFAR-10 splits and layouts
 
-_BATCH_SIZES = (100, 100, 100, 2400, 2800)   # val (last 5000) = last 2200 of batch 4 + batch 5
+# Batches of 300 images (real ones: 10000); "val" = the last 450 = half of batch 4 + batch 5.
+_RECORDS, _VAL_SIZE = 300, 450
 
 
-@pytest.fixture(scope="module")
-def cifar_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cifardata")
+@pytest.fixture
+def cifar_dir(tmp_path_factory, monkeypatch):
+    small_cifar_batches(monkeypatch, _RECORDS, _VAL_SIZE)
+    root = tmp_path_factory.getbasetemp() / "cifardata"
+    if not root.exists():  # written once, used by several tests
+        _write_cifar_dir(root)
+    return root, _cifar_parts(), random_cifar(_RECORDS, seed=30)
+
+
+def _cifar_parts():
+    parts = [random_cifar(_RECORDS, seed=20 + i) for i in range(5)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _write_cifar_dir(root):
     folder = root / "cifar10"
+    folder.mkdir(parents=True)
+    for i in range(5):
+        write_bytes(folder / f"data_batch_{i + 1}.bin{'.gz' if i == 1 else ''}",
+                    cifar_bin_bytes(*random_cifar(_RECORDS, seed=20 + i)))
+    write_bytes(folder / "test_batch.bin.gz", cifar_bin_bytes(*random_cifar(_RECORDS, seed=30)))
+
+
+def test_cifar_batch_must_hold_all_its_records(tmp_path):
+    folder = tmp_path / "cifar10"
     folder.mkdir()
-    parts = [random_cifar(n, seed=20 + i) for i, n in enumerate(_BATCH_SIZES)]
-    for i, (images, labels) in enumerate(parts, 1):
-        write_bytes(folder / f"data_batch_{i}.bin{'.gz' if i == 2 else ''}",
-                    cifar_bin_bytes(images, labels))
-    test = random_cifar(7, seed=30)
-    write_bytes(folder / "test_batch.bin.gz", cifar_bin_bytes(*test))
-    images = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1] for p in parts])
-    return root, (images, labels), test
+    write_bytes(folder / "test_batch.bin", cifar_bin_bytes(*random_cifar(100, seed=32)))
+    with pytest.raises(DataError, match=r"test_batch.bin: holds 100 images, but every batch file of "
+                                        r"'cifar10' holds exactly 10000"):
+        data.load("cifar10", "test", data_dir=tmp_path)
+
+
+def test_cifar_short_batch_among_the_training_batches(cifar_dir, tmp_path):
+    root, _, _ = cifar_dir
+    folder = tmp_path / "cifar10"
+    folder.mkdir()
+    for f in (root / "cifar10").iterdir():
+        os.symlink(f, folder / f.name)
+    os.remove(folder / "data_batch_3.bin")
+    write_bytes(folder / "data_batch_3.bin", cifar_bin_bytes(*random_cifar(_RECORDS - 1, seed=33)))
+    with pytest.raises(DataError, match=f"data_batch_3.bin: holds {_RECORDS - 1} images"):
+        data.load("cifar10", "train_full", data_dir=tmp_path)
 
 
 def test_cifar_splits(cifar_dir):
     root, (images, labels), (test_images, test_labels) = cifar_dir
-    for split, rows in {"train": slice(0, 500), "val": slice(500, None),
+    for split, rows in {"train": slice(0, 1050), "val": slice(1050, None),
                         "train_full": slice(None)}.items():
         ds = data.load("cifar10", split, data_dir=root)
         assert len(ds) == len(labels[rows])
@@ -185,13 +214,14 @@ def test_cifar_val_reads_only_trailing_batches(cifar_dir, tmp_path):
     os.remove(folder / "data_batch_1.bin")
     write_bytes(folder / "data_batch_1.bin", b"damaged")
     val = data.load("cifar10", "val", data_dir=tmp_path)      # batches 5 and 4 only
-    np.testing.assert_array_equal(val.images.numpy(), images[500:])
+    np.testing.assert_array_equal(val.images.numpy(), images[1050:])
     with pytest.raises(DataError, match=r"data_batch_1.bin: wrong length 7"):
         data.load("cifar10", "train", data_dir=tmp_path)
 
 
 @pytest.mark.parametrize("layout", ["cifar-10-batches-bin", "cifar-10-batches-py"])
-def test_cifar_distribution_subfolders(tmp_path, layout):
+def test_cifar_distribution_subfolders(tmp_path, layout, monkeypatch):
+    small_cifar_batches(monkeypatch, 6)
     folder = tmp_path / "cifar10" / layout
     folder.mkdir(parents=True)
     images, labels = random_cifar(6, seed=31)

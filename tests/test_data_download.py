@@ -15,7 +15,7 @@ from binarynet import data
 from binarynet.data import fetch
 from binarynet.data import datadir
 from binarynet.errors import DataError
-from test_data_formats import cifar_bin_bytes, idx_bytes, random_cifar, random_mnist
+from test_data_formats import cifar_bin_bytes, idx_bytes, random_cifar, random_mnist, small_cifar_batches
 
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -303,7 +303,8 @@ def serve_cifar(server, symlink=None):
     return bins, sums
 
 
-def test_download_cifar_tarball(server, tmp_path):
+def test_download_cifar_tarball(server, tmp_path, monkeypatch):
+    small_cifar_batches(monkeypatch, 3)
     bins, sums = serve_cifar(server)
     target = data.download("cifar10", tmp_path / "data", base_url=server.url, checksums=sums)
     assert listing(target) == sorted(CIFAR_BINS)             # no tarball, .part or extras

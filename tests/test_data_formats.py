@@ -3,6 +3,7 @@
 Also holds the writers of those formats that the other test_data_* files import.
 """
 import contextlib
+import dataclasses
 import gzip
 import io
 import os
@@ -15,6 +16,7 @@ import pytest
 
 from binarynet.data import (read_cifar10_bin, read_cifar10_python, read_idx_images,
                             read_idx_labels, read_mnist, read_svhn_mat)
+from binarynet.data import catalog
 from binarynet.data.safe_pickle import restricted_loads
 from binarynet.errors import DataError
 
@@ -55,6 +57,13 @@ def cifar_bin_bytes(images: np.ndarray, labels: np.ndarray) -> bytes:
     records = np.concatenate([np.asarray(labels, np.uint8)[:, None],
                               images.reshape(len(images), 3 * 32 * 32)], axis=1)
     return records.tobytes()
+
+
+def small_cifar_batches(monkeypatch, records: int, val_size: int = 5000):
+    """Let CIFAR-10 batch files hold ``records`` images (real ones hold 10000, too many for
+    tests) and its "val" split take the last ``val_size`` training images, for this test."""
+    info = dataclasses.replace(catalog.get("cifar10"), records_per_file=records, val_size=val_size)
+    monkeypatch.setitem(catalog._DATASETS, "cifar10", info)
 
 
 def random_cifar(n: int, seed: int):
@@ -156,6 +165,13 @@ def test_idx_trailing_bytes(tmp_path):
     write_bytes(img, gzip.decompress(img.read_bytes()) + b"\0")
     with raises_data_error(img, "wrong length"):
         read_idx_images(img)
+
+
+def test_idx_dims_whose_product_wraps_int64_to_the_data_size(tmp_path):
+    # 4 x 2^31 x 2^31 = 2^64 bytes, which is 0 in int64 arithmetic: as many as the file holds.
+    path = write_bytes(tmp_path / "t10k-images-idx3-ubyte", bytes([0, 0, 8, 3]) + struct.pack(">3I", 4, 2**31, 2**31))
+    with raises_data_error(path, "wrong length", "4x2147483648x2147483648 = 18446744073709551616 bytes"):
+        read_idx_images(path)
 
 
 def test_idx_too_short_for_header(tmp_path):

@@ -110,3 +110,109 @@ def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
 def test_invalid_rng_state_is_a_checkpoint_error():
     with pytest.raises(CheckpointError, match="random-generator state"):
         ckpt.restore_rng({"torch": torch.zeros(3, dtype=torch.uint8)})
+
+
+def test_a_save_removes_the_temp_files_of_a_killed_save(tmp_path):
+    stale = ["last.pt.k2j3h4g5.tmp", "last.pt.a_b_c_d_.tmp"]
+    kept = ["last.pt.tmp", "last.pt.abc.tmp", "last.pt.ABCD1234.tmp", "best.pt.k2j3h4g5.tmp", "notes.txt"]
+    for name in stale + kept:
+        (tmp_path / name).write_bytes(b"x")
+    ckpt.save(tmp_path / "last.pt", _minimal())
+    assert sorted(os.listdir(tmp_path)) == sorted(kept + ["last.pt"])
+
+
+# ---------------------------------------------------------------- the trained model a checkpoint holds
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A real checkpoint of a tiny run (MLP 64 -> 16 -> 16 -> 10 on the generated dataset)."""
+    from binarynet.train import RunOptions, recipes, train
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    recipe = recipes.apply_overrides(recipes.get("synthetic_mlp"), {
+        "epochs": 1, "max_train_samples": 200, "max_eval_samples": 100, "model.hidden": 16})
+    before = torch.get_num_threads()
+    try:
+        train(recipe, RunOptions(out=str(out), progress=False, threads=1))
+    finally:
+        torch.set_num_threads(before)
+    return out / "best.pt"
+
+
+def _altered(trained, tmp_path, change):
+    state = ckpt.load(trained)
+    change(state)
+    path = tmp_path / "altered.pt"
+    ckpt.save(path, state)
+    return path
+
+
+def test_load_model_of_a_run_folder(trained):
+    model, recipe, normalization = ckpt.load_model(trained.parent)
+    assert recipe.model_overrides["hidden"] == 16 and not model.training
+    assert normalization == ((2 / 255,), (-1.0,))
+
+
+def test_a_huge_stored_model_is_refused_before_anything_is_allocated(trained, tmp_path, monkeypatch):
+    path = _altered(trained, tmp_path, lambda s: s["config"]["recipe"]["model_overrides"].update(hidden=30000))
+    real_build = ckpt.build_model
+
+    def meta_only(recipe, device=None):
+        assert device == "meta", "a model was allocated before its shapes were checked"
+        return real_build(recipe, device=device)
+
+    monkeypatch.setattr(ckpt, "build_model", meta_only)
+    with pytest.raises(CheckpointError, match=r"altered.pt: weights do not fit the recipe's model: "
+                                              r"1.weight is \(16, 64\) in the file, \(30000, 64\) in the model"):
+        ckpt.load_model(path)
+
+
+def test_an_impossible_stored_model_is_a_checkpoint_error(trained, tmp_path):
+    # A 2^40 x 2^40 hidden layer: more bytes than int64 counts, an error even on the meta device.
+    path = _altered(trained, tmp_path, lambda s: s["config"]["recipe"]["model_overrides"].update(hidden=2**40))
+    with pytest.raises(CheckpointError, match=r"config.recipe\) asks for an impossible model: .*overflow"):
+        ckpt.load_model(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s["config"]["recipe"].update(batch_size=0), r"config.recipe\) is invalid: .*batch_size must be >= 1"),
+    (lambda s: s["config"]["recipe"].update(model="resnet"), r"config.recipe\) builds no model: .*model 'resnet'"),
+    (lambda s: s["config"]["recipe"]["model_overrides"].update(hidden="wide"), r"builds no model: .*hidden"),
+    (lambda s: s["config"]["recipe"].update(dataset="imagenet"), r"config.recipe.dataset\) is unknown"),
+    (lambda s: s["config"].update(recipe=None), r"config.recipe\) is invalid"),
+    (lambda s: s["model"].pop("1.weight"), r"weights do not fit .*missing \['1.weight'\]"),
+    (lambda s: s.update(model=[1, 2]), "'model' is not a state dict of tensors"),
+])
+def test_an_invalid_stored_recipe_or_weights(trained, tmp_path, change, message):
+    with pytest.raises(CheckpointError, match=message):
+        ckpt.load_model(_altered(trained, tmp_path, change))
+
+
+@pytest.mark.parametrize("normalization, field", [
+    ({"scale": [2 / 255]}, "normalization.offset"),                        # was KeyError: 'offset'
+    ({"scale": [2 / 255], "offset": [-1.0, -1.0]}, "normalization.offset"),  # 2 values, 1 channel
+    ({"scale": [float("nan")], "offset": [-1.0]}, "normalization.scale"),
+    ({"scale": ["2/255"], "offset": [-1.0]}, "normalization.scale"),
+    ({"scale": 0.5, "offset": [-1.0]}, "normalization.scale"),
+    ({"scale": [0.0], "offset": [-1.0]}, "normalization.scale must not hold 0"),
+    ([2 / 255, -1.0], "'normalization' must hold 'scale' and 'offset'"),
+])
+def test_a_malformed_normalization(trained, tmp_path, normalization, field):
+    path = _altered(trained, tmp_path, lambda s: s.update(normalization=normalization))
+    with pytest.raises(CheckpointError, match=field):
+        ckpt.load_model(path)
+
+
+def test_resuming_a_huge_stored_model_is_refused_before_anything_is_allocated(trained, tmp_path, monkeypatch):
+    from binarynet.train import RunOptions, loop, train
+
+    path = _altered(trained, tmp_path, lambda s: s["config"]["recipe"]["model_overrides"].update(hidden=30000))
+
+    def refuse(recipe, device=None):
+        assert device == "meta", "the run built its model before checking the stored weights' shapes"
+        return ckpt.build_model(recipe, device=device)
+
+    monkeypatch.setattr(loop, "build_model", refuse)
+    with pytest.raises(CheckpointError, match=r"weights do not fit the recipe's model: 1.weight is \(16, 64\)"):
+        train(None, RunOptions(resume=str(path), out=str(tmp_path / "resumed"), progress=False, threads=1))

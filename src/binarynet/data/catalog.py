@@ -47,6 +47,8 @@ class DatasetInfo:
     ``default_parts`` are downloaded unless others are asked for. ``mean``/``std``
     are per-channel statistics of the training images scaled to [0, 1]. ``val_size`` is the
     number of images at the end of the training part that form the "val" split.
+    ``records_per_file`` (CIFAR-10's batches of 10000) lets the loader refuse an incomplete
+    batch file that is otherwise well formed.
     """
 
     name: str
@@ -60,6 +62,7 @@ class DatasetInfo:
     std: tuple[float, ...]
     val_size: int
     default_parts: tuple[str, ...] = ("train", "test")
+    records_per_file: int = 0      # > 0: every file of a part holds exactly this many images
 
     @property
     def num_classes(self) -> int:
@@ -205,6 +208,7 @@ CIFAR10 = DatasetInfo(
     mean=(0.4914, 0.4822, 0.4465),
     std=(0.2470, 0.2435, 0.2616),
     val_size=5_000,
+    records_per_file=10_000,
 )
 
 SVHN = DatasetInfo(

@@ -1,6 +1,6 @@
 """Datasets decoded once into memory, with the paper's splits.
 
-Splits (spec §2.8, Theano code): "train" is the training part minus its last ``val_size``
+Splits (docs/paper.md §2.8, Theano code): "train" is the training part minus its last ``val_size``
 images, "val" those last images, "train_full" the whole training part, "test" the test part.
 So MNIST / Fashion-MNIST: 50000 / 10000 / 60000 / 10000; CIFAR-10: 45000 / 5000 / 50000 /
 10000. SVHN: the last 6000 images of train_32x32.mat are "val" (67257 / 6000 / 73257 / 26032);
@@ -77,6 +77,15 @@ def _too_few(info: catalog.DatasetInfo, files: PartFiles, count: int) -> DataErr
                      f"the files are incomplete. {formats.FIX_DAMAGED}")
 
 
+def _read_batch_file(info: catalog.DatasetInfo, read, path):
+    """``read(path)``, checked to hold the images a file of ``info`` holds (CIFAR-10: 10000)."""
+    images, labels = read(path, num_classes=info.num_classes)
+    if info.records_per_file and len(labels) != info.records_per_file:
+        raise DataError(f"{path}: holds {len(labels)} images, but every batch file of {info.name!r} "
+                        f"holds exactly {info.records_per_file} (an incomplete copy?). {formats.FIX_DAMAGED}")
+    return images, labels
+
+
 def _decode(info: catalog.DatasetInfo, files: PartFiles, tail: int | None):
     """Decode a part; with ``tail``, only its last ``tail`` images (reading trailing files only)."""
     if files.format == catalog.IDX:
@@ -87,7 +96,7 @@ def _decode(info: catalog.DatasetInfo, files: PartFiles, tail: int | None):
         paths = files.paths if tail is None else files.paths[::-1]
         chunks, count = [], 0
         for i, path in enumerate(paths):
-            chunks.append(read(path, num_classes=info.num_classes))
+            chunks.append(_read_batch_file(info, read, path))
             count += len(chunks[-1][1])
             if tail is not None and count >= tail:
                 break

@@ -22,6 +22,7 @@ accepted.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -78,7 +79,7 @@ def _read_idx(path, magic: int) -> np.ndarray:
     if len(raw) < header:
         raise _fail(path, f"only {len(raw)} bytes, too short for an IDX header of {header} bytes")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(dims, dtype=np.int64))
+    expected = math.prod(dims)  # exact: a product in int64 can wrap around to the file's size
     if len(raw) - header != expected:
         raise _fail(path, f"wrong length: the header announces {'x'.join(map(str, dims))} = "
                           f"{expected} bytes of data but the file holds {len(raw) - header} "

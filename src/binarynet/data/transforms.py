@@ -20,7 +20,7 @@ def normalization(name: str, kind: str = "paper") -> tuple[tuple[float, ...], tu
     """Per-channel ``(scale, offset)`` such that ``x_f = x_u8 * scale + offset``.
 
     - ``"paper"``: ``x_f = 2 x / 255 - 1`` in [-1, 1] (scale 2/255, offset -1), the input of
-      the paper's Theano code for MNIST, CIFAR-10 and SVHN (spec §1.5, §2.8).
+      the paper's Theano code for MNIST, CIFAR-10 and SVHN (docs/paper.md §1.5, §2.8).
     - ``"meanstd"``: ``x_f = (x / 255 - mean) / std`` with the dataset's per-channel training
       statistics (scale 1 / (255 std), offset -mean / std), as in the PyTorch recipes.
     """

@@ -9,18 +9,24 @@ Typical use (the ``binarynet train`` command does the same)::
 
 - :mod:`.recipes`: named configurations (:class:`Recipe`), ``get``, ``names``, ``apply_overrides``.
 - :mod:`.schedule`: per-epoch learning rates (Theano exponential decay, step decay).
-- :mod:`.loop`: :func:`train`, :class:`RunOptions`, :func:`evaluate`, :func:`build_model`.
-- :mod:`.checkpoint`: atomic save, safe ``load`` (``weights_only=True``), RNG states.
+- :mod:`.loop`: :func:`train` and its :class:`~.loop.Trainer`; :mod:`.options`: :class:`RunOptions`.
+- :mod:`.builders`: the recipe's model (:func:`build_model`), loss and optimizer.
+- :mod:`.inputs`: the recipe's data splits and input normalisation; :mod:`.evaluation`: :func:`evaluate`.
+- :mod:`.checkpoint`: the checkpoint format (built and read back), atomic save, safe ``load``
+  (``weights_only=True``), RNG states, ``load_model``; :mod:`.run_folder`: the run folder.
 - :mod:`.metrics`: progress bar, metrics JSON lines, TensorBoard.
 - :mod:`.distributed`, :mod:`.syncbn`: process group, sharding, synchronised batch norm.
 """
-from . import checkpoint, distributed, metrics, recipes, schedule, syncbn
+from . import checkpoint, distributed, metrics, recipes, schedule, synthetic, syncbn
+from .builders import build_model
+from .evaluation import evaluate
 from .interrupt import TrainingInterrupted
-from .loop import RunOptions, build_model, evaluate, train
+from .loop import train
+from .options import RunOptions
 from .recipes import Recipe
 from .syncbn import convert_sync_batchnorm
 
 __all__ = [
     "Recipe", "RunOptions", "TrainingInterrupted", "build_model", "checkpoint", "convert_sync_batchnorm",
-    "distributed", "evaluate", "metrics", "recipes", "schedule", "syncbn", "train",
+    "distributed", "evaluate", "metrics", "recipes", "schedule", "synthetic", "syncbn", "train",
 ]

@@ -1,12 +1,13 @@
-"""Training checkpoints: atomic writes, safe loading, and the random-number-generator states.
+"""Training checkpoints: the format, built from a trainer's state and read back, atomic saves,
+safe loading, the random-number-generator states, and the trained model a checkpoint holds.
 
 A checkpoint is a dict of tensors and plain Python values saved with ``torch.save`` and read
 back ONLY with ``torch.load(weights_only=True)``, which cannot execute code from the file.
-Keys (format version 1):
+Keys (format version 1), written by :func:`build` and checked by :func:`load`:
 
 - ``format`` ("binarynet-checkpoint"), ``format_version`` (int), ``binarynet_version`` (str)
 - ``config``: the resolved run configuration (JSON-compatible dict, including the recipe)
-- ``model``, ``optimizer``: state dicts
+- ``model``, ``optimizer``: state dicts (``grad_scaler`` too for a CUDA ``--amp`` run)
 - ``normalization``: ``{"scale": [...], "offset": [...]}`` per input channel
   (x_f = x_u8 * scale + offset; export folds it into the first layer)
 - ``progress``: ``epoch`` (0-based epoch in progress or next), ``epoch_position`` (samples of
@@ -15,17 +16,28 @@ Keys (format version 1):
   ``epoch_totals`` (this epoch's [loss sum, correct, count] so far), ``elapsed_s``,
   ``best_val_error``, ``best_epoch``, ``test_error_at_best``
 - ``rng``: torch / numpy / python / CUDA generator states (:func:`capture_rng`)
+
+A checkpoint comes from a file the user names, so everything that sizes an allocation is
+checked first: the stored recipe must be valid and its model's parameter shapes must equal the
+stored weights' (checked on the ``meta`` device, which allocates nothing) before the model is
+built for real.
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 
 import numpy as np
 import torch
 
-from .._atomic import atomic_write
-from ..errors import CheckpointError
+from .. import __version__
+from .._atomic import atomic_write, remove_stale_temps
+from ..errors import BinarynetError, CheckpointError
+from ..runs import BEST, checkpoint_path
+from .builders import build_model
+from .inputs import input_channels
+from .recipes import Recipe
 
 FORMAT_NAME = "binarynet-checkpoint"
 FORMAT_VERSION = 1
@@ -33,11 +45,51 @@ PROGRESS_KEYS = ("epoch", "epoch_position", "global_step", "lr", "lr_factor", "g
                  "epoch_totals", "elapsed_s", "best_val_error", "best_epoch", "test_error_at_best")
 
 
+def build(*, config: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, normalization: tuple,
+          progress: dict, grad_scaler=None) -> dict:
+    """The checkpoint of a trainer's state: everything needed to continue exactly."""
+    state = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "binarynet_version": __version__,
+        "config": config,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "normalization": normalization_dict(normalization),
+        "progress": dict(progress),
+        "rng": capture_rng(),
+    }
+    if grad_scaler is not None:
+        state["grad_scaler"] = grad_scaler.state_dict()
+    return state
+
+
+def normalization_dict(normalization: tuple) -> dict:
+    """``(scale, offset)`` as stored in checkpoints and config.json."""
+    return {"scale": list(normalization[0]), "offset": list(normalization[1])}
+
+
+def restore(state: dict, path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_scaler=None) -> None:
+    """Load a checkpoint's weights, optimizer state, loss-scaler state and RNG states into a run
+    (inverse of :func:`build`); ``path`` names the file in errors."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not match its recipe's model/optimizer: "
+                              f"{str(exc).splitlines()[0]}") from None
+    if grad_scaler is not None and "grad_scaler" in state:
+        grad_scaler.load_state_dict(state["grad_scaler"])
+    restore_rng(state["rng"])
+
+
 def save(path, checkpoint: dict) -> None:
     """Write ``checkpoint`` to ``path`` atomically: temp file, fsync, ``os.replace``, fsync dir.
 
-    A crash at any moment leaves either the previous file or the new one, never a partial file.
+    A crash at any moment leaves either the previous file or the new one, never a partial file;
+    the temporary files of earlier saves that were killed mid-write are removed first.
     """
+    remove_stale_temps(path)
     atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
@@ -125,34 +177,82 @@ def restore_rng(state: dict) -> None:
         raise CheckpointError(f"checkpoint holds an invalid random-generator state: {exc}") from None
 
 
+def recipe_of(state: dict, path) -> Recipe:
+    """The run's recipe stored in a checkpoint read by :func:`load`, validated field by field."""
+    try:
+        return Recipe.from_dict(state["config"]["recipe"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the stored recipe (config.recipe) is invalid: {exc}") from None
+
+
+def check_weights_fit(recipe: Recipe, weights, path) -> None:
+    """CheckpointError unless ``weights`` (a stored model state dict) has exactly the names and
+    shapes of the recipe's model. The model is built on the ``meta`` device (no memory), so a
+    recipe asking for a huge model is refused before anything is allocated."""
+    try:
+        shapes = {k: tuple(v.shape) for k, v in build_model(recipe, device="meta").state_dict().items()}
+    except BinarynetError as exc:
+        raise CheckpointError(f"{path}: the stored recipe (config.recipe) builds no model: {exc}") from None
+    except (RuntimeError, OverflowError) as exc:  # sizes beyond what torch can describe
+        raise CheckpointError(f"{path}: the stored recipe (config.recipe) asks for an impossible model: "
+                              f"{str(exc).splitlines()[0]}") from None
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path}: 'model' is not a state dict of tensors")
+    missing, unexpected = sorted(set(shapes) - set(weights)), sorted(set(weights) - set(shapes))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit the recipe's model: missing {missing or 'none'}, "
+                              f"unexpected {unexpected or 'none'}")
+    for name, shape in shapes.items():
+        if tuple(weights[name].shape) != shape:
+            raise CheckpointError(f"{path}: weights do not fit the recipe's model: {name} is "
+                                  f"{tuple(weights[name].shape)} in the file, {shape} in the model")
+
+
+def normalization_of(state: dict, path, channels: int) -> tuple:
+    """The stored input normalisation as ``(scale, offset)``: two lists of ``channels`` finite
+    numbers (scales non-zero), else CheckpointError naming the field."""
+    stored = state["normalization"]
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{path}: 'normalization' must hold 'scale' and 'offset' lists, got "
+                              f"{type(stored).__name__}")
+    values = []
+    for key in ("scale", "offset"):
+        numbers = stored.get(key)
+        if not isinstance(numbers, (list, tuple)) or len(numbers) != channels or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+            raise CheckpointError(f"{path}: normalization.{key} must be a list of {channels} finite numbers "
+                                  f"(one per input channel), got {numbers!r}"[:300])
+        values.append(tuple(float(v) for v in numbers))
+    if not all(values[0]):
+        raise CheckpointError(f"{path}: normalization.scale must not hold 0, got {list(values[0])}")
+    return values[0], values[1]
+
+
 def load_model(path):
     """Rebuild the trained model of a checkpoint (a ``.pt`` file, or a run folder: its
     ``best.pt``): ``(model in eval mode, recipe, (scale, offset) input normalisation)``.
 
     CheckpointError if the file is unreadable or its weights do not fit its recipe's model.
     """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, "best.pt")
+    path = checkpoint_path(path, prefer=(BEST,))
     return model_from_state(load(path), path)
 
 
 def model_from_state(state: dict, path) -> tuple:
     """:func:`load_model` for a checkpoint already read with :func:`load` (``path`` names it
-    in errors)."""
-    from .loop import build_model
-    from .recipes import Recipe
-
+    in errors): recipe, weights and normalisation are all checked before the model is built."""
+    recipe = recipe_of(state, path)
+    check_weights_fit(recipe, state["model"], path)
     try:
-        recipe = Recipe.from_dict(state["config"]["recipe"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: the stored recipe is invalid: {exc}") from None
+        channels = input_channels(recipe.dataset)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: the stored recipe's dataset (config.recipe.dataset) is unknown: "
+                              f"{exc}") from None
+    normalization = normalization_of(state, path, channels)
     model = build_model(recipe)
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as exc:
+    except RuntimeError as exc:  # e.g. a dtype that cannot be copied into the parameter
         raise CheckpointError(f"{path}: weights do not fit the recipe's model: "
                               f"{str(exc).splitlines()[0]}") from None
-    normalization = (tuple(state["normalization"]["scale"]),
-                     tuple(state["normalization"]["offset"]))
     return model.eval(), recipe, normalization

@@ -5,7 +5,7 @@ computes: model and its overrides, dataset and normalisation, splits, optimizer,
 schedule, batch size, epochs, loss, augmentation and seed. Run-time settings that do not change
 the result (device, threads, output folder) live outside it.
 
-The paper recipes follow the Theano code of Courbariaux, Hubara et al. 2016 (spec §2.8, "TH"),
+The paper recipes follow the Theano code of Courbariaux, Hubara et al. 2016 (docs/paper.md §2.8, "TH"),
 whose runs produced the "BNN (Theano)" row of Table 1: test error is reported at the epoch with
 the best validation error, with no retraining on the validation set.
 """
@@ -30,7 +30,7 @@ class Recipe:
 
     Learning rate: epoch ``e`` (0-based) trains with ``lr_at(e)`` (see
     :mod:`binarynet.train.schedule`); binary layers' latent weights get it times their Glorot
-    scale (spec §2.5, rounded to a power of two when ``pow2_lr_scale``). When the effective batch
+    scale (docs/paper.md §2.5, rounded to a power of two when ``pow2_lr_scale``). When the effective batch
     (per-process ``batch_size`` x world size) differs from ``batch_size``, both ``lr`` and
     ``lr_end`` are multiplied by ``lr_scaling`` applied to the ratio (``"sqrt"``: the square-root
     rule for Adam-type optimizers; ``"linear"``; ``"none"``).
@@ -48,7 +48,7 @@ class Recipe:
     max_train_samples: int = 0          # > 0: use only the first N training examples
     max_eval_samples: int = 0           # > 0: use only the first N validation / test examples
     optimizer: str = "adam"
-    optimizer_variant: str = "paper"    # shift_adamax only: "paper" or "torch7" (spec §2.4)
+    optimizer_variant: str = "paper"    # shift_adamax only: "paper" or "torch7" (docs/paper.md §2.4)
     betas: tuple = ()                   # () = the optimizer's defaults
     weight_decay: float = 0.0
     lr: float = 1e-3                    # learning rate of the first epoch
@@ -223,7 +223,7 @@ def parse_assignments(items) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# The paper's recipes (TH code, spec §2.8) and quick variants for a small CPU.
+# The paper's recipes (TH code, docs/paper.md §2.8) and quick variants for a small CPU.
 
 register(Recipe(
     name="mnist_mlp",

@@ -1,6 +1,6 @@
 """Learning-rate schedules, one rate per epoch (the paper's code changes the rate between epochs).
 
-- ``exponential`` (Theano code, spec §2.8): ``lr(e) = lr * f**e`` with
+- ``exponential`` (Theano code, docs/paper.md §2.8): ``lr(e) = lr * f**e`` with
   ``f = (lr_end / lr)**(1 / epochs)``; epoch 0 trains with ``lr`` and the rate would reach
   ``lr_end`` after the last epoch. For the paper's MNIST run (3e-3 -> 3e-7 over 1000 epochs)
   ``f = 0.99083``. Running fewer epochs compresses the same decay into them.

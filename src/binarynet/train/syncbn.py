@@ -8,7 +8,7 @@ CUDA (NCCL) alike:
   x and (x - mean)^2 on rank r and N the global count, written with a differentiable all-reduce
   so autograd produces the exact gradient of the global-batch formula.
 - :class:`SyncShiftBatchNorm1d` / :class:`SyncShiftBatchNorm2d` replace binarynet's shift-based
-  BN (spec §2.3): mu and mean(C * AP2(C)) are all-reduced in the forward pass, and the T7
+  BN (docs/paper.md §2.3): mu and mean(C * AP2(C)) are all-reduced in the forward pass, and the T7
   backward ``g_x = AP2(gamma) s (g - mean(g) - C_hat s^2 mean(C_hat g))`` takes its two means
   over the global batch too.
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import numpy as np
 
 SPLITS = ("train", "val", "test", "train_full")
+IMAGE_SHAPE = (1, 8, 8)  # (C, H, W) of the images the training recipes use
 
 
 def generate(split: str, *, num_train: int = 4000, num_val: int = 1000, num_test: int = 1000,
-             shape=(1, 8, 8), num_classes: int = 10, noise: float = 150.0, seed: int = 0):
+             shape=IMAGE_SHAPE, num_classes: int = 10, noise: float = 150.0, seed: int = 0):
     """``(images uint8 (N, C, H, W), labels int64 (N,))`` of ``split`` (see module docstring)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r} of the synthetic dataset; use one of {', '.join(SPLITS)}")

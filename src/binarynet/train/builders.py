@@ -1,0 +1,62 @@
+"""What a recipe builds: its model, loss, optimizer and the per-epoch learning rate of the groups.
+
+Shared by the training loop and the checkpoint reader (which rebuilds a trained model), so it
+imports neither.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from .. import losses, models, optim
+from ..errors import BinarynetError
+from .recipes import Recipe
+
+
+def build_model(recipe: Recipe, device=None) -> torch.nn.Module:
+    """The recipe's model with its overrides, initialised from the recipe's seed.
+
+    ``device="meta"`` builds it without allocating its tensors (to check shapes first).
+    """
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.model_overrides.items()}
+    torch.manual_seed(recipe.seed)
+    try:
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            return models.get(recipe.model, **overrides)
+    except (TypeError, ValueError) as exc:  # unknown model or option, bad option value
+        raise BinarynetError(f"recipe {recipe.name}, model {recipe.model}: {exc}") from None
+
+
+def loss_function(recipe: Recipe):
+    """``f(scores, labels) -> mean loss`` of the recipe."""
+    return losses.squared_hinge if recipe.loss == "squared_hinge" else F.cross_entropy
+
+
+def build_optimizer(recipe: Recipe, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """bn.optim.Adam or ShiftAdaMax over ``param_groups`` (per-layer Glorot LR scales)."""
+    groups = optim.param_groups(model, lr, pow2=recipe.pow2_lr_scale)
+    if recipe.optimizer == "adam":
+        kwargs = {"betas": tuple(recipe.betas)} if recipe.betas else {}
+        return optim.Adam(groups, lr=lr, weight_decay=recipe.weight_decay, **kwargs)
+    if recipe.weight_decay:
+        raise ValueError(f"recipe {recipe.name}: shift_adamax has no weight decay")
+    return optim.ShiftAdaMax(groups, lr=lr, betas=tuple(recipe.betas) or None, variant=recipe.optimizer_variant)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Each group's rate = ``lr`` x its ``lr_scale`` (1 for biases and BN)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def autocast(device: torch.device, enabled: bool):
+    """Mixed precision of ``--amp``: float16 on CUDA, bfloat16 on CPU (a no-op when disabled)."""
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
