@@ -1,8 +1,10 @@
 """PackedModel: predict/save/load/summary, input checks, batching, and torch-free use."""
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ import torch
 
 import binarynet as bn
 from binarynet import engine
+from binarynet.engine import backends
+from binarynet.errors import BinarynetError
 from binarynet.export import export
 
 
@@ -128,6 +132,50 @@ def test_engine_works_without_torch(cnn, tmp_path):
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert "ok: torch-free" in result.stdout
+
+
+def test_no_engine_module_names_torch():
+    """The engine's source never names the torch package, not even for a lazy import: the CUDA
+    backend registers itself from binarynet.gpu (docs/design.md: the engine never touches torch)."""
+    folder = Path(engine.__file__).parent
+    sources = sorted(folder.glob("*.py"))
+    assert {"__init__.py", "model.py", "runner.py", "backends.py"} <= {p.name for p in sources}
+    named = [f"{p.name}:{n}" for p in sources
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             if re.search(r"\btorch\b", line, re.IGNORECASE)]
+    assert named == []
+
+
+def test_unknown_and_unavailable_backends(cnn, monkeypatch):
+    _, packed, x = cnn
+    with pytest.raises(ValueError, match="device must be one of 'cpu', 'cuda'"):
+        packed.to("tpu")
+    # a known backend whose module cannot be imported: one clear error, not an ImportError
+    monkeypatch.setitem(backends.KNOWN_BACKENDS, "fpga", ("binarynet.no_such_module", "an FPGA"))
+    with pytest.raises(BinarynetError, match=r"PackedModel.to\('fpga:1'\) needs an FPGA"):
+        packed.to("fpga:1")
+
+
+def test_registered_backend_runs_the_graph(cnn, monkeypatch):
+    """A backend registered by name is found by to(); it runs the same op code."""
+    _, packed, x = cnn
+    made = []
+
+    class Traced(backends.CpuBackend):
+        def __init__(self, device):
+            super().__init__()
+            self.device = device
+            made.append(device)
+
+    monkeypatch.setattr(backends, "_FACTORIES", {})
+    engine.register_backend("traced", Traced)
+    moved = packed.to("traced:3")
+    assert made == ["traced:3"] and moved.device == "traced:3" and packed.device == "cpu"
+    assert moved.to("traced:3") is moved
+    np.testing.assert_array_equal(moved.predict(x), packed.predict(x))
+    assert moved.to("cpu").device == "cpu"
+    with pytest.raises(ValueError, match="identifier other than 'cpu'"):
+        engine.register_backend("cpu", Traced)
 
 
 def test_grouped_conv_and_odd_channels_match_torch():

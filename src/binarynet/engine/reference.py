@@ -7,7 +7,7 @@ uint64 words, LSB first (element i -> bit i % 64 of word i // 64); pad bits are 
 so a +-1 dot product of length K is ``K - 2 * popcount(a XOR w)`` with no correction.
 
 Activations are NHWC with channels packed, ``(N, H, W, ceil(C/64))``; conv weights are
-``(O, KH, KW, ceil(C/64))``; dense weights ``(N_out, ceil(K/64))``. Never imports torch.
+``(O, KH, KW, ceil(C/64))``; dense weights ``(N_out, ceil(K/64))``. Imports numpy only.
 """
 from __future__ import annotations
 
@@ -253,7 +253,7 @@ def _conv_dot(x, w, c, stride, padding, dilation, pad_mode, ho, wo) -> np.ndarra
 
 
 def bconv2d(x, w, c, stride=(1, 1), padding=(0, 0), dilation=(1, 1), pad_mode="zero") -> np.ndarray:
-    """Binary 2-D convolution over channel-packed NHWC maps (cross-correlation, as torch.nn.Conv2d).
+    """Binary 2-D convolution over channel-packed NHWC maps (cross-correlation, as PyTorch's Conv2d).
 
     out[n, y, x, o] = sum over taps (i, j) and channels of x_val * w_val with +-1 values, i.e.
     per tap ``c - 2 * popcount(x_word XOR w_word)``. pad_mode "zero": padded taps contribute 0
@@ -310,7 +310,7 @@ def _bit_pool(x: np.ndarray, kernel, stride, flip: np.ndarray) -> np.ndarray:
 
 
 def bmaxpool2d(x, kernel, stride, flip, c) -> np.ndarray:
-    """Max-pool of thresholded binary maps (no padding, floor sizes as torch.nn.MaxPool2d).
+    """Max-pool of thresholded binary maps (no padding, floor sizes as PyTorch's MaxPool2d).
 
     Exact because thresholding is monotone: per channel OR of the window's bits where flip is
     False (bit = s >= t), AND where flip is True (bit = s <= t). x uint64 (N, H, W, ceil(c/64)),
