@@ -197,7 +197,7 @@ def _check_dense(op, a, w, k, pad_bits_clear=None):
 def bgemm(a, w, k) -> np.ndarray:
     """Binary GEMM: ``out[m, n] = k - 2 * popcount(a[m] XOR w[n])`` = sum_i a_mi * w_ni over +-1.
 
-    a: uint64 (M, ceil(k/64)), w: uint64 (N, ceil(k/64)) -> int32 (M, N). (Paper §1.6 / spec §5.2.)
+    a: uint64 (M, ceil(k/64)), w: uint64 (N, ceil(k/64)) -> int32 (M, N). (Paper §1.6 / docs/paper.md §5.2.)
     """
     a, w, k = _check_dense("bgemm", a, w, k)
     return _bgemm_counts_to_dot(a, w, k)
@@ -213,7 +213,7 @@ def _bgemm_counts_to_dot(a: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
 
 
 def bgemm_threshold(a, w, k, thresh, flip) -> np.ndarray:
-    """Fused binary dense + batch-norm + sign (spec §5.3).
+    """Fused binary dense + batch-norm + sign (docs/paper.md §5.3).
 
     out bit n of row m = ``dot[m, n] >= thresh[n]`` (``<=`` where ``flip[n]``) with dot as in
     :func:`bgemm`; returns packed uint64 (M, ceil(N/64)). INT32_MIN / INT32_MAX thresholds make a
@@ -354,7 +354,7 @@ def _check_first_layer(op, x_u8, w, k, pad_bits_clear=None):
 
 
 def bitplane_gemm(x_u8, w, k) -> np.ndarray:
-    """8-bit input layer by bit planes (paper §1.6, spec §1.6): int32 (M, N) = sum_i w_ni * x_mi.
+    """8-bit input layer by bit planes (docs/paper.md §1.6): int32 (M, N) = sum_i w_ni * x_mi.
 
     s = sum_{n=0..7} 2^n * (x^n . w) with x^n the 0/1 bit plane n of the input; for a 0/1 plane b,
     b . w = 2 * popcount(b AND wbit) - popcount(b). x_u8 uint8 (M, k), w packed +-1 (N, ceil(k/64)).
