@@ -50,6 +50,7 @@ def rehash(header, data):
     """Recompute both hashes so that a deliberate edit reaches the later checks."""
     meta = header["__metadata__"]
     meta["tensors_sha256"] = hashlib.sha256(data).hexdigest()
+    meta["table_sha256"] = fmt._table_sha256(header)
     meta["graph_sha256"] = hashlib.sha256(meta["graph"].encode()).hexdigest()
 
 
@@ -63,7 +64,7 @@ def test_round_trip_keeps_graph_tensors_and_dtypes(tmp_path):
         assert tensors[name].dtype == array.dtype
         np.testing.assert_array_equal(tensors[name], array)
     assert meta["format"] == "binarynet-packed"
-    assert meta["format_version"] == "1"
+    assert meta["format_version"] == "2"
     # 8-byte aligned data: the JSON header is padded to a multiple of 8
     assert fmt.header_size(path.read_bytes()) % 8 == 0
 
@@ -151,8 +152,9 @@ def test_altered_graph(tmp_path):
 
 
 @pytest.mark.parametrize("version, message", [
-    ("2", "written by format version 2 .*, this binarynet .* reads version 1; upgrade binarynet"),
-    ("0", "written by format version 0 .* re-export the model"),
+    ("3", "written by format version 3 .*, this binarynet .* reads version 2; upgrade binarynet"),
+    ("1", "written by format version 1 .* reads version 2; re-export the model from its checkpoint with this binarynet"),
+    ("\u00b2", "format_version .* is not an integer"),
     ("one", "format_version 'one' is not an integer"),
 ])
 def test_wrong_versions(tmp_path, version, message):
@@ -180,7 +182,7 @@ def test_wrong_format_name_and_missing_metadata(tmp_path):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda e: e.update(dtype="F16"), "dtype 'F16' is not one binarynet uses"),
-    (lambda e: e.update(shape=[3, -1]), "shape .* must be a list of non-negative integers"),
+    (lambda e: e.update(shape=[3, -1]), "shape .* must be a list of at most 8 integers in \\[0, 2\\*\\*40\\]"),
     (lambda e: e.update(shape=[4, 1]), "bytes for shape \\[4, 1\\]"),
     (lambda e: e.update(data_offsets=[8, 4]), "data_offsets .* must be \\[begin, end\\]"),
     (lambda e: e.update(extra=1), "entry must have exactly dtype, shape and data_offsets"),
@@ -243,3 +245,87 @@ def test_encode_refuses_unsupported_dtype():
     tensors["fc.scale"] = np.ones(3, np.complex64)
     with pytest.raises(TypeError, match="tensor 'fc.scale': dtype complex64 cannot be stored"):
         fmt.encode(graph, tensors)
+
+
+def test_swapped_offsets_of_same_size_tensors_are_caught(tmp_path):
+    """Data and both data/graph hashes untouched: only the table changed (version 1 loaded it)."""
+    path = write_tiny(tmp_path / "m.bnn")
+    header, data = read_parts(path)
+    header["fc.scale"]["data_offsets"], header["fc.shift"]["data_offsets"] = (
+        header["fc.shift"]["data_offsets"], header["fc.scale"]["data_offsets"])
+    write_parts(path, header, data)
+    with pytest.raises(ModelFileError, match="tensor table altered or corrupted"):
+        engine.load(path)
+
+
+def test_renamed_tensor_is_caught(tmp_path):
+    path = write_tiny(tmp_path / "m.bnn")
+    header, data = read_parts(path)
+    meta = header["__metadata__"]
+    header["fc.bias"] = header.pop("fc.shift")  # graph still names fc.shift: rehash only the data
+    meta["tensors_sha256"] = hashlib.sha256(data).hexdigest()
+    write_parts(path, header, data)
+    with pytest.raises(ModelFileError, match="tensor table altered"):
+        engine.load(path)
+
+
+def write_header_text(path, text: bytes, data=b""):
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda e: e.update(dtype=["U64"]), "dtype \\['U64'\\] is not one binarynet uses"),
+    (lambda e: e.update(shape=[2**63]), "shape .* must be a list of at most 8"),
+    (lambda e: e.update(shape=[0, 2**62], data_offsets=[0, 0]), "shape .* must be a list"),
+    (lambda e: e.update(shape=[0, 2**40], data_offsets=[0, 0]), "implausibly large"),
+    (lambda e: e.update(shape=[int("9" * 4000)]), "shape \\[9999.*\\.\\.\\. must be a list"),
+    (lambda e: e.update(data_offsets=[0, 2**70]), "truncated"),
+])
+def test_hostile_tensor_entries_raise_model_file_error(tmp_path, edit, message):
+    """Each of these raised TypeError, OverflowError or ValueError ('array is too big') before."""
+    path = write_tiny(tmp_path / "m.bnn")
+    header, data = read_parts(path)
+    edit(header["fc.weight"])
+    write_parts(path, header, data)
+    with pytest.raises(ModelFileError, match=message):
+        engine.load(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    (b"[" * 100_000 + b"]" * 100_000, "nests deeper than 32 levels"),
+    (b'{"a":' * 50 + b"1" + b"}" * 50, "nests deeper than 32 levels"),
+    (b'{"a": ' + b"7" * 5000 + b"}", "not valid UTF-8 JSON"),
+    (b'{"a": NaN}', "not valid UTF-8 JSON"),
+])
+def test_hostile_header_json_raises_model_file_error(tmp_path, text, message):
+    """RecursionError and ValueError (integer digit limit) escaped json.loads before."""
+    path = write_header_text(tmp_path / "bad.bnn", text)
+    with pytest.raises(ModelFileError, match=message):
+        engine.load(path)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    assert fmt.parse_json(b'{"a": "' + b"[" * 100 + b'\\"]"}', "header") == {"a": "[" * 100 + '"]'}
+
+
+def test_hostile_graph_json_raises_model_file_error(tmp_path):
+    path = write_tiny(tmp_path / "m.bnn")
+    header, data = read_parts(path)
+    header["__metadata__"]["graph"] = "[" * 5000 + "]" * 5000
+    rehash(header, data)
+    write_parts(path, header, data)
+    with pytest.raises(ModelFileError, match="metadata 'graph' nests deeper than 32 levels"):
+        engine.load(path)
+
+
+def test_bool_bytes_other_than_0_and_1_are_refused():
+    """numpy reads byte 2 as True; the compiled kernels and the reference need not agree."""
+    blob = bytearray(fmt.encode({"ops": []}, {"flip": np.array([True, False, True])}))
+    blob[-1] = 2
+    header_end = fmt.header_size(blob)
+    header = json.loads(blob[8:header_end])
+    rehash(header, bytes(blob[header_end:]))
+    text = json.dumps(header).encode()
+    with pytest.raises(ModelFileError, match="tensor 'flip': BOOL bytes must be 0 or 1"):
+        fmt.decode(struct.pack("<Q", len(text)) + text + bytes(blob[header_end:]))

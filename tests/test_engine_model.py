@@ -1,8 +1,10 @@
 """PackedModel: predict/save/load/summary, input checks, batching, and torch-free use."""
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ import torch
 
 import binarynet as bn
 from binarynet import engine
+from binarynet.engine import backends
+from binarynet.errors import BinarynetError
 from binarynet.export import export
 
 
@@ -100,8 +104,21 @@ def test_repr_and_summary_list_every_op(cnn):
     assert "first_conv" in repr(packed)
 
 
+def torch_in_engine_sources() -> list:
+    """"file:line" of every line of the engine's Python sources that names the torch package."""
+    folder = Path(engine.__file__).parent
+    sources = sorted(folder.glob("*.py"))
+    assert {"__init__.py", "model.py", "runner.py", "backends.py"} <= {p.name for p in sources}
+    return [f"{p.name}:{n}" for p in sources
+            for n, line in enumerate(p.read_text().splitlines(), 1)
+            if re.search(r"\btorch\b", line, re.IGNORECASE)]
+
+
 def test_engine_works_without_torch(cnn, tmp_path):
-    """Load and predict in a subprocess where importing torch fails."""
+    """Load and predict in a subprocess where importing torch fails; and no engine module's
+    source names torch, not even for a lazy import (the CUDA backend registers itself from
+    binarynet.gpu; docs/design.md: the engine never touches torch)."""
+    assert torch_in_engine_sources() == []
     _, packed, x = cnn
     packed.save(tmp_path / "m.bnn")
     np.save(tmp_path / "x.npy", x)
@@ -128,6 +145,38 @@ def test_engine_works_without_torch(cnn, tmp_path):
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert "ok: torch-free" in result.stdout
+
+
+def test_unknown_and_unavailable_backends(cnn, monkeypatch):
+    _, packed, x = cnn
+    with pytest.raises(ValueError, match="device must be one of 'cpu', 'cuda'"):
+        packed.to("tpu")
+    # a known backend whose module cannot be imported: one clear error, not an ImportError
+    monkeypatch.setitem(backends.KNOWN_BACKENDS, "fpga", ("binarynet.no_such_module", "an FPGA"))
+    with pytest.raises(BinarynetError, match=r"PackedModel.to\('fpga:1'\) needs an FPGA"):
+        packed.to("fpga:1")
+
+
+def test_registered_backend_runs_the_graph(cnn, monkeypatch):
+    """A backend registered by name is found by to(); it runs the same op code."""
+    _, packed, x = cnn
+    made = []
+
+    class Traced(backends.CpuBackend):
+        def __init__(self, device):
+            super().__init__()
+            self.device = device
+            made.append(device)
+
+    monkeypatch.setattr(backends, "_FACTORIES", {})
+    engine.register_backend("traced", Traced)
+    moved = packed.to("traced:3")
+    assert made == ["traced:3"] and moved.device == "traced:3" and packed.device == "cpu"
+    assert moved.to("traced:3") is moved
+    np.testing.assert_array_equal(moved.predict(x), packed.predict(x))
+    assert moved.to("cpu").device == "cpu"
+    with pytest.raises(ValueError, match="identifier other than 'cpu'"):
+        engine.register_backend("cpu", Traced)
 
 
 def test_grouped_conv_and_odd_channels_match_torch():

@@ -18,6 +18,7 @@ from binarynet import engine  # noqa: E402
 from binarynet.errors import BinarynetError  # noqa: E402
 from binarynet.export import export  # noqa: E402
 from binarynet.gpu import triton_kernels  # noqa: E402
+from binarynet.gpu.engine_backend import on_torch_device  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning:triton"),
@@ -64,7 +65,7 @@ def _device_models(packed):
     GPU, the real device with one."""
     if ON_GPU:
         return [packed.to("cuda")]
-    return [packed._on_torch_device(torch.device("cpu"))]
+    return [on_torch_device(packed, "cpu")]
 
 
 def test_gpu_engine_cnn_logits_equal_cpu_engine(cnn):
@@ -106,7 +107,7 @@ def test_gpu_engine_to_cpu_and_bad_devices(mlp):
     back = moved.to("cpu")
     assert back.device == "cpu"
     np.testing.assert_array_equal(back.predict(x_u8), packed.predict(x_u8))
-    with pytest.raises(ValueError, match="'cpu', 'cuda' or 'cuda:<index>'"):
+    with pytest.raises(ValueError, match="device must be one of 'cpu', 'cuda', optionally with"):
         packed.to("tpu")
     with pytest.raises(TypeError, match="uint8 images or floats"):
         moved.predict(torch.zeros((1, 1, 5, 5), dtype=torch.int32))

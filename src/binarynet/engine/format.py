@@ -17,18 +17,25 @@ Metadata of a binarynet packed model:
 ``graph``            JSON: ordered ops with attributes and tensor names, input shape and
                      normalisation, class count (schema in :mod:`binarynet.engine.graph`)
 ``tensors_sha256``   SHA-256 of the data section (all tensor bytes)
+``table_sha256``     SHA-256 of the tensor table (each tensor's name, dtype, shape and offsets,
+                     as compact sorted-key JSON): swapping the offsets of two same-size tensors,
+                     or renaming one, is caught even though the data bytes are unchanged
 ``graph_sha256``     SHA-256 of the ``graph`` string (UTF-8), so an edited graph is caught too
 ==================== =====================================================================
 
+Version 2 added ``table_sha256``; version 1 files are refused with a message to re-export.
+
 No pickle anywhere: reading a file can only ever produce numpy arrays and JSON values.
-Every field is validated on load; a problem raises :class:`~binarynet.errors.ModelFileError`
-saying what is wrong and what to do.
+Every field is validated on load, before anything is allocated from it (shapes, nesting depth
+and number sizes are bounded); a problem raises :class:`~binarynet.errors.ModelFileError` saying
+what is wrong and what to do, never another exception.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import struct
 from typing import Mapping
 
@@ -44,7 +51,7 @@ __all__ = [
 ]
 
 FORMAT_NAME = "binarynet-packed"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # safetensors dtype names <-> little-endian numpy dtypes (only those the engine uses).
 DTYPES = {
@@ -62,7 +69,13 @@ _NAMES = {dtype: name for name, dtype in DTYPES.items()}
 # A header larger than this is not one of ours (safetensors itself refuses > 100 MB).
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 _REQUIRED_METADATA = ("format", "format_version", "binarynet_version", "graph",
-                      "tensors_sha256", "graph_sha256")
+                      "tensors_sha256", "table_sha256", "graph_sha256")
+# Bounds far above any real model, so that a hostile header cannot make the reader allocate or
+# recurse without limit: JSON nesting (ours is 4 deep), dimensions of a tensor and their size.
+MAX_JSON_DEPTH = 32
+MAX_TENSOR_DIMS = 8
+MAX_DIM = 2**40
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
 def _sha256(data) -> str:
@@ -100,17 +113,52 @@ def encode(graph: Mapping, tensors: Mapping[str, np.ndarray]) -> bytes:
         chunks.append(raw)
         offset += len(raw)
     data = b"".join(chunks)
+    table_sha256 = _table_sha256(entries)
     entries["__metadata__"] = {
         "format": FORMAT_NAME,
         "format_version": str(FORMAT_VERSION),
         "binarynet_version": __version__,
         "graph": graph_text,
         "tensors_sha256": _sha256(data),
+        "table_sha256": table_sha256,
         "graph_sha256": _sha256(graph_text.encode("utf-8")),
     }
     header = json.dumps(entries, separators=(",", ":")).encode("utf-8")
     header += b" " * (-len(header) % 8)
     return struct.pack("<Q", len(header)) + header + data
+
+
+def _table_sha256(entries: Mapping) -> str:
+    """SHA-256 of the tensor table (``__metadata__`` left out), in one canonical JSON form."""
+    table = {name: entry for name, entry in entries.items() if name != "__metadata__"}
+    return _sha256(json.dumps(table, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(text: bytes, what: str):
+    """JSON from untrusted bytes: ModelFileError (naming ``what``) for anything but plain JSON
+    with nesting at most :data:`MAX_JSON_DEPTH` and numbers Python parses (no NaN/Infinity,
+    no integers beyond its digit limit), so no RecursionError or ValueError escapes."""
+    depth = _nesting(_STRING.sub(b"", text))
+    if depth.size and depth.max() > MAX_JSON_DEPTH:
+        raise ModelFileError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels; the file is "
+                             "corrupt or not a binarynet packed model")
+    try:
+        return json.loads(text.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ModelFileError(f"{what} is not valid UTF-8 JSON ({err}); the file is corrupt "
+                             "or not a binarynet packed model") from None
+
+
+def _nesting(text: bytes) -> np.ndarray:
+    """Running bracket depth of JSON text whose strings were removed."""
+    codes = np.frombuffer(text, np.uint8)
+    steps = np.isin(codes, (ord("["), ord("{"))).astype(np.int64)
+    steps -= np.isin(codes, (ord("]"), ord("}")))
+    return np.cumsum(steps)
 
 
 def header_size(blob: bytes) -> int:
@@ -129,7 +177,8 @@ def read_file(path):
     """Read and validate a packed model file -> ``(graph, tensors, metadata)``.
 
     Checks the length prefix, header JSON, metadata fields, format name and version, tensor
-    dtypes/shapes/offsets, that the data section is exactly covered, and both SHA-256 sums.
+    dtypes/shapes/offsets, that the data section is exactly covered, the three SHA-256 sums
+    (tensor table, tensor data, graph), and that BOOL tensors hold only 0 and 1.
     The graph's own consistency with the tensors is checked by :func:`binarynet.engine.graph.validate`.
     Raises :class:`ModelFileError` naming the file and the problem.
     """
@@ -167,32 +216,31 @@ def decode(blob: bytes):
             f"truncated: the header claims {n} bytes but only {len(blob) - 8} follow the length "
             "field (re-export or re-copy the file)"
         )
-    try:
-        header = json.loads(blob[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelFileError(f"header is not valid UTF-8 JSON ({err}); the file is corrupt "
-                             "or not a binarynet packed model") from None
+    header = parse_json(bytes(blob[8:8 + n]), "header")
     if not isinstance(header, dict):
         raise ModelFileError("header is not a JSON object; not a binarynet packed model")
     metadata = _check_metadata(header.pop("__metadata__", None))
     data = memoryview(blob)[8 + n:]
     tensors = _check_tensors(header, data)
+    if _table_sha256(header) != metadata["table_sha256"]:
+        raise ModelFileError(
+            "tensor table altered or corrupted: SHA-256 of the tensor names, dtypes, shapes and "
+            "offsets does not match the one recorded when the file was written (re-export the model)"
+        )
     if _sha256(data) != metadata["tensors_sha256"]:
         raise ModelFileError(
             "tensor data altered or corrupted: SHA-256 of the tensor bytes does not match the "
             "one recorded when the file was written (re-export the model)"
         )
-    if _sha256(metadata["graph"].encode("utf-8")) != metadata["graph_sha256"]:
+    if _sha256(metadata["graph"].encode("utf-8", "surrogatepass")) != metadata["graph_sha256"]:
         raise ModelFileError(
             "graph altered or corrupted: SHA-256 of the graph description does not match the "
             "one recorded when the file was written (re-export the model)"
         )
-    try:
-        graph = json.loads(metadata["graph"])
-    except json.JSONDecodeError as err:
-        raise ModelFileError(f"metadata 'graph' is not valid JSON ({err})") from None
+    graph = parse_json(metadata["graph"].encode("utf-8", "surrogatepass"), "metadata 'graph'")
     if not isinstance(graph, dict):
         raise ModelFileError("metadata 'graph' must be a JSON object")
+    _check_bools(tensors)
     return graph, tensors, metadata
 
 
@@ -205,6 +253,19 @@ def _check_metadata(metadata) -> dict:
             f"format is {metadata.get('format')!r}, expected {FORMAT_NAME!r}: not a binarynet "
             "packed model (export one with `binarynet export`)"
         )
+    text = metadata.get("format_version")
+    # ASCII digits only: str.isdigit() accepts '²', which int() refuses
+    if not isinstance(text, str) or not re.fullmatch(r"[0-9]{1,9}", text):
+        raise ModelFileError(f"format_version {text!r} is not an integer")
+    version = int(text)
+    if version != FORMAT_VERSION:
+        written = metadata.get("binarynet_version")
+        advice = ("upgrade binarynet" if version > FORMAT_VERSION else
+                  "re-export the model from its checkpoint with this binarynet")
+        raise ModelFileError(
+            f"written by format version {version} (binarynet {written}), this binarynet "
+            f"({__version__}) reads version {FORMAT_VERSION}; {advice}"
+        )
     missing = [key for key in _REQUIRED_METADATA if key not in metadata]
     if missing:
         raise ModelFileError(f"metadata lacks {', '.join(missing)}; the file is incomplete or "
@@ -212,54 +273,57 @@ def _check_metadata(metadata) -> dict:
     bad = [key for key in _REQUIRED_METADATA if not isinstance(metadata[key], str)]
     if bad:
         raise ModelFileError(f"metadata {', '.join(bad)} must be strings")
-    text = metadata["format_version"]
-    if not text.isdigit():
-        raise ModelFileError(f"format_version {text!r} is not an integer")
-    version = int(text)
-    if version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"written by format version {version} (binarynet {metadata['binarynet_version']}), "
-            f"this binarynet ({__version__}) reads version {FORMAT_VERSION}; upgrade binarynet"
-        )
-    if version < FORMAT_VERSION:
-        raise ModelFileError(
-            f"written by format version {version} (binarynet {metadata['binarynet_version']}), "
-            f"this binarynet ({__version__}) reads version {FORMAT_VERSION}; re-export the model "
-            "from its checkpoint with this binarynet"
-        )
     return metadata
+
+
+def _check_entry(name: str, entry, data_size: int):
+    """(dtype, shape, begin, end) of one tensor table entry, every field checked and bounded."""
+    where = f"tensor {name!r}"
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise ModelFileError(f"{where}: entry must have exactly dtype, shape and data_offsets")
+    dtype = DTYPES.get(entry["dtype"]) if isinstance(entry["dtype"], str) else None
+    if dtype is None:
+        raise ModelFileError(f"{where}: dtype {entry['dtype']!r} is not one binarynet uses "
+                             f"({', '.join(DTYPES)})")
+    shape = entry["shape"]
+    if (not isinstance(shape, list) or len(shape) > MAX_TENSOR_DIMS
+            or not all(type(d) is int and 0 <= d <= MAX_DIM for d in shape)):
+        raise ModelFileError(f"{where}: shape {_short(shape)} must be a list of at most "
+                             f"{MAX_TENSOR_DIMS} integers in [0, 2**40]")
+    offsets = entry["data_offsets"]
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(type(o) is int for o in offsets) or not 0 <= offsets[0] <= offsets[1]):
+        raise ModelFileError(f"{where}: data_offsets {_short(offsets)} must be [begin, end] with "
+                             "0 <= begin <= end")
+    begin, end = offsets
+    if end > data_size:
+        raise ModelFileError(
+            f"truncated: {where} ends at byte {end} of the data section, which has only "
+            f"{data_size} bytes (re-export or re-copy the file)"
+        )
+    expected = dtype.itemsize
+    for d in shape:  # Python integers: no overflow however large the dimensions
+        expected *= d
+    if end - begin != expected:
+        raise ModelFileError(f"{where}: {end - begin} bytes for shape {shape} of "
+                             f"{entry['dtype']} (expected {expected})")
+    if expected == 0 and any(d > data_size for d in shape):
+        raise ModelFileError(f"{where}: empty tensor of shape {shape} is implausibly large")
+    return dtype, shape, begin, end
+
+
+def _short(value) -> str:
+    """repr of a JSON value, cut short (a hostile file can hold 4000-digit numbers)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _check_tensors(header: dict, data: memoryview) -> dict:
     spans, tensors = [], {}
     for name, entry in header.items():
-        where = f"tensor {name!r}"
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            raise ModelFileError(f"{where}: entry must have exactly dtype, shape and data_offsets")
-        dtype = DTYPES.get(entry["dtype"])
-        if dtype is None:
-            raise ModelFileError(f"{where}: dtype {entry['dtype']!r} is not one binarynet uses "
-                                 f"({', '.join(DTYPES)})")
-        shape = entry["shape"]
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            raise ModelFileError(f"{where}: shape {shape!r} must be a list of non-negative integers")
-        offsets = entry["data_offsets"]
-        if (not isinstance(offsets, list) or len(offsets) != 2
-                or not all(type(o) is int for o in offsets) or not 0 <= offsets[0] <= offsets[1]):
-            raise ModelFileError(f"{where}: data_offsets {offsets!r} must be [begin, end] with "
-                                 "0 <= begin <= end")
-        begin, end = offsets
-        if end > len(data):
-            raise ModelFileError(
-                f"truncated: {where} ends at byte {end} of the data section, which has only "
-                f"{len(data)} bytes (re-export or re-copy the file)"
-            )
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if end - begin != expected:
-            raise ModelFileError(f"{where}: {end - begin} bytes for shape {shape} of "
-                                 f"{entry['dtype']} (expected {expected})")
+        dtype, shape, begin, end = _check_entry(name, entry, len(data))
         spans.append((begin, end, name))
-        tensors[name] = np.frombuffer(data, dtype=dtype, count=expected // dtype.itemsize,
+        tensors[name] = np.frombuffer(data, dtype=dtype, count=(end - begin) // dtype.itemsize,
                                       offset=begin).reshape(shape)
     position = 0
     for begin, end, name in sorted(spans):
@@ -271,3 +335,11 @@ def _check_tensors(header: dict, data: memoryview) -> dict:
         raise ModelFileError(f"{len(data) - position} unexpected bytes after the last tensor "
                              "(the file was altered or concatenated)")
     return tensors
+
+
+def _check_bools(tensors: dict) -> None:
+    """BOOL tensors hold bytes 0 or 1 only: numpy reads any other byte as True, but the compiled
+    kernels and the reference may not agree on what it means."""
+    for name, array in tensors.items():
+        if array.dtype == np.bool_ and array.size and array.view(np.uint8).max() > 1:
+            raise ModelFileError(f"tensor {name!r}: BOOL bytes must be 0 or 1")

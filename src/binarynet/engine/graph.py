@@ -35,18 +35,29 @@ dense_logits   bits    logits  weight U64 (O, ceil(K/64)), scale F64 (O,), shift
 
 First layers (real-valued input). ``z`` is the pre-activation x_f . w + bias. Float input:
 bit = z >= vthresh (z <= vthresh where flip) with z = float32(x_f . w summed in float64) +
-float32 bias, rounded as the float32 torch layer rounds them. uint8 input with one scale
+float32 bias, rounded as the float32 training layer rounds them. uint8 input with one scale
 for all channels: the integer sum s = x_u8 . w (bit planes or an integer product, ``mode``)
 is compared with the integer ``thresh`` (per border class of output positions for a conv:
 ``thresh[row_class[y], col_class[x], o]``), exact for the real-valued z = scale*s + offset*sum(w)
 + bias. Logits: scale * z + shift. Hidden layers: bit = s >= thresh (s <= thresh where flip),
 s the +-1 dot product; logits = scale * s + shift.
+
+Validation bounds every size and geometry field to what a real model can have (:data:`LIMITS`:
+kernel, stride, dilation and padding at most 64, at most 65536
+channels, images at most 16384 pixels a side...), checks that weight pad bits are 0, that BOOL
+``flip`` tensors are 0/1 (in :mod:`binarynet.engine.format`) and that float tensors are finite,
+and that no op needs more working memory per sample than a bound (:mod:`binarynet.engine.memory`),
+so a crafted file is refused at load with the layer named instead of failing or exhausting the
+machine at predict.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from ..errors import ModelFileError
+from . import memory
 
 __all__ = ["OPS", "PAD_MODES", "FIRST_LAYER_MODES", "words", "validate", "conv_output_size",
            "as_pair", "conv_geometry",
@@ -58,6 +69,20 @@ PAD_MODES = ("zero", "one", "minus_one")
 FIRST_LAYER_MODES = ("bitplane", "int")
 FIRST_LAYER_PAD_VALUES = (0.0, 1.0, -1.0)
 
+# Upper bounds on graph fields, far above any real BNN (the paper's largest layer has 1024
+# channels, 3x3 kernels, 32x32 images) yet low enough that no field alone can make a load or a
+# predict allocate or loop without limit.
+LIMITS = {
+    "kernel": 64,        # conv/pool window side
+    "stride": 64,
+    "dilation": 64,
+    "padding": 64,
+    "channels": 1 << 16,  # in/out channels, groups
+    "size": 1 << 14,      # image height/width
+    "features": 1 << 26,  # dense in/out features, flat input size
+    "classes": 1 << 20,
+}
+
 
 def words(bits: int) -> int:
     """uint64 words holding ``bits`` packed bits: ceil(bits / 64)."""
@@ -65,7 +90,7 @@ def words(bits: int) -> int:
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    """Output length of a convolution/pooling window along one axis, as torch.nn.Conv2d."""
+    """Output length of a convolution/pooling window along one axis, as PyTorch's Conv2d."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
@@ -113,30 +138,34 @@ class _Checker:
         self.used: set = set()
 
     def fail(self, op_index, message):
-        where = f"op {op_index}" if op_index is not None else "graph"
+        where = "graph"
+        if op_index is not None:
+            op = self.graph["ops"][op_index]
+            name = op.get("name") if isinstance(op, dict) else None
+            where = f"op {op_index}" + (f" (layer {name!r})" if isinstance(name, str) else "")
         raise ModelFileError(f"invalid graph: {where}: {message}")
 
     # attribute readers -----------------------------------------------------------------------
-    def int_attr(self, i, op, key, minimum=1):
+    def int_attr(self, i, op, key, minimum, maximum):
         value = op.get(key)
-        if type(value) is not int or value < minimum:
-            self.fail(i, f"{op.get('op')}: attribute {key!r} must be an integer >= {minimum}, "
-                         f"got {value!r}")
+        if type(value) is not int or not minimum <= value <= maximum:
+            self.fail(i, f"{op.get('op')}: attribute {key!r} must be an integer in "
+                         f"[{minimum}, {maximum}], got {_short(value)}")
         return value
 
-    def pair_attr(self, i, op, key, minimum):
+    def pair_attr(self, i, op, key, minimum, maximum):
         value = op.get(key)
         if (not isinstance(value, list) or len(value) != 2
-                or not all(type(v) is int and v >= minimum for v in value)):
-            self.fail(i, f"{op.get('op')}: attribute {key!r} must be a pair of integers >= "
-                         f"{minimum}, got {value!r}")
+                or not all(type(v) is int and minimum <= v <= maximum for v in value)):
+            self.fail(i, f"{op.get('op')}: attribute {key!r} must be a pair of integers in "
+                         f"[{minimum}, {maximum}], got {_short(value)}")
         return value
 
     def choice_attr(self, i, op, key, choices):
         value = op.get(key)
         if value not in choices:
             self.fail(i, f"{op.get('op')}: attribute {key!r} must be one of {list(choices)}, "
-                         f"got {value!r}")
+                         f"got {_short(value)}")
         return value
 
     def tensor(self, i, op, role, dtype, shape):
@@ -153,8 +182,24 @@ class _Checker:
         if tuple(array.shape) != tuple(shape):
             self.fail(i, f"{op.get('op')}: tensor {name!r} ({role}) has shape "
                          f"{tuple(array.shape)}, expected {tuple(shape)}")
+        if array.dtype.kind == "f":
+            # vthresh may be +-inf (a channel whose sign is constant); nothing may be NaN
+            bad = np.isnan(array) if role == "vthresh" else ~np.isfinite(array)
+            if bad.any():
+                self.fail(i, f"{op.get('op')}: tensor {name!r} ({role}) holds "
+                             f"{'NaN' if role == 'vthresh' else 'NaN or infinite'} values")
         self.used.add(name)
         return array
+
+    def packed_weight(self, i, op, shape, k):
+        """A uint64 weight packed along its last axis, rows of ``k`` bits: pad bits must be 0
+        (the kernels rely on it: K - 2 popcount(a ^ w) counts every set pad bit)."""
+        w = self.tensor(i, op, "weight", np.uint64, shape)
+        used = k % 64
+        if used and np.any(w[..., -1] >> np.uint64(used)):
+            self.fail(i, f"{op.get('op')}: weight has pad bits set beyond its {k} bits per row "
+                         "(they must be 0)")
+        return w
 
     def no_extra_roles(self, i, op, roles):
         extra = set(op.get("tensors", {})) - set(roles)
@@ -167,8 +212,22 @@ class _Checker:
             self.fail(i, f"{op['op']} takes {want} activations, got {act[0]} of shape {act[1]}")
 
 
-def validate(graph: dict, tensors: dict) -> list:
-    """Check that ``graph`` is well formed and consistent with ``tensors`` (dtypes, shapes, use).
+def _short(value) -> str:
+    """repr of a JSON value, cut short (a hostile file can hold 4000-digit numbers)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _finite_number(v) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return abs(v) < 2**53 if isinstance(v, int) else math.isfinite(v)
+
+
+def validate(graph: dict, tensors: dict, max_bytes=None) -> list:
+    """Check that ``graph`` is well formed and consistent with ``tensors`` (dtypes, shapes, use),
+    that every field is within :data:`LIMITS`, and that no op needs more than ``max_bytes`` of
+    working memory per sample (:func:`binarynet.engine.memory.check`; None: the default bound).
 
     Returns the activation after each op, ``(kind, shape)`` per sample. Raises
     :class:`ModelFileError` naming the op and the problem.
@@ -183,21 +242,25 @@ def validate(graph: dict, tensors: dict) -> list:
     if not isinstance(inp, dict):
         chk.fail(None, "'input' must be an object")
     shape = inp.get("shape")
+    bounds = ([LIMITS["features"]] if isinstance(shape, list) and len(shape) == 1
+              else [LIMITS["channels"], LIMITS["size"], LIMITS["size"]])
     if (not isinstance(shape, list) or len(shape) not in (1, 3)
-            or not all(type(d) is int and d >= 1 for d in shape)):
-        chk.fail(None, f"input shape must be [K] or [C, H, W] with positive integers, got {shape!r}")
+            or not all(type(d) is int and 1 <= d <= top for d, top in zip(shape, bounds))):
+        chk.fail(None, f"input shape must be [K] (K <= {LIMITS['features']}) or [C, H, W] "
+                       f"(C <= {LIMITS['channels']}, H, W <= {LIMITS['size']}), got {_short(shape)}")
     channels = shape[0] if len(shape) == 3 else 1
     scale, offset = inp.get("scale"), inp.get("offset")
     if (scale is None) != (offset is None):
         chk.fail(None, "input scale and offset must both be given or both be null")
     for key, value in (("scale", scale), ("offset", offset)):
-        if value is not None and (not isinstance(value, list) or len(value) != channels or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
-                for v in value)):
-            chk.fail(None, f"input {key} must be null or {channels} finite numbers, got {value!r}")
+        if value is not None and (not isinstance(value, list) or len(value) != channels
+                                  or not all(_finite_number(v) for v in value)):
+            chk.fail(None, f"input {key} must be null or {channels} finite numbers, got "
+                           f"{_short(value)}")
     num_classes = graph["num_classes"]
-    if type(num_classes) is not int or num_classes < 1:
-        chk.fail(None, f"num_classes must be a positive integer, got {num_classes!r}")
+    if type(num_classes) is not int or not 1 <= num_classes <= LIMITS["classes"]:
+        chk.fail(None, f"num_classes must be an integer in [1, {LIMITS['classes']}], got "
+                       f"{_short(num_classes)}")
     ops = graph["ops"]
     if not isinstance(ops, list) or not ops:
         chk.fail(None, "'ops' must be a non-empty list")
@@ -214,8 +277,12 @@ def validate(graph: dict, tensors: dict) -> list:
             chk.fail(i, f"{op['op']}: 'tensors' must be an object")
         if act[0] == "logits":
             chk.fail(i, f"{op['op']} follows the logits; the output op must come last")
+        before = act
         act = _CHECKS[op["op"]](chk, i, op, act, graph, integer)
         acts.append(act)
+        need = memory.sample_bytes(op, before, act)
+        if need > memory.limit(max_bytes):
+            chk.fail(i, memory.too_much(op["op"], need, memory.limit(max_bytes)))
     if act != ("logits", (num_classes,)):
         chk.fail(None, f"the last op must produce logits of shape ({num_classes},), got "
                        f"{act[0]} of shape {act[1]}")
@@ -259,28 +326,28 @@ def _first_common(chk, i, op, o, integer_shape):
 
 def _first_dense(chk, i, op, act, graph, integer):
     chk.expect(i, op, act, "image")
-    k = chk.int_attr(i, op, "in_features")
-    o = chk.int_attr(i, op, "out_features")
-    if k != int(np.prod(act[1])):
-        chk.fail(i, f"first_dense: in_features {k} != input size {int(np.prod(act[1]))}")
+    k = chk.int_attr(i, op, "in_features", 1, LIMITS["features"])
+    o = chk.int_attr(i, op, "out_features", 1, LIMITS["features"])
+    if k != math.prod(act[1]):
+        chk.fail(i, f"first_dense: in_features {k} != input size {math.prod(act[1])}")
     chk.choice_attr(i, op, "mode", FIRST_LAYER_MODES)
     output = chk.choice_attr(i, op, "output", ("bits", "logits"))
-    chk.tensor(i, op, "weight", np.uint64, (o, words(k)))
+    chk.packed_weight(i, op, (o, words(k)), k)
     roles = _first_common(chk, i, op, o, (o,) if integer else None)
     chk.no_extra_roles(i, op, roles)
     return ("bits", (o,)) if output == "bits" else ("logits", (o,))
 
 
 def _conv_attrs(chk, i, op, act):
-    c = chk.int_attr(i, op, "in_channels")
-    o = chk.int_attr(i, op, "out_channels")
+    c = chk.int_attr(i, op, "in_channels", 1, LIMITS["channels"])
+    o = chk.int_attr(i, op, "out_channels", 1, LIMITS["channels"])
     if c != act[1][-1 if act[0] == "bits" else 0]:
         chk.fail(i, f"{op['op']}: in_channels {c} does not match the input {act[1]}")
-    kernel = chk.pair_attr(i, op, "kernel", 1)
-    stride = chk.pair_attr(i, op, "stride", 1)
-    padding = chk.pair_attr(i, op, "padding", 0)
-    dilation = chk.pair_attr(i, op, "dilation", 1)
-    groups = chk.int_attr(i, op, "groups")
+    kernel = chk.pair_attr(i, op, "kernel", 1, LIMITS["kernel"])
+    stride = chk.pair_attr(i, op, "stride", 1, LIMITS["stride"])
+    dilation = chk.pair_attr(i, op, "dilation", 1, LIMITS["dilation"])
+    padding = chk.pair_attr(i, op, "padding", 0, LIMITS["padding"])
+    groups = chk.int_attr(i, op, "groups", 1, c)
     if c % groups or o % groups:
         chk.fail(i, f"{op['op']}: groups {groups} must divide in_channels {c} and out_channels {o}")
     h, w = (act[1][0], act[1][1]) if act[0] == "bits" else (act[1][1], act[1][2])
@@ -297,7 +364,8 @@ def _first_conv(chk, i, op, act, graph, integer):
     chk.choice_attr(i, op, "mode", FIRST_LAYER_MODES)
     chk.choice_attr(i, op, "output", ("bits",))
     chk.choice_attr(i, op, "pad_value", FIRST_LAYER_PAD_VALUES)
-    chk.tensor(i, op, "weight", np.uint64, (o, words(kernel[0] * kernel[1] * (c // groups))))
+    k = kernel[0] * kernel[1] * (c // groups)
+    chk.packed_weight(i, op, (o, words(k)), k)
     integer_shape = None
     roles = []
     if integer:
@@ -320,11 +388,11 @@ def _first_conv(chk, i, op, act, graph, integer):
 
 def _dense(chk, i, op, act, graph, integer):
     chk.expect(i, op, act, "bits", 1)
-    k = chk.int_attr(i, op, "in_features")
-    o = chk.int_attr(i, op, "out_features")
+    k = chk.int_attr(i, op, "in_features", 1, LIMITS["features"])
+    o = chk.int_attr(i, op, "out_features", 1, LIMITS["features"])
     if k != act[1][0]:
         chk.fail(i, f"{op['op']}: in_features {k} != {act[1][0]} input features")
-    chk.tensor(i, op, "weight", np.uint64, (o, words(k)))
+    chk.packed_weight(i, op, (o, words(k)), k)
     if op["op"] == "dense":
         chk.tensor(i, op, "thresh", np.int32, (o,))
         chk.tensor(i, op, "flip", np.bool_, (o,))
@@ -340,7 +408,7 @@ def _conv(chk, i, op, act, graph, integer):
     chk.expect(i, op, act, "bits", 3)
     c, o, kernel, groups, ho, wo = _conv_attrs(chk, i, op, act)
     chk.choice_attr(i, op, "pad_mode", PAD_MODES)
-    chk.tensor(i, op, "weight", np.uint64, (o, kernel[0], kernel[1], words(c // groups)))
+    chk.packed_weight(i, op, (o, kernel[0], kernel[1], words(c // groups)), c // groups)
     chk.tensor(i, op, "thresh", np.int32, (o,))
     chk.tensor(i, op, "flip", np.bool_, (o,))
     chk.no_extra_roles(i, op, ["weight", "thresh", "flip"])
@@ -350,8 +418,8 @@ def _conv(chk, i, op, act, graph, integer):
 def _maxpool(chk, i, op, act, graph, integer):
     chk.expect(i, op, act, "bits", 3)
     h, w, c = act[1]
-    kernel = chk.pair_attr(i, op, "kernel", 1)
-    stride = chk.pair_attr(i, op, "stride", 1)
+    kernel = chk.pair_attr(i, op, "kernel", 1, LIMITS["kernel"])
+    stride = chk.pair_attr(i, op, "stride", 1, LIMITS["stride"])
     if kernel[0] > h or kernel[1] > w:
         chk.fail(i, f"maxpool: kernel {kernel} is larger than the {h}x{w} input")
     chk.tensor(i, op, "flip", np.bool_, (c,))
@@ -362,7 +430,7 @@ def _maxpool(chk, i, op, act, graph, integer):
 def _flatten(chk, i, op, act, graph, integer):
     chk.expect(i, op, act, "bits", 3)
     chk.no_extra_roles(i, op, [])
-    return ("bits", (int(np.prod(act[1])),))
+    return ("bits", (math.prod(act[1]),))
 
 
 _CHECKS = {

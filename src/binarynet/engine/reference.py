@@ -7,7 +7,7 @@ uint64 words, LSB first (element i -> bit i % 64 of word i // 64); pad bits are 
 so a +-1 dot product of length K is ``K - 2 * popcount(a XOR w)`` with no correction.
 
 Activations are NHWC with channels packed, ``(N, H, W, ceil(C/64))``; conv weights are
-``(O, KH, KW, ceil(C/64))``; dense weights ``(N_out, ceil(K/64))``. Never imports torch.
+``(O, KH, KW, ceil(C/64))``; dense weights ``(N_out, ceil(K/64))``. Imports numpy only.
 """
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ def _check_dense(op, a, w, k, pad_bits_clear=None):
 def bgemm(a, w, k) -> np.ndarray:
     """Binary GEMM: ``out[m, n] = k - 2 * popcount(a[m] XOR w[n])`` = sum_i a_mi * w_ni over +-1.
 
-    a: uint64 (M, ceil(k/64)), w: uint64 (N, ceil(k/64)) -> int32 (M, N). (Paper §1.6 / spec §5.2.)
+    a: uint64 (M, ceil(k/64)), w: uint64 (N, ceil(k/64)) -> int32 (M, N). (Paper §1.6 / docs/paper.md §5.2.)
     """
     a, w, k = _check_dense("bgemm", a, w, k)
     return _bgemm_counts_to_dot(a, w, k)
@@ -213,7 +213,7 @@ def _bgemm_counts_to_dot(a: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
 
 
 def bgemm_threshold(a, w, k, thresh, flip) -> np.ndarray:
-    """Fused binary dense + batch-norm + sign (spec §5.3).
+    """Fused binary dense + batch-norm + sign (docs/paper.md §5.3).
 
     out bit n of row m = ``dot[m, n] >= thresh[n]`` (``<=`` where ``flip[n]``) with dot as in
     :func:`bgemm`; returns packed uint64 (M, ceil(N/64)). INT32_MIN / INT32_MAX thresholds make a
@@ -253,7 +253,7 @@ def _conv_dot(x, w, c, stride, padding, dilation, pad_mode, ho, wo) -> np.ndarra
 
 
 def bconv2d(x, w, c, stride=(1, 1), padding=(0, 0), dilation=(1, 1), pad_mode="zero") -> np.ndarray:
-    """Binary 2-D convolution over channel-packed NHWC maps (cross-correlation, as torch.nn.Conv2d).
+    """Binary 2-D convolution over channel-packed NHWC maps (cross-correlation, as PyTorch's Conv2d).
 
     out[n, y, x, o] = sum over taps (i, j) and channels of x_val * w_val with +-1 values, i.e.
     per tap ``c - 2 * popcount(x_word XOR w_word)``. pad_mode "zero": padded taps contribute 0
@@ -310,7 +310,7 @@ def _bit_pool(x: np.ndarray, kernel, stride, flip: np.ndarray) -> np.ndarray:
 
 
 def bmaxpool2d(x, kernel, stride, flip, c) -> np.ndarray:
-    """Max-pool of thresholded binary maps (no padding, floor sizes as torch.nn.MaxPool2d).
+    """Max-pool of thresholded binary maps (no padding, floor sizes as PyTorch's MaxPool2d).
 
     Exact because thresholding is monotone: per channel OR of the window's bits where flip is
     False (bit = s >= t), AND where flip is True (bit = s <= t). x uint64 (N, H, W, ceil(c/64)),
@@ -354,7 +354,7 @@ def _check_first_layer(op, x_u8, w, k, pad_bits_clear=None):
 
 
 def bitplane_gemm(x_u8, w, k) -> np.ndarray:
-    """8-bit input layer by bit planes (paper §1.6, spec §1.6): int32 (M, N) = sum_i w_ni * x_mi.
+    """8-bit input layer by bit planes (docs/paper.md §1.6): int32 (M, N) = sum_i w_ni * x_mi.
 
     s = sum_{n=0..7} 2^n * (x^n . w) with x^n the 0/1 bit plane n of the input; for a 0/1 plane b,
     b . w = 2 * popcount(b AND wbit) - popcount(b). x_u8 uint8 (M, k), w packed +-1 (N, ceil(k/64)).

@@ -17,7 +17,7 @@ Conventions (docs/design.md): bit 1 <=> +1 (value >= 0), LSB-first little-endian
 along the reduction axis, pad bits 0. Packed operands must come from :func:`pack` (or the CPU
 engine): their pad bits are trusted, not checked, because checking them would need a
 device-to-host synchronisation on every call. thresh is int32 (N,), flip bool (N,): out bit n is
-``dot >= thresh[n]``, or ``dot <= thresh[n]`` where ``flip[n]`` (spec §5.3).
+``dot >= thresh[n]``, or ``dot <= thresh[n]`` where ``flip[n]`` (docs/paper.md §5.3).
 
 The dense ops run on the 1-bit tensor-core kernel (``bmma``) when the GPU has it (sm_80+) and nvcc
 can build it, else on Triton (:func:`gemm_engine` says which; ``BINARYNET_GPU_GEMM=triton`` or
@@ -212,7 +212,7 @@ def unpack(p: torch.Tensor, k: int) -> torch.Tensor:
 def bgemm(a: torch.Tensor, w: torch.Tensor, k: int) -> torch.Tensor:
     """Binary GEMM: ``out[m, n] = k - 2 * popcount(a[m] XOR w[n])`` = sum_i a_mi * w_ni over +-1.
 
-    a: uint64 (M, ceil(k/64)), w: uint64 (N, ceil(k/64)) -> int32 (M, N). (Spec §5.2.)
+    a: uint64 (M, ceil(k/64)), w: uint64 (N, ceil(k/64)) -> int32 (M, N). (docs/paper.md §5.2.)
     """
     k = _check_length("bgemm", "k", k)
     a = _check_packed("bgemm", "a", a, 2, k)
@@ -225,7 +225,7 @@ def bgemm(a: torch.Tensor, w: torch.Tensor, k: int) -> torch.Tensor:
 
 def bgemm_threshold(a: torch.Tensor, w: torch.Tensor, k: int, thresh: torch.Tensor,
                     flip: torch.Tensor) -> torch.Tensor:
-    """Fused binary dense + batch-norm + sign (spec §5.3) -> packed uint64 (M, ceil(N/64)).
+    """Fused binary dense + batch-norm + sign (docs/paper.md §5.3) -> packed uint64 (M, ceil(N/64)).
 
     out bit n of row m = ``dot[m, n] >= thresh[n]`` (``<=`` where ``flip[n]``), dot as in
     :func:`bgemm`; the int32 products never leave the kernel. INT32_MIN / INT32_MAX thresholds
@@ -375,7 +375,7 @@ def maxpool2d_int(x: torch.Tensor, kernel, stride) -> torch.Tensor:
 
 
 def int_gemm(x_u8: torch.Tensor, w: torch.Tensor, k: int) -> torch.Tensor:
-    """First layer with 8-bit input (spec §1.6): int32 (M, N) = sum_i w_ni * x_mi, exactly.
+    """First layer with 8-bit input (docs/paper.md §1.6): int32 (M, N) = sum_i w_ni * x_mi, exactly.
 
     x_u8 uint8 (M, k), w packed +-1 (N, ceil(k/64)). Computed as a float product of the pixels
     with the unpacked weights: float32 while every partial sum is an integer below 2^24
@@ -395,6 +395,6 @@ def int_gemm(x_u8: torch.Tensor, w: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def bitplane_gemm(x_u8: torch.Tensor, w: torch.Tensor, k: int) -> torch.Tensor:
-    """Same result as the CPU engine's bit-plane first layer (spec §1.6), by :func:`int_gemm`:
+    """Same result as the CPU engine's bit-plane first layer (docs/paper.md §1.6), by :func:`int_gemm`:
     on a GPU the exact integer product is cheaper than eight popcount GEMMs."""
     return int_gemm(x_u8, w, k)

@@ -5,9 +5,9 @@ The engine stores little-endian uint64 words; on the GPU we view them as int32 p
 same bit stream (element i -> bit i % 32 of int32 word i // 32), because CUDA has a 32-bit popcount
 (``POPC``) and no 64-bit one. Pad bits are 0 in both operands, so over a row of k real bits
 
-    dot(a, w) = k - 2 * popcount(a XOR w)                                  (spec §5.2)
+    dot(a, w) = k - 2 * popcount(a XOR w)                                  (docs/paper.md §5.2)
 
-and the fused batch-norm + sign of a unit is a threshold on that integer (spec §5.3):
+and the fused batch-norm + sign of a unit is a threshold on that integer (docs/paper.md §5.3):
 bit n = dot >= thresh[n], or dot <= thresh[n] where flip[n] (BN with gamma < 0).
 
 The GEMM tile is a [BK, BM, BN] broadcast of BK words of BM activation rows against BK words of

@@ -1,0 +1,96 @@
+"""The working memory one sample needs in each op, and the bound a loaded model must respect.
+
+A model file is small, but its geometry says how large the activations and temporaries of a
+predict will be: a 5 KB file with a huge padding or image size could otherwise ask for gigabytes.
+:func:`binarynet.engine.graph.validate` refuses any op whose estimate (:func:`sample_bytes`, an
+upper bound over the compiled kernels, the numpy reference and the GPU backend) exceeds the
+limit: :data:`DEFAULT_MAX_BYTES` (1 GiB per sample, far above the paper's models, which need a
+few MB), or the environment variable :data:`ENV_MAX_BYTES`, or ``load(path, max_bytes=...)``
+(``PackedModel(..., max_bytes=...)``) for a genuinely larger model.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+from ..errors import BinarynetError
+
+__all__ = ["DEFAULT_MAX_BYTES", "ENV_MAX_BYTES", "limit", "sample_bytes", "too_much"]
+
+DEFAULT_MAX_BYTES = 1 << 30
+ENV_MAX_BYTES = "BINARYNET_MAX_BYTES"
+
+
+def limit(max_bytes=None) -> int:
+    """The bound in bytes: ``max_bytes`` if given, else $BINARYNET_MAX_BYTES, else the default."""
+    where = "max_bytes"
+    if max_bytes is None:
+        text = os.environ.get(ENV_MAX_BYTES)
+        if not text:
+            return DEFAULT_MAX_BYTES
+        where = f"${ENV_MAX_BYTES}"
+        try:
+            max_bytes = int(text)
+        except ValueError:
+            max_bytes = None
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise BinarynetError(f"{where} must be a positive integer (bytes), got "
+                             f"{max_bytes if max_bytes is not None else text!r}")
+    return max_bytes
+
+
+def _words(bits: int) -> int:
+    return -(-bits // 64)
+
+
+def _activation_bytes(act) -> int:
+    """An activation of one sample as the runner may hold it: a float64 image, packed bits plus
+    their unpacked int8 form (flatten, grouped convs), or float64 logits."""
+    kind, shape = act
+    if kind == "image":
+        return 8 * math.prod(shape)
+    if kind == "bits":
+        positions = math.prod(shape[:-1])
+        return positions * (8 * _words(shape[-1]) + shape[-1])
+    return 8 * math.prod(shape)
+
+
+def _conv_temporaries(op, act_in, act_out) -> int:
+    """Padded input, im2col patches and integer sums of a (first) convolution, one sample."""
+    (ph, pw), (kh, kw) = op["padding"], op["kernel"]
+    c, o, groups = op["in_channels"], op["out_channels"], op["groups"]
+    ho, wo = act_out[1][0], act_out[1][1]
+    if act_in[0] == "image":  # float64 values: padded image, patches, sums
+        _, h, w = act_in[1]
+        return 8 * ((h + 2 * ph) * (w + 2 * pw) * c + ho * wo * (kh * kw * (c // groups) + o))
+    h, w, _ = act_in[1]
+    per_word = 8 * _words(c // groups) * groups
+    return ((h + 2 * ph) * (w + 2 * pw) * per_word + ho * wo * (kh * kw * per_word + 4 * o))
+
+
+def sample_bytes(op: dict, act_in, act_out) -> int:
+    """Upper estimate of the bytes one sample needs while ``op`` runs (input, output and
+    temporaries). ``op`` has been validated; ``act_in`` / ``act_out`` are ``(kind, shape)``."""
+    total = _activation_bytes(act_in) + _activation_bytes(act_out)
+    kind = op["op"]
+    if kind in ("first_conv", "conv"):
+        total += _conv_temporaries(op, act_in, act_out)
+    elif kind in ("first_dense", "dense", "dense_logits"):
+        total += 8 * (op["in_features"] + op["out_features"])
+    return total
+
+
+def _human(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def too_much(kind: str, need: int, bound: int) -> str:
+    """The error message for an op over the bound."""
+    return (f"{kind}: one sample needs about {_human(need)} of working memory, over the limit of "
+            f"{_human(bound)}; no model this engine was made for needs that (a corrupt or crafted "
+            f"file?). For a genuinely larger model raise the limit with "
+            f"load(path, max_bytes=...) or the environment variable {ENV_MAX_BYTES}")

@@ -1,0 +1,281 @@
+"""The graph runner: executes a validated packed graph on one backend.
+
+Hidden layers go packed bits -> fused XNOR-popcount + threshold kernel -> packed bits; no int32
+or float activations are materialised between them. Only the first layer (real-valued input)
+and the output layer (logits) compute integer or float values. NCHW images are transposed to
+NHWC once, at the first conv. Every device-specific step goes through the backend
+(:mod:`binarynet.engine.backends`): its ``kernels`` and its array operations, so all backends
+run the same op code.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+
+from . import graph as _graph
+
+__all__ = ["Runner"]
+
+
+class Runner:
+    """One model's graph and tensors on one backend (tensors uploaded once, derived ones cached)."""
+
+    def __init__(self, graph: dict, tensors: dict, activations: list, backend):
+        self.graph = graph
+        self.tensors = tensors  # host (numpy) tensors: metadata the runner reads on the host
+        self.activations = activations
+        self.xp = backend
+        self.kernels = backend.kernels
+        self.arrays = {name: backend.upload(t) for name, t in tensors.items()}
+        self.cache: dict = {}
+
+    def trace(self, x) -> list:
+        """Each op run alone (no fusion): ``[(op name, op kind, output as numpy)]``, binary
+        activations unpacked to int8 +-1 in the training layout (N, C, H, W) or (N, K)."""
+        out = []
+        for i, op in enumerate(self.graph["ops"]):
+            x = getattr(self, "_" + op["op"])(i, op, x)
+            kind, shape = self.activations[i]
+            if kind == "logits":
+                out.append((op["name"], op["op"], self.xp.to_numpy(x)))
+                continue
+            values = self.xp.to_numpy(
+                self.kernels.unpack(x, shape[-1] if len(shape) == 3 else shape[0]))
+            if len(shape) == 3:
+                values = values.transpose(0, 3, 1, 2)
+            elif op["op"] == "flatten":
+                h, w, c = self.activations[i - 1][1]
+                values = values.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(len(x), -1)
+            out.append((op["name"], op["op"], np.ascontiguousarray(values)))
+        return out
+
+    def run(self, x, timings: Optional[list] = None):
+        """Logits of the batch ``x`` (on the backend), fusing conv + max-pool where it can;
+        with ``timings``, appends (op name, kind, seconds) per executed op."""
+        ops = self.graph["ops"]
+        skip = False
+        for i, op in enumerate(ops):
+            if skip:
+                skip = False
+                continue
+            start = time.perf_counter() if timings is not None else 0.0
+            nxt = ops[i + 1] if i + 1 < len(ops) else None
+            if op["op"] == "conv" and nxt is not None and self._fusable_pool(op, nxt):
+                x = self._conv(i, op, x, pool=nxt)
+                skip = True
+            else:
+                x = getattr(self, "_" + op["op"])(i, op, x)
+            if timings is not None:
+                self.xp.synchronize()  # a GPU runs its kernels asynchronously
+                kind = op["op"] + ("+maxpool" if skip else "")
+                timings.append((op["name"], kind, time.perf_counter() - start))
+        return x
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _t(self, op, role):
+        """An op's tensor, as the backend takes it (uploaded once to the model's device)."""
+        return self.arrays[op["tensors"][role]]
+
+    def _pack_bool(self, cond):
+        # pack() sets bit = (value >= 0): True -> 0, False -> -1.
+        return self.kernels.pack(self.xp.cast(cond, np.int8) - 1)
+
+    def _threshold(self, s, thresh, flip):
+        """Bits of int32 sums s (..., O): s >= thresh (s <= thresh where flip), packed."""
+        return self.kernels.threshold_pack(self.xp.contiguous(s), thresh, flip)
+
+    def _threshold_by_class(self, op, s: np.ndarray) -> np.ndarray:
+        """First-conv bits with one threshold vector per border class of output positions.
+
+        All positions are thresholded with the most frequent class's thresholds (the interior),
+        then the positions of every other class (borders: a few rows and columns) again with
+        their own.
+        """
+        thresh, flip = self._t(op, "thresh"), self._t(op, "flip")
+        # the classes are host metadata: the positions to re-threshold are chosen on the host
+        rows = self.tensors[op["tensors"]["row_class"]]
+        cols = self.tensors[op["tensors"]["col_class"]]
+        main_r, main_c = int(np.bincount(rows).argmax()), int(np.bincount(cols).argmax())
+        bits = self._threshold(s, thresh[main_r, main_c], flip)
+        for r in range(thresh.shape[0]):
+            for c in range(thresh.shape[1]):
+                if (r, c) == (main_r, main_c):
+                    continue
+                ys, xs = np.nonzero(rows == r)[0], np.nonzero(cols == c)[0]
+                if ys.size and xs.size:
+                    ys, xs = self.xp.upload(ys), self.xp.upload(xs)
+                    part = s[:, ys[:, None], xs[None, :]]
+                    self.xp.words(bits)[:, ys[:, None], xs[None, :]] = self.xp.words(
+                        self._threshold(part, thresh[r, c], flip))
+        return bits
+
+    def _cached(self, key, make):
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
+
+    def _weights_pm1(self, op, k):
+        """The first layer's +-1 weights as float64 (O, k), for the float path (cached)."""
+        return self._cached((op["name"], "w64"), lambda: self.xp.cast(self.kernels.unpack(
+            self.xp.contiguous(self._t(op, "weight")), k), np.float64))
+
+    def _normalised(self, x, channel_axis: int):
+        """float64 images: uint8 input normalised with the export's scale/offset, floats as given."""
+        if not self.xp.is_uint8(x):
+            return self.xp.cast(x, np.float64)
+        shape = [1] * x.ndim
+        shape[channel_axis] = -1
+        scale = self.xp.upload(np.asarray(self.graph["input"]["scale"], np.float64).reshape(shape))
+        offset = self.xp.upload(np.asarray(self.graph["input"]["offset"], np.float64).reshape(shape))
+        return x * scale + offset
+
+    def _integer_path(self, x) -> bool:
+        return self.xp.is_uint8(x) and _graph.integer_first_layer(self.graph)
+
+    def _first_gemm(self, op, x_u8, w, k):
+        gemm = self.kernels.bitplane_gemm if op["mode"] == "bitplane" else self.kernels.int_gemm
+        return gemm(self.xp.contiguous(x_u8), self.xp.contiguous(w), k)
+
+    # -- ops ---------------------------------------------------------------------------------
+    def _binarize_input(self, i, op, x):
+        channel_axis = 1 if x.ndim == 4 else None
+        if self.xp.is_uint8(x):
+            t = self._t(op, "u8_threshold")
+            if channel_axis is not None:
+                t = t.reshape(1, -1, 1, 1)
+            cond = self.xp.cast(x, np.int16) >= t
+        else:
+            cond = x >= 0
+        if x.ndim == 4:
+            cond = self.xp.permute(cond, (0, 2, 3, 1))
+        return self._pack_bool(self.xp.contiguous(cond))
+
+    def _first_dense(self, i, op, x):
+        n, k = x.shape[0], op["in_features"]
+        if self._integer_path(x):
+            s = self._first_gemm(op, x.reshape(n, k), self._t(op, "weight"), k)
+            if op["output"] == "bits":
+                return self._threshold(s, self._t(op, "thresh"), self._t(op, "flip"))
+            z = float(self.graph["input"]["scale"][0]) * self.xp.cast(s, np.float64) \
+                + self._u8_dense_constant(op)
+        else:
+            z = self._float_preactivation(op, self._normalised(x, 1).reshape(n, k) @
+                                          self._weights_pm1(op, k).T)
+        return self._first_output(op, z)
+
+    def _float_preactivation(self, op, sums):
+        """float32(sum) + float32 bias, rounded as the float32 training layer rounds them."""
+        return self.xp.cast(sums, np.float32) + self._t(op, "bias")
+
+    def _u8_dense_constant(self, op):
+        """offset . w + bias per output unit (float64), for logits from uint8 input."""
+        def make():
+            k = op["in_features"]
+            channels = len(self.graph["input"]["offset"])
+            w = self._weights_pm1(op, k).reshape(op["out_features"], channels, -1).sum(-1)
+            offset = self.xp.upload(np.asarray(self.graph["input"]["offset"], np.float64))
+            return w @ offset + self._t(op, "bias")
+        return self._cached((op["name"], "u8_const"), make)
+
+    def _first_output(self, op, z):
+        if op["output"] == "logits":
+            return self.xp.cast(z * self._t(op, "scale") + self._t(op, "shift"), np.float32)
+        v = self._t(op, "vthresh")
+        return self._pack_bool(self.xp.where(self._t(op, "flip"), z <= v, z >= v))
+
+    def _first_conv(self, i, op, x):
+        n = x.shape[0]
+        c, o, groups = op["in_channels"], op["out_channels"], op["groups"]
+        kh, kw = op["kernel"]
+        ho, wo, _ = self.activations[i][1]
+        cg, og = c // groups, o // groups
+        k = kh * kw * cg
+        integer = self._integer_path(x)
+        if integer:
+            nhwc, pad = self.xp.permute(x, (0, 2, 3, 1)), 0
+        else:
+            nhwc, pad = self.xp.permute(self._normalised(x, 1), (0, 2, 3, 1)), op["pad_value"]
+        weight = self._t(op, "weight")
+        parts = []
+        for g in range(groups):
+            patches = _im2col(self.xp, nhwc[..., g * cg:(g + 1) * cg], (kh, kw), op["stride"],
+                              op["padding"], op["dilation"], pad)
+            w = weight[g * og:(g + 1) * og]
+            if integer:
+                parts.append(self._first_gemm(op, patches, w, k))
+            else:
+                parts.append(patches @ self._weights_pm1(op, k)[g * og:(g + 1) * og].T)
+        out = self.xp.concat(parts, 1) if groups > 1 else parts[0]
+        out = out.reshape(n, ho, wo, o)
+        if integer:
+            return self._threshold_by_class(op, out)
+        return self._first_output(op, self._float_preactivation(op, out))
+
+    def _dense(self, i, op, x):
+        return self.kernels.bgemm_threshold(x, self._t(op, "weight"), op["in_features"],
+                                         self._t(op, "thresh"), self._t(op, "flip"))
+
+    def _dense_logits(self, i, op, x):
+        s = self.kernels.bgemm(x, self._t(op, "weight"), op["in_features"])
+        # int32 * float64 scale: float64 on both backends (both promote alike)
+        return self.xp.cast(s * self._t(op, "scale") + self._t(op, "shift"), np.float32)
+
+    def _fusable_pool(self, conv, pool) -> bool:
+        return (pool["op"] == "maxpool" and conv["groups"] == 1
+                and pool["tensors"]["flip"] == conv["tensors"]["flip"]
+                and hasattr(self.kernels, "bconv2d_threshold_maxpool"))
+
+    def _conv(self, i, op, x, pool=None):
+        geometry = dict(stride=tuple(op["stride"]), padding=tuple(op["padding"]),
+                        dilation=tuple(op["dilation"]), pad_mode=op["pad_mode"])
+        weight, thresh, flip = self._t(op, "weight"), self._t(op, "thresh"), self._t(op, "flip")
+        c, groups = op["in_channels"], op["groups"]
+        if groups == 1:
+            if pool is not None:
+                return self.kernels.bconv2d_threshold_maxpool(
+                    x, weight, c, thresh, flip, tuple(pool["kernel"]), tuple(pool["stride"]),
+                    **geometry)
+            return self.kernels.bconv2d_threshold(x, weight, c, thresh, flip, **geometry)
+        # Grouped conv: one integer conv per channel group, then threshold (int32 materialised).
+        cg, og = c // groups, op["out_channels"] // groups
+        values = self.kernels.unpack(x, c) if cg % 64 else None
+        parts = []
+        for g in range(groups):
+            if values is None:
+                xg = self.xp.contiguous(x[..., g * cg // 64:(g + 1) * cg // 64])
+            else:
+                xg = self.kernels.pack(values[..., g * cg:(g + 1) * cg])
+            wg = self.xp.contiguous(weight[g * og:(g + 1) * og])
+            parts.append(self.kernels.bconv2d(xg, wg, cg, **geometry))
+        return self._threshold(self.xp.concat(parts, -1), thresh, flip)
+
+    def _maxpool(self, i, op, x):
+        return self.kernels.bmaxpool2d(x, tuple(op["kernel"]), tuple(op["stride"]),
+                                    self._t(op, "flip"), self.activations[i][1][2])
+
+    def _flatten(self, i, op, x):
+        n, h, w, words = x.shape
+        c = self.activations[i - 1][1][2]
+        if c % 64 == 0:  # no pad bits: the NHWC words are already the flat bit vector
+            return x.reshape(n, h * w * words)
+        return self.kernels.pack(self.kernels.unpack(x, c).reshape(n, h * w * c))
+
+
+def _im2col(xp, x, kernel, stride, padding, dilation, pad_value):
+    """NHWC (N, H, W, C) -> patches (N*Ho*Wo, KH*KW*C), taps in (kh, kw, c) order (xp: the
+    backend's array operations)."""
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    if ph or pw:
+        padded = xp.full((n, h + 2 * ph, w + 2 * pw, c), pad_value, x)
+        padded[:, ph:ph + h, pw:pw + w] = x
+    else:
+        padded = x
+    ho = _graph.conv_output_size(h, kh, sh, ph, dh)
+    wo = _graph.conv_output_size(w, kw, sw, pw, dw)
+    taps = [padded[:, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw]
+            for i in range(kh) for j in range(kw)]
+    return xp.stack(taps, 3).reshape(n * ho * wo, kh * kw * c)
+

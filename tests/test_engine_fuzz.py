@@ -1,0 +1,75 @@
+"""Bounded fuzzing of the packed model reader (the generator of scripts/fuzz_models.py).
+
+A few thousand mutated files from small exported models: each must be refused with
+ModelFileError, or load unchanged (a non-semantic edit) and predict the same, or, when the
+mutation recomputed the hashes, load as a valid model whose compiled kernels agree with the numpy
+reference. Longer runs, with crashes and hangs caught in subprocesses: ``scripts/fuzz_models.py``.
+"""
+import importlib.util
+import struct
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fuzz_models.py"
+CASES = 3000
+SEED = 20261130
+
+
+@pytest.fixture(scope="module")
+def fuzz():
+    spec = importlib.util.spec_from_file_location("fuzz_models", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bases(fuzz):
+    return fuzz.base_models()
+
+
+def test_mutated_model_files_are_refused_or_load_unchanged(fuzz, bases, tmp_path):
+    counts = fuzz.run_cases(bases, SEED, range(CASES), tmp_path)
+    assert {key: n for key, n in counts.items() if ": error" in key} == {}
+    assert sum(counts.values()) == CASES
+    # the generator reaches every outcome, so the oracle above is exercised each way
+    for key, at_least in (("plain: refused", 1000), ("plain: loaded unchanged", 10),
+                          ("rehashed: refused", 200), ("rehashed: loaded valid", 100)):
+        assert counts[key] >= at_least, counts
+
+
+def test_the_oracle_catches_a_silently_changed_file(fuzz, bases, tmp_path):
+    """Swapped offsets of two same-size tensors with the table hash recomputed load (the file
+    is valid) but are a different model: judged as an error in "plain" mode."""
+    originals = fuzz.prepared(bases)
+    blob, original, x = originals[3]  # tiny_dense: fc.scale and fc.shift are both 3 x F64
+    header, data = fuzz.split(blob)
+    header["fc.scale"]["data_offsets"], header["fc.shift"]["data_offsets"] = (
+        header["fc.shift"]["data_offsets"], header["fc.scale"]["data_offsets"])
+    unhashed = fuzz.join(header, data)
+    fuzz.rehash(header, data)
+    rehashed = fuzz.join(header, data)
+    assert fuzz.judge("plain", unhashed, original, x, 0, 0, tmp_path) == "refused"
+    assert fuzz.judge("plain", rehashed, original, x, 0, 0, tmp_path) == \
+        "error: changed file accepted silently"
+    assert fuzz.judge("rehashed", rehashed, original, x, 0, 0, tmp_path) == "loaded valid"
+    # and a header the writer could not produce: 100k-deep nesting, as raw JSON text
+    header["fc.scale"]["shape"] = "@@NEST@@"
+    deep = fuzz.join(header, data, {"@@NEST@@": "[" * 100_000 + "]" * 100_000})
+    assert struct.unpack_from("<Q", deep)[0] > 200_000
+    assert fuzz.judge("plain", deep, original, x, 0, 0, tmp_path) == "refused"
+
+
+def test_script_reports_counts_crashes_and_hangs(fuzz, monkeypatch, capsys):
+    """Batches run in subprocesses: a planted crash and hang are reported with their case and
+    the batch goes on past them."""
+    monkeypatch.setenv(fuzz.SELFTEST_ENV, "crash:3,hang:6")
+    assert fuzz.main(["--files", "10", "--batch", "10", "--timeout", "4", "--seed", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "fuzzed 10 files (seed 1" in out
+    assert "case 3 (--case 3 --seed 1): crash (signal 11)" in out
+    assert "case 6 (--case 6 --seed 1): hang (over 4 s)" in out
+    counted = sum(int(line.split()[0]) for line in out.splitlines()
+                  if line.strip() and line.split()[0].isdigit())
+    assert counted == 10 and "errors: 2" in out
