@@ -111,6 +111,19 @@ def test_model_size_at_the_limit_is_still_summarised(monkeypatch):
         summary_of_target("mnist_mlp", None, {"model.hidden": "16"})
 
 
+def test_builder_that_needs_real_values_is_still_summarised():
+    """A builder that reads a tensor cannot run on the meta device: it is built for real."""
+    name = "test_summary_targets_reads_weights"
+    if name not in bn.models.names():
+        def builder(hidden=8):
+            model = bn.models.get("mnist_mlp", hidden=hidden)
+            assert model[2].weight.abs().max().item() <= 1  # .item() fails on meta tensors
+            return model
+        bn.models.register(name)(builder)
+    s = summary_of_target(name, (1, 28, 28), {"model.hidden": "16"})
+    assert s.binary_params == 784 * 16 + 2 * 16 * 16 + 16 * 10
+
+
 def test_packed_file_summary_is_torch_free(tmp_path, packed_bytes):
     """Summarising a .bnn file needs only the engine (no torch), as the engine itself."""
     path = tmp_path / "m.bnn"

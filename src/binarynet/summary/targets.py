@@ -9,6 +9,7 @@ known ones, and bad ``--set`` values the recipe's or model builder's message.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Callable, Sequence
 
 from ..errors import BinarynetError
@@ -154,16 +155,26 @@ def _first_line(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _build(build: Callable, what: str):
-    """``build()`` for a summary: first on the meta device (allocates nothing) to count its
-    parameters, then in memory when they are at most :data:`MAX_PARAMETERS`."""
+def _meta_count(build: Callable) -> int | None:
+    """Parameters and buffers of ``build()``'s model built on the meta device, which allocates
+    nothing; None for a builder that needs real values (reads a tensor, say)."""
     import torch
 
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. loading weights into meta tensors: a no-op
             shapes = build()
-        count = sum(t.numel() for t in (*shapes.parameters(), *shapes.buffers()))
-        if count > MAX_PARAMETERS:
+    except RuntimeError:  # then the real build says what is wrong, if anything
+        return None
+    return sum(t.numel() for t in (*shapes.parameters(), *shapes.buffers()))
+
+
+def _build(build: Callable, what: str):
+    """``build()`` for a summary, once :func:`_meta_count` found at most
+    :data:`MAX_PARAMETERS`; every failure is a one-line BinarynetError."""
+    try:
+        count = _meta_count(build)
+        if count is not None and count > MAX_PARAMETERS:
             raise BinarynetError(
                 f"{what} has {count:,} parameters; binarynet summary builds the model in "
                 f"memory and stops at {MAX_PARAMETERS:,}: choose smaller sizes (--set model.*)")
