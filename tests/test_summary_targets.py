@@ -125,7 +125,7 @@ def test_builder_that_needs_real_values_is_still_summarised():
 
 
 def test_packed_file_summary_is_torch_free(tmp_path, packed_bytes):
-    """Summarising a .bnn file needs only the engine (no torch), as the engine itself."""
+    """Summarising a .bnn file (also as a `binarynet summary` target) needs only the engine."""
     path = tmp_path / "m.bnn"
     path.write_bytes(packed_bytes)
     script = textwrap.dedent(f"""
@@ -135,9 +135,10 @@ def test_packed_file_summary_is_torch_free(tmp_path, packed_bytes):
                 if name == "torch" or name.startswith("torch."):
                     raise ImportError("torch is blocked in this test")
         sys.meta_path.insert(0, NoTorch())
-        from binarynet.summary import summary
+        from binarynet.summary import summary, summary_of_target
         s = summary({str(path)!r})
         assert s.binary_params == 12 * 8 + 8 * 3, s.binary_params
+        assert summary_of_target({str(path)!r}).to_dict() == s.to_dict()
         print("ok: torch-free")
     """)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))

@@ -34,24 +34,15 @@ def summary_of_target(target: str, input_shape: Sequence[int] | None = None,
     only ``model.*`` keys apply. Raises BinarynetError saying what is wrong or expected.
     """
     overrides = dict(overrides or {})
-    if os.path.isdir(target) or os.path.isfile(target):
-        path = checkpoint_path(target, prefer=(BEST, LAST))
-        if overrides:
-            raise BinarynetError("--set applies to recipe and model names, not to files")
-        return _file_summary(path, input_shape)
-    from .. import models
-    from ..train import recipes
-
     try:
-        if target in recipes.names():
-            return _recipe_summary(target, overrides, input_shape)
-        if target in models.names():
-            return _model_summary(target, overrides, input_shape)
+        if os.path.isdir(target) or os.path.isfile(target):
+            path = checkpoint_path(target, prefer=(BEST, LAST))
+            if overrides:
+                raise BinarynetError("--set applies to recipe and model names, not to files")
+            return _file_summary(path, input_shape)
+        return _name_summary(target, overrides, input_shape)
     except ValueError as exc:  # a bad --input-shape or recipe override
         raise BinarynetError(str(exc)) from None
-    raise BinarynetError(
-        f"{target!r} is neither a file nor a folder, a recipe ({', '.join(recipes.names())}) "
-        f"nor a model ({', '.join(models.names())})")
 
 
 def is_packed_file(path) -> bool:
@@ -93,12 +84,23 @@ def _file_summary(path: str, input_shape) -> ModelSummary:
     model, recipe, normalization = load_model(path)
     shape, _ = recipe_input(recipe)
     bits = 8 if len(set(normalization[0])) == 1 else 32
-    try:
-        result = summary(model, input_shape or shape, input_bits=bits)
-    except ValueError as exc:  # a bad --input-shape
-        raise BinarynetError(str(exc)) from None
+    result = summary(model, input_shape or shape, input_bits=bits)
     result.source = f"{os.path.basename(path)} ({recipe.name})"
     return result
+
+
+def _name_summary(target: str, overrides: dict, input_shape) -> ModelSummary:
+    """A recipe or model name (torch is imported here: a packed file does not need it)."""
+    from .. import models
+    from ..train import recipes
+
+    if target in recipes.names():
+        return _recipe_summary(target, overrides, input_shape)
+    if target in models.names():
+        return _model_summary(target, overrides, input_shape)
+    raise BinarynetError(
+        f"{target!r} is neither a file nor a folder, a recipe ({', '.join(recipes.names())}) "
+        f"nor a model ({', '.join(models.names())})")
 
 
 def _recipe_summary(name: str, overrides: dict, input_shape) -> ModelSummary:
