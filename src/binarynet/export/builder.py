@@ -133,7 +133,7 @@ class _Walk:
                                   f"gets per-sample shape {shape} (add an nn.Flatten before it)")
         else:
             _unsupported(path, m, "(unknown binary layer type)")
-        self.block = Block(path, m, shape, first, not first, self.flat_source)
+        self.block = Block(path, m, shape, first, self.flat_source)
         self.state = "block"
 
     def _binarize_input(self, path) -> None:

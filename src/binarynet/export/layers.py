@@ -23,9 +23,9 @@ _PAD_MODES = {0.0: "zero", 1.0: "one", -1.0: "minus_one"}
 class Block:
     """A binary layer and what follows it up to its binarization (or the end of the model)."""
 
-    def __init__(self, path, layer, in_shape, first, binary_input, flat_source):
+    def __init__(self, path, layer, in_shape, first, flat_source):
         self.path, self.layer, self.in_shape = path, layer, in_shape
-        self.first, self.binary_input = first, binary_input
+        self.first = first  # its input is the model's real-valued input (else +-1)
         self.flat_source = flat_source  # (C, H, W) when a dense layer reads flattened conv bits
         self.pool = None  # (path, MaxPool2d)
         self.bn = None  # (path, BN module)
