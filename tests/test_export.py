@@ -508,12 +508,13 @@ def test_mnist_trained_mlp_engine_equals_torch_on_all_test_images():
     np.testing.assert_allclose(engine_logits, torch_logits, rtol=1e-4, atol=1e-3)
 
 
-def test_package_attribute_export_is_callable():
-    """``binarynet.export`` is the submodule once imported; it must still work as the function."""
+def test_package_attributes_name_the_functions():
+    """``binarynet.export`` is the package; its ``export`` and ``to_torch`` are the functions."""
     import binarynet
     model = small_mlp()
-    packed = binarynet.export(model, X12.reshape(4, 1, 3, 4))
+    packed = binarynet.export.export(model, X12.reshape(4, 1, 3, 4))
     assert isinstance(packed, bn.engine.PackedModel)
+    assert isinstance(binarynet.export.to_torch(packed), nn.Sequential)
 
 
 def test_float64_models_are_refused():

@@ -323,5 +323,5 @@ def test_cli_checkpoint_run_folder_and_packed_file(capsys, tmp_path):
 
 
 def test_package_level_call():
-    s = bn.summary(small_mlp(), (20,), input_bits=8)  # binarynet.summary(model, input_shape)
+    s = bn.summary.summary(small_mlp(), (20,), input_bits=8)
     assert s.packed_bytes == 1566 and s.binary_params == 1610

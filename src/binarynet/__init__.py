@@ -2,7 +2,10 @@
 
 Training lives in ``binarynet.nn``, ``binarynet.optim``, ``binarynet.losses``,
 ``binarynet.models``, ``binarynet.data`` and ``binarynet.train`` (PyTorch); deployment in
-``binarynet.engine`` (numpy + a compiled XNOR-popcount core, never torch).
+``binarynet.engine`` (numpy + a compiled XNOR-popcount core, never torch), fed by
+``binarynet.export.export(model, example_input)`` (a trained model -> packed model; its
+``binarynet.export.to_torch(packed)`` goes back). ``binarynet.summary.summary(model, input_shape)``
+counts a model's bits, memory, MACs and energy.
 """
 import importlib
 
@@ -10,7 +13,6 @@ __version__ = "0.1.0"
 
 # The torch-based submodules are exposed as attributes (``bn.nn``, ``bn.optim``, ...) but
 # imported on first use, so that ``import binarynet.engine`` never pulls in torch.
-# ``export`` and ``summary`` are modules that are also callable as their main function.
 _TORCH_SUBMODULES = ("quantizers", "nn", "optim", "losses", "models", "data", "train", "export",
                      "summary")
 

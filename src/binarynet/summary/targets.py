@@ -1,0 +1,187 @@
+"""What ``binarynet summary TARGET`` names: a packed ``.bnn`` file, a training checkpoint (or a
+run folder), a recipe name or a model name, resolved to a :class:`ModelSummary`.
+
+Every problem with the target is a one-line :class:`~binarynet.errors.BinarynetError`: a broken
+packed file gets the engine's :class:`~binarynet.errors.ModelFileError` (what is wrong with it),
+a broken checkpoint a :class:`~binarynet.errors.CheckpointError`, an unknown name the list of
+known ones, and bad ``--set`` values the recipe's or model builder's message.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Callable, Sequence
+
+from ..errors import BinarynetError
+from ..runs import BEST, LAST, checkpoint_path
+from .costs import ModelSummary
+from .summarise import summary
+
+# A named model is built in memory to be traced (float32 weights, and as much again for the
+# weights' signs during the forward pass); larger requests are refused before allocating.
+# The paper's largest network (the MNIST MLP, 3 x 4096) has 37 million.
+MAX_PARAMETERS = 2 ** 28
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes zip archives
+
+
+def summary_of_target(target: str, input_shape: Sequence[int] | None = None,
+                      overrides: dict | None = None) -> ModelSummary:
+    """Summary of what ``binarynet summary TARGET`` names: a packed ``.bnn`` file, a training
+    checkpoint (or a run folder: its ``best.pt``, else its ``last.pt``), a recipe name or a
+    model name.
+
+    ``overrides`` ({"field": value, "model.arg": value}) apply to a recipe; to a model name
+    only ``model.*`` keys apply. Raises BinarynetError saying what is wrong or expected.
+    """
+    overrides = dict(overrides or {})
+    try:
+        if os.path.isdir(target) or os.path.isfile(target):
+            path = checkpoint_path(target, prefer=(BEST, LAST))
+            if overrides:
+                raise BinarynetError("--set applies to recipe and model names, not to files")
+            return _file_summary(path, input_shape)
+        return _name_summary(target, overrides, input_shape)
+    except ValueError as exc:  # a bad --input-shape or recipe override
+        raise BinarynetError(str(exc)) from None
+
+
+def is_packed_file(path) -> bool:
+    """True when ``path`` is meant as a packed model file: it has the layout of one (an 8-byte
+    header length, then a JSON object) or, unless it is a zip archive (a torch checkpoint), a
+    ``.bnn`` name; so an empty or truncated ``.bnn`` file still counts as one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError as err:
+        raise BinarynetError(f"{os.fspath(path)}: cannot read: {err.strerror or err}") from None
+    if head.startswith(_ZIP_MAGIC):
+        return False
+    return head[8:9] == b"{" or os.fspath(path).lower().endswith(".bnn")
+
+
+def recipe_input(recipe) -> tuple:
+    """(input shape of one sample, first-layer input bits) of a training recipe's dataset.
+
+    Images are 8-bit; the packed engine takes them as such (integer first layer) when the
+    normalisation has one scale for all channels, else it normalises them in float.
+    """
+    from .. import data
+    from ..train import synthetic
+
+    if recipe.dataset == "synthetic":
+        images, _ = synthetic.generate("test", num_train=1, num_val=1, num_test=1, seed=recipe.seed)
+        return tuple(images.shape[1:]), 8 if recipe.normalization == "paper" else 32
+    scale, _ = data.normalization(recipe.dataset, recipe.normalization)
+    return tuple(data.info(recipe.dataset).image_shape), 8 if len(set(scale)) == 1 else 32
+
+
+def _file_summary(path: str, input_shape) -> ModelSummary:
+    """A packed file (the engine says what is wrong with a broken one) or a checkpoint."""
+    if is_packed_file(path):
+        return summary(path)
+    from ..train.checkpoint import load_model
+
+    model, recipe, normalization = load_model(path)
+    shape, _ = recipe_input(recipe)
+    bits = 8 if len(set(normalization[0])) == 1 else 32
+    result = summary(model, input_shape or shape, input_bits=bits)
+    result.source = f"{os.path.basename(path)} ({recipe.name})"
+    return result
+
+
+def _name_summary(target: str, overrides: dict, input_shape) -> ModelSummary:
+    """A recipe or model name (torch is imported here: a packed file does not need it)."""
+    from .. import models
+    from ..train import recipes
+
+    if target in recipes.names():
+        return _recipe_summary(target, overrides, input_shape)
+    if target in models.names():
+        return _model_summary(target, overrides, input_shape)
+    raise BinarynetError(
+        f"{target!r} is neither a file nor a folder, a recipe ({', '.join(recipes.names())}) "
+        f"nor a model ({', '.join(models.names())})")
+
+
+def _recipe_summary(name: str, overrides: dict, input_shape) -> ModelSummary:
+    from ..train import build_model, recipes
+
+    recipe = recipes.apply_overrides(recipes.get(name), overrides)
+    shape, bits = recipe_input(recipe)
+    model = _build(lambda: build_model(recipe), f"recipe {name}, model {recipe.model}")
+    result = summary(model, input_shape or shape, input_bits=bits)
+    result.source = f"recipe {name} (model {recipe.model})"
+    return result
+
+
+def _model_summary(name: str, overrides: dict, input_shape) -> ModelSummary:
+    from .. import models
+    from ..train.recipes import parse_value
+
+    unknown = [k for k in overrides if not k.startswith("model.")]
+    if unknown:
+        raise BinarynetError(f"a model name takes only model.<option> overrides, got "
+                             f"{', '.join(unknown)}")
+    kwargs = {k[len("model."):]: parse_value(v) if isinstance(v, str) else v
+              for k, v in overrides.items()}
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    model = _build(lambda: models.get(name, **kwargs), f"model {name}")
+    if input_shape is None:
+        input_shape = _model_default_input(name, kwargs)
+    result = summary(model, input_shape)
+    result.source = f"model {name}"
+    return result
+
+
+def _model_default_input(name: str, kwargs: dict) -> tuple | None:
+    """Input shape of one of binarynet's model builders from its options (``in_shape``, or
+    ``in_channels`` and ``image_size``) and their defaults; None when they do not tell."""
+    import inspect
+
+    from .. import models
+
+    builder = getattr(models, name, None)
+    options = ({k: p.default for k, p in inspect.signature(builder).parameters.items()}
+               if callable(builder) else {})
+    options.update(kwargs)
+    if "in_shape" in options:
+        return tuple(options["in_shape"])
+    if "in_channels" in options and "image_size" in options:
+        return (options["in_channels"], options["image_size"], options["image_size"])
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    """torch's messages can run over many lines (a C++ backtrace); the first says what."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _meta_count(build: Callable) -> int | None:
+    """Parameters and buffers of ``build()``'s model built on the meta device, which allocates
+    nothing; None for a builder that needs real values (reads a tensor, say)."""
+    import torch
+
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. loading weights into meta tensors: a no-op
+            shapes = build()
+    except RuntimeError:  # then the real build says what is wrong, if anything
+        return None
+    return sum(t.numel() for t in (*shapes.parameters(), *shapes.buffers()))
+
+
+def _build(build: Callable, what: str):
+    """``build()`` for a summary, once :func:`_meta_count` found at most
+    :data:`MAX_PARAMETERS`; every failure is a one-line BinarynetError."""
+    try:
+        count = _meta_count(build)
+        if count is not None and count > MAX_PARAMETERS:
+            raise BinarynetError(
+                f"{what} has {count:,} parameters; binarynet summary builds the model in "
+                f"memory and stops at {MAX_PARAMETERS:,}: choose smaller sizes (--set model.*)")
+        return build()
+    except BinarynetError as exc:
+        raise type(exc)(_first_line(exc)) from None
+    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
+        raise BinarynetError(f"{what}: {_first_line(exc)}") from None
