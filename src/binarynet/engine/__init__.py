@@ -10,7 +10,7 @@
   :mod:`binarynet.gpu`, a backend that registers itself (:mod:`binarynet.engine.backends`)
   and is imported only then.
 
-Models come from :func:`binarynet.export` (the PyTorch side). The graph the engine runs is
+Models come from :func:`binarynet.export.export` (the PyTorch side). The graph the engine runs is
 described in :mod:`binarynet.engine.graph`.
 """
 from ..errors import ModelFileError

@@ -1,6 +1,6 @@
 """PackedModel: a 1-bit model in memory: its graph and tensors, where it runs, and its file.
 
-Build one with :func:`binarynet.export` (from a trained model) or :func:`load` (from a file).
+Build one with :func:`binarynet.export.export` (from a trained model) or :func:`load` (from a file).
 Running it is the job of :class:`binarynet.engine.runner.Runner` on a backend of
 :mod:`binarynet.engine.backends`: "cpu" (numpy and the compiled kernels, the default) or one that
 registers itself, such as "cuda" (:mod:`binarynet.gpu`), chosen with :meth:`PackedModel.to`.
@@ -25,7 +25,7 @@ __all__ = ["PackedModel", "load"]
 class PackedModel:
     """A packed binary network: graph (JSON) + named numpy tensors (see :mod:`binarynet.engine.graph`).
 
-    Build one with :func:`binarynet.export` (from a trained model) or :func:`load` (from a file);
+    Build one with :func:`binarynet.export.export` (from a trained model) or :func:`load` (from a file);
     it runs on the CPU. :meth:`to` ``("cuda")`` gives the same model on an NVIDIA GPU.
     ``reference=True`` runs every op with the plain-numpy reference instead of the compiled
     kernels (slow; for tests). ``max_bytes`` bounds the working memory one sample may need in
