@@ -7,6 +7,8 @@ import os
 import sys
 
 from ..errors import BinarynetError, CheckpointError
+from ..runs import LAST
+from .files import require_checkpoint
 
 
 def register(subparsers) -> None:
@@ -86,11 +88,11 @@ def _resume_checkpoint(args) -> str | None:
     if args.resume is True:
         if not args.out:
             raise BinarynetError("--resume without a checkpoint path needs --out RUN_FOLDER")
-        path = os.path.join(args.out, "last.pt")
+        path = os.path.join(args.out, LAST)
     else:
         path = args.resume
         if os.path.isdir(path):
-            path = os.path.join(path, "last.pt")
+            path = os.path.join(path, LAST)
     if not os.path.isfile(path):
         raise CheckpointError(f"nothing to resume: {path} does not exist")
     return path
@@ -127,15 +129,16 @@ def run_eval(args) -> int:
     from ..train import checkpoint as ckpt
     from ..train import distributed, loop
 
-    path = args.checkpoint
-    if os.path.isdir(path):
-        path = os.path.join(path, "best.pt")
+    path = require_checkpoint(args.checkpoint, "eval")
     state = ckpt.load(path)
     model, recipe, normalization = ckpt.model_from_state(state, path)
     device = distributed.resolve_device(args.device)
     model.to(device)
     options = loop.RunOptions(data_dir=args.data_dir, download=args.download)
-    dataset = loop.load_split(recipe, args.split, options, max_samples=args.max_samples)
+    try:
+        dataset = loop.load_split(recipe, args.split, options, max_samples=args.max_samples)
+    except ValueError as exc:  # unknown split: the message lists the known ones
+        raise BinarynetError(str(exc)) from None
     totals = loop.evaluate(model, dataset, normalization, loop.loss_function(recipe),
                            batch_size=args.batch_size, device=device)
     progress = state["progress"]
