@@ -164,7 +164,8 @@ def main(argv=None):
     repeats = args.repeats or (3 if args.quick else 7)
     min_seconds = 0.02 if args.quick else 0.1
     rng = np.random.default_rng(args.seed)
-    print(f"CPU: {timing.cpu_description()}; {args.threads} threads for torch "
+    print(f"CPU: {timing.cpu_description()}; {args.threads} thread"
+          f"{'s' if args.threads != 1 else ''} for torch "
           f"{torch.__version__} and the engine (kernels {kernels.get_backend()}); median of "
           f"{repeats} interleaved rounds")
     if args.first_layer:
