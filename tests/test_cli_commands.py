@@ -146,3 +146,20 @@ def test_bench_names_the_cpu_and_threads(packed_file, capsys):
                      "--threads", "1", "--no-memory"]) == 0
     out = capsys.readouterr().out
     assert f"on {timing.cpu_description()}; 1 thread for engine and torch" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval", "{run}", "--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+    (["eval", "{run}", "--max-samples", "-1"], "argument --max-samples: must be >= 0, got -1"),
+    (["predict", "{model}", "--data", "mnist", "--threads", "0"],
+     "argument --threads: must be >= 1, got 0"),
+    (["bench", "{model}", "--repeats", "x"], "argument --repeats: expected an integer, got 'x'"),
+    (["report", "{run}", "--threads", "0"], "argument --threads: must be >= 1, got 0"),
+])
+def test_bad_counts_are_refused_by_the_parser(run_dir, packed_file, args, message, capsys):
+    args = [a.format(run=run_dir, model=packed_file) for a in args]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"binarynet {args[0]}: error: {message}"

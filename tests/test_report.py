@@ -207,6 +207,7 @@ def test_deployment_lines_word_speed_ratios_both_ways():
     assert len(lines) == 5  # no load-average line when unknown
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("bad_file, error", [("best.pt", "cannot be read"),
                                              ("model.bnn", "header length")])
 def test_a_bad_checkpoint_or_model_is_refused_before_anything_is_written(

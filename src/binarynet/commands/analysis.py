@@ -6,6 +6,7 @@ import json
 import re
 
 from ..errors import BinarynetError
+from .options import positive_int
 
 
 def register(subparsers) -> None:
@@ -38,7 +39,7 @@ def register(subparsers) -> None:
                    "only *.bnn in RUN_DIR)")
     p.add_argument("--data-dir", help="dataset folder for the engine check (default: "
                    "$BINARYNET_DATA, then the user cache)")
-    p.add_argument("--threads", type=int, default=2,
+    p.add_argument("--threads", type=positive_int, default=2,
                    help="threads of torch and the engine in the speed comparison (default 2)")
     p.add_argument("--no-engine", action="store_true",
                    help="skip the exported model's accuracy and speed measurement")
@@ -80,8 +81,6 @@ def run_report(args) -> int:
     """``binarynet report``: write the plots and report.md, print where they are."""
     from ..report import find_packed_model, write_report
 
-    if args.threads < 1:
-        raise BinarynetError(f"--threads must be >= 1, got {args.threads}")
     path = write_report(args.run_dir, data_dir=args.data_dir, threads=args.threads,
                         engine=not args.no_engine, model_file=args.model)
     print(f"binarynet report: wrote {path} (and its plots)")

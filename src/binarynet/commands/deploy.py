@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import BinarynetError, DataError
 from .files import require_checkpoint, require_packed_model
+from .options import positive_int
 
 
 def register(subparsers) -> None:
@@ -39,8 +40,10 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="test", help="dataset split (default: test)")
     p.add_argument("--data-dir", help="dataset folder (default: $BINARYNET_DATA, then the user cache)")
     p.add_argument("--download", action="store_true", help="download missing dataset files first")
-    p.add_argument("--batch-size", type=int, default=None, help="samples per engine call")
-    p.add_argument("--threads", type=int, default=None, help="engine threads (default: all cores)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="samples per engine call")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="engine threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run_predict)
 
@@ -52,8 +55,9 @@ def register(subparsers) -> None:
         "a fresh process. Prints the CPU and thread count the figures come from.")
     p.add_argument("model", help="packed model file (.bnn)")
     p.add_argument("--batch-sizes", default="1,64,256", help="comma-separated (default 1,64,256)")
-    p.add_argument("--threads", type=int, default=2, help="threads of both (default 2)")
-    p.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds (default 15)")
+    p.add_argument("--threads", type=positive_int, default=2, help="threads of both (default 2)")
+    p.add_argument("--repeats", type=positive_int, default=15,
+                   help="interleaved timing rounds (default 15)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run_bench)
@@ -166,9 +170,6 @@ def run_bench(args) -> int:
     from ..speed import compare_speed, format_memory, machine, peak_memory
 
     batch_sizes = _batch_sizes(args.batch_sizes)
-    if args.threads < 1 or args.repeats < 1:
-        raise BinarynetError(f"--threads and --repeats must be >= 1, got {args.threads}, "
-                             f"{args.repeats}")
     model = engine.load(require_packed_model(args.model, "bench"))
     rows = compare_speed(model, batch_sizes, threads=args.threads, repeats=args.repeats)
     memory = None if args.no_memory else peak_memory(args.model, max(batch_sizes), args.threads)

@@ -9,6 +9,7 @@ import sys
 from ..errors import BinarynetError, CheckpointError
 from ..runs import LAST
 from .files import require_checkpoint
+from .options import non_negative_int, positive_int
 
 
 def register(subparsers) -> None:
@@ -50,8 +51,8 @@ def register(subparsers) -> None:
     p.add_argument("--data-dir", help="dataset folder (default: $BINARYNET_DATA, then the user cache)")
     p.add_argument("--download", action="store_true", help="download missing dataset files first")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--max-samples", type=int, default=0, metavar="N",
+    p.add_argument("--batch-size", type=positive_int, default=1000)
+    p.add_argument("--max-samples", type=non_negative_int, default=0, metavar="N",
                    help="evaluate only the first N samples of the split (default: all)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run_eval)
