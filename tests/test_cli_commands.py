@@ -155,6 +155,8 @@ def test_bench_names_the_cpu_and_threads(packed_file, capsys):
      "argument --threads: must be >= 1, got 0"),
     (["bench", "{model}", "--repeats", "x"], "argument --repeats: expected an integer, got 'x'"),
     (["report", "{run}", "--threads", "0"], "argument --threads: must be >= 1, got 0"),
+    (["train", "--recipe", "synthetic_mlp", "--threads", "-3"],
+     "argument --threads: must be >= 0, got -3"),
 ])
 def test_bad_counts_are_refused_by_the_parser(run_dir, packed_file, args, message, capsys):
     args = [a.format(run=run_dir, model=packed_file) for a in args]

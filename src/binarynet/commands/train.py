@@ -32,7 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="continue a run exactly: the last.pt in --out, or the given checkpoint file/folder")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=non_negative_int, default=0,
+                   help="torch CPU threads (default 0: torch's choice)")
     p.add_argument("--amp", action="store_true",
                    help="mixed precision (bfloat16 autocast on CPU, float16 + loss scaling on CUDA)")
     p.add_argument("--tensorboard", action="store_true",
