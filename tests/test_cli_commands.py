@@ -165,3 +165,17 @@ def test_bad_counts_are_refused_by_the_parser(run_dir, packed_file, args, messag
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == f"binarynet {args[0]}: error: {message}"
+
+
+@pytest.mark.parametrize("head, kind", [
+    (b"\x80\x06\x00\x00\x00\x00\x00\x00{\"a\":", "packed model"),  # header of 0x680 bytes
+    (b"\x80\x02}q\x00(X\x06\x00\x00\x00", "checkpoint"),          # a bare pickle
+    (b"PK\x03\x04\x00\x00\x08\x08\x00\x00", "checkpoint"),         # torch.save's zip archive
+    (b"not a model", None),
+])
+def test_kind_of_file(tmp_path, head, kind):
+    from binarynet.commands.files import kind_of_file
+
+    (tmp_path / "f").write_bytes(head)
+    assert kind_of_file(tmp_path / "f") == kind
+    assert kind_of_file(tmp_path / "missing") is None

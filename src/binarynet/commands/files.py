@@ -22,10 +22,11 @@ def kind_of_file(path) -> str | None:
             head = f.read(9)
     except OSError:
         return None
+    # the packed test first: a header length's low byte may be 0x80, a pickle's first byte
+    if len(head) == 9 and head[8:9] == b"{" and 1 < struct.unpack("<Q", head[:8])[0] < 2 ** 32:
+        return PACKED
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
         return CHECKPOINT
-    if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] > 1:
-        return PACKED
     return None
 
 
