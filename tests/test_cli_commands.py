@@ -77,19 +77,18 @@ def test_an_error_while_building_the_parser_is_one_line(monkeypatch, capsys):
     one_line_error(capsys, "binarynet: error: BINARYNET_SOMETHING must be one of a, b")
 
 
-def test_bad_kernel_setting_is_one_line(packed_file, tmp_path):
+def test_bad_kernel_setting_is_one_line(packed_file, tmp_path, monkeypatch):
     from binarynet.engine import kernels
 
+    monkeypatch.setenv("BINARYNET_KERNEL", "foo")
     try:  # the engine's own check, as the CLI will meet it
-        os.environ["BINARYNET_KERNEL"] = "foo"
         kernels._backend_from_environment()
     except BinarynetError:
         pass
     except ValueError:
         pytest.skip("binarynet.engine.kernels still raises ValueError for BINARYNET_KERNEL "
                     "(a BinarynetError comes with the engine core's change)")
-    finally:
-        del os.environ["BINARYNET_KERNEL"]
+    monkeypatch.delenv("BINARYNET_KERNEL")
     np.savez(tmp_path / "d.npz", images=np.zeros((2, 1, 8, 8), np.uint8), labels=np.zeros(2))
     result = subprocess.run([sys.executable, "-m", "binarynet", "predict", str(packed_file),
                              "--data", str(tmp_path / "d.npz")], capture_output=True, text=True,
