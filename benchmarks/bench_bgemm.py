@@ -2,10 +2,17 @@
 
 For each M x K x N it times ``torch.matmul`` of fp32 (M, K) x (K, N), our ``bgemm`` (int32
 out) and ``bgemm_threshold`` (fused BN + sign, packed bits out) on pre-packed operands, and
-prints GMAC/s (M*K*N multiply-accumulates per second) and the speed-up over torch. A last row
-runs the conv shape as a real 3x3 convolution (torch conv2d vs bconv2d / bconv2d_threshold). Methods are
-interleaved within every repeat, and each figure is the median over repeats, so load from other
-processes on a shared machine hits all of them alike.
+prints GMAC/s (M*K*N multiply-accumulates per second; a binary MAC is one bit of XOR +
+popcount) and the speed-up over torch. A last row runs the conv shape as a real 3x3 convolution
+(torch conv2d vs bconv2d / bconv2d_threshold). Timing is binarynet.timing: methods interleaved
+within every repeat, each figure the median over repeats, so load from other processes on a
+shared machine hits all of them alike. The header names the CPU (model, clock, cores) and the
+threads the figures come from.
+
+Before timing, the full output of every binary method is checked against torch's fp32 product
+of the same +-1 operands (exact: |sums| <= K < 2**24), computed by the very call that is timed
+(same shape, same threads, same code path): a kernel that skipped work would otherwise show up
+as a rate above the machine's peak.
 
     python benchmarks/bench_bgemm.py                # the issue-4 shapes, 2 threads
     python benchmarks/bench_bgemm.py --quick        # small shapes, a few seconds
@@ -14,12 +21,11 @@ processes on a shared machine hits all of them alike.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
 
+from binarynet import timing
 from binarynet.engine import kernels
 
 SHAPES = [  # (M, K, N, target speed-up over torch fp32, or None)
@@ -34,15 +40,29 @@ CONV = (8, 32, 32, 256, 256)  # batch, height, width, in channels, out channels;
 QUICK_CONV = (2, 16, 16, 128, 128)
 
 
-def time_call(fn, min_seconds: float) -> float:
-    """Seconds per call: runs fn repeatedly for at least min_seconds (at least once)."""
-    calls, start = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return elapsed / calls
+def signs(x: torch.Tensor) -> torch.Tensor:
+    """+-1 float32 of x (sign(0) = +1), the values the packed bits stand for."""
+    return torch.where(x >= 0, 1.0, -1.0)
+
+
+def threshold_bits(dots: np.ndarray, thresh: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """What a fused threshold kernel must return for int32 sums ``dots`` (..., N): bit n =
+    dot >= thresh[n] (<= where flip[n]), packed LSB first into uint64 words along N."""
+    bits = np.where(flip, dots <= thresh, dots >= thresh)
+    n = bits.shape[-1]
+    padded = np.zeros((*bits.shape[:-1], -(-n // 64) * 64), dtype=np.uint8)
+    padded[..., :n] = bits
+    return np.packbits(padded, axis=-1, bitorder="little").view("<u8")
+
+
+def check_exact(methods: dict, expected: dict) -> None:
+    """Every method's output (one call, as timed) equals the expected array, in full."""
+    for name, want in expected.items():
+        got = methods[name]()
+        if not np.array_equal(got, want):
+            wrong = int(np.sum(got != want)) if got.shape == want.shape else "shape"
+            raise SystemExit(f"bench_bgemm: {name} disagrees with the fp32 reference "
+                             f"({wrong} of {want.size} outputs differ): its timing would be void")
 
 
 def bench_shape(m, k, n, repeats, min_seconds, rng):
@@ -54,17 +74,13 @@ def bench_shape(m, k, n, repeats, min_seconds, rng):
     thresh = rng.integers(-64, 65, n).astype(np.int32)
     flip = rng.random(n) < 0.5
 
-    # correctness on a few rows: the +-1 fp32 product is exact (|sums| <= K < 2**24)
-    rows = slice(0, min(m, 8))
-    want = torch.where(a_f[rows] >= 0, 1.0, -1.0) @ torch.where(w_t >= 0, 1.0, -1.0)
-    got = kernels.bgemm(a[rows], w, k)
-    assert np.array_equal(got, want.numpy().astype(np.int32)), "bgemm disagrees with torch"
-
     methods = {
         "torch": lambda: torch.matmul(a_f, w_t),
         "bgemm": lambda: kernels.bgemm(a, w, k),
         "bgemm_threshold": lambda: kernels.bgemm_threshold(a, w, k, thresh, flip),
     }
+    dots = (signs(a_f) @ signs(w_t)).numpy().astype(np.int32)
+    check_exact(methods, {"bgemm": dots, "bgemm_threshold": threshold_bits(dots, thresh, flip)})
     return _gmacs(methods, m * k * n, repeats, min_seconds)
 
 
@@ -81,6 +97,9 @@ def bench_conv(batch, h, w, c, o, repeats, min_seconds, rng):
         "bgemm": lambda: kernels.bconv2d(x, wb, c, 1, 1),
         "bgemm_threshold": lambda: kernels.bconv2d_threshold(x, wb, c, thresh, flip, 1, 1),
     }
+    dots = torch.nn.functional.conv2d(signs(x_f), signs(w_f), padding=1)
+    dots = dots.permute(0, 2, 3, 1).numpy().astype(np.int32)  # NHWC, as the engine
+    check_exact(methods, {"bgemm": dots, "bgemm_threshold": threshold_bits(dots, thresh, flip)})
     return _gmacs(methods, batch * h * w * o * 9 * c, repeats, min_seconds)
 
 
@@ -119,25 +138,15 @@ def bench_first_layer(repeats, min_seconds, rng):
     print(f"{f'threshold_pack ({m}, {n}) int32':>42} {ms['threshold_pack']:8.2f}")
 
 
-def _median_seconds(methods, repeats, min_seconds):
-    """Warm-up call of every method (thread pools, page faults), then interleaved repeats; the
-    median seconds per call of each."""
-    for fn in methods.values():
-        fn()
-    samples = {name: [] for name in methods}
-    for _ in range(repeats):
-        for name, fn in methods.items():
-            samples[name].append(time_call(fn, min_seconds))
-    return {name: statistics.median(times) for name, times in samples.items()}
-
-
 def _median_ms(methods, repeats, min_seconds):
-    return {name: 1e3 * t for name, t in _median_seconds(methods, repeats, min_seconds).items()}
+    seconds = timing.median_seconds(methods, repeats, min_seconds)
+    return {name: 1e3 * t for name, t in seconds.items()}
 
 
 def _gmacs(methods, macs, repeats, min_seconds):
     """10^9 multiply-accumulates per second of each method, from its median time."""
-    return {name: macs / t / 1e9 for name, t in _median_seconds(methods, repeats, min_seconds).items()}
+    seconds = timing.median_seconds(methods, repeats, min_seconds)
+    return {name: macs / t / 1e9 for name, t in seconds.items()}
 
 
 def main(argv=None):
@@ -155,8 +164,10 @@ def main(argv=None):
     repeats = args.repeats or (3 if args.quick else 7)
     min_seconds = 0.02 if args.quick else 0.1
     rng = np.random.default_rng(args.seed)
-    print(f"threads={args.threads} torch={torch.__version__} repeats={repeats} "
-          f"features={kernels.cpu_features()}")
+    print(f"CPU: {timing.cpu_description()}; {args.threads} thread"
+          f"{'s' if args.threads != 1 else ''} for torch "
+          f"{torch.__version__} and the engine (kernels {kernels.get_backend()}); median of "
+          f"{repeats} interleaved rounds")
     if args.first_layer:
         bench_first_layer(repeats, min_seconds, rng)
         return

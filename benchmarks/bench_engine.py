@@ -13,9 +13,10 @@ first-layer ties, which an all-zero bias and BN produce). The float baseline is 
 sign(W) as float32 weights in plain torch eval (nn.Linear / nn.Conv2d + BatchNorm + Sign, built
 by ``binarynet.export.to_torch`` from the packed model, so it computes the same function), run
 under ``torch.inference_mode``. The engine takes uint8 images (normalisation folded in), torch
-takes the normalised float32 images. Median of interleaved repeats. Peak memory of each side is
-measured in a fresh process (``binarynet.commands.deploy.peak_memory``). Also prints the engine's
-time per op at the largest batch, to point at the op to speed up.
+takes the normalised float32 images. Median of interleaved repeats (``binarynet.speed``, on
+``binarynet.timing``). Peak memory of each side is measured in a fresh process
+(``binarynet.speed.peak_memory``). Also prints the engine's time per op at the largest batch, to
+point at the op to speed up. The header names the CPU (model, clock, cores) and the threads.
 
     python benchmarks/bench_engine.py            # full run (a few minutes)
     python benchmarks/bench_engine.py --quick    # fewer repeats
@@ -28,9 +29,9 @@ import tempfile
 import torch
 
 import binarynet as bn
-from binarynet.commands.deploy import compare_speed, format_memory, peak_memory
 from binarynet.engine import kernels
 from binarynet.export import export
+from binarynet.speed import compare_speed, format_memory, machine, peak_memory
 
 NETWORKS = {
     # name: (model builder, input shape, batch sizes, speed-up targets per batch)
@@ -66,9 +67,8 @@ def main() -> None:
                         help="the uint8 first layer's integer method")
     args = parser.parse_args()
     repeats = 3 if args.quick else 15
-    print(f"binarynet engine vs float32 PyTorch {torch.__version__}, {args.threads} threads, "
-          f"kernels {kernels.cpu_features()}, median of {repeats} interleaved rounds, "
-          f"first layer {args.first_layer}")
+    print(f"binarynet engine vs float32 PyTorch {torch.__version__}, median of {repeats} "
+          f"interleaved rounds, first layer {args.first_layer}\non {machine(args.threads)}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.networks.split(","):

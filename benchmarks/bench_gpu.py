@@ -7,7 +7,7 @@ Prints, in one run:
      given and with the packing of float activations included, vs torch.matmul in fp32 (no TF32),
      tf32, bf16 and int8 (torch._int_mm). Every binary result is first checked bit for bit against
      the fp32 product of the same +-1 matrices (exact: |dot| <= K < 2^24).
-  2. The paper's MNIST MLP (784 -> 3 x 4096 -> 10, random weights; spec §3, §4.3) on a batch of
+  2. The paper's MNIST MLP (784 -> 3 x 4096 -> 10, random weights; docs/paper.md §3, §4.3) on a batch of
      10000 (as the paper) and of 64 and 1: binary (first layer as an exact fp32 product of the
      uint8 pixels with +-1 weights, then fused bgemm_threshold layers on packed bits) vs the float
      torch model in fp32 / tf32 / bf16. The binary predictions must equal the fp32 model's
@@ -19,8 +19,10 @@ Prints, in one run:
      (binarynet.export.to_torch(packed) on the GPU, fp32 without TF32, and bf16 autocast) on the
      normalised float images. "same" is the fraction of argmax predictions equal to float fp32's.
 
-Timing: CUDA events around a block of calls (so launch gaps count), warm-up first (Triton JIT and
-nvcc build happen there), median of the repeats. Weights are packed once (they are constant at
+Timing: binarynet.timing on blocks of calls with the device synchronised only at the block's
+ends (so launch gaps count, but no per-call synchronisation), warm-up first (Triton JIT and nvcc
+build happen there), median of the repeats. The header names the GPU, and the host CPU and its
+threads. Weights are packed once (they are constant at
 inference; so are the weight row popcounts of the tensor-core kernel); "packed" rows take packed
 activations (the tensor-core rows still count their row popcounts), "+pack" rows start from float
 activations.
@@ -37,12 +39,12 @@ import contextlib
 import json
 import math
 import os
-import statistics
 import sys
 import time
 
 import torch
 
+from binarynet import timing
 from binarynet.gpu import backend, bmma, triton_kernels
 
 GEMM_SHAPES = [(8192, 8192, 8192), (1, 4096, 4096), (64, 4096, 4096), (1024, 4096, 4096)]
@@ -74,58 +76,33 @@ SWEEP_BMMA_TILES = ["huge", "large", "medium", "small"]
 # ----------------------------------------------------------------------------------------------
 # timing
 # ----------------------------------------------------------------------------------------------
-class _Timer:
-    """Elapsed milliseconds of a block: CUDA events on the GPU, the wall clock on CPU (--smoke)."""
-
-    def __init__(self):
-        self.cuda = DEVICE == "cuda"
-        if self.cuda:
-            self.start = torch.cuda.Event(enable_timing=True)
-            self.end = torch.cuda.Event(enable_timing=True)
-
-    def __enter__(self):
-        if self.cuda:
-            self.start.record()
-        else:
-            self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        if self.cuda:
-            self.end.record()
-            self.end.synchronize()
-            self.ms = self.start.elapsed_time(self.end)
-        else:
-            self.ms = (time.perf_counter() - self.t0) * 1e3
-
-
 WARMUP = 3
 SMOKE = False
 
 
-def time_ms(fn, reps: int, target_ms: float = 2.0) -> float:
-    """Median milliseconds per call of fn: each repeat times a block of calls with CUDA events,
-    the block long enough (~target_ms) that event overhead is negligible. (--smoke: one call.)"""
-    if SMOKE:
-        timer = _Timer()
-        with timer:
-            fn()
-        return timer.ms
-    for _ in range(WARMUP):
-        fn()
+def _sync() -> None:
     if DEVICE == "cuda":
         torch.cuda.synchronize()
-    timer = _Timer()
-    with timer:
+
+
+def time_ms(fn, reps: int, target_ms: float = 2.0) -> float:
+    """Median milliseconds per call of fn: each repeat times a block of calls, long enough
+    (~target_ms) that the synchronisation at its ends is negligible. (--smoke: one call.)"""
+    if SMOKE:
+        return 1e3 * timing.seconds_per_call(fn, 0.0, _sync)
+    for _ in range(WARMUP):
         fn()
-    calls = max(1, min(200, math.ceil(target_ms / max(timer.ms, 1e-3))))
-    samples = []
-    for _ in range(reps):
-        with timer:
-            for _ in range(calls):
-                fn()
-        samples.append(timer.ms / calls)
-    return statistics.median(samples)
+    once = timing.seconds_per_call(fn, 0.0, _sync)
+    calls = max(1, min(200, math.ceil(target_ms / 1e3 / max(once, 1e-6))))
+
+    def block():
+        for _ in range(calls):
+            fn()
+
+    # min_seconds=0: one block per sample, synchronised before and after
+    seconds = timing.median_seconds({"block": block}, repeats=reps, min_seconds=0.0, warmup=0,
+                                    sync=_sync)
+    return 1e3 * seconds["block"] / calls
 
 
 def generator(seed: int) -> torch.Generator:
@@ -215,8 +192,8 @@ def gemm_rows(m: int, n: int, k: int, reps: int, engines: list[str], sweep: bool
 class MLP:
     """784 -> 4096 -> 4096 -> 4096 -> 10 with random +-1 weights and BN+sign as thresholds.
 
-    Hidden unit n is +1 iff s >= t[n] (s <= t[n] where flip[n]), the folded BN + sign of spec
-    §5.3; the output layer keeps an affine BN (scale, shift) before argmax.
+    Hidden unit n is +1 iff s >= t[n] (s <= t[n] where flip[n]), the folded BN + sign of
+    docs/paper.md §5.3; the output layer keeps an affine BN (scale, shift) before argmax.
     """
 
     def __init__(self, hidden: int = MLP_HIDDEN, seed: int = 0):
@@ -490,9 +467,10 @@ def main(argv=None) -> int:
     reps = 5 if args.quick else 15
     SMOKE = args.smoke
     engines = ["triton"] + (["tensor_core"] if DEVICE == "cuda" and bmma.supported() else [])
-    print(f"device: {name}; torch {torch.__version__}, "
+    host = f"{timing.cpu_description()}, {torch.get_num_threads()} torch threads"
+    print(f"device: {name}; host CPU: {host}; torch {torch.__version__}, "
           f"triton {triton_kernels.triton.__version__}; engines: {', '.join(engines)}")
-    results = {"device": name, "torch": torch.__version__,
+    results = {"device": name, "host": host, "torch": torch.__version__,
                "triton": triton_kernels.triton.__version__, "gemm": {}, "mlp": [], "engine": []}
     if "tensor_core" in engines:
         try:

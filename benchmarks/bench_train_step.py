@@ -4,8 +4,9 @@ Binary: ``binarynet.models.mnist_mlp()`` trained with ``bn.optim.Adam`` (LR-scal
 groups, latent clipping) and the squared hinge. Float: the identical network with
 ``nn.Linear`` for ``BinaryLinear`` and ``nn.Hardtanh`` for ``Sign`` (same BN, dropout, loss),
 trained with ``torch.optim.Adam``. A step is forward + backward + optimizer step on a batch of
-100. The two are timed in interleaved repetitions (so machine load hits both alike) and the
-median times are compared.
+100. The two are timed in interleaved repetitions (binarynet.timing: one step per sample, so
+machine load hits both alike) and the median times are compared. The output names the CPU
+(model, clock, cores) and the threads.
 
     python benchmarks/bench_train_step.py [--reps 15] [--threads 2] [--batch 100]
 """
@@ -13,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 from torch import nn
 
 import binarynet as bn
+from binarynet import timing
 
 
 def float_twin(binary: nn.Sequential) -> nn.Sequential:
@@ -72,17 +73,12 @@ def main() -> None:
         "binary": make_step(binary, bn.optim.Adam(bn.optim.param_groups(binary, 3e-3)), x, y),
         "float": make_step(floating, torch.optim.Adam(floating.parameters(), 3e-3), x, y),
     }
-    for _ in range(args.warmup):
-        for step in steps.values():
-            step()
-    times = {name: [] for name in steps}
-    for _ in range(args.reps):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
+    # min_seconds=0: every sample is exactly one step
+    times = timing.interleaved_samples(steps, repeats=args.reps, min_seconds=0.0,
+                                       warmup=args.warmup)
     med = {name: statistics.median(t) for name, t in times.items()}
-    print(f"threads={args.threads} batch={args.batch} reps={args.reps} (torch {torch.__version__})")
+    print(f"CPU: {timing.cpu_description()}; {args.threads} torch threads, batch {args.batch}, "
+          f"{args.reps} interleaved steps each (torch {torch.__version__})")
     for name in steps:
         print(f"{name:>6}: median {med[name] * 1e3:8.1f} ms/step  (min {min(times[name]) * 1e3:.1f} ms)")
     print(f"ratio binary/float: {med['binary'] / med['float']:.3f}")

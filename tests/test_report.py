@@ -205,3 +205,19 @@ def test_deployment_lines_word_speed_ratios_both_ways():
     assert lines[3].endswith("-> engine 4.0x faster (median of 15, 2 threads)")
     assert lines[4].endswith("-> engine 2.0x slower (median of 15, 2 threads)")
     assert len(lines) == 5  # no load-average line when unknown
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("bad_file, error", [("best.pt", "cannot be read"),
+                                             ("model.bnn", "header length")])
+def test_a_bad_checkpoint_or_model_is_refused_before_anything_is_written(
+        synthetic_run, tmp_path, bad_file, error):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "metrics.jsonl", "best.pt", "model.bnn"):
+        (run / name).write_bytes((synthetic_run / name).read_bytes())
+    (run / bad_file).write_bytes(b"\x80\x04garbage" if bad_file == "best.pt" else b"garbage!")
+    with pytest.raises(BinarynetError, match=error):
+        report.write_report(run, threads=1, repeats=1)
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "metrics.jsonl",
+                                                      "model.bnn"]

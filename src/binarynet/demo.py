@@ -22,6 +22,8 @@ import tempfile
 import time
 
 from .errors import BinarynetError, DataError
+from .report import deployment_lines
+from .runs import BEST
 
 RECIPE = "mnist_mlp_quick"
 # Measured with 2 threads on a 2-core machine shared with other jobs (load 4-9): 3 epochs of
@@ -75,6 +77,16 @@ def ensure_mnist(data_dir=None, download: bool = True) -> None:
                                                       f"{str(exc).rstrip('.')}")) from None
 
 
+def demo_recipe(epochs: int, hidden: int, limit_train: int, seed: int):
+    """The demo's training recipe: ``mnist_mlp_quick`` at ``hidden`` units without dropout."""
+    from .train import recipes
+
+    overrides = {"epochs": epochs, "model.hidden": hidden, "max_train_samples": limit_train,
+                 "seed": seed}
+    overrides.update({f"model.{key}": value for key, value in MODEL_OVERRIDES.items()})
+    return recipes.apply_overrides(recipes.get(RECIPE), overrides)
+
+
 def run(epochs: int = DEFAULT_EPOCHS, hidden: int = DEFAULT_HIDDEN, out=None, threads: int = 2,
         data_dir=None, download: bool = True, limit_train: int = 0, seed: int = 1234) -> dict:
     """Run the demo (see the module docstring); return its figures.
@@ -90,18 +102,10 @@ def run(epochs: int = DEFAULT_EPOCHS, hidden: int = DEFAULT_HIDDEN, out=None, th
 
     import torch
 
-    from . import engine
-    from .export import export
-    from .report import compare_deployment, deployment_lines, write_report
-    from .train.checkpoint import load_model
-    from .train import RunOptions, recipes, train
-    from .train.loop import load_split
+    from .train import RunOptions, train
 
     torch.set_num_threads(threads)
-    overrides = {"epochs": epochs, "model.hidden": hidden, "max_train_samples": limit_train,
-                 "seed": seed}
-    overrides.update({f"model.{key}": value for key, value in MODEL_OVERRIDES.items()})
-    recipe = recipes.apply_overrides(recipes.get(RECIPE), overrides)
+    recipe = demo_recipe(epochs, hidden, limit_train, seed)
     keep = out is not None
     run_dir = os.fspath(out) if keep else tempfile.mkdtemp(prefix="binarynet-demo-")
     try:
@@ -111,35 +115,52 @@ def run(epochs: int = DEFAULT_EPOCHS, hidden: int = DEFAULT_HIDDEN, out=None, th
              f"{f' on the first {limit_train} images' if limit_train else ''}, {threads} "
              f"threads, into {run_dir}")
         started = time.monotonic()
-        options = RunOptions(out=run_dir, data_dir=data_dir, threads=threads)
-        train(recipe, options)
+        train(recipe, RunOptions(out=run_dir, data_dir=data_dir, threads=threads))
         train_s = time.monotonic() - started
-
-        model, recipe, normalization = load_model(os.path.join(run_dir, "best.pt"))
-        test = load_split(recipe, recipe.test_split, options, 0)
-        _say("exporting best.pt to the packed engine (thresholds verified per unit)")
-        packed_path = os.path.join(run_dir, "model.bnn")
-        export(model, test.images[:256], input_scale=normalization[0],
-               input_offset=normalization[1]).save(packed_path)
-        packed = engine.load(packed_path)
-        _say("measuring accuracy, size and speed")
-        figures = compare_deployment(model, packed, test, normalization, packed_file=packed_path,
-                                     threads=threads, batch_sizes=(1, LARGE_BATCH))
+        figures = export_and_measure(run_dir, data_dir, threads)
         figures.update(train_seconds=train_s, run_dir=run_dir if keep else None)
         print(f"\nbinarynet demo: BNN {depth}x{hidden} on MNIST, {epochs} epoch(s) in "
               f"{train_s / 60:.1f} min")
         for line in deployment_lines(figures):
             print(f"  {line}")
         if keep:
-            try:
-                report = write_report(run_dir, data_dir=data_dir, threads=threads,
-                                      deployment=figures)
-                print(f"  report: {report}; checkpoint, model.bnn and plots in {run_dir}")
-            except BinarynetError as exc:  # matplotlib missing: the demo's numbers still stand
-                print(f"  no report written: {exc}")
+            _write_report(run_dir, data_dir, threads, figures)
         else:
             print("  (pass --out DIR to keep the checkpoint, model.bnn and a report with plots)")
         return figures
     finally:
         if not keep:
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def export_and_measure(run_dir, data_dir, threads: int) -> dict:
+    """Export the run's best checkpoint to ``model.bnn`` in the run folder, load it in the
+    engine and measure it against the torch model on the test split
+    (:func:`binarynet.report.compare_deployment`)."""
+    from . import engine
+    from .export import export
+    from .report import MODEL_FILE, compare_deployment
+    from .train import RunOptions
+    from .train.checkpoint import load_model
+    from .train.loop import load_split
+
+    model, recipe, normalization = load_model(os.path.join(run_dir, BEST))
+    test = load_split(recipe, recipe.test_split, RunOptions(data_dir=data_dir), 0)
+    _say(f"exporting {BEST} to the packed engine (thresholds verified per unit)")
+    packed_path = os.path.join(run_dir, MODEL_FILE)
+    export(model, test.images[:256], input_scale=normalization[0],
+           input_offset=normalization[1]).save(packed_path)
+    packed = engine.load(packed_path)
+    _say("measuring accuracy, size and speed")
+    return compare_deployment(model, packed, test, normalization, packed_file=packed_path,
+                              threads=threads, batch_sizes=(1, LARGE_BATCH))
+
+
+def _write_report(run_dir, data_dir, threads: int, figures: dict) -> None:
+    from .report import write_report
+
+    try:
+        report = write_report(run_dir, data_dir=data_dir, threads=threads, deployment=figures)
+        print(f"  report: {report}; checkpoint, model.bnn and plots in {run_dir}")
+    except BinarynetError as exc:  # matplotlib missing: the demo's numbers still stand
+        print(f"  no report written: {exc}")

@@ -1,28 +1,32 @@
 """Training reports: loss/error plots (PNG) and a Markdown report of a run directory.
 
 ``write_report(run_dir)`` reads what ``binarynet train`` leaves in a run directory (the resolved
-config, the per-epoch metrics JSON lines, the checkpoints, and an exported ``*.bnn`` model if
-there is one) and writes ``loss.png``, ``error.png`` and ``report.md`` into it. Plots use
-matplotlib's headless Agg backend; matplotlib is an optional dependency (``pip install
-'binarynet[report]'``).
+config, the per-epoch metrics JSON lines, the checkpoints, see :mod:`binarynet.runs`) and the
+exported model (``model.bnn``, written there by ``binarynet export RUN_DIR``, or any file given
+as ``model_file``), checks that all of it can be read, and only then writes ``loss.png``,
+``error.png`` and ``report.md`` into the folder. Plots use matplotlib's headless Agg backend;
+matplotlib is an optional dependency (``pip install 'binarynet[report]'``).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 from pathlib import Path
 from typing import Sequence
 
+from . import timing
 from .errors import BinarynetError
+from .runs import BEST, CONFIG_FILE, LAST, METRICS_FILE
 
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.json"
 REPORT_FILE = "report.md"
+MODEL_FILE = "model.bnn"  # the exported model in a run folder (`binarynet export RUN_DIR`)
 LOSS_PLOT = "loss.png"
 ERROR_PLOT = "error.png"
 
-# Paper Table 1 test errors (bnn-spec.md §4.1) with how they were obtained (spec §2.8, §3).
+# Paper Table 1 test errors (docs/paper.md §4.1) with how they were obtained (docs/paper.md
+# §2.8, §3).
 PAPER_TABLE1 = {
     "mnist": {
         "Theano": {"error": 0.96, "network": "MLP 3x4096, dropout",
@@ -119,6 +123,16 @@ def _epoch_axis(records: Sequence[dict]) -> int:
     return 1 if min(r["epoch"] for r in records) == 0 else 0
 
 
+PANELS = (  # file, what, y label, (metrics key, legend label) per curve, scale to display
+    (LOSS_PLOT, "loss", "{loss} loss per sample",
+     (("train_loss", "training (epoch mean, train mode)"), ("val_loss", "validation"),
+      ("test_loss", "test")), 1.0),
+    (ERROR_PLOT, "error", "classification error (%)",
+     (("train_error", "training (epoch mean, train mode)"), ("val_error", "validation"),
+      ("test_error", "test")), 100.0),
+)
+
+
 def plot_curves(records: Sequence[dict], out_dir, title: str,
                 paper_errors: dict | None = None, loss_name: str = "loss") -> list:
     """Write ``loss.png`` and ``error.png`` (train / validation / test per epoch) to out_dir.
@@ -133,66 +147,73 @@ def plot_curves(records: Sequence[dict], out_dir, title: str,
     Returns the paths written.
     """
     plt = _pyplot()
-    out_dir = Path(out_dir)
-    shift = _epoch_axis(records)
-    best = best_epoch(records)
     paths = []
-    panels = (
-        (LOSS_PLOT, "loss", f"{loss_name.replace('_', ' ')} loss per sample",
-         (("train_loss", "training (epoch mean, train mode)"), ("val_loss", "validation"),
-          ("test_loss", "test")), 1.0),
-        (ERROR_PLOT, "error", "classification error (%)",
-         (("train_error", "training (epoch mean, train mode)"), ("val_error", "validation"),
-          ("test_error", "test")), 100.0),
-    )
-    for file_name, what, ylabel, keys, scale in panels:
+    for file_name, what, ylabel, keys, scale in PANELS:
         fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
-        values = []
-        for (key, label), style in zip(keys, ("-o", "-s", "-^")):
-            points = _series(records, key)
-            if not points:
+        try:
+            values = _draw_curves(ax, records, keys, scale)
+            if not values:
                 continue
-            xs = [e + shift for e, _ in points]
-            ys = [v * scale for _, v in points]
-            values.extend(ys)
-            ax.plot(xs, ys, style, markersize=4 if len(xs) < 60 else 0, linewidth=1.5,
-                    label=label)
-        if not values:
+            if what == "error" and paper_errors:
+                for (label, percent), color in zip(paper_errors.items(), ("tab:purple", "tab:gray")):
+                    ax.axhline(percent, color=color, linestyle=":", linewidth=1.2,
+                               label=f"{label}: {percent:.2f}%")
+                    values.append(percent)
+            _finish_axes(ax, records, values, log_allowed=what == "error",
+                         ylabel=ylabel.format(loss=loss_name.replace("_", " ")),
+                         title=f"{title}: {what} per epoch")
+            fig.tight_layout()
+            path = Path(out_dir) / file_name
+            fig.savefig(path)
+            paths.append(path)
+        finally:
             plt.close(fig)
-            continue
-        if what == "error" and paper_errors:
-            for (label, percent), color in zip(paper_errors.items(), ("tab:purple", "tab:gray")):
-                ax.axhline(percent, color=color, linestyle=":", linewidth=1.2,
-                           label=f"{label}: {percent:.2f}%")
-                values.append(percent)
-        ax.axvline(best["epoch"] + shift, color="0.4", linestyle="--", linewidth=0.8, zorder=0,
-                   label=f"best validation (epoch {best['epoch'] + shift})")
-        positive = [v for v in values if v > 0]
-        if what == "error" and positive and max(positive) / min(positive) > 20:
-            ax.set_yscale("log")
-            low, high = min(positive), max(positive)
-            ticks = [m * 10.0 ** k for k in range(-3, 3) for m in (1, 2, 5)
-                     if low / 1.5 <= m * 10.0 ** k <= high * 1.5]
-            ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
-            ax.minorticks_off()
-            ax.set_ylabel(ylabel.replace("(%)", "(%, log scale)"))
-        else:
-            ax.set_ylim(0, max(values) * 1.08 if max(values) > 0 else 1.0)
-            ax.set_ylabel(ylabel)
-        ax.set_xlabel("epoch")
-        epochs = [r["epoch"] + shift for r in records]
-        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
-        if max(epochs) - min(epochs) < 12:
-            ax.set_xticks(range(min(epochs), max(epochs) + 1))
-        ax.grid(True, which="both", alpha=0.3)
-        ax.set_title(f"{title}: {what} per epoch")
-        ax.legend(fontsize=8, loc="best")
-        fig.tight_layout()
-        path = out_dir / file_name
-        fig.savefig(path)
-        plt.close(fig)
-        paths.append(path)
     return paths
+
+
+def _draw_curves(ax, records: Sequence[dict], keys, scale: float) -> list:
+    """Plot one line per (metrics key, label) that has values; return all plotted values."""
+    shift = _epoch_axis(records)
+    values = []
+    for (key, label), style in zip(keys, ("-o", "-s", "-^")):
+        points = _series(records, key)
+        if not points:
+            continue
+        xs = [e + shift for e, _ in points]
+        ys = [v * scale for _, v in points]
+        values.extend(ys)
+        ax.plot(xs, ys, style, markersize=4 if len(xs) < 60 else 0, linewidth=1.5, label=label)
+    return values
+
+
+def _finish_axes(ax, records: Sequence[dict], values: list, log_allowed: bool, ylabel: str,
+                 title: str) -> None:
+    """Best-epoch marker, y axis (linear from 0, or labelled log for wide error ranges), epoch
+    ticks, grid, title and legend."""
+    shift = _epoch_axis(records)
+    best = best_epoch(records)["epoch"] + shift
+    ax.axvline(best, color="0.4", linestyle="--", linewidth=0.8, zorder=0,
+               label=f"best validation (epoch {best})")
+    positive = [v for v in values if v > 0]
+    if log_allowed and positive and max(positive) / min(positive) > 20:
+        ax.set_yscale("log")
+        low, high = min(positive), max(positive)
+        ticks = [m * 10.0 ** k for k in range(-3, 3) for m in (1, 2, 5)
+                 if low / 1.5 <= m * 10.0 ** k <= high * 1.5]
+        ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_ylabel(ylabel.replace("(%)", "(%, log scale)"))
+    else:
+        ax.set_ylim(0, max(values) * 1.08 if max(values) > 0 else 1.0)
+        ax.set_ylabel(ylabel)
+    ax.set_xlabel("epoch")
+    epochs = [r["epoch"] + shift for r in records]
+    ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    if max(epochs) - min(epochs) < 12:
+        ax.set_xticks(range(min(epochs), max(epochs) + 1))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="best")
 
 
 # -- deployment figures (exported model vs the torch model) ----------------------------------
@@ -222,15 +243,16 @@ def compare_deployment(model, packed, dataset, normalization, packed_file=None,
     ``dataset`` is a ``binarynet.data.ImageDataset`` (uint8 images); torch sees them
     normalised with ``normalization`` = (scale, offset), the engine takes the uint8 images.
     Returns torch / engine accuracy, the number of differing predictions, float32 state_dict
-    bytes vs packed file bytes, and the speed rows of ``binarynet bench``
-    (:func:`binarynet.commands.deploy.compare_speed`: engine vs the same network in float
-    PyTorch, :func:`binarynet.export.to_torch`; interleaved repeats, medians).
+    bytes vs packed file bytes, the speed rows of ``binarynet bench``
+    (:func:`binarynet.speed.compare_speed`: engine vs the same network in float PyTorch,
+    :func:`binarynet.export.to_torch`; interleaved repeats, medians) and the CPU they were
+    measured on.
     """
     import numpy as np
     import torch
 
     from . import data
-    from .commands.deploy import compare_speed
+    from .speed import compare_speed
 
     model = model.eval()
     images = dataset.images.numpy()
@@ -259,6 +281,7 @@ def compare_deployment(model, packed, dataset, normalization, packed_file=None,
         "timings": timings,
         "load_average": _load_average(),
         "cpu_count": os.cpu_count(),
+        "cpu": timing.cpu_description(),
     }
 
 
@@ -279,6 +302,8 @@ def deployment_lines(figures: dict) -> list:
         lines.append(f"speed at batch {t['batch']}: float PyTorch {t['torch_ms']:.3f} ms, engine "
                      f"{t['engine_ms']:.3f} ms -> engine {ratio} (median of "
                      f"{figures['repeats']}, {figures['threads']} threads)")
+    if figures.get("cpu"):
+        lines.append(f"(measured on {figures['cpu']})")
     if figures.get("load_average") is not None:
         lines.append(f"(load average {figures['load_average']} on {figures['cpu_count']} CPUs "
                      f"while timing: other work on the machine slows both sides)")
@@ -305,12 +330,16 @@ def _read_config(run_dir: Path) -> dict:
     return config
 
 
-def _packed_file(run_dir: Path):
-    """The exported model in the run folder: model.bnn, else the only *.bnn, else None."""
-    if (run_dir / "model.bnn").is_file():
-        return run_dir / "model.bnn"
+def find_packed_model(run_dir, model_file=None):
+    """The exported model a report measures: ``model_file`` if given, else ``model.bnn`` in the
+    run folder, else its only ``*.bnn``; None when there is none."""
+    if model_file is not None:
+        return Path(model_file)
+    run_dir = Path(run_dir)
+    if (run_dir / MODEL_FILE).is_file():
+        return run_dir / MODEL_FILE
     found = sorted(run_dir.glob("*.bnn"))
-    return found[0] if found else None
+    return found[0] if len(found) == 1 else None
 
 
 def _result_rows(records: Sequence[dict], best: dict) -> list:
@@ -376,85 +405,118 @@ def _paper_rows(recipe: dict, config: dict, records: Sequence[dict], best: dict)
     return rows
 
 
-def write_report(run_dir, data_dir=None, threads: int = 2, engine: bool = True,
-                 repeats: int = 15, deployment: dict | None = None) -> Path:
-    """Write ``loss.png``, ``error.png`` and ``report.md`` into a run folder; return the
-    report's path.
+@dataclasses.dataclass
+class RunContents:
+    """Everything a report reads from a run folder, read and checked before anything is
+    written."""
+    path: Path
+    config: dict
+    records: list
+    checkpoint: Path | None = None  # best.pt, else last.pt
+    model: object = None            # the torch model of ``checkpoint``
+    recipe: object = None           # its binarynet.train.recipes.Recipe
+    normalization: tuple | None = None
+    packed_path: Path | None = None
+    packed: object = None           # binarynet.engine.PackedModel of ``packed_path``
 
-    The report holds the run's config, its best-validation epoch and the test error there
-    beside the paper's Table 1 row, the plots, the model summary (of ``best.pt``) and, when
-    the folder holds an exported ``*.bnn`` model and ``engine`` is true, the engine's test
-    accuracy, agreement with torch, file sizes and speed (:func:`compare_deployment`; the
-    test split is read from ``data_dir`` / ``$BINARYNET_DATA`` / the cache). ``deployment``
-    passes figures already measured by :func:`compare_deployment` (the demo) instead.
-    """
-    from .summary import recipe_input, summary
+
+def read_run(run_dir, model_file=None) -> RunContents:
+    """Read and check a run folder: config, metrics, checkpoint (best.pt, else last.pt) and
+    the exported model (:func:`find_packed_model`). Raises BinarynetError (a CheckpointError,
+    ModelFileError...) naming the first thing that cannot be read; writes nothing."""
+    from . import engine
     from .train.checkpoint import load_model
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise BinarynetError(f"run folder {run_dir} does not exist")
-    config = _read_config(run_dir)
-    records = read_metrics(run_dir / METRICS_FILE)
-    recipe = config["recipe"]
-    best = best_epoch(records)
+    run = RunContents(run_dir, _read_config(run_dir), read_metrics(run_dir / METRICS_FILE))
+    run.checkpoint = next((run_dir / n for n in (BEST, LAST) if (run_dir / n).is_file()), None)
+    if run.checkpoint is not None:
+        run.model, run.recipe, run.normalization = load_model(run.checkpoint)
+    run.packed_path = find_packed_model(run_dir, model_file)
+    if run.packed_path is not None:
+        if not run.packed_path.is_file():
+            raise BinarynetError(f"exported model {run.packed_path} does not exist")
+        run.packed = engine.load(run.packed_path)
+    return run
+
+
+def write_report(run_dir, data_dir=None, threads: int = 2, engine: bool = True,
+                 repeats: int = 15, deployment: dict | None = None, model_file=None) -> Path:
+    """Write ``loss.png``, ``error.png`` and ``report.md`` into a run folder; return the
+    report's path.
+
+    The report holds the run's config, its best-validation epoch and the test error there
+    beside the paper's Table 1 row, the plots, the model summary (of ``best.pt``) and, when
+    there is an exported model (``model_file``, else ``model.bnn`` in the folder) and
+    ``engine`` is true, the engine's test accuracy, agreement with torch, file sizes and speed
+    (:func:`compare_deployment`; the test split is read from ``data_dir`` /
+    ``$BINARYNET_DATA`` / the cache). ``deployment`` passes figures already measured by
+    :func:`compare_deployment` (the demo) instead. Everything is read and checked (and
+    matplotlib found) before the first file is written.
+    """
+    _pyplot()
+    run = read_run(run_dir, model_file)
+    recipe = run.config["recipe"]
+    lines = _report_lines(run)
+    if run.packed_path is not None:
+        lines += [f"## Exported model ({run.packed_path.name})", ""]
+        lines += _deployment_section(run, data_dir, threads, engine, repeats, deployment)
+        lines.append("")
+    else:
+        lines += ["## Exported model", "", f"No exported model in the folder: run `binarynet "
+                  f"export {run.path}` (it writes {MODEL_FILE} there) or give --model FILE.bnn, "
+                  "then report again for the engine's accuracy, size and speed.", ""]
+    lines += ["## Configuration", "", "```json", json.dumps(run.config, indent=2, sort_keys=True),
+              "```", ""]
     paper = PAPER_TABLE1.get(recipe.get("dataset"))
-    plot_curves(records, run_dir, recipe.get("name", run_dir.name),
+    plot_curves(run.records, run.path, recipe.get("name", run.path.name),
                 {f"paper Table 1, {k}": v["error"] for k, v in paper.items()} if paper else None,
                 loss_name=str(recipe.get("loss", "loss")))
-
-    lines = [f"# Training report: {run_dir.name}", ""]
-    lines.append(f"Recipe `{recipe.get('name')}`: {recipe.get('description', '')}")
-    changes = _recipe_changes(recipe)
-    if changes:
-        lines.append(f"This run changed the recipe: {', '.join(changes)}.")
-    lines.append("")
-    lines.append(f"Dataset `{recipe.get('dataset')}` ({config.get('train_samples', '?')} "
-                 f"training samples), normalisation `{recipe.get('normalization')}`, optimizer "
-                 f"`{recipe.get('optimizer')}` lr {recipe.get('lr')} -> {recipe.get('lr_end')} "
-                 f"({recipe.get('lr_schedule')}), batch {config.get('global_batch_size', recipe.get('batch_size'))}, "
-                 f"loss `{recipe.get('loss')}`, seed {recipe.get('seed')}; binarynet "
-                 f"{config.get('binarynet_version', '?')}, torch {config.get('torch_version', '?')}.")
-    lines += ["", "## Result", ""]
-    lines += _result_rows(records, best)
-    lines += ["", f"Test error at the best-validation epoch (the paper's protocol): "
-                  f"**{_percent(best.get('test_error'))}**.", ""]
-    lines += ["## Against the paper", ""]
-    lines += _paper_rows(recipe, config, records, best)
-    lines += ["", "## Curves", "", f"![loss per epoch]({LOSS_PLOT})", "",
-              f"![error per epoch]({ERROR_PLOT})", ""]
-
-    checkpoint = next((run_dir / n for n in ("best.pt", "last.pt") if (run_dir / n).is_file()),
-                      None)
-    model = normalization = recipe_obj = None
-    if checkpoint is not None:
-        model, recipe_obj, normalization = load_model(checkpoint)
-        shape, _ = recipe_input(recipe_obj)
-        bits = 8 if len(set(normalization[0])) == 1 else 32
-        lines += [f"## Model summary ({checkpoint.name})", "", summary(model, shape, bits).to_markdown(), ""]
-    else:
-        lines += ["## Model summary", "", "No checkpoint (best.pt / last.pt) in the folder.", ""]
-
-    packed_path = _packed_file(run_dir)
-    if packed_path is not None:
-        lines += [f"## Exported model ({packed_path.name})", ""]
-        lines += _deployment_section(packed_path, model, recipe_obj, normalization, data_dir,
-                                     threads, engine, repeats, deployment)
-        lines.append("")
-    lines += ["## Configuration", "", "```json", json.dumps(config, indent=2, sort_keys=True),
-              "```", ""]
-    path = run_dir / REPORT_FILE
+    path = run.path / REPORT_FILE
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
 
-def _deployment_section(packed_path, model, recipe, normalization, data_dir, threads, engine,
-                        repeats, figures) -> list:
-    from . import engine as packed_engine
+def _report_lines(run: RunContents) -> list:
+    """The report's Markdown up to the exported-model section: recipe, result, paper
+    comparison, curves and the model summary."""
+    from .summary import recipe_input, summary
+
+    config, records, recipe = run.config, run.records, run.config["recipe"]
+    best = best_epoch(records)
+    lines = [f"# Training report: {run.path.name}", "",
+             f"Recipe `{recipe.get('name')}`: {recipe.get('description', '')}"]
+    changes = _recipe_changes(recipe)
+    if changes:
+        lines.append(f"This run changed the recipe: {', '.join(changes)}.")
+    lines += ["", f"Dataset `{recipe.get('dataset')}` ({config.get('train_samples', '?')} "
+              f"training samples), normalisation `{recipe.get('normalization')}`, optimizer "
+              f"`{recipe.get('optimizer')}` lr {recipe.get('lr')} -> {recipe.get('lr_end')} "
+              f"({recipe.get('lr_schedule')}), batch "
+              f"{config.get('global_batch_size', recipe.get('batch_size'))}, loss "
+              f"`{recipe.get('loss')}`, seed {recipe.get('seed')}; binarynet "
+              f"{config.get('binarynet_version', '?')}, torch {config.get('torch_version', '?')}."]
+    lines += ["", "## Result", ""] + _result_rows(records, best)
+    lines += ["", f"Test error at the best-validation epoch (the paper's protocol): "
+                  f"**{_percent(best.get('test_error'))}**.", ""]
+    lines += ["## Against the paper", ""] + _paper_rows(recipe, config, records, best)
+    lines += ["", "## Curves", "", f"![loss per epoch]({LOSS_PLOT})", "",
+              f"![error per epoch]({ERROR_PLOT})", ""]
+    if run.checkpoint is None:
+        return lines + ["## Model summary", "", f"No checkpoint ({BEST} / {LAST}) in the folder.",
+                        ""]
+    shape, _ = recipe_input(run.recipe)
+    bits = 8 if len(set(run.normalization[0])) == 1 else 32
+    return lines + [f"## Model summary ({run.checkpoint.name})", "",
+                    summary(run.model, shape, bits).to_markdown(), ""]
+
+
+def _deployment_section(run: RunContents, data_dir, threads, engine, repeats, figures) -> list:
     from .summary import summary
 
-    packed = packed_engine.load(packed_path)
-    packed_summary = summary(str(packed_path))
+    packed_summary = summary(str(run.packed_path))
     lines = ["Engine ops of the packed file:", "", packed_summary.to_markdown(footer=False), "",
              f"File on disk: {packed_summary.file_bytes:,} bytes (tensors "
              f"{packed_summary.packed_bytes:,} + header {packed_summary.header_bytes:,}).", ""]
@@ -462,19 +524,20 @@ def _deployment_section(packed_path, model, recipe, normalization, data_dir, thr
         return lines + [f"- {line}" for line in deployment_lines(figures)] + ["", BASELINE_NOTE]
     if not engine:
         return lines + ["(engine measurement skipped: --no-engine)"]
-    if model is None:
+    if run.model is None:
         return lines + ["No checkpoint to compare the engine with."]
     from .errors import DataError
     from .train.loop import RunOptions, load_split
 
+    recipe = run.recipe
     try:
         test = load_split(recipe, recipe.test_split or "test", RunOptions(data_dir=data_dir),
                           recipe.max_eval_samples)
     except DataError as exc:
         return lines + [f"Engine accuracy and speed not measured: the test data is missing "
                         f"({exc}). Give --data-dir or set BINARYNET_DATA."]
-    figures = compare_deployment(model, packed, test, normalization, packed_file=packed_path,
-                                 threads=threads, repeats=repeats)
+    figures = compare_deployment(run.model, run.packed, test, run.normalization,
+                                 packed_file=run.packed_path, threads=threads, repeats=repeats)
     return lines + [f"- {line}" for line in deployment_lines(figures)] + ["", BASELINE_NOTE]
 
 

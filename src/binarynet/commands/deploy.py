@@ -1,20 +1,17 @@
-"""``binarynet export``, ``binarynet predict`` and ``binarynet bench`` (thin layer over
-binarynet.export and binarynet.engine), plus the speed / peak-memory measurement they share with
-``benchmarks/bench_engine.py``.
-"""
+"""``binarynet export``, ``binarynet predict`` and ``binarynet bench``: argument parsing and
+printing over binarynet.export, binarynet.engine and binarynet.speed."""
 from __future__ import annotations
 
 import io
 import json
 import os
-import statistics
-import subprocess
-import sys
 import time
 
 import numpy as np
 
 from ..errors import BinarynetError, DataError
+from .files import require_checkpoint, require_packed_model
+from .options import positive_int
 
 
 def register(subparsers) -> None:
@@ -23,9 +20,11 @@ def register(subparsers) -> None:
         "export", help="turn a training checkpoint into a packed 1-bit model file (.bnn)",
         description="Export a checkpoint (or a run folder: its best.pt) to the packed model file "
         "the torch-free engine runs: 1-bit weights, batch norm + sign folded into integer "
-        "thresholds, the input normalisation folded into the first layer.")
+        "thresholds, the input normalisation folded into the first layer. By default the file "
+        "goes into the run folder as model.bnn, where `binarynet report` finds it.")
     p.add_argument("checkpoint", help="checkpoint file, or a run folder (uses its best.pt)")
-    p.add_argument("-o", "--output", required=True, help="packed model file to write (.bnn)")
+    p.add_argument("-o", "--output", help="packed model file to write (default: model.bnn in "
+                   "the checkpoint's run folder)")
     p.add_argument("--first-layer", choices=("bitplane", "int"), default="bitplane",
                    help="uint8 first layer: 8 popcount bit planes (paper §1.6) or an integer "
                    "product (same result)")
@@ -41,8 +40,10 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="test", help="dataset split (default: test)")
     p.add_argument("--data-dir", help="dataset folder (default: $BINARYNET_DATA, then the user cache)")
     p.add_argument("--download", action="store_true", help="download missing dataset files first")
-    p.add_argument("--batch-size", type=int, default=None, help="samples per engine call")
-    p.add_argument("--threads", type=int, default=None, help="engine threads (default: all cores)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="samples per engine call")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="engine threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run_predict)
 
@@ -51,45 +52,48 @@ def register(subparsers) -> None:
         description="Time the packed engine (uint8 input, first layer included) against the same "
         "network in float32 PyTorch (Linear/Conv2d with the +-1 weights, BatchNorm, Sign; see "
         "binarynet.export.to_torch), interleaved repeats, median; and each one's peak memory in "
-        "a fresh process.")
+        "a fresh process. Prints the CPU and thread count the figures come from.")
     p.add_argument("model", help="packed model file (.bnn)")
     p.add_argument("--batch-sizes", default="1,64,256", help="comma-separated (default 1,64,256)")
-    p.add_argument("--threads", type=int, default=2, help="threads of both (default 2)")
-    p.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds (default 15)")
+    p.add_argument("--threads", type=positive_int, default=2, help="threads of both (default 2)")
+    p.add_argument("--repeats", type=positive_int, default=15,
+                   help="interleaved timing rounds (default 15)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run_bench)
 
 
 # -- export -------------------------------------------------------------------------------------
+def default_output(checkpoint: str) -> str:
+    """model.bnn beside the checkpoint: in its run folder, where the report looks for it."""
+    from ..report import MODEL_FILE
+
+    return os.path.join(os.path.dirname(checkpoint) or ".", MODEL_FILE)
+
+
 def run_export(args) -> int:
     """``binarynet export``: checkpoint -> .bnn."""
     import torch
 
     from ..export import export
+    from ..summary import recipe_input
     from ..train.checkpoint import load_model
 
-    model, recipe, (scale, offset) = load_model(args.checkpoint)
-    example = torch.randint(0, 256, (64, *_image_shape(recipe)), dtype=torch.uint8,
+    checkpoint = require_checkpoint(args.checkpoint, "export")
+    output = args.output or default_output(checkpoint)
+    model, recipe, (scale, offset) = load_model(checkpoint)
+    shape, _ = recipe_input(recipe)
+    example = torch.randint(0, 256, (64, *shape), dtype=torch.uint8,
                             generator=torch.Generator().manual_seed(0))
     packed = export(model, example, input_scale=scale, input_offset=offset,
                     first_layer=args.first_layer)
-    size = packed.save(args.output)
+    size = packed.save(output)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
-    print(f"exported {args.checkpoint} ({recipe.name}) -> {args.output}: {size} bytes, "
+    print(f"exported {checkpoint} ({recipe.name}) -> {output}: {size} bytes, "
           f"{buffer.tell() / size:.1f}x smaller than the float32 state_dict ({buffer.tell()} bytes)")
     print(packed.summary())
     return 0
-
-
-def _image_shape(recipe) -> tuple:
-    from .. import data
-    if recipe.dataset == "synthetic":
-        from ..train import synthetic
-        images, _ = synthetic.generate("test", num_train=1, num_val=1, num_test=1, seed=recipe.seed)
-        return tuple(images.shape[1:])
-    return tuple(data.info(recipe.dataset).image_shape)
 
 
 # -- predict ------------------------------------------------------------------------------------
@@ -108,7 +112,10 @@ def load_labelled(spec: str, split: str, data_dir=None, download=False):
         except (OSError, ValueError) as exc:
             raise DataError(f"{spec}: cannot read as .npz ({exc})") from None
     from .. import data
-    dataset = data.load(spec, split, data_dir=data_dir, download=download)
+    try:
+        dataset = data.load(spec, split, data_dir=data_dir, download=download)
+    except ValueError as exc:  # unknown dataset or split: the message lists the known ones
+        raise DataError(str(exc)) from None
     return dataset.images.numpy(), dataset.labels.numpy()
 
 
@@ -117,7 +124,7 @@ def run_predict(args) -> int:
     from .. import engine
     from ..engine import kernels
 
-    model = engine.load(args.model)
+    model = engine.load(require_packed_model(args.model, "predict"))
     images, labels = load_labelled(args.data, args.split, args.data_dir, args.download)
     if images.shape[1:] != model.input_shape:
         raise DataError(f"{args.data}: images of shape {images.shape[1:]}, the model takes "
@@ -146,159 +153,33 @@ def run_predict(args) -> int:
 
 
 # -- bench --------------------------------------------------------------------------------------
-def _median_time(fn, budget: float = 0.02) -> float:
-    """Seconds per call of fn(), averaged over enough calls to fill ``budget`` seconds."""
-    start = time.perf_counter()
-    fn()
-    once = time.perf_counter() - start
-    calls = max(1, int(budget / max(once, 1e-6)))
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls
-
-
-def compare_speed(packed, batch_sizes, threads: int = 2, repeats: int = 15, seed: int = 0) -> list:
-    """Engine (uint8 input if the model has a normalisation, else float) vs the float torch network
-    of :func:`binarynet.export.to_torch` on random input; interleaved repeats, medians.
-
-    Returns rows ``{"batch", "engine_ms", "torch_ms", "speedup"}`` (medians) and the same with
-    ``_best`` (minimum over the rounds: the least disturbed by other load on the machine).
-    """
-    import torch
-
-    from ..engine import kernels
-    from ..export import to_torch
-
-    torch.set_num_threads(threads)
-    kernels.set_num_threads(threads)
-    net = to_torch(packed)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for batch in batch_sizes:
-        x_u8 = rng.integers(0, 256, (batch, *packed.input_shape), dtype=np.uint8)
-        if packed.input_scale is not None:
-            shape = (1, -1) + (1,) * (len(packed.input_shape) - 1)
-            x_f = (x_u8 * np.asarray(packed.input_scale).reshape(shape)
-                   + np.asarray(packed.input_offset).reshape(shape)).astype(np.float32)
-            x_engine = x_u8
-        else:
-            x_f = (x_u8 / 127.5 - 1).astype(np.float32)
-            x_engine = x_f
-        x_torch = torch.from_numpy(x_f)
-
-        def run_torch():
-            with torch.inference_mode():
-                net(x_torch)
-
-        engine_times, torch_times = [], []
-        for _ in range(repeats):
-            engine_times.append(_median_time(lambda: packed.predict(x_engine)))
-            torch_times.append(_median_time(run_torch))
-        e, t = statistics.median(engine_times), statistics.median(torch_times)
-        e_best, t_best = min(engine_times), min(torch_times)
-        rows.append({"batch": batch, "engine_ms": 1e3 * e, "torch_ms": 1e3 * t, "speedup": t / e,
-                     "engine_best_ms": 1e3 * e_best, "torch_best_ms": 1e3 * t_best,
-                     "speedup_best": t_best / e_best})
-    return rows
-
-
-_MEMORY_CHILD = r"""
-import json, resource, sys, tracemalloc
-def high_water_kib():
-    # VmHWM is this process's own peak RSS; ru_maxrss may carry the forking parent's mark.
+def _batch_sizes(text: str) -> list:
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-path, kind, batch, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-import numpy as np
-from binarynet import engine
-from binarynet.engine import kernels
-if kind == "torch":
-    import torch
-    from binarynet.export import to_torch
-    torch.set_num_threads(threads)
-kernels.set_num_threads(threads)
-base = high_water_kib()
-tracemalloc.start()
-model = engine.load(path)
-x = np.random.default_rng(0).integers(0, 256, (batch, *model.input_shape), dtype=np.uint8)
-if kind == "torch" or model.input_scale is None:
-    shape = (1, -1) + (1,) * (len(model.input_shape) - 1)
-    scale = np.asarray(model.input_scale or [1 / 127.5]).reshape(shape)
-    offset = np.asarray(model.input_offset or [-1.0]).reshape(shape)
-    x = (x * scale + offset).astype(np.float32)
-if kind == "torch":
-    net = to_torch(model)
-    del model
-    with torch.inference_mode():
-        net(torch.from_numpy(x))
-else:
-    model.predict(x)
-python_peak = tracemalloc.get_traced_memory()[1]
-peak = high_water_kib()
-print(json.dumps({"rss_peak_kib": peak, "rss_after_imports_kib": base,
-                  "python_heap_peak_bytes": python_peak}))
-"""
-
-
-def peak_memory(path, batch: int, threads: int = 2) -> dict:
-    """Peak memory of the engine and of the float torch network, each in a fresh process.
-
-    ``rss_peak_kib`` is the process high-water mark (VmHWM), ``rss_after_imports_kib`` the
-    mark after importing numpy/binarynet (and torch), so their difference is what loading the
-    model and running one batch added; ``python_heap_peak_bytes`` is tracemalloc's peak of the
-    Python-visible allocations (numpy arrays included; torch's own allocator is not traced).
-    """
-    out = {}
-    for kind in ("engine", "torch"):
-        result = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, os.fspath(path), kind,
-                                 str(batch), str(threads)], capture_output=True, text=True,
-                                timeout=600)
-        if result.returncode != 0:
-            raise BinarynetError(f"memory measurement ({kind}) failed: "
-                                 f"{result.stderr.strip().splitlines()[-1:]}")
-        out[kind] = json.loads(result.stdout.strip().splitlines()[-1])
-    return out
-
-
-def format_memory(memory: dict, batch: int) -> str:
-    """One line per side: peak RSS, its increment over the imports, traced heap peak."""
-    lines = [f"peak memory, batch {batch} (fresh process each):"]
-    for kind, m in memory.items():
-        added = (m["rss_peak_kib"] - m["rss_after_imports_kib"]) / 1024
-        lines.append(f"  {kind:<6} peak RSS {m['rss_peak_kib'] / 1024:8.1f} MiB "
-                     f"(+{added:.1f} MiB over imports), Python heap peak "
-                     f"{m['python_heap_peak_bytes'] / 2 ** 20:.1f} MiB")
-    return "\n".join(lines)
+        sizes = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise BinarynetError(f"--batch-sizes expects positive integers like 1,64,256, got {text!r}")
+    return sizes
 
 
 def run_bench(args) -> int:
     """``binarynet bench``: engine vs float torch speed and peak memory."""
-    from .. import engine
+    from .. import engine, timing
     from ..engine import kernels
+    from ..speed import compare_speed, format_memory, machine, peak_memory
 
-    try:
-        batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-    except ValueError:
-        batch_sizes = []
-    if not batch_sizes or min(batch_sizes) < 1:
-        raise BinarynetError(f"--batch-sizes expects positive integers like 1,64,256, got "
-                             f"{args.batch_sizes!r}")
-    model = engine.load(args.model)
+    batch_sizes = _batch_sizes(args.batch_sizes)
+    model = engine.load(require_packed_model(args.model, "bench"))
     rows = compare_speed(model, batch_sizes, threads=args.threads, repeats=args.repeats)
     memory = None if args.no_memory else peak_memory(args.model, max(batch_sizes), args.threads)
     if args.json:
         print(json.dumps({"model": args.model, "threads": args.threads, "speed": rows,
-                          "memory": memory, "cpu": kernels.cpu_features()}))
+                          "memory": memory, "cpu": timing.cpu_description(),
+                          "kernels": kernels.cpu_features()}))
         return 0
-    print(f"{args.model}: engine ({kernels.cpu_features().get('backend')}, uint8 input) vs float32 "
-          f"PyTorch, {args.threads} threads, median of {args.repeats} interleaved rounds")
+    print(f"{args.model}: engine (uint8 input) vs float32 PyTorch, median of {args.repeats} "
+          f"interleaved rounds\non {machine(args.threads)}")
     print(f"{'batch':>6} {'engine ms':>11} {'torch ms':>11} {'speed-up':>9}   (best of rounds: "
           "engine ms, torch ms, speed-up)")
     for row in rows:

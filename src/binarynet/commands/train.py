@@ -7,6 +7,9 @@ import os
 import sys
 
 from ..errors import BinarynetError, CheckpointError
+from ..runs import LAST
+from .files import require_checkpoint
+from .options import non_negative_int, positive_int
 
 
 def register(subparsers) -> None:
@@ -29,7 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="continue a run exactly: the last.pt in --out, or the given checkpoint file/folder")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=non_negative_int, default=0,
+                   help="torch CPU threads (default 0: torch's choice)")
     p.add_argument("--amp", action="store_true",
                    help="mixed precision (bfloat16 autocast on CPU, float16 + loss scaling on CUDA)")
     p.add_argument("--tensorboard", action="store_true",
@@ -48,8 +52,8 @@ def register(subparsers) -> None:
     p.add_argument("--data-dir", help="dataset folder (default: $BINARYNET_DATA, then the user cache)")
     p.add_argument("--download", action="store_true", help="download missing dataset files first")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--max-samples", type=int, default=0, metavar="N",
+    p.add_argument("--batch-size", type=positive_int, default=1000)
+    p.add_argument("--max-samples", type=non_negative_int, default=0, metavar="N",
                    help="evaluate only the first N samples of the split (default: all)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run_eval)
@@ -86,11 +90,11 @@ def _resume_checkpoint(args) -> str | None:
     if args.resume is True:
         if not args.out:
             raise BinarynetError("--resume without a checkpoint path needs --out RUN_FOLDER")
-        path = os.path.join(args.out, "last.pt")
+        path = os.path.join(args.out, LAST)
     else:
         path = args.resume
         if os.path.isdir(path):
-            path = os.path.join(path, "last.pt")
+            path = os.path.join(path, LAST)
     if not os.path.isfile(path):
         raise CheckpointError(f"nothing to resume: {path} does not exist")
     return path
@@ -127,15 +131,16 @@ def run_eval(args) -> int:
     from ..train import checkpoint as ckpt
     from ..train import distributed, loop
 
-    path = args.checkpoint
-    if os.path.isdir(path):
-        path = os.path.join(path, "best.pt")
+    path = require_checkpoint(args.checkpoint, "eval")
     state = ckpt.load(path)
     model, recipe, normalization = ckpt.model_from_state(state, path)
     device = distributed.resolve_device(args.device)
     model.to(device)
     options = loop.RunOptions(data_dir=args.data_dir, download=args.download)
-    dataset = loop.load_split(recipe, args.split, options, max_samples=args.max_samples)
+    try:
+        dataset = loop.load_split(recipe, args.split, options, max_samples=args.max_samples)
+    except ValueError as exc:  # unknown split: the message lists the known ones
+        raise BinarynetError(str(exc)) from None
     totals = loop.evaluate(model, dataset, normalization, loop.loss_function(recipe),
                            batch_size=args.batch_size, device=device)
     progress = state["progress"]

@@ -6,6 +6,7 @@ import json
 import re
 
 from ..errors import BinarynetError
+from .options import positive_int
 
 
 def register(subparsers) -> None:
@@ -29,12 +30,16 @@ def register(subparsers) -> None:
         "report", help="plots and a Markdown report of a training run folder",
         description="Write loss.png, error.png and report.md into RUN_DIR (made by `binarynet "
         "train --out RUN_DIR`): the run's config, best epoch, test error beside the paper's "
-        "Table 1, the model summary and, when RUN_DIR holds an exported *.bnn model, the "
-        "engine's accuracy, size and speed against float PyTorch. Needs matplotlib.")
+        "Table 1, the model summary and the exported model's accuracy, size and speed in the "
+        "engine against float PyTorch: the model is --model FILE.bnn, else RUN_DIR/model.bnn "
+        "(where `binarynet export RUN_DIR` writes it). Needs matplotlib.")
     p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--model", metavar="FILE.bnn",
+                   help="the exported model to measure (default: RUN_DIR/model.bnn, else the "
+                   "only *.bnn in RUN_DIR)")
     p.add_argument("--data-dir", help="dataset folder for the engine check (default: "
                    "$BINARYNET_DATA, then the user cache)")
-    p.add_argument("--threads", type=int, default=2,
+    p.add_argument("--threads", type=positive_int, default=2,
                    help="threads of torch and the engine in the speed comparison (default 2)")
     p.add_argument("--no-engine", action="store_true",
                    help="skip the exported model's accuracy and speed measurement")
@@ -74,11 +79,12 @@ def run_summary(args) -> int:
 
 def run_report(args) -> int:
     """``binarynet report``: write the plots and report.md, print where they are."""
-    from ..report import write_report
+    from ..report import find_packed_model, write_report
 
-    if args.threads < 1:
-        raise BinarynetError(f"--threads must be >= 1, got {args.threads}")
     path = write_report(args.run_dir, data_dir=args.data_dir, threads=args.threads,
-                        engine=not args.no_engine)
+                        engine=not args.no_engine, model_file=args.model)
     print(f"binarynet report: wrote {path} (and its plots)")
+    if find_packed_model(args.run_dir, args.model) is None:
+        print(f"binarynet report: no exported model in {args.run_dir}, so no engine section: run "
+              f"`binarynet export {args.run_dir}` first (or give --model FILE.bnn)")
     return 0
