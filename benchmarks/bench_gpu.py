@@ -315,7 +315,8 @@ def engine_rows(name: str, options: dict, in_shape, batches: list[int], reps: in
     if DEVICE == "cuda":
         on_gpu = packed.to("cuda")
     else:  # --smoke on CPU: the same runner on CPU tensors, in Triton's interpreter
-        on_gpu = packed._on_torch_device(torch.device("cpu"))
+        from binarynet.gpu.engine_backend import on_torch_device
+        on_gpu = on_torch_device(packed, "cpu")
     float_model = to_torch(packed).to(DEVICE).eval()
     channels = in_shape[0]
     scale = torch.tensor(packed.input_scale, dtype=torch.float32, device=DEVICE)

@@ -139,7 +139,8 @@ def export_and_measure(run_dir, data_dir, threads: int) -> dict:
     (:func:`binarynet.report.compare_deployment`)."""
     from . import engine
     from .export import export
-    from .report import MODEL_FILE, compare_deployment
+    from .report import compare_deployment
+    from .runs import MODEL_FILE
     from .train import RunOptions
     from .train.checkpoint import load_model
     from .train.loop import load_split

@@ -18,10 +18,9 @@ from typing import Sequence
 
 from . import timing
 from .errors import BinarynetError
-from .runs import BEST, CONFIG_FILE, LAST, METRICS_FILE
+from .runs import BEST, CONFIG_FILE, LAST, METRICS_FILE, MODEL_FILE
 
 REPORT_FILE = "report.md"
-MODEL_FILE = "model.bnn"  # the exported model in a run folder (`binarynet export RUN_DIR`)
 LOSS_PLOT = "loss.png"
 ERROR_PLOT = "error.png"
 

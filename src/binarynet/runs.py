@@ -7,7 +7,9 @@ A run folder (``binarynet train --out DIR``) holds
 - ``last.pt``: the latest checkpoint (end of the last epoch, or mid-epoch with
   ``--checkpoint-every-steps``), what ``--resume`` continues from;
 - ``best.pt``: the checkpoint of the best validation epoch, what ``eval``, ``export``,
-  ``summary`` and ``report`` use by default.
+  ``summary`` and ``report`` use by default;
+- ``model.bnn``: the packed model ``binarynet export RUN_DIR`` writes, which ``report`` runs;
+- ``tensorboard/``: TensorBoard event files, with ``--tensorboard``.
 
 Pure Python: the CLI, the report and the demo read it without importing torch.
 """
@@ -21,6 +23,8 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 LAST = "last.pt"
 BEST = "best.pt"
+MODEL_FILE = "model.bnn"
+TENSORBOARD_DIR = "tensorboard"
 
 
 def checkpoint_path(path, prefer: tuple = (BEST,)) -> str:

@@ -64,23 +64,33 @@ def median_seconds(contenders: dict, repeats: int = 15, min_seconds: float = 0.0
 
 
 def cpu_description() -> str:
-    """The CPU model, its current clock and the cores this process may use, for printing beside
-    every figure (e.g. ``AMD EPYC 9R14 @ 3.70 GHz, 2 cores``)."""
-    model, mhz = platform.processor() or platform.machine(), []
+    """The CPU model (with its family and model numbers, which tell CPU generations apart where
+    the model name is generic, as on cloud VMs), the clock the kernel reports and the cores this
+    process may use, for printing beside every figure, e.g.
+    ``AMD EPYC (family 25, model 17) @ 2.60 GHz reported, 2 cores``.
+
+    The reported clock is the nominal one on many VMs; boost clocks can be higher.
+    """
+    model, mhz, family, number = platform.processor() or platform.machine(), [], None, None
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                key = key.strip()
+                key, value = key.strip(), value.strip()
                 if key == "model name":
-                    model = value.strip()
+                    model = value
                 elif key == "cpu MHz":
                     mhz.append(float(value))
+                elif key == "cpu family" and family is None:
+                    family = value
+                elif key == "model" and number is None:
+                    number = value
     except (OSError, ValueError):
         pass
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    clock = f" @ {statistics.median(mhz) / 1000:.2f} GHz" if mhz else ""
-    return f"{model}{clock}, {cores} core{'s' if cores != 1 else ''}"
+    generation = f" (family {family}, model {number})" if family and number else ""
+    clock = f" @ {statistics.median(mhz) / 1000:.2f} GHz reported" if mhz else ""
+    return f"{model}{generation}{clock}, {cores} core{'s' if cores != 1 else ''}"

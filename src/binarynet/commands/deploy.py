@@ -66,7 +66,7 @@ def register(subparsers) -> None:
 # -- export -------------------------------------------------------------------------------------
 def default_output(checkpoint: str) -> str:
     """model.bnn beside the checkpoint: in its run folder, where the report looks for it."""
-    from ..report import MODEL_FILE
+    from ..runs import MODEL_FILE
 
     return os.path.join(os.path.dirname(checkpoint) or ".", MODEL_FILE)
 
