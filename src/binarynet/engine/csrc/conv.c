@@ -257,7 +257,7 @@ static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w
     }
     conv_job j;
     j.plan = &plan;
-    j.kr = bn_current_tiles();
+    j.kr = bn_isa()->tiles;
     j.dot_out = dot_out;
     j.bits_out = bits_out;
     j.thresh = thresh;
@@ -354,7 +354,7 @@ int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, cons
         if (flip[o]) and_mask[o >> 6] |= (uint64_t)1 << (o & 63);
     pool_job j;
     j.plan = &plan;
-    j.kr = bn_current_tiles();
+    j.kr = bn_isa()->tiles;
     j.thresh = thresh;
     j.flip = flip;
     j.and_mask = and_mask;

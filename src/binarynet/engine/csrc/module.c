@@ -47,13 +47,12 @@ static PyObject *py_pack(PyObject *self, PyObject *args) {
     Py_ssize_t rows, k;
     (void)self;
     if (!PyArg_ParseTuple(args, "y*innw*", &x, &dtype, &rows, &k, &out)) return NULL;
-    static const size_t itemsize[] = {4, 8, 1, 1};
     PyObject *ret = NULL;
     Py_ssize_t sizes[] = {rows, k};
     if (dtype < BN_F32 || dtype > BN_U8) {
         PyErr_Format(PyExc_ValueError, "pack: unknown dtype code %d", dtype);
     } else if (!check_sizes("pack", sizes, 2) &&
-               !check_buffer("pack", "x", &x, (size_t)(rows * k), itemsize[dtype]) &&
+               !check_buffer("pack", "x", &x, (size_t)(rows * k), bn_dtype_size(dtype)) &&
                !check_buffer("pack", "out", &out, (size_t)rows * bn_words((size_t)k), 8)) {
         Py_BEGIN_ALLOW_THREADS
         bn_pack(x.buf, dtype, (size_t)rows, (size_t)k, (uint64_t *)out.buf);
@@ -398,28 +397,40 @@ static PyObject *py_int_gemm(PyObject *self, PyObject *args) {
     return first_layer("int_gemm", bn_int_gemm, args);
 }
 
-/* ---- backend and threads -------------------------------------------------------------------- */
+/* ---- ISA rows (dispatch.c) and threads -------------------------------------------------------- */
 static PyObject *py_backend_supported(PyObject *self, PyObject *args) {
     int backend;
     (void)self;
     if (!PyArg_ParseTuple(args, "i", &backend)) return NULL;
-    return PyBool_FromLong(bn_backend_supported(backend));
+    return PyBool_FromLong(bn_isa_supported(backend));
 }
 
 static PyObject *py_get_backend(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
-    return PyLong_FromLong(bn_get_backend());
+    return PyLong_FromLong(bn_isa_current());
 }
 
 static PyObject *py_set_backend(PyObject *self, PyObject *args) {
     int backend;
     (void)self;
     if (!PyArg_ParseTuple(args, "i", &backend)) return NULL;
-    if (!bn_backend_supported(backend))
+    if (!bn_isa_supported(backend))
         return PyErr_Format(PyExc_ValueError, "backend %d is not supported by this CPU", backend);
-    bn_set_backend(backend);
+    bn_isa_select(backend);
     Py_RETURN_NONE;
+}
+
+/* kernel_table(code) -> {"isa": row name, op: variant} for a supported row, else None. */
+static PyObject *py_kernel_table(PyObject *self, PyObject *args) {
+    int backend;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i", &backend)) return NULL;
+    const bn_isa_row *row = bn_isa_row_of(backend);
+    if (!row) Py_RETURN_NONE;
+    return Py_BuildValue("{ss ss ss ss ss ss}", "isa", row->name, "tiles", row->tiles->name,
+                         "pack", row->pack->name, "planes", row->planes->name, "threshold",
+                         row->threshold->name, "int_gemm", row->int_gemm->name);
 }
 
 static PyObject *py_get_num_threads(PyObject *self, PyObject *noargs) {
@@ -469,6 +480,8 @@ static PyMethodDef core_methods[] = {
     {"backend_supported", py_backend_supported, METH_VARARGS, "backend_supported(code) -> bool"},
     {"get_backend", py_get_backend, METH_NOARGS, "get_backend() -> code"},
     {"set_backend", py_set_backend, METH_VARARGS, "set_backend(code)"},
+    {"kernel_table", py_kernel_table, METH_VARARGS,
+     "kernel_table(code) -> {'isa': name, op: kernel variant} of a supported ISA row, else None"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads() -> int"},
     {"set_num_threads", py_set_num_threads, METH_VARARGS, "set_num_threads(n)"},
     {"pool_selftest", py_pool_selftest, METH_VARARGS,
