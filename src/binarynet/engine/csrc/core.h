@@ -147,6 +147,18 @@ void bn_isa_select(int isa);             /* caller checks bn_isa_supported first
 const bn_isa_row *bn_isa_row_of(int isa); /* NULL when not supported */
 const bn_isa_row *bn_isa(void);          /* the current row */
 
+/* ---- driver results ---------------------------------------------------------------------------- */
+/* Drivers that allocate work buffers return BN_OK, BN_ENOMEM, or BN_EOVERFLOW when a work
+ * buffer's size does not fit size_t (module.c turns these into MemoryError / OverflowError). */
+enum { BN_OK = 0, BN_ENOMEM = -1, BN_EOVERFLOW = -2 };
+/* a * b, or SIZE_MAX when that overflows (for counts that only steer a choice). */
+static inline size_t bn_mul_sat(size_t a, size_t b) {
+    size_t r;
+    return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+/* First layer: |sum| <= 255 k must fit int32. */
+#define BN_FIRST_LAYER_MAX_K (INT32_MAX / 255)
+
 /* ---- threads (threads.c) --------------------------------------------------------------------- */
 int bn_get_num_threads(void);
 void bn_set_num_threads(int n);

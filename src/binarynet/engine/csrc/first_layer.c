@@ -71,7 +71,7 @@ int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, si
                      int32_t *out) {
     const size_t kw = bn_words(k);
     int32_t *wpop = (int32_t *)malloc(n * sizeof(int32_t));
-    if (!wpop) return -1;
+    if (!wpop) return BN_ENOMEM;
     for (size_t r = 0; r < n; ++r) {
         int32_t pop = 0;
         for (size_t t = 0; t < kw; ++t) pop += (int32_t)bn_popcount64(w[r * kw + t]);
@@ -94,7 +94,7 @@ int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, si
         panels = (uint64_t *)malloc(bn_panel_words(n, kw) * sizeof(uint64_t));
         if (!panels) {
             free(wpop);
-            return -1;
+            return BN_ENOMEM;
         }
         bn_repack_panels(w, n, kw, panels);
     }
@@ -106,7 +106,7 @@ int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, si
     bn_scratch_free(&j.scratch);
     free(panels);
     free(wpop);
-    return failed ? -1 : 0;
+    return failed ? BN_ENOMEM : BN_OK;
 }
 
 /* ---- direct integer path -------------------------------------------------------------------- */
@@ -334,18 +334,20 @@ int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t 
     j.tm = (m + INT_ROWS - 1) / INT_ROWS;
     unpack_job u = {w, n, k, j.k4, j.lanes, NULL};
     long unpack_tasks = (long)n;
+    size_t weight_bytes; /* the unpacked weights take 8 times the packed ones, or more */
     if (j.lanes) {
         j.panels = (n + j.lanes - 1) / j.lanes;
-        const size_t panel_bytes = j.k4 * j.lanes * 4;
+        const size_t panel_bytes = j.k4 * j.lanes * 4; /* k <= BN_FIRST_LAYER_MAX_K */
         size_t per = INT_PANEL_BYTES / panel_bytes / INT_NP * INT_NP;
         j.panels_per_task = per < INT_NP ? INT_NP : per;
         unpack_tasks = (long)j.panels;
-        u.dst = (int8_t *)malloc(j.panels * panel_bytes);
+        if (__builtin_mul_overflow(j.panels, panel_bytes, &weight_bytes)) return BN_EOVERFLOW;
     } else {
         j.panels = j.panels_per_task = 1;
-        u.dst = (int8_t *)malloc(n * k);
+        if (__builtin_mul_overflow(n, k, &weight_bytes)) return BN_EOVERFLOW;
     }
-    if (!u.dst) return -1;
+    u.dst = (int8_t *)malloc(weight_bytes);
+    if (!u.dst) return BN_ENOMEM;
     bn_parallel_for(unpack_tasks, bn_threads_for((double)n * (double)k / 8), unpack_task, &u);
     j.quads = u.dst;
     j.wpm = u.dst;
@@ -353,5 +355,5 @@ int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t 
     bn_parallel_for((long)(j.tm * tn), bn_threads_for((double)m * (double)n * (double)k / 64),
                     int_task, &j);
     free(u.dst);
-    return 0;
+    return BN_OK;
 }

@@ -210,7 +210,7 @@ static int run_dense(dense_plan *p) {
         if (!panels || !flip_bits) {
             free(panels);
             free(flip_bits);
-            return -1;
+            return BN_ENOMEM;
         }
         bn_repack_panels(p->w, p->n, p->kw, panels);
         if (p->flip) bn_pack_flags(p->flip, p->n, flip_bits);
@@ -221,7 +221,7 @@ static int run_dense(dense_plan *p) {
     bn_parallel_for(tasks, bn_threads_for((double)p->m * (double)p->n * (double)p->kw), dense_task, p);
     free(panels);
     free(flip_bits);
-    return 0;
+    return BN_OK;
 }
 
 int bn_bgemm(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out) {

@@ -91,11 +91,11 @@ static void threshold_task(void *vjob, long task, int worker) {
 int bn_threshold_pack(const int32_t *x, size_t rows, size_t n, const int32_t *thresh,
                       const uint8_t *flip, uint64_t *out) {
     uint64_t *flip_bits = (uint64_t *)malloc(bn_words(n) * sizeof(uint64_t));
-    if (!flip_bits) return -1;
+    if (!flip_bits) return BN_ENOMEM;
     bn_pack_flags(flip, n, flip_bits);
     threshold_job job = {x, rows, {thresh, flip, flip_bits, n}, bn_isa()->threshold->row, out};
     const long tasks = (long)((rows + THRESHOLD_ROWS - 1) / THRESHOLD_ROWS);
     bn_parallel_for(tasks, bn_threads_for((double)rows * (double)n / 8), threshold_task, &job);
     free(flip_bits);
-    return 0;
+    return BN_OK;
 }
