@@ -143,7 +143,7 @@ typedef struct {
 
 int bn_isa_supported(int isa);
 int bn_isa_current(void);
-void bn_isa_select(int isa);             /* caller checks bn_isa_supported first */
+void bn_isa_select(int isa);             /* ignored unless bn_isa_supported(isa) */
 const bn_isa_row *bn_isa_row_of(int isa); /* NULL when not supported */
 const bn_isa_row *bn_isa(void);          /* the current row */
 
@@ -256,10 +256,12 @@ int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t 
 
 /* Helpers shared by the drivers. */
 static inline uint32_t bn_popcount64(uint64_t v) { return (uint32_t)__builtin_popcountll(v); }
-/* Bit of an output channel: dot >= t, or dot <= t when flipped. */
+/* Bit of an output channel: dot >= t, or dot <= t when flipped (any nonzero flip byte, as in
+ * bn_pack_flags: a byte of 2 must not yield a 2, which would set the next channel's bit). */
 static inline uint64_t bn_threshold_bit(int64_t dot, int32_t t, uint8_t flip) {
     /* branch-free: flip is data (about half the channels), a branch would mispredict */
-    return (uint64_t)(((dot >= t) & (flip ^ 1)) | ((dot <= t) & flip));
+    const int f = flip != 0;
+    return (uint64_t)(((dot >= t) & (f ^ 1)) | ((dot <= t) & f));
 }
 
 #endif
