@@ -58,10 +58,8 @@ def _select(name, source: str) -> None:
 
 
 def _apply_environment() -> None:
-    """Select the row BINARYNET_KERNEL names, once; raises (every time) while it is invalid."""
+    """Select the row BINARYNET_KERNEL names; raises (on every call) while it is invalid."""
     global _environment_read
-    if _environment_read:
-        return
     name = os.environ.get(ENVIRONMENT_VARIABLE, "").strip().lower()
     if name:
         _select(name, ENVIRONMENT_VARIABLE)
