@@ -9,10 +9,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifndef BN_X86 /* -DBN_X86=0 builds what other CPUs get: the portable kernels only */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define BN_X86 1
 #else
 #define BN_X86 0
+#endif
 #endif
 
 /* ---- popcount tiles (tiles_*.c) ------------------------------------------------------------- */
