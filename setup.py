@@ -18,18 +18,17 @@ if sys.platform != "win32":
     extra_compile_args.append("-pthread")
     extra_link_args.append("-pthread")
 
-sources = sorted(
-    os.path.join("src", "binarynet", "engine", "csrc", f)
-    for f in os.listdir(os.path.join("src", "binarynet", "engine", "csrc"))
-    if f.endswith(".c")
-)
+csrc = os.path.join("src", "binarynet", "engine", "csrc")
+sources = sorted(os.path.join(csrc, f) for f in os.listdir(csrc) if f.endswith(".c"))
+headers = sorted(os.path.join(csrc, f) for f in os.listdir(csrc) if f.endswith(".h"))
 
 setup(
     ext_modules=[
         Extension(
             "binarynet.engine._core",
             sources=sources,
-            include_dirs=[os.path.join("src", "binarynet", "engine", "csrc")],
+            depends=headers,  # a changed header rebuilds the core
+            include_dirs=[csrc],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
         )

@@ -5,18 +5,24 @@ check them bit for bit). This module validates with numpy (clear TypeError / Val
 argument), allocates the outputs and hands the buffers to the C core, which runs without the GIL
 on its own thread pool (threads.c explains why not OpenMP).
 
-The SIMD backend is chosen at import: the best the CPU supports (``avx512``: AVX-512 VPOPCNTDQ,
-``avx2``: nibble-LUT vpshufb popcount, ``portable``: scalar C), or the one named by the
-environment variable ``BINARYNET_KERNEL``; :func:`set_backend` changes it at run time.
+The SIMD backend is a row of the C core's one ISA dispatch table (csrc/dispatch.c), which holds
+for every op (popcount tiles, packing, bit planes, threshold rows, integer first layer) the
+variant an instruction set allows: ``avx512`` (AVX-512 VPOPCNTDQ), ``avx2`` (nibble-LUT vpshufb
+popcount) or ``portable`` (plain C, the reference the others are tested against). By default
+the best row the CPU supports runs; the environment variable ``BINARYNET_KERNEL`` names another,
+read on first use (so a bad value is a :class:`KernelChoiceError` the CLI prints as one line,
+not an import failure), and :func:`set_backend` changes it at run time.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
 
 from binarynet.engine import _core
 from binarynet.engine import reference as _ref
+from binarynet.errors import BinarynetError
 
 BACKENDS = {"portable": _core.PORTABLE, "avx2": _core.AVX2, "avx512": _core.AVX512}
 _BACKEND_NAMES = {code: name for name, code in BACKENDS.items()}
@@ -25,27 +31,74 @@ _PACK_DTYPES = {np.dtype(np.float32): _core.F32, np.dtype(np.float64): _core.F64
                 np.dtype(np.int8): _core.I8, np.dtype(np.uint8): _core.U8}
 
 
+class KernelChoiceError(BinarynetError, ValueError):
+    """``BINARYNET_KERNEL`` or :func:`set_backend` names an unknown backend, or one this CPU
+    cannot run (a ValueError too, as set_backend always raised)."""
+
+
 # ----------------------------------------------------------------------------------------------
 # backend and threads
 # ----------------------------------------------------------------------------------------------
+ENVIRONMENT_VARIABLE = "BINARYNET_KERNEL"
+_environment_read = False  # BINARYNET_KERNEL applied (or overridden by set_backend)
+
+
 def available_backends() -> list[str]:
     """Backends this CPU can run, slowest first (``portable`` is always there)."""
     return [name for name, code in BACKENDS.items() if _core.backend_supported(code)]
 
 
-def set_backend(name: str) -> None:
-    """Force a backend: ``"portable"``, ``"avx2"`` or ``"avx512"`` (ValueError if unsupported)."""
+def _select(name, source: str) -> None:
     if name not in BACKENDS:
-        raise ValueError(f"set_backend: backend must be one of {sorted(BACKENDS)}, got {name!r}")
+        raise KernelChoiceError(f"{source} must be one of {sorted(BACKENDS)}, got {name!r}")
     if not _core.backend_supported(BACKENDS[name]):
-        raise ValueError(f"set_backend: this CPU cannot run the {name!r} backend "
-                         f"(available: {available_backends()})")
+        raise KernelChoiceError(f"{source} {name!r}: this CPU cannot run it "
+                                f"(available: {available_backends()})")
     _core.set_backend(BACKENDS[name])
 
 
+def _apply_environment() -> None:
+    """Select the row BINARYNET_KERNEL names; raises (on every call) while it is invalid."""
+    global _environment_read
+    name = os.environ.get(ENVIRONMENT_VARIABLE, "").strip().lower()
+    if name:
+        _select(name, ENVIRONMENT_VARIABLE)
+    _environment_read = True
+
+
+def _after_environment(fn):
+    """Run ``fn`` with the backend BINARYNET_KERNEL names (the first call applies it)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if not _environment_read:
+            _apply_environment()
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+def set_backend(name: str) -> None:
+    """Force a backend: ``"portable"``, ``"avx2"`` or ``"avx512"`` (:class:`KernelChoiceError`,
+    a ValueError, if unknown or unsupported). Takes precedence over ``BINARYNET_KERNEL``."""
+    global _environment_read
+    _select(name, "set_backend: backend")
+    _environment_read = True
+
+
+@_after_environment
 def get_backend() -> str:
     """Name of the backend in use."""
     return _BACKEND_NAMES[_core.get_backend()]
+
+
+def kernel_table() -> dict:
+    """The C core's dispatch table for this CPU: ``{backend: {op: kernel variant}}`` for every
+    supported backend, ops ``tiles``, ``pack``, ``planes``, ``threshold``, ``int_gemm``."""
+    table = {}
+    for name in available_backends():
+        row = _core.kernel_table(BACKENDS[name])
+        del row["isa"]
+        table[name] = row
+    return table
 
 
 def set_num_threads(n) -> None:
@@ -60,6 +113,7 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
+@_after_environment
 def cpu_features() -> dict:
     """What the CPU offers and what runs: ``{"avx2", "avx512_vpopcntdq", "backend", "threads"}``."""
     return {
@@ -70,23 +124,17 @@ def cpu_features() -> dict:
     }
 
 
-def _backend_from_environment() -> None:
-    name = os.environ.get("BINARYNET_KERNEL", "").strip().lower()
-    if not name:
-        return
-    if name not in BACKENDS:
-        raise ValueError(f"BINARYNET_KERNEL must be one of {sorted(BACKENDS)}, got {name!r}")
-    set_backend(name)
-
-
-_backend_from_environment()
-
-
 # ----------------------------------------------------------------------------------------------
 # validation helpers (the reference's rules, with the pad-bit scan done in C)
 # ----------------------------------------------------------------------------------------------
+def _aligned(arr: np.ndarray) -> np.ndarray:
+    """The C core reads whole items and refuses unaligned buffers (ValueError), which numpy
+    makes e.g. from np.frombuffer at an odd offset: such an operand is copied (rare)."""
+    return arr if arr.flags.aligned else arr.copy()
+
+
 def _pad_bits_clear(arr: np.ndarray, k: int) -> bool:
-    return _core.pad_bits_clear(arr, arr.size // arr.shape[-1], k)
+    return _core.pad_bits_clear(_aligned(arr), arr.size // arr.shape[-1], k)
 
 
 def _conv_args(op, x, w, c, stride, padding, dilation, pad_mode):
@@ -102,6 +150,7 @@ def _conv_args(op, x, w, c, stride, padding, dilation, pad_mode):
 # ----------------------------------------------------------------------------------------------
 # ops
 # ----------------------------------------------------------------------------------------------
+@_after_environment
 def pack(x) -> np.ndarray:
     """Binarise and pack: ``bit = (x >= 0)`` along the last axis -> uint64 ``(..., ceil(K/64))``.
 
@@ -116,19 +165,21 @@ def pack(x) -> np.ndarray:
     x = np.ascontiguousarray(x)
     k = x.shape[-1]
     out = np.empty(x.shape[:-1] + (_ref.words_for(k),), dtype=np.uint64)
-    _core.pack(x, code, x.size // k, k, out)
+    _core.pack(_aligned(x), code, x.size // k, k, out)
     return out
 
 
+@_after_environment
 def unpack(p, k) -> np.ndarray:
     """Inverse of :func:`pack` on signs: uint64 ``(..., ceil(k/64))`` -> int8 ``(..., k)`` of +-1."""
     p, k = _ref._check_unpack_input(p, k)
     p = np.ascontiguousarray(p)
     out = np.empty(p.shape[:-1] + (k,), dtype=np.int8)
-    _core.unpack(p, p.size // p.shape[-1], k, out)
+    _core.unpack(_aligned(p), p.size // p.shape[-1], k, out)
     return out
 
 
+@_after_environment
 def bgemm(a, w, k) -> np.ndarray:
     """Binary GEMM: ``out[m, n] = k - 2 * popcount(a[m] XOR w[n])`` = sum_i a_mi * w_ni over +-1.
 
@@ -136,10 +187,11 @@ def bgemm(a, w, k) -> np.ndarray:
     """
     a, w, k = _ref._check_dense("bgemm", a, w, k, _pad_bits_clear)
     out = np.empty((a.shape[0], w.shape[0]), dtype=np.int32)
-    _core.bgemm(a, w, a.shape[0], w.shape[0], k, out)
+    _core.bgemm(_aligned(a), _aligned(w), a.shape[0], w.shape[0], k, out)
     return out
 
 
+@_after_environment
 def bgemm_threshold(a, w, k, thresh, flip) -> np.ndarray:
     """Fused binary dense + batch-norm + sign -> packed uint64 (M, ceil(N/64)).
 
@@ -149,19 +201,22 @@ def bgemm_threshold(a, w, k, thresh, flip) -> np.ndarray:
     a, w, k = _ref._check_dense("bgemm_threshold", a, w, k, _pad_bits_clear)
     thresh, flip = _ref._check_thresholds("bgemm_threshold", thresh, flip, w.shape[0])
     out = np.empty((a.shape[0], _ref.words_for(w.shape[0])), dtype=np.uint64)
-    _core.bgemm_threshold(a, w, a.shape[0], w.shape[0], k, thresh, flip, out)
+    _core.bgemm_threshold(_aligned(a), _aligned(w), a.shape[0], w.shape[0], k,
+                          _aligned(thresh), flip, out)
     return out
 
 
+@_after_environment
 def bconv2d(x, w, c, stride=(1, 1), padding=(0, 0), dilation=(1, 1), pad_mode="zero") -> np.ndarray:
     """Binary conv over channel-packed NHWC maps -> int32 (N, Ho, Wo, O); see the reference."""
     x, w, geometry, mode, ho, wo = _conv_args("bconv2d", x, w, c, stride, padding, dilation,
                                               pad_mode)
     out = np.empty((x.shape[0], ho, wo, w.shape[0]), dtype=np.int32)
-    _core.bconv2d(x, w, geometry, mode, out)
+    _core.bconv2d(_aligned(x), _aligned(w), geometry, mode, out)
     return out
 
 
+@_after_environment
 def bconv2d_threshold(x, w, c, thresh, flip, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
                       pad_mode="zero") -> np.ndarray:
     """Fused binary conv + batch-norm + sign -> packed uint64 (N, Ho, Wo, ceil(O/64))."""
@@ -169,10 +224,12 @@ def bconv2d_threshold(x, w, c, thresh, flip, stride=(1, 1), padding=(0, 0), dila
     x, w, geometry, mode, ho, wo = _conv_args(op, x, w, c, stride, padding, dilation, pad_mode)
     thresh, flip = _ref._check_thresholds(op, thresh, flip, w.shape[0])
     out = np.empty((x.shape[0], ho, wo, _ref.words_for(w.shape[0])), dtype=np.uint64)
-    _core.bconv2d_threshold(x, w, geometry, mode, thresh, flip, out)
+    _core.bconv2d_threshold(_aligned(x), _aligned(w), geometry, mode, _aligned(thresh), flip,
+                            out)
     return out
 
 
+@_after_environment
 def bconv2d_threshold_maxpool(x, w, c, thresh, flip, pool_kernel, pool_stride, stride=(1, 1),
                               padding=(0, 0), dilation=(1, 1), pad_mode="zero") -> np.ndarray:
     """Fused conv -> max-pool -> batch-norm -> sign -> packed uint64 (N, Hp, Wp, ceil(O/64)).
@@ -184,11 +241,12 @@ def bconv2d_threshold_maxpool(x, w, c, thresh, flip, pool_kernel, pool_stride, s
     thresh, flip = _ref._check_thresholds(op, thresh, flip, w.shape[0])
     pool_kernel, pool_stride, hp, wp = _ref._pool_geometry(op, ho, wo, pool_kernel, pool_stride)
     out = np.empty((x.shape[0], hp, wp, _ref.words_for(w.shape[0])), dtype=np.uint64)
-    _core.bconv2d_threshold_maxpool(x, w, geometry, mode, thresh, flip,
-                                    pool_kernel + pool_stride, out)
+    _core.bconv2d_threshold_maxpool(_aligned(x), _aligned(w), geometry, mode, _aligned(thresh),
+                                    flip, pool_kernel + pool_stride, out)
     return out
 
 
+@_after_environment
 def bmaxpool2d(x, kernel, stride, flip, c) -> np.ndarray:
     """Max-pool of thresholded bit maps: OR where flip is False, AND where True -> packed maps."""
     x, kernel, stride, flip, c = _ref._check_bmaxpool2d(x, kernel, stride, flip, c,
@@ -198,38 +256,42 @@ def bmaxpool2d(x, kernel, stride, flip, c) -> np.ndarray:
     ho = (h - kernel[0]) // stride[0] + 1
     wo = (wd - kernel[1]) // stride[1] + 1
     out = np.empty((n, ho, wo, cw), dtype=np.uint64)
-    _core.bmaxpool2d(x, (n, h, wd, c) + kernel + stride, and_mask, out)
+    _core.bmaxpool2d(_aligned(x), (n, h, wd, c) + kernel + stride, and_mask, out)
     return out
 
 
+@_after_environment
 def maxpool2d_int(x, kernel, stride) -> np.ndarray:
     """Integer max-pool over NHWC int32 maps (no padding, floor sizes) -> int32 (N, Ho, Wo, C)."""
     x = _ref._check_array("maxpool2d_int", "x", x, np.int32, 4)
     n, h, wd, c = x.shape
     kernel, stride, ho, wo = _ref._pool_geometry("maxpool2d_int", h, wd, kernel, stride)
     out = np.empty((n, ho, wo, c), dtype=np.int32)
-    _core.maxpool2d_int(x, (n, h, wd, c) + kernel + stride, out)
+    _core.maxpool2d_int(_aligned(x), (n, h, wd, c) + kernel + stride, out)
     return out
 
 
+@_after_environment
 def bitplane_gemm(x_u8, w, k) -> np.ndarray:
     """8-bit input layer by bit planes (paper §1.6): int32 (M, N) = sum_i w_ni * x_mi."""
     x_u8, w, k = _ref._check_first_layer("bitplane_gemm", x_u8, w, k, _pad_bits_clear)
     out = np.empty((x_u8.shape[0], w.shape[0]), dtype=np.int32)
-    _core.bitplane_gemm(x_u8, w, x_u8.shape[0], w.shape[0], k, out)
+    _core.bitplane_gemm(x_u8, _aligned(w), x_u8.shape[0], w.shape[0], k, out)
     return out
 
 
+@_after_environment
 def int_gemm(x_u8, w, k) -> np.ndarray:
     """Same result as :func:`bitplane_gemm` by a direct integer product: uint8 inputs times
     +-1 int8 weights with output channels across the vector lanes (vpdpbusd on AVX-512 VNNI,
     vpmaddubsw on AVX2), exact int32."""
     x_u8, w, k = _ref._check_first_layer("int_gemm", x_u8, w, k, _pad_bits_clear)
     out = np.empty((x_u8.shape[0], w.shape[0]), dtype=np.int32)
-    _core.int_gemm(x_u8, w, x_u8.shape[0], w.shape[0], k, out)
+    _core.int_gemm(x_u8, _aligned(w), x_u8.shape[0], w.shape[0], k, out)
     return out
 
 
+@_after_environment
 def threshold_pack(x, thresh, flip) -> np.ndarray:
     """Batch-norm + sign of int32 sums ``(..., N)`` -> packed uint64 ``(..., ceil(N/64))``.
 
@@ -239,5 +301,5 @@ def threshold_pack(x, thresh, flip) -> np.ndarray:
     x = np.ascontiguousarray(x)
     n = x.shape[-1]
     out = np.empty(x.shape[:-1] + (_ref.words_for(n),), dtype=np.uint64)
-    _core.threshold_pack(x, x.size // n, n, thresh, flip, out)
+    _core.threshold_pack(_aligned(x), x.size // n, n, _aligned(thresh), flip, out)
     return out

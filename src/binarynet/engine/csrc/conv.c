@@ -52,7 +52,7 @@ static int plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, co
     p->kfull = (int64_t)(s->kh * s->kw * s->c);
     p->direct = s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0;
     p->pad_row = (uint64_t *)calloc(s->cw, sizeof(uint64_t));
-    if (!p->pad_row) return -1;
+    if (!p->pad_row) return BN_ENOMEM;
     if (s->pad_mode == BN_PAD_ONE) {
         for (size_t q = 0; q < s->cw; ++q) p->pad_row[q] = ~(uint64_t)0;
         if (s->c % 64) p->pad_row[s->cw - 1] = ((uint64_t)1 << (s->c % 64)) - 1;
@@ -60,7 +60,7 @@ static int plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, co
     if (s->pad_mode == BN_PAD_ZERO && (s->ph > 0 || s->pw > 0)) {
         const size_t stride = (s->kh + 1) * (s->kw + 1);
         p->wpre = (int32_t *)calloc(s->o * stride, sizeof(int32_t));
-        if (!p->wpre) return -1;
+        if (!p->wpre) return BN_ENOMEM;
         for (size_t o = 0; o < s->o; ++o) {
             int32_t *P = p->wpre + o * stride;
             for (size_t i = 0; i < s->kh; ++i) {
@@ -75,7 +75,7 @@ static int plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, co
             }
         }
     }
-    return 0;
+    return BN_OK;
 }
 
 /* Panel path for m output pixels when the backend has one; -1 when out of memory. */
@@ -83,10 +83,10 @@ static int plan_panels(conv_plan *p, const bn_tile_kernels *kr, size_t m, const 
     if (!bn_use_panels(kr, m, p->kwords)) return 0;
     p->panels = (uint64_t *)malloc(bn_panel_words(p->s->o, p->kwords) * sizeof(uint64_t));
     p->flip_bits = (uint64_t *)malloc(bn_words(p->s->o) * sizeof(uint64_t));
-    if (!p->panels || !p->flip_bits) return -1;
+    if (!p->panels || !p->flip_bits) return BN_ENOMEM;
     bn_repack_panels(p->w, p->s->o, p->kwords, p->panels);
     if (flip) bn_pack_flags(flip, p->s->o, p->flip_bits);
-    return 0;
+    return BN_OK;
 }
 
 static void plan_free(conv_plan *p) {
@@ -97,31 +97,37 @@ static void plan_free(conv_plan *p) {
 }
 
 
-/* Taps i in [lo, hi) with 0 <= base + i * d < size. */
-static void valid_range(long base, size_t d, size_t size, size_t k, int32_t *lo, int32_t *hi) {
-    long first = base >= 0 ? 0 : (-base + (long)d - 1) / (long)d;
-    long last = (long)size - base <= 0 ? 0 : ((long)size - base + (long)d - 1) / (long)d;
-    if (last > (long)k) last = (long)k;
+/* ceil(a / b) for a >= 0, b >= 1, without the a + b - 1 that could overflow. */
+static inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
+
+/* Taps i in [lo, hi) with 0 <= base + i * d < size. module.c keeps the padded extent (size + 2
+ * padding) within int64, so -padding <= base and size - base never overflow. */
+static void valid_range(int64_t base, size_t d, size_t size, size_t k, int32_t *lo, int32_t *hi) {
+    int64_t first = base >= 0 ? 0 : ceil_div(-base, (int64_t)d);
+    int64_t last = (int64_t)size - base <= 0 ? 0 : ceil_div((int64_t)size - base, (int64_t)d);
+    if (last > (int64_t)k) last = (int64_t)k;
     if (first > last) first = last;
     *lo = (int32_t)first;
     *hi = (int32_t)last;
 }
 
-/* Gathers the taps of output pixel (n, ho, wo) into dst (kwords words). */
+/* Gathers the taps of output pixel (n, ho, wo) into dst (kwords words). Coordinates are int64:
+ * ho * sh <= padded extent and tap rows stay in [-padding, size + padding). */
 static void im2col_row(const conv_plan *p, size_t n, size_t ho, size_t wo, uint64_t *dst,
                        tap_window *win) {
     const bn_conv_shape *s = p->s;
-    const long hb = (long)(ho * s->sh) - (long)s->ph, wb = (long)(wo * s->sw) - (long)s->pw;
+    const int64_t hb = (int64_t)(ho * s->sh) - (int64_t)s->ph;
+    const int64_t wb = (int64_t)(wo * s->sw) - (int64_t)s->pw;
     valid_range(hb, s->dh, s->h, s->kh, &win->i0, &win->i1);
     valid_range(wb, s->dw, s->w, s->kw, &win->j0, &win->j1);
     const size_t cw = s->cw;
     for (size_t i = 0; i < s->kh; ++i) {
         const int row_ok = (int32_t)i >= win->i0 && (int32_t)i < win->i1;
-        const long hi = hb + (long)(i * s->dh);
+        const int64_t hi = hb + (int64_t)(i * s->dh);
         for (size_t j = 0; j < s->kw; ++j, dst += cw) {
             const uint64_t *src = p->pad_row;
             if (row_ok && (int32_t)j >= win->j0 && (int32_t)j < win->j1) {
-                const long wi = wb + (long)(j * s->dw);
+                const int64_t wi = wb + (int64_t)(j * s->dw);
                 src = p->x + ((n * s->h + (size_t)hi) * s->w + (size_t)wi) * cw;
             }
             for (size_t q = 0; q < cw; ++q) dst[q] = src[q];
@@ -253,11 +259,11 @@ static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w
     conv_plan plan;
     if (plan_init(&plan, s, x, w)) {
         plan_free(&plan);
-        return -1;
+        return BN_ENOMEM;
     }
     conv_job j;
     j.plan = &plan;
-    j.kr = bn_current_tiles();
+    j.kr = bn_isa()->tiles;
     j.dot_out = dot_out;
     j.bits_out = bits_out;
     j.thresh = thresh;
@@ -269,7 +275,7 @@ static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w
     j.ldo = dot_out ? s->o : bn_words(s->o);
     if (plan_panels(&plan, j.kr, j.m, flip)) {
         plan_free(&plan);
-        return -1;
+        return BN_ENOMEM;
     }
     bn_scratch_init(&j.scratch, j.bm * (plan.kwords * sizeof(uint64_t) + sizeof(tap_window) +
                                         sizeof(int32_t)));
@@ -280,7 +286,7 @@ static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w
     const int failed = j.scratch.failed;
     bn_scratch_free(&j.scratch);
     plan_free(&plan);
-    return failed ? -1 : 0;
+    return failed ? BN_ENOMEM : BN_OK;
 }
 
 int bn_bconv2d(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w, int32_t *out) {
@@ -341,37 +347,39 @@ static void pool_task(void *vjob, long t, int worker) {
 int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
                                  const int32_t *thresh, const uint8_t *flip, size_t pkh, size_t pkw,
                                  size_t psh, size_t psw, uint64_t *out) {
-    conv_plan plan;
-    const size_t ow = bn_words(s->o);
-    uint64_t *and_mask = (uint64_t *)calloc(ow, sizeof(uint64_t));
-    if (!and_mask) return -1;
-    if (plan_init(&plan, s, x, w)) {
-        free(and_mask);
-        plan_free(&plan);
-        return -1;
-    }
-    for (size_t o = 0; o < s->o; ++o)
-        if (flip[o]) and_mask[o >> 6] |= (uint64_t)1 << (o & 63);
     pool_job j;
-    j.plan = &plan;
-    j.kr = bn_current_tiles();
-    j.thresh = thresh;
-    j.flip = flip;
-    j.and_mask = and_mask;
-    j.out = out;
+    const size_t ow = bn_words(s->o);
     j.pkh = pkh; j.pkw = pkw; j.psh = psh; j.psw = psw;
     j.hp = (s->ho - pkh) / psh + 1;
     j.wp = (s->wo - pkw) / psw + 1;
     j.wneed = (j.wp - 1) * psw + pkw;
-    j.rows = pkh * j.wneed;
     j.ow = ow;
-    if (plan_panels(&plan, j.kr, s->n * s->ho * s->wo, flip)) {
+    /* a task's conv rows (pkh x wneed) are bounded by no buffer: a large pool window over a
+     * heavily padded map can ask for more than size_t holds */
+    size_t scratch_bytes;
+    const size_t row_bytes = (s->kh * s->kw * s->cw + ow) * sizeof(uint64_t) +
+                             sizeof(tap_window) + sizeof(int32_t);
+    if (__builtin_mul_overflow(pkh, j.wneed, &j.rows) ||
+        __builtin_mul_overflow(j.rows, row_bytes, &scratch_bytes))
+        return BN_EOVERFLOW;
+    conv_plan plan;
+    j.kr = bn_isa()->tiles; /* read once: the panels below must be the tiles' own */
+    uint64_t *and_mask = (uint64_t *)calloc(ow, sizeof(uint64_t));
+    if (!and_mask) return BN_ENOMEM;
+    const size_t pixels = bn_mul_sat(s->n, bn_mul_sat(s->ho, s->wo)); /* steers panels only */
+    if (plan_init(&plan, s, x, w) || plan_panels(&plan, j.kr, pixels, flip)) {
         plan_free(&plan);
         free(and_mask);
-        return -1;
+        return BN_ENOMEM;
     }
-    bn_scratch_init(&j.scratch, j.rows * ((plan.kwords + ow) * sizeof(uint64_t) +
-                                          sizeof(tap_window) + sizeof(int32_t)));
+    for (size_t o = 0; o < s->o; ++o)
+        if (flip[o]) and_mask[o >> 6] |= (uint64_t)1 << (o & 63);
+    j.plan = &plan;
+    j.thresh = thresh;
+    j.flip = flip;
+    j.and_mask = and_mask;
+    j.out = out;
+    bn_scratch_init(&j.scratch, scratch_bytes);
     const long tasks = (long)(s->n * j.hp);
     bn_parallel_for(tasks, bn_threads_for((double)tasks * j.rows * (double)s->o * plan.kwords),
                     pool_task, &j);
@@ -379,5 +387,5 @@ int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, cons
     bn_scratch_free(&j.scratch);
     plan_free(&plan);
     free(and_mask);
-    return failed ? -1 : 0;
+    return failed ? BN_ENOMEM : BN_OK;
 }

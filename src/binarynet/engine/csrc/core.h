@@ -9,15 +9,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifndef BN_X86 /* -DBN_X86=0 builds what other CPUs get: the portable kernels only */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define BN_X86 1
 #else
 #define BN_X86 0
 #endif
+#endif
 
-/* ---- backends ------------------------------------------------------------------------------ */
-enum bn_backend { BN_PORTABLE = 0, BN_AVX2 = 1, BN_AVX512 = 2 };
-
+/* ---- popcount tiles (tiles_*.c) ------------------------------------------------------------- */
 /* Popcount tile kernels: cnt[i * nr + j] = sum_{t < kw} popcount(a[i][t] ^ w[j][t]) for an
  * mr x nr tile (mr, nr fixed per kernel). a / w hold row pointers; the driver repeats the last
  * row to fill edge tiles. */
@@ -53,6 +53,7 @@ typedef void (*bn_panel_fn)(const uint64_t *a, size_t lda, size_t mb, size_t n0,
                             size_t kw, const bn_panel_job *job);
 
 typedef struct {
+    const char *name;   /* instruction set it needs, e.g. "avx512vpopcntdq" */
     int mr, nr;         /* wide tile, used when there are at least mr rows of A */
     bn_tile_fn tile;
     int thin_nr;        /* 1 x thin_nr tile for a single row of A (GEMV) */
@@ -60,15 +61,106 @@ typedef struct {
     bn_panel_fn panel;  /* panel path, or NULL */
 } bn_tile_kernels;
 
+extern const bn_tile_kernels bn_tiles_portable; /* the reference: plain C */
 #if BN_X86
+extern const bn_tile_kernels bn_tiles_popcnt;   /* the same C with the popcnt instruction */
 extern const bn_tile_kernels bn_tiles_avx2;
 extern const bn_tile_kernels bn_tiles_avx512;
 #endif
 
-int bn_backend_supported(int backend);
-int bn_get_backend(void);
-void bn_set_backend(int backend); /* caller checks bn_backend_supported first */
-const bn_tile_kernels *bn_current_tiles(void);
+/* ---- packing kernels (pack.c) ---------------------------------------------------------------- */
+enum bn_dtype { BN_F32 = 0, BN_F64 = 1, BN_I8 = 2, BN_U8 = 3, BN_NUM_DTYPES = 4 };
+static inline size_t bn_dtype_size(int dtype) {
+    return dtype == BN_F64 ? 8 : dtype == BN_F32 ? 4 : 1;
+}
+/* One row of k elements of a dtype -> ceil(k/64) words; bit = (x >= 0). */
+typedef void (*bn_pack_row_fn)(const void *x, size_t k, uint64_t *out);
+typedef struct {
+    const char *name;
+    bn_pack_row_fn row[BN_NUM_DTYPES]; /* by enum bn_dtype */
+} bn_pack_kernels;
+/* The 8 bit planes of a uint8 row of k values -> 8 packed rows of ceil(k/64) words. */
+typedef struct {
+    const char *name;
+    void (*planes)(const uint8_t *x, size_t k, uint64_t *planes);
+} bn_planes_kernel;
+
+extern const bn_pack_kernels bn_pack_portable;
+extern const bn_planes_kernel bn_planes_portable;
+#if BN_X86
+extern const bn_pack_kernels bn_pack_avx2;
+extern const bn_planes_kernel bn_planes_avx2;
+extern const bn_planes_kernel bn_planes_avx512;
+#endif
+
+/* ---- threshold rows (threshold.c) ------------------------------------------------------------ */
+/* Batch-norm + sign of one row of n int32 sums -> ceil(n/64) words: bit = x >= thresh, or
+ * x <= thresh where flipped (flip as bytes for scalar code, as bits for SIMD masks). */
+typedef struct {
+    const int32_t *thresh;
+    const uint8_t *flip;
+    const uint64_t *flip_bits;
+    size_t n;
+} bn_thresholds;
+typedef struct {
+    const char *name;
+    void (*row)(const bn_thresholds *t, const int32_t *x, uint64_t *out);
+} bn_threshold_kernel;
+
+extern const bn_threshold_kernel bn_threshold_portable;
+#if BN_X86
+extern const bn_threshold_kernel bn_threshold_avx2;
+extern const bn_threshold_kernel bn_threshold_avx512;
+#endif
+
+/* ---- direct integer first layer (first_layer.c) ---------------------------------------------- */
+typedef struct bn_int_job bn_int_job;
+typedef struct {
+    const char *name;
+    size_t lanes; /* output channels per weight panel (vector lanes); 0: unpacked +-1 rows */
+    /* input rows [m0, m1) x weight panels [p0, p1) (portable: all outputs, p0 / p1 unused) */
+    void (*block)(const bn_int_job *j, size_t m0, size_t m1, size_t p0, size_t p1);
+} bn_int_kernel;
+
+extern const bn_int_kernel bn_int_portable;
+#if BN_X86
+extern const bn_int_kernel bn_int_avx2;
+extern const bn_int_kernel bn_int_vnni;
+#endif
+
+/* ---- ISA dispatch (dispatch.c) --------------------------------------------------------------- */
+/* One table, one row per instruction set, one entry per SIMD op. The CPU is examined once (on
+ * first use, thread-safe) and each supported row is filled with the best kernel of every op
+ * that its ISA allows; the portable row holds the plain-C references. An op reads the current
+ * row once, at its start, so changing rows while it runs never mixes two ISAs in one result. */
+enum bn_isa { BN_PORTABLE = 0, BN_AVX2 = 1, BN_AVX512 = 2, BN_NUM_ISAS = 3 };
+typedef struct {
+    const char *name;              /* "portable", "avx2", "avx512" */
+    const bn_tile_kernels *tiles;  /* bgemm(_threshold), conv, bitplane_gemm */
+    const bn_pack_kernels *pack;   /* pack */
+    const bn_planes_kernel *planes; /* bitplane_gemm's input planes */
+    const bn_threshold_kernel *threshold; /* threshold_pack */
+    const bn_int_kernel *int_gemm;  /* int_gemm */
+} bn_isa_row;
+
+int bn_isa_supported(int isa);
+int bn_isa_current(void);
+void bn_isa_select(int isa);             /* ignored unless bn_isa_supported(isa) */
+const bn_isa_row *bn_isa_row_of(int isa); /* NULL when not supported */
+const bn_isa_row *bn_isa(void);          /* the current row */
+
+/* ---- driver results ---------------------------------------------------------------------------- */
+/* Drivers that allocate work buffers return BN_OK, BN_ENOMEM, or BN_EOVERFLOW when a work
+ * buffer's size does not fit size_t (module.c turns these into MemoryError / OverflowError). */
+enum { BN_OK = 0, BN_ENOMEM = -1, BN_EOVERFLOW = -2 };
+/* a * b, or SIZE_MAX when that overflows (for counts that only steer a choice). */
+static inline size_t bn_mul_sat(size_t a, size_t b) {
+    size_t r;
+    return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+/* First layer: |sum| <= 255 k must fit int32. */
+#define BN_FIRST_LAYER_MAX_K (INT32_MAX / 255)
+
 /* ---- threads (threads.c) --------------------------------------------------------------------- */
 int bn_get_num_threads(void);
 void bn_set_num_threads(int n);
@@ -99,12 +191,9 @@ static inline int bn_threads_for(double work) {
     return work >= BN_PARALLEL_MIN_WORK ? bn_get_num_threads() : 1;
 }
 
-/* ---- packing (pack.c) ------------------------------------------------------------------------ */
-enum bn_dtype { BN_F32 = 0, BN_F64 = 1, BN_I8 = 2, BN_U8 = 3 };
+/* ---- packing driver (pack.c) ----------------------------------------------------------------- */
 /* rows x k elements (row-major) -> rows x ceil(k/64) words; bit = (x >= 0). */
 void bn_pack(const void *x, int dtype, size_t rows, size_t k, uint64_t *out);
-/* The 8 bit planes of a uint8 row of k values -> 8 packed rows of ceil(k/64) words. */
-void bn_pack_planes_u8(const uint8_t *x, size_t k, uint64_t *planes);
 void bn_unpack(const uint64_t *p, size_t rows, size_t k, int8_t *out);
 
 /* ---- GEMM driver (gemm.c) -------------------------------------------------------------------- */
@@ -132,6 +221,7 @@ int bn_bgemm(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
 int bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
                         const int32_t *thresh, const uint8_t *flip, uint64_t *out);
 
+/* ---- threshold_pack (threshold.c) ----------------------------------------------------------- */
 /* int32 rows x n -> packed bits (dot >= thresh, or <= where flipped); -1 when out of memory. */
 int bn_threshold_pack(const int32_t *x, size_t rows, size_t n, const int32_t *thresh,
                        const uint8_t *flip, uint64_t *out);
@@ -168,10 +258,12 @@ int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t 
 
 /* Helpers shared by the drivers. */
 static inline uint32_t bn_popcount64(uint64_t v) { return (uint32_t)__builtin_popcountll(v); }
-/* Bit of an output channel: dot >= t, or dot <= t when flipped. */
+/* Bit of an output channel: dot >= t, or dot <= t when flipped (any nonzero flip byte, as in
+ * bn_pack_flags: a byte of 2 must not yield a 2, which would set the next channel's bit). */
 static inline uint64_t bn_threshold_bit(int64_t dot, int32_t t, uint8_t flip) {
     /* branch-free: flip is data (about half the channels), a branch would mispredict */
-    return (uint64_t)(((dot >= t) & (flip ^ 1)) | ((dot <= t) & flip));
+    const int f = flip != 0;
+    return (uint64_t)(((dot >= t) & (f ^ 1)) | ((dot <= t) & f));
 }
 
 #endif

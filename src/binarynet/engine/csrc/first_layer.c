@@ -36,6 +36,7 @@ static void epi_planes(void *vctx, size_t r0, int mr, size_t n0, int nr, const u
 
 typedef struct {
     const bn_tile_kernels *kr;
+    void (*planes)(const uint8_t *x, size_t k, uint64_t *planes); /* same ISA row as kr */
     const uint8_t *x;
     const uint64_t *w;
     const int32_t *wpop; /* 255 * popcount(w row) */
@@ -53,7 +54,7 @@ static void plane_task(void *vjob, long t, int worker) {
     const size_t m0 = im * j->bm, mb = j->m - m0 < j->bm ? j->m - m0 : j->bm;
     const size_t n0 = in * j->bn, n1 = n0 + j->bn < j->n ? n0 + j->bn : j->n;
     for (size_t i = 0; i < mb; ++i) {
-        bn_pack_planes_u8(j->x + (m0 + i) * j->k, j->k, planes + 8 * i * j->kw);
+        j->planes(j->x + (m0 + i) * j->k, j->k, planes + 8 * i * j->kw);
         if (!j->panels) /* the panel path writes 255 popcount(w) - sum directly */
             memcpy(j->out + (m0 + i) * j->n + n0, j->wpop + n0, (n1 - n0) * sizeof(int32_t));
     }
@@ -70,14 +71,16 @@ int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, si
                      int32_t *out) {
     const size_t kw = bn_words(k);
     int32_t *wpop = (int32_t *)malloc(n * sizeof(int32_t));
-    if (!wpop) return -1;
+    if (!wpop) return BN_ENOMEM;
     for (size_t r = 0; r < n; ++r) {
         int32_t pop = 0;
         for (size_t t = 0; t < kw; ++t) pop += (int32_t)bn_popcount64(w[r * kw + t]);
         wpop[r] = 255 * pop;
     }
     plane_job j;
-    j.kr = bn_current_tiles();
+    const bn_isa_row *isa = bn_isa();
+    j.kr = isa->tiles;
+    j.planes = isa->planes->planes;
     j.x = x;
     j.w = w;
     j.wpop = wpop;
@@ -91,7 +94,7 @@ int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, si
         panels = (uint64_t *)malloc(bn_panel_words(n, kw) * sizeof(uint64_t));
         if (!panels) {
             free(wpop);
-            return -1;
+            return BN_ENOMEM;
         }
         bn_repack_panels(w, n, kw, panels);
     }
@@ -103,7 +106,7 @@ int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, si
     bn_scratch_free(&j.scratch);
     free(panels);
     free(wpop);
-    return failed ? -1 : 0;
+    return failed ? BN_ENOMEM : BN_OK;
 }
 
 /* ---- direct integer path -------------------------------------------------------------------- */
@@ -120,15 +123,15 @@ int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, si
 #define INT_ROWS 64       /* input rows per task */
 #define INT_PANEL_BYTES (128u * 1024u) /* weight panels per task: about an L2 share */
 
-typedef struct {
-    int backend;  /* BN_AVX512 (VNNI), BN_AVX2, or BN_PORTABLE */
+struct bn_int_job {
+    const bn_int_kernel *kernel; /* lanes 16 (VNNI), 8 (AVX2) or 0 (portable) */
     const uint8_t *x;
     size_t m, n, k, k4, lanes; /* k4 = ceil(k / 4) quads; lanes per panel (16 or 8) */
     const int8_t *quads;       /* SIMD: panels, ceil(n / lanes) x k4 x lanes x 4 bytes */
     const int8_t *wpm;         /* portable: unpacked +-1 rows of k */
     size_t panels, panels_per_task, tm;
     int32_t *out;
-} int_job;
+};
 
 /* Input quad g of a row as an int32; the tail quad (k % 4 != 0) byte-wise, so no read passes
  * the end of the row (its missing bytes meet zero weights). */
@@ -143,7 +146,9 @@ static inline int32_t x_tail_quad(const uint8_t *x, size_t k) {
     return v;
 }
 
-static void int_rows_portable(const int_job *j, size_t m0, size_t m1) {
+static void int_rows_portable(const bn_int_job *j, size_t m0, size_t m1, size_t p0, size_t p1) {
+    (void)p0; /* every output channel: no panels */
+    (void)p1;
     for (size_t r = m0; r < m1; ++r) {
         const uint8_t *xr = j->x + r * j->k;
         for (size_t c = 0; c < j->n; ++c) {
@@ -154,6 +159,8 @@ static void int_rows_portable(const int_job *j, size_t m0, size_t m1) {
         }
     }
 }
+
+const bn_int_kernel bn_int_portable = {"portable", 0, int_rows_portable};
 
 #if BN_X86
 #define VNNI_KERNEL __attribute__((target("avx512f,avx512bw,avx512vnni")))
@@ -173,7 +180,7 @@ static void int_rows_portable(const int_job *j, size_t m0, size_t m1) {
     } while (0)
 
 static inline __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) void
-int_tile_vnni(const int_job *j, size_t r0, int mr, size_t p0, int np) {
+int_tile_vnni(const bn_int_job *j, size_t r0, int mr, size_t p0, int np) {
     __m512i acc[INT_MR][INT_NP];
     for (int r = 0; r < mr; ++r)
         for (int q = 0; q < np; ++q) acc[r][q] = _mm512_setzero_si512();
@@ -195,7 +202,7 @@ int_tile_vnni(const int_job *j, size_t r0, int mr, size_t p0, int np) {
     }
 }
 
-VNNI_KERNEL static void int_panels_vnni(const int_job *j, size_t m0, size_t m1, size_t pa,
+VNNI_KERNEL static void int_panels_vnni(const bn_int_job *j, size_t m0, size_t m1, size_t pa,
                                         size_t pb) {
     for (size_t p = pa; p < pb; p += INT_NP) {
         const int np = pb - p < INT_NP ? (int)(pb - p) : INT_NP;
@@ -220,7 +227,7 @@ VNNI_KERNEL static void int_panels_vnni(const int_job *j, size_t m0, size_t m1, 
     } while (0)
 
 static inline __attribute__((target("avx2"), always_inline)) void
-int_tile_avx2(const int_job *j, size_t r0, int mr, size_t p0, int np) {
+int_tile_avx2(const bn_int_job *j, size_t r0, int mr, size_t p0, int np) {
     __m256i acc[INT_MR][INT_NP];
     for (int r = 0; r < mr; ++r)
         for (int q = 0; q < np; ++q) acc[r][q] = _mm256_setzero_si256();
@@ -246,7 +253,7 @@ int_tile_avx2(const int_job *j, size_t r0, int mr, size_t p0, int np) {
     }
 }
 
-MADDUBS_KERNEL static void int_panels_avx2(const int_job *j, size_t m0, size_t m1, size_t pa,
+MADDUBS_KERNEL static void int_panels_avx2(const bn_int_job *j, size_t m0, size_t m1, size_t pa,
                                            size_t pb) {
     for (size_t p = pa; p < pb; p += INT_NP) {
         const int np = pb - p < INT_NP ? (int)(pb - p) : INT_NP;
@@ -256,25 +263,19 @@ MADDUBS_KERNEL static void int_panels_avx2(const int_job *j, size_t m0, size_t m
         for (; r < m1; ++r) int_tile_avx2(j, r, 1, p, np);
     }
 }
+
+const bn_int_kernel bn_int_vnni = {"avx512vnni", 16, int_panels_vnni};
+const bn_int_kernel bn_int_avx2 = {"avx2", 8, int_panels_avx2};
 #endif
 
 static void int_task(void *vjob, long t, int worker) {
-    const int_job *j = (const int_job *)vjob;
+    const bn_int_job *j = (const bn_int_job *)vjob;
     (void)worker;
     const size_t m0 = ((size_t)t % j->tm) * INT_ROWS;
     const size_t m1 = m0 + INT_ROWS < j->m ? m0 + INT_ROWS : j->m;
-    if (j->backend == BN_PORTABLE) {
-        int_rows_portable(j, m0, m1);
-        return;
-    }
-#if BN_X86
     const size_t pa = ((size_t)t / j->tm) * j->panels_per_task;
     const size_t pb = pa + j->panels_per_task < j->panels ? pa + j->panels_per_task : j->panels;
-    if (j->backend == BN_AVX512)
-        int_panels_vnni(j, m0, m1, pa, pb);
-    else
-        int_panels_avx2(j, m0, m1, pa, pb);
-#endif
+    j->kernel->block(j, m0, m1, pa, pb);
 }
 
 /* Weight (+-1) of channel c at input i, 0 past n or k. */
@@ -321,41 +322,32 @@ static void unpack_task(void *vjob, long t, int worker) {
     }
 }
 
-static int int_backend(void) {
-    const int backend = bn_get_backend();
-#if BN_X86
-    if (backend == BN_AVX512) {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512vnni") ? BN_AVX512 : BN_AVX2;
-    }
-#endif
-    return backend;
-}
-
 int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out) {
-    int_job j;
+    bn_int_job j;
     memset(&j, 0, sizeof(j));
-    j.backend = int_backend();
+    j.kernel = bn_isa()->int_gemm;
     j.x = x;
     j.m = m; j.n = n; j.k = k;
     j.k4 = (k + 3) / 4;
-    j.lanes = j.backend == BN_AVX512 ? 16 : j.backend == BN_AVX2 ? 8 : 0;
+    j.lanes = j.kernel->lanes;
     j.out = out;
     j.tm = (m + INT_ROWS - 1) / INT_ROWS;
     unpack_job u = {w, n, k, j.k4, j.lanes, NULL};
     long unpack_tasks = (long)n;
+    size_t weight_bytes; /* the unpacked weights take 8 times the packed ones, or more */
     if (j.lanes) {
         j.panels = (n + j.lanes - 1) / j.lanes;
-        const size_t panel_bytes = j.k4 * j.lanes * 4;
+        const size_t panel_bytes = j.k4 * j.lanes * 4; /* k <= BN_FIRST_LAYER_MAX_K */
         size_t per = INT_PANEL_BYTES / panel_bytes / INT_NP * INT_NP;
         j.panels_per_task = per < INT_NP ? INT_NP : per;
         unpack_tasks = (long)j.panels;
-        u.dst = (int8_t *)malloc(j.panels * panel_bytes);
+        if (__builtin_mul_overflow(j.panels, panel_bytes, &weight_bytes)) return BN_EOVERFLOW;
     } else {
         j.panels = j.panels_per_task = 1;
-        u.dst = (int8_t *)malloc(n * k);
+        if (__builtin_mul_overflow(n, k, &weight_bytes)) return BN_EOVERFLOW;
     }
-    if (!u.dst) return -1;
+    u.dst = (int8_t *)malloc(weight_bytes);
+    if (!u.dst) return BN_ENOMEM;
     bn_parallel_for(unpack_tasks, bn_threads_for((double)n * (double)k / 8), unpack_task, &u);
     j.quads = u.dst;
     j.wpm = u.dst;
@@ -363,5 +355,5 @@ int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t 
     bn_parallel_for((long)(j.tm * tn), bn_threads_for((double)m * (double)n * (double)k / 64),
                     int_task, &j);
     free(u.dst);
-    return 0;
+    return BN_OK;
 }

@@ -10,10 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if BN_X86
-#include <immintrin.h>
-#endif
-
 #define A_BLOCK_BYTES (16u * 1024u)
 #define W_BLOCK_BYTES (256u * 1024u)
 #define MAX_TILE 64 /* mr * nr and thin_nr of every backend fit */
@@ -203,7 +199,7 @@ static void dense_task(void *vplan, long t, int worker) {
 
 /* Returns -1 when out of memory (for the repacked weights). */
 static int run_dense(dense_plan *p) {
-    p->kr = bn_current_tiles();
+    p->kr = bn_isa()->tiles;
     p->bm = bn_block_m(p->kw);
     p->bn = bn_block_n(p->kw, p->m, p->n);
     p->tm = (p->m + p->bm - 1) / p->bm;
@@ -214,7 +210,7 @@ static int run_dense(dense_plan *p) {
         if (!panels || !flip_bits) {
             free(panels);
             free(flip_bits);
-            return -1;
+            return BN_ENOMEM;
         }
         bn_repack_panels(p->w, p->n, p->kw, panels);
         if (p->flip) bn_pack_flags(p->flip, p->n, flip_bits);
@@ -225,7 +221,7 @@ static int run_dense(dense_plan *p) {
     bn_parallel_for(tasks, bn_threads_for((double)p->m * (double)p->n * (double)p->kw), dense_task, p);
     free(panels);
     free(flip_bits);
-    return 0;
+    return BN_OK;
 }
 
 int bn_bgemm(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out) {
@@ -250,104 +246,4 @@ int bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, size_t m, size_t n,
     p.flip = flip;
     memset(out, 0, m * p.ldo * sizeof(uint64_t));
     return run_dense(&p);
-}
-
-/* ---- threshold_pack: int32 sums -> packed bits ------------------------------------------ */
-typedef struct {
-    const int32_t *x;
-    size_t rows, n;
-    const int32_t *thresh;
-    const uint8_t *flip;
-    const uint64_t *flip_bits; /* flip as bits (SIMD paths) */
-    int backend;
-    uint64_t *out;
-} threshold_job;
-
-#define THRESHOLD_ROWS 256 /* rows per task */
-
-static void threshold_row_portable(const threshold_job *j, const int32_t *src, uint64_t *dst) {
-    for (size_t q = 0; q < bn_words(j->n); ++q) {
-        const size_t end = (q + 1) * 64 < j->n ? (q + 1) * 64 : j->n;
-        uint64_t word = 0;
-        for (size_t c = q * 64; c < end; ++c)
-            word |= bn_threshold_bit(src[c], j->thresh[c], j->flip[c]) << (c & 63);
-        dst[q] = word;
-    }
-}
-
-#if BN_X86
-/* 16 channels per step: two compare masks, chosen per lane by the flip bits. */
-__attribute__((target("avx512f"))) static void threshold_row_avx512(const threshold_job *j,
-                                                                    const int32_t *src,
-                                                                    uint64_t *dst) {
-    const size_t n = j->n;
-    for (size_t q = 0; q < bn_words(n); ++q) {
-        uint64_t word = 0;
-        for (size_t c = 64 * q; c < n && c < 64 * q + 64; c += 16) {
-            const __mmask16 lanes = n - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - c)) - 1u);
-            /* plain loads where the 16 lanes exist: masked ones measured 3x slower on
-             * DRAM-resident rows (AMD Zen 4) */
-            const __m512i x = lanes == 0xFFFF ? _mm512_loadu_si512((const void *)(src + c))
-                                              : _mm512_maskz_loadu_epi32(lanes, src + c);
-            const __m512i t = lanes == 0xFFFF ? _mm512_loadu_si512((const void *)(j->thresh + c))
-                                              : _mm512_maskz_loadu_epi32(lanes, j->thresh + c);
-            const __mmask16 flip = (__mmask16)(j->flip_bits[q] >> (c & 63));
-            const __mmask16 ge = _mm512_cmpge_epi32_mask(x, t), le = _mm512_cmple_epi32_mask(x, t);
-            word |= (uint64_t)(((ge & ~flip) | (le & flip)) & lanes) << (c & 63);
-        }
-        dst[q] = word;
-    }
-}
-
-/* 8 channels per step: x < t and x > t as sign masks (movemask), then bit = !(x < t) or, where
- * flipped, !(x > t). */
-__attribute__((target("avx2"))) static void threshold_row_avx2(const threshold_job *j,
-                                                               const int32_t *src, uint64_t *dst) {
-    const size_t n = j->n, full = n / 8 * 8;
-    for (size_t q = 0; q < bn_words(n); ++q) dst[q] = 0;
-    for (size_t c = 0; c < full; c += 8) {
-        const __m256i x = _mm256_loadu_si256((const __m256i *)(src + c));
-        const __m256i t = _mm256_loadu_si256((const __m256i *)(j->thresh + c));
-        const unsigned lt = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(t, x)));
-        const unsigned gt = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(x, t)));
-        const unsigned flip = (unsigned)(j->flip_bits[c >> 6] >> (c & 63)) & 0xFFu;
-        dst[c >> 6] |= (uint64_t)(((~lt & ~flip) | (~gt & flip)) & 0xFFu) << (c & 63);
-    }
-    for (size_t c = full; c < n; ++c)
-        dst[c >> 6] |= bn_threshold_bit(src[c], j->thresh[c], j->flip[c]) << (c & 63);
-}
-#endif
-
-static void threshold_task(void *vjob, long t, int worker) {
-    const threshold_job *j = (const threshold_job *)vjob;
-    (void)worker;
-    const size_t ow = bn_words(j->n), r0 = (size_t)t * THRESHOLD_ROWS;
-    const size_t r1 = r0 + THRESHOLD_ROWS < j->rows ? r0 + THRESHOLD_ROWS : j->rows;
-    for (size_t r = r0; r < r1; ++r) {
-        const int32_t *src = j->x + r * j->n;
-        uint64_t *dst = j->out + r * ow;
-#if BN_X86
-        if (j->backend == BN_AVX512) {
-            threshold_row_avx512(j, src, dst);
-            continue;
-        }
-        if (j->backend == BN_AVX2) {
-            threshold_row_avx2(j, src, dst);
-            continue;
-        }
-#endif
-        threshold_row_portable(j, src, dst);
-    }
-}
-
-int bn_threshold_pack(const int32_t *x, size_t rows, size_t n, const int32_t *thresh,
-                      const uint8_t *flip, uint64_t *out) {
-    uint64_t *flip_bits = (uint64_t *)malloc(bn_words(n) * sizeof(uint64_t));
-    if (!flip_bits) return -1;
-    bn_pack_flags(flip, n, flip_bits);
-    threshold_job job = {x, rows, n, thresh, flip, flip_bits, bn_get_backend(), out};
-    const long tasks = (long)((rows + THRESHOLD_ROWS - 1) / THRESHOLD_ROWS);
-    bn_parallel_for(tasks, bn_threads_for((double)rows * (double)n / 8), threshold_task, &job);
-    free(flip_bits);
-    return 0;
 }

@@ -2,8 +2,13 @@
  *
  * Arrays arrive through the buffer protocol ("y*" read-only, "w*" writable; both must be
  * C-contiguous), shapes as integers. binarynet.engine.kernels validates dtypes, shapes and values
- * with clear messages first; here every buffer length is checked again against the shapes so a
- * wrong call raises instead of reading or writing out of bounds. Compute runs without the GIL.
+ * with clear messages first, but this module is safe on its own, whatever it is called with:
+ * every size derived from the shapes (element counts, padded extents, output sizes) is computed
+ * with overflow checks and must fit Py_ssize_t (OverflowError otherwise), every buffer must hold
+ * exactly what the shapes say, aligned for its items (ValueError otherwise), and bit lengths are
+ * bounded so the int32 results cannot overflow; all before any kernel touches memory. Work
+ * buffers the drivers size themselves are checked there (BN_EOVERFLOW). Compute runs without the
+ * GIL.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -11,15 +16,40 @@
 #include "core.h"
 
 /* ---- helpers -------------------------------------------------------------------------------- */
-static int check_buffer(const char *op, const char *name, const Py_buffer *b, size_t count,
-                        size_t itemsize) {
-    if ((size_t)b->len != count * itemsize) {
+/* *out = v[0] * ... * v[n-1]; OverflowError when it does not fit Py_ssize_t. */
+static int size_product(const char *op, const char *what, const size_t *v, int n, size_t *out) {
+    size_t p = 1;
+    for (int i = 0; i < n; ++i) {
+        if (__builtin_mul_overflow(p, v[i], &p) || p > (size_t)PY_SSIZE_T_MAX) {
+            PyErr_Format(PyExc_OverflowError, "%s: the size of %s overflows", op, what);
+            return -1;
+        }
+    }
+    *out = p;
+    return 0;
+}
+
+/* The buffer holds exactly dims[0] * ... * dims[n-1] items of `itemsize` bytes, aligned. */
+static int check_buffer(const char *op, const char *name, const Py_buffer *b, size_t itemsize,
+                        const size_t *dims, int n) {
+    size_t count, bytes;
+    if (size_product(op, name, dims, n, &count) || size_product(op, name, (size_t[]){count, itemsize}, 2, &bytes))
+        return -1;
+    if ((size_t)b->len != bytes) {
         PyErr_Format(PyExc_ValueError, "%s: buffer %s holds %zd bytes, expected %zu", op, name,
-                     b->len, count * itemsize);
+                     b->len, bytes);
+        return -1;
+    }
+    if ((uintptr_t)b->buf % itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s: buffer %s is not aligned to %zu bytes", op, name,
+                     itemsize);
         return -1;
     }
     return 0;
 }
+#define CHECK_BUFFER(op, name, b, itemsize, ...)                                                 \
+    check_buffer(op, name, b, itemsize, (const size_t[]){__VA_ARGS__},                           \
+                 (int)(sizeof((const size_t[]){__VA_ARGS__}) / sizeof(size_t)))
 
 static int check_sizes(const char *op, Py_ssize_t const *v, int n) {
     for (int i = 0; i < n; ++i) {
@@ -31,8 +61,23 @@ static int check_sizes(const char *op, Py_ssize_t const *v, int n) {
     return 0;
 }
 
-static PyObject *memory_error(const char *op) {
-    return PyErr_Format(PyExc_MemoryError, "%s: out of memory for work buffers", op);
+/* A bit length whose +-1 sums must fit the int32 results: k <= max. */
+static int check_length(const char *op, const char *name, Py_ssize_t k, Py_ssize_t max) {
+    if (k > max) {
+        PyErr_Format(PyExc_OverflowError, "%s: %s = %zd is too large, the int32 sums need "
+                     "%s <= %zd", op, name, k, name, max);
+        return -1;
+    }
+    return 0;
+}
+
+/* NULL with MemoryError or OverflowError for a driver's error code, else None. */
+static PyObject *driver_result(const char *op, int rc) {
+    if (rc == BN_EOVERFLOW)
+        return PyErr_Format(PyExc_OverflowError, "%s: the work buffers' size overflows", op);
+    if (rc)
+        return PyErr_Format(PyExc_MemoryError, "%s: out of memory for work buffers", op);
+    return Py_NewRef(Py_None);
 }
 
 #define RELEASE(...)                                                                             \
@@ -47,14 +92,13 @@ static PyObject *py_pack(PyObject *self, PyObject *args) {
     Py_ssize_t rows, k;
     (void)self;
     if (!PyArg_ParseTuple(args, "y*innw*", &x, &dtype, &rows, &k, &out)) return NULL;
-    static const size_t itemsize[] = {4, 8, 1, 1};
     PyObject *ret = NULL;
     Py_ssize_t sizes[] = {rows, k};
     if (dtype < BN_F32 || dtype > BN_U8) {
         PyErr_Format(PyExc_ValueError, "pack: unknown dtype code %d", dtype);
     } else if (!check_sizes("pack", sizes, 2) &&
-               !check_buffer("pack", "x", &x, (size_t)(rows * k), itemsize[dtype]) &&
-               !check_buffer("pack", "out", &out, (size_t)rows * bn_words((size_t)k), 8)) {
+               !CHECK_BUFFER("pack", "x", &x, bn_dtype_size(dtype), (size_t)rows, (size_t)k) &&
+               !CHECK_BUFFER("pack", "out", &out, 8, (size_t)rows, bn_words((size_t)k))) {
         Py_BEGIN_ALLOW_THREADS
         bn_pack(x.buf, dtype, (size_t)rows, (size_t)k, (uint64_t *)out.buf);
         Py_END_ALLOW_THREADS
@@ -72,8 +116,8 @@ static PyObject *py_unpack(PyObject *self, PyObject *args) {
     PyObject *ret = NULL;
     Py_ssize_t sizes[] = {rows, k};
     if (!check_sizes("unpack", sizes, 2) &&
-        !check_buffer("unpack", "p", &p, (size_t)rows * bn_words((size_t)k), 8) &&
-        !check_buffer("unpack", "out", &out, (size_t)(rows * k), 1)) {
+        !CHECK_BUFFER("unpack", "p", &p, 8, (size_t)rows, bn_words((size_t)k)) &&
+        !CHECK_BUFFER("unpack", "out", &out, 1, (size_t)rows, (size_t)k)) {
         Py_BEGIN_ALLOW_THREADS
         bn_unpack((const uint64_t *)p.buf, (size_t)rows, (size_t)k, (int8_t *)out.buf);
         Py_END_ALLOW_THREADS
@@ -92,7 +136,7 @@ static PyObject *py_pad_bits_clear(PyObject *self, PyObject *args) {
     PyObject *ret = NULL;
     Py_ssize_t sizes[] = {rows, k};
     if (!check_sizes("pad_bits_clear", sizes, 2) &&
-        !check_buffer("pad_bits_clear", "p", &p, (size_t)rows * bn_words((size_t)k), 8)) {
+        !CHECK_BUFFER("pad_bits_clear", "p", &p, 8, (size_t)rows, bn_words((size_t)k))) {
         int clear = 1;
         if (k % 64) {
             const uint64_t mask = ~(((uint64_t)1 << (k % 64)) - 1);
@@ -109,23 +153,30 @@ static PyObject *py_pad_bits_clear(PyObject *self, PyObject *args) {
 }
 
 /* ---- dense ---------------------------------------------------------------------------------- */
+/* m, n, k >= 1, k small enough for int32 dot products, a and w rows of ceil(k/64) words. */
+static int check_dense(const char *op, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                       const Py_buffer *a, const Py_buffer *w) {
+    Py_ssize_t sizes[] = {m, n, k};
+    const size_t kw = bn_words((size_t)k);
+    if (check_sizes(op, sizes, 3) || check_length(op, "k", k, INT32_MAX)) return -1;
+    if (CHECK_BUFFER(op, "a", a, 8, (size_t)m, kw)) return -1;
+    return CHECK_BUFFER(op, "w", w, 8, (size_t)n, kw);
+}
+
 static PyObject *py_bgemm(PyObject *self, PyObject *args) {
     Py_buffer a, w, out;
     Py_ssize_t m, n, k;
     (void)self;
     if (!PyArg_ParseTuple(args, "y*y*nnnw*", &a, &w, &m, &n, &k, &out)) return NULL;
     PyObject *ret = NULL;
-    Py_ssize_t sizes[] = {m, n, k};
-    const size_t kw = bn_words((size_t)k);
-    if (!check_sizes("bgemm", sizes, 3) && !check_buffer("bgemm", "a", &a, (size_t)m * kw, 8) &&
-        !check_buffer("bgemm", "w", &w, (size_t)n * kw, 8) &&
-        !check_buffer("bgemm", "out", &out, (size_t)(m * n), 4)) {
+    if (!check_dense("bgemm", m, n, k, &a, &w) &&
+        !CHECK_BUFFER("bgemm", "out", &out, 4, (size_t)m, (size_t)n)) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
         rc = bn_bgemm((const uint64_t *)a.buf, (const uint64_t *)w.buf, (size_t)m, (size_t)n,
                       (size_t)k, (int32_t *)out.buf);
         Py_END_ALLOW_THREADS
-        ret = rc ? memory_error("bgemm") : Py_NewRef(Py_None);
+        ret = driver_result("bgemm", rc);
     }
     RELEASE(&a, &w, &out);
     return ret;
@@ -138,21 +189,17 @@ static PyObject *py_bgemm_threshold(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*y*nnny*y*w*", &a, &w, &m, &n, &k, &thresh, &flip, &out))
         return NULL;
     PyObject *ret = NULL;
-    Py_ssize_t sizes[] = {m, n, k};
-    const size_t kw = bn_words((size_t)k);
     const char *op = "bgemm_threshold";
-    if (!check_sizes(op, sizes, 3) && !check_buffer(op, "a", &a, (size_t)m * kw, 8) &&
-        !check_buffer(op, "w", &w, (size_t)n * kw, 8) &&
-        !check_buffer(op, "thresh", &thresh, (size_t)n, 4) &&
-        !check_buffer(op, "flip", &flip, (size_t)n, 1) &&
-        !check_buffer(op, "out", &out, (size_t)m * bn_words((size_t)n), 8)) {
+    if (!check_dense(op, m, n, k, &a, &w) && !CHECK_BUFFER(op, "thresh", &thresh, 4, (size_t)n) &&
+        !CHECK_BUFFER(op, "flip", &flip, 1, (size_t)n) &&
+        !CHECK_BUFFER(op, "out", &out, 8, (size_t)m, bn_words((size_t)n))) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
         rc = bn_bgemm_threshold((const uint64_t *)a.buf, (const uint64_t *)w.buf, (size_t)m,
                                 (size_t)n, (size_t)k, (const int32_t *)thresh.buf,
                                 (const uint8_t *)flip.buf, (uint64_t *)out.buf);
         Py_END_ALLOW_THREADS
-        ret = rc ? memory_error(op) : Py_NewRef(Py_None);
+        ret = driver_result(op, rc);
     }
     RELEASE(&a, &w, &thresh, &flip, &out);
     return ret;
@@ -166,23 +213,49 @@ static PyObject *py_threshold_pack(PyObject *self, PyObject *args) {
     PyObject *ret = NULL;
     Py_ssize_t sizes[] = {rows, n};
     const char *op = "threshold_pack";
-    if (!check_sizes(op, sizes, 2) && !check_buffer(op, "x", &x, (size_t)(rows * n), 4) &&
-        !check_buffer(op, "thresh", &thresh, (size_t)n, 4) &&
-        !check_buffer(op, "flip", &flip, (size_t)n, 1) &&
-        !check_buffer(op, "out", &out, (size_t)rows * bn_words((size_t)n), 8)) {
+    if (!check_sizes(op, sizes, 2) && !CHECK_BUFFER(op, "x", &x, 4, (size_t)rows, (size_t)n) &&
+        !CHECK_BUFFER(op, "thresh", &thresh, 4, (size_t)n) &&
+        !CHECK_BUFFER(op, "flip", &flip, 1, (size_t)n) &&
+        !CHECK_BUFFER(op, "out", &out, 8, (size_t)rows, bn_words((size_t)n))) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
         rc = bn_threshold_pack((const int32_t *)x.buf, (size_t)rows, (size_t)n,
                                (const int32_t *)thresh.buf, (const uint8_t *)flip.buf,
                                (uint64_t *)out.buf);
         Py_END_ALLOW_THREADS
-        ret = rc ? memory_error(op) : Py_NewRef(Py_None);
+        ret = driver_result(op, rc);
     }
     RELEASE(&x, &thresh, &flip, &out);
     return ret;
 }
 
 /* ---- convolution ---------------------------------------------------------------------------- */
+/* Output size of one axis, (size + 2 pad - (dil (kernel - 1) + 1)) / stride + 1, every step
+ * checked: the padded extent and the dilated kernel span must fit Py_ssize_t, which keeps every
+ * tap coordinate conv.c computes (in int64) in range. */
+static int conv_axis(const char *op, const char *axis, size_t size, size_t kernel, size_t stride,
+                     size_t pad, size_t dil, size_t *out) {
+    size_t padded, span;
+    if (__builtin_mul_overflow(pad, 2, &padded) || __builtin_add_overflow(padded, size, &padded) ||
+        padded > (size_t)PY_SSIZE_T_MAX) {
+        PyErr_Format(PyExc_OverflowError, "%s: the padded input %s (%s + 2 * padding) overflows",
+                     op, axis, axis);
+        return -1;
+    }
+    if (__builtin_mul_overflow(dil, kernel - 1, &span) || __builtin_add_overflow(span, 1, &span) ||
+        span > (size_t)PY_SSIZE_T_MAX) {
+        PyErr_Format(PyExc_OverflowError, "%s: the dilated kernel %s (dilation * (kernel - 1) + 1) "
+                     "overflows", op, axis);
+        return -1;
+    }
+    if (padded < span) {
+        PyErr_Format(PyExc_ValueError, "%s: kernel does not fit the input", op);
+        return -1;
+    }
+    *out = (padded - span) / stride + 1;
+    return 0;
+}
+
 /* geometry: (n, h, w, c, o, kh, kw, sh, sw, ph, pw, dh, dw) */
 static int parse_conv(const char *op, PyObject *geom, int pad_mode, bn_conv_shape *s) {
     Py_ssize_t g[13];
@@ -200,21 +273,18 @@ static int parse_conv(const char *op, PyObject *geom, int pad_mode, bn_conv_shap
     s->dh = (size_t)g[11]; s->dw = (size_t)g[12];
     s->cw = bn_words(s->c);
     s->pad_mode = pad_mode;
-    const long hspan = (long)(s->h + 2 * s->ph) - (long)(s->dh * (s->kh - 1)) - 1;
-    const long wspan = (long)(s->w + 2 * s->pw) - (long)(s->dw * (s->kw - 1)) - 1;
-    if (hspan < 0 || wspan < 0) {
-        PyErr_Format(PyExc_ValueError, "%s: kernel does not fit the input", op);
+    size_t k;
+    if (size_product(op, "kernel taps x channels", (size_t[]){s->kh, s->kw, s->c}, 3, &k) ||
+        check_length(op, "kh * kw * c", (Py_ssize_t)k, INT32_MAX))
         return -1;
-    }
-    s->ho = (size_t)hspan / s->sh + 1;
-    s->wo = (size_t)wspan / s->sw + 1;
-    return 0;
+    return conv_axis(op, "height", s->h, s->kh, s->sh, s->ph, s->dh, &s->ho) ||
+           conv_axis(op, "width", s->w, s->kw, s->sw, s->pw, s->dw, &s->wo);
 }
 
 static int check_conv_inputs(const char *op, const bn_conv_shape *s, const Py_buffer *x,
                              const Py_buffer *w) {
-    if (check_buffer(op, "x", x, s->n * s->h * s->w * s->cw, 8)) return -1;
-    return check_buffer(op, "w", w, s->o * s->kh * s->kw * s->cw, 8);
+    if (CHECK_BUFFER(op, "x", x, 8, s->n, s->h, s->w, s->cw)) return -1;
+    return CHECK_BUFFER(op, "w", w, 8, s->o, s->kh, s->kw, s->cw);
 }
 
 static PyObject *py_bconv2d(PyObject *self, PyObject *args) {
@@ -227,12 +297,12 @@ static PyObject *py_bconv2d(PyObject *self, PyObject *args) {
     PyObject *ret = NULL;
     bn_conv_shape s;
     if (!parse_conv("bconv2d", geom, pad_mode, &s) && !check_conv_inputs("bconv2d", &s, &x, &w) &&
-        !check_buffer("bconv2d", "out", &out, s.n * s.ho * s.wo * s.o, 4)) {
+        !CHECK_BUFFER("bconv2d", "out", &out, 4, s.n, s.ho, s.wo, s.o)) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
         rc = bn_bconv2d(&s, (const uint64_t *)x.buf, (const uint64_t *)w.buf, (int32_t *)out.buf);
         Py_END_ALLOW_THREADS
-        ret = rc ? memory_error("bconv2d") : Py_NewRef(Py_None);
+        ret = driver_result("bconv2d", rc);
     }
     RELEASE(&x, &w, &out);
     return ret;
@@ -250,15 +320,15 @@ static PyObject *py_bconv2d_threshold(PyObject *self, PyObject *args) {
     bn_conv_shape s;
     const char *op = "bconv2d_threshold";
     if (!parse_conv(op, geom, pad_mode, &s) && !check_conv_inputs(op, &s, &x, &w) &&
-        !check_buffer(op, "thresh", &thresh, s.o, 4) && !check_buffer(op, "flip", &flip, s.o, 1) &&
-        !check_buffer(op, "out", &out, s.n * s.ho * s.wo * bn_words(s.o), 8)) {
+        !CHECK_BUFFER(op, "thresh", &thresh, 4, s.o) && !CHECK_BUFFER(op, "flip", &flip, 1, s.o) &&
+        !CHECK_BUFFER(op, "out", &out, 8, s.n, s.ho, s.wo, bn_words(s.o))) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
         rc = bn_bconv2d_threshold(&s, (const uint64_t *)x.buf, (const uint64_t *)w.buf,
                                   (const int32_t *)thresh.buf, (const uint8_t *)flip.buf,
                                   (uint64_t *)out.buf);
         Py_END_ALLOW_THREADS
-        ret = rc ? memory_error(op) : Py_NewRef(Py_None);
+        ret = driver_result(op, rc);
     }
     RELEASE(&x, &w, &thresh, &flip, &out);
     return ret;
@@ -277,14 +347,14 @@ static PyObject *py_bconv2d_threshold_maxpool(PyObject *self, PyObject *args) {
     bn_conv_shape s;
     const char *op = "bconv2d_threshold_maxpool";
     if (!parse_conv(op, geom, pad_mode, &s) && !check_sizes(op, pool, 4) &&
-        !check_conv_inputs(op, &s, &x, &w) && !check_buffer(op, "thresh", &thresh, s.o, 4) &&
-        !check_buffer(op, "flip", &flip, s.o, 1)) {
+        !check_conv_inputs(op, &s, &x, &w) && !CHECK_BUFFER(op, "thresh", &thresh, 4, s.o) &&
+        !CHECK_BUFFER(op, "flip", &flip, 1, s.o)) {
         if ((size_t)pool[0] > s.ho || (size_t)pool[1] > s.wo) {
             PyErr_Format(PyExc_ValueError, "%s: pool kernel larger than the conv output", op);
         } else {
             const size_t hp = (s.ho - (size_t)pool[0]) / (size_t)pool[2] + 1;
             const size_t wp = (s.wo - (size_t)pool[1]) / (size_t)pool[3] + 1;
-            if (!check_buffer(op, "out", &out, s.n * hp * wp * bn_words(s.o), 8)) {
+            if (!CHECK_BUFFER(op, "out", &out, 8, s.n, hp, wp, bn_words(s.o))) {
                 int rc;
                 Py_BEGIN_ALLOW_THREADS
                 rc = bn_bconv2d_threshold_maxpool(
@@ -292,7 +362,7 @@ static PyObject *py_bconv2d_threshold_maxpool(PyObject *self, PyObject *args) {
                     (const int32_t *)thresh.buf, (const uint8_t *)flip.buf, (size_t)pool[0],
                     (size_t)pool[1], (size_t)pool[2], (size_t)pool[3], (uint64_t *)out.buf);
                 Py_END_ALLOW_THREADS
-                ret = rc ? memory_error(op) : Py_NewRef(Py_None);
+                ret = driver_result(op, rc);
             }
         }
     }
@@ -328,9 +398,9 @@ static PyObject *py_bmaxpool2d(PyObject *self, PyObject *args) {
     const char *op = "bmaxpool2d";
     if (!parse_pool(op, geom, g, &ho, &wo)) {
         const size_t cw = bn_words(g[3]);
-        if (!check_buffer(op, "x", &x, g[0] * g[1] * g[2] * cw, 8) &&
-            !check_buffer(op, "and_mask", &and_mask, cw, 8) &&
-            !check_buffer(op, "out", &out, g[0] * ho * wo * cw, 8)) {
+        if (!CHECK_BUFFER(op, "x", &x, 8, g[0], g[1], g[2], cw) &&
+            !CHECK_BUFFER(op, "and_mask", &and_mask, 8, cw) &&
+            !CHECK_BUFFER(op, "out", &out, 8, g[0], ho, wo, cw)) {
             Py_BEGIN_ALLOW_THREADS
             bn_bmaxpool2d((const uint64_t *)x.buf, g[0], g[1], g[2], cw,
                           (const uint64_t *)and_mask.buf, g[4], g[5], g[6], g[7],
@@ -352,8 +422,8 @@ static PyObject *py_maxpool2d_int(PyObject *self, PyObject *args) {
     size_t g[8], ho, wo;
     const char *op = "maxpool2d_int";
     if (!parse_pool(op, geom, g, &ho, &wo) &&
-        !check_buffer(op, "x", &x, g[0] * g[1] * g[2] * g[3], 4) &&
-        !check_buffer(op, "out", &out, g[0] * ho * wo * g[3], 4)) {
+        !CHECK_BUFFER(op, "x", &x, 4, g[0], g[1], g[2], g[3]) &&
+        !CHECK_BUFFER(op, "out", &out, 4, g[0], ho, wo, g[3])) {
         Py_BEGIN_ALLOW_THREADS
         bn_maxpool2d_int((const int32_t *)x.buf, g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7],
                          (int32_t *)out.buf);
@@ -374,15 +444,16 @@ static PyObject *first_layer(const char *op, first_layer_fn fn, PyObject *args) 
     if (!PyArg_ParseTuple(args, "y*y*nnnw*", &x, &w, &m, &n, &k, &out)) return NULL;
     PyObject *ret = NULL;
     Py_ssize_t sizes[] = {m, n, k};
-    if (!check_sizes(op, sizes, 3) && !check_buffer(op, "x_u8", &x, (size_t)(m * k), 1) &&
-        !check_buffer(op, "w", &w, (size_t)n * bn_words((size_t)k), 8) &&
-        !check_buffer(op, "out", &out, (size_t)(m * n), 4)) {
+    if (!check_sizes(op, sizes, 3) && !check_length(op, "k", k, BN_FIRST_LAYER_MAX_K) &&
+        !CHECK_BUFFER(op, "x_u8", &x, 1, (size_t)m, (size_t)k) &&
+        !CHECK_BUFFER(op, "w", &w, 8, (size_t)n, bn_words((size_t)k)) &&
+        !CHECK_BUFFER(op, "out", &out, 4, (size_t)m, (size_t)n)) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
         rc = fn((const uint8_t *)x.buf, (const uint64_t *)w.buf, (size_t)m, (size_t)n, (size_t)k,
                 (int32_t *)out.buf);
         Py_END_ALLOW_THREADS
-        ret = rc ? memory_error(op) : Py_NewRef(Py_None);
+        ret = driver_result(op, rc);
     }
     RELEASE(&x, &w, &out);
     return ret;
@@ -398,28 +469,40 @@ static PyObject *py_int_gemm(PyObject *self, PyObject *args) {
     return first_layer("int_gemm", bn_int_gemm, args);
 }
 
-/* ---- backend and threads -------------------------------------------------------------------- */
+/* ---- ISA rows (dispatch.c) and threads -------------------------------------------------------- */
 static PyObject *py_backend_supported(PyObject *self, PyObject *args) {
     int backend;
     (void)self;
     if (!PyArg_ParseTuple(args, "i", &backend)) return NULL;
-    return PyBool_FromLong(bn_backend_supported(backend));
+    return PyBool_FromLong(bn_isa_supported(backend));
 }
 
 static PyObject *py_get_backend(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
-    return PyLong_FromLong(bn_get_backend());
+    return PyLong_FromLong(bn_isa_current());
 }
 
 static PyObject *py_set_backend(PyObject *self, PyObject *args) {
     int backend;
     (void)self;
     if (!PyArg_ParseTuple(args, "i", &backend)) return NULL;
-    if (!bn_backend_supported(backend))
+    if (!bn_isa_supported(backend))
         return PyErr_Format(PyExc_ValueError, "backend %d is not supported by this CPU", backend);
-    bn_set_backend(backend);
+    bn_isa_select(backend);
     Py_RETURN_NONE;
+}
+
+/* kernel_table(code) -> {"isa": row name, op: variant} for a supported row, else None. */
+static PyObject *py_kernel_table(PyObject *self, PyObject *args) {
+    int backend;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i", &backend)) return NULL;
+    const bn_isa_row *row = bn_isa_row_of(backend);
+    if (!row) Py_RETURN_NONE;
+    return Py_BuildValue("{ss ss ss ss ss ss}", "isa", row->name, "tiles", row->tiles->name,
+                         "pack", row->pack->name, "planes", row->planes->name, "threshold",
+                         row->threshold->name, "int_gemm", row->int_gemm->name);
 }
 
 static PyObject *py_get_num_threads(PyObject *self, PyObject *noargs) {
@@ -469,6 +552,8 @@ static PyMethodDef core_methods[] = {
     {"backend_supported", py_backend_supported, METH_VARARGS, "backend_supported(code) -> bool"},
     {"get_backend", py_get_backend, METH_NOARGS, "get_backend() -> code"},
     {"set_backend", py_set_backend, METH_VARARGS, "set_backend(code)"},
+    {"kernel_table", py_kernel_table, METH_VARARGS,
+     "kernel_table(code) -> {'isa': name, op: kernel variant} of a supported ISA row, else None"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads() -> int"},
     {"set_num_threads", py_set_num_threads, METH_VARARGS, "set_num_threads(n)"},
     {"pool_selftest", py_pool_selftest, METH_VARARGS,

@@ -1,6 +1,6 @@
 /* Bit packing: bit = (x >= 0), LSB first along each row, pad bits 0; and the bit planes of
- * uint8 rows for the first layer. An AVX2 version (compare + movemask, 8..32 bits per
- * instruction) is used unless the portable backend is forced. */
+ * uint8 rows for the first layer. Each kernel set (portable reference, AVX2 compare + movemask
+ * with 8..32 bits per instruction, AVX-512BW planes) is an entry of the ISA table (dispatch.c). */
 #include "core.h"
 
 #include <string.h>
@@ -10,8 +10,9 @@
 #endif
 
 /* Portable: one element at a time (NaN >= 0 is false, -0.0 >= 0 is true, as in numpy). */
-#define PACK_ROW_PORTABLE(T)                                                                     \
-    static void pack_row_##T(const T *x, size_t k, uint64_t *out) {                             \
+#define PACK_ROW_PORTABLE(NAME, T)                                                               \
+    static void NAME(const void *vx, size_t k, uint64_t *out) {                                  \
+        const T *x = (const T *)vx;                                                              \
         for (size_t t = 0; t * 64 < k; ++t) {                                                    \
             const size_t n = k - t * 64 < 64 ? k - t * 64 : 64;                                  \
             uint64_t word = 0;                                                                   \
@@ -19,21 +20,34 @@
             out[t] = word;                                                                       \
         }                                                                                        \
     }
-PACK_ROW_PORTABLE(float)
-PACK_ROW_PORTABLE(double)
-PACK_ROW_PORTABLE(int8_t)
+PACK_ROW_PORTABLE(pack_row_f32, float)
+PACK_ROW_PORTABLE(pack_row_f64, double)
+PACK_ROW_PORTABLE(pack_row_i8, int8_t)
 
-static void pack_row_uint8_t(const uint8_t *x, size_t k, uint64_t *out) {
+static void pack_row_u8(const void *x, size_t k, uint64_t *out) {
     (void)x; /* every uint8 is >= 0 */
     const size_t kw = bn_words(k);
     for (size_t t = 0; t < kw; ++t) out[t] = ~(uint64_t)0;
     if (k % 64) out[kw - 1] = ((uint64_t)1 << (k % 64)) - 1;
 }
 
+static void planes_u8_portable(const uint8_t *x, size_t k, uint64_t *planes) {
+    const size_t kw = bn_words(k);
+    memset(planes, 0, 8 * kw * sizeof(uint64_t));
+    for (size_t i = 0; i < k; ++i)
+        for (int b = 0; b < 8; ++b)
+            planes[b * kw + i / 64] |= (uint64_t)((x[i] >> b) & 1) << (i % 64);
+}
+
+const bn_pack_kernels bn_pack_portable = {"portable", {pack_row_f32, pack_row_f64, pack_row_i8,
+                                                       pack_row_u8}};
+const bn_planes_kernel bn_planes_portable = {"portable", planes_u8_portable};
+
 #if BN_X86
 #define AVX2_KERNEL __attribute__((target("avx2")))
 
-AVX2_KERNEL static void pack_row_float_avx2(const float *x, size_t k, uint64_t *out) {
+AVX2_KERNEL static void pack_row_f32_avx2(const void *vx, size_t k, uint64_t *out) {
+    const float *x = (const float *)vx;
     const size_t full = k / 64;
     const __m256 zero = _mm256_setzero_ps();
     for (size_t t = 0; t < full; ++t) {
@@ -44,10 +58,11 @@ AVX2_KERNEL static void pack_row_float_avx2(const float *x, size_t k, uint64_t *
         }
         out[t] = word;
     }
-    if (k % 64) pack_row_float(x + full * 64, k % 64, out + full);
+    if (k % 64) pack_row_f32(x + full * 64, k % 64, out + full);
 }
 
-AVX2_KERNEL static void pack_row_double_avx2(const double *x, size_t k, uint64_t *out) {
+AVX2_KERNEL static void pack_row_f64_avx2(const void *vx, size_t k, uint64_t *out) {
+    const double *x = (const double *)vx;
     const size_t full = k / 64;
     const __m256d zero = _mm256_setzero_pd();
     for (size_t t = 0; t < full; ++t) {
@@ -58,10 +73,11 @@ AVX2_KERNEL static void pack_row_double_avx2(const double *x, size_t k, uint64_t
         }
         out[t] = word;
     }
-    if (k % 64) pack_row_double(x + full * 64, k % 64, out + full);
+    if (k % 64) pack_row_f64(x + full * 64, k % 64, out + full);
 }
 
-AVX2_KERNEL static void pack_row_int8_avx2(const int8_t *x, size_t k, uint64_t *out) {
+AVX2_KERNEL static void pack_row_i8_avx2(const void *vx, size_t k, uint64_t *out) {
+    const int8_t *x = (const int8_t *)vx;
     const size_t full = k / 64;
     for (size_t t = 0; t < full; ++t) {
         /* movemask takes the sign bits: set where x < 0, so invert */
@@ -71,7 +87,7 @@ AVX2_KERNEL static void pack_row_int8_avx2(const int8_t *x, size_t k, uint64_t *
                              (uint64_t)(uint32_t)_mm256_movemask_epi8(hi) << 32;
         out[t] = ~neg;
     }
-    if (k % 64) pack_row_int8_t(x + full * 64, k % 64, out + full);
+    if (k % 64) pack_row_i8(x + full * 64, k % 64, out + full);
 }
 
 /* Bit b of 32 bytes: shift it into the sign position of each byte, then movemask. The tail
@@ -115,35 +131,17 @@ AVX512BW_KERNEL static void planes_u8_avx512(const uint8_t *x, size_t k, uint64_
         planes_word_avx512(_mm512_loadu_si512((const void *)tail), kw, full, planes);
     }
 }
-#endif
 
-static void planes_u8_portable(const uint8_t *x, size_t k, uint64_t *planes) {
-    const size_t kw = bn_words(k);
-    memset(planes, 0, 8 * kw * sizeof(uint64_t));
-    for (size_t i = 0; i < k; ++i)
-        for (int b = 0; b < 8; ++b)
-            planes[b * kw + i / 64] |= (uint64_t)((x[i] >> b) & 1) << (i % 64);
-}
-
-void bn_pack_planes_u8(const uint8_t *x, size_t k, uint64_t *planes) {
-#if BN_X86
-    const int backend = bn_get_backend();
-    if (backend == BN_AVX512) {
-        planes_u8_avx512(x, k, planes);
-        return;
-    }
-    if (backend == BN_AVX2) {
-        planes_u8_avx2(x, k, planes);
-        return;
-    }
+const bn_pack_kernels bn_pack_avx2 = {"avx2", {pack_row_f32_avx2, pack_row_f64_avx2,
+                                               pack_row_i8_avx2, pack_row_u8}};
+const bn_planes_kernel bn_planes_avx2 = {"avx2", planes_u8_avx2};
+const bn_planes_kernel bn_planes_avx512 = {"avx512bw", planes_u8_avx512};
 #endif
-    planes_u8_portable(x, k, planes);
-}
 
 typedef struct {
     const void *x;
-    int dtype, simd;
-    size_t rows, k;
+    bn_pack_row_fn row;
+    size_t itemsize, rows, k;
     uint64_t *out;
 } pack_job;
 
@@ -154,36 +152,12 @@ static void pack_task(void *vjob, long t, int worker) {
     const size_t kw = bn_words(j->k), r0 = (size_t)t * PACK_ROWS;
     const size_t r1 = r0 + PACK_ROWS < j->rows ? r0 + PACK_ROWS : j->rows;
     (void)worker;
-    for (size_t r = r0; r < r1; ++r) {
-        uint64_t *dst = j->out + r * kw;
-        const size_t at = r * j->k;
-        switch (j->dtype) {
-        case BN_F32:
-#if BN_X86
-            if (j->simd) { pack_row_float_avx2((const float *)j->x + at, j->k, dst); break; }
-#endif
-            pack_row_float((const float *)j->x + at, j->k, dst);
-            break;
-        case BN_F64:
-#if BN_X86
-            if (j->simd) { pack_row_double_avx2((const double *)j->x + at, j->k, dst); break; }
-#endif
-            pack_row_double((const double *)j->x + at, j->k, dst);
-            break;
-        case BN_I8:
-#if BN_X86
-            if (j->simd) { pack_row_int8_avx2((const int8_t *)j->x + at, j->k, dst); break; }
-#endif
-            pack_row_int8_t((const int8_t *)j->x + at, j->k, dst);
-            break;
-        default:
-            pack_row_uint8_t((const uint8_t *)j->x + at, j->k, dst);
-        }
-    }
+    for (size_t r = r0; r < r1; ++r)
+        j->row((const char *)j->x + r * j->k * j->itemsize, j->k, j->out + r * kw);
 }
 
 void bn_pack(const void *x, int dtype, size_t rows, size_t k, uint64_t *out) {
-    pack_job job = {x, dtype, BN_X86 && bn_get_backend() != BN_PORTABLE, rows, k, out};
+    pack_job job = {x, bn_isa()->pack->row[dtype], bn_dtype_size(dtype), rows, k, out};
     const long tasks = (long)((rows + PACK_ROWS - 1) / PACK_ROWS);
     bn_parallel_for(tasks, bn_threads_for((double)rows * (double)k / 8), pack_task, &job);
 }

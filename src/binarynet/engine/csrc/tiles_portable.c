@@ -1,7 +1,8 @@
 /* Portable C11 popcount tiles (scalar __builtin_popcountll).
  *
- * Compiled twice on x86-64: a generic build (no popcnt instruction assumed) and one with
- * target("popcnt"), which turns the builtin into one instruction; backend.c picks at run time.
+ * The reference the SIMD tiles are tested against. Compiled twice on x86-64: a generic build (no
+ * popcnt instruction assumed) and one with target("popcnt"), which turns the builtin into one
+ * instruction; dispatch.c picks at run time.
  */
 #include "core.h"
 
@@ -48,7 +49,8 @@ static void thin_1x4_generic(const uint64_t *const *a, const uint64_t *const *w,
                              uint32_t *cnt) {
     thin_1x4_body(a, w, kw, cnt);
 }
-const bn_tile_kernels bn_tiles_portable_generic = {2, 4, tile_2x4_generic, 4, thin_1x4_generic, NULL};
+const bn_tile_kernels bn_tiles_portable = {"portable", 2, 4, tile_2x4_generic, 4, thin_1x4_generic,
+                                            NULL};
 
 #if BN_X86
 __attribute__((target("popcnt"))) static void
@@ -59,5 +61,5 @@ __attribute__((target("popcnt"))) static void
 thin_1x4_popcnt(const uint64_t *const *a, const uint64_t *const *w, size_t kw, uint32_t *cnt) {
     thin_1x4_body(a, w, kw, cnt);
 }
-const bn_tile_kernels bn_tiles_portable_popcnt = {2, 4, tile_2x4_popcnt, 4, thin_1x4_popcnt, NULL};
+const bn_tile_kernels bn_tiles_popcnt = {"popcnt", 2, 4, tile_2x4_popcnt, 4, thin_1x4_popcnt, NULL};
 #endif
