@@ -77,28 +77,6 @@ def test_an_error_while_building_the_parser_is_one_line(monkeypatch, capsys):
     one_line_error(capsys, "binarynet: error: BINARYNET_SOMETHING must be one of a, b")
 
 
-def test_bad_kernel_setting_is_one_line(packed_file, tmp_path, monkeypatch):
-    from binarynet.engine import kernels
-
-    monkeypatch.setenv("BINARYNET_KERNEL", "foo")
-    try:  # the engine's own check, as the CLI will meet it
-        kernels._backend_from_environment()
-    except BinarynetError:
-        pass
-    except ValueError:
-        pytest.skip("binarynet.engine.kernels still raises ValueError for BINARYNET_KERNEL "
-                    "(a BinarynetError comes with the engine core's change)")
-    monkeypatch.delenv("BINARYNET_KERNEL")
-    np.savez(tmp_path / "d.npz", images=np.zeros((2, 1, 8, 8), np.uint8), labels=np.zeros(2))
-    result = subprocess.run([sys.executable, "-m", "binarynet", "predict", str(packed_file),
-                             "--data", str(tmp_path / "d.npz")], capture_output=True, text=True,
-                            env={**os.environ, "BINARYNET_KERNEL": "foo"}, timeout=120)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "BINARYNET_KERNEL" in result.stderr and "portable" in result.stderr
-
-
 def test_closed_pipe_exits_quietly():
     """`binarynet recipes | head -0`: the reader is gone before the first write."""
     process = subprocess.Popen([sys.executable, "-m", "binarynet", "recipes"],

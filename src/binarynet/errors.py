@@ -22,3 +22,7 @@ class ExportError(BinarynetError):
 
 class ModelFileError(BinarynetError):
     """A packed model file is truncated, altered, of another format version, or invalid."""
+
+
+class KernelChoiceError(BinarynetError, ValueError):
+    """``BINARYNET_KERNEL`` or ``kernels.set_backend`` names an unknown ISA or one this CPU lacks."""

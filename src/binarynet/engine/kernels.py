@@ -22,18 +22,13 @@ import numpy as np
 
 from binarynet.engine import _core
 from binarynet.engine import reference as _ref
-from binarynet.errors import BinarynetError
+from binarynet.errors import KernelChoiceError  # noqa: F401 (re-exported: kernels.KernelChoiceError)
 
 BACKENDS = {"portable": _core.PORTABLE, "avx2": _core.AVX2, "avx512": _core.AVX512}
 _BACKEND_NAMES = {code: name for name, code in BACKENDS.items()}
 _PAD_MODES = {"zero": _core.PAD_ZERO, "one": _core.PAD_ONE, "minus_one": _core.PAD_MINUS_ONE}
 _PACK_DTYPES = {np.dtype(np.float32): _core.F32, np.dtype(np.float64): _core.F64,
                 np.dtype(np.int8): _core.I8, np.dtype(np.uint8): _core.U8}
-
-
-class KernelChoiceError(BinarynetError, ValueError):
-    """``BINARYNET_KERNEL`` or :func:`set_backend` names an unknown backend, or one this CPU
-    cannot run (a ValueError too, as set_backend always raised)."""
 
 
 # ----------------------------------------------------------------------------------------------
