@@ -22,7 +22,6 @@ point at the op to speed up. The header names the CPU (model, clock, cores) and 
     python benchmarks/bench_engine.py --quick    # fewer repeats
 """
 import argparse
-import io
 import os
 import tempfile
 
@@ -31,7 +30,7 @@ import torch
 import binarynet as bn
 from binarynet.engine import kernels
 from binarynet.export import export
-from binarynet.speed import compare_speed, format_memory, machine, peak_memory
+from binarynet.speed import compare_speed, format_memory, machine, peak_memory, state_dict_bytes
 
 NETWORKS = {
     # name: (model builder, input shape, batch sizes, speed-up targets per batch)
@@ -80,11 +79,10 @@ def main() -> None:
                             first_layer=args.first_layer)
             path = os.path.join(tmp, f"{name}.bnn")
             size = packed.save(path)
-            buffer = io.BytesIO()
-            torch.save(model.state_dict(), buffer)
+            float_bytes = state_dict_bytes(model)
             rows = compare_speed(packed, list(targets), threads=args.threads, repeats=repeats)
             print(f"\n{name}: packed file {size / 2 ** 20:.2f} MiB, float32 state_dict "
-                  f"{buffer.tell() / 2 ** 20:.2f} MiB ({buffer.tell() / size:.1f}x)")
+                  f"{float_bytes / 2 ** 20:.2f} MiB ({float_bytes / size:.1f}x)")
             print(f"{'batch':>6} {'engine ms':>11} {'torch ms':>11} {'speed-up':>9} {'target':>7}"
                   "        best of rounds: engine ms, torch ms, speed-up")
             for row in rows:

@@ -1,10 +1,8 @@
 """The CLI's contract with its user: one-line errors that name the right command, --version,
 quiet exit on a closed pipe, and the README's train -> export -> report sequence."""
-import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from binarynet import __version__, cli, timing

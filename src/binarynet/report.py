@@ -224,17 +224,6 @@ def _load_average():
         return None
 
 
-def state_dict_bytes(model) -> int:
-    """Size of ``torch.save(model.state_dict())``: the float32 model file."""
-    import io
-
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return buffer.tell()
-
-
 def compare_deployment(model, packed, dataset, normalization, packed_file=None,
                        threads: int = 2, batch_sizes=(1, 1000), repeats: int = 15) -> dict:
     """Accuracy, agreement, size and speed of a packed model against its torch model.
@@ -251,7 +240,7 @@ def compare_deployment(model, packed, dataset, normalization, packed_file=None,
     import torch
 
     from . import data
-    from .speed import compare_speed
+    from .speed import compare_speed, state_dict_bytes
 
     model = model.eval()
     images = dataset.images.numpy()

@@ -1,5 +1,6 @@
-"""Speed and peak memory of a packed model in the engine against the same network in float
-PyTorch: what ``binarynet bench``, the report, the demo and ``benchmarks/bench_engine.py`` print.
+"""Speed, peak memory and file size of a packed model in the engine against the same network in
+float PyTorch: what ``binarynet bench`` / ``export``, the report, the demo and
+``benchmarks/bench_engine.py`` print.
 
 The float baseline is :func:`binarynet.export.to_torch` of the packed model (Linear/Conv2d with
 the +-1 weights, BatchNorm, Sign: the same function) on normalised float32 input; the engine
@@ -117,3 +118,14 @@ def format_memory(memory: dict, batch: int) -> str:
                      f"(+{added:.1f} MiB over imports), Python heap peak "
                      f"{m['python_heap_peak_bytes'] / 2 ** 20:.1f} MiB")
     return "\n".join(lines)
+
+
+def state_dict_bytes(model) -> int:
+    """Size in bytes of ``torch.save(model.state_dict())``: the float model's file."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()

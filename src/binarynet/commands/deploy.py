@@ -2,7 +2,6 @@
 printing over binarynet.export, binarynet.engine and binarynet.speed."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
@@ -76,6 +75,7 @@ def run_export(args) -> int:
     import torch
 
     from ..export import export
+    from ..speed import state_dict_bytes
     from ..summary import recipe_input
     from ..train.checkpoint import load_model
 
@@ -88,10 +88,9 @@ def run_export(args) -> int:
     packed = export(model, example, input_scale=scale, input_offset=offset,
                     first_layer=args.first_layer)
     size = packed.save(output)
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
+    float_bytes = state_dict_bytes(model)
     print(f"exported {checkpoint} ({recipe.name}) -> {output}: {size} bytes, "
-          f"{buffer.tell() / size:.1f}x smaller than the float32 state_dict ({buffer.tell()} bytes)")
+          f"{float_bytes / size:.1f}x smaller than the float32 state_dict ({float_bytes} bytes)")
     print(packed.summary())
     return 0
 
