@@ -19,6 +19,7 @@ if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
 elif [ -x .venv/bin/python ]; then PY=.venv/bin/python
 else PY=python3
 fi
+case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # the build cds away
 CC="${CC:-gcc}"
 LIBASAN="$("$CC" -print-file-name=libasan.so)"
 if [ ! -e "$LIBASAN" ]; then
