@@ -52,7 +52,7 @@ MAX_BYTES = 16 << 20
 # Values a mutated field takes: edges of every check, wrong types, overflowing sizes.
 NASTY = [0, 1, 2, 3, 63, 64, 65, 1000, -1, 2**31, 2**62, 2**63, 10**30, 1.5, "2", None, True,
          [], [1], [1, 2, 3], {}]
-VERDICTS_OK = ("refused", "loaded unchanged", "loaded valid")
+VERDICTS_OK = ("refused", "loaded unchanged", "loaded valid")  # "refused (<kind>)" counts as refused
 # "crash:5,hang:7": the worker kills itself / sleeps at those cases (tests of this script)
 SELFTEST_ENV = "BINARYNET_FUZZ_SELFTEST"
 
@@ -332,8 +332,8 @@ def judge(mode: str, blob: bytes, original, x, seed: int, case: int, folder: Pat
     try:
         try:
             model = engine.load(path, max_bytes=MAX_BYTES)
-        except ModelFileError:
-            return "refused"
+        except ModelFileError as err:
+            return f"refused ({refusal_kind(str(err))})"
         if mode == "plain":
             if not _same_model(model, original):
                 return "error: changed file accepted silently"
@@ -349,6 +349,21 @@ def judge(mode: str, blob: bytes, original, x, seed: int, case: int, folder: Pat
         return f"error: {type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
     finally:
         path.unlink(missing_ok=True)
+
+
+# what a ModelFileError is about, from its message: the first matching phrase names the check
+REFUSAL_KINDS = (
+    ("SHA-256 of the graph", "graph checksum"), ("SHA-256 of the tensor bytes", "data checksum"),
+    ("SHA-256 of the tensor names", "table checksum"), ("truncated", "truncated"),
+    ("unexpected bytes", "trailing bytes"), ("not valid UTF-8 JSON", "header JSON"),
+    ("nests deeper", "header nesting"), ("format version", "format version"),
+    ("working memory", "memory bound"), ("invalid graph", "graph validation"),
+    ("tensor '", "tensor table entry"), ("metadata", "metadata"),
+)
+
+
+def refusal_kind(message: str) -> str:
+    return next((kind for phrase, kind in REFUSAL_KINDS if phrase in message), "other header check")
 
 
 def prepared(bases) -> list:
@@ -461,8 +476,15 @@ def main(argv=None) -> int:
 
 def report(totals, failures, files: int, seed: int) -> int:
     print(f"fuzzed {files} files (seed {seed}, bases: mlp_u8, cnn_u8, grouped_float, tiny_dense)")
-    for key, count in sorted(totals.items()):
+    outcomes = collections.Counter()
+    for key, count in totals.items():
+        outcomes[key.partition(" (")[0]] += count
+    for key, count in sorted(outcomes.items()):
         print(f"{count:8d}  {key}")
+    print("refusals by the check that made them:")
+    for key, count in sorted(totals.items(), key=lambda item: -item[1]):
+        if "refused (" in key:
+            print(f"{count:8d}  {key}")
     errors = sum(count for key, count in totals.items() if ": error" in key)
     for line in failures:
         print("  " + line)
