@@ -9,24 +9,7 @@ import pytest
 from binarynet import engine
 from binarynet.engine import format as fmt
 from binarynet.errors import ModelFileError
-
-
-def tiny_model():
-    """+-1 input of 5 features -> 3 logits: logits = scale * (x_b . w_b) + shift."""
-    graph = {
-        "input": {"shape": [5], "scale": None, "offset": None},
-        "num_classes": 3,
-        "ops": [
-            {"op": "binarize_input", "name": "in", "tensors": {}},
-            {"op": "dense_logits", "name": "fc", "in_features": 5, "out_features": 3,
-             "tensors": {"weight": "fc.weight", "scale": "fc.scale", "shift": "fc.shift"}},
-        ],
-    }
-    # rows: +++++ / -+-+- / ++---  (bit i = element i, LSB first)
-    weight = np.array([[0b11111], [0b01010], [0b00011]], dtype=np.uint64)
-    tensors = {"fc.weight": weight, "fc.scale": np.array([1.0, 0.5, -2.0]),
-               "fc.shift": np.array([0.0, 1.0, 0.25])}
-    return graph, tensors
+from engine_fixtures import tiny_dense_model as tiny_model
 
 
 def write_tiny(path):

@@ -1,9 +1,6 @@
 """PackedModel: predict/save/load/summary, input checks, batching, and torch-free use."""
 import os
 import re
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +12,7 @@ from binarynet import engine
 from binarynet.engine import backends
 from binarynet.errors import BinarynetError
 from binarynet.export import export
+from engine_fixtures import run_without_torch
 
 
 @pytest.fixture(scope="module")
@@ -123,13 +121,7 @@ def test_engine_works_without_torch(cnn, tmp_path):
     packed.save(tmp_path / "m.bnn")
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "want.npy", packed.predict(x))
-    script = textwrap.dedent(f"""
-        import sys
-        class NoTorch:
-            def find_spec(self, name, path=None, target=None):
-                if name == "torch" or name.startswith("torch."):
-                    raise ImportError("torch is blocked in this test")
-        sys.meta_path.insert(0, NoTorch())
+    result = run_without_torch(f"""
         import numpy as np
         from binarynet import engine
         model = engine.load({str(tmp_path / "m.bnn")!r})
@@ -141,8 +133,6 @@ def test_engine_works_without_torch(cnn, tmp_path):
         except ImportError:
             print("ok: torch-free")
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=120)
     assert result.returncode == 0, result.stderr
     assert "ok: torch-free" in result.stdout
 

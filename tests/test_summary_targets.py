@@ -1,9 +1,5 @@
 """`binarynet summary TARGET`: which file a target is, and one-line errors for broken files, bad
 names and overrides that ask for impossible or huge models."""
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -13,6 +9,7 @@ import binarynet as bn
 from binarynet.errors import BinarynetError, CheckpointError, ModelFileError
 from binarynet.summary import summary_of_target
 from binarynet.summary.targets import MAX_PARAMETERS
+from engine_fixtures import run_without_torch
 
 
 def cli(capsys, *args):
@@ -128,21 +125,12 @@ def test_packed_file_summary_is_torch_free(tmp_path, packed_bytes):
     """Summarising a .bnn file (also as a `binarynet summary` target) needs only the engine."""
     path = tmp_path / "m.bnn"
     path.write_bytes(packed_bytes)
-    script = textwrap.dedent(f"""
-        import sys
-        class NoTorch:
-            def find_spec(self, name, path=None, target=None):
-                if name == "torch" or name.startswith("torch."):
-                    raise ImportError("torch is blocked in this test")
-        sys.meta_path.insert(0, NoTorch())
+    result = run_without_torch(f"""
         from binarynet.summary import summary, summary_of_target
         s = summary({str(path)!r})
         assert s.binary_params == 12 * 8 + 8 * 3, s.binary_params
         assert summary_of_target({str(path)!r}).to_dict() == s.to_dict()
         print("ok: torch-free")
     """)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     assert "ok: torch-free" in result.stdout
