@@ -2,7 +2,6 @@
 import dataclasses
 
 import pytest
-import torch
 
 from binarynet import cli, data
 from binarynet.errors import BinarynetError
