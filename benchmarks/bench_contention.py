@@ -106,8 +106,12 @@ def main() -> None:
                   f"OMP_WAIT_POLICY={result['wait_policy']}, load average {load_avg:.2f} before)", flush=True)
     for policy in ("old", "new"):
         ratio = results["loaded", policy]["seconds"] / results["quiet", policy]["seconds"]
-        print(f"{policy}: beside {args.hogs} busy loops {ratio:.2f}x the quiet time")
-    print(f"loaded, old / new: {results['loaded', 'old']['seconds'] / results['loaded', 'new']['seconds']:.2f}x")
+        print(f"{policy}: beside {args.hogs} busy loops {_times(ratio)} the quiet time")
+    print(f"loaded, old / new: {_times(results['loaded', 'old']['seconds'] / results['loaded', 'new']['seconds'])}")
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:.2f}x" if ratio != float("inf") else "more than --timeout allows (run timed out)"
 
 
 if __name__ == "__main__":
