@@ -43,6 +43,13 @@ def test_default_threads_leave_the_cores_others_use(cpus, busy, expected):
     assert threads.default_threads(cpus=cpus, busy=busy) == expected
 
 
+def test_torchrun_processes_share_the_cores(monkeypatch):
+    assert threads.default_threads(cpus=8, busy=0.0, processes=2) == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    assert threads.default_threads(cpus=8, busy=1.0) == 2
+    assert threads.default_threads(cpus=2, busy=0.0) == 1
+
+
 def test_default_threads_measures_this_machine():
     assert 1 <= threads.default_threads() <= len(threads.usable_cpus())
     assert 0.0 <= threads.busy_cpus(interval=0.02) <= len(threads.usable_cpus()) + 0.5

@@ -84,16 +84,20 @@ def busy_cpus(cpus=None, interval: float = 0.1) -> float:
     return busy
 
 
-def default_threads(cpus: int | None = None, busy: float | None = None) -> int:
-    """Threads for torch (or the engine): the usable cores that other work leaves free, >= 1.
+def default_threads(cpus: int | None = None, busy: float | None = None, processes: int | None = None) -> int:
+    """Threads for torch (or the engine): this process's share of the usable cores that other
+    work leaves free, >= 1.
 
     ``cpus``: usable cores (default: :func:`usable_cpus`); ``busy``: core equivalents busy with
-    other work (default: :func:`busy_cpus`, a 0.1 s sample). A core counts as taken when it is
-    more than half busy: one thread per core that other work already uses would wait for it at
-    every parallel region.
+    other work (default: :func:`busy_cpus`, a 0.1 s sample); ``processes``: processes of this job
+    sharing the machine (default: torchrun's ``LOCAL_WORLD_SIZE``, else 1). A core counts as
+    taken when it is more than half busy: one thread per core that other work already uses
+    would wait for it at every parallel region.
     """
     cpus = len(usable_cpus()) if cpus is None else cpus
     busy = busy_cpus() if busy is None else busy
-    taken = int(busy + 0.5)
-    return max(1, min(cpus, cpus - taken))
-
+    if processes is None:
+        local = os.environ.get("LOCAL_WORLD_SIZE", "1")
+        processes = int(local) if local.isdigit() and int(local) > 0 else 1
+    free = cpus - int(busy + 0.5)
+    return max(1, min(cpus, free) // processes)
