@@ -2,7 +2,8 @@
 # One prepared GPU session for issue 10 (training at hardware speed, Table 1 runs), run from the
 # repository root on a lent GPU machine (one H200, 15 minutes of device time in all):
 #   1. environment; the engine's C core built in place (export's check and the engine need it)
-#   2. benchmarks/bench_train.py on CUDA: samples/s, s/epoch, share of the bf16 peak
+#   2. benchmarks/bench_train.py on CUDA: samples/s, s/epoch, share of the bf16 peak; the test
+#      that a training step never waits for the GPU (tests/test_train_gpu_sync.py)
 #   3. the MNIST and the CIFAR-10 training runs meant to reproduce Table 1 (recipes and their
 #      overrides are parameters: MNIST_RECIPE / MNIST_SET, CIFAR_RECIPE / CIFAR_SET), each bounded
 #      by a timeout; a run stopped by it saves its checkpoint (SIGTERM) and is still checked
@@ -54,6 +55,10 @@ cat "$OUT/env.log"
 timeout 240 "$PY" benchmarks/bench_train.py $BENCH_ARGS --json "$OUT/bench_train.json" \
   > "$OUT/bench_train.log" 2>&1 || status=1
 cat "$OUT/bench_train.log"
+
+# 2b. a training step issues no host synchronisation (skipped without a GPU)
+timeout 180 "$PY" -m pytest -q -p no:cacheprovider tests/test_train_gpu_sync.py > "$OUT/tests_sync.log" 2>&1 || status=1
+tail -n 15 "$OUT/tests_sync.log"
 
 # 3. one training run: recipe, "key=value ..." overrides, time limit, run name. The library is
 # called directly so that the GPU options (RunOptions) need no command-line flags.
