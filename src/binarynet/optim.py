@@ -78,7 +78,11 @@ def param_groups(model: nn.Module, lr: float, pow2: bool = False) -> list[dict]:
 
 def _clip_latent(optimizer: torch.optim.Optimizer) -> None:
     """Clamp to [-1, 1] the params of groups with latent_clip=True, and the tagged latent
-    weights of groups that do not say (a plain parameter list); latent_clip=False: none."""
+    weights of groups that do not say (a plain parameter list); latent_clip=False: none.
+
+    On a GPU all of them in two foreach kernels (not two per tensor: launches, not bytes, cost
+    there); on the CPU one in-place pass per tensor (a foreach min + max reads everything twice).
+    """
     targets = []
     for group in optimizer.param_groups:
         flag = group.get("latent_clip")
@@ -87,8 +91,13 @@ def _clip_latent(optimizer: torch.optim.Optimizer) -> None:
         elif flag is None:
             targets += [p for p in group["params"] if bnn.is_latent(p)]
     with torch.no_grad():
+        on_gpu = [p for p in targets if p.is_cuda]
+        if on_gpu:
+            torch._foreach_clamp_min_(on_gpu, -1.0)
+            torch._foreach_clamp_max_(on_gpu, 1.0)
         for p in targets:
-            p.clamp_(-1.0, 1.0)  # one in-place pass per tensor (a foreach min + max takes two)
+            if not p.is_cuda:
+                p.clamp_(-1.0, 1.0)
             mark_clipped(p)  # lets the next forward skip checking the STE range
 
 
@@ -102,8 +111,11 @@ class Adam(torch.optim.Adam):
 
     clips_latent_weights = True
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0,
+                 fused: Optional[bool] = None, foreach: Optional[bool] = None):
+        # fused / foreach: torch's implementations of the step (fused: one kernel on a GPU).
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=fused,
+                         foreach=foreach)
 
     def step(self, closure=None):
         """One Adam step, then W <- clip(W, -1, 1) on the latent weights."""

@@ -13,7 +13,8 @@ Typical use::
 - Where files live: :func:`resolve_data_dir`, :func:`locate`; fetching: :func:`download`.
 - In memory: :func:`load` -> :class:`ImageDataset`, with the paper's splits
   ("train", "val", "test", "train_full"; SVHN "extra").
-- Normalisation as data: :func:`normalization` -> (scale, offset), :func:`to_float`.
+- Normalisation as data: :func:`normalization` -> (scale, offset), :func:`to_float` (or a
+  :func:`normalization_table` built once and :func:`apply_table`).
 - Iteration: :func:`batches` (shuffle, shards, augmentation such as :func:`random_crop_flip`).
 
 Every problem with dataset files raises :class:`binarynet.errors.DataError`.
@@ -26,11 +27,12 @@ from .datasets import SPLITS, ImageDataset, load
 from .fetch import URL_ENV, download
 from .formats import (read_cifar10_bin, read_cifar10_python, read_idx_images, read_idx_labels,
                       read_mnist, read_svhn_mat)
-from .transforms import crop_flip, normalization, random_crop_flip, to_float
+from .transforms import (apply_table, check_crop_flip, crop_flip, draw_crop_flip, normalization,
+                         normalization_table, random_crop_flip, to_float)
 
 __all__ = [
-    "Batches", "DATA_ENV", "DatasetInfo", "ImageDataset", "SPLITS", "URL_ENV", "batches",
-    "crop_flip", "download", "info", "load", "locate", "names", "normalization",
+    "Batches", "DATA_ENV", "DatasetInfo", "ImageDataset", "SPLITS", "URL_ENV", "apply_table", "batches",
+    "check_crop_flip", "crop_flip", "download", "draw_crop_flip", "info", "load", "locate", "names", "normalization", "normalization_table",
     "random_crop_flip", "read_cifar10_bin", "read_cifar10_python", "read_idx_images",
     "read_idx_labels", "read_mnist", "read_svhn_mat", "resolve_data_dir", "to_float",
 ]

@@ -9,8 +9,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from .transforms import apply_table, normalization_table
 from .transforms import normalization as dataset_normalization
-from .transforms import to_float
 
 Augment = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
 
@@ -65,6 +65,7 @@ class Batches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self._order()
+        table = None  # the normalisation table, built once per pass on the batches' device
         for start in range(0, len(order), self.batch_size):
             index = order[start:start + self.batch_size]
             if self.drop_last and len(index) < self.batch_size:
@@ -76,7 +77,9 @@ class Batches:
                 labels = labels.to(self.device, non_blocking=True)
             if self.augment is not None:
                 images = self.augment(images, self.generator)
-            yield to_float(images, self.scale, self.offset), labels
+            if table is None:
+                table = normalization_table(self.scale, self.offset, images.device)
+            yield apply_table(images, table), labels
 
 
 def batches(dataset, batch_size: int, *, shuffle: bool = False,

@@ -63,6 +63,9 @@ class DatasetInfo:
     val_size: int
     default_parts: tuple[str, ...] = ("train", "test")
     records_per_file: int = 0      # > 0: every file of a part holds exactly this many images
+    # A left-right mirror keeps every image's class (objects: yes; digits: no), so the
+    # crop + flip augmentation suits the dataset.
+    flip_invariant: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -174,6 +177,7 @@ FASHION_MNIST = DatasetInfo(
 
 CIFAR10 = DatasetInfo(
     name="cifar10",
+    flip_invariant=True,
     classes=("airplane", "automobile", "bird", "cat", "deer",
              "dog", "frog", "horse", "ship", "truck"),
     image_shape=(3, 32, 32),

@@ -34,6 +34,30 @@ def normalization(name: str, kind: str = "paper") -> tuple[tuple[float, ...], tu
     raise ValueError(f"unknown normalization {kind!r}; expected one of {NORMALIZATIONS}")
 
 
+def normalization_table(scale: Sequence[float], offset: Sequence[float], device=None) -> torch.Tensor:
+    """float32 (C * 256,) lookup table of ``u * scale[c] + offset[c]`` for u = 0..255, channel
+    after channel (what :func:`apply_table` reads; build it once to normalise many batches)."""
+    if len(scale) != len(offset):
+        raise ValueError(f"normalization: {len(scale)} scales but {len(offset)} offsets")
+    scale_t = torch.tensor(scale, dtype=torch.float64, device=device)[:, None]
+    offset_t = torch.tensor(offset, dtype=torch.float64, device=device)[:, None]
+    table = torch.arange(256, dtype=torch.float64, device=device) * scale_t + offset_t
+    return table.to(torch.float32).view(-1)
+
+
+def apply_table(images: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``images`` uint8 (N, C, H, W) -> float32 through a :func:`normalization_table` on their device."""
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise TypeError(f"to_float expects uint8 images (N, C, H, W), got {images.dtype} "
+                        f"{tuple(images.shape)}")
+    channels = images.shape[1]
+    if table.numel() != 256 * channels:
+        raise ValueError(f"to_float: {channels} channels but {table.numel() // 256} scales and offsets")
+    index = images.long() + 256 * torch.arange(channels, device=images.device).view(1, -1, 1, 1)
+    # index_select on the flat table is ~10x faster than advanced indexing on CPU
+    return table.index_select(0, index.view(-1)).view(images.shape)
+
+
 def to_float(images: torch.Tensor, scale: Sequence[float], offset: Sequence[float]) -> torch.Tensor:
     """``images`` uint8 (N, C, H, W) -> float32 ``images * scale[c] + offset[c]`` on their device.
 
@@ -41,20 +65,7 @@ def to_float(images: torch.Tensor, scale: Sequence[float], offset: Sequence[floa
     256-entry table per channel), so e.g. "paper" maps 0 and 255 to exactly -1 and +1, like
     the Theano code's float64 ``2 x / 255 - 1``, and export can fold the same numbers.
     """
-    if images.dtype != torch.uint8 or images.dim() != 4:
-        raise TypeError(f"to_float expects uint8 images (N, C, H, W), got {images.dtype} "
-                        f"{tuple(images.shape)}")
-    channels = images.shape[1]
-    if len(scale) != channels or len(offset) != channels:
-        raise ValueError(f"to_float: {channels} channels but {len(scale)} scales and "
-                         f"{len(offset)} offsets")
-    device = images.device
-    scale_t = torch.tensor(scale, dtype=torch.float64, device=device)[:, None]
-    offset_t = torch.tensor(offset, dtype=torch.float64, device=device)[:, None]
-    table = (torch.arange(256, dtype=torch.float64, device=device) * scale_t + offset_t)
-    index = images.long() + 256 * torch.arange(channels, device=device).view(1, -1, 1, 1)
-    # index_select on the flat table is ~10x faster than advanced indexing on CPU
-    return table.to(torch.float32).view(-1).index_select(0, index.view(-1)).view(images.shape)
+    return apply_table(images, normalization_table(scale, offset, images.device))
 
 
 def crop_flip(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor,
@@ -80,17 +91,35 @@ def crop_flip(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip:
     return padded.reshape(-1).index_select(0, index.reshape(-1)).view(n, c, h, w)
 
 
+def draw_crop_flip(n: int, generator: torch.Generator | None = None, padding: int = 4) -> torch.Tensor:
+    """int64 (3, n): the top offsets, left offsets (uniform in 0..2*padding) and flips (0/1) of
+    :func:`random_crop_flip`, drawn in this order from ``generator`` (a CPU torch.Generator;
+    None: torch's default). One tensor, so a trainer moves a step's draws in one copy."""
+    top = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    left = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    flip = torch.randint(0, 2, (n,), generator=generator)
+    return torch.stack([top, left, flip])
+
+
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator | None = None,
                      padding: int = 4) -> torch.Tensor:
     """Random crop with zero padding ``padding`` and random horizontal flip (p = 1/2), the
     standard CIFAR augmentation of modern BNN recipes. Not used by the paper's recipes.
 
-    Draws, in this order, top offsets, left offsets (uniform in 0..2*padding) and flips from
-    ``generator`` (a CPU torch.Generator; None: torch's default), so a seeded generator
-    reproduces the batch on any device. Pass it as ``augment=`` to :func:`batches`.
+    Draws with :func:`draw_crop_flip`, so a seeded generator reproduces the batch on any device.
+    Pass it as ``augment=`` to :func:`batches`.
     """
-    n = images.shape[0]
-    top = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    left = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    flip = torch.randint(0, 2, (n,), generator=generator).bool()
-    return crop_flip(images, top, left, flip, padding)
+    top, left, flip = draw_crop_flip(images.shape[0], generator, padding)
+    return crop_flip(images, top, left, flip.bool(), padding)
+
+
+def check_crop_flip(dataset: str, image_shape: Sequence[int], padding: int = 4) -> None:
+    """ValueError unless crop + flip suits ``dataset``'s images: (C, H, W) with H and W at least
+    2 x ``padding`` (a crop keeps at least half of each side), of a catalog dataset whose
+    classes survive a mirror (not digits). Names that the catalog lacks are checked by shape."""
+    if len(image_shape) != 3 or min(image_shape[1:]) < 2 * padding:
+        raise ValueError(f"augment crop_flip needs (C, H, W) images of at least {2 * padding}x{2 * padding} "
+                         f"pixels; dataset {dataset} has images of shape {tuple(image_shape)}")
+    if dataset in catalog.names() and not catalog.get(dataset).flip_invariant:
+        raise ValueError(f"augment crop_flip mirrors images, which changes the classes of dataset "
+                         f"{dataset} (e.g. digits); use augment none")

@@ -12,6 +12,7 @@ Typical use (the ``binarynet train`` command does the same)::
 - :mod:`.loop`: :func:`train` and its :class:`~.loop.Trainer`; :mod:`.options`: :class:`RunOptions`.
 - :mod:`.builders`: the recipe's model (:func:`build_model`), loss and optimizer.
 - :mod:`.inputs`: the recipe's data splits and input normalisation; :mod:`.evaluation`: :func:`evaluate`.
+- :mod:`.step_batches`: training batches built on the device (the split resident there when it fits).
 - :mod:`.checkpoint`: the checkpoint format (built and read back), atomic save, safe ``load``
   (``weights_only=True``), RNG states, ``load_model``; :mod:`.run_folder`: the run folder.
 - :mod:`.metrics`: progress bar, metrics JSON lines, TensorBoard.

@@ -25,7 +25,7 @@ def evaluate(model, dataset, normalization, loss_fn, *, batch_size: int, device,
             scores = scores.float()
             sums += torch.stack([loss_fn(scores, y).double() * len(y),
                                  (scores.argmax(dim=1) == y).sum().double(),
-                                 torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
+                                 scores.new_full((), len(y), dtype=torch.float64)])  # no host copy
     finally:
         model.train(was_training)
     return Totals.from_tensor(distributed.all_reduce_sum(ctx, sums))

@@ -42,8 +42,3 @@ def input_normalization(recipe: Recipe, train_set) -> tuple:
     mean, std = pixels.mean(dim=1), pixels.std(dim=1)
     return tuple((1.0 / (255.0 * std)).tolist()), tuple((-mean / std).tolist())
 
-
-def make_batch(dataset, indices: torch.Tensor, normalization: tuple, device, augment=None, generator=None):
-    """``(x float32, y int64)`` of ``dataset[indices]`` on ``device`` (augmented if asked)."""
-    return next(iter(data.batches(dataset, len(indices), sampler_indices=indices, normalization=normalization,
-                                  device=device, augment=augment, generator=generator)))

@@ -31,15 +31,20 @@ from ..errors import CheckpointError
 from ..runs import LAST, METRICS_FILE
 from . import checkpoint as ckpt
 from . import console, distributed, schedule
-from .builders import autocast, build_model, build_optimizer, loss_function, set_learning_rate, unwrap
+from .builders import amp_dtype, autocast, build_model, build_optimizer, loss_function, set_learning_rate, unwrap
 from .evaluation import evaluate
-from .inputs import input_normalization, load_split, make_batch
+from .inputs import input_normalization, load_split
 from .interrupt import StopRequest, TrainingInterrupted
 from .metrics import MetricsLog, ProgressBar, TensorBoardLog, Totals, require_tensorboard
 from .options import RunOptions
-from .recipes import Recipe
+from .recipes import Recipe, RecipeError
 from .run_folder import TENSORBOARD_DIR, RunFolder
+from .step_batches import StepBatches
 from .syncbn import convert_sync_batchnorm
+
+# Under torchrun on GPUs the ranks agree on a stop request (SIGINT/SIGTERM) every this many
+# steps, not every step: each agreement waits for the devices to finish their queued work.
+STOP_POLL_STEPS = 25
 
 __all__ = ["RunOptions", "Trainer", "build_model", "evaluate", "load_split", "loss_function", "train"]
 
@@ -56,6 +61,7 @@ def train(recipe: Recipe | None, options: RunOptions) -> dict:
     try:
         if options.tensorboard and ctx.is_main:
             require_tensorboard()  # fail before anything is written
+        options.check(ctx.device.type)
         _configure_torch(options, ctx.device)
         resumed = ckpt.load(options.resume) if options.resume else None
         recipe = _recipe_to_run(recipe, resumed, options)
@@ -136,24 +142,37 @@ class Trainer:
         self.normalization = input_normalization(recipe, self.train_set)
         self.steps_per_epoch = len(self.train_set) // self.global_batch
         if self.steps_per_epoch < 1:
-            raise ValueError(f"the training split has {len(self.train_set)} samples, fewer than one global "
-                             f"batch of {self.global_batch} ({self.batch_size} x {ctx.world_size} processes)")
-        self.augment = data.random_crop_flip if recipe.augment == "crop_flip" else None
+            raise RecipeError(f"recipe {recipe.name}: batch_size {self.batch_size} x {ctx.world_size} processes "
+                              f"is larger than the training split: it has {len(self.train_set)} samples, fewer "
+                              f"than one global batch of {self.global_batch}")
+        if recipe.augment == "crop_flip":
+            try:
+                data.check_crop_flip(recipe.dataset, tuple(self.train_set.images.shape[1:]))
+            except ValueError as exc:
+                raise RecipeError(f"recipe {recipe.name}: {exc}") from None
+        self.batches = StepBatches(self.train_set, self.normalization, self.device,
+                                   augment=recipe.augment == "crop_flip")
 
     def _build_model(self, resumed: dict | None) -> None:
         """Model, loss, optimizer and loss scaler; the checkpoint's state when resuming; DDP."""
         if resumed is not None:  # before allocating: the stored recipe may ask for anything
             ckpt.check_weights_fit(self.recipe, resumed["model"], self.options.resume)
         model = build_model(self.recipe).to(self.device)
+        if self.options.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         self.loss_fn = loss_function(self.recipe)
         self.optimizer = build_optimizer(self.recipe, model, self.lr_at(0))
-        self.scaler = torch.amp.GradScaler("cuda") if self.options.amp and self.device.type == "cuda" else None
+        # Loss scaling only for float16 (GPUs without bfloat16); bfloat16 has float32's range.
+        float16 = self.options.amp and amp_dtype(self.device) == torch.float16
+        self.scaler = torch.amp.GradScaler("cuda") if float16 else None
         if resumed is not None:
             ckpt.restore(resumed, self.options.resume, model, self.optimizer, self.scaler)
             stored_batch = resumed["progress"]["global_batch_size"]
             self.progress.update(resumed["progress"], global_batch_size=self.global_batch)
             if stored_batch != self.global_batch and self.ctx.is_main:
                 console.batch_change_note(stored_batch, self.batch_size, self.ctx.world_size, self.lr_factor)
+        if self.options.compile:
+            model = torch.compile(model)
         if self.ctx.distributed:
             model = convert_sync_batchnorm(model)
             model = torch.nn.parallel.DistributedDataParallel(
@@ -226,7 +245,8 @@ class Trainer:
         lr = self.lr_at(epoch)
         progress["lr"] = lr
         set_learning_rate(self.optimizer, lr)
-        order = distributed.epoch_order(len(self.train_set), progress["order_seed"], epoch)
+        # Drawn on the CPU (the same order on every device), then moved once to where batches are cut.
+        order = distributed.epoch_order(len(self.train_set), progress["order_seed"], epoch).to(self.batches.home)
         # This rank's sums of the epoch; a checkpoint holds the sums over all ranks, which
         # rank 0 alone carries on after a resume (whatever the number of processes).
         totals = torch.tensor(progress["epoch_totals"] if ctx.is_main else [0.0, 0.0, 0.0], dtype=torch.float64,
@@ -244,7 +264,7 @@ class Trainer:
             progress["epoch_position"] += self.global_batch
             session_samples += self.global_batch
             self._show_progress(bar, totals, session_samples)
-            stopping = distributed.any_rank(ctx, stop.requested)
+            stopping = distributed.any_rank(ctx, stop.requested) if self._stop_poll_due() else False
             every = self.options.checkpoint_every_steps
             if stopping or (every and progress["global_step"] % every == 0):  # same step on all ranks
                 progress["elapsed_s"] = elapsed_before + time.monotonic() - session_start
@@ -258,6 +278,13 @@ class Trainer:
         train_totals = Totals.from_tensor(distributed.all_reduce_sum(ctx, totals))
         epoch_time = time.monotonic() - session_start
         return self._end_epoch(epoch, lr, train_totals, elapsed_before + epoch_time, epoch_time, session_samples)
+
+    def _stop_poll_due(self) -> bool:
+        """Whether the ranks agree on a stop request after this step (every step but under
+        torchrun on GPUs; see STOP_POLL_STEPS). Depends on the step alone: all ranks agree."""
+        if not self.ctx.distributed or self.device.type == "cpu":
+            return True
+        return self.progress["global_step"] % STOP_POLL_STEPS == 0
 
     def _show_progress(self, bar: ProgressBar, totals: torch.Tensor, session_samples: int) -> None:
         # Loss and accuracy need the device's sums, so only when the bar is due to redraw.
@@ -276,7 +303,9 @@ class Trainer:
         step_seed = distributed.mix_seed(self.recipe.seed, self.progress["global_step"], self.ctx.rank)
         torch.manual_seed(step_seed)
         generator = torch.Generator().manual_seed(distributed.mix_seed(step_seed, 1))
-        x, y = make_batch(self.train_set, indices, self.normalization, self.device, self.augment, generator)
+        x, y = self.batches.batch(indices, generator)
+        if self.options.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.options.amp):
             scores = self.model(x)
         scores = scores.float()
@@ -291,8 +320,9 @@ class Trainer:
             self.optimizer.step()
         with torch.no_grad():
             correct = (scores.argmax(dim=1) == y).sum()
+            # new_full, not torch.tensor(..., device=): a copy from the host would wait for the device.
             return torch.stack([loss.detach().double() * len(y), correct.double(),
-                                torch.tensor(float(len(y)), dtype=torch.float64, device=loss.device)])
+                                loss.new_full((), len(y), dtype=torch.float64)])
 
     def _end_epoch(self, epoch, lr, train_totals, elapsed, epoch_time, samples) -> dict:
         """Validation and test passes, the best-epoch bookkeeping, the record and the checkpoint."""

@@ -16,12 +16,19 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from ..errors import BinarynetError
+
 OPTIMIZERS = ("adam", "shift_adamax")
 LOSSES = ("squared_hinge", "cross_entropy")
 SCHEDULES = ("exponential", "step", "constant")
 LR_SCALINGS = ("sqrt", "linear", "none")
 AUGMENTATIONS = ("none", "crop_flip")
 NORMALIZATIONS = ("paper", "meanstd")
+
+
+class RecipeError(BinarynetError, ValueError):
+    """A recipe field out of its range, or not fitting the data or the device; the message names
+    the field. A ValueError too, as recipe errors have always been."""
 
 
 @dataclass
@@ -69,7 +76,7 @@ class Recipe:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the field when a value is out of its domain."""
+        """Raise RecipeError naming the field when a value is out of its domain."""
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("optimizer_variant", self.optimizer_variant, ("paper", "torch7"))
         _choice("loss", self.loss, LOSSES)
@@ -79,18 +86,24 @@ class Recipe:
         _choice("normalization", self.normalization, NORMALIZATIONS)
         for name in ("batch_size", "eval_batch_size", "epochs"):
             if getattr(self, name) < 1:
-                raise ValueError(f"recipe {self.name}: {name} must be >= 1, got {getattr(self, name)}")
+                raise RecipeError(f"recipe {self.name}: {name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_train_samples", "max_eval_samples"):
             if getattr(self, name) < 0:
-                raise ValueError(f"recipe {self.name}: {name} must be >= 0, got {getattr(self, name)}")
+                raise RecipeError(f"recipe {self.name}: {name} must be >= 0, got {getattr(self, name)}")
         if not (self.lr > 0 and self.lr_end > 0):
-            raise ValueError(f"recipe {self.name}: lr and lr_end must be > 0, got {self.lr}, {self.lr_end}")
+            raise RecipeError(f"recipe {self.name}: lr and lr_end must be > 0, got {self.lr}, {self.lr_end}")
         if self.lr_schedule == "step" and self.lr_step_epochs < 1:
-            raise ValueError(f"recipe {self.name}: lr_schedule 'step' needs lr_step_epochs >= 1")
-        if self.betas and len(self.betas) != 2:
-            raise ValueError(f"recipe {self.name}: betas must be two numbers, got {self.betas!r}")
+            raise RecipeError(f"recipe {self.name}: lr_schedule 'step' needs lr_step_epochs >= 1")
+        if not 0.0 < self.lr_step_gamma <= 1.0:
+            raise RecipeError(f"recipe {self.name}: lr_step_gamma must be in (0, 1], got {self.lr_step_gamma}")
+        if self.betas and (len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas)):
+            raise RecipeError(f"recipe {self.name}: betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.weight_decay < 0:
+            raise RecipeError(f"recipe {self.name}: weight_decay must be >= 0, got {self.weight_decay}")
+        if self.seed < 0:
+            raise RecipeError(f"recipe {self.name}: seed must be >= 0, got {self.seed}")
         if not self.train_split:
-            raise ValueError(f"recipe {self.name}: train_split must not be empty")
+            raise RecipeError(f"recipe {self.name}: train_split must not be empty")
 
     def to_dict(self) -> dict:
         """JSON-compatible dict of all fields (tuples become lists)."""
@@ -110,7 +123,7 @@ class Recipe:
 
 def _choice(name: str, value, allowed) -> None:
     if value not in allowed:
-        raise ValueError(f"recipe field {name} must be one of {list(allowed)}, got {value!r}")
+        raise RecipeError(f"recipe field {name} must be one of {list(allowed)}, got {value!r}")
 
 
 def field_names() -> list:

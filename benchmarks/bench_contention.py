@@ -1,0 +1,118 @@
+"""Training beside busy processes: the old thread policy vs binarynet.threads (issue 10, item 2).
+
+One short training run (``--steps`` steps of a small binary MLP on random data, batch 100, the
+library's Adam and squared hinge) is timed in a fresh process for each policy:
+
+- old: OpenMP's default wait policy (idle threads spin) and torch's default thread count (one
+  per core);
+- new: ``binarynet.threads.set_passive_wait_policy()`` before torch is imported, and
+  ``binarynet.threads.default_threads()`` threads (the cores other work leaves free).
+
+first on the machine as it is ("quiet"), then beside ``--hogs`` busy-loop processes that this
+script starts and always stops (each also ends by itself after ``--hog-seconds``). It prints
+seconds per run, the loaded / quiet ratio of each policy, the load average and the CPU.
+
+    python benchmarks/bench_contention.py [--steps 200] [--hogs 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HOG = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
+
+# One timed run in a fresh process: the policy must be in place before torch is imported.
+WORKER = """
+import json, os, sys, time
+policy, steps, hidden = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+from binarynet import threads
+if policy == "new":
+    threads.set_passive_wait_policy()
+    count = threads.default_threads()
+import torch
+import binarynet as bn
+if policy == "new":
+    torch.set_num_threads(count)
+torch.manual_seed(0)
+model = bn.models.mnist_mlp(hidden=hidden, depth=3, dropout_in=0.0, dropout_hidden=0.0)
+optimizer = bn.optim.Adam(bn.optim.param_groups(model, 3e-3))
+x, y = torch.rand(100, 1, 28, 28) * 2 - 1, torch.randint(0, 10, (100,))
+def step():
+    optimizer.zero_grad(set_to_none=True)
+    bn.losses.squared_hinge(model(x), y).backward()
+    optimizer.step()
+for _ in range(5):
+    step()
+start = time.perf_counter()
+for _ in range(steps):
+    step()
+print(json.dumps({"seconds": time.perf_counter() - start, "threads": torch.get_num_threads(),
+                  "wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)")}))
+"""
+
+
+def timed_run(policy: str, steps: int, hidden: int, timeout: float) -> dict:
+    """One worker run of ``policy`` ("old" or "new"); its JSON result."""
+    env = dict(os.environ)
+    env.pop("OMP_WAIT_POLICY", None)  # both policies start from OpenMP's default
+    try:
+        done = subprocess.run([sys.executable, "-c", WORKER, policy, str(steps), str(hidden)], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:  # a collapse this bad is a result too
+        return {"seconds": float("inf"), "threads": "?", "wait_policy": f"{policy}; timed out after {timeout:.0f} s"}
+    if done.returncode != 0:
+        raise SystemExit(f"worker ({policy}) failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def with_hogs(count: int, seconds: float, fn):
+    """``fn()`` while ``count`` busy-loop processes run; they are stopped whatever happens."""
+    hogs = [subprocess.Popen([sys.executable, "-c", HOG.format(seconds=seconds)]) for _ in range(count)]
+    try:
+        time.sleep(0.5)  # let them reach their loops
+        return fn()
+    finally:
+        for hog in hogs:
+            hog.kill()
+        for hog in hogs:
+            hog.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200, help="timed training steps per run")
+    parser.add_argument("--hidden", type=int, default=256, help="width of the MLP's 3 hidden layers")
+    parser.add_argument("--hogs", type=int, default=2, help="busy-loop processes beside the loaded runs")
+    parser.add_argument("--hog-seconds", type=float, default=300.0, help="a busy loop ends by itself after this")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds one run may take")
+    args = parser.parse_args()
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+    from binarynet.timing import cpu_description
+
+    print(f"{cpu_description()}; {args.steps} steps of a 3x{args.hidden} binary MLP, batch 100")
+    results = {}
+    for load in ("quiet", "loaded"):
+        for policy in ("old", "new"):
+            load_avg = os.getloadavg()[0]
+            run = lambda: timed_run(policy, args.steps, args.hidden, args.timeout)  # noqa: E731
+            result = run() if load == "quiet" else with_hogs(args.hogs, args.hog_seconds, run)
+            results[load, policy] = result
+            print(f"{load:>6} {policy}: {result['seconds']:7.2f} s  ({result['threads']} threads, "
+                  f"OMP_WAIT_POLICY={result['wait_policy']}, load average {load_avg:.2f} before)", flush=True)
+    for policy in ("old", "new"):
+        ratio = results["loaded", policy]["seconds"] / results["quiet", policy]["seconds"]
+        print(f"{policy}: beside {args.hogs} busy loops {_times(ratio)} the quiet time")
+    print(f"loaded, old / new: {_times(results['loaded', 'old']['seconds'] / results['loaded', 'new']['seconds'])}")
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:.2f}x" if ratio != float("inf") else "more than --timeout allows (run timed out)"
+
+
+if __name__ == "__main__":
+    main()
