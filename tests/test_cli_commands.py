@@ -1,5 +1,6 @@
 """The CLI's contract with its user: one-line errors that name the right command, --version,
 quiet exit on a closed pipe, and the README's train -> export -> report sequence."""
+import os
 import subprocess
 import sys
 
@@ -154,3 +155,17 @@ def test_kind_of_file(tmp_path, head, kind):
     (tmp_path / "f").write_bytes(head)
     assert kind_of_file(tmp_path / "f") == kind
     assert kind_of_file(tmp_path / "missing") is None
+
+
+def test_cli_sets_the_passive_wait_policy_before_torch_loads():
+    """Never spin: every command runs with OMP_WAIT_POLICY=PASSIVE unless the user chose one."""
+    script = ("import os, sys; from binarynet import cli; status = cli.main(['recipes']); "
+              "print('policy', os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         timeout=120).stdout
+    assert out.strip().splitlines()[-1].startswith("policy PASSIVE")
+    env["OMP_WAIT_POLICY"] = "ACTIVE"  # the user's choice stands
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         timeout=120).stdout
+    assert out.strip().splitlines()[-1].startswith("policy ACTIVE")

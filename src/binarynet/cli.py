@@ -9,7 +9,7 @@ import importlib
 import os
 import sys
 
-from . import __version__
+from . import __version__, threads
 from .errors import BinarynetError
 
 # train, eval, recipes | export, predict, bench | summary, report | demo
@@ -42,6 +42,7 @@ def _silence_stdout() -> None:
 
 
 def main(argv=None) -> int:
+    threads.set_passive_wait_policy()  # before any command imports torch: OpenMP reads it once
     command = "binarynet"
     try:
         args = build_parser().parse_args(argv)

@@ -36,7 +36,9 @@ def squared_hinge(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
                 f"squared_hinge: class-index target must have shape ({n},) for scores {tuple(scores.shape)}, "
                 f"got {tuple(target.shape)}"
             )
-        if n > 0 and (int(target.min()) < 0 or int(target.max()) >= k):
+        # Checked on the host only: on a GPU it would wait for the device at every step, and an
+        # out-of-range index there trips scatter_'s device-side assert anyway.
+        if n > 0 and not target.is_cuda and (int(target.min()) < 0 or int(target.max()) >= k):
             raise ValueError(
                 f"squared_hinge: class indices must lie in [0, {k}), got range "
                 f"[{int(target.min())}, {int(target.max())}]"

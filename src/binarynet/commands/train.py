@@ -33,9 +33,12 @@ def register(subparsers) -> None:
                    help="continue a run exactly: the last.pt in --out, or the given checkpoint file/folder")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=non_negative_int, default=0,
-                   help="torch CPU threads (default 0: torch's choice)")
+                   help="torch CPU threads (default 0: the cores that other work leaves free)")
     p.add_argument("--amp", action="store_true",
-                   help="mixed precision (bfloat16 autocast on CPU, float16 + loss scaling on CUDA)")
+                   help="bfloat16 autocast (float16 + loss scaling on GPUs without bfloat16)")
+    p.add_argument("--compile", action="store_true", help="GPU only: torch.compile the model")
+    p.add_argument("--channels-last", action="store_true",
+                   help="GPU only: NHWC convolutions (tensor cores)")
     p.add_argument("--tensorboard", action="store_true",
                    help="also log scalars to <out>/tensorboard (needs the tensorboard package)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
@@ -102,6 +105,7 @@ def _resume_checkpoint(args) -> str | None:
 
 def run_train(args) -> int:
     """``binarynet train``: run or resume a recipe; exit 0 on success, 128+signal if interrupted."""
+    from ..threads import default_threads
     from ..train import RunOptions, TrainingInterrupted, train
 
     if args.recipe is None and args.resume is None:
@@ -113,7 +117,8 @@ def run_train(args) -> int:
     options = RunOptions(
         out=args.out, resume=_resume_checkpoint(args), data_dir=args.data_dir, download=args.download,
         resume_batch_size=(args.batch_size or 0) if args.resume is not None else 0,
-        device=args.device, threads=args.threads, amp=args.amp, tensorboard=args.tensorboard,
+        device=args.device, threads=args.threads or default_threads(), amp=args.amp,
+        compile=args.compile, channels_last=args.channels_last, tensorboard=args.tensorboard,
         progress=not args.no_progress, checkpoint_every_steps=args.checkpoint_every_steps,
         dist_timeout_s=args.dist_timeout,
     )

@@ -39,7 +39,8 @@ class _ShiftBatchNormFunction(torch.autograd.Function):
         shape = [1, channels] + [1] * (x.dim() - 2)
         # Per-channel sums (and the sample count) are completed by ``sum_over_ranks`` when the
         # batch is spread over several processes (binarynet.train.syncbn); None: it is all here.
-        stats = torch.cat([x.sum(dim=dims), x.new_tensor([float(x.numel() // channels)])])
+        # new_full, not new_tensor: no host->device copy that waits for a GPU.
+        stats = torch.cat([x.sum(dim=dims), x.new_full((1,), float(x.numel() // channels))])
         if sum_over_ranks is not None:
             sum_over_ranks(stats)
         count = stats[-1]
