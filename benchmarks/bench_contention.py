@@ -27,9 +27,9 @@ HOG = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() <
 
 # One timed run in a fresh process: the policy must be in place before torch is imported.
 WORKER = """
-import json, os, sys, time
+import json, os, sys
 policy, steps, hidden = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-from binarynet import threads
+from binarynet import threads, timing
 if policy == "new":
     threads.set_passive_wait_policy()
     count = threads.default_threads()
@@ -47,10 +47,11 @@ def step():
     optimizer.step()
 for _ in range(5):
     step()
-start = time.perf_counter()
-for _ in range(steps):
-    step()
-print(json.dumps({"seconds": time.perf_counter() - start, "threads": torch.get_num_threads(),
+def run():
+    for _ in range(steps):
+        step()
+seconds = timing.seconds_per_call(run, min_seconds=0.0)  # one block of `steps` steps
+print(json.dumps({"seconds": seconds, "threads": torch.get_num_threads(),
                   "wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)")}))
 """
 
