@@ -17,10 +17,10 @@ import json
 from dataclasses import dataclass, field
 
 from ..errors import BinarynetError
+from .schedule import SCHEDULES
 
-OPTIMIZERS = ("adam", "shift_adamax")
+OPTIMIZERS = ("adam", "shift_adamax", "bop_adam")
 LOSSES = ("squared_hinge", "cross_entropy")
-SCHEDULES = ("exponential", "step", "constant")
 LR_SCALINGS = ("sqrt", "linear", "none")
 AUGMENTATIONS = ("none", "crop_flip")
 NORMALIZATIONS = ("paper", "meanstd")
@@ -41,6 +41,14 @@ class Recipe:
     (per-process ``batch_size`` x world size) differs from ``batch_size``, both ``lr`` and
     ``lr_end`` are multiplied by ``lr_scaling`` applied to the ratio (``"sqrt"``: the square-root
     rule for Adam-type optimizers; ``"linear"``; ``"none"``).
+
+    Modern BNN training (docs/training.md, "Modern BNNs"): ``optimizer="bop_adam"`` gives the
+    binary weights to Bop (``bop_threshold``, ``bop_gamma``) and the rest to Adam; ``teacher``
+    (a training checkpoint) adds the distributional loss with weight ``distill_weight``:
+    ``loss = (1 - distill_weight) * task_loss + distill_weight * KL(p_teacher || p_student)``;
+    ``two_step_epochs`` > 0 trains that many first epochs with real-valued weights (binary
+    activations), then both binary; ``weight_decay`` applies by the rule of
+    :mod:`binarynet.optim.decay` (``weight_decay_norm_bias`` widens it).
     """
 
     name: str
@@ -57,18 +65,28 @@ class Recipe:
     optimizer: str = "adam"
     optimizer_variant: str = "paper"    # shift_adamax only: "paper" or "torch7" (docs/paper.md §2.4)
     betas: tuple = ()                   # () = the optimizer's defaults
-    weight_decay: float = 0.0
+    bop_threshold: float = 1e-8         # bop_adam: Bop's tau
+    bop_gamma: float = 1e-4             # bop_adam: Bop's gamma (momentum rate)
+    glorot_lr_scale: bool = True        # latent weights' LR x their Glorot scale (the paper's rule)
+    weight_decay: float = 0.0           # real-valued layers' weights only (binarynet.optim.decay)
+    weight_decay_norm_bias: bool = False  # also decay BN, biases, shifts (never binary weights)
     lr: float = 1e-3                    # learning rate of the first epoch
     lr_end: float = 1e-3                # exponential: the rate the decay reaches after `epochs`
     lr_schedule: str = "exponential"
     lr_step_epochs: int = 0             # step: multiply by lr_step_gamma every this many epochs
     lr_step_gamma: float = 0.5
+    lr_warmup_epochs: int = 0           # cosine: linear warm-up; one_cycle: rise (0 = 30% of epochs)
     lr_scaling: str = "sqrt"
     pow2_lr_scale: bool = False
     batch_size: int = 100               # per process
     eval_batch_size: int = 1000
     epochs: int = 1
     loss: str = "squared_hinge"
+    label_smoothing: float = 0.0        # cross_entropy only: targets (1 - s) onehot + s / classes
+    teacher: str = ""                   # training checkpoint (file or run folder) of a float teacher
+    distill_weight: float = 1.0         # with a teacher: weight of the distributional loss
+    distill_temperature: float = 1.0
+    two_step_epochs: int = 0            # > 0: epochs of step 1 (real weights, binary activations)
     augment: str = "none"
     seed: int = 1234
 
@@ -100,10 +118,34 @@ class Recipe:
             raise RecipeError(f"recipe {self.name}: betas must be two numbers in [0, 1), got {self.betas!r}")
         if self.weight_decay < 0:
             raise RecipeError(f"recipe {self.name}: weight_decay must be >= 0, got {self.weight_decay}")
+        self._validate_modern()
         if self.seed < 0:
             raise RecipeError(f"recipe {self.name}: seed must be >= 0, got {self.seed}")
         if not self.train_split:
             raise RecipeError(f"recipe {self.name}: train_split must not be empty")
+
+    def _validate_modern(self) -> None:
+        """The fields of modern BNN training (Bop, schedules, label smoothing, distillation, two-step)."""
+        def bad(name, rule):
+            raise RecipeError(f"recipe {self.name}: {name} {rule}, got {getattr(self, name)!r}")
+        if not self.bop_threshold >= 0:
+            bad("bop_threshold", "must be >= 0")
+        if not 0.0 < self.bop_gamma <= 1.0:
+            bad("bop_gamma", "must be in (0, 1]")
+        if not 0 <= self.lr_warmup_epochs < self.epochs:
+            bad("lr_warmup_epochs", f"must be in [0, epochs = {self.epochs})")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            bad("label_smoothing", "must be in [0, 1)")
+        if self.label_smoothing and self.loss != "cross_entropy":
+            bad("label_smoothing", "needs loss cross_entropy")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            bad("distill_weight", "must be in [0, 1]")
+        if not self.distill_temperature > 0:
+            bad("distill_temperature", "must be > 0")
+        if not 0 <= self.two_step_epochs < self.epochs:
+            bad("two_step_epochs", f"must be in [0, epochs = {self.epochs})")
+        if self.two_step_epochs and self.optimizer == "bop_adam":
+            bad("two_step_epochs", "needs latent weights (optimizer adam): Bop keeps binary weights only")
 
     def to_dict(self) -> dict:
         """JSON-compatible dict of all fields (tuples become lists)."""
