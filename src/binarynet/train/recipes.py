@@ -144,6 +144,8 @@ class Recipe:
             bad("distill_temperature", "must be > 0")
         if not 0 <= self.two_step_epochs < self.epochs:
             bad("two_step_epochs", f"must be in [0, epochs = {self.epochs})")
+        if self.dataset == "imagenet" and self.augment != "none":
+            bad("augment", "must be none for imagenet (its random resized crop + flip are built in)")
         if self.two_step_epochs and self.optimizer == "bop_adam":
             bad("two_step_epochs", "needs latent weights (optimizer adam): Bop keeps binary weights only")
 
