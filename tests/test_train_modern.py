@@ -11,6 +11,7 @@ from binarynet.losses import DistillationError
 from binarynet.train import RunOptions, checkpoint, metrics, recipes, train, two_step
 from binarynet.train.builders import build_model, build_optimizer, loss_function
 from binarynet.train.loop import Trainer
+from binarynet.train.recipes import RecipeError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -128,10 +129,12 @@ def test_label_smoothing_and_weight_decay_reach_the_optimizer():
     scores, labels = torch.randn(4, 10), torch.tensor([0, 1, 2, 3])
     assert torch.equal(loss_function(recipe)(scores, labels), F.cross_entropy(scores, labels, label_smoothing=0.1))
     model = build_model(recipe)
-    groups = build_optimizer(recipe, model, 1e-3).param_groups
+    # mnist_mlp has no real-valued weight matrix: decay would reach nothing
+    with pytest.raises(RecipeError, match="weight_decay 0.0005 reaches no parameter"):
+        build_optimizer(recipe, model, 1e-3)
+    widened = recipes.apply_overrides(recipe, {"weight_decay_norm_bias": True})
+    groups = build_optimizer(widened, model, 1e-3).param_groups
     latent = {id(p) for p in bn.optim.binary_params(model)}
-    for group in groups:
-        decays = group["weight_decay"] > 0
-        assert not (decays and any(id(p) in latent for p in group["params"]))
-        assert not (decays and any(p.dim() < 2 for p in group["params"]))
-    assert not any(g["weight_decay"] for g in groups)  # mnist_mlp has no real-valued weight matrix
+    decayed = [p for g in groups if g["weight_decay"] == 5e-4 for p in g["params"]]
+    assert decayed and not any(id(p) in latent for p in decayed)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))

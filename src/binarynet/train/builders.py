@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .. import losses, models, optim
 from ..errors import BinarynetError
-from .recipes import Recipe
+from .recipes import Recipe, RecipeError
 
 
 def build_model(recipe: Recipe, device=None) -> torch.nn.Module:
@@ -74,6 +74,10 @@ def _real_groups(recipe: Recipe, model: torch.nn.Module, lr: float, exclude) -> 
     """Param groups of the non-binary parameters: decayed ones (by :mod:`binarynet.optim.decay`)
     with the recipe's weight decay, the others without; empty groups left out."""
     decayed, kept = optim.decay_split(model, exclude=exclude, decay_norm_and_bias=recipe.weight_decay_norm_bias)
+    if recipe.weight_decay and not decayed:
+        raise RecipeError(f"recipe {recipe.name}: weight_decay {recipe.weight_decay} reaches no parameter of model "
+                          f"{recipe.model} (binary weights, BN parameters and biases are not decayed; "
+                          "weight_decay_norm_bias=true decays BN parameters and biases too)")
     groups = [{"params": decayed, "lr": lr, "lr_scale": 1.0, "latent_clip": False, "weight_decay": recipe.weight_decay,
                "name": "decay"},
               {"params": kept, "lr": lr, "lr_scale": 1.0, "latent_clip": False, "weight_decay": 0.0, "name": "no_decay"}]
