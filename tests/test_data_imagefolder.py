@@ -101,3 +101,10 @@ def test_a_recipe_trains_from_an_image_folder(folder, tmp_path):
     summary = train(recipe, RunOptions(out=str(tmp_path / "run"), data_dir=str(folder.parent), progress=False))
     assert summary["global_step"] == 2 and summary["test_error_at_best"] is not None
     assert checkpoint.load(tmp_path / "run" / "last.pt")["config"]["train_samples"] == 8
+
+
+def test_imagenet_recipes_refuse_download(tmp_path):
+    from binarynet.train.inputs import load_split
+
+    with pytest.raises(DataError, match="ImageNet cannot be downloaded"):
+        load_split(recipes.get("reactnet18_imagenet"), "train", RunOptions(data_dir=str(tmp_path), download=True), 0)

@@ -7,6 +7,7 @@ import os
 import torch
 
 from .. import data
+from ..errors import DataError
 from . import synthetic
 from .recipes import Recipe
 
@@ -16,6 +17,9 @@ def load_split(recipe: Recipe, split: str, options, max_samples: int):
     (``options``: a :class:`~binarynet.train.options.RunOptions`, for its data folder and download)."""
     if recipe.dataset == "imagenet":  # streamed from disk: <data dir>/imagenet/<split>/<class>/*.JPEG
         root = os.path.join(data.resolve_data_dir(options.data_dir), "imagenet")
+        if options.download:
+            raise DataError(f"ImageNet cannot be downloaded automatically (its licence needs a login): place it "
+                            f"under {root}/train/<class>/ and {root}/val/<class>/, then run without --download")
         dataset = data.ImageFolder(root, split, train=split == recipe.train_split, name="imagenet")
         return dataset.subset(max_samples) if max_samples and max_samples < len(dataset) else dataset
     if recipe.dataset == "synthetic":
