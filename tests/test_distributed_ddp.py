@@ -162,3 +162,31 @@ def test_resume_with_another_number_of_processes(tmp_path, single):
     # ... then finished by one process with batch 100: the same global batch.
     train(None, RunOptions(out=str(out), resume=str(out / "last.pt"), resume_batch_size=100, progress=False))
     assert_matches(out, single)
+
+
+BOP = {"optimizer": "bop_adam", "bop_threshold": 1e-6, "bop_gamma": 0.01}
+
+
+def test_ddp_with_bop_equals_one_process_on_the_global_batch(tmp_path):
+    # Gradients are all-reduced before Bop's step, so both ranks make the flips that one process
+    # makes on the global batch: the binary weights (+-1) are equal exactly.
+    reference = tmp_path / "single"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        recipe = recipes.apply_overrides(recipes.get("synthetic_mlp"), {**OVERRIDES, **BOP})
+        train(recipe, RunOptions(out=str(reference), progress=False))
+    finally:
+        torch.set_num_threads(threads)
+    out = tmp_path / "ddp"
+    args = [a for k, v in BOP.items() for a in ("--set", f"{k}={v}")]
+    done = torchrun(["train", *RECIPE_ARGS, *args, "--batch-size", "50", "--threads", "1", "--out", str(out)],
+                    tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_matches(out, reference)
+    got, want = checkpoint.load(out / "last.pt")["model"], checkpoint.load(reference / "last.pt")["model"]
+    for name in ("1.weight", "4.weight", "7.weight"):  # the binary layers of synthetic_mlp
+        assert set(want[name].unique().tolist()) == {-1.0, 1.0}
+        assert torch.equal(got[name], want[name]), name
+    ratios = [[r["flip_ratio"] for r in metrics.read_metrics(folder / "metrics.jsonl")] for folder in (out, reference)]
+    assert ratios[0] == ratios[1] and all(r > 0 for r in ratios[1])

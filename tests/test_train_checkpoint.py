@@ -179,7 +179,7 @@ def test_an_impossible_stored_model_is_a_checkpoint_error(trained, tmp_path):
     (lambda s: s["config"]["recipe"].update(batch_size=0), r"config.recipe\) is invalid: .*batch_size must be >= 1"),
     (lambda s: s["config"]["recipe"].update(model="resnet"), r"config.recipe\) builds no model: .*model 'resnet'"),
     (lambda s: s["config"]["recipe"]["model_overrides"].update(hidden="wide"), r"builds no model: .*hidden"),
-    (lambda s: s["config"]["recipe"].update(dataset="imagenet"), r"config.recipe.dataset\) is unknown"),
+    (lambda s: s["config"]["recipe"].update(dataset="coco"), r"config.recipe.dataset\) is unknown"),
     (lambda s: s["config"].update(recipe=None), r"config.recipe\) is invalid"),
     (lambda s: s["model"].pop("1.weight"), r"weights do not fit .*missing \['1.weight'\]"),
     (lambda s: s.update(model=[1, 2]), "'model' is not a state dict of tensors"),

@@ -64,3 +64,17 @@ def test_resume_of_a_missing_or_corrupt_checkpoint(tmp_path, capsys):
     assert main(["train", "--resume", "--out", str(tmp_path)]) == 2
     assert "cannot be read" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "last.pt")]) == 2
+
+
+def test_train_with_a_teacher_checkpoint(tmp_path, capsys):
+    teacher = tmp_path / "teacher"
+    assert main(["train", *SMALL, "--epochs", "1", "--set", "loss=cross_entropy", "--out", str(teacher)]) == 0
+    student = tmp_path / "student"
+    assert main(["train", *SMALL, "--epochs", "1", "--set", "loss=cross_entropy", "--teacher", str(teacher),
+                 "--set", "distill_weight=0.7", "--out", str(student)]) == 0
+    config = json.loads((student / "config.json").read_text())["recipe"]
+    assert (config["teacher"], config["distill_weight"]) == (str(teacher), 0.7)
+    capsys.readouterr()
+    assert main(["train", *SMALL, "--teacher", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "none" in err and len(err.splitlines()) == 1

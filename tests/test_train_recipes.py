@@ -59,7 +59,7 @@ def test_overrides_parse_and_coerce_command_line_text():
     ("lr", "fast", "lr expects type float"),
     ("optimizer", "sgd", "optimizer must be one of"),
     ("batch_size", "0", "batch_size must be >= 1"),
-    ("lr_schedule", "cosine", "lr_schedule must be one of"),
+    ("lr_schedule", "linear", "lr_schedule must be one of"),
     ("pow2_lr_scale", "maybe", "pow2_lr_scale expects type bool"),
     ("model.", "3", "empty model override"),
 ])
@@ -120,7 +120,7 @@ def test_step_and_constant_schedules():
         2.0 ** -6, 2.0 ** -6, 2.0 ** -7, 2.0 ** -7, 2.0 ** -8, 2.0 ** -10]
     assert schedule.lr_at(7, schedule="constant", lr=0.5, lr_end=0.1, epochs=3) == 0.5
     with pytest.raises(ValueError, match="unknown lr schedule"):
-        schedule.lr_at(0, schedule="cosine", lr=1.0, lr_end=1.0, epochs=1)
+        schedule.lr_at(0, schedule="linear", lr=1.0, lr_end=1.0, epochs=1)
 
 
 def test_recipe_lr_scales_both_ends():

@@ -1,9 +1,45 @@
-"""Loss of the paper networks: the squared hinge (L2-SVM output layer; arXiv:1602.02830, docs/paper.md §2.6)."""
+"""Losses: the paper networks' squared hinge (L2-SVM output layer; arXiv:1602.02830, docs/paper.md §2.6),
+and ReActNet's distributional loss for distillation from a float teacher (arXiv:2003.03488, §4.2)."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["squared_hinge"]
+from .errors import BinarynetError
+
+__all__ = ["DistillationError", "distribution_loss", "squared_hinge"]
+
+
+class DistillationError(BinarynetError, ValueError):
+    """Teacher and student outputs that cannot be compared (another class count, another batch)."""
+
+
+def distribution_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      temperature: float = 1.0) -> torch.Tensor:
+    """ReActNet's distributional loss: the KL divergence from the teacher's softmax to the student's.
+
+        p_T = softmax(z_T / T),  p_S = softmax(z_S / T)
+        L = (1/N) sum_i sum_c p_T[i,c] (log p_T[i,c] - log p_S[i,c])     = KL(p_T || p_S), batch mean
+
+    i.e. ``F.kl_div(log p_S, log p_T, log_target=True, reduction="batchmean")``; with T = 1 (the
+    paper's) it equals the paper's -(1/n) sum_c sum_i p_T log(p_S / p_T). For T != 1 it is *not*
+    multiplied by T^2 (Hinton's gradient-scale correction): weight it in the recipe instead. The
+    teacher's logits are detached (no gradient reaches the teacher). A (N, K) shape mismatch
+    raises :class:`DistillationError` naming both class counts.
+    """
+    if student_logits.dim() != 2 or teacher_logits.dim() != 2:
+        raise DistillationError(f"distillation needs (N, classes) outputs, got student {tuple(student_logits.shape)}, "
+                                f"teacher {tuple(teacher_logits.shape)}")
+    if teacher_logits.shape[1] != student_logits.shape[1]:
+        raise DistillationError(f"the teacher outputs {teacher_logits.shape[1]} classes, the student "
+                                f"{student_logits.shape[1]}: distillation needs the same classes")
+    if teacher_logits.shape[0] != student_logits.shape[0]:
+        raise DistillationError(f"teacher batch {teacher_logits.shape[0]} != student batch {student_logits.shape[0]}")
+    if not temperature > 0:
+        raise DistillationError(f"distillation temperature must be > 0, got {temperature}")
+    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=1)
+    return F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
 
 
 def squared_hinge(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

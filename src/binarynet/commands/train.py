@@ -23,6 +23,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, help="batch size per process")
     p.add_argument("--lr", type=float, help="learning rate of the first epoch")
     p.add_argument("--seed", type=int, help="seed of initialisation, data order and dropout")
+    p.add_argument("--teacher", metavar="CHECKPOINT",
+                   help="distil from this float teacher: a training checkpoint or run folder (its best.pt) "
+                   "with the same classes (recipe field `teacher`; weight: --set distill_weight=...)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe field, e.g. --set lr_end=1e-5 --set model.hidden=1024 "
                    "(repeatable; see `binarynet recipes NAME` for the fields)")
@@ -74,7 +77,7 @@ def _resolve_recipe(args):
     from ..train import recipes
 
     overrides = recipes.parse_assignments(args.set)
-    for flag in ("epochs", "batch_size", "lr", "seed"):
+    for flag in ("epochs", "batch_size", "lr", "seed", "teacher"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag)
     if args.recipe is None:

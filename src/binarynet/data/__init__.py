@@ -16,6 +16,8 @@ Typical use::
 - Normalisation as data: :func:`normalization` -> (scale, offset), :func:`to_float` (or a
   :func:`normalization_table` built once and :func:`apply_table`).
 - Iteration: :func:`batches` (shuffle, shards, augmentation such as :func:`random_crop_flip`).
+- On disk, batch by batch: :class:`ImageFolder` (ImageNet layout root/split/class/*.JPEG, with
+  the standard 224 training and evaluation transforms; needs Pillow).
 
 Every problem with dataset files raises :class:`binarynet.errors.DataError`.
 """
@@ -25,13 +27,14 @@ from .catalog import get as info
 from .datadir import DATA_ENV, locate, resolve_data_dir
 from .datasets import SPLITS, ImageDataset, load
 from .fetch import URL_ENV, download
+from .imagefolder import ImageFolder, imagenet_normalization
 from .formats import (read_cifar10_bin, read_cifar10_python, read_idx_images, read_idx_labels,
                       read_mnist, read_svhn_mat)
 from .transforms import (apply_table, check_crop_flip, crop_flip, draw_crop_flip, normalization,
                          normalization_table, random_crop_flip, to_float)
 
 __all__ = [
-    "Batches", "DATA_ENV", "DatasetInfo", "ImageDataset", "SPLITS", "URL_ENV", "apply_table", "batches",
+    "Batches", "DATA_ENV", "DatasetInfo", "ImageDataset", "ImageFolder", "imagenet_normalization", "SPLITS", "URL_ENV", "apply_table", "batches",
     "check_crop_flip", "crop_flip", "download", "draw_crop_flip", "info", "load", "locate", "names", "normalization", "normalization_table",
     "random_crop_flip", "read_cifar10_bin", "read_cifar10_python", "read_idx_images",
     "read_idx_labels", "read_mnist", "read_svhn_mat", "resolve_data_dir", "to_float",

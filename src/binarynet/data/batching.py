@@ -28,8 +28,9 @@ class Batches:
                  normalization: str | tuple = "paper", device: torch.device | str | None = None):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        self.images, self.labels = dataset.images, dataset.labels
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+        # An image folder (no `images`: read from disk) decodes and transforms its own batches.
+        self.dataset, self.images, self.labels = dataset, getattr(dataset, "images", None), dataset.labels
+        if self.images is not None and (self.images.dtype != torch.uint8 or self.images.dim() != 4):
             raise TypeError(f"batches expects a dataset of uint8 (N, C, H, W) images, got "
                             f"{self.images.dtype} {tuple(self.images.shape)}")
         if sampler_indices is not None:
@@ -70,8 +71,11 @@ class Batches:
             index = order[start:start + self.batch_size]
             if self.drop_last and len(index) < self.batch_size:
                 break
-            images = self.images.index_select(0, index)
-            labels = self.labels.index_select(0, index)
+            if self.images is None:
+                images, labels = self.dataset.batch(index, self.generator)
+            else:
+                images = self.images.index_select(0, index)
+                labels = self.labels.index_select(0, index)
             if self.device is not None:
                 images = images.to(self.device, non_blocking=True)
                 labels = labels.to(self.device, non_blocking=True)

@@ -6,13 +6,14 @@ imports neither.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import torch.nn.functional as F
 
 from .. import losses, models, optim
 from ..errors import BinarynetError
-from .recipes import Recipe
+from .recipes import Recipe, RecipeError
 
 
 def build_model(recipe: Recipe, device=None) -> torch.nn.Module:
@@ -30,25 +31,57 @@ def build_model(recipe: Recipe, device=None) -> torch.nn.Module:
 
 
 def loss_function(recipe: Recipe):
-    """``f(scores, labels) -> mean loss`` of the recipe."""
-    return losses.squared_hinge if recipe.loss == "squared_hinge" else F.cross_entropy
+    """``f(scores, labels) -> mean loss`` of the recipe (the task loss, without distillation)."""
+    if recipe.loss == "squared_hinge":
+        return losses.squared_hinge
+    if recipe.label_smoothing:
+        return functools.partial(F.cross_entropy, label_smoothing=recipe.label_smoothing)
+    return F.cross_entropy
 
 
-def build_optimizer(recipe: Recipe, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    """bn.optim.Adam or ShiftAdaMax over ``param_groups`` (per-layer Glorot LR scales).
+def build_optimizer(recipe: Recipe, model: torch.nn.Module, lr: float):
+    """The recipe's optimizer over ``model``.
 
-    Adam on a GPU takes torch's fused step (one kernel for all parameters instead of several
-    per tensor); on the CPU torch's default, which exact-resume tests were written against.
+    ``adam`` / ``shift_adamax``: bn.optim.Adam or ShiftAdaMax over ``param_groups`` (per-layer
+    Glorot LR scales unless ``glorot_lr_scale`` is off); ``bop_adam``: ``bn.optim.Combined`` of
+    Bop over the binary weights and Adam over the rest. Weight decay reaches only the groups
+    that :func:`binarynet.optim.decay_split` allows. Adam on a GPU takes torch's fused step (one
+    kernel for all parameters instead of several per tensor); on the CPU torch's default, which
+    exact-resume tests were written against.
     """
+    if recipe.optimizer == "shift_adamax":
+        if recipe.weight_decay:
+            raise ValueError(f"recipe {recipe.name}: shift_adamax has no weight decay")
+        groups = optim.param_groups(model, lr, pow2=recipe.pow2_lr_scale)
+        return optim.ShiftAdaMax(groups, lr=lr, betas=tuple(recipe.betas) or None, variant=recipe.optimizer_variant)
+    kwargs = {"betas": tuple(recipe.betas)} if recipe.betas else {}
+    on_gpu = any(p.is_cuda for p in model.parameters())
+    if recipe.optimizer == "bop_adam":
+        bop = optim.Bop(optim.named_binary_params(model), threshold=recipe.bop_threshold, gamma=recipe.bop_gamma)
+        rest = _real_groups(recipe, model, lr, exclude=optim.binary_params(model))
+        return optim.Combined(bop, optim.Adam(rest, lr=lr, fused=True if on_gpu else None, **kwargs))
     groups = optim.param_groups(model, lr, pow2=recipe.pow2_lr_scale)
-    if recipe.optimizer == "adam":
-        kwargs = {"betas": tuple(recipe.betas)} if recipe.betas else {}
-        on_gpu = any(p.is_cuda for p in model.parameters())
-        return optim.Adam(groups, lr=lr, weight_decay=recipe.weight_decay, fused=True if on_gpu else None,
-                          **kwargs)
-    if recipe.weight_decay:
-        raise ValueError(f"recipe {recipe.name}: shift_adamax has no weight decay")
-    return optim.ShiftAdaMax(groups, lr=lr, betas=tuple(recipe.betas) or None, variant=recipe.optimizer_variant)
+    if not recipe.glorot_lr_scale:
+        for group in groups:
+            group["lr"], group["lr_scale"] = lr, 1.0
+    if recipe.weight_decay:  # keep one "other" group otherwise: the layout older checkpoints hold
+        groups = [g for g in groups if g["latent_clip"]]
+        groups += _real_groups(recipe, model, lr, exclude=optim.binary_params(model))
+    return optim.Adam(groups, lr=lr, fused=True if on_gpu else None, **kwargs)
+
+
+def _real_groups(recipe: Recipe, model: torch.nn.Module, lr: float, exclude) -> list[dict]:
+    """Param groups of the non-binary parameters: decayed ones (by :mod:`binarynet.optim.decay`)
+    with the recipe's weight decay, the others without; empty groups left out."""
+    decayed, kept = optim.decay_split(model, exclude=exclude, decay_norm_and_bias=recipe.weight_decay_norm_bias)
+    if recipe.weight_decay and not decayed:
+        raise RecipeError(f"recipe {recipe.name}: weight_decay {recipe.weight_decay} reaches no parameter of model "
+                          f"{recipe.model} (binary weights, BN parameters and biases are not decayed; "
+                          "weight_decay_norm_bias=true decays BN parameters and biases too)")
+    groups = [{"params": decayed, "lr": lr, "lr_scale": 1.0, "latent_clip": False, "weight_decay": recipe.weight_decay,
+               "name": "decay"},
+              {"params": kept, "lr": lr, "lr_scale": 1.0, "latent_clip": False, "weight_decay": 0.0, "name": "no_decay"}]
+    return [g for g in groups if g["params"]]
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:

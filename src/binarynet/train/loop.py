@@ -26,12 +26,13 @@ import time
 
 import torch
 
-from .. import __version__, data
+from .. import __version__, data, optim
 from ..errors import CheckpointError
 from ..runs import LAST, METRICS_FILE
 from . import checkpoint as ckpt
-from . import console, distributed, schedule
+from . import console, distributed, schedule, two_step
 from .builders import amp_dtype, autocast, build_model, build_optimizer, loss_function, set_learning_rate, unwrap
+from .distill import Teacher, distilled_loss
 from .evaluation import evaluate
 from .inputs import input_normalization, load_split
 from .interrupt import StopRequest, TrainingInterrupted
@@ -49,8 +50,11 @@ STOP_POLL_STEPS = 25
 __all__ = ["RunOptions", "Trainer", "build_model", "evaluate", "load_split", "loss_function", "train"]
 
 
-def train(recipe: Recipe | None, options: RunOptions) -> dict:
+def train(recipe: Recipe | None, options: RunOptions, teacher: torch.nn.Module | None = None) -> dict:
     """Run (or resume, with ``options.resume``) a recipe; returns the run summary dict.
+
+    ``teacher``: a float model to distil from (:mod:`.distill`), instead of the recipe's
+    ``teacher`` checkpoint (a model object is not stored: resuming needs it passed again).
 
     Under torchrun this joins the process group first and leaves it at the end. Raises
     TrainingInterrupted after saving when SIGINT/SIGTERM arrives. A run that fails before its
@@ -67,7 +71,7 @@ def train(recipe: Recipe | None, options: RunOptions) -> dict:
         recipe = _recipe_to_run(recipe, resumed, options)
         folder = RunFolder.open(options, recipe.name, ctx, resuming=resumed is not None)
         with folder.removed_on_early_failure():
-            summary = Trainer(recipe, options, ctx, folder, resumed).run()
+            summary = Trainer(recipe, options, ctx, folder, resumed, teacher=teacher).run()
         distributed.barrier(ctx)  # leave together: rank 0 may still be writing the checkpoint
         return summary
     finally:
@@ -107,7 +111,7 @@ class Trainer:
     """State of one run; see :func:`train` and the module docstring."""
 
     def __init__(self, recipe: Recipe, options: RunOptions, ctx: distributed.Context, folder: RunFolder,
-                 resumed: dict | None = None):
+                 resumed: dict | None = None, teacher: torch.nn.Module | None = None):
         self.recipe, self.options, self.ctx, self.device = recipe, options, ctx, ctx.device
         self.folder, self.out = folder, folder.path
         self.logs = []  # per-epoch record sinks (rank 0): metrics.jsonl, TensorBoard
@@ -122,6 +126,8 @@ class Trainer:
                          "test_error_at_best": None, "epoch_totals": [0.0, 0.0, 0.0], "elapsed_s": 0.0,
                          "lr_factor": self.lr_factor, "global_batch_size": self.global_batch}
         self._build_model(resumed)
+        spec = teacher if teacher is not None else recipe.teacher
+        self.teacher = Teacher.from_spec(spec, self.device, self.normalization) if spec else None
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -178,6 +184,8 @@ class Trainer:
             model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.model = model
+        # Bop's flip counter, for the flip-ratio metric (None without Bop).
+        self.bop = self.optimizer.find(optim.Bop) if isinstance(self.optimizer, optim.Combined) else None
 
     def lr_at(self, epoch: int) -> float:
         """Base learning rate of ``epoch`` (before per-layer scales)."""
@@ -245,6 +253,10 @@ class Trainer:
         lr = self.lr_at(epoch)
         progress["lr"] = lr
         set_learning_rate(self.optimizer, lr)
+        if self.recipe.two_step_epochs:
+            two_step.set_step(unwrap(self.model), two_step.step_of_epoch(epoch, self.recipe.two_step_epochs))
+        if self.bop is not None and (progress["epoch_position"] == 0 or "flips_at_epoch_start" not in progress):
+            progress["flips_at_epoch_start"] = float(self.bop.flip_count())  # one host sync per epoch
         # Drawn on the CPU (the same order on every device), then moved once to where batches are cut.
         order = distributed.epoch_order(len(self.train_set), progress["order_seed"], epoch).to(self.batches.home)
         # This rank's sums of the epoch; a checkpoint holds the sums over all ranks, which
@@ -308,8 +320,12 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.options.amp):
             scores = self.model(x)
+            teacher_scores = self.teacher(x) if self.teacher is not None else None
         scores = scores.float()
         loss = self.loss_fn(scores, y)
+        if teacher_scores is not None:
+            loss = distilled_loss(loss, scores, teacher_scores, self.recipe.distill_weight,
+                                  self.recipe.distill_temperature)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -350,6 +366,10 @@ class Trainer:
             "epoch_time_s": epoch_time, "elapsed_s": elapsed,
             "samples_per_s": samples / epoch_time if epoch_time > 0 else None,
         }
+        if self.bop is not None:
+            # Mean over the epoch's steps of the fraction of binary weights that flipped in a step.
+            flips = float(self.bop.flip_count()) - progress["flips_at_epoch_start"]
+            record["flip_ratio"] = flips / (self.bop.num_weights() * self.steps_per_epoch)
         # The record first: a crash before the checkpoint redoes the epoch and drops the record.
         for log in self.logs:
             log.append(record)

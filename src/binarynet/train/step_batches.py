@@ -42,11 +42,16 @@ class StepBatches:
     def __init__(self, dataset, normalization: tuple, device: torch.device, augment: bool = False,
                  resident: bool | None = None):
         self.device = torch.device(device)
-        nbytes = dataset.images.nbytes + dataset.labels.nbytes
-        self.resident = fits_on(self.device, nbytes) if resident is None else resident
+        # An image folder (ImageNet) is read from disk each step, its own transforms included.
+        self.folder = dataset if isinstance(dataset, data.ImageFolder) else None
+        if self.folder is not None:
+            resident = False
+        elif resident is None:
+            resident = fits_on(self.device, dataset.images.nbytes + dataset.labels.nbytes)
+        self.resident = resident
         # Where the split lives and where step indices must be (the epoch order is moved there).
         self.home = self.device if self.resident else torch.device("cpu")
-        self.images = dataset.images.to(self.home)
+        self.images = dataset.images.to(self.home) if self.folder is None else None
         self.labels = dataset.labels.to(self.home)
         self.table = data.normalization_table(*normalization, device=self.device)
         self.augment = augment
@@ -63,6 +68,9 @@ class StepBatches:
     def batch(self, indices: torch.Tensor, generator: torch.Generator | None = None):
         """``(x float32 (B, C, H, W), y int64 (B,))`` of the split's ``indices`` on the device."""
         indices = indices.to(self.home)
+        if self.folder is not None:
+            images, labels = (self._to_device(t) for t in self.folder.batch(indices, generator))
+            return data.apply_table(images, self.table), labels
         images = self._to_device(self.images.index_select(0, indices))
         labels = self._to_device(self.labels.index_select(0, indices))
         if self.augment:

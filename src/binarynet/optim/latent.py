@@ -1,4 +1,4 @@
-"""Optimizers for BNN training: per-layer LR scale, latent-weight clipping, shift-based AdaMax.
+"""Latent-weight optimizers of the paper: per-layer LR scale, latent-weight clipping, shift-based AdaMax.
 
 Paper Alg. 1 (arXiv:1602.02830; docs/paper.md §2.1): W_k <- Clip(Update(W_k, gamma_k * eta, g_{W_k^b}), -1, 1)
 and theta_k <- Update(theta_k, eta, g_theta_k), where gamma_k is the BinaryConnect Glorot
@@ -16,9 +16,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from . import nn as bnn
-from .nn.latent import mark_clipped
-from .quantizers import ap2
+from .. import nn as bnn
+from ..nn.latent import mark_clipped
+from ..quantizers import ap2
+from .bop import is_bop_weight
 
 __all__ = ["glorot_lr_scale", "param_groups", "Adam", "ShiftAdaMax"]
 
@@ -90,6 +91,8 @@ def _clip_latent(optimizer: torch.optim.Optimizer) -> None:
             targets += group["params"]
         elif flag is None:
             targets += [p for p in group["params"] if bnn.is_latent(p)]
+    # Bop's weights are +-1 with no latent value: clipping must leave them to Bop alone.
+    targets = [p for p in targets if not is_bop_weight(p)]
     with torch.no_grad():
         on_gpu = [p for p in targets if p.is_cuda]
         if on_gpu:
