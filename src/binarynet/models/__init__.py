@@ -5,6 +5,7 @@
 - :mod:`.reactnet`: ``reactnet18`` and ``reactnet_a`` (ReActNet, arXiv:2003.03488).
 - :mod:`.quicknet`: ``quicknet`` with ``size`` small / medium / large (larq zoo).
 
+The zoo's defaults are CIFAR-10's (``num_classes=10``, ``input_size=32``).
 ``get(name, **options)`` builds one, e.g. ``get("reactnet18", num_classes=10)`` (32x32 CIFAR
 stem) or ``get("quicknet", size="small", num_classes=1000, input_size=224)``. The zoo is
 described in docs/models.md. (``binarynet.models.quicknet`` is the module; its builder is

@@ -47,7 +47,7 @@ def bireal_resnet(model: str, react: bool, num_classes: int, input_size, width: 
 
 
 @register("birealnet18")
-def birealnet18(num_classes: int = 1000, input_size: int = 224, width: int = 64,
+def birealnet18(num_classes: int = 10, input_size: int = 32, width: int = 64,
                 blocks: Sequence[int] = RESNET18_BLOCKS, in_channels: int = 3,
                 input_quantizer="approx_sign", scale: Optional[str] = "mean_abs",
                 bn_momentum: float = 0.1) -> nn.Sequential:
@@ -59,7 +59,8 @@ def birealnet18(num_classes: int = 1000, input_size: int = 224, width: int = 64,
     conv, BN) -> 16 blocks x -> BN(BinaryConv3x3(approx_sign(x))) + shortcut(x) with
     magnitude-aware weights (``scale="mean_abs"``) and average-pool + 1x1 conv + BN shortcuts
     where the shape changes -> global average pool -> real dense layer. ``width`` and ``blocks``
-    shrink it (e.g. for tests); ``input_size`` (32 CIFAR, 224 ImageNet) picks the stem.
+    shrink it (e.g. for tests); ``input_size`` (32 CIFAR, 224 ImageNet) picks the stem. The
+    defaults (10 classes, 32x32) are CIFAR-10's, as for every zoo model.
     """
     return bireal_resnet("birealnet18", False, num_classes, input_size, width, blocks,
                          in_channels, input_quantizer, scale, bn_momentum)

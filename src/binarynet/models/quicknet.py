@@ -66,7 +66,7 @@ def _block(channels: int) -> bnn.Residual:
 
 
 @register("quicknet")
-def quicknet(size: str = "medium", num_classes: int = 1000, input_size: int = 224,
+def quicknet(size: str = "medium", num_classes: int = 10, input_size: int = 32,
              in_channels: int = 3, blocks=None, widths=None) -> nn.Sequential:
     """QuickNet (larq zoo): parameters at 224 / 1000 classes, as larq zoo states them:
     ``size="small"`` 12.7 M (QuickNetSmall, 59.4 % ImageNet top-1), ``"medium"`` 13.2 M

@@ -20,7 +20,7 @@ REACTNET_A_WIDTHS = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1
 
 
 @register("reactnet18")
-def reactnet18(num_classes: int = 1000, input_size: int = 224, width: int = 64,
+def reactnet18(num_classes: int = 10, input_size: int = 32, width: int = 64,
                blocks: Sequence[int] = RESNET18_BLOCKS, in_channels: int = 3,
                input_quantizer="approx_sign", scale: Optional[str] = "mean_abs",
                bn_momentum: float = 0.1) -> nn.Sequential:
@@ -87,7 +87,7 @@ def reactnet_a_block(cin: int, cout: int, stride: int, quantizer="approx_sign",
 
 
 @register("reactnet_a")
-def reactnet_a(num_classes: int = 1000, input_size: int = 224,
+def reactnet_a(num_classes: int = 10, input_size: int = 32,
                widths: Sequence[int] = REACTNET_A_WIDTHS, in_channels: int = 3,
                input_quantizer="approx_sign", scale: Optional[str] = "mean_abs",
                bn_momentum: float = 0.1) -> nn.Sequential:
