@@ -13,7 +13,7 @@ from .birealnet import RESNET18_BLOCKS, bireal_resnet
 from .common import classifier, imagenet_stem, positive_int
 from .registry import register
 
-__all__ = ["reactnet18", "reactnet_a", "REACTNET_A_WIDTHS"]
+__all__ = ["reactnet18", "reactnet_a", "reactnet_a_block", "DoubledPointwise", "REACTNET_A_WIDTHS"]
 
 # ReActNet-A: the stem's width, then each block's output width (MobileNet-v1's 13 blocks).
 REACTNET_A_WIDTHS = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
@@ -46,7 +46,7 @@ def _binary_conv(cin: int, cout: int, kernel: int, stride: int, scale) -> bnn.Bi
                             scale=scale)
 
 
-class _DoubledPointwise(bnn.ShortcutMerge):
+class DoubledPointwise(bnn.ShortcutMerge):
     """ReActNet-A's channel-doubling 1x1 stage: two binary 1x1 convolutions on the same
     RSign(x), each + x (the real shortcut), concatenated: C -> 2C channels."""
 
@@ -81,7 +81,7 @@ def reactnet_a_block(cin: int, cout: int, stride: int, quantizer="approx_sign",
                                                  _binary_conv(cin, cin, 1, 1, scale),
                                                  nn.BatchNorm2d(cin, momentum=bn_momentum))))
     else:
-        layers.append(_DoubledPointwise(cin, quantizer, scale, bn_momentum))
+        layers.append(DoubledPointwise(cin, quantizer, scale, bn_momentum))
     layers.append(bnn.RPReLU(cout))
     return nn.Sequential(*layers)
 

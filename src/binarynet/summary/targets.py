@@ -135,19 +135,22 @@ def _model_summary(name: str, overrides: dict, input_shape) -> ModelSummary:
 
 def _model_default_input(name: str, kwargs: dict) -> tuple | None:
     """Input shape of one of binarynet's model builders from its options (``in_shape``, or
-    ``in_channels`` and ``image_size``) and their defaults; None when they do not tell."""
+    ``in_channels`` and ``image_size`` or the zoo's ``input_size``) and their defaults; None
+    when they do not tell."""
     import inspect
 
     from .. import models
 
-    builder = getattr(models, name, None)
-    options = ({k: p.default for k, p in inspect.signature(builder).parameters.items()}
-               if callable(builder) else {})
+    builder = models.builder(name)
+    if not builder.__module__.startswith(models.__name__):  # a user's: its options mean anything
+        return None
+    options = {k: p.default for k, p in inspect.signature(builder).parameters.items()}
     options.update(kwargs)
     if "in_shape" in options:
         return tuple(options["in_shape"])
-    if "in_channels" in options and "image_size" in options:
-        return (options["in_channels"], options["image_size"], options["image_size"])
+    side = options.get("image_size", options.get("input_size"))
+    if "in_channels" in options and side is not None:
+        return (options["in_channels"], side, side)
     return None
 
 
