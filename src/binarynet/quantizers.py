@@ -182,7 +182,7 @@ def stochastic_sign(
 
 
 def approx_sign(x: torch.Tensor) -> torch.Tensor:
-    """Sign with Bi-Real Net's ApproxSign pseudo-gradient (Liu et al. 2018, arXiv:1808.00278, Eq. 5).
+    """Sign with Bi-Real Net's ApproxSign pseudo-gradient (Liu et al. 2018, arXiv:1808.00278).
 
     Forward: +1 if x >= 0 else -1. Backward: the derivative of the piecewise quadratic
     ApproxSign(x) = -1 (x < -1), 2x + x^2 (-1 <= x < 0), 2x - x^2 (0 <= x < 1), 1 (x >= 1):
@@ -194,7 +194,7 @@ def approx_sign(x: torch.Tensor) -> torch.Tensor:
 
 
 def swish_sign(x: torch.Tensor, beta: float = 5.0) -> torch.Tensor:
-    """Sign with BNN+'s SwishSign pseudo-gradient (Darabi et al. 2018, arXiv:1812.11800, Eq. 6).
+    """Sign with BNN+'s SwishSign pseudo-gradient (Darabi et al. 2018, arXiv:1812.11800).
 
     Forward: +1 if x >= 0 else -1. Backward: g times the derivative of
     SS_beta(x) = 2 sigmoid(beta x) (1 + beta x (1 - sigmoid(beta x))) - 1, which is
@@ -211,7 +211,7 @@ def swish_sign(x: torch.Tensor, beta: float = 5.0) -> torch.Tensor:
 def channel_mean_abs(w: torch.Tensor) -> torch.Tensor:
     """mean |w| per output channel (axis 0), shaped to broadcast against ``w``; no gradient.
 
-    The magnitude of Bi-Real Net's weights (arXiv:1808.00278, §3.2), shared by
+    The magnitude of Bi-Real Net's weights (arXiv:1808.00278), shared by
     :func:`magnitude_aware_sign` and the ``scale="mean_abs"`` option of the binary layers.
     Bi-Real (and larq) treat it as a constant in the backward pass.
     """
@@ -222,10 +222,10 @@ def channel_mean_abs(w: torch.Tensor) -> torch.Tensor:
 
 
 def magnitude_aware_sign(w: torch.Tensor, clip: float = 1.0) -> torch.Tensor:
-    """Bi-Real Net's magnitude-aware weights (Liu et al. 2018, arXiv:1808.00278, Eq. 8-10).
+    """Bi-Real Net's magnitude-aware weights (Liu et al. 2018, arXiv:1808.00278).
 
     Forward: alpha_o * sign(w) with alpha_o = mean |w| over output channel o (axis 0 of a
-    torch weight: all of a conv filter or a dense row). Backward (Bi-Real Eq. 10):
+    torch weight: all of a conv filter or a dense row). Backward (Bi-Real's magnitude-aware gradient):
     g * alpha_o * 1{|w| <= clip}: alpha is a constant, sign gets the hard-tanh STE.
     The output is not +-1: for exportable models use the layers' ``scale="mean_abs"``
     option, which computes the same product but keeps alpha apart from the +-1 weights.

@@ -13,7 +13,7 @@ from .registry import register
 __all__ = ["birealnet18", "bireal_resnet"]
 
 # ResNet-18: four stages of 2 basic blocks, i.e. 4 binary 3x3 convolutions each, each with its
-# own shortcut (Bi-Real §3.1); the first of stages 2-4 halves the map and doubles the width.
+# own shortcut (Bi-Real Net); the first of stages 2-4 halves the map and doubles the width.
 RESNET18_BLOCKS = (4, 4, 4, 4)
 
 

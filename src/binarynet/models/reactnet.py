@@ -24,7 +24,7 @@ def reactnet18(num_classes: int = 10, input_size: int = 32, width: int = 64,
                blocks: Sequence[int] = RESNET18_BLOCKS, in_channels: int = 3,
                input_quantizer="approx_sign", scale: Optional[str] = "mean_abs",
                bn_momentum: float = 0.1) -> nn.Sequential:
-    """ReActNet on ResNet-18 (arXiv:2003.03488 §3.1): Bi-Real Net-18 (:func:`birealnet18`) with
+    """ReActNet on ResNet-18 (arXiv:2003.03488): Bi-Real Net-18 (:func:`birealnet18`) with
     every binarization an :class:`~binarynet.nn.RSign` and an :class:`~binarynet.nn.RPReLU`
     after every add. A ResNet-18: 11.7 M parameters at 224 / 1000 classes (11,704,424 here: Bi-Real Net-18 plus 14,912 shifts and slopes).
     Reported ImageNet top-1: 65.5 % (ReActNet paper, with distillation and two-step training);
@@ -65,7 +65,7 @@ class DoubledPointwise(bnn.ShortcutMerge):
 
 def reactnet_a_block(cin: int, cout: int, stride: int, quantizer="approx_sign",
                      scale: Optional[str] = "mean_abs", bn_momentum: float = 0.1) -> nn.Sequential:
-    """ReActNet-A's block (arXiv:2003.03488 Fig. 3): a binary 3x3 (stride 1 or 2, C -> C) and a
+    """ReActNet-A's block (arXiv:2003.03488 and its code): a binary 3x3 (stride 1 or 2, C -> C) and a
     binary 1x1 (C -> C, or C -> 2C as two concatenated halves), each RSign -> conv -> BN with a
     real shortcut (average-pooled when the 3x3 has stride 2), each followed by RPReLU."""
     if cout not in (cin, 2 * cin):
@@ -91,7 +91,7 @@ def reactnet_a(num_classes: int = 10, input_size: int = 32,
                widths: Sequence[int] = REACTNET_A_WIDTHS, in_channels: int = 3,
                input_quantizer="approx_sign", scale: Optional[str] = "mean_abs",
                bn_momentum: float = 0.1) -> nn.Sequential:
-    """ReActNet-A (arXiv:2003.03488 §3.1, Fig. 3; MobileNet-v1 layout): about 29 M parameters at
+    """ReActNet-A (arXiv:2003.03488; MobileNet-v1 layout): about 29 M parameters at
     224 / 1000 classes (29,343,592 here: 28,253,184 binary weights), ImageNet top-1 69.4 % (paper, with distillation and
     two-step training).
 

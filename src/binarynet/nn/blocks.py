@@ -3,7 +3,7 @@
 Bi-Real Net (Liu et al. 2018, arXiv:1808.00278) adds the real-valued input of every binary
 convolution to its (batch-normalised) output, so the real activations survive the binarization
 of the next layer's input; where the shape changes, the shortcut is average-pool + real 1x1
-conv + BN (Bi-Real §3.1, ReActNet §3.1). These modules say so explicitly, which lets the
+conv + BN (as both papers and their code do). These modules say so explicitly, which lets the
 summary count the adds and the shortcut's real-valued layers.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ReActNet's activations (Liu et al. 2020, arXiv:2003.03488, §3.2): RSign and RPReLU.
+"""ReActNet's activations (Liu et al. 2020, arXiv:2003.03488): RSign and RPReLU.
 
 Both learn per-channel shifts of the activation distribution, which a plain sign or PReLU
 cannot: RSign moves the binarization threshold, RPReLU moves the PReLU's bend and its output.
@@ -57,7 +57,7 @@ class RPReLU(nn.Module):
     """ReActPReLU: y = PReLU_c(x + shift_in_c) + shift_out_c, all per channel c.
 
     PReLU(z) = z for z > 0, slope_c * z otherwise (slope starts at 0.25, as ``torch.nn.PReLU``;
-    both shifts at 0). Gradients are the exact derivatives (ReActNet Eq. 4; its code writes the
+    both shifts at 0). Gradients are the exact derivatives (ReActNet; its code writes the
     shifts as learnable biases added before and after ``nn.PReLU``).
     """
 
