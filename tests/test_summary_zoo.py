@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 import binarynet as bn
 from binarynet.summary import summary, summary_of_target
@@ -90,3 +91,52 @@ def test_cli_target_builds_a_zoo_model_at_its_default_cifar_size():
     s = summary_of_target("quicknet", overrides={"model.size": "small", "model.blocks": "[1, 1]",
                                                   "model.widths": "[8, 16]", "model.input_size": "64"})
     assert s.input_shape == (3, 64, 64)
+
+
+SMALL_OVERRIDES = {
+    "mnist_mlp": {"model.hidden": "16"},
+    "cifar10_vgg": {"model.widths": "[8, 16, 16]", "model.fc": "[32]"},
+    "svhn_vgg": {"model.widths": "[8, 8, 16]", "model.fc": "[32]"},
+    "birealnet18": {"model.width": "8"},
+    "reactnet18": {"model.width": "8", "model.blocks": "[2, 1, 1, 1]"},
+    "reactnet_a": {"model.widths": "[8, 16, 16, 32]"},
+    "quicknet": {"model.widths": "[8, 16, 16, 32]"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_OVERRIDES))
+def test_named_models_traced_on_meta_give_the_in_memory_summary(name, monkeypatch):
+    import binarynet.summary.targets as targets
+
+    on_meta = summary_of_target(name, None, SMALL_OVERRIDES[name])
+    monkeypatch.setattr(targets, "_meta_model", lambda build: None)  # forces the real build
+    in_memory = summary_of_target(name, None, SMALL_OVERRIDES[name])
+    assert on_meta.to_dict() == in_memory.to_dict()
+
+
+def test_recipe_traced_on_meta_gives_the_in_memory_summary(monkeypatch):
+    import binarynet.summary.targets as targets
+    from binarynet.train import recipes
+
+    name = "synthetic_mlp" if "synthetic_mlp" in recipes.names() else recipes.names()[0]
+    on_meta = summary_of_target(name)
+    monkeypatch.setattr(targets, "_meta_model", lambda build: None)
+    assert summary_of_target(name).to_dict() == on_meta.to_dict()
+
+
+def test_large_input_costs_nothing_on_meta():
+    s = summary_of_target("reactnet_a", (3, 2048, 2048), {"model.input_size": "2048"})
+    assert s.layers[-1].output_shape == (10,)
+    assert s.binary_macs > 4e11  # a real forward of this would take minutes and gigabytes
+
+
+def test_forward_that_meta_cannot_run_is_traced_in_memory():
+    class ReadsValues(nn.Module):
+        def forward(self, x):
+            return x * float(x.abs().max().item() + 1)  # .item() fails on meta tensors
+
+    name = "test_summary_zoo_reads_values"
+    if name not in bn.models.names():
+        bn.models.register(name)(lambda: nn.Sequential(ReadsValues(), bn.nn.BinaryLinear(4, 2)))
+    s = summary_of_target(name, (4,))
+    assert s.binary_params == 8
