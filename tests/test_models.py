@@ -44,7 +44,8 @@ SVHN_PARAMS = (
 
 
 def test_names():
-    assert models.names() == ["cifar10_vgg", "mnist_mlp", "svhn_vgg"]
+    assert models.names() == ["birealnet18", "cifar10_vgg", "mnist_mlp", "quicknet", "reactnet18",
+                              "reactnet_a", "svhn_vgg"]
 
 
 def test_mnist_mlp_parameter_count_structure_and_output():
@@ -103,7 +104,7 @@ def test_vgg_options():
 def test_bad_options_raise_clear_errors():
     with pytest.raises(ValueError, match=r"divisible by 2\*\*len\(widths\) = 8"):
         models.get("cifar10_vgg", image_size=28)
-    with pytest.raises(ValueError, match="known models: cifar10_vgg, mnist_mlp, svhn_vgg"):
+    with pytest.raises(ValueError, match="known models: birealnet18, cifar10_vgg, mnist_mlp, quicknet, reactnet18, reactnet_a, svhn_vgg"):
         models.get("resnet18")
     with pytest.raises(TypeError, match="no option.*hiden.*options are: hidden"):
         models.get("mnist_mlp", hiden=10)
@@ -112,7 +113,7 @@ def test_bad_options_raise_clear_errors():
 
 
 def test_register_user_builder(monkeypatch):
-    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    monkeypatch.setattr(models.registry, "_REGISTRY", dict(models.registry._REGISTRY))
 
     @models.register("tiny")
     def tiny(width=3):

@@ -122,12 +122,13 @@ def test_ap2_is_power_of_two_in_log_distance():
 
 
 def test_registry():
-    assert q.names() == ["sign", "ste_sign", "stochastic_sign"]
+    assert q.names() == ["approx_sign", "magnitude_aware_sign", "sign", "ste_sign", "stochastic_sign",
+                         "swish_sign"]
     assert q.get("ste_sign") is q.ste_sign
     assert q.get(None) is None
     fn = lambda t: t  # noqa: E731
     assert q.get(fn) is fn
-    with pytest.raises(ValueError, match="sign, ste_sign, stochastic_sign"):
+    with pytest.raises(ValueError, match="sign, ste_sign, stochastic_sign, swish_sign"):
         q.get("binary_tanh")
     with pytest.raises(TypeError):
         q.get(3)

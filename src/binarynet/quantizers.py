@@ -7,15 +7,25 @@ Plain functions on tensors, plus a small registry so layers can name their quant
 - ``stochastic_sign``: +1 with probability hard_sigmoid(x) in training, sign at evaluation.
 - ``ap2``: approximate power of two, used by shift-based BN and AdaMax (paper Alg. 3/4).
 
-All are single tensor ops (no Python loops over elements).
+The later BNN literature's pseudo-gradients (docs/models.md), each sign(x) forward:
+
+- ``approx_sign``: Bi-Real Net's piecewise-quadratic gradient (Liu et al. 2018, arXiv:1808.00278).
+- ``swish_sign``: BNN+'s SwishSign gradient (Darabi et al. 2018, arXiv:1812.11800).
+- ``magnitude_aware_sign``: weights sign(w) * mean|w| per output channel (Bi-Real Net).
+
+All are single tensor ops (no Python loops over elements). ``get(name, **params)`` binds
+parameters (``get("swish_sign", beta=10.0)``).
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Callable, Optional, Union
 
 import torch
 
-__all__ = ["sign", "ste_sign", "stochastic_sign", "ap2", "hard_sigmoid", "get", "names"]
+__all__ = ["sign", "ste_sign", "stochastic_sign", "approx_sign", "swish_sign", "magnitude_aware_sign",
+           "channel_mean_abs", "ap2", "hard_sigmoid", "get", "names"]
 
 
 # A 0-dim CPU tensor acts as a scalar in ops on any device and dtype.
@@ -30,7 +40,8 @@ def _binary(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor
     ``torch.where`` with scalars. Never plain torch.sign, which maps 0 to 0.
     """
     z = torch.add(x, 0.0, out=out)
-    return torch.copysign(_ONE, z, out=z)
+    # meta tensors (shape-only tracing) refuse to mix with the CPU constant
+    return torch.copysign(_ONE if x.device.type != "meta" else z.new_ones(()), z, out=z)
 
 
 def _inside_mask(x: torch.Tensor, clip: float):
@@ -89,6 +100,40 @@ class _SteStochasticSign(torch.autograd.Function):
         return (grad_output if inside is None else grad_output * inside), None, None
 
 
+class _ApproxSign(torch.autograd.Function):
+    """Sign forward; backward g * (2 - 2|x|) on [-1, 1), 0 elsewhere (Bi-Real's ApproxSign)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _binary(x)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        # 2 + 2x on [-1, 0) and 2 - 2x on [0, 1) are both 2 - 2|x|; x = 1 is outside.
+        inside = (x >= -1.0) & (x < 1.0)
+        return grad_output * torch.where(inside, 2.0 - 2.0 * x.abs(), 0.0)
+
+
+class _SwishSign(torch.autograd.Function):
+    """Sign forward; backward g * d/dx SS_beta(x) (BNN+'s SwishSign)."""
+
+    @staticmethod
+    def forward(ctx, x, beta):
+        ctx.save_for_backward(x)
+        ctx.beta = beta
+        return _binary(x)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        # |beta x| beyond 40 gives a gradient below 1e-15; clamping keeps cosh finite.
+        z = (ctx.beta * x).clamp(-40.0, 40.0)
+        grad = ctx.beta * (2.0 - z * torch.tanh(z * 0.5)) / (1.0 + torch.cosh(z))
+        return grad_output * grad, None
+
+
 def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
     """Hard sigmoid sigma(x) = clip((x + 1) / 2, 0, 1) (paper §1.2, the stochastic +1 probability)."""
     return ((x + 1.0) * 0.5).clamp(0.0, 1.0)
@@ -136,6 +181,59 @@ def stochastic_sign(
     return _SteStochasticSign.apply(x, uniform, clip)
 
 
+def approx_sign(x: torch.Tensor) -> torch.Tensor:
+    """Sign with Bi-Real Net's ApproxSign pseudo-gradient (Liu et al. 2018, arXiv:1808.00278).
+
+    Forward: +1 if x >= 0 else -1. Backward: the derivative of the piecewise quadratic
+    ApproxSign(x) = -1 (x < -1), 2x + x^2 (-1 <= x < 0), 2x - x^2 (0 <= x < 1), 1 (x >= 1):
+    g * (2 + 2x) on [-1, 0), g * (2 - 2x) on [0, 1), 0 elsewhere. It approximates the
+    derivative of sign more closely than the hard-tanh STE's box.
+    """
+    _check_float(x, "approx_sign")
+    return _ApproxSign.apply(x)
+
+
+def swish_sign(x: torch.Tensor, beta: float = 5.0) -> torch.Tensor:
+    """Sign with BNN+'s SwishSign pseudo-gradient (Darabi et al. 2018, arXiv:1812.11800).
+
+    Forward: +1 if x >= 0 else -1. Backward: g times the derivative of
+    SS_beta(x) = 2 sigmoid(beta x) (1 + beta x (1 - sigmoid(beta x))) - 1, which is
+    beta (2 - beta x tanh(beta x / 2)) / (1 + cosh(beta x)). Larger ``beta`` (default 5)
+    sharpens the gradient around 0; it is slightly negative for |x| beyond about 2.4 / beta.
+    """
+    _check_float(x, "swish_sign")
+    beta = float(beta)
+    if not beta > 0:
+        raise ValueError(f"binarynet.quantizers.swish_sign: beta must be positive, got {beta}")
+    return _SwishSign.apply(x, beta)
+
+
+def channel_mean_abs(w: torch.Tensor) -> torch.Tensor:
+    """mean |w| per output channel (axis 0), shaped to broadcast against ``w``; no gradient.
+
+    The magnitude of Bi-Real Net's weights (arXiv:1808.00278), shared by
+    :func:`magnitude_aware_sign` and the ``scale="mean_abs"`` option of the binary layers.
+    Bi-Real (and larq) treat it as a constant in the backward pass.
+    """
+    w = w.detach()
+    if w.dim() < 2:
+        return w.abs()
+    return w.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
+
+
+def magnitude_aware_sign(w: torch.Tensor, clip: float = 1.0) -> torch.Tensor:
+    """Bi-Real Net's magnitude-aware weights (Liu et al. 2018, arXiv:1808.00278).
+
+    Forward: alpha_o * sign(w) with alpha_o = mean |w| over output channel o (axis 0 of a
+    torch weight: all of a conv filter or a dense row). Backward (Bi-Real's magnitude-aware gradient):
+    g * alpha_o * 1{|w| <= clip}: alpha is a constant, sign gets the hard-tanh STE.
+    The output is not +-1: for exportable models use the layers' ``scale="mean_abs"``
+    option, which computes the same product but keeps alpha apart from the +-1 weights.
+    """
+    _check_float(w, "magnitude_aware_sign")
+    return channel_mean_abs(w) * _SteSign.apply(w, clip)
+
+
 def ap2(x: torch.Tensor) -> torch.Tensor:
     """Approximate power of two, AP2(x) = sign(x) * 2**round(log2|x|), AP2(0) = 0 (paper Alg. 3).
 
@@ -162,6 +260,9 @@ _REGISTRY: dict[str, Quantizer] = {
     "sign": sign,
     "ste_sign": ste_sign,
     "stochastic_sign": stochastic_sign,
+    "approx_sign": approx_sign,
+    "swish_sign": swish_sign,
+    "magnitude_aware_sign": magnitude_aware_sign,
 }
 
 
@@ -170,33 +271,48 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(quantizer: Union[str, Quantizer, None]) -> Optional[Quantizer]:
+def get(quantizer: Union[str, Quantizer, None], **params) -> Optional[Quantizer]:
     """Resolve a quantizer given by name, as a callable, or None (no quantization).
 
-    Raises ValueError for an unknown name (listing :func:`names`) and TypeError for
-    anything that is neither a string, a callable nor None.
+    ``params`` bind a named quantizer's keyword parameters, e.g. ``get("swish_sign", beta=10.0)``
+    or ``get("ste_sign", clip=1.25)`` (a ``functools.partial``). Raises ValueError for an
+    unknown name (listing :func:`names`) or parameter (listing the quantizer's), and TypeError
+    for anything that is neither a string, a callable nor None.
     """
-    if quantizer is None:
-        return None
-    if isinstance(quantizer, str):
-        try:
-            return _REGISTRY[quantizer]
-        except KeyError:
-            raise ValueError(
-                f"unknown quantizer {quantizer!r}; known quantizers: {', '.join(names())}"
-            ) from None
-    if callable(quantizer):
+    if quantizer is None or callable(quantizer) and not isinstance(quantizer, str):
+        if params:
+            raise ValueError(f"quantizer parameters {sorted(params)} apply to a quantizer name only")
         return quantizer
-    raise TypeError(
-        f"a quantizer must be a name ({', '.join(names())}), a callable or None, "
-        f"got {type(quantizer).__name__}"
-    )
+    if not isinstance(quantizer, str):
+        raise TypeError(
+            f"a quantizer must be a name ({', '.join(names())}), a callable or None, "
+            f"got {type(quantizer).__name__}"
+        )
+    try:
+        fn = _REGISTRY[quantizer]
+    except KeyError:
+        raise ValueError(
+            f"unknown quantizer {quantizer!r}; known quantizers: {', '.join(names())}"
+        ) from None
+    if not params:
+        return fn
+    known = [p for p in inspect.signature(fn).parameters if p not in ("x", "w", "training", "generator")]
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(f"quantizer {quantizer!r} has no parameter(s) {', '.join(unknown)}; "
+                         f"its parameters: {', '.join(known) or 'none'}")
+    return functools.partial(fn, **params)
 
 
 def name_of(quantizer: Optional[Quantizer]) -> Optional[str]:
-    """Registry name of a quantizer callable; a custom callable's ``__qualname__``; None for None."""
+    """Registry name of a quantizer callable (with its bound parameters, ``swish_sign(beta=10.0)``);
+    a custom callable's ``__qualname__``; None for None."""
     if quantizer is None:
         return None
+    if isinstance(quantizer, functools.partial) and not quantizer.args:
+        base = name_of(quantizer.func)
+        bound = ", ".join(f"{k}={v!r}" for k, v in quantizer.keywords.items())
+        return f"{base}({bound})"
     for key, fn in _REGISTRY.items():
         if fn is quantizer:
             return key

@@ -24,6 +24,11 @@ __all__ = ["BinaryLayer", "BinaryLinear", "BinaryConv2d"]
 
 QuantizerArg = Union[str, Callable[[torch.Tensor], torch.Tensor], None]
 
+# Per-output-channel scaling of the binary products: none (the paper), fixed mean |W| (Bi-Real,
+# ReActNet) or learned. An option of the layer, not a module after it, so that the weight stays
+# +-1 and alpha is one vector export folds into the next batch norm (docs/models.md).
+SCALES = (None, "mean_abs", "learned")
+
 
 @functools.lru_cache(maxsize=None)
 def _takes_training(fn) -> bool:
@@ -54,11 +59,38 @@ class BinaryLayer(nn.Module):
     finds every binary layer of a model (LR scaling, export, summaries).
     """
 
-    def _init_binary(self, input_quantizer: QuantizerArg, weight_quantizer: QuantizerArg) -> None:
+    def _init_binary(self, input_quantizer: QuantizerArg, weight_quantizer: QuantizerArg,
+                     scale: Optional[str] = None) -> None:
         self._sign_buffer = WeightSignBuffer()
         self.input_quantizer = input_quantizer
         self.weight_quantizer = weight_quantizer
         tag_latent(self.weight)
+        if scale not in SCALES:
+            raise ValueError(f"{self._label()}: scale must be one of {', '.join(map(repr, SCALES))}, "
+                             f"got {scale!r}")
+        self.scale = scale
+        # Learned per-output-channel factors start at 1 (XNOR-Net++ style); a plain parameter,
+        # not a latent weight, so optimizers treat it as any real-valued parameter.
+        self.channel_scale = (nn.Parameter(torch.ones(self.weight.shape[0])) if scale == "learned"
+                              else None)
+
+    def output_scale(self) -> Optional[torch.Tensor]:
+        """The per-output-channel factor alpha (shape (out,)) the products are multiplied by,
+        or None: mean |W| per output channel, without gradient, for ``scale="mean_abs"`` (Bi-Real
+        Net's magnitude, :func:`binarynet.quantizers.channel_mean_abs`); the learned
+        ``channel_scale`` for ``scale="learned"``. Export can fold it into the next batch norm."""
+        if self.scale == "mean_abs":
+            return quantizers.channel_mean_abs(self.weight).reshape(-1)
+        return self.channel_scale if self.scale == "learned" else None
+
+    def _scaled(self, y: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        """y * alpha (per output channel on ``channel_dim``), then + bias."""
+        shape = [1] * y.dim()
+        shape[channel_dim] = -1
+        alpha = self.output_scale()
+        if alpha is not None:
+            y = y * alpha.view(shape)
+        return y if self.bias is None else y + self.bias.view(shape)
 
     # Quantizers are properties so that assigning a name or a callable later stays consistent
     # with the ``*_name`` attributes.
@@ -136,6 +168,7 @@ class BinaryLayer(nn.Module):
 
     def __setstate__(self, state):
         # deepcopy / unpickling rebuilds the Parameter and drops its tag: put it back.
+        state.setdefault("scale", None)  # pickled before the option existed
         super().__setstate__(state)
         self._sign_buffer = WeightSignBuffer()
         if isinstance(self._parameters.get("weight"), nn.Parameter):
@@ -150,6 +183,9 @@ class BinaryLayer(nn.Module):
     def _label(self) -> str:
         return type(self).__name__
 
+    def _scale_repr(self) -> str:
+        return "" if self.scale is None else f", scale={self.scale!r}"
+
     def _quantizer_repr(self) -> str:
         return f"input_quantizer={self._input_quantizer_name}, weight_quantizer={self._weight_quantizer_name}"
 
@@ -161,6 +197,8 @@ class BinaryLinear(BinaryLayer, nn.Linear):
     docs/paper.md §1.4); ``bias`` is a float bias, init 0, not clipped (TH), or None. Gradients: the weight
     quantizer's STE (identity inside [-1, 1] for ``ste_sign``), i.e. the gradient with respect
     to the binary weight is applied to the latent one (paper Alg. 1). Input: (..., in_features).
+    ``scale`` (None, "mean_abs" or "learned") multiplies each output unit's product by
+    :meth:`~BinaryLayer.output_scale` before the bias is added.
     """
 
     def __init__(
@@ -170,9 +208,10 @@ class BinaryLinear(BinaryLayer, nn.Linear):
         bias: bool = True,
         input_quantizer: QuantizerArg = None,
         weight_quantizer: QuantizerArg = "ste_sign",
+        scale: Optional[str] = None,
     ) -> None:
         nn.Linear.__init__(self, in_features, out_features, bias=bias)
-        self._init_binary(input_quantizer, weight_quantizer)
+        self._init_binary(input_quantizer, weight_quantizer, scale)
 
     def reset_parameters(self) -> None:
         """Latent weight ~ U(-1, 1), bias = 0 (TH BinaryNet init)."""
@@ -188,7 +227,9 @@ class BinaryLinear(BinaryLayer, nn.Linear):
                 f"{self._label()}: expected input of shape (N, {self.in_features}), "
                 f"got {tuple(x.shape)}"
             )
-        return F.linear(self.quantized_input(x), self._forward_weight(), self.bias)
+        if self.scale is None:
+            return F.linear(self.quantized_input(x), self._forward_weight(), self.bias)
+        return self._scaled(F.linear(self.quantized_input(x), self._forward_weight()), -1)
 
     def _label(self) -> str:
         if "in_features" in self.__dict__:
@@ -196,7 +237,7 @@ class BinaryLinear(BinaryLayer, nn.Linear):
         return "BinaryLinear"
 
     def extra_repr(self) -> str:
-        return f"{nn.Linear.extra_repr(self)}, {self._quantizer_repr()}"
+        return f"{nn.Linear.extra_repr(self)}, {self._quantizer_repr()}{self._scale_repr()}"
 
 
 class BinaryConv2d(BinaryLayer, nn.Conv2d):
@@ -206,7 +247,9 @@ class BinaryConv2d(BinaryLayer, nn.Conv2d):
     ``pad_value`` is the value of the border: 0.0 (paper and TH: zero padding) or +-1.0, in
     which case the input is padded explicitly with that value, so that a binary input stays
     binary and the layer is an exact XNOR-popcount at the border too, and the convolution then
-    runs with padding 0. Input: (N, in_channels, H, W).
+    runs with padding 0. ``scale`` (None, "mean_abs" or "learned") multiplies each output
+    channel by :meth:`~BinaryLayer.output_scale` before the bias is added. Input:
+    (N, in_channels, H, W).
     """
 
     def __init__(
@@ -222,6 +265,7 @@ class BinaryConv2d(BinaryLayer, nn.Conv2d):
         pad_value: float = 0.0,
         input_quantizer: QuantizerArg = None,
         weight_quantizer: QuantizerArg = "ste_sign",
+        scale: Optional[str] = None,
     ) -> None:
         nn.Conv2d.__init__(
             self, in_channels, out_channels, kernel_size,
@@ -235,7 +279,7 @@ class BinaryConv2d(BinaryLayer, nn.Conv2d):
                 f"{self._label()}: pad_value={pad_value} needs integer padding, got padding={self.padding!r}"
             )
         self.pad_value = pad_value
-        self._init_binary(input_quantizer, weight_quantizer)
+        self._init_binary(input_quantizer, weight_quantizer, scale)
 
     def reset_parameters(self) -> None:
         """Latent weight ~ U(-1, 1), bias = 0 (TH BinaryNet init)."""
@@ -253,11 +297,14 @@ class BinaryConv2d(BinaryLayer, nn.Conv2d):
             )
         x = self.quantized_input(x)
         weight = self._forward_weight()
+        bias = self.bias if self.scale is None else None  # else added after the scale
         if self.pad_value != 0.0 and any(self.padding):
             ph, pw = self.padding
             x = F.pad(x, (pw, pw, ph, ph), value=self.pad_value)
-            return F.conv2d(x, weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        return self._conv_forward(x, weight, self.bias)
+            y = F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
+        else:
+            y = self._conv_forward(x, weight, bias)
+        return y if self.scale is None else self._scaled(y, 1)
 
     def _label(self) -> str:
         if "in_channels" in self.__dict__:
@@ -265,4 +312,5 @@ class BinaryConv2d(BinaryLayer, nn.Conv2d):
         return "BinaryConv2d"
 
     def extra_repr(self) -> str:
-        return f"{nn.Conv2d.extra_repr(self)}, pad_value={self.pad_value}, {self._quantizer_repr()}"
+        return (f"{nn.Conv2d.extra_repr(self)}, pad_value={self.pad_value}, {self._quantizer_repr()}"
+                f"{self._scale_repr()}")

@@ -17,9 +17,10 @@ from ..runs import BEST, LAST, checkpoint_path
 from .costs import ModelSummary
 from .summarise import summary
 
-# A named model is built in memory to be traced (float32 weights, and as much again for the
-# weights' signs during the forward pass); larger requests are refused before allocating.
-# The paper's largest network (the MNIST MLP, 3 x 4096) has 37 million.
+# A named model is traced on the meta device when it can be, but one whose builder or forward
+# needs real values is built in memory (float32 weights, and as much again for the weights'
+# signs during the forward pass); so larger requests are refused before allocating anything.
+# The paper's largest network (the MNIST MLP, 3 x 4096) has 37 million, the zoo's 29 million.
 MAX_PARAMETERS = 2 ** 28
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes zip archives
 
@@ -108,8 +109,8 @@ def _recipe_summary(name: str, overrides: dict, input_shape) -> ModelSummary:
 
     recipe = recipes.apply_overrides(recipes.get(name), overrides)
     shape, bits = recipe_input(recipe)
-    model = _build(lambda: build_model(recipe), f"recipe {name}, model {recipe.model}")
-    result = summary(model, input_shape or shape, input_bits=bits)
+    result = _summarise_built(lambda: build_model(recipe), f"recipe {name}, model {recipe.model}",
+                              input_shape or shape, bits)
     result.source = f"recipe {name} (model {recipe.model})"
     return result
 
@@ -125,29 +126,31 @@ def _model_summary(name: str, overrides: dict, input_shape) -> ModelSummary:
     kwargs = {k[len("model."):]: parse_value(v) if isinstance(v, str) else v
               for k, v in overrides.items()}
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-    model = _build(lambda: models.get(name, **kwargs), f"model {name}")
     if input_shape is None:
         input_shape = _model_default_input(name, kwargs)
-    result = summary(model, input_shape)
+    result = _summarise_built(lambda: models.get(name, **kwargs), f"model {name}", input_shape)
     result.source = f"model {name}"
     return result
 
 
 def _model_default_input(name: str, kwargs: dict) -> tuple | None:
     """Input shape of one of binarynet's model builders from its options (``in_shape``, or
-    ``in_channels`` and ``image_size``) and their defaults; None when they do not tell."""
+    ``in_channels`` and ``image_size`` or the zoo's ``input_size``) and their defaults; None
+    when they do not tell."""
     import inspect
 
     from .. import models
 
-    builder = getattr(models, name, None)
-    options = ({k: p.default for k, p in inspect.signature(builder).parameters.items()}
-               if callable(builder) else {})
+    builder = models.builder(name)
+    if not builder.__module__.startswith(models.__name__):  # a user's: its options mean anything
+        return None
+    options = {k: p.default for k, p in inspect.signature(builder).parameters.items()}
     options.update(kwargs)
     if "in_shape" in options:
         return tuple(options["in_shape"])
-    if "in_channels" in options and "image_size" in options:
-        return (options["in_channels"], options["image_size"], options["image_size"])
+    side = options.get("image_size", options.get("input_size"))
+    if "in_channels" in options and side is not None:
+        return (options["in_channels"], side, side)
     return None
 
 
@@ -157,30 +160,45 @@ def _first_line(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _meta_count(build: Callable) -> int | None:
-    """Parameters and buffers of ``build()``'s model built on the meta device, which allocates
-    nothing; None for a builder that needs real values (reads a tensor, say)."""
+def _meta_model(build: Callable):
+    """``build()``'s model built on the meta device, which allocates nothing; None for a
+    builder that needs real values (reads a tensor, say)."""
     import torch
 
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. loading weights into meta tensors: a no-op
-            shapes = build()
+            return build()
     except RuntimeError:  # then the real build says what is wrong, if anything
         return None
-    return sum(t.numel() for t in (*shapes.parameters(), *shapes.buffers()))
 
 
-def _build(build: Callable, what: str):
-    """``build()`` for a summary, once :func:`_meta_count` found at most
-    :data:`MAX_PARAMETERS`; every failure is a one-line BinarynetError."""
+def _summarise_built(build: Callable, what: str, input_shape, input_bits=None) -> ModelSummary:
+    """Summary of ``build()``'s model, traced on the meta device (shapes only: nothing is
+    allocated or computed, whatever the input size) where the builder and the model's forward
+    allow it, else built and traced in memory."""
+    model = _build(build, what)
+    if next(model.parameters(), None) is not None and next(model.parameters()).is_meta:
+        try:
+            return summary(model, input_shape, input_bits=input_bits)
+        except ValueError:  # a forward the meta device cannot run; the real one says if wrong
+            model = _build(build, what, meta=False)
+    return summary(model, input_shape, input_bits=input_bits)
+
+
+def _build(build: Callable, what: str, meta: bool = True):
+    """The model on the meta device (``meta`` and the builder allows it) or in memory, once
+    its meta build found at most :data:`MAX_PARAMETERS` parameters and buffers; every failure
+    is a one-line BinarynetError."""
     try:
-        count = _meta_count(build)
+        shapes = _meta_model(build)
+        count = (sum(t.numel() for t in (*shapes.parameters(), *shapes.buffers()))
+                 if shapes is not None else None)
         if count is not None and count > MAX_PARAMETERS:
             raise BinarynetError(
                 f"{what} has {count:,} parameters; binarynet summary builds the model in "
                 f"memory and stops at {MAX_PARAMETERS:,}: choose smaller sizes (--set model.*)")
-        return build()
+        return shapes if meta and shapes is not None else build()
     except BinarynetError as exc:
         raise type(exc)(_first_line(exc)) from None
     except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:

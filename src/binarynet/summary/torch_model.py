@@ -5,12 +5,19 @@ The packed figures mirror the layout of :mod:`binarynet.engine.graph` that
 :func:`binarynet.export.export` writes (hidden layer: int32 threshold + bool flip per channel;
 first layer: float32 bias, float32 threshold, flip and, for 8-bit input, int32 thresholds;
 output layer: float64 scale and shift per class).
+
+The later networks (docs/models.md) add: RSign (a per-channel float threshold that binarizes a
+real tensor), RPReLU and other real layers (float32), binary layers scaled per output channel
+(the scale folds into the next batch norm; a learned one is a 32-bit parameter), real-valued
+shortcuts (average pools, 1x1 convolutions, batch norms: float32) and the adds that merge them
+(a row each, no parameters).
 """
 from __future__ import annotations
 
 import math
 
 import torch
+from torch import nn
 
 from .. import nn as bnn
 from ..engine.graph import words
@@ -35,6 +42,11 @@ def summarise_module(model, input_shape, input_bits: int) -> ModelSummary:
 
 def _is_passthrough(module) -> bool:
     return type(module).__name__ in _PASSTHROUGH
+
+
+def _is_merge(module) -> bool:
+    """A module that adds a real-valued shortcut (nn.Residual, ReActNet-A's doubled 1x1)."""
+    return isinstance(module, bnn.ShortcutMerge)
 
 
 def _is_folded(module) -> bool:
@@ -95,16 +107,30 @@ def _infer_input_shape(model) -> tuple:
 
 def _trace(model, input_shape: tuple) -> list:
     """Run one zero sample through model (eval, no grad) and record, in call order, each
-    leaf module (or module with its own tensors) as (name, module, output shape)."""
+    leaf module (or module with its own tensors, or adding a shortcut) as (name, module, output
+    shape, input key, output key). The keys name tensors, so that a module reading the output
+    of one that ran several records earlier (parallel branches) knows its input's precision."""
     names = {module: name for name, module in model.named_modules()}
     records = []
+    seen = {}  # id(tensor) -> key; the tensors are kept alive so that ids are not reused
+    alive = []
+
+    def key(tensor):
+        if not isinstance(tensor, torch.Tensor):
+            return None
+        if id(tensor) not in seen:
+            seen[id(tensor)] = len(alive)
+            alive.append(tensor)
+        return seen[id(tensor)]
 
     def record(module, inputs, output):
         out = output[0] if isinstance(output, (tuple, list)) else output
-        records.append((names[module] or type(module).__name__, module, tuple(out.shape[1:])))
+        records.append((names[module] or type(module).__name__, module, tuple(out.shape[1:]),
+                        key(inputs[0]) if inputs else None, key(out)))
 
-    watched = [m for m in model.modules()
-               if next(m.children(), None) is None or _float_tensors(m)]
+    watched = [m for m in model.modules()  # (an identity shortcut does nothing: no row)
+               if (next(m.children(), None) is None and not isinstance(m, nn.Identity))
+               or _float_tensors(m) or _is_merge(m)]
     hooks = [m.register_forward_hook(record) for m in watched]
     modes = {m: m.training for m in model.modules()}
     reference = next(model.parameters(), None)
@@ -134,6 +160,10 @@ def _next_index(records: list, start: int, step: int, skip) -> int | None:
     return i if 0 <= i < len(records) else None
 
 
+def _add_note(row: LayerSummary, text: str) -> None:
+    row.note = f"{row.note}, {text}" if row.note else text
+
+
 class _Counter:
     """Counts the traced records in call order, following the precision of the activation."""
 
@@ -145,13 +175,22 @@ class _Counter:
 
     def rows(self) -> list:
         layers = []
-        for i, (name, module, out_shape) in enumerate(self.records):
+        bits_of = {}  # tensor key -> precision of that tensor
+        for i, (name, module, out_shape, in_key, out_key) in enumerate(self.records):
+            self.bits = bits_of.get(in_key, self.bits)
             row = LayerSummary(name=name, kind=type(module).__name__, input_bits=self.bits,
                                output_shape=out_shape)
             if isinstance(module, bnn.BinaryLayer):
                 self._binary_layer(i, row, module)
             elif _is_folded(module):
                 self._folded(i, row, module)
+            elif isinstance(module, bnn.RSign):  # a float threshold per channel -> bits
+                row.float_params = _float_tensors(module)
+                row.packed_bits, row.note = row.float_params * 32, "-> thresholds"
+                self.bits = 1
+            elif _is_merge(module):
+                row.note = "+ real shortcut"
+                self.bits = 32
             elif not _is_passthrough(module):  # a float layer
                 floats = _float_tensors(module)
                 row.float_params, row.packed_bits = floats, floats * 32
@@ -163,6 +202,7 @@ class _Counter:
             if not _is_passthrough(module):
                 self.on_image = False
             row.float32_bits = (row.binary_params + row.float_params) * 32
+            bits_of[out_key] = self.bits
             layers.append(row)
         return layers
 
@@ -176,13 +216,16 @@ class _Counter:
             row.packed_bits, row.multibit_macs = row.float_params * 32, macs
             return
         bias = module.bias.numel() if module.bias is not None else 0
-        row.binary_params, row.float_params = weight.numel(), bias
+        row.binary_params = weight.numel()
+        row.float_params = _float_tensors(module) - weight.numel()  # bias, learned scale
         first = self.on_image and module.input_quantizer is None
         row.packed_bits = _packed_weight_bits(module, first)
         if module.input_quantizer is not None:
             row.note = "binarizes its input"
             if self.on_image and self.input_bits == 8:  # per-channel uint8 thresholds (int16)
                 row.packed_bits += 16 * (self.input_shape[0] if len(self.input_shape) == 3 else 1)
+        if module.scale is not None:  # alpha folds into the next batch norm: nothing stored
+            _add_note(row, f"scale {module.scale}")
         if row.input_bits == 1:
             row.binary_macs = macs
         else:
@@ -191,10 +234,11 @@ class _Counter:
             self.first_layers.add(i)
             row.packed_bits += bias * 32  # kept as float32 (exact real-valued sum)
         after = _next_index(self.records, i, +1, _is_passthrough)
-        if after is None or not _is_folded(self.records[after][1]):
+        if after is None:
             # the output: logits = scale * s + shift, float64 per unit
             row.packed_bits += weight.shape[0] * 2 * 64
-            row.note = "-> scale, shift"
+            _add_note(row, "-> scale, shift")
+        # (followed by a real op such as a ReLU, the exact integer sums go on: nothing stored)
 
     def _folded(self, i: int, row: LayerSummary, module) -> None:
         """A batch norm or sign: folded into the thresholds (or the output's scale and shift)

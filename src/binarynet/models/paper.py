@@ -1,4 +1,4 @@
-"""The paper's networks (arXiv:1602.02830, §2 and Table 1; docs/paper.md §3) and a registry of model builders.
+"""The paper's networks (arXiv:1602.02830, §2 and Table 1; docs/paper.md §3).
 
 Every model is a flat ``torch.nn.Sequential`` in the paper order
 ``Binary{Linear,Conv2d} -> [MaxPool2d] -> BatchNorm -> Sign``, ending with
@@ -8,59 +8,15 @@ output of the preceding :class:`~binarynet.nn.Sign` (with Dropout in between for
 """
 from __future__ import annotations
 
-import inspect
-from typing import Callable, Sequence
+from typing import Sequence
 
 from torch import nn
 
-from . import nn as bnn
+from .. import nn as bnn
+from .common import positive_int
+from .registry import register
 
-__all__ = ["names", "get", "register", "mnist_mlp", "cifar10_vgg", "svhn_vgg"]
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register(name: str):
-    """Decorator adding a model builder to the registry under ``name``.
-
-    The builder takes keyword options only and returns an ``nn.Module`` mapping
-    (N, C, H, W) images to (N, num_classes) scores. A taken name raises ValueError.
-    """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a model name must be a non-empty string, got {name!r}")
-
-    def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"model name {name!r} is already registered")
-        _REGISTRY[name] = builder
-        return builder
-
-    return decorator
-
-
-def names() -> list[str]:
-    """Registered model names, sorted."""
-    return sorted(_REGISTRY)
-
-
-def get(name: str, **overrides) -> nn.Module:
-    """Build the registered model ``name`` with keyword ``overrides`` of its defaults.
-
-    Unknown name -> ValueError listing :func:`names`; unknown option -> TypeError listing the
-    builder's options.
-    """
-    try:
-        builder = _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(names())}") from None
-    params = inspect.signature(builder).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    unknown = sorted(set(overrides) - set(params))
-    if unknown and not takes_any:
-        raise TypeError(
-            f"model {name!r} has no option(s) {', '.join(unknown)}; its options are: {', '.join(params)}"
-        )
-    return builder(**overrides)
+__all__ = ["mnist_mlp", "cifar10_vgg", "svhn_vgg"]
 
 
 def _batchnorm(kind: str, dims: int, num_features: int, eps: float, momentum: float) -> nn.Module:
@@ -76,12 +32,6 @@ def _batchnorm(kind: str, dims: int, num_features: int, eps: float, momentum: fl
 def _output_block(in_features: int, num_classes: int, eps: float, momentum: float) -> list[nn.Module]:
     # The output BN is always the standard one, as in T7 (docs/paper.md §1.5); no sign after it.
     return [bnn.BinaryLinear(in_features, num_classes), nn.BatchNorm1d(num_classes, eps=eps, momentum=momentum)]
-
-
-def _positive_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return value
 
 
 @register("mnist_mlp")
@@ -107,12 +57,12 @@ def mnist_mlp(
     ``stochastic=True`` uses stochastic sign activations in training (T7). A Dropout of
     probability 0 is left out.
     """
-    _positive_int(hidden, "hidden")
-    _positive_int(depth, "depth")
-    _positive_int(num_classes, "num_classes")
+    positive_int(hidden, "hidden")
+    positive_int(depth, "depth")
+    positive_int(num_classes, "num_classes")
     in_features = 1
     for size in in_shape:
-        in_features *= _positive_int(size, "in_shape entries")
+        in_features *= positive_int(size, "in_shape entries")
     layers: list[nn.Module] = [nn.Flatten()]
     if dropout_in > 0:
         layers.append(nn.Dropout(dropout_in))
@@ -155,12 +105,12 @@ def cifar10_vgg(
     if not widths:
         raise ValueError("widths must name at least one convolution stage")
     for w in widths:
-        _positive_int(w, "widths entries")
+        positive_int(w, "widths entries")
     for f in fc:
-        _positive_int(f, "fc entries")
-    _positive_int(in_channels, "in_channels")
-    _positive_int(num_classes, "num_classes")
-    _positive_int(image_size, "image_size")
+        positive_int(f, "fc entries")
+    positive_int(in_channels, "in_channels")
+    positive_int(num_classes, "num_classes")
+    positive_int(image_size, "image_size")
     stages = len(widths)
     if image_size % (2 ** stages) != 0:
         raise ValueError(
