@@ -21,7 +21,8 @@ def test_recipes_lists_every_recipe_and_shows_one(capsys):
     assert [line.split()[0] for line in lines] == recipes.names()
     assert "3x4096" in lines[0]
     assert main(["recipes", "cifar10_vgg"]) == 0
-    assert json.loads(capsys.readouterr().out) == recipes.get("cifar10_vgg").to_dict()
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{"):]) == recipes.get("cifar10_vgg").to_dict()
 
 
 def test_train_then_eval_reports_the_recorded_test_error(tmp_path, capsys):
@@ -78,3 +79,11 @@ def test_train_with_a_teacher_checkpoint(tmp_path, capsys):
     assert main(["train", *SMALL, "--teacher", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert "none" in err and len(err.splitlines()) == 1
+
+
+def test_recipes_name_says_what_the_recipe_reached(capsys):
+    assert main(["recipes", "mnist_mlp_cpu_hour"]) == 0
+    out = capsys.readouterr().out
+    assert "reached: 1.44% MNIST test error" in out and '"epochs": 17' in out
+    assert main(["recipes", "synthetic_mlp"]) == 0
+    assert "reached: no recorded run yet" in capsys.readouterr().out

@@ -65,7 +65,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_eval)
 
     p = subparsers.add_parser("recipes", help="list the training recipes, or show one in full")
-    p.add_argument("name", nargs="?", help="show this recipe's fields as JSON")
+    p.add_argument("name", nargs="?", help="show this recipe: what it reached when run here, and "
+                   "its fields as JSON")
     p.set_defaults(func=run_recipes)
 
 
@@ -165,13 +166,17 @@ def run_eval(args) -> int:
 
 def run_recipes(args) -> int:
     """``binarynet recipes``: one line per recipe, or one recipe's fields as JSON."""
-    from ..train import recipes
+    from ..train import recipe_results, recipes
 
     if args.name:
         try:
-            print(json.dumps(recipes.get(args.name).to_dict(), indent=2))
+            recipe = recipes.get(args.name)
         except ValueError as exc:
             raise BinarynetError(str(exc)) from None
+        print(f"{recipe.name}: {recipe.description}")
+        print(f"reached: {recipe_results.result(recipe.name) or 'no recorded run yet'}")
+        print("fields (change any with --set KEY=VALUE):")
+        print(json.dumps(recipe.to_dict(), indent=2))
         return 0
     width = max(len(n) for n in recipes.names())
     for name in recipes.names():
