@@ -387,7 +387,7 @@ _cifar10_modern(
     "reactnet18_cifar10_cpu_quick", "reactnet18",
     "ReActNet-18 at half width (32-256 channels, 2.8 M parameters) on 20000 CIFAR-10 training images "
     "for 5 epochs (crop+flip, batch 64, Adam 2e-3 cosine, label smoothing 0.1, test on 2000 images): "
-    "shows learning on 2 CPU cores in about 15 minutes",
+    "shows learning on 2 CPU cores in about 16 minutes (43.9% test error)",
     model_overrides={"num_classes": 10, "input_size": 32, "width": 32},
     max_train_samples=20000, max_eval_samples=2000, batch_size=64, eval_batch_size=250, epochs=5,
     lr=2e-3, lr_end=1e-4, label_smoothing=0.1)
