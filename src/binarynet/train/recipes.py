@@ -315,10 +315,11 @@ register(Recipe(
 ))
 register(Recipe(
     name="mnist_mlp_quick",
-    description="MNIST MLP 3x1024 (paper layout, dropout .2/.5), Adam 3e-3->3e-5 over 10 epochs; "
-    "about 10 minutes on 2 CPU cores, about 3% test error",
-    model="mnist_mlp", dataset="mnist", model_overrides={"hidden": 1024},
-    optimizer="adam", lr=3e-3, lr_end=3e-5, batch_size=100, epochs=10, seed=1234,
+    description="MNIST MLP 3x1024 (paper layout, dropout 0/.1 for a 10-epoch budget, chosen on the "
+    "validation split), Adam 3e-3->3e-6 over 10 epochs; about 4 minutes on 2 CPU cores, 2.0% test error",
+    model="mnist_mlp", dataset="mnist",
+    model_overrides={"hidden": 1024, "dropout_in": 0.0, "dropout_hidden": 0.1},
+    optimizer="adam", lr=3e-3, lr_end=3e-6, batch_size=100, epochs=10, seed=1234,
 ))
 register(Recipe(
     name="mnist_mlp_cpu_hour",
