@@ -16,33 +16,10 @@ import argparse
 import statistics
 
 import torch
-from torch import nn
 
 import binarynet as bn
 from binarynet import timing
-
-
-def float_twin(binary: nn.Sequential) -> nn.Sequential:
-    """The same network with float layers: BinaryLinear -> nn.Linear, Sign -> nn.Hardtanh."""
-    layers = []
-    for module in binary:
-        if isinstance(module, bn.nn.BinaryLinear):
-            layers.append(nn.Linear(module.in_features, module.out_features, bias=module.bias is not None))
-        elif isinstance(module, bn.nn.Sign):
-            layers.append(nn.Hardtanh())
-        else:
-            layers.append(type(module)(**_init_args(module)))
-    return nn.Sequential(*layers)
-
-
-def _init_args(module: nn.Module) -> dict:
-    if isinstance(module, nn.BatchNorm1d):
-        return dict(num_features=module.num_features, eps=module.eps, momentum=module.momentum)
-    if isinstance(module, nn.Dropout):
-        return dict(p=module.p)
-    if isinstance(module, nn.Flatten):
-        return {}
-    raise TypeError(f"no float twin for {type(module).__name__}")
+from bench_train import float_twin  # the one float twin (benchmarks/ is on sys.path when run)
 
 
 def make_step(model, optimizer, x, y):
