@@ -1,5 +1,4 @@
 """benchmarks/bench_train.py: its FLOP count of the paper's networks, and a --quick run."""
-import importlib.util
 import json
 import pathlib
 import subprocess
@@ -11,11 +10,8 @@ SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "bench_
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_train", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script("benchmarks/bench_train.py")
 
 
 def test_flops_per_training_sample_of_the_paper_networks(bench):

@@ -1,8 +1,6 @@
 """benchmarks/bench_bgemm.py: it names the machine, and a figure is only printed for a kernel
 call whose full output was checked (a kernel that skipped work would look faster than the
 CPU's peak)."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,15 +8,11 @@ import pytest
 from binarynet import timing
 from binarynet.engine import kernels
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_bgemm.py"
 
 
 @pytest.fixture
-def bench_bgemm():
-    spec = importlib.util.spec_from_file_location("bench_bgemm", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench_bgemm(load_script):
+    return load_script("benchmarks/bench_bgemm.py")
 
 
 def test_a_timed_call_with_a_wrong_row_is_refused(bench_bgemm, monkeypatch):

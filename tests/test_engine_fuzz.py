@@ -5,23 +5,17 @@ ModelFileError, or load unchanged (a non-semantic edit) and predict the same, or
 mutation recomputed the hashes, load as a valid model whose compiled kernels agree with the numpy
 reference. Longer runs, with crashes and hangs caught in subprocesses: ``scripts/fuzz_models.py``.
 """
-import importlib.util
 import struct
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fuzz_models.py"
 CASES = 3000
 SEED = 20261130
 
 
 @pytest.fixture(scope="module")
-def fuzz():
-    spec = importlib.util.spec_from_file_location("fuzz_models", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def fuzz(load_script):
+    return load_script("scripts/fuzz_models.py")
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,7 @@ the same +-1 matrices and that the binary MNIST MLP (fp32 first layer thresholde
 bgemm_threshold layers, bgemm output layer) predicts exactly what the float torch model predicts.
 Without a GPU it runs in Triton's interpreter (see gpu_setup.py).
 """
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
@@ -15,14 +13,11 @@ from gpu_setup import torch_and_triton
 
 torch, _ = torch_and_triton()
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning:triton")
-def test_gpu_bench_smoke_results_are_exact(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH)
-    bench_gpu = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_gpu)
+def test_gpu_bench_smoke_results_are_exact(tmp_path, capsys, load_script):
+    bench_gpu = load_script("benchmarks/bench_gpu.py")
 
     out = tmp_path / "results.json"
     assert bench_gpu.main(["--smoke", "--json", str(out)]) == 0

@@ -21,31 +21,41 @@ def _temp_file(path) -> tuple:
     return tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=_SUFFIX, dir=folder)
 
 
-def atomic_write(path, write) -> None:
-    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, rename it over ``path``
-    and fsync the folder; the temporary file is removed if anything fails."""
-    path = os.fspath(path)
-    fd, tmp = _temp_file(path)
+def _install(target: str, fill) -> None:
+    """Give a new temporary file beside ``target`` its contents (``fill(fd, name)``, which owns
+    the open descriptor), rename it over ``target`` and fsync the folder; the temporary file is
+    removed if anything fails."""
+    fd, tmp = _temp_file(target)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        fill(fd, tmp)
+        os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    fsync_dir(os.path.dirname(os.path.abspath(target)))
+
+
+def atomic_write(path, write) -> None:
+    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, rename it over ``path``
+    and fsync the folder; the temporary file is removed if anything fails."""
+
+    def fill(fd, tmp):
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _install(os.fspath(path), fill)
 
 
 def atomic_link(source, target) -> None:
     """Make ``target`` the same file as ``source`` atomically (a hard link; a copy where the file
     system has none). ``source`` may later be replaced by a new file: ``target`` keeps this one."""
-    source, target = os.fspath(source), os.fspath(target)
-    fd, tmp = _temp_file(target)
-    os.close(fd)
-    try:
+    source = os.fspath(source)
+
+    def fill(fd, tmp):
+        os.close(fd)
         os.unlink(tmp)  # os.link needs a free name; mkstemp only reserved a unique one
         try:
             os.link(source, tmp)
@@ -53,12 +63,8 @@ def atomic_link(source, target) -> None:
             import shutil
 
             shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(os.path.dirname(os.path.abspath(target)))
+
+    _install(os.fspath(target), fill)
 
 
 def remove_stale_temps(path) -> list:
