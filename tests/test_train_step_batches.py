@@ -33,7 +33,11 @@ def test_normalization_table_is_to_float():
     images = dataset(8, (2, 3, 3)).images
     scale, offset = (2 / 255, 1 / 255), (-1.0, 0.5)
     table = data.normalization_table(scale, offset)
-    assert torch.equal(data.apply_table(images, table), data.to_float(images, scale, offset))
+    # the affine map computed directly in float64 (to_float itself goes through the table)
+    want = (images.double() * torch.tensor(scale, dtype=torch.float64).view(1, -1, 1, 1)
+            + torch.tensor(offset, dtype=torch.float64).view(1, -1, 1, 1)).float()
+    assert torch.equal(data.apply_table(images, table), want)
+    assert torch.equal(data.to_float(images, scale, offset), want)
     with pytest.raises(ValueError, match="2 channels but 1 scales"):
         data.apply_table(images, data.normalization_table((1.0,), (0.0,)))
 

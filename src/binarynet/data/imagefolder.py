@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from ..errors import DataError
+from ..threads import usable_cpus
 from . import image_transforms
 
 EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
@@ -65,7 +66,7 @@ class ImageFolder:
                             f"(extensions {', '.join(EXTENSIONS)})")
         self.paths = paths
         self.labels = torch.tensor(labels, dtype=torch.int64)
-        self.threads = threads or min(16, os.cpu_count() or 1)
+        self.threads = threads or min(16, len(usable_cpus()))
         self._pool = None
 
     @property
@@ -95,11 +96,6 @@ class ImageFolder:
             return image_transforms.train_transform(img, uniforms, self.size)
         return image_transforms.eval_transform(img, self.size)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        """``(image uint8 (3, size, size), label)``, for a torch DataLoader (own random draws)."""
-        uniforms = image_transforms.draw(1)[0] if self.train else None
-        return self.image(index, uniforms), int(self.labels[index])
-
     def batch(self, indices: torch.Tensor, generator: torch.Generator | None = None):
         """``(images uint8 (B, 3, size, size), labels int64 (B,))`` of ``indices``, decoded in parallel."""
         indices = indices.cpu().tolist()
@@ -108,11 +104,6 @@ class ImageFolder:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="binarynet-decode")
         images = list(self._pool.map(self.image, indices, draws))
         return torch.stack(images), self.labels[indices]
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_pool"] = None  # threads do not travel to DataLoader workers
-        return state
 
     def __repr__(self) -> str:
         return f"ImageFolder(split={self.split!r}, n={len(self)}, classes={self.num_classes}, train={self.train})"

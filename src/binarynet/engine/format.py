@@ -75,7 +75,6 @@ _REQUIRED_METADATA = ("format", "format_version", "binarynet_version", "graph",
 MAX_JSON_DEPTH = 32
 MAX_TENSOR_DIMS = 8
 MAX_DIM = 2**40
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
 def _sha256(data) -> str:
@@ -141,24 +140,28 @@ def _reject_constant(name):
 def parse_json(text: bytes, what: str):
     """JSON from untrusted bytes: ModelFileError (naming ``what``) for anything but plain JSON
     with nesting at most :data:`MAX_JSON_DEPTH` and numbers Python parses (no NaN/Infinity,
-    no integers beyond its digit limit), so no RecursionError or ValueError escapes."""
-    depth = _nesting(_STRING.sub(b"", text))
-    if depth.size and depth.max() > MAX_JSON_DEPTH:
-        raise ModelFileError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels; the file is "
-                             "corrupt or not a binarynet packed model")
+    no integers beyond its digit limit), so no RecursionError or ValueError escapes.
+
+    json's parser stops deep nesting itself (RecursionError, at about Python's recursion limit);
+    the depth bound is then checked on the parsed value, without recursion.
+    """
+    too_deep = ModelFileError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels; the file is "
+                              "corrupt or not a binarynet packed model")
     try:
-        return json.loads(text.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        value = json.loads(text.decode("utf-8"), parse_constant=_reject_constant)
+    except RecursionError:
+        raise too_deep from None
+    except (UnicodeDecodeError, ValueError) as err:
         raise ModelFileError(f"{what} is not valid UTF-8 JSON ({err}); the file is corrupt "
                              "or not a binarynet packed model") from None
-
-
-def _nesting(text: bytes) -> np.ndarray:
-    """Running bracket depth of JSON text whose strings were removed."""
-    codes = np.frombuffer(text, np.uint8)
-    steps = np.isin(codes, (ord("["), ord("{"))).astype(np.int64)
-    steps -= np.isin(codes, (ord("]"), ord("}")))
-    return np.cumsum(steps)
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise too_deep
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return value
 
 
 def header_size(blob: bytes) -> int:

@@ -107,8 +107,9 @@ class Bop(torch.optim.Optimizer):
                 state = self._state_of(p)
                 m = state["momentum"]
                 m.mul_(1.0 - gamma).add_(p.grad, alpha=gamma)
-                # |m| > tau >= 0 excludes m = 0, so m * w > 0 is exactly sign(m) = sign(w).
-                flip = (m.abs() > tau) & (m * p > 0)
+                # w is +-1: m * w is |m| where the signs agree and -|m| (<= 0 <= tau) where
+                # not, so m * w > tau is exactly |m| > tau and sign(m) = sign(w).
+                flip = m * p > tau
                 p.copy_(torch.where(flip, -p, p))
                 flipped = flip.sum(dtype=torch.float64)
                 state["last_flips"].copy_(flipped)

@@ -18,10 +18,10 @@ __all__ = ["decay_split"]
 _DECAYED = (nn.Linear, nn.modules.conv._ConvNd)
 
 
-def decay_split(model: nn.Module, exclude=(), decay_norm_and_bias: bool = False) -> tuple[list, list]:
+def decay_split(model: nn.Module, decay_norm_and_bias: bool = False) -> tuple[list, list]:
     """``(decayed, not_decayed)`` parameters of ``model`` by the rule above, leaving out binary
-    weights and the tensors in ``exclude``; each shared tensor appears once."""
-    skip = {id(p) for p in exclude}
+    weights (latent or Bop's: both are tagged latent); each shared tensor appears once."""
+    skip = set()
     real_weights = {id(m.weight) for m in model.modules()
                     if isinstance(m, _DECAYED) and isinstance(getattr(m, "weight", None), nn.Parameter)}
     decayed, kept = [], []

@@ -58,7 +58,7 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module, lr: float):
     on_gpu = any(p.is_cuda for p in model.parameters())
     if recipe.optimizer == "bop_adam":
         bop = optim.Bop(optim.named_binary_params(model), threshold=recipe.bop_threshold, gamma=recipe.bop_gamma)
-        rest = _real_groups(recipe, model, lr, exclude=optim.binary_params(model))
+        rest = _real_groups(recipe, model, lr)
         return optim.Combined(bop, optim.Adam(rest, lr=lr, fused=True if on_gpu else None, **kwargs))
     groups = optim.param_groups(model, lr, pow2=recipe.pow2_lr_scale)
     if not recipe.glorot_lr_scale:
@@ -66,14 +66,14 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module, lr: float):
             group["lr"], group["lr_scale"] = lr, 1.0
     if recipe.weight_decay:  # keep one "other" group otherwise: the layout older checkpoints hold
         groups = [g for g in groups if g["latent_clip"]]
-        groups += _real_groups(recipe, model, lr, exclude=optim.binary_params(model))
+        groups += _real_groups(recipe, model, lr)
     return optim.Adam(groups, lr=lr, fused=True if on_gpu else None, **kwargs)
 
 
-def _real_groups(recipe: Recipe, model: torch.nn.Module, lr: float, exclude) -> list[dict]:
+def _real_groups(recipe: Recipe, model: torch.nn.Module, lr: float) -> list[dict]:
     """Param groups of the non-binary parameters: decayed ones (by :mod:`binarynet.optim.decay`)
     with the recipe's weight decay, the others without; empty groups left out."""
-    decayed, kept = optim.decay_split(model, exclude=exclude, decay_norm_and_bias=recipe.weight_decay_norm_bias)
+    decayed, kept = optim.decay_split(model, decay_norm_and_bias=recipe.weight_decay_norm_bias)
     if recipe.weight_decay and not decayed:
         raise RecipeError(f"recipe {recipe.name}: weight_decay {recipe.weight_decay} reaches no parameter of model "
                           f"{recipe.model} (binary weights, BN parameters and biases are not decayed; "
