@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from binarynet import timing
-from binarynet.engine import kernels
+from binarynet.engine import kernels, reference
 
 SHAPES = [  # (M, K, N, target speed-up over torch fp32, or None)
     (1, 4096, 4096, 50.0),
@@ -43,16 +43,6 @@ QUICK_CONV = (2, 16, 16, 128, 128)
 def signs(x: torch.Tensor) -> torch.Tensor:
     """+-1 float32 of x (sign(0) = +1), the values the packed bits stand for."""
     return torch.where(x >= 0, 1.0, -1.0)
-
-
-def threshold_bits(dots: np.ndarray, thresh: np.ndarray, flip: np.ndarray) -> np.ndarray:
-    """What a fused threshold kernel must return for int32 sums ``dots`` (..., N): bit n =
-    dot >= thresh[n] (<= where flip[n]), packed LSB first into uint64 words along N."""
-    bits = np.where(flip, dots <= thresh, dots >= thresh)
-    n = bits.shape[-1]
-    padded = np.zeros((*bits.shape[:-1], -(-n // 64) * 64), dtype=np.uint8)
-    padded[..., :n] = bits
-    return np.packbits(padded, axis=-1, bitorder="little").view("<u8")
 
 
 def check_exact(methods: dict, expected: dict) -> None:
@@ -80,7 +70,7 @@ def bench_shape(m, k, n, repeats, min_seconds, rng):
         "bgemm_threshold": lambda: kernels.bgemm_threshold(a, w, k, thresh, flip),
     }
     dots = (signs(a_f) @ signs(w_t)).numpy().astype(np.int32)
-    check_exact(methods, {"bgemm": dots, "bgemm_threshold": threshold_bits(dots, thresh, flip)})
+    check_exact(methods, {"bgemm": dots, "bgemm_threshold": reference.threshold_pack(dots, thresh, flip)})
     return _gmacs(methods, m * k * n, repeats, min_seconds)
 
 
@@ -99,7 +89,7 @@ def bench_conv(batch, h, w, c, o, repeats, min_seconds, rng):
     }
     dots = torch.nn.functional.conv2d(signs(x_f), signs(w_f), padding=1)
     dots = dots.permute(0, 2, 3, 1).numpy().astype(np.int32)  # NHWC, as the engine
-    check_exact(methods, {"bgemm": dots, "bgemm_threshold": threshold_bits(dots, thresh, flip)})
+    check_exact(methods, {"bgemm": dots, "bgemm_threshold": reference.threshold_pack(dots, thresh, flip)})
     return _gmacs(methods, batch * h * w * o * 9 * c, repeats, min_seconds)
 
 

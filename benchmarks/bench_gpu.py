@@ -86,23 +86,13 @@ def _sync() -> None:
 
 
 def time_ms(fn, reps: int, target_ms: float = 2.0) -> float:
-    """Median milliseconds per call of fn: each repeat times a block of calls, long enough
-    (~target_ms) that the synchronisation at its ends is negligible. (--smoke: one call.)"""
+    """Median milliseconds per call of fn: each repeat times a block of calls at least
+    ~target_ms long, synchronised only at its ends. (--smoke: one call.)"""
     if SMOKE:
         return 1e3 * timing.seconds_per_call(fn, 0.0, _sync)
-    for _ in range(WARMUP):
-        fn()
-    once = timing.seconds_per_call(fn, 0.0, _sync)
-    calls = max(1, min(200, math.ceil(target_ms / 1e3 / max(once, 1e-6))))
-
-    def block():
-        for _ in range(calls):
-            fn()
-
-    # min_seconds=0: one block per sample, synchronised before and after
-    seconds = timing.median_seconds({"block": block}, repeats=reps, min_seconds=0.0, warmup=0,
-                                    sync=_sync)
-    return 1e3 * seconds["block"] / calls
+    seconds = timing.median_seconds({"f": fn}, repeats=reps, min_seconds=target_ms / 1e3,
+                                    warmup=WARMUP, sync=_sync)
+    return 1e3 * seconds["f"]
 
 
 def generator(seed: int) -> torch.Generator:

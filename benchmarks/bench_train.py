@@ -40,6 +40,7 @@ from torch import nn  # noqa: E402
 import binarynet as bn  # noqa: E402
 from binarynet.data import ImageDataset  # noqa: E402
 from binarynet.timing import cpu_description, median_seconds  # noqa: E402
+from binarynet.train.builders import autocast  # noqa: E402
 from binarynet.train.step_batches import StepBatches  # noqa: E402
 
 # name: model, its overrides in --quick, image shape, training-split size (train minus val), batch.
@@ -136,7 +137,7 @@ def make_step(model, optimizer, batches, order, batch, generator, device, amp, c
         x, y = batches.batch(order[start:start + batch], generator)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast(device, amp):  # the trainer's: bf16, or fp16 on GPUs without it
             scores = model(x)
         loss = bn.losses.squared_hinge(scores.float(), y)
         optimizer.zero_grad(set_to_none=True)

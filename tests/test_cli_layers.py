@@ -1,5 +1,6 @@
-"""Layering and install rules: library code never imports the CLI, benchmarks and library
-speed figures use the one timing module, the Makefile's demo installs only what it uses."""
+"""Layering and install rules: benchmarks and library speed figures use the one timing module,
+the Makefile's demo installs only what it uses. (That library code never imports the CLI is
+checked, with the other import rules, in test_architecture.py.)"""
 import re
 import shutil
 import subprocess
@@ -9,21 +10,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "binarynet"
-CLI_LAYER = {PACKAGE / "cli.py", PACKAGE / "__main__.py"}
-IMPORTS_CLI = re.compile(r"(from\s+\.+(commands|cli)\b|binarynet\.(commands|cli)\b)")
-
-
-def library_modules():
-    return [p for p in PACKAGE.rglob("*.py")
-            if p not in CLI_LAYER and (PACKAGE / "commands") not in p.parents]
-
-
-def test_library_code_never_imports_the_cli():
-    offenders = [f"{p.relative_to(ROOT)}:{n}" for p in library_modules()
-                 for n, line in enumerate(p.read_text().splitlines(), 1)
-                 if IMPORTS_CLI.search(line) and not line.lstrip().startswith("#")]
-    assert offenders == []
-
 
 def test_speed_figures_come_from_the_timing_module():
     """No second stopwatch: benchmarks and the library's speed code time through

@@ -1,6 +1,7 @@
 """binarynet.timing (the one timer of benchmarks, bench and report) and binarynet.runs (the
 run-folder layout)."""
 import os
+import re
 
 import pytest
 
@@ -22,6 +23,11 @@ def test_seconds_per_call_fills_the_block_and_syncs_at_its_ends():
     t = timing.seconds_per_call(lambda: events.append("call"), min_seconds=0.005,
                                 sync=lambda: events.append("sync"))
     assert events[0] == "sync" and events[-1] == "sync" and events.count("call") >= 1
+    # a sync at the two ends of each block tried (1, 2, 4... calls), never between calls
+    pattern = "".join("c" if e == "call" else "s" for e in events)
+    assert re.fullmatch(r"(sc+s)+", pattern), pattern
+    assert [len(block) for block in re.findall(r"c+", pattern)] == \
+        [2 ** i for i in range(len(re.findall(r"c+", pattern)))]
     assert 0 < t <= 0.005 * 2  # a mean per call, not the block
 
 

@@ -19,19 +19,22 @@ import time
 
 def seconds_per_call(fn, min_seconds: float = 0.02, sync=None) -> float:
     """Mean seconds per call of ``fn()`` over a block of calls lasting at least ``min_seconds``
-    (at least one call). ``sync``: called before the clock is read at each end of the block
-    (e.g. ``torch.cuda.synchronize`` for asynchronous devices)."""
-    if sync is not None:
-        sync()
-    calls, start = 0, time.perf_counter()
+    (at least one call; a block too short is timed again twice as long). ``sync``: called at the
+    two ends of a block only (e.g. ``torch.cuda.synchronize`` for asynchronous devices), so the
+    calls inside a block run as they would in a program that never waits."""
+    calls = 1
     while True:
-        fn()
-        calls += 1
+        if sync is not None:
+            sync()
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
         if sync is not None:
             sync()
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds:
             return elapsed / calls
+        calls *= 2
 
 
 def interleaved_samples(contenders: dict, repeats: int = 15, min_seconds: float = 0.02,

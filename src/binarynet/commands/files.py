@@ -4,30 +4,11 @@ decoding error."""
 from __future__ import annotations
 
 import os
-import struct
 
 from ..errors import BinarynetError
-from ..runs import BEST, checkpoint_path
+from ..runs import BEST, CHECKPOINT, PACKED, checkpoint_path, kind_of_file
 
-CHECKPOINT = "checkpoint"
-PACKED = "packed model"
-
-
-def kind_of_file(path) -> str | None:
-    """CHECKPOINT (torch.save: a zip archive, or a bare pickle), PACKED (binarynet.engine: an
-    8-byte little-endian header length, then the JSON header), or None (unknown, unreadable or
-    not a file)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-    except OSError:
-        return None
-    # the packed test first: a header length's low byte may be 0x80, a pickle's first byte
-    if len(head) == 9 and head[8:9] == b"{" and 1 < struct.unpack("<Q", head[:8])[0] < 2 ** 32:
-        return PACKED
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
-        return CHECKPOINT
-    return None
+__all__ = ["CHECKPOINT", "PACKED", "kind_of_file", "require_checkpoint", "require_packed_model"]
 
 
 def require_checkpoint(path, command: str) -> str:

@@ -7,7 +7,7 @@ import os
 import sys
 
 from ..errors import BinarynetError, CheckpointError
-from ..runs import LAST
+from ..runs import LAST, checkpoint_path
 from .files import require_checkpoint
 from .options import non_negative_int, positive_int
 
@@ -99,9 +99,7 @@ def _resume_checkpoint(args) -> str | None:
             raise BinarynetError("--resume without a checkpoint path needs --out RUN_FOLDER")
         path = os.path.join(args.out, LAST)
     else:
-        path = args.resume
-        if os.path.isdir(path):
-            path = os.path.join(path, LAST)
+        path = checkpoint_path(args.resume, prefer=(LAST,))
     if not os.path.isfile(path):
         raise CheckpointError(f"nothing to resume: {path} does not exist")
     return path

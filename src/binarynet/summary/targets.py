@@ -13,7 +13,7 @@ import warnings
 from typing import Callable, Sequence
 
 from ..errors import BinarynetError
-from ..runs import BEST, LAST, checkpoint_path
+from ..runs import BEST, CHECKPOINT, LAST, PACKED, checkpoint_path, kind_of_file
 from .costs import ModelSummary
 from .summarise import summary
 
@@ -22,7 +22,6 @@ from .summarise import summary
 # signs during the forward pass); so larger requests are refused before allocating anything.
 # The paper's largest network (the MNIST MLP, 3 x 4096) has 37 million, the zoo's 29 million.
 MAX_PARAMETERS = 2 ** 28
-_ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes zip archives
 
 
 def summary_of_target(target: str, input_shape: Sequence[int] | None = None,
@@ -50,14 +49,8 @@ def is_packed_file(path) -> bool:
     """True when ``path`` is meant as a packed model file: it has the layout of one (an 8-byte
     header length, then a JSON object) or, unless it is a zip archive (a torch checkpoint), a
     ``.bnn`` name; so an empty or truncated ``.bnn`` file still counts as one."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-    except OSError as err:
-        raise BinarynetError(f"{os.fspath(path)}: cannot read: {err.strerror or err}") from None
-    if head.startswith(_ZIP_MAGIC):
-        return False
-    return head[8:9] == b"{" or os.fspath(path).lower().endswith(".bnn")
+    kind = kind_of_file(path)
+    return kind == PACKED or (kind != CHECKPOINT and os.fspath(path).lower().endswith(".bnn"))
 
 
 def recipe_input(recipe) -> tuple:

@@ -15,11 +15,10 @@ import time
 
 from .._atomic import atomic_link, remove_stale_temps
 from ..errors import BinarynetError
-from ..runs import BEST, CONFIG_FILE, LAST, METRICS_FILE
+from ..runs import BEST, CONFIG_FILE, LAST, METRICS_FILE, TENSORBOARD_DIR
 from . import checkpoint as ckpt
 from . import distributed
 
-TENSORBOARD_DIR = "tensorboard"
 _TENSORBOARD_EVENTS = "events.out.tfevents."  # how SummaryWriter names its files
 
 
