@@ -536,3 +536,13 @@ def test_single_layer_model_first_layer_gives_logits(mode):
     with torch.no_grad():
         rebuilt = to_torch(packed)(x_f).numpy()
     np.testing.assert_allclose(rebuilt, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", ["mean_abs", "learned"])
+def test_per_channel_weight_scales_are_refused_not_ignored(scale):
+    """Export does not fold a binary layer's scale= yet; exporting it as if absent gave a model
+    whose predictions differ from torch's (half of them in a randomised check)."""
+    model = nn.Sequential(bn.nn.Sign(), bn.nn.BinaryLinear(64, 32, scale=scale), nn.BatchNorm1d(32),
+                          bn.nn.Sign(), bn.nn.BinaryLinear(32, 10), nn.BatchNorm1d(10)).eval()
+    with pytest.raises(ExportError, match=f"scale='{scale}'.*not supported by export yet"):
+        export(model, torch.randn(8, 64))

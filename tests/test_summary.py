@@ -325,3 +325,13 @@ def test_cli_checkpoint_run_folder_and_packed_file(capsys, tmp_path):
 def test_package_level_call():
     s = bn.summary.summary(small_mlp(), (20,), input_bits=8)
     assert s.packed_bytes == 1566 and s.binary_params == 1610
+
+
+def test_energy_prices_each_layers_multibit_macs_at_its_own_precision():
+    """8-bit pixels into the first layer, a float nn.Linear head: 1400 MACs at the int8 price,
+    70 x 4 = 280 float32 MACs at 4.6 pJ (a model-wide input precision priced both at int8)."""
+    model = nn.Sequential(nn.Flatten(), bn.nn.BinaryLinear(20, 70), nn.BatchNorm1d(70),
+                          bn.nn.Sign(), bn.nn.BinaryLinear(70, 70), nn.BatchNorm1d(70),
+                          nn.ReLU(), nn.Linear(70, 4))
+    e = energy_estimate(summary(model, (20,), input_bits=8))
+    assert e["bnn"]["compute_pj"] == pytest.approx(4900 / 64 * 0.6 + 1400 * 0.23 + 280 * 4.6)

@@ -111,9 +111,9 @@ class _ApproxSign(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (x,) = ctx.saved_tensors
-        # 2 + 2x on [-1, 0) and 2 - 2x on [0, 1) are both 2 - 2|x|; x = 1 is outside.
-        inside = (x >= -1.0) & (x < 1.0)
-        return grad_output * torch.where(inside, 2.0 - 2.0 * x.abs(), 0.0)
+        # 2 + 2x on [-1, 0) and 2 - 2x on [0, 1) are both 2 - 2|x|, which is 0 at +-1 and
+        # negative outside, so clamping at 0 gives the support without a mask.
+        return grad_output * (2.0 - 2.0 * x.abs()).clamp_(min=0.0)
 
 
 class _SwishSign(torch.autograd.Function):

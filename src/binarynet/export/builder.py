@@ -133,6 +133,9 @@ class _Walk:
                                   f"gets per-sample shape {shape} (add an nn.Flatten before it)")
         else:
             _unsupported(path, m, "(unknown binary layer type)")
+        if getattr(m, "scale", None) is not None:  # the folding below ignores alpha: refuse
+            raise ExportError(f"{describe(path, m)}: scale={m.scale!r} (per-channel weight scale) "
+                              "is not supported by export yet; use scale=None for the engine")
         self.block = Block(path, m, shape, first, self.flat_source)
         self.state = "block"
 

@@ -57,10 +57,15 @@ def _transition(cin: int, cout: int) -> nn.Sequential:
                          nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
 
 
+# one quantizer object for every block (a new partial per block would also grow the layers'
+# cache of quantizer signatures with every model built)
+_INPUT_SIGN = quantizers.get("ste_sign", clip=CLIP)
+
+
 def _block(channels: int) -> bnn.Residual:
     """x + BN(ReLU(BinaryConv3x3(sign(x)))), binary input padded with +1 (as larq's pad_values)."""
     conv = bnn.BinaryConv2d(channels, channels, 3, padding=1, bias=False, pad_value=1.0,
-                            input_quantizer=quantizers.get("ste_sign", clip=CLIP),
+                            input_quantizer=_INPUT_SIGN,
                             weight_quantizer="ste_sign")
     return bnn.Residual(nn.Sequential(conv, nn.ReLU(), nn.BatchNorm2d(channels)))
 

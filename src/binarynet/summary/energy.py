@@ -55,7 +55,7 @@ def energy_estimate(summary) -> dict:
     - compute, BNN: 64 binary (XNOR-popcount) MACs = one 64-bit XOR + one 64-bit popcount +
       one accumulate, each charged as a 64-bit integer add (2 x 0.1 pJ): 0.6 pJ per 64 MACs,
       i.e. ~0.0094 pJ per binary MAC; MACs with 8-bit input (first layer) = int8 mul + add =
-      0.23 pJ; MACs with 32-bit input = 4.6 pJ;
+      0.23 pJ; MACs with 32-bit input = 4.6 pJ (each layer at its own input precision);
     - memory: every weight word is read once per sample (batch 1, no reuse across samples),
       at one 64-bit access per 8 bytes: DRAM 1.3-2.6 nJ per access, or 10 / 20 / 100 pJ when
       the weights fit an 8 KB / 32 KB / 1 MB SRAM (Table 3).
@@ -65,9 +65,11 @@ def energy_estimate(summary) -> dict:
     """
     total_macs = summary.binary_macs + summary.multibit_macs
     float_compute = total_macs * _mac_pj("float32")
-    multibit_pj = _mac_pj("int8") if summary.input_bits == 8 else _mac_pj("float32")
-    bnn_compute = (summary.binary_macs / WORD_BITS * BINARY_OPS_PER_WORD * INT64_OP_PJ
-                   + summary.multibit_macs * multibit_pj)
+    # each layer's multi-bit MACs at its own input precision (8-bit pixels, or float32 in the
+    # real-valued layers of modern BNNs: shortcut convs, classifier)
+    multibit = sum(row.multibit_macs * _mac_pj("int8" if row.input_bits == 8 else "float32")
+                   for row in summary.layers)
+    bnn_compute = summary.binary_macs / WORD_BITS * BINARY_OPS_PER_WORD * INT64_OP_PJ + multibit
     float_words = math.ceil(summary.float32_bytes / 8)
     packed_words = math.ceil(summary.packed_bytes / 8)
     return {
