@@ -157,17 +157,18 @@ def test_any_nonzero_flip_byte_means_flipped():
     sums = rng.integers(-9, 10, (m, n), dtype=np.int32)
     x, wc = reference.pack(pm1(rng, (1, 4, 4, 3))), reference.pack(pm1(rng, (n, 3, 3, 3)))
     geometry = (1, 4, 4, 3, n, 3, 3, 1, 1, 1, 1, 1, 1)
+    ones = flip.view(np.uint8)
+    twos = ones * np.uint8(2)
     for backend in kernels.available_backends():
         kernels.set_backend(backend)
-        for ones, twos in [(flip.view(np.uint8), flip.view(np.uint8) * np.uint8(2))]:
-            got = [np.empty((m, 2), np.uint64) for _ in range(2)]
-            _core.bgemm_threshold(a, w, m, n, k, thresh, ones, got[0])
-            _core.bgemm_threshold(a, w, m, n, k, thresh, twos, got[1])
-            np.testing.assert_array_equal(got[1], got[0])
-            _core.threshold_pack(sums, m, n, thresh, ones, got[0])
-            _core.threshold_pack(sums, m, n, thresh, twos, got[1])
-            np.testing.assert_array_equal(got[1], got[0])
-            conv = [np.empty((1, 4, 4, 2), np.uint64) for _ in range(2)]
-            _core.bconv2d_threshold(x, wc, geometry, _core.PAD_ZERO, thresh, ones, conv[0])
-            _core.bconv2d_threshold(x, wc, geometry, _core.PAD_ZERO, thresh, twos, conv[1])
-            np.testing.assert_array_equal(conv[1], conv[0])
+        got = [np.empty((m, 2), np.uint64) for _ in range(2)]
+        _core.bgemm_threshold(a, w, m, n, k, thresh, ones, got[0])
+        _core.bgemm_threshold(a, w, m, n, k, thresh, twos, got[1])
+        np.testing.assert_array_equal(got[1], got[0])
+        _core.threshold_pack(sums, m, n, thresh, ones, got[0])
+        _core.threshold_pack(sums, m, n, thresh, twos, got[1])
+        np.testing.assert_array_equal(got[1], got[0])
+        conv = [np.empty((1, 4, 4, 2), np.uint64) for _ in range(2)]
+        _core.bconv2d_threshold(x, wc, geometry, _core.PAD_ZERO, thresh, ones, conv[0])
+        _core.bconv2d_threshold(x, wc, geometry, _core.PAD_ZERO, thresh, twos, conv[1])
+        np.testing.assert_array_equal(conv[1], conv[0])

@@ -58,6 +58,7 @@ import numpy as np
 
 from ..errors import ModelFileError
 from . import memory
+from .format import _short
 
 __all__ = ["OPS", "PAD_MODES", "FIRST_LAYER_MODES", "words", "validate", "conv_output_size",
            "as_pair", "conv_geometry",
@@ -212,10 +213,6 @@ class _Checker:
             self.fail(i, f"{op['op']} takes {want} activations, got {act[0]} of shape {act[1]}")
 
 
-def _short(value) -> str:
-    """repr of a JSON value, cut short (a hostile file can hold 4000-digit numbers)."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _finite_number(v) -> bool:
@@ -227,7 +224,8 @@ def _finite_number(v) -> bool:
 def validate(graph: dict, tensors: dict, max_bytes=None) -> list:
     """Check that ``graph`` is well formed and consistent with ``tensors`` (dtypes, shapes, use),
     that every field is within :data:`LIMITS`, and that no op needs more than ``max_bytes`` of
-    working memory per sample (:func:`binarynet.engine.memory.check`; None: the default bound).
+    working memory per sample (:func:`binarynet.engine.memory.sample_bytes`; None: the default
+    bound, :func:`binarynet.engine.memory.limit`).
 
     Returns the activation after each op, ``(kind, shape)`` per sample. Raises
     :class:`ModelFileError` naming the op and the problem.
@@ -267,6 +265,7 @@ def validate(graph: dict, tensors: dict, max_bytes=None) -> list:
     integer = integer_first_layer(graph)
     act = ("image", tuple(shape))
     acts = []
+    bound = memory.limit(max_bytes)
     for i, op in enumerate(ops):
         if not isinstance(op, dict) or op.get("op") not in OPS:
             chk.fail(i, f"unknown op {op.get('op') if isinstance(op, dict) else op!r} "
@@ -281,8 +280,8 @@ def validate(graph: dict, tensors: dict, max_bytes=None) -> list:
         act = _CHECKS[op["op"]](chk, i, op, act, graph, integer)
         acts.append(act)
         need = memory.sample_bytes(op, before, act)
-        if need > memory.limit(max_bytes):
-            chk.fail(i, memory.too_much(op["op"], need, memory.limit(max_bytes)))
+        if need > bound:
+            chk.fail(i, memory.too_much(op["op"], need, bound))
     if act != ("logits", (num_classes,)):
         chk.fail(None, f"the last op must produce logits of shape ({num_classes},), got "
                        f"{act[0]} of shape {act[1]}")
