@@ -14,8 +14,7 @@ RESULTS = {
     "mnist_mlp": "1.48% MNIST test error after 34 of 60 compressed epochs on one H200 "
                  "(results/mnist_mlp_h200.md); the paper: 0.96% after 1000 epochs",
     "mnist_mlp_cpu_hour": "1.44% MNIST test error at the best-validation epoch (13 of 17), 43 min on "
-                          "the 2 CPU cores of that run (results/mnist_mlp_cpu_17ep.md); on the 2-core "
-                          "Zen 4 of 2026-11-30 an epoch took 3.7 min, so about an hour there",
+                          "the 2 CPU cores of that run (results/mnist_mlp_cpu_17ep.md)",
     "cifar10_vgg": "19.67% CIFAR-10 test error after 16 of 30 compressed epochs on one H200 "
                    "(results/cifar10_vgg_h200.md); the paper: 11.40% after 500 epochs",
     "cifar10_vgg_quick": "26.64% CIFAR-10 test error with --epochs 20, 22 min on 2 CPU cores "
