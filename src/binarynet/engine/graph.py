@@ -147,11 +147,8 @@ def validate(graph: dict, tensors: dict, max_bytes=None) -> list:
     image = _check_header(chk, graph)
     ops = graph["ops"]
     reads = _resolve(chk, ops)
-    last_use = _last_uses(reads, len(ops))
     integer = integer_first_layer(graph)
     acts = []
-    bound = memory.limit(max_bytes)
-    alive = {-1: memory.value_bytes(image)}  # value index -> bytes, while a later op reads it
     for i, op in enumerate(ops):
         ins = [image if j < 0 else acts[j] for j in reads[i]]
         if any(act[0] == "logits" for act in ins):
@@ -160,21 +157,17 @@ def validate(graph: dict, tensors: dict, max_bytes=None) -> list:
         if not low <= len(ins) <= high:
             chk.fail(i, f"{op['op']}: reads {len(ins)} values, takes "
                         f"{low if low == high else f'{low} to {high}'}")
-        act = _CHECKS[op["op"]](chk, i, op, ins if high > 1 else ins[0], graph, integer)
-        acts.append(act)
-        resident = sum(size for j, size in alive.items() if j not in reads[i])
-        need = resident + memory.sample_bytes(op, ins, act)
+        acts.append(_CHECKS[op["op"]](chk, i, op, ins if high > 1 else ins[0], graph, integer))
+    bound = memory.limit(max_bytes)
+    for i, need in enumerate(memory.op_needs(ops, reads, acts, image)):
         if need > bound:
-            chk.fail(i, memory.too_much(op["op"], need, bound))
-        alive[i] = memory.value_bytes(act)
-        for j in set(reads[i]):
-            if last_use[j] == i:
-                del alive[j]
+            chk.fail(i, memory.too_much(ops[i]["op"], need, bound))
     num_classes = graph["num_classes"]
     if acts[-1] not in (("logits", (num_classes,)), ("float", (num_classes,))):
         chk.fail(None, f"the last op must produce logits or float of shape ({num_classes},), "
                        f"got {acts[-1][0]} of shape {acts[-1][1]}")
-    dead = [j for j in range(len(ops) - 1) if last_use[j] < 0]
+    read = {j for sources_of_op in reads for j in sources_of_op}
+    dead = [j for j in range(len(ops) - 1) if j not in read]
     if dead:
         chk.fail(dead[0], f"{ops[dead[0]]['op']}: its value is not read by any later op (only "
                           "the last op's value may be unused)")
@@ -262,15 +255,6 @@ def _source(chk, i, op, name, earlier, ops) -> int:
     chk.fail(i, f"{op['op']}: input {_short(name)} "
                 + ("is a forward reference (ops must come after the values they read)" if later
                    else "names no earlier op (nor 'input')"))
-
-
-def _last_uses(reads, count) -> dict:
-    """value index -> index of the last op reading it (-1: never read)."""
-    last = {j: -1 for j in range(-1, count)}
-    for i, sources_of_op in enumerate(reads):
-        for j in sources_of_op:
-            last[j] = i
-    return last
 
 
 def sources(graph: dict) -> list:

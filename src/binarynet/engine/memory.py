@@ -17,7 +17,8 @@ import os
 
 from ..errors import BinarynetError
 
-__all__ = ["DEFAULT_MAX_BYTES", "ENV_MAX_BYTES", "limit", "value_bytes", "sample_bytes", "too_much"]
+__all__ = ["DEFAULT_MAX_BYTES", "ENV_MAX_BYTES", "limit", "value_bytes", "sample_bytes", "op_needs",
+           "too_much"]
 
 DEFAULT_MAX_BYTES = 1 << 30
 ENV_MAX_BYTES = "BINARYNET_MAX_BYTES"
@@ -95,6 +96,31 @@ def sample_bytes(op: dict, acts_in: list, act_out) -> int:
     elif kind in ("sign", "input_float"):  # a bool/int8 mask, a float32 copy
         total += 4 * math.prod(act_out[1])
     return total
+
+
+def op_needs(ops: list, reads: list, acts: list, image) -> list:
+    """Bytes one sample needs while each op runs: :func:`sample_bytes` plus every other value
+    the DAG keeps alive at that moment (computed, and read by a later op: a residual's shortcut
+    while its branch runs). ``reads``: the value indices each op reads (-1: the model input
+    ``image``); ``acts``: each op's value."""
+    last = {}
+    for i, sources in enumerate(reads):
+        for j in sources:
+            last[j] = i
+    alive = {-1: value_bytes(image)}  # value index -> bytes, until its last reader has run
+    total = alive[-1]
+    needs = []
+    for i, op in enumerate(ops):
+        operands = set(reads[i])
+        ins = [image if j < 0 else acts[j] for j in reads[i]]
+        own = sum(alive[j] for j in operands)
+        needs.append(total - own + sample_bytes(op, ins, acts[i]))
+        alive[i] = value_bytes(acts[i])
+        total += alive[i]
+        for j in operands:
+            if last[j] == i:
+                total -= alive.pop(j)
+    return needs
 
 
 def _human(n: int) -> str:
