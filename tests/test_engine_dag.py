@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from binarynet import engine
-from binarynet.engine import backends, float_ops, reference
+from binarynet.engine import backends, float_ops, plan, reference
 from binarynet.errors import BinarynetError
 from dag_fixtures import GraphBuilder, f32, packed, pm1, residual_net
 from engine_fixtures import run_without_torch
@@ -175,6 +175,7 @@ class ContractKernels:
 
     def _finish(self, s, scale, shift, steps, residual, sign_thresh, sign_flip, float_out):
         assert float_out or sign_thresh is not None
+        assert len(steps) <= plan.MAX_STEPS and (residual is None or residual.flags.c_contiguous)
         y = float_ops.output_transform(s, scale, shift)
         assert [step[0] for step in steps].count("add") <= 1
         for step in steps:
@@ -245,6 +246,25 @@ def test_a_folded_sign_drops_the_float_value_nobody_else_reads():
         ("op", (0,)), ("op", (1,)), ("transform", (5,)), ("transform", (7,))]
     np.testing.assert_array_equal(fused.predict(x), unfused.predict(x))
     assert fused._runner.kernels.calls == [(2, True, False), (1, False, True)]
+
+
+def test_a_chain_longer_than_a_kernel_takes_continues_unfused():
+    g = GraphBuilder((64,), 3)
+    g.op("input_float", "in")
+    g.op("sign", "s", tensors={"thresh": np.zeros(64, np.float32), "flip": np.zeros(64, bool)})
+    g.op("bdense", "d", in_features=64, out_features=3, tensors={
+        "weight": packed(pm1(np.random.default_rng(0), (3, 64))),
+        "scale": np.full(3, 0.5, np.float32), "shift": np.full(3, -1.0, np.float32)})
+    for n in range(plan.MAX_STEPS + 2):
+        g.op("prelu" if n % 2 else "relu", f"a{n}", tensors={} if n % 2 == 0 else {
+            "shift_in": np.full(3, -0.25, np.float32), "slope": np.full(3, -0.5, np.float32),
+            "shift_out": np.full(3, 0.125, np.float32)})
+    unfused = g.model(reference=True)
+    fused = unfused._on_backend(ContractBackend())
+    x = np.random.default_rng(1).standard_normal((4, 64)).astype(np.float32)
+    np.testing.assert_array_equal(fused.predict(x), unfused.predict(x))
+    assert fused._runner.kernels.calls == [(plan.MAX_STEPS, False, True)]
+    assert len(fused._runner.plan) == 2 + 1 + 2  # in, s, the fused step, two ops left
 
 
 def test_values_are_freed_after_their_last_reader():

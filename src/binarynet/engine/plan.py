@@ -19,9 +19,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import reference
 from .float_checks import ELEMENTWISE
 
 __all__ = ["Step", "build", "single_ops"]
+
+# The most steps a fused kernel applies (its C core has room for 64 with the layer's own
+# scale/shift); a longer chain continues as separate ops. Kernels without fused transforms
+# (reference.py before them) fuse nothing, whatever this is.
+MAX_STEPS = getattr(reference, "MAX_TRANSFORM_STEPS", 63)
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,7 @@ def _readers(reads, count) -> dict:
 def _transform(i, ops, reads, readers) -> Step:
     """The fused step starting at bconv/bdense ``i``."""
     chain, residual, end = [], None, i
-    while len(readers[end]) == 1:
+    while len(readers[end]) == 1 and len(chain) < MAX_STEPS:
         k = readers[end][0]
         kind = ops[k]["op"]
         if kind not in ELEMENTWISE:
