@@ -228,11 +228,13 @@ def test_fused_and_unfused_plans_give_identical_results():
     fused = unfused._on_backend(ContractBackend())
     steps = {fused.ops[s.ops[0]]["name"]: [fused.ops[i]["name"] for i in s.ops]
              for s in fused._runner.plan if s.kind == "transform"}
-    # b1's chain runs through the add (act0 is computed before it) up to act1, which three ops
-    # read: s2 is folded and the float value kept; b2's add reads pool2, computed after b2
-    assert steps == {"b1": ["b1", "bn1", "add1", "act1", "s2"], "b2": ["b2"]}
+    # b1's chain runs through the add up to act1, which three ops read: s2 is folded and the
+    # float value kept; b2's add reads pool2, listed after b2: b2's step waits for it
+    assert steps == {"b1": ["b1", "bn1", "add1", "act1", "s2"], "b2": ["b2", "add2", "act2"]}
+    order = [fused.ops[s.ops[0]]["name"] for s in fused._runner.plan]
+    assert order.index("pool2") < order.index("b2") and order.index("b2") < order.index("cat")
     np.testing.assert_array_equal(fused.predict(x), unfused.predict(x))
-    assert fused._runner.kernels.calls == [(3, True, True), (0, False, True)]
+    assert fused._runner.kernels.calls == [(3, True, True), (2, False, True)]
     trace = {name: v for name, _, v in fused.trace(x)}  # trace runs the ops one by one
     assert set(trace) == {op["name"] for op in fused.ops}
 
@@ -267,16 +269,25 @@ def test_a_chain_longer_than_a_kernel_takes_continues_unfused():
     assert len(fused._runner.plan) == 2 + 1 + 2  # in, s, the fused step, two ops left
 
 
-def test_values_are_freed_after_their_last_reader():
-    g, _ = residual_net()
-    model = g.model()
+def freed_at(model, steps) -> dict:
+    """value name -> the name of the (first op of the) step after which it is dropped."""
     frees = {}
-    for step in model._runner.plan:
+    for step in steps:
         for j in step.frees:
             frees[model.ops[j]["name"] if j >= 0 else "input"] = model.ops[step.ops[0]]["name"]
+    return frees
+
+
+def test_values_are_freed_after_their_last_reader():
+    g, _ = residual_net()
+    model = g.model(reference=True)
+    frees = freed_at(model, plan.single_ops(model.graph, model._runner.reads))
     assert frees["act0"] == "add1" and frees["act1"] == "mp" and frees["input"] == "in"
     assert "fc" not in frees  # the output
     assert len(frees) == len(model.ops)  # every other value, once
+    # fused, the shortcut act0 is read (and dropped) by b1's step, which runs the add
+    fused = model._on_backend(ContractBackend())
+    assert freed_at(fused, fused._runner.plan)["act0"] == "b1"
 
 
 # -- trace, backends, torch-free use --------------------------------------------------------------
