@@ -221,6 +221,40 @@ def mlp_dag(seed=0, k=70, hidden=65, classes=7):
     return g
 
 
+def test_a_binary_mlp_dag_equals_torch():
+    """bdense with scale/shift, signs on flat values, and a float head as the output."""
+    g = mlp_dag(1)
+    x = np.random.default_rng(9).standard_normal((20, 70)).astype(np.float32)
+    ops = {op["name"]: op for op in g.graph["ops"]}
+
+    def tensor(name, role):
+        return t(g.tensors[ops[name]["tensors"][role]])
+
+    def sign(v, name):
+        up = torch.where(tensor(name, "flip"), v <= tensor(name, "thresh"), v >= tensor(name, "thresh"))
+        return torch.where(up, 1.0, -1.0)
+
+    def bdense(v, name):
+        w = t(reference.unpack(g.tensors[ops[name]["tensors"]["weight"]], ops[name]["in_features"]))
+        return (v @ w.float().T) * tensor(name, "scale") + tensor(name, "shift")
+
+    y = bdense(sign(t(x), "s0"), "d0") * tensor("bn0", "scale") + tensor("bn0", "shift")
+    z = y + tensor("act", "shift_in")
+    y = torch.where(z > 0, z, tensor("act", "slope") * z) + tensor("act", "shift_out")
+    want = bdense(sign(y, "s1"), "d1") * tensor("bn1", "scale") + tensor("bn1", "shift")
+    np.testing.assert_array_equal(g.model().predict(x), want.numpy())
+
+
+def test_uint8_images_are_normalised_as_the_float_input_is():
+    g, _ = residual_net(5)
+    g.graph["input"].update(scale=[1 / 64, 1 / 128, 1 / 32], offset=[-2.0, -1.0, -4.0])
+    u8 = np.random.default_rng(3).integers(0, 256, (4, 3, 8, 8), dtype=np.uint8)
+    x_f = (u8.astype(np.float32) * np.float32([1 / 64, 1 / 128, 1 / 32]).reshape(1, 3, 1, 1)
+           + np.float32([-2, -1, -4]).reshape(1, 3, 1, 1))
+    model = g.model()
+    np.testing.assert_array_equal(model.predict(u8), model.predict(x_f))
+
+
 def test_fused_and_unfused_plans_give_identical_results():
     g, _ = residual_net(2)
     x = np.random.default_rng(5).standard_normal((3, 3, 8, 8)).astype(np.float32)
