@@ -16,6 +16,7 @@ import numpy as np
 from . import backends as _backends
 from . import format as _format
 from . import graph as _graph
+from . import memory as _memory
 from ..errors import ModelFileError
 from .runner import Runner
 
@@ -56,9 +57,12 @@ class PackedModel:
         (:func:`binarynet.engine.backends.register_backend`); "cuda" is :mod:`binarynet.gpu`,
         imported here and not before (the CPU engine imports no GPU framework): the tensors
         are uploaded once and :meth:`predict` runs the same graph with its Triton / 1-bit
-        tensor-core ops, with the same results as on the CPU.
+        tensor-core ops, with the same results as on the CPU (the real-valued stream of a
+        format-3 graph: its real convolutions, dense layers and global means may sum in
+        another order, within float32 rounding).
         Raises :class:`~binarynet.errors.BinarynetError` when the backend's packages are
-        missing or no such device is available, ValueError for an unknown device.
+        missing, no such device is available or the backend cannot run one of the graph's ops,
+        ValueError for an unknown device.
         """
         name = str(device)
         if name == self.device:
@@ -151,8 +155,8 @@ class PackedModel:
         ``x`` is float (already normalised as in training; the first layer sums in float64 and
         rounds to float32 like the training layer) or uint8 (raw pixels; needs the normalisation
         given at export, which is folded into the first layer's integer thresholds). Large
-        batches are processed ``batch_size`` samples at a time (default: bounded first-layer
-        temporaries).
+        batches are processed ``batch_size`` samples at a time (default: bounded by the
+        working memory per sample, :mod:`binarynet.engine.memory`).
 
         On "cpu", ``x`` is array-like and the logits a numpy array. On another backend (:meth:`to`),
         ``x`` is a numpy array (logits come back as numpy) or the backend's own tensor type on
@@ -201,23 +205,20 @@ class PackedModel:
     def trace(self, x) -> list:
         """Run the ops one by one (no fusion) and return each op's output, for debugging.
 
-        Returns ``[(op name, op kind, array)]``: binary activations unpacked to int8 +-1 in the
-        training model's layout (N, C, H, W) or (N, K) (flat bits in the NCHW flatten order),
-        logits as float32. Compare them with the training model's Sign outputs layer by layer.
-        Numpy arrays on every device.
+        Returns ``[(op name, op kind, array)]``, one per op in graph order: binary activations
+        unpacked to int8 +-1 and float values (the real-valued stream of a format-3 graph) as
+        float32, both in the training model's layout (N, C, H, W) or (N, K) (flattened in the
+        NCHW order), logits as float32. Compare them with the training model's Sign outputs and
+        intermediate tensors layer by layer. Numpy arrays on every device.
         """
         x, _ = self._check_input(x, "trace")
         return self._runner.trace(x)
 
     def _default_batch_size(self) -> int:
-        op = self.ops[0]
-        act = self.activations[0][1]
-        if op["op"] == "first_conv":
-            kh, kw = op["kernel"]
-            positions = act[0] * act[1]
-            per_sample = positions * (8 * kh * kw * op["in_channels"] + 8 * op["out_channels"])
-        else:
-            per_sample = 8 * int(np.prod(self.input_shape)) + 8 * int(np.prod(act))
+        """Samples per internal batch: the backend's batch_bytes over the most one sample needs
+        in any op (its temporaries and the values alive then)."""
+        image = ("image", self.input_shape)
+        per_sample = max(_memory.op_needs(self.ops, self._runner.reads, self.activations, image))
         return max(1, self._runner.xp.batch_bytes // per_sample)
 
     def profile(self, x, repeats: int = 5) -> list:
