@@ -12,8 +12,10 @@ from torch import nn
 from ..engine.model import PackedModel
 from ..errors import ExportError
 from .builder import walk
+from .dag import DagBuilder
 from .inputs import example_batch, normalisation, to_float
-from .modules import flatten_modules
+from .modules import CHAIN_TYPES, chain_eligible
+from .trace import chain_leaves, trace
 from .writer import GraphWriter
 
 
@@ -52,7 +54,6 @@ def export(model: nn.Module, example_input, input_scale=None, input_offset=None,
                           f"{sorted(str(d) for d in floats)} parameters (call model.float())")
     if any(t.device.type != "cpu" for t in tensors):
         model = copy.deepcopy(model).cpu()  # decisions are evaluated on the CPU
-    leaves = flatten_modules(model)
     x = example_batch(example_input, input_scale)
     scale, offset = normalisation(input_scale, input_offset, tuple(x.shape[1:]))
     x_torch, x_u8 = x, None
@@ -62,8 +63,8 @@ def export(model: nn.Module, example_input, input_scale=None, input_offset=None,
     model.eval()
     try:
         with torch.no_grad():
-            writer = GraphWriter(tuple(x_torch.shape[1:]), scale, offset, first_layer)
-            walk(writer, leaves)
+            writer = _graph(model, x_torch, lambda: GraphWriter(tuple(x_torch.shape[1:]), scale,
+                                                                offset, first_layer))
             expected = model(x_torch)
             packed = PackedModel(writer.graph(), writer.tensors)
             packed.export_report = writer.report
@@ -72,6 +73,40 @@ def export(model: nn.Module, example_input, input_scale=None, input_offset=None,
         for module, training in states.items():
             module.training = training
     return packed
+
+
+def _graph(model: nn.Module, x: torch.Tensor, new_writer) -> GraphWriter:
+    """The engine graph of ``model`` (eval mode) in a writer from ``new_writer()``.
+
+    A chain of the modules the paper networks use (an nn.Sequential, or any model tracing to
+    such a chain) keeps the fused chain ops with verified integer thresholds (:mod:`.builder`);
+    any other model, or a chain that path refuses, is traced into a DAG (:mod:`.dag`). When
+    both refuse a chain, the error says why each did.
+    """
+    leaves, gm, chain_error = chain_eligible(model), None, None
+    if leaves is None:
+        gm = trace(model, x)
+        leaves = chain_leaves(gm, CHAIN_TYPES)
+    if leaves is not None:
+        try:
+            writer = new_writer()
+            walk(writer, leaves)
+            writer.report["path"] = "chain"
+            return writer
+        except ExportError as err:
+            chain_error = err
+    try:
+        gm = gm if gm is not None else trace(model, x)
+        writer = new_writer()
+        builder = DagBuilder(gm, writer)
+        builder.run()
+    except ExportError as err:
+        if chain_error is None:
+            raise
+        raise ExportError(f"{chain_error}; the traced export also refuses it: {err}") from None
+    writer.report["path"] = "dag"
+    writer.report["signs"] = builder.signs
+    return writer
 
 
 def _final_check(packed: PackedModel, expected: torch.Tensor, x_float: torch.Tensor, x_u8) -> None:
@@ -95,7 +130,7 @@ def _final_check(packed: PackedModel, expected: torch.Tensor, x_float: torch.Ten
             warnings.warn(
                 f"export: on the example input ({kind} path) the engine's logits differ from the "
                 f"torch model's (max relative error {rel:.2e}, {argmax_diff} different argmax of "
-                f"{len(x)}); first-layer near-ties round differently in float32 (see "
-                "binarynet.export.first_layer), anything larger is a bug", UserWarning,
+                f"{len(x)}); near-ties of a sign round differently in float32 (see "
+                "binarynet.export.first_layer and binarynet.export.values)", UserWarning,
                 stacklevel=3)
     packed.export_report["example_check"] = results
