@@ -63,8 +63,10 @@ class Value:
 
 
 def _round_up(t: np.ndarray) -> np.ndarray:
-    """The smallest float32 >= t (float64), elementwise."""
-    t32 = t.astype(np.float32)
+    """The smallest float32 >= t (float64), elementwise (beyond float32's range: +-inf or the
+    largest finite float32, which decide the same)."""
+    with np.errstate(over="ignore"):
+        t32 = t.astype(np.float32)
     low = t32.astype(np.float64) < t
     t32[low] = np.nextafter(t32[low], np.float32(np.inf))
     return t32
@@ -72,7 +74,8 @@ def _round_up(t: np.ndarray) -> np.ndarray:
 
 def _round_down(t: np.ndarray) -> np.ndarray:
     """The largest float32 <= t (float64), elementwise."""
-    t32 = t.astype(np.float32)
+    with np.errstate(over="ignore"):
+        t32 = t.astype(np.float32)
     high = t32.astype(np.float64) > t
     t32[high] = np.nextafter(t32[high], np.float32(-np.inf))
     return t32

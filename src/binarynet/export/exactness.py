@@ -1,0 +1,98 @@
+"""How exactly an exported DAG model follows the torch model (issue 12, "Exactness"): every
+binary decision is compared, sign op by sign op, with torch's on the same inputs.
+
+The engine folds batch norms and RSign shifts into sign thresholds and sums real convolutions in
+its own order, so a sign may decide differently from torch's float32 arithmetic when its
+input lies within rounding of the threshold (a near-tie). :func:`agreement` counts, per
+``sign`` op, the decisions that differ and how far their input was from the threshold
+(|x - t| / |x|, x the torch value); once a sample has one differing bit, the later ops see
+different inputs, so its later disagreements are counted apart as ``cascaded`` (they are not
+near-ties of their own). Also the argmax agreement and the largest logit difference.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .trace import trace
+
+
+class _Recorder(fx.Interpreter):
+    """Runs the traced model, keeping every node's output."""
+
+    def __init__(self, gm):
+        super().__init__(gm)
+        self.outputs: dict = {}
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        self.outputs[n.name] = out
+        return out
+
+
+def _torch_bits(gm, outputs: dict, how: dict) -> torch.Tensor:
+    if "node" in how:
+        return outputs[how["node"]]
+    node = next(n for n in gm.graph.nodes if n.name == how["quantizer_of"])
+    return gm.get_submodule(node.target).quantized_input(outputs[node.args[0].name])
+
+
+def _to_torch_layout(array: np.ndarray, shape: tuple) -> np.ndarray:
+    """An engine trace array (N, ...) in torch's (N, C, H, W) / (N, K) layout."""
+    if array.shape[1:] == shape:
+        return array
+    return np.moveaxis(array, -1, 1)  # NHWC -> NCHW
+
+
+def agreement(model: nn.Module, packed, x) -> dict:
+    """Compare ``packed`` (exported from ``model`` by the traced path) with ``model`` on float
+    inputs ``x`` (N, ...). Returns::
+
+        {"samples": N, "argmax_agreement": fraction, "max_logit_diff": max |engine - torch|,
+         "max_logit_relative": that / max |torch logit| of the sample,
+         "signs": {op: {"decisions": n, "differ": n, "cascaded": n, "max_margin": r}}}
+
+    ``differ`` counts decisions of samples with no earlier differing bit, ``max_margin`` their
+    largest |x - t| / |x| (0 when none differ); ``cascaded`` the others.
+    """
+    signs = packed.export_report.get("signs")
+    if signs is None:
+        raise ValueError("agreement compares models exported by the traced (DAG) path")
+    x = torch.as_tensor(np.asarray(x, np.float32))
+    model_mode = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            gm = trace(model, x)
+            rec = _Recorder(gm)
+            want = rec.run(x).double().numpy()
+    finally:
+        model.train(model_mode)
+    engine = {name: arr for name, _, arr in packed.trace(x.numpy())}
+    got = packed.predict(x.numpy()).astype(np.float64)
+    diverged = np.zeros(len(x), bool)
+    per_op = {}
+    for op in packed.ops:
+        if op["op"] != "sign":
+            continue
+        how = signs[op["name"]]
+        t_bits = _torch_bits(gm, rec.outputs, how["torch"]).numpy() >= 0
+        src = rec.outputs[how["source"]].double().numpy()
+        e_bits = _to_torch_layout(engine[op["name"]], t_bits.shape[1:]) > 0
+        thresh = packed.tensors[op["tensors"]["thresh"]].astype(np.float64)
+        view = (1, -1) + (1,) * (src.ndim - 2)
+        margin = np.abs(src - thresh.reshape(view)) / np.maximum(np.abs(src), 1e-30)
+        differ = (e_bits != t_bits).reshape(len(x), -1)
+        fresh = differ & ~diverged[:, None]
+        per_op[op["name"]] = {
+            "decisions": int(differ.size), "differ": int(fresh.sum()),
+            "cascaded": int((differ & diverged[:, None]).sum()),
+            "max_margin": float(margin.reshape(len(x), -1)[fresh].max()) if fresh.any() else 0.0}
+        diverged |= differ.any(axis=1)
+    size = np.maximum(np.abs(want).max(axis=1), 1e-30)
+    diff = np.abs(got - want).max(axis=1)
+    return {"samples": len(x), "argmax_agreement": float(np.mean(got.argmax(1) == want.argmax(1))),
+            "max_logit_diff": float(diff.max()), "max_logit_relative": float((diff / size).max()),
+            "signs": per_op}
