@@ -47,7 +47,7 @@ def test_round_trip_keeps_graph_tensors_and_dtypes(tmp_path):
         assert tensors[name].dtype == array.dtype
         np.testing.assert_array_equal(tensors[name], array)
     assert meta["format"] == "binarynet-packed"
-    assert meta["format_version"] == "2"
+    assert meta["format_version"] == "3"
     # 8-byte aligned data: the JSON header is padded to a multiple of 8
     assert fmt.header_size(path.read_bytes()) % 8 == 0
 
@@ -135,8 +135,8 @@ def test_altered_graph(tmp_path):
 
 
 @pytest.mark.parametrize("version, message", [
-    ("3", "written by format version 3 .*, this binarynet .* reads version 2; upgrade binarynet"),
-    ("1", "written by format version 1 .* reads version 2; re-export the model from its checkpoint with this binarynet"),
+    ("4", "written by format version 4 .*, this binarynet .* reads versions 2 to 3; upgrade binarynet"),
+    ("1", "written by format version 1 .* reads versions 2 to 3; re-export the model from its checkpoint with this binarynet"),
     ("\u00b2", "format_version .* is not an integer"),
     ("one", "format_version 'one' is not an integer"),
 ])
@@ -215,7 +215,7 @@ def write_graph(path, graph, tensors):
      "has shape \\(3, 2\\), expected \\(3, 1\\)"),
     (lambda g, t: t.update({"extra": np.ones(2)}), "tensors not used by any op: extra"),
     (lambda g, t: g["ops"][1].update(in_features=6), "in_features 6 != 5 input features"),
-    (lambda g, t: g.update(num_classes=4), "last op must produce logits of shape \\(4,\\)"),
+    (lambda g, t: g.update(num_classes=4), "last op must produce logits or float of shape \\(4,\\)"),
     (lambda g, t: g["ops"].append(dict(g["ops"][1])), "follows the logits"),
     (lambda g, t: g["input"].update(scale=[0.5]), "scale and offset must both be given"),
     (lambda g, t: g["input"].update(shape=[0]), "input shape must be"),

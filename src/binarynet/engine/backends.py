@@ -5,7 +5,9 @@ and everything device-specific: ``kernels`` (a module with the ops of
 :mod:`binarynet.engine.kernels`, same names and semantics), the few array operations the runner
 does itself (``upload``, ``cast``, ``permute``...; :class:`CpuBackend` lists them), how it takes
 the caller's own array type (``is_native`` / ``is_float`` / ``move``), ``synchronize()`` for
-timing, and ``batch_bytes``, the bound on first-layer temporaries per internal batch.
+timing, ``batch_bytes``, the bound on first-layer temporaries per internal batch, and ``float_ops``,
+the ops of the real-valued stream (:mod:`binarynet.engine.float_ops`' functions on its arrays;
+a backend without it runs format-2 graphs only, and refuses the others naming the op).
 
 The CPU backend lives here. Others register themselves with :func:`register_backend` when their
 module is imported; :func:`create` imports the module named in :data:`KNOWN_BACKENDS` on first
@@ -19,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import BinarynetError
+from . import float_ops
 
 __all__ = ["CpuBackend", "KNOWN_BACKENDS", "register_backend", "create", "names"]
 
@@ -66,10 +69,12 @@ def create(device: str):
 
 
 class CpuBackend:
-    """numpy arrays and the compiled kernels (or, ``reference=True``, the numpy reference)."""
+    """numpy arrays and the compiled kernels (or, ``reference=True``, the numpy reference);
+    the real-valued stream in numpy float32 either way."""
 
     device = "cpu"
     batch_bytes = 64 * 1024 * 1024
+    float_ops = float_ops
 
     def __init__(self, reference: bool = False):
         if reference:

@@ -24,6 +24,9 @@ Metadata of a binarynet packed model:
 ==================== =====================================================================
 
 Version 2 added ``table_sha256``; version 1 files are refused with a message to re-export.
+Version 3 made the graph a DAG with a real-valued stream (ops name their ``inputs``; new float
+ops, :mod:`binarynet.engine.graph`); version-2 files are chains, which version 3 keeps valid,
+so they still load.
 
 No pickle anywhere: reading a file can only ever produce numpy arrays and JSON values.
 Every field is validated on load, before anything is allocated from it (shapes, nesting depth
@@ -46,12 +49,15 @@ from .._atomic import atomic_write
 from ..errors import ModelFileError
 
 __all__ = [
-    "FORMAT_NAME", "FORMAT_VERSION", "DTYPES", "write_file", "read_file", "encode", "decode",
+    "FORMAT_NAME", "FORMAT_VERSION", "READABLE_VERSIONS", "DTYPES", "write_file", "read_file",
+    "encode", "decode",
     "header_size",
 ]
 
 FORMAT_NAME = "binarynet-packed"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# Versions this reader takes: every version-2 graph (a chain of ops) is also a version-3 graph.
+READABLE_VERSIONS = (2, 3)
 
 # safetensors dtype names <-> little-endian numpy dtypes (only those the engine uses).
 DTYPES = {
@@ -261,13 +267,13 @@ def _check_metadata(metadata) -> dict:
     if not isinstance(text, str) or not re.fullmatch(r"[0-9]{1,9}", text):
         raise ModelFileError(f"format_version {text!r} is not an integer")
     version = int(text)
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         written = metadata.get("binarynet_version")
         advice = ("upgrade binarynet" if version > FORMAT_VERSION else
                   "re-export the model from its checkpoint with this binarynet")
         raise ModelFileError(
             f"written by format version {version} (binarynet {written}), this binarynet "
-            f"({__version__}) reads version {FORMAT_VERSION}; {advice}"
+            f"({__version__}) reads versions {READABLE_VERSIONS[0]} to {FORMAT_VERSION}; {advice}"
         )
     missing = [key for key in _REQUIRED_METADATA if key not in metadata]
     if missing:

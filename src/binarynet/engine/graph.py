@@ -4,15 +4,27 @@ A graph is a JSON object::
 
     {"input": {"shape": [C, H, W] or [K], "scale": [..] or null, "offset": [..] or null},
      "num_classes": 10,
-     "ops": [{"op": "first_dense", "name": "1", ..., "tensors": {"weight": "1.weight", ...}}, ...]}
+     "ops": [{"op": "first_dense", "name": "1", ["inputs": ["input"],] ...,
+              "tensors": {"weight": "1.weight", ...}}, ...]}
 
 ``scale`` / ``offset`` (one per input channel; one value for a flat input) describe the data
 normalisation x_f = x_u8 * scale + offset the model was trained with; with them the engine
-accepts uint8 images. Activations flow between ops as one of three kinds:
+accepts uint8 images.
+
+The ops form a DAG (format 3). Each op produces one value, named by the op's ``name``; the
+model input is the value ``"input"`` (no op may be named so). ``inputs`` lists the values an
+op reads, each ``"input"`` or the name of exactly one earlier op; without it an op reads the
+previous op's value (the first op: ``"input"``), so a format-2 chain is a valid format-3 graph.
+Ops are listed in execution order. Every value but the last op's must be read by a later op;
+the last op's value is the output: logits or float of shape ``(num_classes,)``. Values are of
+four kinds (per sample; the batch axis N is in front):
 
 - ``image``: the model input, (N, *input.shape), float (normalised) or uint8;
 - ``bits``: +-1 activations packed LSB-first in uint64, NHWC ``(H, W, C)`` or flat ``(K,)``;
-- ``logits``: float32 ``(num_classes,)``, the output.
+- ``float``: float32, NHWC ``(H, W, C)`` or flat ``(K,)``: the real-valued stream of modern
+  BNNs (Bi-Real, ReActNet, QuickNet), whose ops are checked in
+  :mod:`binarynet.engine.float_checks` and computed as :mod:`binarynet.engine.float_ops` says;
+- ``logits``: float32 ``(num_classes,)``, the output of the format-2 output ops.
 
 Ops (every binary weight is packed along its reduction axis, docs/design.md):
 
@@ -29,9 +41,17 @@ first_conv     image   bits    weight U64 (O, ceil(KH*KW*C/g/64)) over (kh, kw, 
 dense          bits    bits    weight U64 (O, ceil(K/64)), thresh I32 (O,), flip BOOL (O,)
 conv           bits    bits    weight U64 (O, KH, KW, ceil(C/g/64)), thresh I32 (O,), flip BOOL (O,)
 maxpool        bits    bits    flip BOOL (C,) (OR where False, AND where True)
-flatten        bits    bits    none: (H, W, C) -> (H*W*C,) in NHWC order
+flatten        bits or same    none: (H, W, C) -> (H*W*C,) in NHWC order
+               float
 dense_logits   bits    logits  weight U64 (O, ceil(K/64)), scale F64 (O,), shift F64 (O,)
 ============== ======= ======= ==================================================================
+
+Ops of the real-valued stream (format 3; per-channel tensors F32 (C,)): ``input_float`` (image
+-> float, NHWC), ``conv_real`` / ``dense_real`` (float weights and bias), ``bconv`` /
+``bdense`` (bits -> float: float32(s) * scale + shift, s the +-1 dot product), ``sign``
+(float -> bits: x >= thresh, x <= thresh where flip), ``scale_shift``, ``relu``, ``prelu``
+(shift_in, slope, shift_out), ``add`` (two values), ``concat`` (two or more, along channels),
+``avgpool`` / ``maxpool_real`` (PyTorch's pools with padding and ceil_mode), ``global_avgpool``.
 
 First layers (real-valued input). ``z`` is the pre-activation x_f . w + bias. Float input:
 bit = z >= vthresh (z <= vthresh where flip) with z = float32(x_f . w summed in float64) +
@@ -43,11 +63,12 @@ is compared with the integer ``thresh`` (per border class of output positions fo
 s the +-1 dot product; logits = scale * s + shift.
 
 Validation bounds every size and geometry field to what a real model can have (:data:`LIMITS`:
-kernel, stride, dilation and padding at most 64, at most 65536
-channels, images at most 16384 pixels a side...), checks that weight pad bits are 0, that BOOL
-``flip`` tensors are 0/1 (in :mod:`binarynet.engine.format`) and that float tensors are finite,
-and that no op needs more working memory per sample than a bound (:mod:`binarynet.engine.memory`),
-so a crafted file is refused at load with the layer named instead of failing or exhausting the
+kernel, stride, dilation and padding at most 64, at most 65536 channels, images at most 16384
+pixels a side...), checks that weight pad bits are 0, that BOOL ``flip`` tensors are 0/1 (in
+:mod:`binarynet.engine.format`) and that float tensors are finite (thresholds may be +-inf: a
+channel whose sign is constant), and that no op needs more working memory per sample than a
+bound (:mod:`binarynet.engine.memory`; values a DAG keeps alive for later ops count too), so a
+crafted file is refused at load with the layer named instead of failing or exhausting the
 machine at predict.
 """
 from __future__ import annotations
@@ -56,43 +77,18 @@ import math
 
 import numpy as np
 
-from ..errors import ModelFileError
-from . import memory
+from . import float_checks, memory
+from .checker import LIMITS, PAD_MODES, Checker, conv_output_size, words
 from .format import _short
 
-__all__ = ["OPS", "PAD_MODES", "FIRST_LAYER_MODES", "words", "validate", "conv_output_size",
-           "as_pair", "conv_geometry",
-           "integer_first_layer"]
+__all__ = ["OPS", "INPUT", "PAD_MODES", "FIRST_LAYER_MODES", "LIMITS", "words", "validate",
+           "sources", "conv_output_size", "as_pair", "conv_geometry", "integer_first_layer"]
 
 OPS = ("binarize_input", "first_dense", "first_conv", "dense", "conv", "maxpool", "flatten",
-       "dense_logits")
-PAD_MODES = ("zero", "one", "minus_one")
+       "dense_logits") + float_checks.OPS
+INPUT = "input"  # the value name of the model input
 FIRST_LAYER_MODES = ("bitplane", "int")
 FIRST_LAYER_PAD_VALUES = (0.0, 1.0, -1.0)
-
-# Upper bounds on graph fields, far above any real BNN (the paper's largest layer has 1024
-# channels, 3x3 kernels, 32x32 images) yet low enough that no field alone can make a load or a
-# predict allocate or loop without limit.
-LIMITS = {
-    "kernel": 64,        # conv/pool window side
-    "stride": 64,
-    "dilation": 64,
-    "padding": 64,
-    "channels": 1 << 16,  # in/out channels, groups
-    "size": 1 << 14,      # image height/width
-    "features": 1 << 26,  # dense in/out features, flat input size
-    "classes": 1 << 20,
-}
-
-
-def words(bits: int) -> int:
-    """uint64 words holding ``bits`` packed bits: ceil(bits / 64)."""
-    return -(-bits // 64)
-
-
-def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    """Output length of a convolution/pooling window along one axis, as PyTorch's Conv2d."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def as_pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
@@ -130,91 +126,6 @@ def integer_first_layer(graph: dict) -> bool:
     return scale is not None and len(set(scale)) == 1 and scale[0] > 0
 
 
-class _Checker:
-    """Walks the ops, tracking the activation kind/shape, and collects the tensors they need."""
-
-    def __init__(self, graph: dict, tensors: dict):
-        self.graph = graph
-        self.tensors = tensors
-        self.used: set = set()
-
-    def fail(self, op_index, message):
-        where = "graph"
-        if op_index is not None:
-            op = self.graph["ops"][op_index]
-            name = op.get("name") if isinstance(op, dict) else None
-            where = f"op {op_index}" + (f" (layer {name!r})" if isinstance(name, str) else "")
-        raise ModelFileError(f"invalid graph: {where}: {message}")
-
-    # attribute readers -----------------------------------------------------------------------
-    def int_attr(self, i, op, key, minimum, maximum):
-        value = op.get(key)
-        if type(value) is not int or not minimum <= value <= maximum:
-            self.fail(i, f"{op.get('op')}: attribute {key!r} must be an integer in "
-                         f"[{minimum}, {maximum}], got {_short(value)}")
-        return value
-
-    def pair_attr(self, i, op, key, minimum, maximum):
-        value = op.get(key)
-        if (not isinstance(value, list) or len(value) != 2
-                or not all(type(v) is int and minimum <= v <= maximum for v in value)):
-            self.fail(i, f"{op.get('op')}: attribute {key!r} must be a pair of integers in "
-                         f"[{minimum}, {maximum}], got {_short(value)}")
-        return value
-
-    def choice_attr(self, i, op, key, choices):
-        value = op.get(key)
-        if value not in choices:
-            self.fail(i, f"{op.get('op')}: attribute {key!r} must be one of {list(choices)}, "
-                         f"got {_short(value)}")
-        return value
-
-    def tensor(self, i, op, role, dtype, shape):
-        names = op.get("tensors")
-        name = names.get(role) if isinstance(names, dict) else None
-        if not isinstance(name, str):
-            self.fail(i, f"{op.get('op')}: missing tensor role {role!r}")
-        array = self.tensors.get(name)
-        if array is None:
-            self.fail(i, f"{op.get('op')}: tensor {name!r} ({role}) is not in the file")
-        if array.dtype != np.dtype(dtype):
-            self.fail(i, f"{op.get('op')}: tensor {name!r} ({role}) has dtype {array.dtype}, "
-                         f"expected {np.dtype(dtype)}")
-        if tuple(array.shape) != tuple(shape):
-            self.fail(i, f"{op.get('op')}: tensor {name!r} ({role}) has shape "
-                         f"{tuple(array.shape)}, expected {tuple(shape)}")
-        if array.dtype.kind == "f":
-            # vthresh may be +-inf (a channel whose sign is constant); nothing may be NaN
-            bad = np.isnan(array) if role == "vthresh" else ~np.isfinite(array)
-            if bad.any():
-                self.fail(i, f"{op.get('op')}: tensor {name!r} ({role}) holds "
-                             f"{'NaN' if role == 'vthresh' else 'NaN or infinite'} values")
-        self.used.add(name)
-        return array
-
-    def packed_weight(self, i, op, shape, k):
-        """A uint64 weight packed along its last axis, rows of ``k`` bits: pad bits must be 0
-        (the kernels rely on it: K - 2 popcount(a ^ w) counts every set pad bit)."""
-        w = self.tensor(i, op, "weight", np.uint64, shape)
-        used = k % 64
-        if used and np.any(w[..., -1] >> np.uint64(used)):
-            self.fail(i, f"{op.get('op')}: weight has pad bits set beyond its {k} bits per row "
-                         "(they must be 0)")
-        return w
-
-    def no_extra_roles(self, i, op, roles):
-        extra = set(op.get("tensors", {})) - set(roles)
-        if extra:
-            self.fail(i, f"{op.get('op')}: unexpected tensor roles {sorted(extra)}")
-
-    def expect(self, i, op, act, kind, ndim=None):
-        if act[0] != kind or (ndim is not None and len(act[1]) != ndim):
-            want = f"{kind} ({'(H, W, C)' if ndim == 3 else '(K,)' if ndim == 1 else 'any'})"
-            self.fail(i, f"{op['op']} takes {want} activations, got {act[0]} of shape {act[1]}")
-
-
-
-
 def _finite_number(v) -> bool:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return False
@@ -223,14 +134,51 @@ def _finite_number(v) -> bool:
 
 def validate(graph: dict, tensors: dict, max_bytes=None) -> list:
     """Check that ``graph`` is well formed and consistent with ``tensors`` (dtypes, shapes, use),
-    that every field is within :data:`LIMITS`, and that no op needs more than ``max_bytes`` of
-    working memory per sample (:func:`binarynet.engine.memory.sample_bytes`; None: the default
-    bound, :func:`binarynet.engine.memory.limit`).
+    that every field is within :data:`LIMITS`, that its ops form a DAG whose values are all used
+    and whose last value is the logits, and that no op needs more than ``max_bytes`` of working
+    memory per sample, counting every value still alive while it runs
+    (:mod:`binarynet.engine.memory`; None: the default bound, :func:`memory.limit`).
 
-    Returns the activation after each op, ``(kind, shape)`` per sample. Raises
+    Returns the value of each op, ``(kind, shape)`` per sample (the model input is
+    ``("image", input shape)``; :func:`sources` says which values an op reads). Raises
     :class:`ModelFileError` naming the op and the problem.
     """
-    chk = _Checker(graph, tensors)
+    chk = Checker(graph, tensors)
+    image = _check_header(chk, graph)
+    ops = graph["ops"]
+    reads = _resolve(chk, ops)
+    integer = integer_first_layer(graph)
+    acts = []
+    for i, op in enumerate(ops):
+        ins = [image if j < 0 else acts[j] for j in reads[i]]
+        if any(act[0] == "logits" for act in ins):
+            chk.fail(i, f"{op['op']} follows the logits; the output op must come last")
+        low, high = float_checks.ARITY.get(op["op"], (1, 1))
+        if not low <= len(ins) <= high:
+            chk.fail(i, f"{op['op']}: reads {len(ins)} values, takes "
+                        f"{low if low == high else f'{low} to {high}'}")
+        acts.append(_CHECKS[op["op"]](chk, i, op, ins if high > 1 else ins[0], graph, integer))
+    bound = memory.limit(max_bytes)
+    for i, need in enumerate(memory.op_needs(ops, reads, acts, image)):
+        if need > bound:
+            chk.fail(i, memory.too_much(ops[i]["op"], need, bound))
+    num_classes = graph["num_classes"]
+    if acts[-1] not in (("logits", (num_classes,)), ("float", (num_classes,))):
+        chk.fail(None, f"the last op must produce logits or float of shape ({num_classes},), "
+                       f"got {acts[-1][0]} of shape {acts[-1][1]}")
+    read = {j for sources_of_op in reads for j in sources_of_op}
+    dead = [j for j in range(len(ops) - 1) if j not in read]
+    if dead:
+        chk.fail(dead[0], f"{ops[dead[0]]['op']}: its value is not read by any later op (only "
+                          "the last op's value may be unused)")
+    unused = sorted(set(tensors) - chk.used)
+    if unused:
+        chk.fail(None, f"tensors not used by any op: {', '.join(unused[:5])}")
+    return acts
+
+
+def _check_header(chk, graph) -> tuple:
+    """The input description and class count: returns the input value ("image", shape)."""
     if not isinstance(graph, dict):
         chk.fail(None, "must be a JSON object")
     missing = [k for k in ("input", "num_classes", "ops") if k not in graph]
@@ -262,33 +210,56 @@ def validate(graph: dict, tensors: dict, max_bytes=None) -> list:
     ops = graph["ops"]
     if not isinstance(ops, list) or not ops:
         chk.fail(None, "'ops' must be a non-empty list")
-    integer = integer_first_layer(graph)
-    act = ("image", tuple(shape))
-    acts = []
-    bound = memory.limit(max_bytes)
+    return ("image", tuple(shape))
+
+
+def _resolve(chk, ops) -> list:
+    """The value indices each op reads (-1: the model input), from its ``inputs`` names or, with
+    none given, the previous op's value (format 2's chain). Checks each op's kind, name and
+    tensor table first."""
+    earlier: dict = {}  # name -> indices of the ops so far with that name
+    reads = []
     for i, op in enumerate(ops):
         if not isinstance(op, dict) or op.get("op") not in OPS:
-            chk.fail(i, f"unknown op {op.get('op') if isinstance(op, dict) else op!r} "
+            chk.fail(i, f"unknown op {_short(op.get('op') if isinstance(op, dict) else op)} "
                         f"(known: {', '.join(OPS)})")
-        if not isinstance(op.get("name"), str):
-            chk.fail(i, f"{op['op']}: 'name' must be a string")
+        name = op.get("name")
+        if not isinstance(name, str) or name == INPUT:
+            chk.fail(i, f"{op['op']}: 'name' must be a string other than {INPUT!r}, got "
+                        f"{_short(name)}")
         if not isinstance(op.get("tensors"), dict):
             chk.fail(i, f"{op['op']}: 'tensors' must be an object")
-        if act[0] == "logits":
-            chk.fail(i, f"{op['op']} follows the logits; the output op must come last")
-        before = act
-        act = _CHECKS[op["op"]](chk, i, op, act, graph, integer)
-        acts.append(act)
-        need = memory.sample_bytes(op, before, act)
-        if need > bound:
-            chk.fail(i, memory.too_much(op["op"], need, bound))
-    if act != ("logits", (num_classes,)):
-        chk.fail(None, f"the last op must produce logits of shape ({num_classes},), got "
-                       f"{act[0]} of shape {act[1]}")
-    unused = sorted(set(tensors) - chk.used)
-    if unused:
-        chk.fail(None, f"tensors not used by any op: {', '.join(unused[:5])}")
-    return acts
+        names = op.get("inputs")
+        if names is None and "inputs" not in op:
+            reads.append([i - 1])
+        elif (not isinstance(names, list) or not 1 <= len(names) <= LIMITS["inputs"]
+              or not all(isinstance(n, str) for n in names)):
+            chk.fail(i, f"{op['op']}: attribute 'inputs' must be a list of 1 to "
+                        f"{LIMITS['inputs']} value names, got {_short(names)}")
+        else:
+            reads.append([_source(chk, i, op, n, earlier, ops) for n in names])
+        earlier.setdefault(name, []).append(i)
+    return reads
+
+
+def _source(chk, i, op, name, earlier, ops) -> int:
+    if name == INPUT:
+        return -1
+    found = earlier.get(name, [])
+    if len(found) == 1:
+        return found[0]
+    if found:
+        chk.fail(i, f"{op['op']}: input {_short(name)} is ambiguous: ops {found[:5]} are all "
+                    "named so")
+    later = any(isinstance(o, dict) and o.get("name") == name for o in ops[i:])
+    chk.fail(i, f"{op['op']}: input {_short(name)} "
+                + ("is a forward reference (ops must come after the values they read)" if later
+                   else "names no earlier op (nor 'input')"))
+
+
+def sources(graph: dict) -> list:
+    """The value indices each op of a validated ``graph`` reads (-1: the model input)."""
+    return _resolve(Checker(graph, {}), graph["ops"])
 
 
 def _binarize_input(chk, i, op, act, graph, integer):
@@ -337,29 +308,9 @@ def _first_dense(chk, i, op, act, graph, integer):
     return ("bits", (o,)) if output == "bits" else ("logits", (o,))
 
 
-def _conv_attrs(chk, i, op, act):
-    c = chk.int_attr(i, op, "in_channels", 1, LIMITS["channels"])
-    o = chk.int_attr(i, op, "out_channels", 1, LIMITS["channels"])
-    if c != act[1][-1 if act[0] == "bits" else 0]:
-        chk.fail(i, f"{op['op']}: in_channels {c} does not match the input {act[1]}")
-    kernel = chk.pair_attr(i, op, "kernel", 1, LIMITS["kernel"])
-    stride = chk.pair_attr(i, op, "stride", 1, LIMITS["stride"])
-    dilation = chk.pair_attr(i, op, "dilation", 1, LIMITS["dilation"])
-    padding = chk.pair_attr(i, op, "padding", 0, LIMITS["padding"])
-    groups = chk.int_attr(i, op, "groups", 1, c)
-    if c % groups or o % groups:
-        chk.fail(i, f"{op['op']}: groups {groups} must divide in_channels {c} and out_channels {o}")
-    h, w = (act[1][0], act[1][1]) if act[0] == "bits" else (act[1][1], act[1][2])
-    ho = conv_output_size(h, kernel[0], stride[0], padding[0], dilation[0])
-    wo = conv_output_size(w, kernel[1], stride[1], padding[1], dilation[1])
-    if ho < 1 or wo < 1:
-        chk.fail(i, f"{op['op']}: kernel {kernel} does not fit the {h}x{w} input")
-    return c, o, kernel, groups, ho, wo
-
-
 def _first_conv(chk, i, op, act, graph, integer):
     chk.expect(i, op, act, "image", 3)
-    c, o, kernel, groups, ho, wo = _conv_attrs(chk, i, op, act)
+    c, o, kernel, groups, ho, wo = chk.conv_attrs(i, op, act)
     chk.choice_attr(i, op, "mode", FIRST_LAYER_MODES)
     chk.choice_attr(i, op, "output", ("bits",))
     chk.choice_attr(i, op, "pad_value", FIRST_LAYER_PAD_VALUES)
@@ -405,7 +356,7 @@ def _dense(chk, i, op, act, graph, integer):
 
 def _conv(chk, i, op, act, graph, integer):
     chk.expect(i, op, act, "bits", 3)
-    c, o, kernel, groups, ho, wo = _conv_attrs(chk, i, op, act)
+    c, o, kernel, groups, ho, wo = chk.conv_attrs(i, op, act)
     chk.choice_attr(i, op, "pad_mode", PAD_MODES)
     chk.packed_weight(i, op, (o, kernel[0], kernel[1], words(c // groups)), c // groups)
     chk.tensor(i, op, "thresh", np.int32, (o,))
@@ -427,9 +378,9 @@ def _maxpool(chk, i, op, act, graph, integer):
 
 
 def _flatten(chk, i, op, act, graph, integer):
-    chk.expect(i, op, act, "bits", 3)
+    chk.expect(i, op, act, ("bits", "float"), 3)
     chk.no_extra_roles(i, op, [])
-    return ("bits", (math.prod(act[1]),))
+    return (act[0], (math.prod(act[1]),))
 
 
 _CHECKS = {
@@ -441,4 +392,5 @@ _CHECKS = {
     "maxpool": _maxpool,
     "flatten": _flatten,
     "dense_logits": _dense,
+    **float_checks.CHECKS,
 }

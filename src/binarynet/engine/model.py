@@ -16,6 +16,7 @@ import numpy as np
 from . import backends as _backends
 from . import format as _format
 from . import graph as _graph
+from . import memory as _memory
 from ..errors import ModelFileError
 from .runner import Runner
 
@@ -151,8 +152,8 @@ class PackedModel:
         ``x`` is float (already normalised as in training; the first layer sums in float64 and
         rounds to float32 like the training layer) or uint8 (raw pixels; needs the normalisation
         given at export, which is folded into the first layer's integer thresholds). Large
-        batches are processed ``batch_size`` samples at a time (default: bounded first-layer
-        temporaries).
+        batches are processed ``batch_size`` samples at a time (default: bounded by the
+        working memory per sample, :mod:`binarynet.engine.memory`).
 
         On "cpu", ``x`` is array-like and the logits a numpy array. On another backend (:meth:`to`),
         ``x`` is a numpy array (logits come back as numpy) or the backend's own tensor type on
@@ -210,14 +211,10 @@ class PackedModel:
         return self._runner.trace(x)
 
     def _default_batch_size(self) -> int:
-        op = self.ops[0]
-        act = self.activations[0][1]
-        if op["op"] == "first_conv":
-            kh, kw = op["kernel"]
-            positions = act[0] * act[1]
-            per_sample = positions * (8 * kh * kw * op["in_channels"] + 8 * op["out_channels"])
-        else:
-            per_sample = 8 * int(np.prod(self.input_shape)) + 8 * int(np.prod(act))
+        """Samples per internal batch: the backend's batch_bytes over the most one sample needs
+        in any op (its temporaries and the values alive then)."""
+        image = ("image", self.input_shape)
+        per_sample = max(_memory.op_needs(self.ops, self._runner.reads, self.activations, image))
         return max(1, self._runner.xp.batch_bytes // per_sample)
 
     def profile(self, x, repeats: int = 5) -> list:

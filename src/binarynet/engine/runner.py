@@ -1,7 +1,10 @@
 """The graph runner: executes a validated packed graph on one backend.
 
-Hidden layers go packed bits -> fused XNOR-popcount + threshold kernel -> packed bits; no int32
-or float activations are materialised between them. Only the first layer (real-valued input)
+The graph is a DAG (format 3): each value is kept until the last op reading it has run. Hidden
+binary layers go packed bits -> fused XNOR-popcount + threshold kernel -> packed bits; no int32
+or float activations are materialised between them. The real-valued stream of modern BNNs
+(float32 values) runs with :mod:`binarynet.engine.float_ops`, except where the backend's kernels
+fuse a binary conv/dense with the elementwise ops and sign after it (:mod:`binarynet.engine.plan`). Only the first layer (real-valued input)
 and the output layer (logits) compute integer or float values. NCHW images are transposed to
 NHWC once, at the first conv. Every device-specific step goes through the backend
 (:mod:`binarynet.engine.backends`): its ``kernels`` and its array operations, so all backends
@@ -14,13 +17,18 @@ from typing import Optional
 
 import numpy as np
 
+from ..errors import BinarynetError
+from . import float_checks, float_ops
 from . import graph as _graph
+from . import plan as _plan
+from .runner_float import FloatStreamOps, geometry
 
 __all__ = ["Runner"]
 
 
-class Runner:
-    """One model's graph and tensors on one backend (tensors uploaded once, derived ones cached)."""
+class Runner(FloatStreamOps):
+    """One model's graph and tensors on one backend (tensors uploaded once, derived ones and
+    the execution plan made once)."""
 
     def __init__(self, graph: dict, tensors: dict, activations: list, backend):
         self.graph = graph
@@ -28,50 +36,80 @@ class Runner:
         self.activations = activations
         self.xp = backend
         self.kernels = backend.kernels
+        self.floats = getattr(backend, "float_ops", None)
+        if self.floats is None:
+            _refuse_float_ops(graph, activations, backend)
+        self.reads = _graph.sources(graph)
+        self.plan = _plan.build(graph, self.reads, self.kernels)
         self.arrays = {name: backend.upload(t) for name, t in tensors.items()}
         self.cache: dict = {}
 
+    def value(self, j) -> tuple:
+        """(kind, shape) of value ``j`` per sample (-1: the model input)."""
+        return ("image", tuple(self.graph["input"]["shape"])) if j < 0 else self.activations[j]
+
     def trace(self, x) -> list:
         """Each op run alone (no fusion): ``[(op name, op kind, output as numpy)]``, binary
-        activations unpacked to int8 +-1 in the training layout (N, C, H, W) or (N, K)."""
+        activations unpacked to int8 +-1 and float values in the training layout (N, C, H, W)
+        or (N, K) (flattened in NCHW order)."""
         out = []
-        for i, op in enumerate(self.graph["ops"]):
-            x = getattr(self, "_" + op["op"])(i, op, x)
-            kind, shape = self.activations[i]
-            if kind == "logits":
-                out.append((op["name"], op["op"], self.xp.to_numpy(x)))
-                continue
-            values = self.xp.to_numpy(
-                self.kernels.unpack(x, shape[-1] if len(shape) == 3 else shape[0]))
-            if len(shape) == 3:
-                values = values.transpose(0, 3, 1, 2)
-            elif op["op"] == "flatten":
-                h, w, c = self.activations[i - 1][1]
-                values = values.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(len(x), -1)
-            out.append((op["name"], op["op"], np.ascontiguousarray(values)))
+        ops = self.graph["ops"]
+
+        def record(step, values):
+            i = step.ops[0]
+            out.append((ops[i]["name"], ops[i]["op"], self._as_training(i, values[i])))
+        self._execute(_plan.single_ops(self.graph, self.reads), x, record)
         return out
 
     def run(self, x, timings: Optional[list] = None):
-        """Logits of the batch ``x`` (on the backend), fusing conv + max-pool where it can;
-        with ``timings``, appends (op name, kind, seconds) per executed op."""
-        ops = self.graph["ops"]
-        skip = False
-        for i, op in enumerate(ops):
-            if skip:
-                skip = False
-                continue
-            start = time.perf_counter() if timings is not None else 0.0
-            nxt = ops[i + 1] if i + 1 < len(ops) else None
-            if op["op"] == "conv" and nxt is not None and self._fusable_pool(op, nxt):
-                x = self._conv(i, op, x, pool=nxt)
-                skip = True
-            else:
-                x = getattr(self, "_" + op["op"])(i, op, x)
-            if timings is not None:
+        """Logits of the batch ``x`` (on the backend), with the fused steps of the plan;
+        with ``timings``, appends (op name, kind, seconds) per step (fused ops joined by +)."""
+        on_step = None
+        if timings is not None:
+            ops = self.graph["ops"]
+            start = [time.perf_counter()]
+
+            def on_step(step, values):
                 self.xp.synchronize()  # a GPU runs its kernels asynchronously
-                kind = op["op"] + ("+maxpool" if skip else "")
-                timings.append((op["name"], kind, time.perf_counter() - start))
-        return x
+                now = time.perf_counter()
+                timings.append((ops[step.ops[0]]["name"],
+                                "+".join(ops[i]["op"] for i in step.ops), now - start[0]))
+                start[0] = now
+        return self._execute(self.plan, x, on_step)
+
+    def _execute(self, plan, x, on_step):
+        values = {-1: x}
+        for step in plan:
+            if step.kind == "op":
+                i = step.ops[0]
+                op = self.graph["ops"][i]
+                values[i] = getattr(self, "_" + op["op"])(i, op, *(values[j] for j in step.reads))
+            elif step.kind == "conv_maxpool":
+                i, pool = step.ops
+                values[pool] = self._conv(i, self.graph["ops"][i], values[step.reads[0]],
+                                          pool=self.graph["ops"][pool])
+            else:
+                values.update(self._transform(step, values))
+            if on_step is not None:
+                on_step(step, values)
+            for j in step.frees:
+                del values[j]
+        return values[len(self.graph["ops"]) - 1]
+
+    def _as_training(self, i, v):
+        """Value ``i`` as numpy in the training model's layout."""
+        kind, shape = self.activations[i]
+        if kind == "bits":
+            v = self.kernels.unpack(v, shape[-1])
+        v = self.xp.to_numpy(v)
+        if kind == "logits":
+            return v
+        if len(shape) == 3:
+            v = v.transpose(0, 3, 1, 2)
+        elif self.graph["ops"][i]["op"] == "flatten":
+            h, w, c = self.value(self.reads[i][0])[1]
+            v = v.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(len(v), -1)
+        return np.ascontiguousarray(v)
 
     # -- helpers -----------------------------------------------------------------------------
     def _t(self, op, role):
@@ -222,23 +260,11 @@ class Runner:
         # int32 * float64 scale: float64 on both backends (both promote alike)
         return self.xp.cast(s * self._t(op, "scale") + self._t(op, "shift"), np.float32)
 
-    def _fusable_pool(self, conv, pool) -> bool:
-        return (pool["op"] == "maxpool" and conv["groups"] == 1
-                and pool["tensors"]["flip"] == conv["tensors"]["flip"]
-                and hasattr(self.kernels, "bconv2d_threshold_maxpool"))
-
-    def _conv(self, i, op, x, pool=None):
-        geometry = dict(stride=tuple(op["stride"]), padding=tuple(op["padding"]),
-                        dilation=tuple(op["dilation"]), pad_mode=op["pad_mode"])
-        weight, thresh, flip = self._t(op, "weight"), self._t(op, "thresh"), self._t(op, "flip")
-        c, groups = op["in_channels"], op["groups"]
+    def _conv_sums(self, op, x, args):
+        """int32 sums (N, Ho, Wo, O) of a binary conv; grouped: one conv per channel group."""
+        weight, c, groups = self._t(op, "weight"), op["in_channels"], op["groups"]
         if groups == 1:
-            if pool is not None:
-                return self.kernels.bconv2d_threshold_maxpool(
-                    x, weight, c, thresh, flip, tuple(pool["kernel"]), tuple(pool["stride"]),
-                    **geometry)
-            return self.kernels.bconv2d_threshold(x, weight, c, thresh, flip, **geometry)
-        # Grouped conv: one integer conv per channel group, then threshold (int32 materialised).
+            return self.kernels.bconv2d(x, weight, c, **args)
         cg, og = c // groups, op["out_channels"] // groups
         values = self.kernels.unpack(x, c) if cg % 64 else None
         parts = []
@@ -248,34 +274,55 @@ class Runner:
             else:
                 xg = self.kernels.pack(values[..., g * cg:(g + 1) * cg])
             wg = self.xp.contiguous(weight[g * og:(g + 1) * og])
-            parts.append(self.kernels.bconv2d(xg, wg, cg, **geometry))
-        return self._threshold(self.xp.concat(parts, -1), thresh, flip)
+            parts.append(self.kernels.bconv2d(xg, wg, cg, **args))
+        return self.xp.concat(parts, -1)
+
+    def _conv(self, i, op, x, pool=None):
+        args = geometry(op)
+        weight, thresh, flip = self._t(op, "weight"), self._t(op, "thresh"), self._t(op, "flip")
+        c = op["in_channels"]
+        if pool is not None:
+            return self.kernels.bconv2d_threshold_maxpool(
+                x, weight, c, thresh, flip, tuple(pool["kernel"]), tuple(pool["stride"]), **args)
+        if op["groups"] == 1:
+            return self.kernels.bconv2d_threshold(x, weight, c, thresh, flip, **args)
+        # grouped: int32 sums materialised, then thresholded
+        return self._threshold(self._conv_sums(op, x, args), thresh, flip)
 
     def _maxpool(self, i, op, x):
         return self.kernels.bmaxpool2d(x, tuple(op["kernel"]), tuple(op["stride"]),
                                     self._t(op, "flip"), self.activations[i][1][2])
 
     def _flatten(self, i, op, x):
-        n, h, w, words = x.shape
-        c = self.activations[i - 1][1][2]
+        n, h, w, last = x.shape
+        if self.activations[i][0] == "float":
+            return self.floats.flatten(x)
+        c = self.value(self.reads[i][0])[1][2]
         if c % 64 == 0:  # no pad bits: the NHWC words are already the flat bit vector
-            return x.reshape(n, h * w * words)
+            return x.reshape(n, h * w * last)
         return self.kernels.pack(self.kernels.unpack(x, c).reshape(n, h * w * c))
+
+
+def _refuse_float_ops(graph, activations, backend) -> None:
+    """A backend without ``float_ops`` runs format-2 ops only: name the first op it cannot."""
+    for i, op in enumerate(graph["ops"]):
+        if op["op"] in float_checks.OPS or activations[i][0] == "float":
+            raise BinarynetError(
+                f"the {backend.device} backend does not run op {i} ({op['op']}, layer "
+                f"{op['name']!r}) of the real-valued stream yet; run this model on 'cpu'")
 
 
 def _im2col(xp, x, kernel, stride, padding, dilation, pad_value):
     """NHWC (N, H, W, C) -> patches (N*Ho*Wo, KH*KW*C), taps in (kh, kw, c) order (xp: the
     backend's array operations)."""
     n, h, w, c = x.shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    (kh, kw), (ph, pw) = kernel, padding
     if ph or pw:
         padded = xp.full((n, h + 2 * ph, w + 2 * pw, c), pad_value, x)
         padded[:, ph:ph + h, pw:pw + w] = x
     else:
         padded = x
-    ho = _graph.conv_output_size(h, kh, sh, ph, dh)
-    wo = _graph.conv_output_size(w, kw, sw, pw, dw)
-    taps = [padded[:, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw]
-            for i in range(kh) for j in range(kw)]
-    return xp.stack(taps, 3).reshape(n * ho * wo, kh * kw * c)
-
+    ho = _graph.conv_output_size(h, kh, stride[0], ph, dilation[0])
+    wo = _graph.conv_output_size(w, kw, stride[1], pw, dilation[1])
+    views = float_ops.taps(padded, kernel, stride, dilation, (ho, wo))
+    return xp.stack(views, 3).reshape(n * ho * wo, kh * kw * c)

@@ -1,0 +1,100 @@
+"""The graph runner's ops of the real-valued stream (format 3), mixed into
+:class:`binarynet.engine.runner.Runner`: each op through the backend's ``float_ops``
+(:mod:`binarynet.engine.float_ops` on the CPU), and the fused steps of the plan
+(:mod:`binarynet.engine.plan`) through its kernels' ``bconv2d_transform`` / ``bgemm_transform``.
+"""
+from __future__ import annotations
+
+__all__ = ["FloatStreamOps", "geometry"]
+
+
+def geometry(op) -> dict:
+    """The keyword arguments of a binary conv kernel for ``op``."""
+    return dict(stride=tuple(op["stride"]), padding=tuple(op["padding"]),
+                dilation=tuple(op["dilation"]), pad_mode=op["pad_mode"])
+
+
+class FloatStreamOps:
+    """Needs of the host class: ``graph``, ``floats`` (the backend's float ops), ``kernels``,
+    ``_t(op, role)`` (an uploaded tensor), ``_conv_sums`` and ``_pack_bool``."""
+
+    def _input_float(self, i, op, x):
+        return self.floats.input_float(x, self.graph["input"]["scale"],
+                                       self.graph["input"]["offset"])
+
+    def _conv_real(self, i, op, x):
+        return self.floats.conv_real(x, self._t(op, "weight"), self._t(op, "bias"),
+                                     tuple(op["stride"]), tuple(op["padding"]),
+                                     tuple(op["dilation"]), op["groups"])
+
+    def _dense_real(self, i, op, x):
+        return self.floats.dense_real(x, self._t(op, "weight"), self._t(op, "bias"))
+
+    def _bconv(self, i, op, x):
+        s = self._conv_sums(op, x, geometry(op))
+        return self.floats.output_transform(s, self._t(op, "scale"), self._t(op, "shift"))
+
+    def _bdense(self, i, op, x):
+        s = self.kernels.bgemm(x, self._t(op, "weight"), op["in_features"])
+        return self.floats.output_transform(s, self._t(op, "scale"), self._t(op, "shift"))
+
+    def _sign(self, i, op, x):
+        thresh, flip = self._t(op, "thresh"), self._t(op, "flip")
+        if hasattr(self.kernels, "sign_pack"):
+            return self.kernels.sign_pack(x, thresh, flip)
+        return self._pack_bool(self.floats.sign(x, thresh, flip))
+
+    def _scale_shift(self, i, op, x):
+        return self.floats.scale_shift(x, self._t(op, "scale"), self._t(op, "shift"))
+
+    def _relu(self, i, op, x):
+        return self.floats.relu(x)
+
+    def _prelu(self, i, op, x):
+        return self.floats.prelu(x, *self._step_tensors(op)[1:])
+
+    def _add(self, i, op, a, b):
+        return self.floats.add(a, b)
+
+    def _concat(self, i, op, *parts):
+        return self.floats.concat(parts)
+
+    def _avgpool(self, i, op, x):
+        return self.floats.avgpool(x, tuple(op["kernel"]), tuple(op["stride"]),
+                                   tuple(op["padding"]), op["ceil_mode"], op["count_include_pad"])
+
+    def _maxpool_real(self, i, op, x):
+        return self.floats.maxpool_real(x, tuple(op["kernel"]), tuple(op["stride"]),
+                                        tuple(op["padding"]), op["ceil_mode"])
+
+    def _global_avgpool(self, i, op, x):
+        return self.floats.global_avgpool(x)
+
+    def _step_tensors(self, op) -> tuple:
+        """An elementwise op as a step of a fused kernel's output transform."""
+        roles = {"relu": (), "add": (), "scale_shift": ("scale", "shift"),
+                 "prelu": ("shift_in", "slope", "shift_out")}[op["op"]]
+        return (op["op"],) + tuple(self._t(op, role) for role in roles)
+
+    def _transform(self, step, values) -> dict:
+        """A fused step: bconv/bdense, its elementwise chain and sign in one kernel call."""
+        ops = self.graph["ops"]
+        head = ops[step.ops[0]]
+        sign = ops[step.sign] if step.sign is not None else None
+        args = dict(steps=tuple(self._step_tensors(ops[k]) for k in step.chain),
+                    residual=values[step.residual] if step.residual is not None else None,
+                    sign_thresh=self._t(sign, "thresh") if sign else None,
+                    sign_flip=self._t(sign, "flip") if sign else None,
+                    float_out=step.float_out)
+        weight, scale, shift = (self._t(head, r) for r in ("weight", "scale", "shift"))
+        x = values[step.reads[0]]
+        if head["op"] == "bconv":
+            y, bits = self.kernels.bconv2d_transform(x, weight, head["in_channels"], scale,
+                                                     shift, **args, **geometry(head))
+        else:
+            y, bits = self.kernels.bgemm_transform(x, weight, head["in_features"], scale, shift,
+                                                   **args)
+        out = {step.writes[0]: y} if step.float_out else {}
+        if sign is not None:
+            out[step.sign] = bits
+        return out
