@@ -15,7 +15,7 @@ from .builder import walk
 from .dag import DagBuilder
 from .inputs import example_batch, normalisation, to_float
 from .modules import CHAIN_TYPES, chain_eligible
-from .trace import chain_leaves, trace
+from .fx_trace import chain_leaves, trace
 from .writer import GraphWriter
 
 

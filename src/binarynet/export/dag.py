@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..errors import ExportError
 from . import dag_modules
 from .modules import describe
-from .trace import module_of, where
+from .fx_trace import module_of, where
 from .values import Value, flat_perm, sign_threshold
 
 _ADDS = (operator.add, operator.iadd, torch.add)

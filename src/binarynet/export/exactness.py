@@ -16,7 +16,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .trace import trace
+from .fx_trace import trace
 
 
 class _Recorder(fx.Interpreter):
