@@ -18,7 +18,7 @@ from torch import nn
 from test_export_dag import UserResNetNoSlice, realistic
 
 import binarynet as bn
-from binarynet.export import export
+from binarynet.export import export, to_torch
 from binarynet.export.exactness import agreement
 from binarynet.models import registry
 
@@ -63,6 +63,9 @@ def test_zoo_models_agree_with_torch(name, options):
     assert packed.export_report["path"] == "dag"
     assert 0.2 < bits_balance(packed, x[:8].numpy()) < 0.8
     assert_agrees(agreement(model, packed, x))
+    with torch.no_grad():  # the packed model back as a float torch network
+        rebuilt = to_torch(packed)(x[:64]).numpy()
+    np.testing.assert_allclose(rebuilt, packed.predict(x[:64].numpy()), rtol=1e-4, atol=1e-4)
 
 
 def test_quicknet_at_224_agrees_with_torch():
@@ -88,6 +91,11 @@ def test_user_residual_network_agrees_with_torch():
     kinds = [op["op"] for op in packed.ops]
     assert {"bconv", "prelu", "relu", "maxpool_real", "avgpool", "flatten"} <= set(kinds)
     assert_agrees(agreement(model, packed, x))
+    with torch.no_grad():  # the packed model back as a float torch network
+        rebuilt = to_torch(packed)(x).numpy()
+        want = model(x).numpy()
+    assert np.mean(rebuilt.argmax(1) == want.argmax(1)) >= 0.999
+    np.testing.assert_allclose(rebuilt, want, atol=1e-4 * np.abs(want).max())
 
 
 def test_uint8_input_agrees_with_torch():
