@@ -302,3 +302,26 @@ def test_a_refused_chain_names_both_reasons():
 def test_a_model_failing_on_the_example_input_is_a_clear_error():
     with pytest.raises(ExportError, match="fails on the example input of shape \\(2, 5, 4, 4\\)"):
         export(nn.Sequential(*head()).eval(), torch.randn(2, 5, 4, 4))
+
+
+# -- summary of DAG files ------------------------------------------------------------------------
+def test_summary_of_a_dag_file_counts_binary_real_and_elementwise_work(tmp_path):
+    """``binarynet summary model.bnn`` on a DAG: the MACs of the torch model, split the same way
+    (binary convs on +-1 input, real convs and the classifier on floats), plus the real stream's
+    elementwise operations."""
+    model = registry.get("reactnet18", width=8, blocks=(1, 1))
+    x = torch.randn(16, 3, 32, 32)
+    packed = export(realistic(model, x), x[:2])
+    path = tmp_path / "model.bnn"
+    packed.save(path)
+    packed_summary = bn.summary.summary(str(path))
+    torch_summary = bn.summary.summary(model, (3, 32, 32))
+    assert packed_summary.binary_macs == torch_summary.binary_macs > 0
+    assert packed_summary.multibit_macs == torch_summary.multibit_macs > 0
+    assert packed_summary.binary_params == torch_summary.binary_params
+    rows = {row.name: row for row in packed_summary.layers}
+    assert rows["1.0.body.1"].input_bits == 1 and rows["0.0"].input_bits == 32
+    # the input (3x32x32); on 8x32x32 maps two signs, an add and a PReLU; the 2x2 average
+    # pool (4 taps per 8x16x16 output); on 16x16x16 maps an add, a PReLU, the global pool
+    assert packed_summary.elementwise_ops == 3 * 1024 + 4 * 8192 + 4 * 2048 + 3 * 4096
+    assert "Real-stream float operations per sample" in str(packed_summary)
