@@ -98,6 +98,21 @@ def test_user_residual_network_agrees_with_torch():
     np.testing.assert_allclose(rebuilt, want, atol=1e-4 * np.abs(want).max())
 
 
+def test_flattened_maps_keep_their_channel_order():
+    """Flatten of a (C, H, W) map, then a per-feature batch norm, a sign and binary and real
+    dense layers: the engine's NHWC feature order is permuted into every per-feature tensor."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.Flatten(), nn.BatchNorm1d(36),
+                          bn.nn.Sign(), bn.nn.BinaryLinear(36, 24, scale="mean_abs"),
+                          nn.BatchNorm1d(24), nn.PReLU(24), nn.Linear(24, 5))
+    x = torch.randn(256, 3, 7, 7)
+    realistic(model, x[:128])
+    packed = export(model, x[:4])
+    assert [op["op"] for op in packed.ops][:5] == ["input_float", "conv_real", "flatten", "sign",
+                                                   "bdense"]
+    assert_agrees(agreement(model, packed, x))
+
+
 def test_uint8_input_agrees_with_torch():
     torch.manual_seed(3)
     model = registry.get("reactnet18", width=8, blocks=(1, 1))

@@ -55,16 +55,22 @@ class DagBuilder:
                 self.values[node] = Value("image", self.shape(node), name="input",
                                           node=node.name, source=node.name)
             elif node.op == "call_module":
-                m = module_of(self.gm, node)
-                self.values[node] = dag_modules.handle(self, node, m)
+                self._keep(node, dag_modules.handle(self, node, module_of(self.gm, node)))
             elif node.op in ("call_function", "call_method"):
-                self.values[node] = self._function(node)
+                self._keep(node, self._function(node))
             elif node.op == "output":
                 self._output(node)
             else:
                 raise ExportError(f"{where(node)}: reads the attribute {node.target!r} of the "
                                   "model as a tensor, which export does not support")
         self._check_all_used()
+
+    def _keep(self, node: fx.Node, v: Value) -> None:
+        """Record ``node``'s value; a deferred conv / dense that several nodes read is written
+        now (a batch norm folds into it only when it is the one reader)."""
+        if v.emit is not None and len(node.users) > 1:
+            self.materialize(v, node)
+        self.values[node] = v
 
     def shape(self, node: fx.Node) -> tuple:
         meta = node.meta.get("tensor_meta")
@@ -151,7 +157,8 @@ class DagBuilder:
         out = self.op("sign", name, [v.name], {"thresh": thresh, "flip": flip},
                       {"kind": "sign", "constant_channels": int(np.sum(~np.isfinite(thresh))),
                        "flipped_channels": int(flip.sum())})
-        self.signs[out] = {"source": v.source, "torch": torch_from or {"node": node.name}}
+        self.signs[out] = {"source": v.source, "torch": torch_from or {"node": node.name},
+                           "perm": v.perm}
         return Value("bits", v.shape, name=out, perm=v.perm, node=node.name, source=node.name)
 
     def unary(self, kind: str, v: Value, node: fx.Node, tensors=None, **attrs) -> Value:

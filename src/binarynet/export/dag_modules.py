@@ -38,13 +38,10 @@ def _per_channel(v: Value, values: np.ndarray) -> np.ndarray:
 
 
 def _deferred(b, node, emit, a, c) -> Value:
-    """The output of a conv / dense written only when read (a lone batch norm reader folds into
-    it); written at once when several nodes read it."""
-    v = Value("real", b.shape(node), emit=emit, a=np.asarray(a, np.float64),
-              c=np.asarray(c, np.float64), label=node.target, node=node.name)
-    if len(node.users) > 1:
-        b.materialize(v, node)
-    return v
+    """The output of a conv / dense, written when first read (a lone batch norm reader folds
+    into it: :meth:`~.dag.DagBuilder._keep`)."""
+    return Value("real", b.shape(node), emit=emit, a=np.asarray(a, np.float64),
+                 c=np.asarray(c, np.float64), label=node.target, node=node.name)
 
 
 # -- convolutions and dense layers -------------------------------------------------------------

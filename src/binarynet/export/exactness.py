@@ -82,6 +82,11 @@ def agreement(model: nn.Module, packed, x) -> dict:
         src = rec.outputs[how["source"]].double().numpy()
         e_bits = _to_torch_layout(engine[op["name"]], t_bits.shape[1:]) > 0
         thresh = packed.tensors[op["tensors"]["thresh"]].astype(np.float64)
+        if how["perm"] is not None:
+            # a flattened map: the sign's features (and the engine trace of its bits, which
+            # reorders only the flatten op's own output) are in the engine's NHWC order
+            inverse = np.argsort(how["perm"])
+            thresh, e_bits = thresh[inverse], e_bits[:, inverse]
         view = (1, -1) + (1,) * (src.ndim - 2)
         margin = np.abs(src - thresh.reshape(view)) / np.maximum(np.abs(src), 1e-30)
         differ = (e_bits != t_bits).reshape(len(x), -1)
