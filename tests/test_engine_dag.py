@@ -4,10 +4,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from binarynet import engine
-from binarynet.engine import backends, float_ops, plan, reference
-from dag_fixtures import residual_net
+from binarynet.engine import backends, float_ops, reference
+from binarynet.errors import BinarynetError
+from dag_fixtures import GraphBuilder, f32, packed, pm1, residual_net
 from engine_fixtures import run_without_torch
 
 
@@ -62,3 +65,256 @@ def test_a_residual_dag_with_every_new_op_equals_torch(seed):
     model = g.model()
     np.testing.assert_allclose(model.predict(x), want, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(g.model(reference=True).predict(x), model.predict(x))
+
+
+# -- each op of the real-valued stream against torch --------------------------------------------
+def nhwc(x):
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def nchw(y):
+    return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_conv_real_equals_torch(data):
+    """Odd channel counts, stride, padding, dilation, groups (depthwise with a multiplier)."""
+    draw = data.draw
+    c = draw(st.sampled_from([1, 3, 5, 6]))
+    groups = draw(st.sampled_from([g for g in (1, 2, 3, c) if c % g == 0]))
+    o = groups * draw(st.integers(1, 3))
+    k, stride, dilation = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    padding = draw(st.integers(0, 2))
+    size = draw(st.integers(dilation * (k - 1) + 1, 7))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    x = rng.standard_normal((2, c, size, size)).astype(np.float32)
+    w = rng.standard_normal((o, c // groups, k, k)).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    got = float_ops.conv_real(nhwc(x), np.ascontiguousarray(w.transpose(0, 2, 3, 1)), b,
+                              (stride, stride), (padding, padding), (dilation, dilation), groups)
+    want = F.conv2d(t(x), t(w), t(b), stride, padding, dilation, groups).numpy()
+    np.testing.assert_allclose(nchw(got), want, rtol=1e-5, atol=1e-5)
+
+
+def pool_case(draw):
+    k = draw(st.integers(1, 4))
+    stride = draw(st.integers(1, 3))
+    padding = draw(st.integers(0, k // 2))
+    h, w = draw(st.integers(max(1, k - 2 * padding), 9)), draw(st.integers(max(1, k - 2 * padding), 9))
+    seed = draw(st.integers(0, 2**31))
+    x = np.random.default_rng(seed).standard_normal((2, 3, h, w)).astype(np.float32)
+    return x, (k, k), (stride, stride), (padding, padding), draw(st.booleans())
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), count_include_pad=st.booleans())
+def test_avgpool_equals_torch_with_ceil_mode_and_padding(data, count_include_pad):
+    x, kernel, stride, padding, ceil_mode = pool_case(data.draw)
+    got = float_ops.avgpool(nhwc(x), kernel, stride, padding, ceil_mode, count_include_pad)
+    want = F.avg_pool2d(t(x), kernel, stride, padding, ceil_mode, count_include_pad).numpy()
+    assert got.shape == nhwc(want).shape
+    np.testing.assert_allclose(nchw(got), want, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_maxpool_real_equals_torch_with_ceil_mode_and_padding(data):
+    x, kernel, stride, padding, ceil_mode = pool_case(data.draw)
+    got = float_ops.maxpool_real(nhwc(x), kernel, stride, padding, ceil_mode)
+    want = F.max_pool2d(t(x), kernel, stride, padding, ceil_mode=ceil_mode).numpy()
+    np.testing.assert_array_equal(nchw(got), want)
+
+
+def test_elementwise_ops_equal_torch_float32_exactly():
+    """Two roundings (no fused multiply-add), negative and zero scales, PReLU and RPReLU."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 3, 5, 7)).astype(np.float32)
+    scale, shift = np.array([-1.5, 0.0, 0.3], np.float32), rng.standard_normal(3).astype(np.float32)
+    np.testing.assert_array_equal(
+        nchw(float_ops.scale_shift(nhwc(x), scale, shift)),
+        (t(x) * channels(scale) + channels(shift)).numpy())
+    slope = np.array([0.25, -0.5, 0.0], np.float32)
+    zero = np.zeros(3, np.float32)
+    np.testing.assert_array_equal(nchw(float_ops.prelu(nhwc(x), zero, slope, zero)),
+                                  F.prelu(t(x), t(slope)).numpy())
+    params = (shift, slope, scale)
+    np.testing.assert_array_equal(nchw(float_ops.prelu(nhwc(x), *params)),
+                                  torch_prelu(t(x), params).numpy())
+    np.testing.assert_array_equal(nchw(float_ops.relu(nhwc(x))), torch.relu(t(x)).numpy())
+    np.testing.assert_allclose(nchw(float_ops.global_avgpool(nhwc(x))),
+                               F.adaptive_avg_pool2d(t(x), 1).numpy(), rtol=1e-6, atol=1e-7)
+    u8 = rng.integers(0, 256, (2, 3, 4, 4), dtype=np.uint8)
+    want = (t(u8).float() * channels(scale) + channels(shift)).numpy()
+    np.testing.assert_array_equal(nchw(float_ops.input_float(u8, scale.tolist(), shift.tolist())),
+                                  want)
+
+
+def test_sign_ties_flip_and_infinite_thresholds():
+    """x == thresh gives +1 both ways (x >= t; x <= t where flip); -inf/+inf: constant channels."""
+    thresh = np.array([0.5, 0.5, -np.inf, np.inf, np.inf], np.float32)
+    flip = np.array([False, True, False, False, True])
+    x = np.array([[0.5, 0.5, -3e38, 3e38, -3e38], [0.4, 0.6, 0.0, 0.0, 0.0]], np.float32)
+    got = float_ops.sign(x, thresh, flip)
+    np.testing.assert_array_equal(got, [[True, True, True, False, True],
+                                        [False, False, True, False, True]])
+    np.testing.assert_array_equal(torch_sign(t(x).view(2, 5, 1, 1), thresh, flip).view(2, 5) > 0,
+                                  got)
+
+
+# -- the fused plan -----------------------------------------------------------------------------
+class ContractKernels:
+    """The reference kernels plus the fused ones of graph_v3's contract, written in numpy here
+    (reference.bconv2d / bgemm, then float_ops), counting their calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return getattr(reference, name)
+
+    def _finish(self, s, scale, shift, steps, residual, sign_thresh, sign_flip, float_out):
+        assert float_out or sign_thresh is not None
+        y = float_ops.output_transform(s, scale, shift)
+        assert [step[0] for step in steps].count("add") <= 1
+        for step in steps:
+            y = float_ops.apply_step(y, step, residual)
+        bits = None if sign_thresh is None else reference.pack(
+            float_ops.sign(y, sign_thresh, sign_flip).astype(np.int8) * 2 - 1)
+        self.calls.append((len(steps), sign_thresh is not None, float_out))
+        return (y if float_out else None), bits
+
+    def bconv2d_transform(self, x, w, c, scale, shift, *, steps=(), residual=None,
+                          sign_thresh=None, sign_flip=None, float_out=True, **geometry):
+        return self._finish(reference.bconv2d(x, w, c, **geometry), scale, shift, steps,
+                            residual, sign_thresh, sign_flip, float_out)
+
+    def bgemm_transform(self, a, w, k, scale, shift, *, steps=(), residual=None,
+                        sign_thresh=None, sign_flip=None, float_out=True):
+        return self._finish(reference.bgemm(a, w, k), scale, shift, steps, residual,
+                            sign_thresh, sign_flip, float_out)
+
+
+class ContractBackend(backends.CpuBackend):
+    def __init__(self):
+        super().__init__(reference=True)
+        self.kernels = ContractKernels()
+
+
+def mlp_dag(seed=0, k=70, hidden=65, classes=7):
+    """float input -> sign -> bdense -> bn -> rprelu -> sign -> bdense -> bn (float logits)."""
+    rng = np.random.default_rng(seed)
+    g = GraphBuilder((k,), classes)
+    g.op("input_float", "in")
+    g.op("sign", "s0", tensors={"thresh": f32(rng, k, -0.3, 0.3), "flip": rng.random(k) < 0.5})
+    for n, (i, o) in enumerate(((k, hidden), (hidden, classes))):
+        g.op("bdense", f"d{n}", in_features=i, out_features=o,
+             tensors={"weight": packed(pm1(rng, (o, i))), "scale": f32(rng, o, -0.2, 0.2),
+                      "shift": f32(rng, o)})
+        g.op("scale_shift", f"bn{n}", tensors={"scale": f32(rng, o, -2, 2), "shift": f32(rng, o)})
+        if n == 0:
+            g.op("prelu", "act", tensors={"shift_in": f32(rng, o), "slope": f32(rng, o),
+                                          "shift_out": f32(rng, o)})
+            g.op("sign", "s1", tensors={"thresh": f32(rng, o, -0.5, 0.5),
+                                        "flip": rng.random(o) < 0.5})
+    return g
+
+
+def test_fused_and_unfused_plans_give_identical_results():
+    g, _ = residual_net(2)
+    x = np.random.default_rng(5).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    unfused = g.model(reference=True)
+    fused = unfused._on_backend(ContractBackend())
+    steps = {fused.ops[s.ops[0]]["name"]: [fused.ops[i]["name"] for i in s.ops]
+             for s in fused._runner.plan if s.kind == "transform"}
+    # b1's chain runs through the add (act0 is computed before it) up to act1, which three ops
+    # read: s2 is folded and the float value kept; b2's add reads pool2, computed after b2
+    assert steps == {"b1": ["b1", "bn1", "add1", "act1", "s2"], "b2": ["b2"]}
+    np.testing.assert_array_equal(fused.predict(x), unfused.predict(x))
+    assert fused._runner.kernels.calls == [(3, True, True), (0, False, True)]
+    trace = {name: v for name, _, v in fused.trace(x)}  # trace runs the ops one by one
+    assert set(trace) == {op["name"] for op in fused.ops}
+
+
+def test_a_folded_sign_drops_the_float_value_nobody_else_reads():
+    g = mlp_dag()
+    x = np.random.default_rng(6).standard_normal((5, 70)).astype(np.float32)
+    unfused = g.model(reference=True)
+    fused = unfused._on_backend(ContractBackend())
+    assert [(s.kind, s.writes) for s in fused._runner.plan] == [
+        ("op", (0,)), ("op", (1,)), ("transform", (5,)), ("transform", (7,))]
+    np.testing.assert_array_equal(fused.predict(x), unfused.predict(x))
+    assert fused._runner.kernels.calls == [(2, True, False), (1, False, True)]
+
+
+def test_values_are_freed_after_their_last_reader():
+    g, _ = residual_net()
+    model = g.model()
+    frees = {}
+    for step in model._runner.plan:
+        for j in step.frees:
+            frees[model.ops[j]["name"] if j >= 0 else "input"] = model.ops[step.ops[0]]["name"]
+    assert frees["act0"] == "add1" and frees["act1"] == "mp" and frees["input"] == "in"
+    assert "fc" not in frees  # the output
+    assert len(frees) == len(model.ops)  # every other value, once
+
+
+# -- trace, backends, torch-free use --------------------------------------------------------------
+def test_trace_returns_each_value_in_the_training_layout():
+    g, p = residual_net(3)
+    x = np.random.default_rng(7).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    trace = {name: (kind, v) for name, kind, v in g.model().trace(x)}
+    with torch.no_grad():
+        stem = F.conv2d(t(x), t(p["stem.w"]).permute(0, 3, 1, 2), t(p["stem.b"]), padding=1)
+        y = torch_prelu(stem * channels(p["bn0.s"]) + channels(p["bn0.h"]), p["act0"])
+    np.testing.assert_allclose(trace["stem"][1], stem.numpy(), rtol=1e-5, atol=1e-5)
+    assert trace["s1"][1].dtype == np.int8  # bits unpacked to +-1, NCHW
+    np.testing.assert_array_equal(trace["s1"][1], torch_sign(y, p["s1.t"], p["s1.f"]).numpy())
+    assert trace["cat"][1].shape == (2, 32, 4, 4) and trace["gap"][1].shape == (2, 5, 1, 1)
+    np.testing.assert_array_equal(trace["flat"][1], trace["gap"][1].reshape(2, 5))
+    np.testing.assert_allclose(trace["fc"][1], g.model().predict(x), rtol=0, atol=0)
+
+
+def test_a_flattened_float_map_is_traced_in_nchw_order():
+    g = GraphBuilder((2, 3, 3), 4)
+    g.op("input_float", "in")
+    g.op("flatten", "flat")
+    w = np.arange(4 * 18, dtype=np.float32).reshape(4, 18) / 100
+    g.op("dense_real", "fc", in_features=18, out_features=4,
+         tensors={"weight": w, "bias": np.zeros(4, np.float32)})
+    x = np.arange(36, dtype=np.float32).reshape(2, 2, 3, 3)
+    trace = g.model().trace(x)
+    np.testing.assert_array_equal(trace[1][2], x.reshape(2, 18))  # torch's Flatten order
+    np.testing.assert_allclose(g.model().predict(x), nhwc(x).reshape(2, 18) @ w.T, rtol=1e-6)
+
+
+def test_a_backend_without_float_ops_names_the_op_it_cannot_run():
+    """The "cuda" backend runs format-2 graphs only (it has no float_ops): a clear error."""
+    class Format2Only(backends.CpuBackend):
+        float_ops = None
+        device = "format2"
+    g, _ = residual_net()
+    with pytest.raises(BinarynetError, match="the format2 backend does not run op 0 "
+                       "\\(input_float, layer 'in'\\) of the real-valued stream yet; run this "
+                       "model on 'cpu'"):
+        g.model()._on_backend(Format2Only())
+
+
+def test_the_engine_runs_a_dag_without_torch(tmp_path):
+    g, _ = residual_net(4)
+    model = g.model()
+    x = np.random.default_rng(8).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    model.save(tmp_path / "m.bnn")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "want.npy", model.predict(x))
+    result = run_without_torch(f"""
+        import numpy as np
+        from binarynet import engine
+        model = engine.load({str(tmp_path / "m.bnn")!r})
+        got = model.predict(np.load({str(tmp_path / "x.npy")!r}))
+        np.testing.assert_array_equal(got, np.load({str(tmp_path / "want.npy")!r}))
+        assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+        print("ok: torch-free")
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "ok: torch-free" in result.stdout

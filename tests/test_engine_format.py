@@ -301,3 +301,19 @@ def test_bool_bytes_other_than_0_and_1_are_refused():
     text = json.dumps(header).encode()
     with pytest.raises(ModelFileError, match="tensor 'flip': BOOL bytes must be 0 or 1"):
         fmt.decode(struct.pack("<Q", len(text)) + text + bytes(blob[header_end:]))
+
+
+def test_format_2_files_still_load_and_predict_the_same(tmp_path):
+    """A file as format 2 wrote it (version "2", ops without "inputs": a chain) loads as the
+    same model: format 3 reads every format-2 graph as a chain."""
+    graph, tensors = tiny_model()
+    blob = fmt.encode(graph, tensors)
+    old = blob.replace(b'"format_version":"3"', b'"format_version":"2"')
+    assert old != blob and b'"inputs"' not in old
+    (tmp_path / "old.bnn").write_bytes(old)
+    loaded = engine.load(tmp_path / "old.bnn")
+    assert fmt.read_file(tmp_path / "old.bnn")[2]["format_version"] == "2"
+    x = np.linspace(-1, 1, 15, dtype=np.float32).reshape(3, 5)
+    np.testing.assert_array_equal(loaded.predict(x), engine.PackedModel(graph, tensors).predict(x))
+    assert loaded.save(tmp_path / "new.bnn") == len(blob)  # written back as version 3
+    assert fmt.read_file(tmp_path / "new.bnn")[2]["format_version"] == "3"

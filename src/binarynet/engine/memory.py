@@ -111,8 +111,8 @@ def op_needs(ops: list, reads: list, acts: list, image) -> list:
     total = alive[-1]
     needs = []
     for i, op in enumerate(ops):
-        operands = set(reads[i])
-        ins = [image if j < 0 else acts[j] for j in reads[i]]
+        operands = dict.fromkeys(reads[i])  # a value read twice is one array
+        ins = [image if j < 0 else acts[j] for j in operands]
         own = sum(alive[j] for j in operands)
         needs.append(total - own + sample_bytes(op, ins, acts[i]))
         alive[i] = value_bytes(acts[i])

@@ -1,12 +1,13 @@
 """The graph runner: executes a validated packed graph on one backend.
 
-The graph is a DAG (format 3): each value is kept until the last op reading it has run. Hidden
-binary layers go packed bits -> fused XNOR-popcount + threshold kernel -> packed bits; no int32
-or float activations are materialised between them. The real-valued stream of modern BNNs
-(float32 values) runs with :mod:`binarynet.engine.float_ops`, except where the backend's kernels
-fuse a binary conv/dense with the elementwise ops and sign after it (:mod:`binarynet.engine.plan`). Only the first layer (real-valued input)
-and the output layer (logits) compute integer or float values. NCHW images are transposed to
-NHWC once, at the first conv. Every device-specific step goes through the backend
+The graph is a DAG (format 3): each value is kept until the last op reading it has run.
+Format-2 layers go packed bits -> fused XNOR-popcount + threshold kernel -> packed bits; no int32
+or float activations are materialised between them, and only the first layer (real-valued
+input) and the output layer (logits) compute integer or float values. NCHW images are
+transposed to NHWC once, at the first conv. The real-valued stream of modern BNNs (float32
+values) runs with the backend's ``float_ops`` (:mod:`binarynet.engine.float_ops`), except where
+its kernels fuse a binary conv/dense with the elementwise ops and sign after it (the plan,
+:mod:`binarynet.engine.plan`). Every device-specific step goes through the backend
 (:mod:`binarynet.engine.backends`): its ``kernels`` and its array operations, so all backends
 run the same op code.
 """
