@@ -191,8 +191,9 @@ def test_rsign_and_batch_norm_fold_into_the_sign_threshold():
     flip = packed.tensors[op["tensors"]["flip"]]
     assert flip.tolist() == [False, True, False, False]
     assert thresh[2] == -np.inf  # gamma 0: BN gives beta = 0.3, + shift 0 >= 0: always +1
-    a = (norm.weight / torch.sqrt(norm.running_var + norm.eps)).double()
-    c = (norm.bias - norm.running_mean * a).double() + rsign.shift.double()
+    with torch.no_grad():
+        a = (norm.weight / torch.sqrt(norm.running_var + norm.eps)).double()
+        c = (norm.bias - norm.running_mean * a).double() + rsign.shift.double()
     for ch in (0, 1, 3):
         np.testing.assert_allclose(thresh[ch], float(-c[ch] / a[ch]), rtol=1e-6)
 

@@ -24,24 +24,28 @@ def export(model: nn.Module, example_input, input_scale=None, input_offset=None,
     """Turn a trained binarynet model into a :class:`~binarynet.engine.PackedModel`.
 
     Args:
-        model: an ``nn.Sequential`` of binarynet layers and standard modules (see
-            :mod:`binarynet.export`; :data:`SUPPORTED_MODULES`). It is evaluated in eval mode
-            (restored afterwards).
+        model: a model of binarynet layers and standard modules (see :mod:`binarynet.export`):
+            a chain of the paper networks' modules (:data:`SUPPORTED_MODULES`) keeps the fused
+            chain ops, anything else is traced with torch.fx into a DAG. It is evaluated in eval
+            mode (restored afterwards).
         example_input: a batch shaped like the model's input (N, C, H, W) or (N, K): float
             (normalised), or uint8 when ``input_scale``/``input_offset`` are given. It fixes the
             input shape and is used for a final engine-vs-torch check.
         input_scale, input_offset: the training normalisation x_f = x_u8 * scale + offset (a
             number or one per channel), e.g. 2/255 and -1; lets the engine take uint8 images.
         first_layer: "bitplane" (paper §1.6: 8 popcount bit planes) or "int" (integer product)
-            for the first layer's uint8 path. Both give the same integers.
+            for the chain's first layer on uint8 input. Both give the same integers. (A DAG's
+            first layer is a real convolution of the normalised float input.)
 
     Returns:
-        the packed model; ``packed.export_report`` records per layer how many thresholds the
-        verification adjusted, constant and flipped channels, and the final check's result.
+        the packed model; ``packed.export_report`` records the path ("chain" or "dag"), per layer
+        how many thresholds the verification adjusted, constant and flipped channels, and the
+        final check's result.
 
     Raises:
-        ExportError: unsupported module or layout, non-binary weights, non-monotone decisions,
-            output affine mismatch.
+        ExportError: unsupported module (named by its path and type) or function, a model
+            torch.fx cannot trace, non-binary weights, non-monotone decisions, output affine
+            mismatch.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"export: model must be a torch.nn.Module, got {type(model).__name__}")
