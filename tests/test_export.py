@@ -546,7 +546,9 @@ def test_per_channel_weight_scales_are_folded_not_ignored(scale):
     nn.Sequential(nn.Flatten(), bn.nn.BinaryLinear(12, 8), nn.BatchNorm1d(8),
                   bn.nn.BinaryLinear(8, 3)),  # a binary layer on real values: +-1 weights
     nn.Sequential(nn.Flatten(), nn.BatchNorm1d(12), bn.nn.BinaryLinear(12, 3)),
-], ids=["real-input-binary-layer", "batch-norm-first"])
+    nn.Sequential(nn.Flatten(), bn.nn.ShiftBatchNorm1d(12), bn.nn.Sign(), bn.nn.BinaryLinear(12, 8),
+                  bn.nn.ShiftBatchNorm1d(8), nn.ReLU(), bn.nn.BinaryLinear(8, 3)),
+], ids=["real-input-binary-layer", "batch-norm-first", "shift-batch-norm-relu"])
 def test_chains_the_chain_export_refuses_take_the_traced_path(model):
     """These chains were refused (real values into a later binary layer; a batch norm before
     the first binary layer); the traced export computes them on the real stream."""

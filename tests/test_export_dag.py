@@ -285,6 +285,37 @@ def test_lstm_and_a_sigmoid_call_are_named():
         export(Gate().eval(), torch.randn(2, 4))
 
 
+def test_in_place_ops_on_a_tensor_read_elsewhere_are_refused():
+    class InPlace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+            self.act = nn.ReLU(inplace=True)
+            self.head = nn.Sequential(*head()[1:])
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.head(self.act(y) + y)  # torch adds relu(y) to itself here
+
+    x = torch.randn(2, 3, 4, 4)
+    with pytest.raises(ExportError, match=r"module 'act' \(ReLU\): works in place on a tensor"):
+        export(InPlace().eval(), x)
+
+    class Accumulate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+            self.head = nn.Sequential(*head()[1:])
+
+        def forward(self, x):
+            z = self.conv1(x)
+            z += self.conv2(x)
+            return self.head(z)
+
+    packed = export(Accumulate().eval(), x)  # `z += y` on a tensor nothing else reads: an add
+    assert "add" in [op["op"] for op in packed.ops]
+
+
 def test_a_binary_layer_with_a_non_sign_quantizer_is_refused():
     model = nn.Sequential(nn.Flatten(), nn.Linear(48, 8),
                           bn.nn.BinaryLinear(8, 2, input_quantizer=torch.tanh, scale="mean_abs"))

@@ -167,6 +167,13 @@ class DagBuilder:
         return Value("real", self.shape(node), name=name, perm=v.perm, node=node.name,
                      source=node.name)
 
+    def check_in_place(self, node: fx.Node) -> None:
+        """An in-place op changes its input for every other reader too, which the graph does
+        not show: allowed only when it is that tensor's one reader."""
+        if len(node.args[0].users) > 1:
+            raise ExportError(f"{self.label(node)}: works in place on a tensor that other parts "
+                              "of the model also read; export supports that only out of place")
+
     @staticmethod
     def node_name(node: fx.Node) -> str:
         return node.target if node.op == "call_module" else node.name
@@ -192,6 +199,8 @@ class DagBuilder:
 
     def _add(self, node: fx.Node) -> Value:
         a, b = self.arg(node, 0), self.arg(node, 1)
+        if node.target is operator.iadd:
+            self.check_in_place(node)
         if a.shape != b.shape:
             raise ExportError(f"{self.label(node)}: adds tensors of shapes {a.shape} and "
                               f"{b.shape}; export supports same-shape adds only")

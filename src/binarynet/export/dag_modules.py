@@ -179,6 +179,8 @@ def _rsign(b, node, m) -> Value:
 
 
 def _relu(b, node, m) -> Value:
+    if m.inplace:
+        b.check_in_place(node)
     return b.unary("relu", b.arg(node), node)
 
 
