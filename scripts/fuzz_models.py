@@ -3,7 +3,9 @@
     python scripts/fuzz_models.py --files 20000 [--seed 0] [--batch 500] [--timeout 300]
 
 Base models are small networks exported with binarynet.export (dense, conv with the integer
-first-layer path, grouped conv with the float path) and one built by hand. Case ``i`` of seed
+first-layer path, grouped conv with the float path), one built by hand, and two random format-3
+residual DAGs using every op of the real-valued stream (uint8 and float input). Graph edits
+reach the DAG's edges too (``inputs`` pointed elsewhere, lengthened, dropped; names duplicated). Case ``i`` of seed
 ``s`` mutates one of them with ``np.random.default_rng([s, i])`` (reproducible alone:
 ``--case i``), in one of two modes:
 
@@ -44,6 +46,7 @@ import numpy as np
 import binarynet
 from binarynet import engine
 from binarynet.engine import format as fmt
+from binarynet.engine import reference
 from binarynet.errors import ModelFileError
 
 # Loads in the fuzzer allow this much working memory per sample: a rehashed geometry edit can
@@ -91,6 +94,12 @@ def base_models() -> list:
     x = torch.randint(0, 256, (3, 2, 6, 6)).float() / 64 - 2
     bases.append(("grouped_float", export(grouped, x), x.numpy()))
     bases.append(("tiny_dense", _tiny_dense(), np.linspace(-1, 1, 10, dtype=np.float32).reshape(2, 5)))
+    rng = np.random.default_rng(0)
+    for name, seed, uint8 in (("dag_u8", 1, True), ("dag_float", 2, False)):
+        model = engine.PackedModel(*random_dag(seed, uint8))
+        x = (rng.integers(0, 256, (2, *model.input_shape), dtype=np.uint8) if uint8
+             else rng.uniform(-2, 2, (2, *model.input_shape)).astype(np.float32))
+        bases.append((name, model, x))
     return [(name, packed.to_bytes(), x) for name, packed, x in bases]
 
 
@@ -102,6 +111,81 @@ def _tiny_dense():
     tensors = {"fc.weight": np.array([[0b11111], [0b01010], [0b00011]], dtype=np.uint64),
                "fc.scale": np.array([1.0, 0.5, -2.0]), "fc.shift": np.array([0.0, 1.0, 0.25])}
     return engine.PackedModel(graph, tensors)
+
+
+def random_dag(seed: int, uint8: bool):
+    """(graph, tensors) of a random format-3 residual network using every op of the
+    real-valued stream: stem, two binary blocks with shortcuts (one downsampling through an
+    average pool), a depthwise conv, a max-pooled branch concatenated, a global pool and a
+    binary dense head. Channel counts are drawn across a word boundary (odd, or over 64)."""
+    rng = np.random.default_rng(seed)
+    c_in, size = int(rng.integers(1, 4)), int(rng.integers(5, 9))
+    c, c2, hidden = (int(rng.choice([5, 7, 66])), int(rng.integers(3, 9)),
+                     int(rng.choice([9, 65])))
+    norm = [float(v) for v in rng.uniform(0.005, 0.02, c_in)] if uint8 else None
+    graph = {"input": {"shape": [c_in, size, size], "scale": norm,
+                       "offset": [-1.0] * c_in if uint8 else None},
+             "num_classes": int(rng.integers(2, 6)), "ops": []}
+    tensors = {}
+
+    def f32(*shape, low=-1.0, high=1.0):
+        return rng.uniform(low, high, shape).astype(np.float32)
+
+    def packed_pm1(*shape):
+        return reference.pack(rng.integers(0, 2, shape).astype(np.int8) * 2 - 1)
+
+    def op(kind, name, inputs=None, tensor=None, **attrs):
+        graph["ops"].append({"op": kind, "name": name, **attrs, "tensors": {
+            role: f"{name}.{role}" for role in (tensor or {})}})
+        if inputs is not None:
+            graph["ops"][-1]["inputs"] = inputs
+        tensors.update({f"{name}.{role}": value for role, value in (tensor or {}).items()})
+
+    def conv(k, cin, cout, stride=1, padding=0, groups=1):
+        return dict(in_channels=cin, out_channels=cout, kernel=[k, k], stride=[stride] * 2,
+                    padding=[padding] * 2, dilation=[1, 1], groups=groups)
+
+    def per_channel(n, *roles):
+        return {role: f32(n, low=-2, high=2) for role in roles}
+
+    def sign(name, n, inputs=None):
+        op("sign", name, inputs, {"thresh": f32(n, low=-0.5, high=0.5),
+                                  "flip": rng.random(n) < 0.3})
+
+    op("input_float", "in")
+    op("conv_real", "stem", None, {"weight": f32(c, 3, 3, c_in), "bias": f32(c)},
+       **conv(3, c_in, c, padding=1))
+    op("scale_shift", "bn0", None, per_channel(c, "scale", "shift"))
+    op("prelu", "act0", None, per_channel(c, "shift_in", "slope", "shift_out"))
+    sign("s1", c)
+    op("bconv", "b1", None, {"weight": packed_pm1(c, 3, 3, c), **per_channel(c, "scale", "shift")},
+       pad_mode=str(rng.choice(["zero", "one", "minus_one"])), **conv(3, c, c, padding=1))
+    op("scale_shift", "bn1", None, per_channel(c, "scale", "shift"))
+    op("add", "add1", ["bn1", "act0"])
+    op("relu", "act1")
+    op("conv_real", "dw", None, {"weight": f32(c, 3, 3, 1), "bias": f32(c)},
+       **conv(3, c, c, padding=1, groups=c))
+    sign("s2", c)
+    op("bconv", "b2", None, {"weight": packed_pm1(c, 3, 3, c), **per_channel(c, "scale", "shift")},
+       pad_mode="zero", **conv(3, c, c, stride=2, padding=1))
+    op("avgpool", "pool2", ["act1"], kernel=[2, 2], stride=[2, 2], padding=[0, 0],
+       ceil_mode=True, count_include_pad=bool(rng.random() < 0.5))
+    op("add", "add2", ["pool2", "b2"])
+    op("prelu", "act2", None, per_channel(c, "shift_in", "slope", "shift_out"))
+    op("maxpool_real", "mp", ["dw"], kernel=[3, 3], stride=[2, 2], padding=[1, 1], ceil_mode=False)
+    op("concat", "cat", ["act2", "mp"])
+    op("conv_real", "proj", None, {"weight": f32(c2, 1, 1, 2 * c), "bias": f32(c2)},
+       **conv(1, 2 * c, c2))
+    op("global_avgpool", "gap")
+    op("flatten", "flat")
+    sign("s3", c2)
+    op("bdense", "bd", None, {"weight": packed_pm1(hidden, c2), **per_channel(hidden, "scale", "shift")},
+       in_features=c2, out_features=hidden)
+    op("relu", "act3")
+    op("dense_real", "fc", None, {"weight": f32(graph["num_classes"], hidden),
+                                  "bias": f32(graph["num_classes"])},
+       in_features=hidden, out_features=graph["num_classes"])
+    return graph, tensors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,8 +285,11 @@ def edit_metadata(rng, header: dict) -> None:
 def edit_graph(rng, graph: dict) -> None:
     """Change one op attribute, the op list, the input description or the class count."""
     ops = graph["ops"]
-    kind = _pick(rng, ["attr", "attr", "attr", "pair", "ops", "input", "classes", "roles"])
+    kind = _pick(rng, ["attr", "attr", "attr", "pair", "ops", "input", "classes", "roles", "edges"])
     op = _pick(rng, ops)
+    if kind == "edges":
+        edit_edges(rng, ops, op)
+        return
     if kind in ("attr", "pair"):
         keys = [k for k in op if k not in ("tensors",)]
         key = _pick(rng, keys)
@@ -212,8 +299,8 @@ def edit_graph(rng, graph: dict) -> None:
         elif isinstance(value, int) and not isinstance(value, bool) and rng.random() < 0.5:
             op[key] = value + _pick(rng, [-1, 1, 64, -value, value])
         else:
-            op[key] = _pick(rng, NASTY + ["zero", "one", "minus_one", "bits", "logits", "int",
-                                          "bitplane", "conv", "dense"])
+            op[key] = _pick(rng, NASTY + [False, "zero", "one", "minus_one", "bits", "logits",
+                                          "int", "bitplane", "conv", "dense", "float", "input"])
     elif kind == "ops":
         i, j = int(rng.integers(len(ops))), int(rng.integers(len(ops)))
         _pick(rng, [lambda: ops.pop(i), lambda: ops.insert(i, copy.deepcopy(ops[j])),
@@ -233,6 +320,26 @@ def edit_graph(rng, graph: dict) -> None:
         if roles:
             role = _pick(rng, sorted(roles))
             roles[role + _pick(rng, ["", "_"])] = _pick(rng, sorted(set(roles.values())) + [7])
+
+
+def edit_edges(rng, ops: list, op: dict) -> None:
+    """The DAG's edges: an op's ``inputs`` pointed at another value (earlier, later, itself,
+    "input", nothing), lengthened, shortened or removed, or its name made another's."""
+    names = [o.get("name") for o in ops if isinstance(o, dict)] + ["input", "nope", ""]
+    current = op.get("inputs")
+    kind = _pick(rng, ["point", "point", "append", "drop", "remove", "rename"])
+    if kind == "rename":
+        op["name"] = _pick(rng, names)
+    elif kind == "remove":
+        op.pop("inputs", None)
+    elif kind == "point" and isinstance(current, list) and current:
+        current[int(rng.integers(len(current)))] = _pick(rng, names)
+    elif kind == "append" and isinstance(current, list):
+        current.append(_pick(rng, names))
+    elif kind == "drop" and isinstance(current, list) and current:
+        current.pop(int(rng.integers(len(current))))
+    else:
+        op["inputs"] = [_pick(rng, names)]
 
 
 def edit_data(rng, header: dict, data: bytearray) -> None:
@@ -321,7 +428,8 @@ def _sample_input(model, seed: int, case: int):
 
 
 def _logits(model, x):
-    with np.errstate(over="ignore"):  # a valid but huge scale may overflow float32 to inf
+    # a valid but huge scale may overflow float32 to inf (and inf - inf make NaN)
+    with np.errstate(over="ignore", invalid="ignore"):
         return model.predict(x)
 
 
@@ -475,7 +583,8 @@ def main(argv=None) -> int:
 
 
 def report(totals, failures, files: int, seed: int) -> int:
-    print(f"fuzzed {files} files (seed {seed}, bases: mlp_u8, cnn_u8, grouped_float, tiny_dense)")
+    print(f"fuzzed {files} files (seed {seed}, bases: mlp_u8, cnn_u8, grouped_float, tiny_dense, "
+          "dag_u8, dag_float)")
     outcomes = collections.Counter()
     for key, count in totals.items():
         outcomes[key.partition(" (")[0]] += count

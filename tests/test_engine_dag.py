@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from binarynet import engine
-from binarynet.engine import backends, float_ops, reference
+from binarynet.engine import backends, float_ops, plan, reference
 from binarynet.errors import BinarynetError
 from dag_fixtures import GraphBuilder, f32, packed, pm1, residual_net
 from engine_fixtures import run_without_torch
@@ -175,6 +175,7 @@ class ContractKernels:
 
     def _finish(self, s, scale, shift, steps, residual, sign_thresh, sign_flip, float_out):
         assert float_out or sign_thresh is not None
+        assert len(steps) <= plan.MAX_STEPS and (residual is None or residual.flags.c_contiguous)
         y = float_ops.output_transform(s, scale, shift)
         assert [step[0] for step in steps].count("add") <= 1
         for step in steps:
@@ -220,6 +221,40 @@ def mlp_dag(seed=0, k=70, hidden=65, classes=7):
     return g
 
 
+def test_a_binary_mlp_dag_equals_torch():
+    """bdense with scale/shift, signs on flat values, and a float head as the output."""
+    g = mlp_dag(1)
+    x = np.random.default_rng(9).standard_normal((20, 70)).astype(np.float32)
+    ops = {op["name"]: op for op in g.graph["ops"]}
+
+    def tensor(name, role):
+        return t(g.tensors[ops[name]["tensors"][role]])
+
+    def sign(v, name):
+        up = torch.where(tensor(name, "flip"), v <= tensor(name, "thresh"), v >= tensor(name, "thresh"))
+        return torch.where(up, 1.0, -1.0)
+
+    def bdense(v, name):
+        w = t(reference.unpack(g.tensors[ops[name]["tensors"]["weight"]], ops[name]["in_features"]))
+        return (v @ w.float().T) * tensor(name, "scale") + tensor(name, "shift")
+
+    y = bdense(sign(t(x), "s0"), "d0") * tensor("bn0", "scale") + tensor("bn0", "shift")
+    z = y + tensor("act", "shift_in")
+    y = torch.where(z > 0, z, tensor("act", "slope") * z) + tensor("act", "shift_out")
+    want = bdense(sign(y, "s1"), "d1") * tensor("bn1", "scale") + tensor("bn1", "shift")
+    np.testing.assert_array_equal(g.model().predict(x), want.numpy())
+
+
+def test_uint8_images_are_normalised_as_the_float_input_is():
+    g, _ = residual_net(5)
+    g.graph["input"].update(scale=[1 / 64, 1 / 128, 1 / 32], offset=[-2.0, -1.0, -4.0])
+    u8 = np.random.default_rng(3).integers(0, 256, (4, 3, 8, 8), dtype=np.uint8)
+    x_f = (u8.astype(np.float32) * np.float32([1 / 64, 1 / 128, 1 / 32]).reshape(1, 3, 1, 1)
+           + np.float32([-2, -1, -4]).reshape(1, 3, 1, 1))
+    model = g.model()
+    np.testing.assert_array_equal(model.predict(u8), model.predict(x_f))
+
+
 def test_fused_and_unfused_plans_give_identical_results():
     g, _ = residual_net(2)
     x = np.random.default_rng(5).standard_normal((3, 3, 8, 8)).astype(np.float32)
@@ -227,11 +262,13 @@ def test_fused_and_unfused_plans_give_identical_results():
     fused = unfused._on_backend(ContractBackend())
     steps = {fused.ops[s.ops[0]]["name"]: [fused.ops[i]["name"] for i in s.ops]
              for s in fused._runner.plan if s.kind == "transform"}
-    # b1's chain runs through the add (act0 is computed before it) up to act1, which three ops
-    # read: s2 is folded and the float value kept; b2's add reads pool2, computed after b2
-    assert steps == {"b1": ["b1", "bn1", "add1", "act1", "s2"], "b2": ["b2"]}
+    # b1's chain runs through the add up to act1, which three ops read: s2 is folded and the
+    # float value kept; b2's add reads pool2, listed after b2: b2's step waits for it
+    assert steps == {"b1": ["b1", "bn1", "add1", "act1", "s2"], "b2": ["b2", "add2", "act2"]}
+    order = [fused.ops[s.ops[0]]["name"] for s in fused._runner.plan]
+    assert order.index("pool2") < order.index("b2") and order.index("b2") < order.index("cat")
     np.testing.assert_array_equal(fused.predict(x), unfused.predict(x))
-    assert fused._runner.kernels.calls == [(3, True, True), (0, False, True)]
+    assert fused._runner.kernels.calls == [(3, True, True), (2, False, True)]
     trace = {name: v for name, _, v in fused.trace(x)}  # trace runs the ops one by one
     assert set(trace) == {op["name"] for op in fused.ops}
 
@@ -247,16 +284,44 @@ def test_a_folded_sign_drops_the_float_value_nobody_else_reads():
     assert fused._runner.kernels.calls == [(2, True, False), (1, False, True)]
 
 
-def test_values_are_freed_after_their_last_reader():
-    g, _ = residual_net()
-    model = g.model()
+def test_a_chain_longer_than_a_kernel_takes_continues_unfused():
+    g = GraphBuilder((64,), 3)
+    g.op("input_float", "in")
+    g.op("sign", "s", tensors={"thresh": np.zeros(64, np.float32), "flip": np.zeros(64, bool)})
+    g.op("bdense", "d", in_features=64, out_features=3, tensors={
+        "weight": packed(pm1(np.random.default_rng(0), (3, 64))),
+        "scale": np.full(3, 0.5, np.float32), "shift": np.full(3, -1.0, np.float32)})
+    for n in range(plan.MAX_STEPS + 2):
+        g.op("prelu" if n % 2 else "relu", f"a{n}", tensors={} if n % 2 == 0 else {
+            "shift_in": np.full(3, -0.25, np.float32), "slope": np.full(3, -0.5, np.float32),
+            "shift_out": np.full(3, 0.125, np.float32)})
+    unfused = g.model(reference=True)
+    fused = unfused._on_backend(ContractBackend())
+    x = np.random.default_rng(1).standard_normal((4, 64)).astype(np.float32)
+    np.testing.assert_array_equal(fused.predict(x), unfused.predict(x))
+    assert fused._runner.kernels.calls == [(plan.MAX_STEPS, False, True)]
+    assert len(fused._runner.plan) == 2 + 1 + 2  # in, s, the fused step, two ops left
+
+
+def freed_at(model, steps) -> dict:
+    """value name -> the name of the (first op of the) step after which it is dropped."""
     frees = {}
-    for step in model._runner.plan:
+    for step in steps:
         for j in step.frees:
             frees[model.ops[j]["name"] if j >= 0 else "input"] = model.ops[step.ops[0]]["name"]
+    return frees
+
+
+def test_values_are_freed_after_their_last_reader():
+    g, _ = residual_net()
+    model = g.model(reference=True)
+    frees = freed_at(model, plan.single_ops(model.graph, model._runner.reads))
     assert frees["act0"] == "add1" and frees["act1"] == "mp" and frees["input"] == "in"
     assert "fc" not in frees  # the output
     assert len(frees) == len(model.ops)  # every other value, once
+    # fused, the shortcut act0 is read (and dropped) by b1's step, which runs the add
+    fused = model._on_backend(ContractBackend())
+    assert freed_at(fused, fused._runner.plan)["act0"] == "b1"
 
 
 # -- trace, backends, torch-free use --------------------------------------------------------------

@@ -5,9 +5,15 @@ ModelFileError, or load unchanged (a non-semantic edit) and predict the same, or
 mutation recomputed the hashes, load as a valid model whose compiled kernels agree with the numpy
 reference. Longer runs, with crashes and hangs caught in subprocesses: ``scripts/fuzz_models.py``.
 """
+import collections
+import copy
 import struct
 
+import numpy as np
 import pytest
+
+from binarynet import engine
+from binarynet.errors import ModelFileError
 
 CASES = 3000
 SEED = 20261130
@@ -70,3 +76,27 @@ def test_script_reports_counts_crashes_and_hangs(fuzz, monkeypatch, capsys):
     counted = sum(int(line.split()[0]) for line in outcomes.splitlines()
                   if line.strip() and line.split()[0].isdigit())
     assert counted == 10 and "errors: 2" in out
+
+
+def test_edge_edits_reach_every_check_of_the_dag(fuzz):
+    """The format-3 bases are DAGs; the generator's edits of their edges (inputs, names) are
+    refused by each of the DAG's checks, or load as another valid DAG."""
+    graph, tensors = fuzz.random_dag(3, uint8=False)
+    engine.PackedModel(graph, tensors)  # the base itself is valid
+    outcomes = collections.Counter()
+    for case in range(400):
+        rng = np.random.default_rng([SEED, case])
+        edited = copy.deepcopy(graph)
+        fuzz.edit_edges(rng, edited["ops"], edited["ops"][int(rng.integers(len(edited["ops"])))])
+        try:
+            engine.PackedModel(edited, tensors)
+            outcomes["valid"] += 1
+        except ModelFileError as err:
+            phrase = next((p for p in DAG_CHECKS if p in str(err)), str(err))
+            outcomes[phrase] += 1
+    assert set(DAG_CHECKS) | {"valid"} <= set(outcomes), outcomes
+
+
+DAG_CHECKS = ("is a forward reference", "is ambiguous", "names no earlier op",
+              "must be a string other than 'input'", "is not read by any later op",
+              "values, takes", "takes float", "takes bits")

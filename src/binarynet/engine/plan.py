@@ -6,22 +6,31 @@ A step runs one op, or fuses several into one call of the backend's kernels when
 - ``conv_maxpool``: a format-2 ``conv`` whose only reader is a ``maxpool`` with the same flip
   tensor (``bconv2d_threshold_maxpool``);
 - ``transform``: a ``bconv`` (groups 1) / ``bdense`` and the chain of elementwise ops after
-  it (``relu``, ``scale_shift``, ``prelu``, at most one ``add`` whose other operand is computed
-  before the conv), as long as each value of the chain has exactly one reader, applied in the
-  kernel's output transform (``bconv2d_transform`` / ``bgemm_transform``); a ``sign`` reading
-  the chain's last value is folded into the same call, which then also returns the float
-  value only when something else reads it.
+  it (``relu``, ``scale_shift``, ``prelu``, at most one ``add``), as long as each value of the
+  chain has exactly one reader, applied in the kernel's output transform
+  (``bconv2d_transform`` / ``bgemm_transform``); a ``sign`` reading the chain's last value is
+  folded into the same call, which then also returns the float value only when something else
+  reads it.
 
-A fused step runs where its first op is: the ops it takes in read only values of the chain or
-values computed before it, so the plan stays in a topological order.
+A fused step runs where its first op is, or later when the add's other operand (a residual's
+shortcut, such as an average pool the exporter lists after the conv) is computed after it: the
+ops of a chain read only its own values besides that operand and the conv's input, and nothing
+else reads the values inside the chain, so waiting for it keeps the plan in a topological order.
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
+from . import reference
 from .float_checks import ELEMENTWISE
 
 __all__ = ["Step", "build", "single_ops"]
+
+# The most steps a fused kernel applies (its C core has room for 64 with the layer's own
+# scale/shift); a longer chain continues as separate ops. Kernels without fused transforms
+# (reference.py before them) fuse nothing, whatever this is.
+MAX_STEPS = getattr(reference, "MAX_TRANSFORM_STEPS", 63)
 
 
 @dataclass(frozen=True)
@@ -56,14 +65,14 @@ def _readers(reads, count) -> dict:
 def _transform(i, ops, reads, readers) -> Step:
     """The fused step starting at bconv/bdense ``i``."""
     chain, residual, end = [], None, i
-    while len(readers[end]) == 1:
+    while len(readers[end]) == 1 and len(chain) < MAX_STEPS:
         k = readers[end][0]
         kind = ops[k]["op"]
         if kind not in ELEMENTWISE:
             break
         if kind == "add":
             other = [j for j in reads[k] if j != end]
-            if residual is not None or len(other) != 1 or other[0] >= i:
+            if residual is not None or len(other) != 1:
                 break
             residual = other[0]
         chain.append(k)
@@ -100,7 +109,29 @@ def build(graph: dict, reads: list, kernels) -> list:
             step = Step("op", (i,), tuple(reads[i]), (i,))
         covered.update(step.ops)
         steps.append(step)
-    return _with_frees(steps)
+    return _with_frees(_in_order(steps))
+
+
+def _in_order(steps) -> list:
+    """The steps in an order where each runs after the steps writing what it reads: by their
+    first op, except that a fused step whose residual is computed after its conv waits for it."""
+    writer = {j: n for n, step in enumerate(steps) for j in step.writes}
+    waits = [{writer[j] for j in step.reads if j >= 0} for step in steps]
+    unblocks: dict = {}
+    for n, before in enumerate(waits):
+        for m in before:
+            unblocks.setdefault(m, []).append(n)
+    ready = [n for n, before in enumerate(waits) if not before]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        n = heapq.heappop(ready)
+        order.append(steps[n])
+        for m in unblocks.get(n, ()):
+            waits[m].discard(n)
+            if not waits[m]:
+                heapq.heappush(ready, m)
+    return order
 
 
 def single_ops(graph: dict, reads: list) -> list:

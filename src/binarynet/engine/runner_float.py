@@ -82,7 +82,8 @@ class FloatStreamOps:
         head = ops[step.ops[0]]
         sign = ops[step.sign] if step.sign is not None else None
         args = dict(steps=tuple(self._step_tensors(ops[k]) for k in step.chain),
-                    residual=values[step.residual] if step.residual is not None else None,
+                    residual=(None if step.residual is None
+                              else self.xp.contiguous(values[step.residual])),
                     sign_thresh=self._t(sign, "thresh") if sign else None,
                     sign_flip=self._t(sign, "flip") if sign else None,
                     float_out=step.float_out)
