@@ -228,6 +228,19 @@ def test_zoo_models_write_the_expected_ops():
     assert ops_of(packed).count("scale_shift") == 2  # BN after ReLU: on the real stream
 
 
+def test_shortcuts_are_written_before_the_binary_conv_they_are_added_to():
+    """So that the engine can fuse each add into the binary conv's output transform."""
+    model = registry.get("birealnet18", width=8, blocks=(2, 2)).eval()
+    packed = export(model, torch.randn(2, 3, 32, 32))
+    position = {op["name"]: i for i, op in enumerate(packed.ops)}
+    kinds = {op["name"]: op["op"] for op in packed.ops}
+    adds = [op["inputs"] for op in packed.ops if op["op"] == "add"]
+    assert len(adds) == 4
+    for a, b in adds:
+        conv, shortcut = (a, b) if kinds[a] == "bconv" else (b, a)
+        assert kinds[conv] == "bconv" and position[shortcut] < position[conv]
+
+
 # -- errors --------------------------------------------------------------------------------------
 class Sigmoid(nn.Module):
     def forward(self, x):

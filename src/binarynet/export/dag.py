@@ -208,8 +208,11 @@ class DagBuilder:
         if not np.array_equal(*(p if p is not None else np.arange(a.channels)
                                 for p in (a.perm, b.perm))):
             raise ExportError(f"{self.label(node)}: adds flattened tensors of different layouts")
-        inputs = [self.materialize(a, node), self.materialize(b, node)]
-        name = self.op("add", node.name, inputs)
+        # a binary conv still to be written goes last, so that the shortcut is ready when it
+        # runs and the engine can fuse the add into the conv's output transform
+        for v in sorted((a, b), key=lambda v: v.binary and v.emit is not None):
+            self.materialize(v, node)
+        name = self.op("add", node.name, [a.name, b.name])
         return Value("real", a.shape, name=name, perm=a.perm, node=node.name, source=node.name)
 
     def _concat(self, node: fx.Node) -> Value:

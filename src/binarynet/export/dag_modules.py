@@ -37,11 +37,11 @@ def _per_channel(v: Value, values: np.ndarray) -> np.ndarray:
     return values[v.perm] if v.perm is not None else values
 
 
-def _deferred(b, node, emit, a, c) -> Value:
+def _deferred(b, node, emit, a, c, binary=False) -> Value:
     """The output of a conv / dense, written when first read (a lone batch norm reader folds
     into it: :meth:`~.dag.DagBuilder._keep`)."""
     return Value("real", b.shape(node), emit=emit, a=np.asarray(a, np.float64),
-                 c=np.asarray(c, np.float64), label=node.target, node=node.name)
+                 c=np.asarray(c, np.float64), label=node.target, node=node.name, binary=binary)
 
 
 # -- convolutions and dense layers -------------------------------------------------------------
@@ -124,7 +124,7 @@ def _binary(b, node, m) -> Value:
                                          "shift": _f32(shift)},
                     {"kind": kind, "fan_in": int(w[0].size)}, **attrs)
 
-    return _deferred(b, node, emit, a, c)
+    return _deferred(b, node, emit, a, c, binary=True)
 
 
 def _conv2d(b, node, m) -> Value:

@@ -35,6 +35,7 @@ class Value:
     node: Optional[str] = None
     source: Optional[str] = None
     label: str = ""  # name for the op that writes the pending affine out
+    binary: bool = False  # ``emit`` writes a bconv / bdense (the engine fuses adds into them)
 
     @property
     def channels(self) -> int:
