@@ -241,6 +241,52 @@ def test_shortcuts_are_written_before_the_binary_conv_they_are_added_to():
         assert kinds[conv] == "bconv" and position[shortcut] < position[conv]
 
 
+class FunctionalNet(nn.Module):
+    """Users' functional idioms: view(x.size(0), -1), x.shape[0], mean over H and W."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4 * 2 * 2 if how in ("view", "reshape", "shape") else 4, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.how == "view":
+            y = y.view(y.size(0), -1)
+        elif self.how == "reshape":
+            y = torch.reshape(y, (y.shape[0], -1))
+        elif self.how == "shape":
+            y = y.reshape(y.shape[0], -1)
+        elif self.how == "mean":
+            y = y.mean((2, 3))
+        elif self.how == "mean-keepdim":
+            y = torch.mean(y, dim=[-1, -2], keepdim=True).flatten(1)
+        else:
+            y = nn.functional.adaptive_avg_pool2d(y, 1).flatten(1)
+        return self.fc(y)
+
+
+@pytest.mark.parametrize("how", ["view", "reshape", "shape", "mean", "mean-keepdim", "adaptive"])
+def test_functional_flatten_and_pooling_idioms_export(how):
+    model = FunctionalNet(how).eval()
+    x = torch.randn(16, 3, 4, 4)
+    packed = export(model, x[:2])
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(packed.predict(x.numpy()), want, rtol=1e-5, atol=1e-5)
+
+
+def test_other_uses_of_the_shape_are_refused():
+    class HalfView(FunctionalNet):
+        def forward(self, x):
+            y = self.conv(x)
+            return self.fc(y.view(y.size(0) * 1, -1))
+
+    with pytest.raises(ExportError, match="function 'mul' in the model's forward"):
+        export(HalfView("view").eval(), torch.randn(2, 3, 4, 4))
+
+
 # -- errors --------------------------------------------------------------------------------------
 class Sigmoid(nn.Module):
     def forward(self, x):

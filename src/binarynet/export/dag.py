@@ -119,6 +119,9 @@ class DagBuilder:
         if v.kind == "bits":
             raise ExportError(f"{self.label(node)}: takes binary (+-1) activations, which the "
                               "engine only feeds to binary layers, signs, max-pool and flatten")
+        if v.kind != "image":
+            raise ExportError(f"{self.label(node)}: computes with the tensor's shape, which "
+                              "export supports only in x.view(x.size(0), -1)")
         if self.input_float is None:
             name = self.op("input_float", "input_float", ["input"])
             self.input_float = Value("real", v.shape, name=name, node=v.node, source=v.node)
@@ -180,22 +183,71 @@ class DagBuilder:
 
     # -- function nodes ---------------------------------------------------------------------
     def _function(self, node: fx.Node) -> Value:
-        target, args = node.target, node.args
+        target, args, kwargs = node.target, node.args, node.kwargs
         if node.op == "call_method":
-            if target == "relu" and len(args) == 1 and not node.kwargs:
-                return self.unary("relu", self.arg(node), node)
-            if target == "flatten" and args[1:] in ((1,), (1, -1)) and not node.kwargs:
-                return self.flatten(self.arg(node), node)
-        elif target in _ADDS and len(args) == 2 and not node.kwargs:
+            return self._method(node)
+        if target in _ADDS and len(args) == 2 and not kwargs:
             return self._add(node)
-        elif target in _CATS:
+        if target in _CATS:
             return self._concat(node)
-        elif target in _RELUS and len(args) == 1 and not node.kwargs.get("inplace", False):
+        if target in _RELUS and len(args) == 1 and not kwargs.get("inplace", False):
             return self.unary("relu", self.arg(node), node)
-        elif target in _FLATTENS and args[1:] in ((1,), (1, -1)) and not node.kwargs:
+        if target in _FLATTENS and args[1:] in ((1,), (1, -1)) and not kwargs:
             return self.flatten(self.arg(node), node)
-        raise ExportError(f"{self.label(node)} is not supported by export (supported functions: "
-                          "a + b of two tensors, torch.cat along channels, relu, flatten(x, 1))")
+        if target is torch.reshape and len(args) == 2 and self._batch_flat(args[1]):
+            return self.flatten(self.arg(node), node)
+        if target is torch.mean:
+            return self._mean(node)
+        if target is F.adaptive_avg_pool2d and args[1:] in ((1,), ((1, 1),)) and not kwargs:
+            return self.unary("global_avgpool", self.arg(node), node)
+        if target is getattr and args[1:] == ("shape",):
+            return Value("shape", ())
+        if target is operator.getitem and self._kind(args[0]) == "shape" and args[1] == 0:
+            return Value("batch", ())
+        raise ExportError(f"{self.label(node)} is not supported by export (supported: a + b of "
+                          "two tensors, torch.cat along channels, relu, flattening (flatten(x, 1), "
+                          "x.view(x.size(0), -1)), global average pooling (adaptive_avg_pool2d(x, "
+                          "1), x.mean((2, 3))))")
+
+    def _method(self, node: fx.Node) -> Value:
+        """Tensor methods: relu, flatten and view / reshape to (N, -1), mean over H and W."""
+        target, args = node.target, node.args
+        if target == "relu" and len(args) == 1 and not node.kwargs:
+            return self.unary("relu", self.arg(node), node)
+        if target == "flatten" and args[1:] in ((1,), (1, -1)) and not node.kwargs:
+            return self.flatten(self.arg(node), node)
+        if target in ("view", "reshape") and not node.kwargs and (
+                self._batch_flat(args[1:]) or (len(args) == 2 and self._batch_flat(args[1]))):
+            return self.flatten(self.arg(node), node)
+        if target == "mean":
+            return self._mean(node)
+        if target == "size" and args[1:] in ((0,), ()):
+            return Value("batch" if args[1:] else "shape", ())
+        raise ExportError(f"{self.label(node)} is not supported by export (supported methods: "
+                          "relu, flatten(1), view / reshape to (N, -1), mean((2, 3)))")
+
+    def _batch_flat(self, shape) -> bool:
+        """Whether a view / reshape target ``shape`` is (batch size, -1)."""
+        return (isinstance(shape, (tuple, list)) and len(shape) == 2 and shape[1] == -1
+                and self._kind(shape[0]) == "batch")
+
+    def _kind(self, a):
+        """The kind of value an argument is (None for a constant)."""
+        return self.values[a].kind if isinstance(a, fx.Node) and a in self.values else None
+
+    def _mean(self, node: fx.Node) -> Value:
+        """x.mean((2, 3)) (keepdim or not) of an (N, C, H, W) map: global average pooling."""
+        args, kwargs = node.args, dict(node.kwargs)
+        dims = args[1] if len(args) > 1 else kwargs.pop("dim", None)
+        keepdim = kwargs.pop("keepdim", args[2] if len(args) > 2 else False)
+        v = self.arg(node)
+        if len(v.shape) != 3 or kwargs or not isinstance(dims, (tuple, list)) or sorted(
+                d % 4 for d in dims) != [2, 3]:
+            raise ExportError(f"{self.label(node)}: export supports the mean over H and W of "
+                              "(N, C, H, W) maps (global average pooling) only")
+        name = self.op("global_avgpool", node.name, [self.materialize(v, node)])
+        pooled = Value("real", (v.channels, 1, 1), name=name, node=node.name, source=node.name)
+        return pooled if keepdim else self.flatten(pooled, node)
 
     def _add(self, node: fx.Node) -> Value:
         a, b = self.arg(node, 0), self.arg(node, 1)
