@@ -73,10 +73,10 @@ class DagBuilder:
         self.values[node] = v
 
     def shape(self, node: fx.Node) -> tuple:
-        meta = node.meta.get("tensor_meta")
-        if meta is None or not hasattr(meta, "shape"):
+        shape = node.meta.get("shape")
+        if shape is None:
             raise ExportError(f"{self.label(node)}: its output is not one tensor")
-        return tuple(meta.shape[1:])
+        return shape[1:]
 
     def label(self, node: fx.Node) -> str:
         """How errors name a node: the module (path and type) or the function and where."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from .. import nn as bnn
 from ..errors import ExportError
@@ -49,7 +48,7 @@ class _Tracer(fx.Tracer):
 
 
 def trace(model: nn.Module, x: torch.Tensor) -> fx.GraphModule:
-    """The model traced (dead nodes removed), each node's ``meta["tensor_meta"]`` set from ``x``.
+    """The model traced (dead nodes removed), each node's ``meta["shape"]`` set from ``x``.
 
     The model must be in eval mode; raises :class:`ExportError` naming the module that cannot
     be traced.
@@ -69,15 +68,32 @@ def trace(model: nn.Module, x: torch.Tensor) -> fx.GraphModule:
     if len(placeholders) != 1:
         raise ExportError(f"export takes models with one input tensor; forward has "
                           f"{len(placeholders)} inputs")
-    try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(x)
-    except ExportError:
-        raise
-    except Exception as err:  # the model's own error on this input (a shape mismatch...)
-        raise ExportError(f"the model fails on the example input of shape {tuple(x.shape)}: "
-                          f"{_first_line(err)}") from None
+    with torch.no_grad():
+        _Shapes(gm, x).run(x)
     return gm
+
+
+class _Shapes(fx.Interpreter):
+    """Runs the traced model on the example input, recording each node's output shape in
+    ``meta["shape"]`` (None when it is not a tensor) and naming the node that fails on it."""
+
+    def __init__(self, gm: fx.GraphModule, x: torch.Tensor):
+        super().__init__(gm)
+        self.extra_traceback = False  # our message names the node; keep the model's error as is
+        self.input_shape = tuple(x.shape)
+
+    def run_node(self, n):
+        try:
+            out = super().run_node(n)
+        except ExportError:
+            raise
+        except Exception as err:  # the model's own error on this input (a shape mismatch...)
+            what = (describe(n.target, module_of(self.module, n)) if n.op == "call_module"
+                    else f"{getattr(n.target, '__name__', n.target)!r} in {where(n)}")
+            raise ExportError(f"{what} fails on the example input of shape {self.input_shape}: "
+                              f"{_first_line(err)}") from None
+        n.meta["shape"] = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+        return out
 
 
 def _first_line(err: Exception) -> str:
