@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from binarynet import engine
 from binarynet.engine import backends, float_ops, plan, reference
 from binarynet.errors import BinarynetError
-from dag_fixtures import GraphBuilder, f32, packed, pm1, residual_net
+from dag_fixtures import GraphBuilder, conv_attrs, f32, packed, pm1, residual_net
 from engine_fixtures import run_without_torch
 
 
@@ -243,6 +243,35 @@ def test_a_binary_mlp_dag_equals_torch():
     y = torch.where(z > 0, z, tensor("act", "slope") * z) + tensor("act", "shift_out")
     want = bdense(sign(y, "s1"), "d1") * tensor("bn1", "scale") + tensor("bn1", "shift")
     np.testing.assert_array_equal(g.model().predict(x), want.numpy())
+
+
+@pytest.mark.parametrize("pad_mode, pad_value", [("zero", 0.0), ("one", 1.0), ("minus_one", -1.0)])
+def test_a_grouped_strided_bconv_with_each_pad_mode_equals_torch(pad_mode, pad_value):
+    """Groups over channel slices that are not word aligned (run unfused: the fused kernels
+    take groups 1), stride 2, and the three readings of the padding."""
+    rng = np.random.default_rng(11)
+    g = GraphBuilder((6, 7, 7), 3)
+    g.op("input_float", "in")
+    thresh, flip = f32(rng, 6, -0.3, 0.3), rng.random(6) < 0.5
+    g.op("sign", "s", tensors={"thresh": thresh, "flip": flip})
+    w = pm1(rng, (4, 3, 3, 3))
+    scale, shift = f32(rng, 4), f32(rng, 4)
+    g.op("bconv", "b", pad_mode=pad_mode, **conv_attrs(6, 4, 3, stride=2, padding=1, groups=2),
+         tensors={"weight": packed(w), "scale": scale, "shift": shift})
+    g.op("global_avgpool", "gap")
+    g.op("flatten", "flat")
+    fc_w, fc_b = f32(rng, (3, 4)), f32(rng, 3)
+    g.op("dense_real", "fc", in_features=4, out_features=3, tensors={"weight": fc_w, "bias": fc_b})
+    x = rng.standard_normal((5, 6, 7, 7)).astype(np.float32)
+    bits = F.pad(torch_sign(t(x), thresh, flip), (1, 1, 1, 1), value=pad_value)
+    y = F.conv2d(bits, t(w).permute(0, 3, 1, 2), stride=2, groups=2)
+    y = y * channels(scale) + channels(shift)
+    want = F.linear(F.adaptive_avg_pool2d(y, 1).flatten(1), t(fc_w), t(fc_b))
+    model = g.model()
+    np.testing.assert_allclose(model.predict(x), want.numpy(), rtol=1e-5, atol=1e-5)
+    fused = g.model(reference=True)._on_backend(ContractBackend())
+    assert all(step.kind == "op" for step in fused._runner.plan)
+    np.testing.assert_array_equal(fused.predict(x), model.predict(x))
 
 
 def test_uint8_images_are_normalised_as_the_float_input_is():

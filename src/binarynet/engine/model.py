@@ -202,10 +202,11 @@ class PackedModel:
     def trace(self, x) -> list:
         """Run the ops one by one (no fusion) and return each op's output, for debugging.
 
-        Returns ``[(op name, op kind, array)]``: binary activations unpacked to int8 +-1 in the
-        training model's layout (N, C, H, W) or (N, K) (flat bits in the NCHW flatten order),
-        logits as float32. Compare them with the training model's Sign outputs layer by layer.
-        Numpy arrays on every device.
+        Returns ``[(op name, op kind, array)]``, one per op in graph order: binary activations
+        unpacked to int8 +-1 and float values (the real-valued stream of a format-3 graph) as
+        float32, both in the training model's layout (N, C, H, W) or (N, K) (flattened in the
+        NCHW order), logits as float32. Compare them with the training model's Sign outputs and
+        intermediate tensors layer by layer. Numpy arrays on every device.
         """
         x, _ = self._check_input(x, "trace")
         return self._runner.trace(x)
