@@ -349,6 +349,13 @@ def test_lstm_and_a_sigmoid_call_are_named():
         export(Gate().eval(), torch.randn(2, 4))
 
 
+def test_a_batch_norm_with_a_negative_variance_is_named():
+    model = nn.Sequential(*head(nn.BatchNorm2d(4))).eval()
+    model[1].running_var[2] = -1.0
+    with pytest.raises(ExportError, match=r"module '1' \(BatchNorm2d\): .* non-finite affine"):
+        export(model, torch.randn(2, 3, 4, 4))
+
+
 def test_in_place_ops_on_a_tensor_read_elsewhere_are_refused():
     class InPlace(nn.Module):
         def __init__(self):

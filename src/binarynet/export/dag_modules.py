@@ -161,6 +161,9 @@ def _batchnorm(b, node, m) -> Value:
     if len(v.shape) != (1 if dims == 1 else 3) or m.num_features != v.channels:
         raise ExportError(f"{b.label(node)}: gets per-sample shape {v.shape}")
     a, c = bn_affine(m, m.num_features)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(c))):
+        raise ExportError(f"{b.label(node)}: its parameters or running statistics give a "
+                          "non-finite affine map (NaN, infinite or a negative variance)")
     return b.real(v, node).then(a, c, node.target, node.name)
 
 
