@@ -388,10 +388,19 @@ def test_a_backend_without_float_ops_names_the_op_it_cannot_run():
         float_ops = None
         device = "format2"
     g, _ = residual_net()
-    with pytest.raises(BinarynetError, match="the format2 backend does not run op 0 "
-                       "\\(input_float, layer 'in'\\) of the real-valued stream yet; run this "
-                       "model on 'cpu'"):
+    with pytest.raises(BinarynetError, match="PackedModel on format2: this backend does not run "
+                       "op 0 \\(input_float, layer 'in'\\) of the real-valued stream yet; run "
+                       "this model on 'cpu'"):
         g.model()._on_backend(Format2Only())
+
+
+def test_the_cuda_backend_refuses_the_real_valued_stream_naming_the_op():
+    from gpu_setup import torch_and_triton
+    torch_and_triton()  # skips without triton, or with triton imported outside its interpreter
+    from binarynet.gpu.engine_backend import on_torch_device
+    g, _ = residual_net()
+    with pytest.raises(BinarynetError, match="this backend does not run op 0 \\(input_float"):
+        on_torch_device(g.model(), "cpu")
 
 
 def test_the_engine_runs_a_dag_without_torch(tmp_path):

@@ -309,8 +309,9 @@ def _refuse_float_ops(graph, activations, backend) -> None:
     for i, op in enumerate(graph["ops"]):
         if op["op"] in float_checks.OPS or activations[i][0] == "float":
             raise BinarynetError(
-                f"the {backend.device} backend does not run op {i} ({op['op']}, layer "
-                f"{op['name']!r}) of the real-valued stream yet; run this model on 'cpu'")
+                f"PackedModel on {backend.device}: this backend does not run op {i} "
+                f"({op['op']}, layer {op['name']!r}) of the real-valued stream yet; run this "
+                "model on 'cpu'")
 
 
 def _im2col(xp, x, kernel, stride, padding, dilation, pad_value):
