@@ -1,13 +1,18 @@
 """Exported modern BNNs agree with torch (issue 12, "Exactness"), measured by
-:func:`binarynet.export.exactness.agreement` on random inputs.
+:func:`binarynet.export.exactness.agreement` on random inputs and on MNIST's test set.
 
 Models are small (widths and blocks via their arguments) with realistic batch-norm statistics
 (train-mode passes over data, random affine parameters, RSign / RPReLU shifts), so signs are
-not all ties. Over the 1,088 random samples of the zoo tests (4 x 256 at 32x32, 64 at 224)
-the criteria are: argmax agreement >= 99.9 %; logits within 1e-4 of the largest logit (the
-engine sums real convolutions in its own order and folds batch norms, float32 rounding apart);
-a decision that differs from torch's without an earlier differing bit in that sample (a
-near-tie) at most 1 in 10^5 of a model's decisions and within 1e-4 (relative) of its threshold.
+not all ties. Over the 1,088 random samples of the zoo tests (4 x 256 at 32x32, 64 at 224),
+and the user-built networks, the criteria (:func:`assert_agrees`) are:
+
+- argmax agreement >= 99.9 %;
+- near-ties: a decision that differs from torch's in a sample without an earlier differing
+  bit, at most 1 in 10^5 of the decisions, with its input within 1e-5 of the threshold
+  relative to the typical size of that input (float32 rounding: the engine sums real
+  convolutions in its own order and folds batch norms); at most 0.1 % of the samples hold one;
+- logits within 1e-4 of the sample's largest logit for the samples without a differing
+  decision (one flipped bit moves the logits by a binary weight times the scale).
 """
 import os
 
@@ -38,13 +43,14 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def assert_agrees(result, logit_tolerance=1e-4):
+def assert_agrees(result):
     assert result["argmax_agreement"] >= 0.999, result
-    assert result["max_logit_relative"] <= logit_tolerance, result
+    assert result["max_logit_relative_exact"] <= 1e-4, result
     decisions = sum(r["decisions"] for r in result["signs"].values())
     near_ties = sum(r["differ"] for r in result["signs"].values())
     assert near_ties <= decisions * 1e-5, result
-    assert all(r["max_margin"] <= 1e-4 for r in result["signs"].values()), result
+    assert result["diverged_samples"] <= result["samples"] * 1e-3, result
+    assert all(r["max_margin_scale"] <= 1e-5 for r in result["signs"].values()), result
 
 
 def bits_balance(packed, x) -> float:
@@ -141,7 +147,7 @@ def test_agreement_counts_a_moved_threshold():
     moved.export_report = packed.export_report
     result = agreement(model, moved, x)
     first = result["signs"][op["name"]]
-    assert first["differ"] > 0 and first["max_margin"] > 1e-4
+    assert first["differ"] > 0 and first["max_margin_scale"] > 1e-3
 
 
 class ResidualMLP(nn.Module):
@@ -175,13 +181,11 @@ def test_mnist_trained_residual_net_engine_equals_torch_on_all_test_images():
     model = ResidualMLP()
     optimizer = bn.optim.Adam(bn.optim.param_groups(model, lr=3e-3))
     model.train()
-    for step, (x, y) in enumerate(data.batches(train, 100, shuffle=True, generator=0)):
+    for x, y in data.batches(train, 100, shuffle=True, generator=0):  # one epoch
         loss = nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step == 150:
-            break
     model.eval()
     packed = export(model, test.images[:64], input_scale=scale, input_offset=offset)
     x_test = data.to_float(test.images, scale, offset)
@@ -189,5 +193,8 @@ def test_mnist_trained_residual_net_engine_equals_torch_on_all_test_images():
         torch_pred = model(x_test).numpy().argmax(1)
     engine_pred = packed.predict(x_test.numpy()).argmax(1)
     accuracy = float((engine_pred == test.labels.numpy()).mean())
-    assert accuracy > 0.85  # it learned: the comparison is meaningful
+    print(f"MNIST test after one epoch: engine accuracy {accuracy:.4f}, "
+          f"{int((torch_pred != engine_pred).sum())} prediction differences of 10000")
+    assert accuracy > 0.9  # it learned: the comparison is meaningful
     np.testing.assert_array_equal(engine_pred, torch_pred)
+    assert_agrees(agreement(model, packed, x_test))

@@ -5,7 +5,8 @@ The engine folds batch norms and RSign shifts into sign thresholds and sums real
 its own order, so a sign may decide differently from torch's float32 arithmetic when its
 input lies within rounding of the threshold (a near-tie). :func:`agreement` counts, per
 ``sign`` op, the decisions that differ and how far their input was from the threshold
-(|x - t| / |x|, x the torch value); once a sample has one differing bit, the later ops see
+(|x - t| / |x|, x the torch value, and relative to the typical |x| of that input); once a
+sample has one differing bit, the later ops see
 different inputs, so its later disagreements are counted apart as ``cascaded`` (they are not
 near-ties of their own). Also the argmax agreement and the largest logit difference.
 """
@@ -52,10 +53,15 @@ def agreement(model: nn.Module, packed, x) -> dict:
 
         {"samples": N, "argmax_agreement": fraction, "max_logit_diff": max |engine - torch|,
          "max_logit_relative": that / max |torch logit| of the sample,
-         "signs": {op: {"decisions": n, "differ": n, "cascaded": n, "max_margin": r}}}
+         "diverged_samples": samples with a differing decision,
+         "max_logit_relative_exact": max_logit_relative over the other samples,
+         "signs": {op: {"decisions": n, "differ": n, "cascaded": n, "max_margin": r,
+                        "max_margin_scale": r}}}
 
-    ``differ`` counts decisions of samples with no earlier differing bit, ``max_margin`` their
-    largest |x - t| / |x| (0 when none differ); ``cascaded`` the others.
+    ``differ`` counts decisions of samples with no earlier differing bit; ``max_margin`` is
+    their largest |x - t| / |x| and ``max_margin_scale`` their largest |x - t| / mean |x| (the
+    typical size of the sign's input, the scale float32 rounding is relative to: an x near
+    zero makes the first large); 0 when none differ. ``cascaded`` counts the others.
     """
     signs = packed.export_report.get("signs")
     if signs is None:
@@ -71,33 +77,43 @@ def agreement(model: nn.Module, packed, x) -> dict:
     finally:
         model.train(model_mode)
     engine = {name: arr for name, _, arr in packed.trace(x.numpy())}
-    got = packed.predict(x.numpy()).astype(np.float64)
     diverged = np.zeros(len(x), bool)
     per_op = {}
     for op in packed.ops:
-        if op["op"] != "sign":
-            continue
-        how = signs[op["name"]]
-        t_bits = _torch_bits(gm, rec.outputs, how["torch"]).numpy() >= 0
-        src = rec.outputs[how["source"]].double().numpy()
-        e_bits = _to_torch_layout(engine[op["name"]], t_bits.shape[1:]) > 0
-        thresh = packed.tensors[op["tensors"]["thresh"]].astype(np.float64)
-        if how["perm"] is not None:
-            # a flattened map: the sign's features (and the engine trace of its bits, which
-            # reorders only the flatten op's own output) are in the engine's NHWC order
-            inverse = np.argsort(how["perm"])
-            thresh, e_bits = thresh[inverse], e_bits[:, inverse]
-        view = (1, -1) + (1,) * (src.ndim - 2)
-        margin = np.abs(src - thresh.reshape(view)) / np.maximum(np.abs(src), 1e-30)
-        differ = (e_bits != t_bits).reshape(len(x), -1)
-        fresh = differ & ~diverged[:, None]
-        per_op[op["name"]] = {
-            "decisions": int(differ.size), "differ": int(fresh.sum()),
-            "cascaded": int((differ & diverged[:, None]).sum()),
-            "max_margin": float(margin.reshape(len(x), -1)[fresh].max()) if fresh.any() else 0.0}
-        diverged |= differ.any(axis=1)
-    size = np.maximum(np.abs(want).max(axis=1), 1e-30)
-    diff = np.abs(got - want).max(axis=1)
+        if op["op"] == "sign":
+            per_op[op["name"]] = _compare_sign(gm, rec.outputs, engine, packed, op,
+                                               signs[op["name"]], diverged)
+    got = packed.predict(x.numpy()).astype(np.float64)
+    relative = np.abs(got - want).max(axis=1) / np.maximum(np.abs(want).max(axis=1), 1e-30)
     return {"samples": len(x), "argmax_agreement": float(np.mean(got.argmax(1) == want.argmax(1))),
-            "max_logit_diff": float(diff.max()), "max_logit_relative": float((diff / size).max()),
+            "max_logit_diff": float(np.abs(got - want).max()),
+            "max_logit_relative": float(relative.max()),
+            "diverged_samples": int(diverged.sum()),
+            "max_logit_relative_exact": float(relative[~diverged].max(initial=0.0)),
             "signs": per_op}
+
+
+def _compare_sign(gm, outputs: dict, engine: dict, packed, op: dict, how: dict,
+                  diverged: np.ndarray) -> dict:
+    """One sign op's decisions against torch's; marks the samples that diverge at it."""
+    n = len(diverged)
+    t_bits = _torch_bits(gm, outputs, how["torch"]).numpy() >= 0
+    src = outputs[how["source"]].double().numpy()
+    e_bits = _to_torch_layout(engine[op["name"]], t_bits.shape[1:]) > 0
+    thresh = packed.tensors[op["tensors"]["thresh"]].astype(np.float64)
+    if how["perm"] is not None:
+        # a flattened map: the sign's features (and the engine trace of its bits, which
+        # reorders only the flatten op's own output) are in the engine's NHWC order
+        inverse = np.argsort(how["perm"])
+        thresh, e_bits = thresh[inverse], e_bits[:, inverse]
+    distance = np.abs(src - thresh.reshape((1, -1) + (1,) * (src.ndim - 2))).reshape(n, -1)
+    differ = (e_bits != t_bits).reshape(n, -1)
+    fresh = differ & ~diverged[:, None]
+    near = distance[fresh]
+    result = {"decisions": int(differ.size), "differ": int(fresh.sum()),
+              "cascaded": int((differ & diverged[:, None]).sum()),
+              "max_margin": float((near / np.maximum(np.abs(src.reshape(n, -1)[fresh]),
+                                                     1e-30)).max(initial=0.0)),
+              "max_margin_scale": float(near.max(initial=0.0) / max(np.abs(src).mean(), 1e-30))}
+    diverged |= differ.any(axis=1)
+    return result
