@@ -394,13 +394,36 @@ def test_a_backend_without_float_ops_names_the_op_it_cannot_run():
         g.model()._on_backend(Format2Only())
 
 
-def test_the_cuda_backend_refuses_the_real_valued_stream_naming_the_op():
+def test_the_cuda_backend_runs_dags_as_the_cpu_engine_does():
+    """On torch tensors (CPU ones in Triton's interpreter here; the same code on a GPU): the
+    pools and elementwise ops equal float_ops bit for bit; the convolutions, dense layers and
+    global mean may sum in another order, so a whole DAG agrees within float32 rounding."""
     from gpu_setup import torch_and_triton
     torch_and_triton()  # skips without triton, or with triton imported outside its interpreter
-    from binarynet.gpu.engine_backend import on_torch_device
-    g, _ = residual_net()
-    with pytest.raises(BinarynetError, match="this backend does not run op 0 \\(input_float"):
-        on_torch_device(g.model(), "cpu")
+    from binarynet.gpu.engine_backend import TorchFloatOps, on_torch_device
+    ops, rng = TorchFloatOps(), np.random.default_rng(12)
+    x = rng.standard_normal((2, 7, 6, 5)).astype(np.float32)
+    per_channel = [rng.standard_normal(5).astype(np.float32) for _ in range(3)]
+    flip = rng.random(5) < 0.5
+    for name, args in [("avgpool", ((3, 2), (2, 2), (1, 1), True, False)),
+                       ("avgpool", ((2, 3), (1, 2), (1, 0), False, True)),
+                       ("maxpool_real", ((3, 3), (2, 2), (1, 1), True)),
+                       ("prelu", per_channel), ("scale_shift", per_channel[:2]), ("relu", ()),
+                       ("sign", (per_channel[0], flip)), ("flatten", ())]:
+        want = getattr(float_ops, name)(x, *args)
+        got = getattr(ops, name)(t(x), *(t(a) if isinstance(a, np.ndarray) else a for a in args))
+        np.testing.assert_array_equal(got.numpy(), want, err_msg=name)
+    g, _ = residual_net(6)
+    g.graph["input"].update(scale=[1 / 64, 1 / 128, 1 / 32], offset=[-2.0, -1.0, -4.0])
+    u8 = rng.integers(0, 256, (3, 3, 8, 8), dtype=np.uint8)
+    cpu = g.model()
+    gpu = on_torch_device(cpu, "cpu")
+    np.testing.assert_allclose(gpu.predict(u8), cpu.predict(u8), rtol=1e-5, atol=1e-5)
+    for (name, _, want), (_, _, got) in zip(cpu.trace(u8), gpu.trace(u8)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)
+    g = mlp_dag(2)  # bdense and signs of flat values: exact
+    x = rng.standard_normal((6, 70)).astype(np.float32)
+    np.testing.assert_array_equal(on_torch_device(g.model(), "cpu").predict(x), g.model().predict(x))
 
 
 def test_the_engine_runs_a_dag_without_torch(tmp_path):

@@ -16,7 +16,7 @@ from .checker import conv_output_size, pool_output_size
 
 __all__ = ["input_float", "conv_real", "dense_real", "output_transform", "apply_step", "sign",
            "scale_shift", "relu", "prelu", "add", "concat", "avgpool", "maxpool_real",
-           "global_avgpool", "flatten", "taps"]
+           "global_avgpool", "flatten", "taps", "pool_padding", "avgpool_divisors"]
 
 F32 = np.float32
 
@@ -120,7 +120,7 @@ def concat(parts):
     return np.concatenate(parts, axis=-1)
 
 
-def _pool_padding(h, w, kernel, stride, padding, ceil_mode):
+def pool_padding(h, w, kernel, stride, padding, ceil_mode):
     """Output size and the bottom/right padding that holds every window ceil_mode adds."""
     ho = pool_output_size(h, kernel[0], stride[0], padding[0], ceil_mode)
     wo = pool_output_size(w, kernel[1], stride[1], padding[1], ceil_mode)
@@ -130,8 +130,6 @@ def _pool_padding(h, w, kernel, stride, padding, ceil_mode):
 
 
 def _window_counts(size, out, kernel, stride, padding, include_pad):
-    """Elements each window divides by along one axis, as PyTorch's avg_pool2d: windows end at
-    most at the padded edge; with include_pad they count padding, else only the input."""
     start = np.arange(out) * stride - padding
     end = np.minimum(start + kernel, size + padding)
     if not include_pad:
@@ -139,23 +137,32 @@ def _window_counts(size, out, kernel, stride, padding, include_pad):
     return (end - start).astype(F32)
 
 
+def avgpool_divisors(h, w, out, kernel, stride, padding, count_include_pad):
+    """What each of the (Ho, Wo) windows divides its sum by (float32, host), as PyTorch's
+    avg_pool2d: windows end at most at the padded edge; with count_include_pad they count the
+    padding, else only the input."""
+    rows, cols = (_window_counts(n, o, k, s, p, count_include_pad)
+                  for n, o, k, s, p in zip((h, w), out, kernel, stride, padding))
+    return rows[:, None] * cols[None, :]
+
+
 def avgpool(x, kernel, stride, padding, ceil_mode, count_include_pad):
-    """PyTorch's AvgPool2d(kernel, stride, padding, ceil_mode, count_include_pad) on NHWC."""
+    """PyTorch's AvgPool2d(kernel, stride, padding, ceil_mode, count_include_pad) on NHWC: the
+    window's sum (taps added in order) over its divisor."""
     n, h, w, c = x.shape
-    out, far = _pool_padding(h, w, kernel, stride, padding, ceil_mode)
+    out, far = pool_padding(h, w, kernel, stride, padding, ceil_mode)
     padded = _pad(x, padding, far, 0.0)
     total = np.zeros((n, *out, c), F32)
     for view in taps(padded, kernel, stride, (1, 1), out):
         total += view
-    rows = _window_counts(h, out[0], kernel[0], stride[0], padding[0], count_include_pad)
-    cols = _window_counts(w, out[1], kernel[1], stride[1], padding[1], count_include_pad)
-    return total / (rows[:, None] * cols[None, :])[None, :, :, None]
+    divisors = avgpool_divisors(h, w, out, kernel, stride, padding, count_include_pad)
+    return total / divisors[None, :, :, None]
 
 
 def maxpool_real(x, kernel, stride, padding, ceil_mode):
     """PyTorch's MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode) on NHWC (pad: -inf)."""
     n, h, w, c = x.shape
-    out, far = _pool_padding(h, w, kernel, stride, padding, ceil_mode)
+    out, far = pool_padding(h, w, kernel, stride, padding, ceil_mode)
     padded = _pad(x, padding, far, -np.inf)
     views = taps(padded, kernel, stride, (1, 1), out)
     result = views[0].copy()

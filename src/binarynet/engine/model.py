@@ -57,9 +57,12 @@ class PackedModel:
         (:func:`binarynet.engine.backends.register_backend`); "cuda" is :mod:`binarynet.gpu`,
         imported here and not before (the CPU engine imports no GPU framework): the tensors
         are uploaded once and :meth:`predict` runs the same graph with its Triton / 1-bit
-        tensor-core ops, with the same results as on the CPU.
+        tensor-core ops, with the same results as on the CPU (the real-valued stream of a
+        format-3 graph: its real convolutions, dense layers and global means may sum in
+        another order, within float32 rounding).
         Raises :class:`~binarynet.errors.BinarynetError` when the backend's packages are
-        missing or no such device is available, ValueError for an unknown device.
+        missing, no such device is available or the backend cannot run one of the graph's ops,
+        ValueError for an unknown device.
         """
         name = str(device)
         if name == self.device:
