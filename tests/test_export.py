@@ -368,25 +368,10 @@ class NonMonotoneBN(nn.BatchNorm1d):
         return torch.cos(x)
 
 
-class Wrapper(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = small_mlp()
-
-    def forward(self, x):
-        return self.body(x)
-
-
 @pytest.mark.parametrize("model, message", [
-    (small_mlp(nn.ReLU()), r"module '4' \(ReLU\) is not supported .*Supported: BinaryLinear"),
-    (Wrapper(), "export walks nn.Sequential models; got Wrapper"),
-    (nn.Sequential(nn.Flatten(), bn.nn.BinaryLinear(12, 8), nn.BatchNorm1d(8),
-                   bn.nn.BinaryLinear(8, 3)),
-     r"module '3' \(BinaryLinear\) receives the real-valued output of '1'"),
+    (small_mlp(nn.ReLU()), r"module '4' \(ReLU\): takes binary \(\+-1\) activations"),
     (nn.Sequential(nn.Flatten(), bn.nn.BinaryLinear(12, 8), nn.BatchNorm1d(8), bn.nn.Sign()),
      "ends with binary activations"),
-    (nn.Sequential(nn.Flatten(), nn.BatchNorm1d(12), bn.nn.BinaryLinear(12, 3)),
-     r"module '1' \(BatchNorm1d\) is not supported before the first binary layer"),
     (nn.Sequential(nn.Flatten(), bn.nn.BinaryLinear(12, 8, weight_quantizer=None),
                    nn.BatchNorm1d(8), bn.nn.Sign(), bn.nn.BinaryLinear(8, 3)),
      "weight_quantizer None does not give \\+-1 weights"),
@@ -539,10 +524,39 @@ def test_single_layer_model_first_layer_gives_logits(mode):
 
 
 @pytest.mark.parametrize("scale", ["mean_abs", "learned"])
-def test_per_channel_weight_scales_are_refused_not_ignored(scale):
-    """Export does not fold a binary layer's scale= yet; exporting it as if absent gave a model
-    whose predictions differ from torch's (half of them in a randomised check)."""
+def test_per_channel_weight_scales_are_folded_not_ignored(scale):
+    """A binary layer's scale= is folded into the traced export's scale (the chain export
+    refused it: exporting it as if absent gave a model disagreeing with torch half the time)."""
     model = nn.Sequential(bn.nn.Sign(), bn.nn.BinaryLinear(64, 32, scale=scale), nn.BatchNorm1d(32),
-                          bn.nn.Sign(), bn.nn.BinaryLinear(32, 10), nn.BatchNorm1d(10)).eval()
-    with pytest.raises(ExportError, match=f"scale='{scale}'.*not supported by export yet"):
-        export(model, torch.randn(8, 64))
+                          bn.nn.Sign(), bn.nn.BinaryLinear(32, 10), nn.BatchNorm1d(10))
+    randomize(model, 7, zero_gamma=0.0)
+    if scale == "learned":
+        with torch.no_grad():
+            model[1].channel_scale.uniform_(-2, 2)  # negative factors flip decisions too
+    x = torch.randn(256, 64)
+    packed = export(model, x[:8])
+    with torch.no_grad():
+        want = model(x).numpy()
+    got = packed.predict(x.numpy())
+    assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.99
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("model", [
+    nn.Sequential(nn.Flatten(), bn.nn.BinaryLinear(12, 8), nn.BatchNorm1d(8),
+                  bn.nn.BinaryLinear(8, 3)),  # a binary layer on real values: +-1 weights
+    nn.Sequential(nn.Flatten(), nn.BatchNorm1d(12), bn.nn.BinaryLinear(12, 3)),
+    nn.Sequential(nn.Flatten(), bn.nn.ShiftBatchNorm1d(12), bn.nn.Sign(), bn.nn.BinaryLinear(12, 8),
+                  bn.nn.ShiftBatchNorm1d(8), nn.ReLU(), bn.nn.BinaryLinear(8, 3)),
+], ids=["real-input-binary-layer", "batch-norm-first", "shift-batch-norm-relu"])
+def test_chains_the_chain_export_refuses_take_the_traced_path(model):
+    """These chains were refused (real values into a later binary layer; a batch norm before
+    the first binary layer); the traced export computes them on the real stream."""
+    randomize(model, 3, zero_gamma=0.0)
+    x = torch.randn(64, 12)
+    packed = export(model, x[:4])
+    assert packed.export_report["path"] == "dag"
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(packed.predict(x.numpy()), want, rtol=1e-5,
+                               atol=1e-5 * np.abs(want).max())

@@ -12,8 +12,10 @@ from torch import nn
 from ..engine.model import PackedModel
 from ..errors import ExportError
 from .builder import walk
+from .dag import DagBuilder
 from .inputs import example_batch, normalisation, to_float
-from .modules import flatten_modules
+from .modules import CHAIN_TYPES, chain_eligible
+from .fx_trace import chain_leaves, trace
 from .writer import GraphWriter
 
 
@@ -22,24 +24,28 @@ def export(model: nn.Module, example_input, input_scale=None, input_offset=None,
     """Turn a trained binarynet model into a :class:`~binarynet.engine.PackedModel`.
 
     Args:
-        model: an ``nn.Sequential`` of binarynet layers and standard modules (see
-            :mod:`binarynet.export`; :data:`SUPPORTED_MODULES`). It is evaluated in eval mode
-            (restored afterwards).
+        model: a model of binarynet layers and standard modules (see :mod:`binarynet.export`):
+            a chain of the paper networks' modules (:data:`SUPPORTED_MODULES`) keeps the fused
+            chain ops, anything else is traced with torch.fx into a DAG. It is evaluated in eval
+            mode (restored afterwards).
         example_input: a batch shaped like the model's input (N, C, H, W) or (N, K): float
             (normalised), or uint8 when ``input_scale``/``input_offset`` are given. It fixes the
             input shape and is used for a final engine-vs-torch check.
         input_scale, input_offset: the training normalisation x_f = x_u8 * scale + offset (a
             number or one per channel), e.g. 2/255 and -1; lets the engine take uint8 images.
         first_layer: "bitplane" (paper §1.6: 8 popcount bit planes) or "int" (integer product)
-            for the first layer's uint8 path. Both give the same integers.
+            for the chain's first layer on uint8 input. Both give the same integers. (A DAG's
+            first layer is a real convolution of the normalised float input.)
 
     Returns:
-        the packed model; ``packed.export_report`` records per layer how many thresholds the
-        verification adjusted, constant and flipped channels, and the final check's result.
+        the packed model; ``packed.export_report`` records the path ("chain" or "dag"), per layer
+        how many thresholds the verification adjusted, constant and flipped channels, and the
+        final check's result.
 
     Raises:
-        ExportError: unsupported module or layout, non-binary weights, non-monotone decisions,
-            output affine mismatch.
+        ExportError: unsupported module (named by its path and type) or function, a model
+            torch.fx cannot trace, non-binary weights, non-monotone decisions, output affine
+            mismatch.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"export: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -52,7 +58,6 @@ def export(model: nn.Module, example_input, input_scale=None, input_offset=None,
                           f"{sorted(str(d) for d in floats)} parameters (call model.float())")
     if any(t.device.type != "cpu" for t in tensors):
         model = copy.deepcopy(model).cpu()  # decisions are evaluated on the CPU
-    leaves = flatten_modules(model)
     x = example_batch(example_input, input_scale)
     scale, offset = normalisation(input_scale, input_offset, tuple(x.shape[1:]))
     x_torch, x_u8 = x, None
@@ -62,8 +67,8 @@ def export(model: nn.Module, example_input, input_scale=None, input_offset=None,
     model.eval()
     try:
         with torch.no_grad():
-            writer = GraphWriter(tuple(x_torch.shape[1:]), scale, offset, first_layer)
-            walk(writer, leaves)
+            writer = _graph(model, x_torch, lambda: GraphWriter(tuple(x_torch.shape[1:]), scale,
+                                                                offset, first_layer))
             expected = model(x_torch)
             packed = PackedModel(writer.graph(), writer.tensors)
             packed.export_report = writer.report
@@ -72,6 +77,40 @@ def export(model: nn.Module, example_input, input_scale=None, input_offset=None,
         for module, training in states.items():
             module.training = training
     return packed
+
+
+def _graph(model: nn.Module, x: torch.Tensor, new_writer) -> GraphWriter:
+    """The engine graph of ``model`` (eval mode) in a writer from ``new_writer()``.
+
+    A chain of the modules the paper networks use (an nn.Sequential, or any model tracing to
+    such a chain) keeps the fused chain ops with verified integer thresholds (:mod:`.builder`);
+    any other model, or a chain that path refuses, is traced into a DAG (:mod:`.dag`). When
+    both refuse a chain, the error says why each did.
+    """
+    leaves, gm, chain_error = chain_eligible(model), None, None
+    if leaves is None:
+        gm = trace(model, x)
+        leaves = chain_leaves(gm, CHAIN_TYPES)
+    if leaves is not None:
+        try:
+            writer = new_writer()
+            walk(writer, leaves)
+            writer.report["path"] = "chain"
+            return writer
+        except ExportError as err:
+            chain_error = err
+    try:
+        gm = gm if gm is not None else trace(model, x)
+        writer = new_writer()
+        builder = DagBuilder(gm, writer)
+        builder.run()
+    except ExportError as err:
+        if chain_error is None:
+            raise
+        raise ExportError(f"{chain_error}; the traced export also refuses it: {err}") from None
+    writer.report["path"] = "dag"
+    writer.report["signs"] = builder.signs
+    return writer
 
 
 def _final_check(packed: PackedModel, expected: torch.Tensor, x_float: torch.Tensor, x_u8) -> None:
@@ -95,7 +134,7 @@ def _final_check(packed: PackedModel, expected: torch.Tensor, x_float: torch.Ten
             warnings.warn(
                 f"export: on the example input ({kind} path) the engine's logits differ from the "
                 f"torch model's (max relative error {rel:.2e}, {argmax_diff} different argmax of "
-                f"{len(x)}); first-layer near-ties round differently in float32 (see "
-                "binarynet.export.first_layer), anything larger is a bug", UserWarning,
+                f"{len(x)}); near-ties of a sign round differently in float32 (see "
+                "binarynet.export.first_layer and binarynet.export.values)", UserWarning,
                 stacklevel=3)
     packed.export_report["example_check"] = results

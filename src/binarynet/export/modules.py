@@ -27,15 +27,24 @@ def pack(values: np.ndarray) -> np.ndarray:
     return kernels.pack(np.ascontiguousarray(values, dtype=np.float32))
 
 
+# The module types of the chain export (:mod:`.builder`).
+CHAIN_TYPES = (bnn.BinaryLinear, bnn.BinaryConv2d, nn.MaxPool2d, *BATCHNORMS, bnn.Sign, nn.Flatten,
+               *IDENTITY)
+
+
+def chain_eligible(model: nn.Module):
+    """``[(path, leaf)]`` of an ``nn.Sequential`` made only of :data:`CHAIN_TYPES` with no
+    scaled binary layer (the chain export's models), else None."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    leaves = flatten_modules(model)
+    if all(isinstance(m, CHAIN_TYPES) and getattr(m, "scale", None) is None for _, m in leaves):
+        return leaves
+    return None
+
+
 def flatten_modules(model: nn.Module, prefix: str = "") -> list:
     """``[(path, leaf module)]`` of an ``nn.Sequential``, nested Sequentials flattened."""
-    if not isinstance(model, nn.Sequential):
-        if prefix == "":
-            raise ExportError(
-                f"export walks nn.Sequential models; got {type(model).__name__}, whose forward "
-                "cannot be inspected. Build the model as an nn.Sequential of supported modules "
-                f"({', '.join(SUPPORTED_MODULES)})")
-        return [(prefix, model)]
     leaves = []
     for name, child in model.named_children():
         path = f"{prefix}.{name}" if prefix else name

@@ -15,6 +15,7 @@ from torch import nn
 from .. import nn as bnn
 from ..engine import kernels
 from ..engine.model import PackedModel
+from .torch_dag import DAG_OPS, DagNetwork
 
 _PAD_VALUES = {"zero": 0.0, "one": 1.0, "minus_one": -1.0}
 
@@ -118,13 +119,16 @@ def _conv_layers(packed: PackedModel, i: int) -> list:
     return layers + [_as_2d(_threshold_bn(packed, op)), bnn.Sign()]
 
 
-def to_torch(packed: PackedModel) -> nn.Sequential:
+def to_torch(packed: PackedModel) -> nn.Module:
     """The packed model as a plain float torch network (eval mode): Linear/Conv2d with the +-1
     weights as float32, BatchNorm and Sign (or MaxPool2d before the BatchNorm, paper order).
 
     The network takes normalised float input (N, *input_shape); see the module doc for how
-    each op becomes modules.
+    each op becomes modules. A format-3 DAG (the traced export's graphs) becomes a
+    :class:`~.torch_dag.DagNetwork` running the same ops.
     """
+    if any("inputs" in op or op["op"] in DAG_OPS for op in packed.ops):
+        return DagNetwork(packed).eval()
     layers: list = []
     for i, op in enumerate(packed.ops):
         kind = op["op"]

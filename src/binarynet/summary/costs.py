@@ -37,7 +37,9 @@ class LayerSummary:
     ``input_bits`` is the precision of the layer's input: 1 (binary +-1), 8 (8-bit pixels) or
     32 (float / integer sums). ``float32_bits`` is the memory of its parameters and buffers
     stored as float32; ``packed_bits`` their memory in the packed engine (see module doc).
-    ``binary_macs`` are 1-bit x 1-bit MACs, ``multibit_macs`` MACs at ``input_bits``.
+    ``binary_macs`` are 1-bit x 1-bit MACs, ``multibit_macs`` MACs at ``input_bits``;
+    ``elementwise_ops`` the float operations of a packed model's real stream (adds, scales,
+    PReLUs, sign comparisons, pooling taps; format 3).
     """
 
     name: str
@@ -50,6 +52,7 @@ class LayerSummary:
     packed_bits: int = 0
     binary_macs: int = 0
     multibit_macs: int = 0
+    elementwise_ops: int = 0
     note: str = ""
 
     def to_dict(self) -> dict:
@@ -114,6 +117,11 @@ class ModelSummary:
         """MACs per sample whose input is not binary (8-bit or 32-bit)."""
         return self.total("multibit_macs")
 
+    @property
+    def elementwise_ops(self) -> int:
+        """Float operations per sample on a packed model's real stream (not MACs)."""
+        return self.total("elementwise_ops")
+
     def energy(self) -> dict:
         """The energy estimate of :func:`~binarynet.summary.energy_estimate` for this summary."""
         return energy_estimate(self)
@@ -136,6 +144,7 @@ class ModelSummary:
                 "compression_ratio": self.compression_ratio,
                 "binary_macs": self.binary_macs,
                 "multibit_macs": self.multibit_macs,
+                "elementwise_ops": self.elementwise_ops,
             },
             "energy_estimate": self.energy(),
         }

@@ -71,6 +71,9 @@ def _footer_lines(summary) -> list:
     share = 100.0 * summary.binary_macs / total_macs if total_macs else 0.0
     lines.append(f"MACs per sample: {_count(total_macs)}, of which {share:.2f}% binary "
                  f"(XNOR-popcount).")
+    if summary.elementwise_ops:
+        lines.append(f"Real-stream float operations per sample (adds, scales, PReLUs, sign "
+                     f"comparisons, pooling): {_count(summary.elementwise_ops)}.")
     lines.extend(energy_lines(summary.energy()))
     return lines
 
