@@ -87,7 +87,8 @@ def get_backend() -> str:
 
 def kernel_table() -> dict:
     """The C core's dispatch table for this CPU: ``{backend: {op: kernel variant}}`` for every
-    supported backend, ops ``tiles``, ``pack``, ``planes``, ``threshold``, ``int_gemm``."""
+    supported backend, ops ``tiles``, ``pack``, ``planes``, ``threshold``, ``int_gemm``,
+    ``transform`` (the fused output transforms and sign_pack)."""
     table = {}
     for name in available_backends():
         row = _core.kernel_table(BACKENDS[name])
@@ -297,4 +298,68 @@ def threshold_pack(x, thresh, flip) -> np.ndarray:
     n = x.shape[-1]
     out = np.empty(x.shape[:-1] + (_ref.words_for(n),), dtype=np.uint64)
     _core.threshold_pack(_aligned(x), x.size // n, n, _aligned(thresh), flip, out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# fused output transforms (reference.bconv2d_transform documents the semantics)
+# ----------------------------------------------------------------------------------------------
+_STEP_CODES = {"scale_shift": 0, "relu": 1, "prelu": 2, "add": 3}  # csrc/core.h bn_step_kind
+
+
+def _transform_operands(checked, out_shape):
+    """The C core's view of a checked transform: kinds (bytes), params (float32 rows, in step
+    order), residual, y, thresh, flip, bits (None where absent; outputs allocated here)."""
+    steps, residual, thresh, flip, float_out = checked
+    kinds = bytes(_STEP_CODES[step[0]] for step in steps)
+    params = np.ascontiguousarray(np.stack([p for step in steps for p in step[1:]]))
+    y = np.empty(out_shape, dtype=np.float32) if float_out else None
+    bits = None
+    if thresh is not None:
+        bits = np.empty(out_shape[:-1] + (_ref.words_for(out_shape[-1]),), dtype=np.uint64)
+        thresh, flip = _aligned(thresh), flip.view(np.uint8)
+    residual = None if residual is None else _aligned(residual)
+    return kinds, params, residual, y, thresh, flip, bits
+
+
+@_after_environment
+def bconv2d_transform(x, w, c, scale, shift, *, steps=(), residual=None, sign_thresh=None,
+                      sign_flip=None, float_out=True, stride=(1, 1), padding=(0, 0),
+                      dilation=(1, 1), pad_mode="zero"):
+    """Binary conv with its float32 output transform fused into the tiles' epilogue (no int32
+    tensor, one write of y and/or the packed signs) -> (y or None, bits or None); see
+    :func:`binarynet.engine.reference.bconv2d_transform`."""
+    op = "bconv2d_transform"
+    x, w, geometry, mode, ho, wo = _conv_args(op, x, w, c, stride, padding, dilation, pad_mode)
+    shape = (x.shape[0], ho, wo, w.shape[0])
+    checked = _ref._check_transform(op, w.shape[0], shape, scale, shift, steps, residual,
+                                    sign_thresh, sign_flip, float_out)
+    operands = _transform_operands(checked, shape)
+    _core.bconv2d_transform(_aligned(x), _aligned(w), geometry, mode, *operands)
+    return operands[3], operands[6]
+
+
+@_after_environment
+def bgemm_transform(a, w, k, scale, shift, *, steps=(), residual=None, sign_thresh=None,
+                    sign_flip=None, float_out=True):
+    """Binary dense with its fused float32 output transform -> (y (M, N) or None, bits or None);
+    see :func:`binarynet.engine.reference.bgemm_transform`."""
+    a, w, k = _ref._check_dense("bgemm_transform", a, w, k, _pad_bits_clear)
+    shape = (a.shape[0], w.shape[0])
+    checked = _ref._check_transform("bgemm_transform", w.shape[0], shape, scale, shift, steps,
+                                    residual, sign_thresh, sign_flip, float_out)
+    operands = _transform_operands(checked, shape)
+    _core.bgemm_transform(_aligned(a), _aligned(w), a.shape[0], w.shape[0], k, *operands)
+    return operands[3], operands[6]
+
+
+@_after_environment
+def sign_pack(x, thresh, flip) -> np.ndarray:
+    """Sign of float32 values, packed: ``(..., C)`` -> uint64 ``(..., ceil(C/64))``; bit c =
+    ``x[..., c] >= thresh[c]`` (``<=`` where ``flip[c]``)."""
+    x, thresh, flip = _ref._check_sign_pack(x, thresh, flip)
+    x = np.ascontiguousarray(x)
+    c = x.shape[-1]
+    out = np.empty(x.shape[:-1] + (_ref.words_for(c),), dtype=np.uint64)
+    _core.sign_pack(_aligned(x), x.size // c, c, _aligned(thresh), flip.view(np.uint8), out)
     return out

@@ -41,6 +41,8 @@ typedef struct {
     size_t ldo;            /* output row length (elements or words) */
     const int32_t *thresh;
     const uint8_t *flip;
+    const bn_transform *t; /* output transform (transform.c), or NULL */
+    size_t row0;           /* output row (pixel) of block row 0, for t */
 } conv_epi_ctx;
 
 static int plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, const uint64_t *w) {
@@ -177,6 +179,18 @@ static void epi_conv_bits(void *vctx, size_t m0, int mr, size_t n0, int nr, cons
     }
 }
 
+static void epi_conv_transform(void *vctx, size_t m0, int mr, size_t n0, int nr,
+                               const uint32_t *cnt, int ldc) {
+    const conv_epi_ctx *c = (const conv_epi_ctx *)vctx;
+    float y[64]; /* nr <= 16 (gemm.c MAX_TILE) */
+    for (int i = 0; i < mr; ++i) {
+        const tap_window *win = c->win + m0 + (size_t)i;
+        for (int j = 0; j < nr; ++j)
+            y[j] = (float)(int32_t)conv_dot(c->plan, win, n0 + (size_t)j, cnt[i * ldc + j]);
+        c->t->chunk(c->t, c->row0 + m0 + (size_t)i, n0, (size_t)nr, y);
+    }
+}
+
 /* Panel-path k of each block row: the full K, or -1 where the "zero"-mode border correction
  * needs the scalar epilogue. */
 static void row_ks(const conv_plan *p, const tap_window *win, size_t rows, int32_t *row_k) {
@@ -192,15 +206,17 @@ static void row_ks(const conv_plan *p, const tap_window *win, size_t rows, int32
 static void conv_block(const conv_plan *p, const bn_tile_kernels *kr, const uint64_t *a, size_t mb,
                        size_t n0, size_t n1, conv_epi_ctx *ctx, int32_t *row_k) {
     const size_t kwords = p->kwords;
-    const bn_epilogue_fn epi = ctx->dot_out ? epi_conv_dot : epi_conv_bits;
+    const bn_epilogue_fn epi = ctx->dot_out ? epi_conv_dot : ctx->t ? epi_conv_transform
+                                                                    : epi_conv_bits;
     if (!p->panels) {
         bn_gemm_block(kr, a, kwords, mb, p->w, kwords, n0, n1, kwords, epi, ctx);
         return;
     }
     if (row_k) row_ks(p, ctx->win, mb, row_k);
-    bn_panel_job job = {p->panels, ctx->dot_out ? BN_EPI_DOT : BN_EPI_BITS, (int32_t)p->kfull,
-                        row_k, ctx->dot_out ? (void *)ctx->dot_out : (void *)ctx->bits_out,
-                        ctx->ldo, ctx->thresh, p->flip_bits, epi, ctx};
+    const int kind = ctx->dot_out ? BN_EPI_DOT : ctx->t ? BN_EPI_TRANSFORM : BN_EPI_BITS;
+    bn_panel_job job = {p->panels, kind, (int32_t)p->kfull, row_k,
+                        ctx->dot_out ? (void *)ctx->dot_out : (void *)ctx->bits_out, ctx->ldo,
+                        ctx->thresh, p->flip_bits, epi, ctx, ctx->t, ctx->row0};
     kr->panel(a, kwords, mb, n0, n1, kwords, &job);
 }
 
@@ -227,6 +243,7 @@ typedef struct {
     uint64_t *bits_out;
     const int32_t *thresh;
     const uint8_t *flip;
+    const bn_transform *t;
     size_t m, bm, bn, tm, ldo;
     bn_scratch scratch; /* per worker: bm im2col rows, bm tap windows, bm row ks */
 } conv_job;
@@ -250,12 +267,15 @@ static void conv_task(void *vjob, long t, int worker) {
         fill_block(p, m0, mb, buf, win);
     }
     conv_epi_ctx ctx = {p, win, j->dot_out ? j->dot_out + m0 * j->ldo : NULL,
-                        j->bits_out ? j->bits_out + m0 * j->ldo : NULL, j->ldo, j->thresh, j->flip};
+                        j->bits_out ? j->bits_out + m0 * j->ldo : NULL, j->ldo, j->thresh, j->flip,
+                        j->t, m0};
     conv_block(p, j->kr, a, mb, n0, n1, &ctx, row_k);
 }
 
+/* One of: dot_out (int32 sums), bits_out with thresh / flip (thresholded bits), t (transform). */
 static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w, int32_t *dot_out,
-                    uint64_t *bits_out, const int32_t *thresh, const uint8_t *flip) {
+                    uint64_t *bits_out, const int32_t *thresh, const uint8_t *flip,
+                    const bn_transform *t) {
     conv_plan plan;
     if (plan_init(&plan, s, x, w)) {
         plan_free(&plan);
@@ -268,6 +288,7 @@ static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w
     j.bits_out = bits_out;
     j.thresh = thresh;
     j.flip = flip;
+    j.t = t;
     j.m = s->n * s->ho * s->wo;
     j.bm = bn_block_m(plan.kwords);
     j.bn = bn_block_n(plan.kwords, j.m, s->o);
@@ -290,12 +311,21 @@ static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w
 }
 
 int bn_bconv2d(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w, int32_t *out) {
-    return run_conv(s, x, w, out, NULL, NULL, NULL);
+    return run_conv(s, x, w, out, NULL, NULL, NULL, NULL);
 }
 
 int bn_bconv2d_threshold(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
                          const int32_t *thresh, const uint8_t *flip, uint64_t *out) {
-    return run_conv(s, x, w, NULL, out, thresh, flip);
+    return run_conv(s, x, w, NULL, out, thresh, flip, NULL);
+}
+
+int bn_bconv2d_transform(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
+                         bn_transform *t) {
+    t->o = s->o;
+    if (bn_transform_begin(t, s->n * s->ho * s->wo)) return BN_ENOMEM;
+    const int rc = run_conv(s, x, w, NULL, NULL, NULL, NULL, t);
+    bn_transform_end(t);
+    return rc;
 }
 
 /* Fused conv -> threshold -> max-pool (OR where flip is 0, AND where 1). One task per pooled

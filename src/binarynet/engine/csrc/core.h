@@ -33,7 +33,8 @@ typedef void (*bn_epilogue_fn)(void *ctx, size_t m0, int mr, size_t n0, int nr,
  * row against a panel, so each accumulator lane is a finished sum for one output: no horizontal
  * reduction, and the epilogue (dot, threshold bits, bit-plane sums) runs on whole vectors. It
  * pays off once there are enough A rows to amortise the repacking of W. */
-enum bn_epi_kind { BN_EPI_DOT = 0, BN_EPI_BITS = 1, BN_EPI_PLANES = 2 };
+enum bn_epi_kind { BN_EPI_DOT = 0, BN_EPI_BITS = 1, BN_EPI_PLANES = 2, BN_EPI_TRANSFORM = 3 };
+struct bn_transform;
 typedef struct {
     const uint64_t *panels;    /* bn_repack_panels output */
     int kind;
@@ -47,6 +48,8 @@ typedef struct {
     const uint64_t *flip_bits; /* BITS: flip packed as bits */
     bn_epilogue_fn epi;        /* scalar epilogue for rows with row_k < 0 */
     void *epi_ctx;
+    const struct bn_transform *transform; /* TRANSFORM: block row r is output row row0 + r */
+    size_t row0;
 } bn_panel_job;
 /* A rows [0, mb) (stride lda) x outputs [n0, n1), n0 a multiple of 16. */
 typedef void (*bn_panel_fn)(const uint64_t *a, size_t lda, size_t mb, size_t n0, size_t n1,
@@ -128,6 +131,44 @@ extern const bn_int_kernel bn_int_avx2;
 extern const bn_int_kernel bn_int_vnni;
 #endif
 
+/* ---- output transform (transform.c) ---------------------------------------------------------- */
+/* The float32 tail of a binary layer, applied to the sums of a tile while they are in cache:
+ * y = float32(s), then each step in order (the first is the layer's scale/shift), every
+ * operation rounded to float32 as numpy does (this code is built with -ffp-contract=off). Then
+ * y is stored (float_out) and/or its sign packed: bit = y >= thresh, y <= thresh where flipped. */
+enum bn_step_kind { BN_STEP_SCALE_SHIFT = 0, BN_STEP_RELU = 1, BN_STEP_PRELU = 2,
+                    BN_STEP_ADD = 3, BN_NUM_STEP_KINDS = 4 };
+#define BN_MAX_STEPS 64
+static inline int bn_step_params(int kind) { /* per-channel float32 rows a step reads */
+    return kind == BN_STEP_SCALE_SHIFT ? 2 : kind == BN_STEP_PRELU ? 3 : 0;
+}
+typedef struct bn_transform bn_transform;
+/* Outputs [n, n + nv) of output row `row`, from their nv values float32(s) in x. */
+typedef void (*bn_transform_fn)(const bn_transform *t, size_t row, size_t n, size_t nv,
+                                const float *x);
+struct bn_transform {
+    size_t o;                   /* channels per output row */
+    int nsteps;
+    const uint8_t *kinds;       /* enum bn_step_kind */
+    const float *params;        /* bn_step_params rows of o floats per step, in step order */
+    const float *residual;      /* (rows, o) for BN_STEP_ADD, else NULL */
+    float *y;                   /* (rows, o) output, or NULL */
+    const float *thresh;        /* (o,) sign thresholds, or NULL (no bits) */
+    const uint8_t *flip;        /* (o,) */
+    const uint64_t *flip_bits;  /* flip packed (the drivers fill it) */
+    uint64_t *bits;             /* (rows, words(o)), zeroed before: chunks OR their bits in */
+    bn_transform_fn chunk;      /* the ISA row's kernel (the drivers fill it) */
+};
+typedef struct {
+    const char *name;
+    bn_transform_fn chunk;
+} bn_transform_kernel;
+
+extern const bn_transform_kernel bn_transform_portable;
+#if BN_X86
+extern const bn_transform_kernel bn_transform_avx512;
+#endif
+
 /* ---- ISA dispatch (dispatch.c) --------------------------------------------------------------- */
 /* One table, one row per instruction set, one entry per SIMD op. The CPU is examined once (on
  * first use, thread-safe) and each supported row is filled with the best kernel of every op
@@ -141,6 +182,7 @@ typedef struct {
     const bn_planes_kernel *planes; /* bitplane_gemm's input planes */
     const bn_threshold_kernel *threshold; /* threshold_pack */
     const bn_int_kernel *int_gemm;  /* int_gemm */
+    const bn_transform_kernel *transform; /* *_transform, sign_pack */
 } bn_isa_row;
 
 int bn_isa_supported(int isa);
@@ -242,6 +284,18 @@ int bn_bconv2d_threshold(const bn_conv_shape *s, const uint64_t *x, const uint64
 int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
                                   const int32_t *thresh, const uint8_t *flip, size_t pkh,
                                   size_t pkw, size_t psh, size_t psw, uint64_t *out);
+
+/* Transform drivers (transform.c sign_pack; gemm.c, conv.c): t->chunk and t->flip_bits are
+ * filled by the driver; BN_OK, BN_ENOMEM or BN_EOVERFLOW. */
+int bn_bgemm_transform(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
+                       bn_transform *t);
+int bn_bconv2d_transform(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
+                         bn_transform *t);
+int bn_sign_pack(const float *x, size_t rows, size_t c, bn_transform *t);
+/* Fills t->chunk from the current ISA row and t->flip_bits (malloc'd: bn_transform_end frees
+ * it) and zeroes t->bits for `rows` rows. */
+int bn_transform_begin(bn_transform *t, size_t rows);
+void bn_transform_end(bn_transform *t);
 
 /* ---- pooling (pool.c) ------------------------------------------------------------------------ */
 void bn_bmaxpool2d(const uint64_t *x, size_t n, size_t h, size_t w, size_t cw,

@@ -15,6 +15,8 @@
 
 #include "core.h"
 
+#include <string.h>
+
 /* ---- helpers -------------------------------------------------------------------------------- */
 /* *out = v[0] * ... * v[n-1]; OverflowError when it does not fit Py_ssize_t. */
 static int size_product(const char *op, const char *what, const size_t *v, int n, size_t *out) {
@@ -370,6 +372,175 @@ static PyObject *py_bconv2d_threshold_maxpool(PyObject *self, PyObject *args) {
     return ret;
 }
 
+/* ---- output transform (transform.c) ---------------------------------------------------------- */
+/* The transform's buffers: kinds (bytes), params (float32 rows), then optional (None) residual,
+ * y, thresh, flip and bits. */
+typedef struct {
+    Py_buffer kinds, params, residual, y, thresh, flip, bits;
+} transform_bufs;
+
+static int opt_buffer(PyObject *obj, Py_buffer *b, int flags) {
+    b->obj = NULL;
+    b->buf = NULL;
+    return obj == Py_None ? 0 : PyObject_GetBuffer(obj, b, flags);
+}
+
+static void release_transform(transform_bufs *b) {
+    Py_buffer *all[] = {&b->kinds, &b->params, &b->residual, &b->y, &b->thresh, &b->flip, &b->bits};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); ++i)
+        if (all[i]->obj) PyBuffer_Release(all[i]);
+}
+
+/* Gets the buffers of objs[7] (kinds, params, residual, y, thresh, flip, bits); on failure the
+ * ones already got are released by release_transform (unset ones have obj NULL). */
+static int get_transform_buffers(PyObject *const objs[7], transform_bufs *b) {
+    Py_buffer *all[] = {&b->kinds, &b->params, &b->residual, &b->y, &b->thresh, &b->flip, &b->bits};
+    for (int i = 0; i < 7; ++i) all[i]->obj = NULL;
+    for (int i = 0; i < 7; ++i) {
+        const int writable = i == 3 || i == 6;
+        if (i < 2 && objs[i] == Py_None) {
+            PyErr_SetString(PyExc_TypeError, "transform: kinds and params are required");
+            return -1;
+        }
+        if (opt_buffer(objs[i], all[i], writable ? PyBUF_WRITABLE : PyBUF_SIMPLE)) return -1;
+    }
+    return 0;
+}
+
+/* Checks the transform's buffers for `rows` output rows of o channels and fills t. */
+static int check_transform(const char *op, transform_bufs *b, size_t rows, size_t o,
+                           bn_transform *t) {
+    const size_t nsteps = (size_t)b->kinds.len;
+    const uint8_t *kinds = (const uint8_t *)b->kinds.buf;
+    size_t prows = 0, adds = 0;
+    if (nsteps > BN_MAX_STEPS) {
+        PyErr_Format(PyExc_ValueError, "%s: at most %d steps, got %zu", op, BN_MAX_STEPS, nsteps);
+        return -1;
+    }
+    for (size_t i = 0; i < nsteps; ++i) {
+        if (kinds[i] >= BN_NUM_STEP_KINDS) {
+            PyErr_Format(PyExc_ValueError, "%s: unknown step kind %d", op, (int)kinds[i]);
+            return -1;
+        }
+        prows += (size_t)bn_step_params(kinds[i]);
+        adds += kinds[i] == BN_STEP_ADD;
+    }
+    if (adds > 1 || (adds == 1) != (b->residual.obj != NULL)) {
+        PyErr_Format(PyExc_ValueError, "%s: a residual goes with exactly one add step", op);
+        return -1;
+    }
+    if ((b->thresh.obj != NULL) != (b->flip.obj != NULL) ||
+        (b->thresh.obj != NULL) != (b->bits.obj != NULL) || (!b->y.obj && !b->bits.obj)) {
+        PyErr_Format(PyExc_ValueError, "%s: give y, or thresh, flip and bits, or both", op);
+        return -1;
+    }
+    if ((prows && CHECK_BUFFER(op, "params", &b->params, 4, prows, o)) ||
+        (!prows && b->params.len != 0) ||
+        (b->residual.obj && CHECK_BUFFER(op, "residual", &b->residual, 4, rows, o)) ||
+        (b->y.obj && CHECK_BUFFER(op, "y", &b->y, 4, rows, o)) ||
+        (b->thresh.obj && (CHECK_BUFFER(op, "thresh", &b->thresh, 4, o) ||
+                           CHECK_BUFFER(op, "flip", &b->flip, 1, o) ||
+                           CHECK_BUFFER(op, "bits", &b->bits, 8, rows, bn_words(o))))) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "%s: params must be empty without steps", op);
+        return -1;
+    }
+    memset(t, 0, sizeof(*t));
+    t->o = o;
+    t->nsteps = (int)nsteps;
+    t->kinds = kinds;
+    t->params = (const float *)b->params.buf;
+    t->residual = (const float *)b->residual.buf;
+    t->y = (float *)b->y.buf;
+    t->thresh = (const float *)b->thresh.buf;
+    t->flip = (const uint8_t *)b->flip.buf;
+    t->bits = (uint64_t *)b->bits.buf;
+    return 0;
+}
+
+static PyObject *py_bgemm_transform(PyObject *self, PyObject *args) {
+    Py_buffer a, w;
+    Py_ssize_t m, n, k;
+    PyObject *objs[7];
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*nnnOOOOOOO", &a, &w, &m, &n, &k, &objs[0], &objs[1],
+                          &objs[2], &objs[3], &objs[4], &objs[5], &objs[6]))
+        return NULL;
+    PyObject *ret = NULL;
+    const char *op = "bgemm_transform";
+    transform_bufs b;
+    bn_transform t;
+    if (!get_transform_buffers(objs, &b) && !check_dense(op, m, n, k, &a, &w) &&
+        !check_transform(op, &b, (size_t)m, (size_t)n, &t)) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = bn_bgemm_transform((const uint64_t *)a.buf, (const uint64_t *)w.buf, (size_t)m,
+                                (size_t)n, (size_t)k, &t);
+        Py_END_ALLOW_THREADS
+        ret = driver_result(op, rc);
+    }
+    release_transform(&b);
+    RELEASE(&a, &w);
+    return ret;
+}
+
+static PyObject *py_bconv2d_transform(PyObject *self, PyObject *args) {
+    Py_buffer x, w;
+    PyObject *geom, *objs[7];
+    int pad_mode;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*O!iOOOOOOO", &x, &w, &PyTuple_Type, &geom, &pad_mode,
+                          &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5], &objs[6]))
+        return NULL;
+    PyObject *ret = NULL;
+    const char *op = "bconv2d_transform";
+    transform_bufs b;
+    bn_conv_shape s;
+    bn_transform t;
+    size_t count;
+    if (!get_transform_buffers(objs, &b) && !parse_conv(op, geom, pad_mode, &s) &&
+        !check_conv_inputs(op, &s, &x, &w) &&
+        !size_product(op, "the output", (size_t[]){s.n, s.ho, s.wo, s.o}, 4, &count) &&
+        !check_transform(op, &b, s.n * s.ho * s.wo, s.o, &t)) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = bn_bconv2d_transform(&s, (const uint64_t *)x.buf, (const uint64_t *)w.buf, &t);
+        Py_END_ALLOW_THREADS
+        ret = driver_result(op, rc);
+    }
+    release_transform(&b);
+    RELEASE(&x, &w);
+    return ret;
+}
+
+/* sign_pack(x, rows, c, thresh, flip, bits): float32 rows -> packed signs */
+static PyObject *py_sign_pack(PyObject *self, PyObject *args) {
+    Py_buffer x, thresh, flip, out;
+    Py_ssize_t rows, c;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*nny*y*w*", &x, &rows, &c, &thresh, &flip, &out)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t sizes[] = {rows, c};
+    const char *op = "sign_pack";
+    if (!check_sizes(op, sizes, 2) && !CHECK_BUFFER(op, "x", &x, 4, (size_t)rows, (size_t)c) &&
+        !CHECK_BUFFER(op, "thresh", &thresh, 4, (size_t)c) &&
+        !CHECK_BUFFER(op, "flip", &flip, 1, (size_t)c) &&
+        !CHECK_BUFFER(op, "out", &out, 8, (size_t)rows, bn_words((size_t)c))) {
+        bn_transform t;
+        memset(&t, 0, sizeof(t));
+        t.thresh = (const float *)thresh.buf;
+        t.flip = (const uint8_t *)flip.buf;
+        t.bits = (uint64_t *)out.buf;
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = bn_sign_pack((const float *)x.buf, (size_t)rows, (size_t)c, &t);
+        Py_END_ALLOW_THREADS
+        ret = driver_result(op, rc);
+    }
+    RELEASE(&x, &thresh, &flip, &out);
+    return ret;
+}
+
 /* ---- pooling -------------------------------------------------------------------------------- */
 /* shape: (n, h, w, channels, kh, kw, sh, sw) */
 static int parse_pool(const char *op, PyObject *geom, size_t g[8], size_t *ho, size_t *wo) {
@@ -500,9 +671,10 @@ static PyObject *py_kernel_table(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "i", &backend)) return NULL;
     const bn_isa_row *row = bn_isa_row_of(backend);
     if (!row) Py_RETURN_NONE;
-    return Py_BuildValue("{ss ss ss ss ss ss}", "isa", row->name, "tiles", row->tiles->name,
+    return Py_BuildValue("{ss ss ss ss ss ss ss}", "isa", row->name, "tiles", row->tiles->name,
                          "pack", row->pack->name, "planes", row->planes->name, "threshold",
-                         row->threshold->name, "int_gemm", row->int_gemm->name);
+                         row->threshold->name, "int_gemm", row->int_gemm->name, "transform",
+                         row->transform->name);
 }
 
 static PyObject *py_get_num_threads(PyObject *self, PyObject *noargs) {
@@ -545,6 +717,11 @@ static PyMethodDef core_methods[] = {
      "bconv2d_threshold(x, w, geometry, pad_mode, thresh, flip, out)"},
     {"bconv2d_threshold_maxpool", py_bconv2d_threshold_maxpool, METH_VARARGS,
      "bconv2d_threshold_maxpool(x, w, geometry, pad_mode, thresh, flip, pool, out)"},
+    {"bgemm_transform", py_bgemm_transform, METH_VARARGS,
+     "bgemm_transform(a, w, m, n, k, kinds, params, residual, y, thresh, flip, bits)"},
+    {"bconv2d_transform", py_bconv2d_transform, METH_VARARGS,
+     "bconv2d_transform(x, w, geometry, pad_mode, kinds, params, residual, y, thresh, flip, bits)"},
+    {"sign_pack", py_sign_pack, METH_VARARGS, "sign_pack(x, rows, c, thresh, flip, bits)"},
     {"bmaxpool2d", py_bmaxpool2d, METH_VARARGS, "bmaxpool2d(x, geometry, and_mask, out)"},
     {"maxpool2d_int", py_maxpool2d_int, METH_VARARGS, "maxpool2d_int(x, geometry, out)"},
     {"bitplane_gemm", py_bitplane_gemm, METH_VARARGS, "bitplane_gemm(x_u8, w, m, n, k, out)"},

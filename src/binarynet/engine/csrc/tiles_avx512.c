@@ -132,6 +132,12 @@ AVX512_FN void panel_epilogue(const bn_panel_job *job, size_t m, size_t n, int n
         return;
     }
     const __m512i dot = _mm512_sub_epi32(_mm512_set1_epi32(k), _mm512_slli_epi32(cnt, 1));
+    if (job->kind == BN_EPI_TRANSFORM) { /* through L1: the chunk kernel reads 16 floats */
+        float y[16];
+        _mm512_storeu_ps(y, _mm512_cvtepi32_ps(dot));
+        job->transform->chunk(job->transform, job->row0 + m, n, (size_t)nv, y);
+        return;
+    }
     if (job->kind == BN_EPI_DOT) {
         _mm512_mask_storeu_epi32((int32_t *)job->out + m * job->ldo + n, lanes, dot);
         return;
