@@ -12,7 +12,7 @@ from binarynet.engine import kernels, reference
 from binarynet.errors import BinarynetError
 
 BACKENDS = kernels.available_backends()
-OPS = {"tiles", "pack", "planes", "threshold", "int_gemm", "transform"}
+OPS = {"tiles", "pack", "planes", "threshold", "int_gemm", "transform", "probe"}
 VALID = "['avx2', 'avx512', 'portable']"
 
 
@@ -166,3 +166,24 @@ def test_cli_prints_a_bad_kernel_choice_as_one_line(tmp_path):
     assert run.returncode == 2
     assert run.stderr == (f"binarynet predict: error: BINARYNET_KERNEL must be one of {VALID}, "
                           "got 'foo'\n")
+
+
+def test_xor_popcount_probe_counts_its_bit_macs_on_every_row():
+    """The peak probe returns what it did: threads x iterations x the bits of one step of its
+    row's chains (12 zmm = 6144 bits with AVX-512 VPOPCNTDQ, else 6 scalar words = 384)."""
+    per_step = {"avx512vpopcntdq": 12 * 512, "popcnt": 6 * 64, "portable": 6 * 64}
+    table = kernels.kernel_table()
+    previous = kernels.get_backend()
+    try:
+        for name in BACKENDS:
+            kernels.set_backend(name)
+            for threads in (1, 3):
+                assert kernels.xor_popcount_probe(1000, threads) == (
+                    1000 * threads * per_step[table[name]["probe"]])
+    finally:
+        kernels.set_backend(previous)
+    for bad in [0, -1, 1.5, True]:
+        with pytest.raises(ValueError, match=r"^xor_popcount_probe: iterations must be a positive"):
+            kernels.xor_popcount_probe(bad, 1)
+    with pytest.raises(ValueError, match=r"^xor_popcount_probe: threads must be in \[1, 256\]"):
+        kernels.xor_popcount_probe(1, 257)

@@ -88,13 +88,31 @@ def get_backend() -> str:
 def kernel_table() -> dict:
     """The C core's dispatch table for this CPU: ``{backend: {op: kernel variant}}`` for every
     supported backend, ops ``tiles``, ``pack``, ``planes``, ``threshold``, ``int_gemm``,
-    ``transform`` (the fused output transforms and sign_pack)."""
+    ``transform`` (the fused output transforms and sign_pack), ``probe`` (the instructions
+    :func:`xor_popcount_probe` measures: ``avx512vpopcntdq``, else the scalar ``popcnt``)."""
     table = {}
     for name in available_backends():
         row = _core.kernel_table(BACKENDS[name])
         del row["isa"]
         table[name] = row
     return table
+
+
+@_after_environment
+def xor_popcount_probe(iterations: int, threads: int) -> int:
+    """Run the in-register XOR + popcount + add microbenchmark and return the bit-MACs it did.
+
+    No memory traffic: on the AVX-512 row, ``vpxorq`` + ``vpopcntq`` + ``vpaddq`` on 12
+    independent zmm accumulators; on rows without AVX-512 VPOPCNTDQ, the scalar popcnt
+    instruction on 64-bit registers (the best they have; ``kernel_table()[row]["probe"]`` names
+    it). ``threads`` tasks of ``iterations`` steps each run on the engine's thread pool. Time the
+    call (``binarynet.timing``) and divide: that is the peak rate the bit-GEMM kernels are
+    measured against (docs/performance.md).
+    """
+    for name, value in (("iterations", iterations), ("threads", threads)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"xor_popcount_probe: {name} must be a positive int, got {value!r}")
+    return _core.xor_popcount_probe(int(iterations), int(threads))
 
 
 def set_num_threads(n) -> None:

@@ -169,6 +169,20 @@ extern const bn_transform_kernel bn_transform_portable;
 extern const bn_transform_kernel bn_transform_avx512;
 #endif
 
+/* ---- in-register peak probe (probe.c) -------------------------------------------------------- */
+typedef struct {
+    const char *name;
+    uint64_t (*fn)(uint64_t iterations); /* one thread's steps -> bit-MACs done */
+} bn_probe_kernel;
+
+extern const bn_probe_kernel bn_probe_portable;
+#if BN_X86
+extern const bn_probe_kernel bn_probe_popcnt;
+extern const bn_probe_kernel bn_probe_avx512;
+#endif
+/* `threads` pool tasks of `iterations` XOR + popcount + add steps each -> bit-MACs done. */
+uint64_t bn_xor_popcount_probe(uint64_t iterations, int threads);
+
 /* ---- ISA dispatch (dispatch.c) --------------------------------------------------------------- */
 /* One table, one row per instruction set, one entry per SIMD op. The CPU is examined once (on
  * first use, thread-safe) and each supported row is filled with the best kernel of every op
@@ -183,6 +197,7 @@ typedef struct {
     const bn_threshold_kernel *threshold; /* threshold_pack */
     const bn_int_kernel *int_gemm;  /* int_gemm */
     const bn_transform_kernel *transform; /* *_transform, sign_pack */
+    const bn_probe_kernel *probe;  /* xor_popcount_probe */
 } bn_isa_row;
 
 int bn_isa_supported(int isa);

@@ -671,10 +671,10 @@ static PyObject *py_kernel_table(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "i", &backend)) return NULL;
     const bn_isa_row *row = bn_isa_row_of(backend);
     if (!row) Py_RETURN_NONE;
-    return Py_BuildValue("{ss ss ss ss ss ss ss}", "isa", row->name, "tiles", row->tiles->name,
-                         "pack", row->pack->name, "planes", row->planes->name, "threshold",
-                         row->threshold->name, "int_gemm", row->int_gemm->name, "transform",
-                         row->transform->name);
+    return Py_BuildValue("{ss ss ss ss ss ss ss ss}", "isa", row->name, "tiles",
+                         row->tiles->name, "pack", row->pack->name, "planes", row->planes->name,
+                         "threshold", row->threshold->name, "int_gemm", row->int_gemm->name,
+                         "transform", row->transform->name, "probe", row->probe->name);
 }
 
 static PyObject *py_get_num_threads(PyObject *self, PyObject *noargs) {
@@ -703,6 +703,26 @@ static PyObject *py_pool_selftest(PyObject *self, PyObject *args) {
     return PyLong_FromLong(bad);
 }
 
+/* xor_popcount_probe(iterations, threads) -> bit-MACs done (the caller times the call) */
+#define PROBE_MAX_ITERATIONS ((Py_ssize_t)1 << 40) /* x 6144 bit-MACs x 256 threads < 2**63 */
+static PyObject *py_xor_popcount_probe(PyObject *self, PyObject *args) {
+    Py_ssize_t iterations;
+    int threads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "ni", &iterations, &threads)) return NULL;
+    if (iterations < 1 || iterations > PROBE_MAX_ITERATIONS)
+        return PyErr_Format(PyExc_ValueError, "xor_popcount_probe: iterations must be in [1, %zd], "
+                            "got %zd", PROBE_MAX_ITERATIONS, iterations);
+    if (threads < 1 || threads > BN_MAX_THREADS)
+        return PyErr_Format(PyExc_ValueError, "xor_popcount_probe: threads must be in [1, %d], "
+                            "got %d", BN_MAX_THREADS, threads);
+    uint64_t done;
+    Py_BEGIN_ALLOW_THREADS
+    done = bn_xor_popcount_probe((uint64_t)iterations, threads);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromUnsignedLongLong(done);
+}
+
 static PyMethodDef core_methods[] = {
     {"pack", py_pack, METH_VARARGS, "pack(x, dtype_code, rows, k, out): bit = x >= 0"},
     {"unpack", py_unpack, METH_VARARGS, "unpack(p, rows, k, out): +-1 int8"},
@@ -722,6 +742,8 @@ static PyMethodDef core_methods[] = {
     {"bconv2d_transform", py_bconv2d_transform, METH_VARARGS,
      "bconv2d_transform(x, w, geometry, pad_mode, kinds, params, residual, y, thresh, flip, bits)"},
     {"sign_pack", py_sign_pack, METH_VARARGS, "sign_pack(x, rows, c, thresh, flip, bits)"},
+    {"xor_popcount_probe", py_xor_popcount_probe, METH_VARARGS,
+     "xor_popcount_probe(iterations, threads) -> bit-MACs done, in registers (time the call)"},
     {"bmaxpool2d", py_bmaxpool2d, METH_VARARGS, "bmaxpool2d(x, geometry, and_mask, out)"},
     {"maxpool2d_int", py_maxpool2d_int, METH_VARARGS, "maxpool2d_int(x, geometry, out)"},
     {"bitplane_gemm", py_bitplane_gemm, METH_VARARGS, "bitplane_gemm(x_u8, w, m, n, k, out)"},
