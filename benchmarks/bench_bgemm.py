@@ -7,7 +7,8 @@ popcount) and the speed-up over torch. A last row runs the conv shape as a real 
 (torch conv2d vs bconv2d / bconv2d_threshold). Timing is binarynet.timing: methods interleaved
 within every repeat, each figure the median over repeats, so load from other processes on a
 shared machine hits all of them alike. The header names the CPU (model, clock, cores) and the
-threads the figures come from.
+threads the figures come from, and the in-register XOR + popcount peak
+(``kernels.xor_popcount_probe``) measured on the same threads, of which each rate is a percentage.
 
 Before timing, the full output of every binary method is checked against torch's fp32 product
 of the same +-1 operands (exact: |sums| <= K < 2**24), computed by the very call that is timed
@@ -128,6 +129,19 @@ def bench_first_layer(repeats, min_seconds, rng):
     print(f"{f'threshold_pack ({m}, {n}) int32':>42} {ms['threshold_pack']:8.2f}")
 
 
+PROBE_ITERATIONS = 100_000  # per thread and call: ~1-5 ms
+
+
+def measured_peak(threads, repeats, min_seconds) -> float:
+    """Bit-MACs per second of the in-register XOR + popcount + add probe on ``threads`` threads
+    (kernels.xor_popcount_probe), the ceiling the rates below are a percentage of."""
+    done = kernels.xor_popcount_probe(PROBE_ITERATIONS, threads)
+    seconds = timing.median_seconds(
+        {"probe": lambda: kernels.xor_popcount_probe(PROBE_ITERATIONS, threads)},
+        repeats, min_seconds)["probe"]
+    return done / seconds
+
+
 def _median_ms(methods, repeats, min_seconds):
     seconds = timing.median_seconds(methods, repeats, min_seconds)
     return {name: 1e3 * t for name, t in seconds.items()}
@@ -161,8 +175,11 @@ def main(argv=None):
     if args.first_layer:
         bench_first_layer(repeats, min_seconds, rng)
         return
+    peak = measured_peak(args.threads, repeats, min_seconds) / 1e9
+    print(f"measured xor+popcount peak ({kernels.kernel_table()[kernels.get_backend()]['probe']}, "
+          f"in registers): {peak:,.0f} G bit-MAC/s; %peak = bgemm_thr / peak")
     header = (f"{'M x K x N':>20} {'torch':>8} {'bgemm':>8} {'bgemm_thr':>9} "
-              f"{'x bgemm':>8} {'x thr':>7} {'target':>7}")
+              f"{'x bgemm':>8} {'x thr':>7} {'%peak':>6} {'target':>7}")
     print(header + "\n" + "-" * len(header) + "   (GMAC/s, speed-up over torch fp32)")
     all_met = True
     for m, k, n, target in QUICK_SHAPES if args.quick else SHAPES:
@@ -171,12 +188,14 @@ def main(argv=None):
         met = "" if target is None else (">=%gx %s" % (target, "ok" if ratio >= target else "MISS"))
         all_met &= target is None or ratio >= target
         print(f"{f'{m}x{k}x{n}':>20} {g['torch']:8.1f} {g['bgemm']:8.1f} {g['bgemm_threshold']:9.1f} "
-              f"{ratio:7.1f}x {ratio_thr:6.1f}x {met:>9}", flush=True)
+              f"{ratio:7.1f}x {ratio_thr:6.1f}x {100 * g['bgemm_threshold'] / peak:5.0f}% {met:>9}",
+              flush=True)
     batch, h, w, c, o = QUICK_CONV if args.quick else CONV
     g = bench_conv(batch, h, w, c, o, repeats, min_seconds, rng)
     label = f"conv {batch}x{h}x{w}x{c}->{o}"
     print(f"{label:>20} {g['torch']:8.1f} {g['bgemm']:8.1f} {g['bgemm_threshold']:9.1f} "
-          f"{g['bgemm'] / g['torch']:7.1f}x {g['bgemm_threshold'] / g['torch']:6.1f}x"
+          f"{g['bgemm'] / g['torch']:7.1f}x {g['bgemm_threshold'] / g['torch']:6.1f}x "
+          f"{100 * g['bgemm_threshold'] / peak:5.0f}%"
           "   (torch conv2d vs bconv2d / bconv2d_threshold, 3x3 pad 1)")
     if not args.quick:
         print("all targets met" if all_met else "some targets missed")
