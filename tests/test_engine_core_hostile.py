@@ -248,3 +248,17 @@ def test_transform_flip_bytes_other_than_one_mean_flipped():
         for out, f in zip(packed, [flip.view(np.uint8), flip.view(np.uint8) * np.uint8(2)]):
             _core.sign_pack(xs, 3, n, thresh, f, out)
         np.testing.assert_array_equal(packed[1], packed[0])
+
+
+def test_first_dense_float_buffers_are_checked():
+    w = np.zeros((3, 2), np.uint64)
+    with pytest.raises(ValueError, match=r"^first_dense_float: buffer x holds 800 bytes, "
+                                         r"expected 1600$"):  # float64 x read as float32 size
+        _core.first_dense_float(np.zeros((2, 100), np.float32), True, w, 2, 3, 100,
+                                np.empty(6, np.float64))
+    with pytest.raises(ValueError, match=r"^first_dense_float: buffer out holds 40 bytes"):
+        _core.first_dense_float(np.zeros((2, 100), np.float32), False, w, 2, 3, 100,
+                                np.empty(5, np.float64))
+    with pytest.raises(OverflowError, match=r"^first_dense_float: the size of x overflows$"):
+        _core.first_dense_float(np.zeros(64, np.float32), False, np.zeros(3, np.uint64),
+                                WRAP_ROWS, 1, 192, np.empty(1, np.float64))

@@ -12,7 +12,8 @@ from binarynet.engine import kernels, reference
 from binarynet.errors import BinarynetError
 
 BACKENDS = kernels.available_backends()
-OPS = {"tiles", "pack", "planes", "threshold", "int_gemm", "transform", "probe"}
+OPS = {"tiles", "pack", "planes", "threshold", "int_gemm", "transform", "probe",
+       "first_dense_float"}
 VALID = "['avx2', 'avx512', 'portable']"
 
 
@@ -59,6 +60,8 @@ def every_op(ops, seed=0) -> dict:
     out["bconv2d_transform"] = ops.bconv2d_transform(
         x, wc, c, f32[0, :o], f32[1, :o], steps=steps[:1], sign_thresh=f32[3, :o], padding=1)
     out["sign_pack"] = ops.sign_pack(f32, f32[0], flip)
+    x_int = rng.integers(-99, 100, (5, 27)).astype(np.float32)  # exact sums on every row
+    out["first_dense_float"] = ops.first_dense_float(x_int, w_u8, 27)
     sums = rng.integers(-9, 10, (3, n), dtype=np.int32)
     out["threshold_pack"] = ops.threshold_pack(sums, rng.integers(-9, 10, n).astype(np.int32), flip)
     return out

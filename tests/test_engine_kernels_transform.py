@@ -301,3 +301,64 @@ def test_transform_kernels_are_in_the_dispatch_table():
     assert table["portable"]["transform"] == "portable"
     if "avx512" in table:
         assert table["avx512"]["transform"] == "avx512f"
+
+
+# ----------------------------------------------------------------------------------------------
+# float-input first dense layer
+# ----------------------------------------------------------------------------------------------
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(1, 11), n=st.integers(1, 100), k=st.integers(1, 300),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**32 - 1))
+def test_property_first_dense_float_all_backends(m, n, k, dtype, seed):
+    """Within 1e-9 of float64 numpy (relative to the sum of |x|), exact for integer inputs."""
+    rng = np.random.default_rng(seed)
+    w = pm1(rng, (n, k))
+    wp = reference.pack(w)
+    x = (rng.standard_normal((m, k)) * 10.0 ** rng.integers(-3, 4)).astype(dtype)
+    x_int = rng.integers(-255, 256, (m, k)).astype(dtype)
+    want = x.astype(np.float64) @ w.T
+    scale = np.abs(x.astype(np.float64)).sum(1, keepdims=True) + 1e-300
+    np.testing.assert_allclose(reference.first_dense_float(x, wp, k), want, rtol=0,
+                               atol=1e-12 * scale.max())
+    for name in BACKENDS:
+        kernels.set_backend(name)
+        got = kernels.first_dense_float(x, wp, k)
+        assert got.dtype == np.float64 and got.shape == (m, n)
+        assert np.all(np.abs(got - want) <= 1e-9 * scale)
+        np.testing.assert_array_equal(kernels.first_dense_float(x_int, wp, k),
+                                      x_int.astype(np.float64) @ w.T)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_first_dense_float_on_the_thread_pool(threads):
+    """The paper MLP's first layer shape at batches 1 and 9: outputs split across tasks."""
+    rng = np.random.default_rng(threads)
+    w = pm1(rng, (4096, 784))
+    wp = reference.pack(w)
+    previous = kernels.get_num_threads()
+    try:
+        kernels.set_num_threads(threads)
+        for m in [1, 9]:
+            x = rng.integers(-255, 256, (m, 784)).astype(F32)
+            want = x.astype(np.float64) @ w.T
+            for name in BACKENDS:
+                kernels.set_backend(name)
+                np.testing.assert_array_equal(kernels.first_dense_float(x, wp, 784), want)
+    finally:
+        kernels.set_num_threads(previous)
+
+
+def test_first_dense_float_errors(ops):
+    w = reference.pack(np.ones((3, 70)))
+    with pytest.raises(TypeError, match=r"^first_dense_float: x must be a float32 or float64 "
+                                        r"numpy array, got uint8$"):
+        ops.first_dense_float(np.zeros((2, 70), np.uint8), w, 70)
+    with pytest.raises(ValueError, match=r"^first_dense_float: x must have k=70 columns, got "
+                                         r"shape \(2, 69\)$"):
+        ops.first_dense_float(np.zeros((2, 69), F32), w, 70)
+    with pytest.raises(ValueError, match=r"^first_dense_float: x must be C-contiguous"):
+        ops.first_dense_float(np.zeros((2, 140), F32)[:, ::2], w, 70)
+    with pytest.raises(ValueError, match=r"^first_dense_float: w has pad bits set"):
+        ops.first_dense_float(np.zeros((2, 70), F32), w | np.uint64(1 << 63), 70)
+    with pytest.raises(ValueError, match=r"^first_dense_float: x must be 2-D"):
+        ops.first_dense_float(np.zeros(70, F32), w, 70)

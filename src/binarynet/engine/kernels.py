@@ -89,7 +89,8 @@ def kernel_table() -> dict:
     """The C core's dispatch table for this CPU: ``{backend: {op: kernel variant}}`` for every
     supported backend, ops ``tiles``, ``pack``, ``planes``, ``threshold``, ``int_gemm``,
     ``transform`` (the fused output transforms and sign_pack), ``probe`` (the instructions
-    :func:`xor_popcount_probe` measures: ``avx512vpopcntdq``, else the scalar ``popcnt``)."""
+    :func:`xor_popcount_probe` measures: ``avx512vpopcntdq``, else the scalar ``popcnt``),
+    ``first_dense_float``."""
     table = {}
     for name in available_backends():
         row = _core.kernel_table(BACKENDS[name])
@@ -302,6 +303,19 @@ def int_gemm(x_u8, w, k) -> np.ndarray:
     x_u8, w, k = _ref._check_first_layer("int_gemm", x_u8, w, k, _pad_bits_clear)
     out = np.empty((x_u8.shape[0], w.shape[0]), dtype=np.int32)
     _core.int_gemm(x_u8, _aligned(w), x_u8.shape[0], w.shape[0], k, out)
+    return out
+
+
+@_after_environment
+def first_dense_float(x, w, k) -> np.ndarray:
+    """Real-valued input layer: float64 (M, N) = sum_i x_mi * w_ni, w packed +-1 (N, ceil(k/64)),
+    x float32 or float64 (M, k). Four inputs at a time by table lookup (csrc/float_layer.c: with
+    AVX-512 one vpermt2pd + one add per 32 multiply-accumulates); float64 sums in no particular
+    order, exact for integer-valued inputs."""
+    x, w, k = _ref._check_first_dense_float(x, w, k, _pad_bits_clear)
+    out = np.empty((x.shape[0], w.shape[0]), dtype=np.float64)
+    _core.first_dense_float(_aligned(x), x.dtype == np.float64, _aligned(w), x.shape[0],
+                            w.shape[0], k, out)
     return out
 
 

@@ -376,6 +376,29 @@ def int_gemm(x_u8, w, k) -> np.ndarray:
     return (x_u8.astype(np.int64) @ w_pm1.T).astype(np.int32)
 
 
+def _check_first_dense_float(x, w, k, pad_bits_clear=None):
+    op = "first_dense_float"
+    k = _check_length(op, "k", k)
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: x must be a float32 or float64 numpy array, got "
+                        f"{getattr(x, 'dtype', type(x).__name__)}")
+    x = _check_array(op, "x", x, x.dtype, 2)
+    if x.shape[1] != k:
+        raise ValueError(f"{op}: x must have k={k} columns, got shape {x.shape}")
+    w = _check_packed(op, "w", w, 2, k, "k", pad_bits_clear)
+    return x, w, k
+
+
+def first_dense_float(x, w, k) -> np.ndarray:
+    """Real-valued input layer: float64 (M, N) = sum_i x_mi * w_ni with w the packed +-1 weights.
+
+    x float32 or float64 (M, k), w uint64 (N, ceil(k/64)). Summed in float64 in no particular
+    order (the runner rounds the result to float32); exact for integer-valued inputs.
+    """
+    x, w, k = _check_first_dense_float(x, w, k)
+    return x.astype(np.float64) @ unpack(w, k).astype(np.float64).T
+
+
 def threshold_pack(x, thresh, flip) -> np.ndarray:
     """Batch-norm + sign of integer sums, packed: int32 ``(..., N)`` -> uint64 ``(..., ceil(N/64))``.
 

@@ -169,6 +169,24 @@ extern const bn_transform_kernel bn_transform_portable;
 extern const bn_transform_kernel bn_transform_avx512;
 #endif
 
+/* ---- float-input first dense layer (float_layer.c) ------------------------------------------- */
+typedef struct {
+    const char *name;
+    /* one input row (float32, or float64 when f64) -> its nibble tables */
+    void (*tables)(const void *x, int f64, size_t k, size_t kw, double *t);
+    /* up to 4 rows of tables x outputs [n0, n1) -> out rows (stride ldo) */
+    void (*block)(const double *const *tables, size_t rows, const uint64_t *w, size_t n0,
+                  size_t n1, size_t kw, double *out, size_t ldo);
+} bn_float_kernel;
+
+extern const bn_float_kernel bn_float_portable;
+#if BN_X86
+extern const bn_float_kernel bn_float_avx512;
+#endif
+/* out (m, n) float64 = x (m, k) . w^T over +-1 weights; BN_OK / BN_ENOMEM / BN_EOVERFLOW. */
+int bn_first_dense_float(const void *x, int f64, const uint64_t *w, size_t m, size_t n, size_t k,
+                         double *out);
+
 /* ---- in-register peak probe (probe.c) -------------------------------------------------------- */
 typedef struct {
     const char *name;
@@ -198,6 +216,7 @@ typedef struct {
     const bn_int_kernel *int_gemm;  /* int_gemm */
     const bn_transform_kernel *transform; /* *_transform, sign_pack */
     const bn_probe_kernel *probe;  /* xor_popcount_probe */
+    const bn_float_kernel *float_dense; /* first_dense_float */
 } bn_isa_row;
 
 int bn_isa_supported(int isa);

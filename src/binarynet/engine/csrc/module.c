@@ -640,6 +640,31 @@ static PyObject *py_int_gemm(PyObject *self, PyObject *args) {
     return first_layer("int_gemm", bn_int_gemm, args);
 }
 
+/* first_dense_float(x, f64, w, m, n, k, out): float64 sums of float32/64 rows x +-1 weights */
+static PyObject *py_first_dense_float(PyObject *self, PyObject *args) {
+    Py_buffer x, w, out;
+    Py_ssize_t m, n, k;
+    int f64;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*py*nnnw*", &x, &f64, &w, &m, &n, &k, &out)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t sizes[] = {m, n, k};
+    const char *op = "first_dense_float";
+    if (!check_sizes(op, sizes, 3) && !check_length(op, "k", k, INT32_MAX) &&
+        !CHECK_BUFFER(op, "x", &x, f64 ? 8 : 4, (size_t)m, (size_t)k) &&
+        !CHECK_BUFFER(op, "w", &w, 8, (size_t)n, bn_words((size_t)k)) &&
+        !CHECK_BUFFER(op, "out", &out, 8, (size_t)m, (size_t)n)) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = bn_first_dense_float(x.buf, f64, (const uint64_t *)w.buf, (size_t)m, (size_t)n,
+                                  (size_t)k, (double *)out.buf);
+        Py_END_ALLOW_THREADS
+        ret = driver_result(op, rc);
+    }
+    RELEASE(&x, &w, &out);
+    return ret;
+}
+
 /* ---- ISA rows (dispatch.c) and threads -------------------------------------------------------- */
 static PyObject *py_backend_supported(PyObject *self, PyObject *args) {
     int backend;
@@ -671,10 +696,11 @@ static PyObject *py_kernel_table(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "i", &backend)) return NULL;
     const bn_isa_row *row = bn_isa_row_of(backend);
     if (!row) Py_RETURN_NONE;
-    return Py_BuildValue("{ss ss ss ss ss ss ss ss}", "isa", row->name, "tiles",
+    return Py_BuildValue("{ss ss ss ss ss ss ss ss ss}", "isa", row->name, "tiles",
                          row->tiles->name, "pack", row->pack->name, "planes", row->planes->name,
                          "threshold", row->threshold->name, "int_gemm", row->int_gemm->name,
-                         "transform", row->transform->name, "probe", row->probe->name);
+                         "transform", row->transform->name, "probe", row->probe->name,
+                         "first_dense_float", row->float_dense->name);
 }
 
 static PyObject *py_get_num_threads(PyObject *self, PyObject *noargs) {
@@ -748,6 +774,8 @@ static PyMethodDef core_methods[] = {
     {"maxpool2d_int", py_maxpool2d_int, METH_VARARGS, "maxpool2d_int(x, geometry, out)"},
     {"bitplane_gemm", py_bitplane_gemm, METH_VARARGS, "bitplane_gemm(x_u8, w, m, n, k, out)"},
     {"int_gemm", py_int_gemm, METH_VARARGS, "int_gemm(x_u8, w, m, n, k, out)"},
+    {"first_dense_float", py_first_dense_float, METH_VARARGS,
+     "first_dense_float(x, is_float64, w, m, n, k, out)"},
     {"backend_supported", py_backend_supported, METH_VARARGS, "backend_supported(code) -> bool"},
     {"get_backend", py_get_backend, METH_NOARGS, "get_backend() -> code"},
     {"set_backend", py_set_backend, METH_VARARGS, "set_backend(code)"},
