@@ -31,6 +31,10 @@ typedef struct {
     int direct;        /* 1x1, stride 1, no padding: the input rows are the GEMM rows */
     uint64_t *panels;  /* panel path: repacked weights (else NULL) */
     uint64_t *flip_bits;
+    /* panel path, "zero" mode with padding (plan_border): per border class, per output k */
+    int32_t *kvec;     /* (classes, O), or NULL: border rows take the scalar epilogue */
+    int32_t *hid, *wid; /* class index part of a row range (i0, i1) at i0 * (KH+1) + i1, etc. */
+    size_t nwid;       /* column classes: class = hid * nwid + wid */
 } conv_plan;
 
 typedef struct {
@@ -96,6 +100,70 @@ static void plan_free(conv_plan *p) {
     free(p->wpre);
     free(p->panels);
     free(p->flip_bits);
+    free(p->kvec);
+    free(p->hid);
+    free(p->wid);
+}
+
+static void valid_range(int64_t base, size_t d, size_t size, size_t k, int32_t *lo, int32_t *hi);
+static int64_t rect_excess(const conv_plan *p, size_t o, int32_t i0, int32_t i1, int32_t j0,
+                           int32_t j1);
+
+/* The distinct valid-tap ranges of one axis over its `out` positions: ids[i0 * (k+1) + i1]
+ * (-1 where unused) and the ranges themselves (lo, hi pairs); returns how many, or 0 when out
+ * of memory. */
+static size_t axis_classes(size_t out, size_t stride, size_t pad, size_t dil, size_t size,
+                           size_t k, int32_t **ids, int32_t *ranges) {
+    const size_t slots = (k + 1) * (k + 1);
+    *ids = (int32_t *)malloc(slots * sizeof(int32_t));
+    if (!*ids) return 0;
+    for (size_t q = 0; q < slots; ++q) (*ids)[q] = -1;
+    size_t count = 0;
+    for (size_t y = 0; y < out; ++y) {
+        int32_t lo, hi;
+        valid_range((int64_t)(y * stride) - (int64_t)pad, dil, size, k, &lo, &hi);
+        int32_t *id = *ids + (size_t)lo * (k + 1) + (size_t)hi;
+        if (*id < 0) {
+            *id = (int32_t)count;
+            ranges[2 * count] = lo;
+            ranges[2 * count + 1] = hi;
+            ++count;
+        }
+    }
+    return count;
+}
+
+/* Panel path, "zero" mode with padding: the border correction as vectors. The valid-tap
+ * rectangles of the output pixels fall into few classes (row range x column range: 3 x 3 for a
+ * 3x3 kernel with padding 1); for each, k'[o] = Kv + 2 * excess_o is tabulated, so a border
+ * row's dot products are k'[o] - 2 count like any interior row's (the scalar epilogue took 44%
+ * of an 8x8 layer's time). Large kernels or too many classes keep the scalar epilogue. */
+#define BORDER_MAX_KERNEL 32
+#define BORDER_MAX_ENTRIES ((size_t)1 << 22)
+static int plan_border(conv_plan *p) {
+    const bn_conv_shape *s = p->s;
+    if (!p->panels || !p->wpre || s->kh > BORDER_MAX_KERNEL || s->kw > BORDER_MAX_KERNEL)
+        return BN_OK;
+    int32_t hr[2 * (BORDER_MAX_KERNEL + 1) * (BORDER_MAX_KERNEL + 1)];
+    int32_t wr[2 * (BORDER_MAX_KERNEL + 1) * (BORDER_MAX_KERNEL + 1)];
+    const size_t nh = axis_classes(s->ho, s->sh, s->ph, s->dh, s->h, s->kh, &p->hid, hr);
+    const size_t nw = axis_classes(s->wo, s->sw, s->pw, s->dw, s->w, s->kw, &p->wid, wr);
+    if (!nh || !nw) return BN_ENOMEM;
+    if (nh * nw > BORDER_MAX_ENTRIES / s->o) return BN_OK;
+    p->kvec = (int32_t *)malloc(nh * nw * s->o * sizeof(int32_t));
+    if (!p->kvec) return BN_ENOMEM;
+    p->nwid = nw;
+    for (size_t a = 0; a < nh; ++a) {
+        for (size_t b = 0; b < nw; ++b) {
+            const int32_t i0 = hr[2 * a], i1 = hr[2 * a + 1], j0 = wr[2 * b], j1 = wr[2 * b + 1];
+            const int64_t kv = (int64_t)(i1 - i0) * (j1 - j0) * (int64_t)s->c;
+            int32_t *row = p->kvec + (a * nw + b) * s->o;
+            /* |k'| <= 2 kfull < 2^31: the panel path needs kwords < 2^24 */
+            for (size_t o = 0; o < s->o; ++o)
+                row[o] = (int32_t)(kv + 2 * rect_excess(p, o, i0, i1, j0, j1));
+        }
+    }
+    return BN_OK;
 }
 
 
@@ -137,16 +205,23 @@ static void im2col_row(const conv_plan *p, size_t n, size_t ho, size_t wo, uint6
     }
 }
 
+/* popcount(w[o]) over the taps outside the rectangle [i0, i1) x [j0, j1) ("zero" mode) */
+static int64_t rect_excess(const conv_plan *p, size_t o, int32_t i0, int32_t i1, int32_t j0,
+                           int32_t j1) {
+    const bn_conv_shape *s = p->s;
+    const size_t ld = s->kw + 1;
+    const int32_t *P = p->wpre + o * (s->kh + 1) * ld;
+    const int64_t rect = (int64_t)P[i1 * ld + j1] - P[i0 * ld + j1] - P[i1 * ld + j0] +
+                         P[i0 * ld + j0];
+    return (int64_t)P[s->kh * ld + s->kw] - rect;
+}
+
 static inline int64_t conv_dot(const conv_plan *p, const tap_window *win, size_t o, uint32_t cnt) {
     const bn_conv_shape *s = p->s;
     if (!p->wpre || (win->i0 == 0 && win->i1 == (int32_t)s->kh && win->j0 == 0 &&
                      win->j1 == (int32_t)s->kw))
         return p->kfull - 2 * (int64_t)cnt;
-    const size_t ld = s->kw + 1;
-    const int32_t *P = p->wpre + o * (s->kh + 1) * ld;
-    const int64_t rect = (int64_t)P[win->i1 * ld + win->j1] - P[win->i0 * ld + win->j1] -
-                         P[win->i1 * ld + win->j0] + P[win->i0 * ld + win->j0];
-    const int64_t excess = (int64_t)P[s->kh * ld + s->kw] - rect;
+    const int64_t excess = rect_excess(p, o, win->i0, win->i1, win->j0, win->j1);
     const int64_t kv = (int64_t)(win->i1 - win->i0) * (win->j1 - win->j0) * (int64_t)s->c;
     return kv - 2 * ((int64_t)cnt - excess);
 }
@@ -191,14 +266,22 @@ static void epi_conv_transform(void *vctx, size_t m0, int mr, size_t n0, int nr,
     }
 }
 
-/* Panel-path k of each block row: the full K, or -1 where the "zero"-mode border correction
- * needs the scalar epilogue. */
+/* Panel-path k of each block row: the full K; for a "zero"-mode border row -2 - its border
+ * class (plan_border), or -1 (the scalar epilogue) without class table. */
 static void row_ks(const conv_plan *p, const tap_window *win, size_t rows, int32_t *row_k) {
     const bn_conv_shape *s = p->s;
     for (size_t r = 0; r < rows; ++r) {
         const int full = win[r].i0 == 0 && win[r].i1 == (int32_t)s->kh && win[r].j0 == 0 &&
                          win[r].j1 == (int32_t)s->kw;
-        row_k[r] = !p->wpre || full ? (int32_t)p->kfull : -1;
+        if (!p->wpre || full) {
+            row_k[r] = (int32_t)p->kfull;
+        } else if (p->kvec) {
+            const int32_t h = p->hid[(size_t)win[r].i0 * (s->kh + 1) + (size_t)win[r].i1];
+            const int32_t w = p->wid[(size_t)win[r].j0 * (s->kw + 1) + (size_t)win[r].j1];
+            row_k[r] = -2 - (int32_t)((size_t)h * p->nwid + (size_t)w);
+        } else {
+            row_k[r] = -1;
+        }
     }
 }
 
@@ -216,7 +299,7 @@ static void conv_block(const conv_plan *p, const bn_tile_kernels *kr, const uint
     const int kind = ctx->dot_out ? BN_EPI_DOT : ctx->t ? BN_EPI_TRANSFORM : BN_EPI_BITS;
     bn_panel_job job = {p->panels, kind, (int32_t)p->kfull, row_k,
                         ctx->dot_out ? (void *)ctx->dot_out : (void *)ctx->bits_out, ctx->ldo,
-                        ctx->thresh, p->flip_bits, epi, ctx, ctx->t, ctx->row0};
+                        ctx->thresh, p->flip_bits, epi, ctx, ctx->t, ctx->row0, p->kvec, p->s->o};
     kr->panel(a, kwords, mb, n0, n1, kwords, &job);
 }
 
@@ -294,7 +377,7 @@ static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w
     j.bn = bn_block_n(plan.kwords, j.m, s->o);
     j.tm = (j.m + j.bm - 1) / j.bm;
     j.ldo = dot_out ? s->o : bn_words(s->o);
-    if (plan_panels(&plan, j.kr, j.m, flip)) {
+    if (plan_panels(&plan, j.kr, j.m, flip) || plan_border(&plan)) {
         plan_free(&plan);
         return BN_ENOMEM;
     }
@@ -397,7 +480,7 @@ int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, cons
     uint64_t *and_mask = (uint64_t *)calloc(ow, sizeof(uint64_t));
     if (!and_mask) return BN_ENOMEM;
     const size_t pixels = bn_mul_sat(s->n, bn_mul_sat(s->ho, s->wo)); /* steers panels only */
-    if (plan_init(&plan, s, x, w) || plan_panels(&plan, j.kr, pixels, flip)) {
+    if (plan_init(&plan, s, x, w) || plan_panels(&plan, j.kr, pixels, flip) || plan_border(&plan)) {
         plan_free(&plan);
         free(and_mask);
         return BN_ENOMEM;

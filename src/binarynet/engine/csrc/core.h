@@ -39,7 +39,8 @@ typedef struct {
     const uint64_t *panels;    /* bn_repack_panels output */
     int kind;
     int32_t k;                 /* dot = k - 2 * count */
-    const int32_t *row_k;      /* per block row k, or NULL (k for all); < 0: use `epi` for the row */
+    const int32_t *row_k;      /* per block row k, or NULL (k for all); -1: use `epi` for the row,
+                                  <= -2: a per-output k from kvec (conv borders) */
     void *out;                 /* block row 0 of: int32 rows (DOT), bit words (BITS), or the
                                   int32 rows of the input rows, plane row r -> row r / 8 (PLANES:
                                   rows come as the 8 planes of each input row, mb a multiple of 8) */
@@ -50,6 +51,8 @@ typedef struct {
     void *epi_ctx;
     const struct bn_transform *transform; /* TRANSFORM: block row r is output row row0 + r */
     size_t row0;
+    const int32_t *kvec;       /* row_k <= -2: k of output n is kvec[(-2 - row_k) * ldk + n] */
+    size_t ldk;
 } bn_panel_job;
 /* A rows [0, mb) (stride lda) x outputs [n0, n1), n0 a multiple of 16. */
 typedef void (*bn_panel_fn)(const uint64_t *a, size_t lda, size_t mb, size_t n0, size_t n1,
