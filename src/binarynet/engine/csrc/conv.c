@@ -191,9 +191,17 @@ static void im2col_row(const conv_plan *p, size_t n, size_t ho, size_t wo, uint6
     valid_range(hb, s->dh, s->h, s->kh, &win->i0, &win->i1);
     valid_range(wb, s->dw, s->w, s->kw, &win->j0, &win->j1);
     const size_t cw = s->cw;
+    /* undilated full rows of taps are kw * cw consecutive input words: one copy */
+    const int whole_rows = s->dw == 1 && win->j0 == 0 && win->j1 == (int32_t)s->kw;
     for (size_t i = 0; i < s->kh; ++i) {
         const int row_ok = (int32_t)i >= win->i0 && (int32_t)i < win->i1;
         const int64_t hi = hb + (int64_t)(i * s->dh);
+        if (row_ok && whole_rows) {
+            memcpy(dst, p->x + ((n * s->h + (size_t)hi) * s->w + (size_t)wb) * cw,
+                   s->kw * cw * sizeof(uint64_t));
+            dst += s->kw * cw;
+            continue;
+        }
         for (size_t j = 0; j < s->kw; ++j, dst += cw) {
             const uint64_t *src = p->pad_row;
             if (row_ok && (int32_t)j >= win->j0 && (int32_t)j < win->j1) {
