@@ -262,3 +262,25 @@ def test_first_dense_float_buffers_are_checked():
     with pytest.raises(OverflowError, match=r"^first_dense_float: the size of x overflows$"):
         _core.first_dense_float(np.zeros(64, np.float32), False, np.zeros(3, np.uint64),
                                 WRAP_ROWS, 1, 192, np.empty(1, np.float64))
+
+
+def test_int_conv_threshold_class_indices_are_checked_by_the_core():
+    """The classes index the threshold table: out-of-range values would read past it."""
+    x, w = np.zeros((1, 3, 5, 5), np.uint8), np.zeros((4, 1), np.uint64)
+    geometry = (1, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1)
+    rows, cols = np.zeros(5, np.int32), np.zeros(5, np.int32)
+    rows[2] = 2
+    with pytest.raises(ValueError, match=r"^int_conv_threshold: row_class values must be in "
+                                         r"\[0, 2\)$"):
+        _core.int_conv_threshold(x, w, geometry, 2, 1, np.zeros(8, np.int32), rows, cols,
+                                 np.zeros(4, np.uint8), np.empty((25, 1), np.uint64))
+    cols[0] = -1
+    with pytest.raises(ValueError, match=r"^int_conv_threshold: col_class values must be in"):
+        _core.int_conv_threshold(x, w, geometry, 3, 1, np.zeros(12, np.int32), rows, cols,
+                                 np.zeros(4, np.uint8), np.empty((25, 1), np.uint64))
+    with pytest.raises(OverflowError, match=r"^int_conv_threshold: kh \* kw \* c = 8421507 is "
+                                            r"too large"):
+        _core.int_conv_threshold(np.zeros((1, 8421507, 1, 1), np.uint8), w,
+                                 (1, 8421507, 1, 1, 4, 1, 1, 1, 1, 0, 0, 1, 1), 1, 1,
+                                 np.zeros(4, np.int32), rows[:1], cols[:1],
+                                 np.zeros(4, np.uint8), np.empty((1, 1), np.uint64))

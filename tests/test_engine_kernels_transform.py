@@ -362,3 +362,95 @@ def test_first_dense_float_errors(ops):
         ops.first_dense_float(np.zeros((2, 70), F32), w | np.uint64(1 << 63), 70)
     with pytest.raises(ValueError, match=r"^first_dense_float: x must be 2-D"):
         ops.first_dense_float(np.zeros(70, F32), w, 70)
+
+
+# ----------------------------------------------------------------------------------------------
+# fused uint8 first conv with border-class thresholds
+# ----------------------------------------------------------------------------------------------
+def conv_sums_u8(x, w_pm1, kernel, stride, padding, dilation):
+    """Integer conv of uint8 NCHW images with zero padding, by plain loops over the taps."""
+    n, c, h, wd = x.shape
+    kh, kw = kernel
+    o = w_pm1.shape[0]
+    wt = w_pm1.reshape(o, kh, kw, c).astype(np.int64)
+    xp = np.zeros((n, c, h + 2 * padding, wd + 2 * padding), np.int64)
+    xp[:, :, padding:padding + h, padding:padding + wd] = x
+    ho = (h + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
+    wo = (wd + 2 * padding - dilation * (kw - 1) - 1) // stride + 1
+    out = np.zeros((n, ho, wo, o), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            tap = xp[:, :, i * dilation:i * dilation + stride * (ho - 1) + 1:stride,
+                     j * dilation:j * dilation + stride * (wo - 1) + 1:stride]
+            out += np.einsum("nchw,oc->nhwo", tap, wt[:, i, j])
+    return out
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 2), c=st.integers(1, 4), h=st.integers(2, 9), wd=st.integers(2, 9),
+       o=st.integers(1, 140), kernel=st.sampled_from([1, 2, 3]), stride=st.integers(1, 2),
+       padding=st.integers(0, 2), dilation=st.integers(1, 2), seed=st.integers(0, 2**32 - 1))
+def test_property_int_conv_threshold_all_backends(n, c, h, wd, o, kernel, stride, padding,
+                                                  dilation, seed):
+    span = dilation * (kernel - 1) + 1
+    if h + 2 * padding < span or wd + 2 * padding < span:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, c, h, wd), dtype=np.uint8)
+    w = pm1(rng, (o, kernel * kernel * c))
+    s = conv_sums_u8(x, w, (kernel, kernel), stride, padding, dilation)
+    _, ho, wo, _ = s.shape
+    rows, cols = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    row_class = rng.integers(0, rows, ho).astype(np.int32)
+    col_class = rng.integers(0, cols, wo).astype(np.int32)
+    # thresholds near the sums, some equal to one of them (ties)
+    thresh = rng.integers(-300, 300, (rows, cols, o)).astype(np.int32)
+    thresh.flat[::3] = rng.choice(s.ravel(), thresh.flat[::3].size)
+    flip = rng.random(o) < 0.5
+    t = thresh[row_class[:, None], col_class[None, :]]
+    want = reference.pack(np.where(flip, s <= t, s >= t) - 0.5)
+    args = (x, reference.pack(w), kernel, thresh, flip, row_class, col_class, stride, padding,
+            dilation)
+    np.testing.assert_array_equal(reference.int_conv_threshold(*args), want)
+    for name in BACKENDS:
+        kernels.set_backend(name)
+        np.testing.assert_array_equal(kernels.int_conv_threshold(*args), want)
+
+
+def test_int_conv_threshold_cifar_first_layer_on_the_pool():
+    """3 -> 128 channels, 3x3, padding 1 at 32x32 (tasks of 64 pixels on 2 threads)."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (3, 3, 32, 32), dtype=np.uint8)
+    w = reference.pack(pm1(rng, (128, 27)))
+    thresh = rng.integers(-500, 500, (3, 3, 128)).astype(np.int32)
+    classes = np.array([0] + [1] * 30 + [2], np.int32)
+    args = (x, w, 3, thresh, rng.random(128) < 0.5, classes, classes, 1, 1)
+    previous = kernels.get_num_threads()
+    try:
+        kernels.set_num_threads(2)
+        check_all_backends("int_conv_threshold", args, {})
+    finally:
+        kernels.set_num_threads(previous)
+
+
+def test_int_conv_threshold_errors(ops):
+    x = np.zeros((1, 3, 5, 5), np.uint8)
+    w = reference.pack(np.ones((4, 27)))
+    t, f = np.zeros((1, 1, 4), np.int32), np.zeros(4, bool)
+    cls = np.zeros(5, np.int32)
+    with pytest.raises(TypeError, match=r"^int_conv_threshold: x_u8 must have dtype uint8"):
+        ops.int_conv_threshold(x.astype(np.float32), w, 3, t, f, cls, cls, 1, 1)
+    with pytest.raises(ValueError, match=r"^int_conv_threshold: w last axis must hold "
+                                         r"ceil\(kh \* kw \* c/64\) = 1 words"):
+        ops.int_conv_threshold(x, reference.pack(np.ones((4, 65))), 3, t, f, cls, cls, 1, 1)
+    with pytest.raises(ValueError, match=r"^int_conv_threshold: row_class values must index "
+                                         r"thresh \(0..0\)"):
+        ops.int_conv_threshold(x, w, 3, t, f, cls + 1, cls, 1, 1)
+    with pytest.raises(ValueError, match=r"^int_conv_threshold: col_class must be int32 of "
+                                         r"shape \(5,\)"):
+        ops.int_conv_threshold(x, w, 3, t, f, cls, cls[:4], 1, 1)
+    with pytest.raises(ValueError, match=r"^int_conv_threshold: thresh must be int32 \(row "
+                                         r"classes, column classes, 4\)"):
+        ops.int_conv_threshold(x, w, 3, t[0], f, cls, cls, 1, 1)
+    with pytest.raises(ValueError, match=r"^int_conv_threshold: kernel 3x3 .* does not fit"):
+        ops.int_conv_threshold(np.zeros((1, 3, 2, 5), np.uint8), w, 3, t, f, cls, cls, 1, 0)

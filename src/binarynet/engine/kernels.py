@@ -320,6 +320,25 @@ def first_dense_float(x, w, k) -> np.ndarray:
 
 
 @_after_environment
+def int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_class, stride=(1, 1),
+                       padding=(0, 0), dilation=(1, 1)) -> np.ndarray:
+    """Fused first conv of uint8 NCHW images -> packed bits (N, Ho, Wo, ceil(O/64)); see the
+    reference. Patches, integer products (:func:`int_gemm`'s kernels) and the per-class
+    thresholds run per block of pixels in cache: neither the patch matrix nor the int32 sums
+    are written to memory."""
+    (x_u8, w, thresh, flip, row_class, col_class, k, kernel, stride, padding, dilation, ho,
+     wo) = _ref._check_int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_class,
+                                          stride, padding, dilation, _pad_bits_clear)
+    n, c, h, wd = x_u8.shape
+    o = w.shape[0]
+    geometry = (n, c, h, wd, o) + kernel + stride + padding + dilation
+    out = np.empty((n, ho, wo, _ref.words_for(o)), dtype=np.uint64)
+    _core.int_conv_threshold(x_u8, _aligned(w), geometry, thresh.shape[0], thresh.shape[1],
+                             _aligned(thresh), _aligned(row_class), _aligned(col_class), flip, out)
+    return out
+
+
+@_after_environment
 def threshold_pack(x, thresh, flip) -> np.ndarray:
     """Batch-norm + sign of int32 sums ``(..., N)`` -> packed uint64 ``(..., ceil(N/64))``.
 

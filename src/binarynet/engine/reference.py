@@ -399,6 +399,63 @@ def first_dense_float(x, w, k) -> np.ndarray:
     return x.astype(np.float64) @ unpack(w, k).astype(np.float64).T
 
 
+def _check_int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_class, stride,
+                              padding, dilation, pad_bits_clear=None):
+    """Validate a fused first conv; returns (x_u8, w, thresh, flip, row_class, col_class, k,
+    (kh, kw), stride, padding, dilation, Ho, Wo)."""
+    op = "int_conv_threshold"
+    x_u8 = _check_array(op, "x_u8", x_u8, np.uint8, 4)
+    n, c, h, wd = x_u8.shape
+    kh, kw = as_pair(op, "kernel", kernel, 1)
+    k = _check_length(op, "kh * kw * c", kh * kw * c)
+    if k > FIRST_LAYER_MAX_K:
+        raise ValueError(f"{op}: kh * kw * c must be <= {FIRST_LAYER_MAX_K} so the int32 sums "
+                         f"cannot overflow, got {k}")
+    w = _check_packed(op, "w", w, 2, k, "kh * kw * c", pad_bits_clear)
+    o = w.shape[0]
+    stride, padding, dilation, ho, wo = conv_geometry(op, (n, h, wd, c), (o, kh, kw, 0), stride,
+                                                      padding, dilation, "zero")
+    thresh = np.asarray(thresh)
+    if thresh.dtype != np.int32 or thresh.ndim != 3 or thresh.shape[2] != o:
+        raise ValueError(f"{op}: thresh must be int32 (row classes, column classes, {o}), got "
+                         f"{thresh.dtype} {thresh.shape}")
+    _, flip = _check_thresholds(op, np.zeros(o, np.int32), flip, o)
+    classes = []
+    for name, arr, size, bound in (("row_class", row_class, ho, thresh.shape[0]),
+                                   ("col_class", col_class, wo, thresh.shape[1])):
+        arr = np.asarray(arr)
+        if arr.dtype != np.int32 or arr.shape != (size,):
+            raise ValueError(f"{op}: {name} must be int32 of shape ({size},), got {arr.dtype} "
+                             f"{arr.shape}")
+        if arr.min() < 0 or arr.max() >= bound:
+            raise ValueError(f"{op}: {name} values must index thresh (0..{bound - 1})")
+        classes.append(np.ascontiguousarray(arr))
+    return (x_u8, w, np.ascontiguousarray(thresh), flip, *classes, k, (kh, kw), stride, padding,
+            dilation, ho, wo)
+
+
+def int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_class, stride=(1, 1),
+                       padding=(0, 0), dilation=(1, 1)) -> np.ndarray:
+    """Fused first conv of uint8 images: zero-padded patches of NCHW ``x_u8`` (taps in
+    (kh, kw, c) order), integer sums s with the packed +-1 weights w (O, ceil(KH*KW*C/64)), then
+    bit o of pixel (y, x) = s >= thresh[row_class[y], col_class[x], o] (<= where flip[o]) ->
+    packed uint64 (N, Ho, Wo, ceil(O/64)). thresh int32 (R, C, O); row_class / col_class int32
+    (Ho,) / (Wo,) (the export's border classes)."""
+    (x_u8, w, thresh, flip, row_class, col_class, k, (kh, kw), stride, padding, dilation, ho,
+     wo) = _check_int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_class, stride,
+                                     padding, dilation)
+    n, c, h, wd = x_u8.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    padded = np.zeros((n, h + 2 * ph, wd + 2 * pw, c), np.uint8)
+    padded[:, ph:ph + h, pw:pw + wd] = x_u8.transpose(0, 2, 3, 1)
+    taps = [padded[:, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw]
+            for i in range(kh) for j in range(kw)]
+    patches = np.stack(taps, 3).reshape(n * ho * wo, k)
+    s = int_gemm(np.ascontiguousarray(patches), w, k).reshape(n, ho, wo, -1).astype(np.int64)
+    t = thresh[row_class[:, None], col_class[None, :]]  # (Ho, Wo, O)
+    return _pack_bool(np.where(flip, s <= t, s >= t))
+
+
 def threshold_pack(x, thresh, flip) -> np.ndarray:
     """Batch-norm + sign of integer sums, packed: int32 ``(..., N)`` -> uint64 ``(..., ceil(N/64))``.
 

@@ -346,6 +346,19 @@ int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, si
                       int32_t *out);
 int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t k,
                  int32_t *out);
+/* Fused first conv of uint8 NCHW images with zero padding: im2col (taps in (kh, kw, c) order),
+ * integer product with the packed weights (O, words(KH*KW*C)), then bit = s >= thresh[class]
+ * (<= where flip) with class = row_class[y] * col_classes + col_class[x]. */
+typedef struct {
+    const uint8_t *x;
+    size_t n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo;
+    const int32_t *thresh;      /* (row classes, col_classes, O) */
+    size_t col_classes;
+    const int32_t *row_class;   /* (Ho,) */
+    const int32_t *col_class;   /* (Wo,) */
+    const uint8_t *flip;        /* (O,) */
+} bn_first_conv;
+int bn_int_conv_threshold(const bn_first_conv *s, const uint64_t *w, uint64_t *out);
 
 /* Helpers shared by the drivers. */
 static inline uint32_t bn_popcount64(uint64_t v) { return (uint32_t)__builtin_popcountll(v); }

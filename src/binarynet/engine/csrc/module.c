@@ -640,6 +640,66 @@ static PyObject *py_int_gemm(PyObject *self, PyObject *args) {
     return first_layer("int_gemm", bn_int_gemm, args);
 }
 
+/* int_conv_threshold(x, w, (n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw), R, C, thresh,
+ * row_class, col_class, flip, out): the fused uint8 first conv (first_layer.c) */
+static int check_classes(const char *op, const char *name, const Py_buffer *b, size_t size,
+                         size_t bound) {
+    if (CHECK_BUFFER(op, name, b, 4, size)) return -1;
+    const int32_t *v = (const int32_t *)b->buf;
+    for (size_t i = 0; i < size; ++i) {
+        if (v[i] < 0 || (size_t)v[i] >= bound) {
+            PyErr_Format(PyExc_ValueError, "%s: %s values must be in [0, %zu)", op, name, bound);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *py_int_conv_threshold(PyObject *self, PyObject *args) {
+    Py_buffer x, w, thresh, rows, cols, flip, out;
+    Py_ssize_t g[13], nr, nc;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*(nnnnnnnnnnnnn)nny*y*y*y*w*", &x, &w, &g[0], &g[1], &g[2],
+                          &g[3], &g[4], &g[5], &g[6], &g[7], &g[8], &g[9], &g[10], &g[11], &g[12],
+                          &nr, &nc, &thresh, &rows, &cols, &flip, &out))
+        return NULL;
+    PyObject *ret = NULL;
+    const char *op = "int_conv_threshold";
+    Py_ssize_t sizes[] = {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[11], g[12], nr, nc};
+    bn_first_conv s;
+    size_t k;
+    if (check_sizes(op, sizes, 13)) goto done;
+    if (g[9] < 0 || g[10] < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: padding must be >= 0", op);
+        goto done;
+    }
+    s = (bn_first_conv){(const uint8_t *)x.buf, (size_t)g[0], (size_t)g[1], (size_t)g[2],
+                        (size_t)g[3], (size_t)g[4], (size_t)g[5], (size_t)g[6], (size_t)g[7],
+                        (size_t)g[8], (size_t)g[9], (size_t)g[10], (size_t)g[11], (size_t)g[12],
+                        0, 0, (const int32_t *)thresh.buf, (size_t)nc, (const int32_t *)rows.buf,
+                        (const int32_t *)cols.buf, (const uint8_t *)flip.buf};
+    if (size_product(op, "kernel taps x channels", (size_t[]){s.kh, s.kw, s.c}, 3, &k) ||
+        check_length(op, "kh * kw * c", (Py_ssize_t)k, BN_FIRST_LAYER_MAX_K) ||
+        conv_axis(op, "height", s.h, s.kh, s.sh, s.ph, s.dh, &s.ho) ||
+        conv_axis(op, "width", s.w, s.kw, s.sw, s.pw, s.dw, &s.wo) ||
+        CHECK_BUFFER(op, "x_u8", &x, 1, s.n, s.c, s.h, s.w) ||
+        CHECK_BUFFER(op, "w", &w, 8, s.o, bn_words(k)) ||
+        CHECK_BUFFER(op, "thresh", &thresh, 4, (size_t)nr, (size_t)nc, s.o) ||
+        check_classes(op, "row_class", &rows, s.ho, (size_t)nr) ||
+        check_classes(op, "col_class", &cols, s.wo, (size_t)nc) ||
+        CHECK_BUFFER(op, "flip", &flip, 1, s.o) ||
+        CHECK_BUFFER(op, "out", &out, 8, s.n, s.ho, s.wo, bn_words(s.o)))
+        goto done;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = bn_int_conv_threshold(&s, (const uint64_t *)w.buf, (uint64_t *)out.buf);
+    Py_END_ALLOW_THREADS
+    ret = driver_result(op, rc);
+done:
+    RELEASE(&x, &w, &thresh, &rows, &cols, &flip, &out);
+    return ret;
+}
+
 /* first_dense_float(x, f64, w, m, n, k, out): float64 sums of float32/64 rows x +-1 weights */
 static PyObject *py_first_dense_float(PyObject *self, PyObject *args) {
     Py_buffer x, w, out;
@@ -774,6 +834,8 @@ static PyMethodDef core_methods[] = {
     {"maxpool2d_int", py_maxpool2d_int, METH_VARARGS, "maxpool2d_int(x, geometry, out)"},
     {"bitplane_gemm", py_bitplane_gemm, METH_VARARGS, "bitplane_gemm(x_u8, w, m, n, k, out)"},
     {"int_gemm", py_int_gemm, METH_VARARGS, "int_gemm(x_u8, w, m, n, k, out)"},
+    {"int_conv_threshold", py_int_conv_threshold, METH_VARARGS,
+     "int_conv_threshold(x_u8, w, geometry, rows, cols, thresh, row_class, col_class, flip, out)"},
     {"first_dense_float", py_first_dense_float, METH_VARARGS,
      "first_dense_float(x, is_float64, w, m, n, k, out)"},
     {"backend_supported", py_backend_supported, METH_VARARGS, "backend_supported(code) -> bool"},
