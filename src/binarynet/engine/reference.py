@@ -522,10 +522,10 @@ def _check_transform(op, o, out_shape, scale, shift, steps, residual, sign_thres
     checked = [("scale_shift", _check_channels_f32(op, "scale", scale, o),
                 _check_channels_f32(op, "shift", shift, o))]
     for i, step in enumerate(steps):
-        if not isinstance(step, tuple) or not step or step[0] not in TRANSFORM_STEPS:
+        if not isinstance(step, (tuple, list)) or not step or step[0] not in TRANSFORM_STEPS:
             raise ValueError(f"{op}: steps[{i}] must be a tuple starting with one of "
                              f"{sorted(TRANSFORM_STEPS)}, got {step!r:.60}")
-        name, params = step[0], step[1:]
+        name, params = step[0], tuple(step[1:])
         if len(params) != TRANSFORM_STEPS[name]:
             raise ValueError(f"{op}: steps[{i}] {name!r} takes {TRANSFORM_STEPS[name]} tensors, "
                              f"got {len(params)}")
