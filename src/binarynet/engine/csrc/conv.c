@@ -49,7 +49,8 @@ typedef struct {
     size_t row0;           /* output row (pixel) of block row 0, for t */
 } conv_epi_ctx;
 
-static int plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, const uint64_t *w) {
+static int plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
+                     const bn_tile_kernels *kr) {
     memset(p, 0, sizeof(*p));
     p->s = s;
     p->x = x;
@@ -72,8 +73,7 @@ static int plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, co
             for (size_t i = 0; i < s->kh; ++i) {
                 for (size_t j = 0; j < s->kw; ++j) {
                     const uint64_t *tap = w + ((o * s->kh + i) * s->kw + j) * s->cw;
-                    int32_t pop = 0;
-                    for (size_t q = 0; q < s->cw; ++q) pop += (int32_t)bn_popcount64(tap[q]);
+                    const int32_t pop = (int32_t)kr->popcount(tap, s->cw);
                     P[(i + 1) * (s->kw + 1) + j + 1] =
                         pop + P[i * (s->kw + 1) + j + 1] + P[(i + 1) * (s->kw + 1) + j] -
                         P[i * (s->kw + 1) + j];
@@ -367,14 +367,14 @@ static void conv_task(void *vjob, long t, int worker) {
 static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w, int32_t *dot_out,
                     uint64_t *bits_out, const int32_t *thresh, const uint8_t *flip,
                     const bn_transform *t) {
+    conv_job j;
+    j.kr = bn_isa()->tiles; /* read once */
     conv_plan plan;
-    if (plan_init(&plan, s, x, w)) {
+    if (plan_init(&plan, s, x, w, j.kr)) {
         plan_free(&plan);
         return BN_ENOMEM;
     }
-    conv_job j;
     j.plan = &plan;
-    j.kr = bn_isa()->tiles;
     j.dot_out = dot_out;
     j.bits_out = bits_out;
     j.thresh = thresh;
@@ -488,7 +488,8 @@ int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, cons
     uint64_t *and_mask = (uint64_t *)calloc(ow, sizeof(uint64_t));
     if (!and_mask) return BN_ENOMEM;
     const size_t pixels = bn_mul_sat(s->n, bn_mul_sat(s->ho, s->wo)); /* steers panels only */
-    if (plan_init(&plan, s, x, w) || plan_panels(&plan, j.kr, pixels, flip) || plan_border(&plan)) {
+    if (plan_init(&plan, s, x, w, j.kr) || plan_panels(&plan, j.kr, pixels, flip) ||
+        plan_border(&plan)) {
         plan_free(&plan);
         free(and_mask);
         return BN_ENOMEM;

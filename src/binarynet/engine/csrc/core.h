@@ -65,6 +65,9 @@ typedef struct {
     int thin_nr;        /* 1 x thin_nr tile for a single row of A (GEMV) */
     bn_tile_fn thin;
     bn_panel_fn panel;  /* panel path, or NULL */
+    /* sum of the popcounts of n words, for setup work (conv border prefix sums, weight row
+     * counts): without the popcnt instruction the builtin is a library call per word */
+    uint64_t (*popcount)(const uint64_t *p, size_t n);
 } bn_tile_kernels;
 
 extern const bn_tile_kernels bn_tiles_portable; /* the reference: plain C */
@@ -72,6 +75,7 @@ extern const bn_tile_kernels bn_tiles_portable; /* the reference: plain C */
 extern const bn_tile_kernels bn_tiles_popcnt;   /* the same C with the popcnt instruction */
 extern const bn_tile_kernels bn_tiles_avx2;
 extern const bn_tile_kernels bn_tiles_avx512;
+uint64_t bn_popcount_words_popcnt(const uint64_t *p, size_t n); /* the popcnt instruction */
 #endif
 
 /* ---- packing kernels (pack.c) ---------------------------------------------------------------- */
@@ -361,7 +365,6 @@ typedef struct {
 int bn_int_conv_threshold(const bn_first_conv *s, const uint64_t *w, uint64_t *out);
 
 /* Helpers shared by the drivers. */
-static inline uint32_t bn_popcount64(uint64_t v) { return (uint32_t)__builtin_popcountll(v); }
 /* Bit of an output channel: dot >= t, or dot <= t when flipped (any nonzero flip byte, as in
  * bn_pack_flags: a byte of 2 must not yield a 2, which would set the next channel's bit). */
 static inline uint64_t bn_threshold_bit(int64_t dot, int32_t t, uint8_t flip) {

@@ -72,14 +72,10 @@ int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, si
     const size_t kw = bn_words(k);
     int32_t *wpop = (int32_t *)malloc(n * sizeof(int32_t));
     if (!wpop) return BN_ENOMEM;
-    for (size_t r = 0; r < n; ++r) {
-        int32_t pop = 0;
-        for (size_t t = 0; t < kw; ++t) pop += (int32_t)bn_popcount64(w[r * kw + t]);
-        wpop[r] = 255 * pop;
-    }
     plane_job j;
     const bn_isa_row *isa = bn_isa();
     j.kr = isa->tiles;
+    for (size_t r = 0; r < n; ++r) wpop[r] = 255 * (int32_t)j.kr->popcount(w + r * kw, kw);
     j.planes = isa->planes->planes;
     j.x = x;
     j.w = w;
