@@ -454,3 +454,20 @@ def test_int_conv_threshold_errors(ops):
         ops.int_conv_threshold(x, w, 3, t[0], f, cls, cls, 1, 1)
     with pytest.raises(ValueError, match=r"^int_conv_threshold: kernel 3x3 .* does not fit"):
         ops.int_conv_threshold(np.zeros((1, 3, 2, 5), np.uint8), w, 3, t, f, cls, cls, 1, 0)
+
+
+def test_int_conv_threshold_with_padding_far_larger_than_the_image():
+    """Padding 600 around 2x3 images: a zero-padded copy would be ~1 MiB per image, so the
+    kernel gathers the patches from the NCHW input instead (both paths, same bits)."""
+    rng = np.random.default_rng(6)
+    x = rng.integers(0, 256, (2, 2, 2, 3), dtype=np.uint8)
+    w = pm1(rng, (3, 18))
+    s = conv_sums_u8(x, w, (3, 3), 1, 600, 1)
+    thresh = rng.integers(-300, 300, (1, 1, 3)).astype(np.int32)
+    flip = np.array([False, True, False])
+    want = reference.pack(np.where(flip, s <= thresh[0, 0], s >= thresh[0, 0]) - 0.5)
+    classes = [np.zeros(size, np.int32) for size in s.shape[1:3]]
+    args = (x, reference.pack(w), 3, thresh, flip, *classes, 1, 600)
+    for name in BACKENDS:
+        kernels.set_backend(name)
+        np.testing.assert_array_equal(kernels.int_conv_threshold(*args), want)

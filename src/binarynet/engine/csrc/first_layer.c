@@ -374,8 +374,47 @@ typedef struct {
     const uint64_t *flip_bits;
     uint64_t *out;
     size_t pixels, k;
+    const uint8_t *xpad;    /* the images as zero-padded NHWC (padded_nhwc), or NULL */
+    size_t hp, wp;          /* its padded height and width */
     bn_scratch scratch;     /* INT_ROWS x (k bytes + O int32) */
 } first_conv_job;
+
+/* NCHW -> zero-padded NHWC, so a row of taps is kw * c consecutive bytes (one copy), or NULL
+ * when the padded copy would be much larger than the input (huge padding: gather instead). */
+static uint8_t *padded_nhwc(const bn_first_conv *s, size_t *hp, size_t *wp) {
+    size_t bytes;
+    *hp = s->h + 2 * s->ph; /* module.c keeps the padded extents within Py_ssize_t */
+    *wp = s->w + 2 * s->pw;
+    if (__builtin_mul_overflow(s->n * s->c, *hp, &bytes) ||
+        __builtin_mul_overflow(bytes, *wp, &bytes) ||
+        bytes > 4 * s->n * s->c * s->h * s->w + ((size_t)1 << 20))
+        return NULL;
+    uint8_t *xp = (uint8_t *)calloc(bytes, 1);
+    if (!xp) return NULL;
+    for (size_t n = 0; n < s->n; ++n)
+        for (size_t c = 0; c < s->c; ++c)
+            for (size_t y = 0; y < s->h; ++y) {
+                const uint8_t *src = s->x + ((n * s->c + c) * s->h + y) * s->w;
+                uint8_t *dst = xp + ((n * *hp + y + s->ph) * *wp + s->pw) * s->c + c;
+                for (size_t x = 0; x < s->w; ++x) dst[x * s->c] = src[x];
+            }
+    return xp;
+}
+
+/* The patch of `pixel` from the padded NHWC images: per kernel row one copy (undilated). */
+static void first_conv_patch_padded(const first_conv_job *j, size_t pixel, uint8_t *dst) {
+    const bn_first_conv *s = j->s;
+    const size_t wo = pixel % s->wo, ho = (pixel / s->wo) % s->ho, n = pixel / (s->wo * s->ho);
+    for (size_t i = 0; i < s->kh; ++i) {
+        const uint8_t *row = j->xpad + ((n * j->hp + ho * s->sh + i * s->dh) * j->wp + wo * s->sw) * s->c;
+        if (s->dw == 1) {
+            memcpy(dst, row, s->kw * s->c);
+            dst += s->kw * s->c;
+        } else {
+            for (size_t t = 0; t < s->kw; ++t, dst += s->c) memcpy(dst, row + t * s->dw * s->c, s->c);
+        }
+    }
+}
 
 static void first_conv_patch(const bn_first_conv *s, size_t pixel, uint8_t *dst) {
     const size_t wo = pixel % s->wo, ho = (pixel / s->wo) % s->ho, n = pixel / (s->wo * s->ho);
@@ -401,7 +440,12 @@ static void first_conv_task(void *vjob, long t, int worker) {
     int32_t *sums = (int32_t *)(patches + (INT_ROWS * j->k + 63) / 64 * 64);
     const size_t p0 = (size_t)t * INT_ROWS;
     const size_t rows = j->pixels - p0 < INT_ROWS ? j->pixels - p0 : INT_ROWS;
-    for (size_t r = 0; r < rows; ++r) first_conv_patch(s, p0 + r, patches + r * j->k);
+    for (size_t r = 0; r < rows; ++r) {
+        if (j->xpad)
+            first_conv_patch_padded(j, p0 + r, patches + r * j->k);
+        else
+            first_conv_patch(s, p0 + r, patches + r * j->k);
+    }
     bn_int_job ij = *j->ij;
     ij.x = patches;
     ij.out = sums;
@@ -421,7 +465,7 @@ int bn_int_conv_threshold(const bn_first_conv *s, const uint64_t *w, uint64_t *o
     bn_int_job ij;
     int rc = int_job_init(&ij, w, INT_ROWS, s->o, k);
     if (rc) return rc;
-    first_conv_job j = {s, &ij, bn_isa()->threshold, NULL, out, pixels, k, {{0}, 0, 0}};
+    first_conv_job j = {s, &ij, bn_isa()->threshold, NULL, out, pixels, k, NULL, 0, 0, {{0}, 0, 0}};
     uint64_t *flip_bits = (uint64_t *)malloc(bn_words(s->o) * sizeof(uint64_t));
     size_t bytes;
     if (__builtin_mul_overflow(s->o, (size_t)INT_ROWS * sizeof(int32_t), &bytes) ||
@@ -436,12 +480,15 @@ int bn_int_conv_threshold(const bn_first_conv *s, const uint64_t *w, uint64_t *o
     }
     bn_pack_flags(s->flip, s->o, flip_bits);
     j.flip_bits = flip_bits;
+    uint8_t *xpad = padded_nhwc(s, &j.hp, &j.wp);
+    j.xpad = xpad;
     bn_scratch_init(&j.scratch, bytes);
     bn_parallel_for((long)((pixels + INT_ROWS - 1) / INT_ROWS),
                     bn_threads_for((double)pixels * (double)s->o * (double)k / 64),
                     first_conv_task, &j);
     rc = j.scratch.failed ? BN_ENOMEM : BN_OK;
     bn_scratch_free(&j.scratch);
+    free(xpad);
     free(flip_bits);
     free((void *)ij.quads);
     return rc;
