@@ -181,9 +181,11 @@ typedef struct {
     const char *name;
     /* one input row (float32, or float64 when f64) -> its nibble tables */
     void (*tables)(const void *x, int f64, size_t k, size_t kw, double *t);
-    /* up to 4 rows of tables x outputs [n0, n1) -> out rows (stride ldo) */
-    void (*block)(const double *const *tables, size_t rows, const uint64_t *w, size_t n0,
-                  size_t n1, size_t kw, double *out, size_t ldo);
+    /* up to 4 rows of tables x outputs [n0, n1) -> out rows (stride ldo); panels: w regrouped
+     * by bn_repack_panels (rounded up to 32 rows, zeros past n), or NULL */
+    void (*block)(const double *const *tables, size_t rows, const uint64_t *w,
+                  const uint64_t *panels, size_t n0, size_t n1, size_t kw, double *out,
+                  size_t ldo);
 } bn_float_kernel;
 
 extern const bn_float_kernel bn_float_portable;

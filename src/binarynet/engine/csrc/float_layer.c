@@ -25,6 +25,7 @@
 #define ROWS 4            /* input rows per block */
 #define OUT_GROUP 32      /* outputs per block step: 4 vectors of 8 */
 #define T_BLOCK_WORDS 3   /* words of tables kept in L1 across the output groups (ROWS x 24 KiB) */
+#define PANEL_MIN_ROWS 4  /* input rows from which the weights are regrouped (else gathered) */
 
 static inline double input_at(const void *x, int f64, size_t i) {
     return f64 ? ((const double *)x)[i] : (double)((const float *)x)[i];
@@ -43,7 +44,9 @@ static void tables_portable(const void *x, int f64, size_t k, size_t kw, double 
 
 /* rows [0, rows) of tables x outputs [n0, n1) -> out (row stride ldo) */
 static void block_portable(const double *const *tables, size_t rows, const uint64_t *w,
-                           size_t n0, size_t n1, size_t kw, double *out, size_t ldo) {
+                           const uint64_t *panels, size_t n0, size_t n1, size_t kw, double *out,
+                           size_t ldo) {
+    (void)panels;
     for (size_t r = 0; r < rows; ++r) {
         for (size_t o = n0; o < n1; ++o) {
             const uint64_t *wo = w + o * kw;
@@ -104,8 +107,16 @@ static inline __mmask8 lanes_of(size_t first, size_t n1) {
     return first >= n1 ? 0 : n1 - first >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n1 - first)) - 1u);
 }
 
+/* Word t of the 8 outputs from `first` on: one load from the panels, else a gather. */
+AVX512_FLOAT static inline __m512i output_words(const uint64_t *w, const uint64_t *panels,
+                                                size_t kw, size_t first, size_t n1, size_t t) {
+    if (panels) return _mm512_loadu_si512((const void *)(panels + (first / 8 * kw + t) * 8));
+    return gather_words(w, kw, first, n1, t);
+}
+
 AVX512_FLOAT static void block_avx512(const double *const *tables, size_t rows, const uint64_t *w,
-                                      size_t n0, size_t n1, size_t kw, double *out, size_t ldo) {
+                                      const uint64_t *panels, size_t n0, size_t n1, size_t kw,
+                                      double *out, size_t ldo) {
     for (size_t tb = 0; tb < kw; tb += T_BLOCK_WORDS) {
         const size_t te = tb + T_BLOCK_WORDS < kw ? tb + T_BLOCK_WORDS : kw;
         const int first = tb == 0;
@@ -120,8 +131,10 @@ AVX512_FLOAT static void block_avx512(const double *const *tables, size_t rows, 
             ACC_LOAD(2, 0); ACC_LOAD(2, 1); ACC_LOAD(2, 2); ACC_LOAD(2, 3);
             ACC_LOAD(3, 0); ACC_LOAD(3, 1); ACC_LOAD(3, 2); ACC_LOAD(3, 3);
             for (size_t t = tb; t < te; ++t) {
-                __m512i idx0 = gather_words(w, kw, o, n1, t), idx1 = gather_words(w, kw, o + 8, n1, t),
-                        idx2 = gather_words(w, kw, o + 16, n1, t), idx3 = gather_words(w, kw, o + 24, n1, t);
+                __m512i idx0 = output_words(w, panels, kw, o, n1, t),
+                        idx1 = output_words(w, panels, kw, o + 8, n1, t),
+                        idx2 = output_words(w, panels, kw, o + 16, n1, t),
+                        idx3 = output_words(w, panels, kw, o + 24, n1, t);
                 for (size_t q = t * NIBBLES; q < (t + 1) * NIBBLES; ++q) {
                     /* row by row: 16 accumulators + 4 indices + 2 table vectors in registers */
                     ROW_TABLES(0); LOOKUP(0, 0); LOOKUP(1, 0); LOOKUP(2, 0); LOOKUP(3, 0);
@@ -149,6 +162,7 @@ typedef struct {
     const void *x;
     int f64;
     const uint64_t *w;
+    const uint64_t *panels; /* w regrouped 8 outputs per word step, or NULL (gathers) */
     size_t m, n, k, kw, bn, tn;
     double *out;
     bn_scratch scratch; /* per worker: ROWS tables of kw * 256 doubles */
@@ -169,7 +183,7 @@ static void float_task(void *vjob, long task, int worker) {
             j->kr->tables((const char *)j->x + (m0 + r) * j->k * xsize, j->f64, j->k, j->kw,
                           tables + r * row_doubles);
     }
-    j->kr->block(rows_t, rows, j->w, n0, n1, j->kw, j->out + m0 * j->n, j->n);
+    j->kr->block(rows_t, rows, j->w, j->panels, n0, n1, j->kw, j->out + m0 * j->n, j->n);
 }
 
 int bn_first_dense_float(const void *x, int f64, const uint64_t *w, size_t m, size_t n, size_t k,
@@ -194,10 +208,22 @@ int bn_first_dense_float(const void *x, int f64, const uint64_t *w, size_t m, si
     while (j.bn > OUT_GROUP && row_blocks * ((n + j.bn - 1) / j.bn) < 4 * threads)
         j.bn = (j.bn / 2 + OUT_GROUP - 1) / OUT_GROUP * OUT_GROUP;
     j.tn = (n + j.bn - 1) / j.bn;
+    /* from 4 rows on, regrouping the weights once costs less than gathering them per row block */
+    uint64_t *panels = NULL;
+    if (m >= PANEL_MIN_ROWS && j.kr->block != block_portable) {
+        size_t words;
+        if (__builtin_mul_overflow((n + OUT_GROUP - 1) / OUT_GROUP * OUT_GROUP, j.kw, &words))
+            return BN_EOVERFLOW;
+        panels = (uint64_t *)calloc(words, sizeof(uint64_t)); /* zero rows past n */
+        if (!panels) return BN_ENOMEM;
+        bn_repack_panels(w, n, j.kw, panels);
+    }
+    j.panels = panels;
     bn_scratch_init(&j.scratch, table_bytes);
     bn_parallel_for((long)(row_blocks * j.tn),
                     bn_threads_for((double)m * (double)n * (double)j.kw * 2), float_task, &j);
     const int failed = j.scratch.failed;
     bn_scratch_free(&j.scratch);
+    free(panels);
     return failed ? BN_ENOMEM : BN_OK;
 }
