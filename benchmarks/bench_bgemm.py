@@ -18,6 +18,7 @@ as a rate above the machine's peak.
     python benchmarks/bench_bgemm.py                # the issue-4 shapes, 2 threads
     python benchmarks/bench_bgemm.py --quick        # small shapes, a few seconds
     python benchmarks/bench_bgemm.py --first-layer  # uint8 first layers and threshold_pack (ms)
+    python benchmarks/bench_bgemm.py --convnet --batch 64  # the paper ConvNet's layers, % of peak
 """
 from __future__ import annotations
 
@@ -142,6 +143,45 @@ def measured_peak(threads, repeats, min_seconds) -> float:
     return done / seconds
 
 
+# the paper CIFAR-10 ConvNet's binary convs: (label, side, in, out, fused 2x2 max-pool); 3x3, pad 1
+CONVNET = [("conv 128->128 32x32 +pool", 32, 128, 128, True), ("conv 128->256 16x16", 16, 128, 256, False),
+           ("conv 256->256 16x16 +pool", 16, 256, 256, True), ("conv 256->512 8x8", 8, 256, 512, False),
+           ("conv 512->512 8x8 +pool", 8, 512, 512, True)]
+
+
+def bench_convnet(batch, threads, repeats, min_seconds, rng):
+    """ms, G bit-MAC/s and % of the peak measured in the same rounds, of the ConvNet's binary
+    conv layers (as the runner calls them) and its fused uint8 first conv; outputs checked
+    against the numpy reference on one image first."""
+    methods, macs = {}, {}
+    for label, side, c, o, pool in CONVNET:
+        x = kernels.pack(rng.standard_normal((batch, side, side, c), dtype=np.float32))
+        w = kernels.pack(rng.standard_normal((o, 3, 3, c), dtype=np.float32))
+        thresh, flip = rng.integers(-30, 31, o).astype(np.int32), rng.random(o) < 0.5
+        args = (w, c, thresh, flip) + ((2, 2) if pool else ()) + (1, 1)
+        op = "bconv2d_threshold_maxpool" if pool else "bconv2d_threshold"
+        check_exact({label: lambda op=op, x=x, args=args: getattr(kernels, op)(x[:1], *args)},
+                    {label: getattr(reference, op)(x[:1], *args)})
+        methods[label] = lambda op=op, x=x, args=args: getattr(kernels, op)(x, *args)
+        macs[label] = batch * side * side * o * 9 * c
+    x_u8 = rng.integers(0, 256, (batch, 3, 32, 32), dtype=np.uint8)
+    w_u8 = kernels.pack(rng.standard_normal((128, 27), dtype=np.float32))
+    classes = np.array([0] + [1] * 30 + [2], np.int32)
+    first = (w_u8, 3, rng.integers(-500, 500, (3, 3, 128)).astype(np.int32), rng.random(128) < 0.5,
+             classes, classes, 1, 1)
+    check_exact({"first": lambda: kernels.int_conv_threshold(x_u8[:1], *first)},
+                {"first": reference.int_conv_threshold(x_u8[:1], *first)})
+    methods["first conv 3->128 32x32 (uint8)"] = lambda: kernels.int_conv_threshold(x_u8, *first)
+    methods["probe"] = lambda: kernels.xor_popcount_probe(PROBE_ITERATIONS, threads)
+    seconds = timing.median_seconds(methods, repeats, min_seconds)
+    peak = kernels.xor_popcount_probe(PROBE_ITERATIONS, threads) / seconds.pop("probe")
+    print(f"paper ConvNet layers, batch {batch}; xor+popcount peak measured in the same rounds: "
+          f"{peak / 1e9:,.0f} G bit-MAC/s")
+    for label, t in seconds.items():
+        rate = f"{macs[label] / t / 1e9:8.0f} {100 * macs[label] / t / peak:5.0f}%" if label in macs else ""
+        print(f"{label:>32} {1e3 * t:9.3f} ms {rate}")
+
+
 def _median_ms(methods, repeats, min_seconds):
     seconds = timing.median_seconds(methods, repeats, min_seconds)
     return {name: 1e3 * t for name, t in seconds.items()}
@@ -158,6 +198,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
     parser.add_argument("--first-layer", action="store_true",
                         help="uint8 first layers and threshold_pack instead of the binary GEMMs")
+    parser.add_argument("--convnet", action="store_true",
+                        help="the paper ConvNet's conv layers, %% of the measured peak")
+    parser.add_argument("--batch", type=int, default=64, help="batch of --convnet")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (median)")
     parser.add_argument("--seed", type=int, default=0)
@@ -174,6 +217,9 @@ def main(argv=None):
           f"{repeats} interleaved rounds")
     if args.first_layer:
         bench_first_layer(repeats, min_seconds, rng)
+        return
+    if args.convnet:
+        bench_convnet(args.batch, args.threads, repeats, min_seconds, rng)
         return
     peak = measured_peak(args.threads, repeats, min_seconds) / 1e9
     print(f"measured xor+popcount peak ({kernels.kernel_table()[kernels.get_backend()]['probe']}, "
