@@ -7,7 +7,8 @@ popcount) and the speed-up over torch. A last row runs the conv shape as a real 
 (torch conv2d vs bconv2d / bconv2d_threshold). Timing is binarynet.timing: methods interleaved
 within every repeat, each figure the median over repeats, so load from other processes on a
 shared machine hits all of them alike. The header names the CPU (model, clock, cores) and the
-threads the figures come from.
+threads the figures come from, and the in-register XOR + popcount peak
+(``kernels.xor_popcount_probe``) measured on the same threads, of which each rate is a percentage.
 
 Before timing, the full output of every binary method is checked against torch's fp32 product
 of the same +-1 operands (exact: |sums| <= K < 2**24), computed by the very call that is timed
@@ -17,6 +18,7 @@ as a rate above the machine's peak.
     python benchmarks/bench_bgemm.py                # the issue-4 shapes, 2 threads
     python benchmarks/bench_bgemm.py --quick        # small shapes, a few seconds
     python benchmarks/bench_bgemm.py --first-layer  # uint8 first layers and threshold_pack (ms)
+    python benchmarks/bench_bgemm.py --convnet --batch 64  # the paper ConvNet's layers, % of peak
 """
 from __future__ import annotations
 
@@ -128,6 +130,58 @@ def bench_first_layer(repeats, min_seconds, rng):
     print(f"{f'threshold_pack ({m}, {n}) int32':>42} {ms['threshold_pack']:8.2f}")
 
 
+PROBE_ITERATIONS = 100_000  # per thread and call: ~1-5 ms
+
+
+def measured_peak(threads, repeats, min_seconds) -> float:
+    """Bit-MACs per second of the in-register XOR + popcount + add probe on ``threads`` threads
+    (kernels.xor_popcount_probe), the ceiling the rates below are a percentage of."""
+    done = kernels.xor_popcount_probe(PROBE_ITERATIONS, threads)
+    seconds = timing.median_seconds(
+        {"probe": lambda: kernels.xor_popcount_probe(PROBE_ITERATIONS, threads)},
+        repeats, min_seconds)["probe"]
+    return done / seconds
+
+
+# the paper CIFAR-10 ConvNet's binary convs: (label, side, in, out, fused 2x2 max-pool); 3x3, pad 1
+CONVNET = [("conv 128->128 32x32 +pool", 32, 128, 128, True), ("conv 128->256 16x16", 16, 128, 256, False),
+           ("conv 256->256 16x16 +pool", 16, 256, 256, True), ("conv 256->512 8x8", 8, 256, 512, False),
+           ("conv 512->512 8x8 +pool", 8, 512, 512, True)]
+
+
+def bench_convnet(batch, threads, repeats, min_seconds, rng):
+    """ms, G bit-MAC/s and % of the peak measured in the same rounds, of the ConvNet's binary
+    conv layers (as the runner calls them) and its fused uint8 first conv; outputs checked
+    against the numpy reference on one image first."""
+    methods, macs = {}, {}
+    for label, side, c, o, pool in CONVNET:
+        x = kernels.pack(rng.standard_normal((batch, side, side, c), dtype=np.float32))
+        w = kernels.pack(rng.standard_normal((o, 3, 3, c), dtype=np.float32))
+        thresh, flip = rng.integers(-30, 31, o).astype(np.int32), rng.random(o) < 0.5
+        args = (w, c, thresh, flip) + ((2, 2) if pool else ()) + (1, 1)
+        op = "bconv2d_threshold_maxpool" if pool else "bconv2d_threshold"
+        check_exact({label: lambda op=op, x=x, args=args: getattr(kernels, op)(x[:1], *args)},
+                    {label: getattr(reference, op)(x[:1], *args)})
+        methods[label] = lambda op=op, x=x, args=args: getattr(kernels, op)(x, *args)
+        macs[label] = batch * side * side * o * 9 * c
+    x_u8 = rng.integers(0, 256, (batch, 3, 32, 32), dtype=np.uint8)
+    w_u8 = kernels.pack(rng.standard_normal((128, 27), dtype=np.float32))
+    classes = np.array([0] + [1] * 30 + [2], np.int32)
+    first = (w_u8, 3, rng.integers(-500, 500, (3, 3, 128)).astype(np.int32), rng.random(128) < 0.5,
+             classes, classes, 1, 1)
+    check_exact({"first": lambda: kernels.int_conv_threshold(x_u8[:1], *first)},
+                {"first": reference.int_conv_threshold(x_u8[:1], *first)})
+    methods["first conv 3->128 32x32 (uint8)"] = lambda: kernels.int_conv_threshold(x_u8, *first)
+    methods["probe"] = lambda: kernels.xor_popcount_probe(PROBE_ITERATIONS, threads)
+    seconds = timing.median_seconds(methods, repeats, min_seconds)
+    peak = kernels.xor_popcount_probe(PROBE_ITERATIONS, threads) / seconds.pop("probe")
+    print(f"paper ConvNet layers, batch {batch}; xor+popcount peak measured in the same rounds: "
+          f"{peak / 1e9:,.0f} G bit-MAC/s")
+    for label, t in seconds.items():
+        rate = f"{macs[label] / t / 1e9:8.0f} {100 * macs[label] / t / peak:5.0f}%" if label in macs else ""
+        print(f"{label:>32} {1e3 * t:9.3f} ms {rate}")
+
+
 def _median_ms(methods, repeats, min_seconds):
     seconds = timing.median_seconds(methods, repeats, min_seconds)
     return {name: 1e3 * t for name, t in seconds.items()}
@@ -144,6 +198,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
     parser.add_argument("--first-layer", action="store_true",
                         help="uint8 first layers and threshold_pack instead of the binary GEMMs")
+    parser.add_argument("--convnet", action="store_true",
+                        help="the paper ConvNet's conv layers, %% of the measured peak")
+    parser.add_argument("--batch", type=int, default=64, help="batch of --convnet")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (median)")
     parser.add_argument("--seed", type=int, default=0)
@@ -161,8 +218,14 @@ def main(argv=None):
     if args.first_layer:
         bench_first_layer(repeats, min_seconds, rng)
         return
+    if args.convnet:
+        bench_convnet(args.batch, args.threads, repeats, min_seconds, rng)
+        return
+    peak = measured_peak(args.threads, repeats, min_seconds) / 1e9
+    print(f"measured xor+popcount peak ({kernels.kernel_table()[kernels.get_backend()]['probe']}, "
+          f"in registers): {peak:,.0f} G bit-MAC/s; %peak = bgemm_thr / peak")
     header = (f"{'M x K x N':>20} {'torch':>8} {'bgemm':>8} {'bgemm_thr':>9} "
-              f"{'x bgemm':>8} {'x thr':>7} {'target':>7}")
+              f"{'x bgemm':>8} {'x thr':>7} {'%peak':>6} {'target':>7}")
     print(header + "\n" + "-" * len(header) + "   (GMAC/s, speed-up over torch fp32)")
     all_met = True
     for m, k, n, target in QUICK_SHAPES if args.quick else SHAPES:
@@ -171,12 +234,14 @@ def main(argv=None):
         met = "" if target is None else (">=%gx %s" % (target, "ok" if ratio >= target else "MISS"))
         all_met &= target is None or ratio >= target
         print(f"{f'{m}x{k}x{n}':>20} {g['torch']:8.1f} {g['bgemm']:8.1f} {g['bgemm_threshold']:9.1f} "
-              f"{ratio:7.1f}x {ratio_thr:6.1f}x {met:>9}", flush=True)
+              f"{ratio:7.1f}x {ratio_thr:6.1f}x {100 * g['bgemm_threshold'] / peak:5.0f}% {met:>9}",
+              flush=True)
     batch, h, w, c, o = QUICK_CONV if args.quick else CONV
     g = bench_conv(batch, h, w, c, o, repeats, min_seconds, rng)
     label = f"conv {batch}x{h}x{w}x{c}->{o}"
     print(f"{label:>20} {g['torch']:8.1f} {g['bgemm']:8.1f} {g['bgemm_threshold']:9.1f} "
-          f"{g['bgemm'] / g['torch']:7.1f}x {g['bgemm_threshold'] / g['torch']:6.1f}x"
+          f"{g['bgemm'] / g['torch']:7.1f}x {g['bgemm_threshold'] / g['torch']:6.1f}x "
+          f"{100 * g['bgemm_threshold'] / peak:5.0f}%"
           "   (torch conv2d vs bconv2d / bconv2d_threshold, 3x3 pad 1)")
     if not args.quick:
         print("all targets met" if all_met else "some targets missed")

@@ -172,3 +172,115 @@ def test_any_nonzero_flip_byte_means_flipped():
         _core.bconv2d_threshold(x, wc, geometry, _core.PAD_ZERO, thresh, ones, conv[0])
         _core.bconv2d_threshold(x, wc, geometry, _core.PAD_ZERO, thresh, twos, conv[1])
         np.testing.assert_array_equal(conv[1], conv[0])
+
+
+# ---- fused output transforms: kinds, params, residual, y, thresh, flip, bits ----------------
+def transform_buffers(rows=2, o=3, kinds=b"\x00", **over):
+    bufs = {"kinds": kinds, "params": np.zeros((2, o), np.float32), "residual": None,
+            "y": np.empty((rows, o), np.float32), "thresh": np.zeros(o, np.float32),
+            "flip": np.zeros(o, np.uint8), "bits": np.empty((rows, 1), np.uint64)}
+    bufs.update(over)
+    return list(bufs.values())
+
+
+def dense_transform(**over):
+    a = np.zeros((2, 1), np.uint64)
+    _core.bgemm_transform(a, np.zeros((3, 1), np.uint64), 2, 3, 50, *transform_buffers(**over))
+
+
+@pytest.mark.parametrize("over,error,message", [
+    ({"kinds": b"\x07"}, ValueError, r"unknown step kind 7"),
+    ({"kinds": b"\x01" * 65}, ValueError, r"at most 64 steps, got 65"),
+    ({"kinds": b"\x00\x02"}, ValueError, r"buffer params holds 24 bytes, expected 60"),
+    ({"kinds": b""}, ValueError, r"params must be empty without steps"),
+    ({"kinds": b"\x00\x03"}, ValueError, r"a residual goes with exactly one add step"),
+    ({"residual": np.zeros((2, 3), np.float32)}, ValueError, r"a residual goes with exactly one"),
+    ({"kinds": b"\x03\x03", "params": b"", "residual": np.zeros((2, 3), np.float32)}, ValueError,
+     r"a residual goes with exactly one add step"),
+    ({"kinds": b"\x03", "params": b"", "residual": np.zeros((1, 3), np.float32)}, ValueError,
+     r"buffer residual holds 12 bytes, expected 24"),
+    ({"bits": None}, ValueError, r"give y, or thresh, flip and bits, or both"),
+    ({"y": None, "thresh": None, "flip": None, "bits": None}, ValueError, r"give y, or thresh"),
+    ({"y": np.empty((2, 2), np.float32)}, ValueError, r"buffer y holds 16 bytes, expected 24"),
+    ({"flip": np.zeros(2, np.uint8)}, ValueError, r"buffer flip holds 2 bytes, expected 3"),
+    ({"bits": np.empty((1, 1), np.uint64)}, ValueError, r"buffer bits holds 8 bytes, expected 16"),
+    ({"thresh": np.frombuffer(bytes(13), np.float32, offset=1)}, ValueError,
+     r"buffer thresh is not aligned to 4 bytes"),
+], ids=lambda v: str(v)[:30] if not isinstance(v, dict) else "-".join(v))
+def test_transform_buffers_are_checked(over, error, message):
+    with pytest.raises(error, match=r"^bgemm_transform: " + message):
+        dense_transform(**over)
+
+
+def test_transform_outputs_must_be_writable_and_sizes_must_not_wrap():
+    with pytest.raises((BufferError, TypeError)):
+        dense_transform(y=bytes(24))
+    with pytest.raises(OverflowError, match=r"^bgemm_transform: the size of a overflows$"):
+        _core.bgemm_transform(np.zeros(1, np.uint64), np.zeros(3, np.uint64), WRAP_ROWS, 1, 192,
+                              *transform_buffers(o=1))
+    with pytest.raises(OverflowError, match=r"^sign_pack: the size of x overflows$"):
+        _core.sign_pack(np.zeros(64, np.float32), WRAP_ROWS, 192, np.zeros(192, np.float32),
+                        np.zeros(192, np.uint8), np.empty(3, np.uint64))
+    # a 1x1 input padded by 2**31: (2**32 + 1)**2 output pixels overflow
+    geometry = conv_geometry(h=1, w=1, c=1, o=1, kh=1, kw=1, p=2**31)
+    with pytest.raises(OverflowError, match=r"^bconv2d_transform: the size of the output "
+                       r"overflows$"):
+        _core.bconv2d_transform(np.zeros(1, np.uint64), np.zeros(1, np.uint64),
+                                geometry, _core.PAD_ONE,
+                                *transform_buffers(o=1))
+
+
+def test_transform_flip_bytes_other_than_one_mean_flipped():
+    rng = np.random.default_rng(4)
+    m, n, k = 40, 70, 130  # the AVX-512 panel path and the tiles
+    a, w = reference.pack(pm1(rng, (m, k))), reference.pack(pm1(rng, (n, k)))
+    flip = rng.random(n) < 0.5
+    thresh = rng.integers(-9, 10, n).astype(np.float32)
+    params = np.stack([np.ones(n, np.float32), np.zeros(n, np.float32)])
+    for backend in kernels.available_backends():
+        kernels.set_backend(backend)
+        got = [np.empty((m, 2), np.uint64) for _ in range(2)]
+        for out, f in zip(got, [flip.view(np.uint8), flip.view(np.uint8) * np.uint8(2)]):
+            _core.bgemm_transform(a, w, m, n, k, b"\x00", params, None, None, thresh, f, out)
+        np.testing.assert_array_equal(got[1], got[0])
+        xs = rng.standard_normal((3, n)).astype(np.float32)
+        packed = [np.empty((3, 2), np.uint64) for _ in range(2)]
+        for out, f in zip(packed, [flip.view(np.uint8), flip.view(np.uint8) * np.uint8(2)]):
+            _core.sign_pack(xs, 3, n, thresh, f, out)
+        np.testing.assert_array_equal(packed[1], packed[0])
+
+
+def test_first_dense_float_buffers_are_checked():
+    w = np.zeros((3, 2), np.uint64)
+    with pytest.raises(ValueError, match=r"^first_dense_float: buffer x holds 800 bytes, "
+                                         r"expected 1600$"):  # float64 x read as float32 size
+        _core.first_dense_float(np.zeros((2, 100), np.float32), True, w, 2, 3, 100,
+                                np.empty(6, np.float64))
+    with pytest.raises(ValueError, match=r"^first_dense_float: buffer out holds 40 bytes"):
+        _core.first_dense_float(np.zeros((2, 100), np.float32), False, w, 2, 3, 100,
+                                np.empty(5, np.float64))
+    with pytest.raises(OverflowError, match=r"^first_dense_float: the size of x overflows$"):
+        _core.first_dense_float(np.zeros(64, np.float32), False, np.zeros(3, np.uint64),
+                                WRAP_ROWS, 1, 192, np.empty(1, np.float64))
+
+
+def test_int_conv_threshold_class_indices_are_checked_by_the_core():
+    """The classes index the threshold table: out-of-range values would read past it."""
+    x, w = np.zeros((1, 3, 5, 5), np.uint8), np.zeros((4, 1), np.uint64)
+    geometry = (1, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1)
+    rows, cols = np.zeros(5, np.int32), np.zeros(5, np.int32)
+    rows[2] = 2
+    with pytest.raises(ValueError, match=r"^int_conv_threshold: row_class values must be in "
+                                         r"\[0, 2\)$"):
+        _core.int_conv_threshold(x, w, geometry, 2, 1, np.zeros(8, np.int32), rows, cols,
+                                 np.zeros(4, np.uint8), np.empty((25, 1), np.uint64))
+    cols[0] = -1
+    with pytest.raises(ValueError, match=r"^int_conv_threshold: col_class values must be in"):
+        _core.int_conv_threshold(x, w, geometry, 3, 1, np.zeros(12, np.int32), rows, cols,
+                                 np.zeros(4, np.uint8), np.empty((25, 1), np.uint64))
+    with pytest.raises(OverflowError, match=r"^int_conv_threshold: kh \* kw \* c = 8421507 is "
+                                            r"too large"):
+        _core.int_conv_threshold(np.zeros((1, 8421507, 1, 1), np.uint8), w,
+                                 (1, 8421507, 1, 1, 4, 1, 1, 1, 1, 0, 0, 1, 1), 1, 1,
+                                 np.zeros(4, np.int32), rows[:1], cols[:1],
+                                 np.zeros(4, np.uint8), np.empty((1, 1), np.uint64))

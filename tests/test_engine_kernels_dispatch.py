@@ -12,7 +12,8 @@ from binarynet.engine import kernels, reference
 from binarynet.errors import BinarynetError
 
 BACKENDS = kernels.available_backends()
-OPS = {"tiles", "pack", "planes", "threshold", "int_gemm"}
+OPS = {"tiles", "pack", "planes", "threshold", "int_gemm", "transform", "probe",
+       "first_dense_float"}
 VALID = "['avx2', 'avx512', 'portable']"
 
 
@@ -50,6 +51,17 @@ def every_op(ops, seed=0) -> dict:
     w_u8 = reference.pack(pm1(n, 27))
     out["bitplane_gemm"] = ops.bitplane_gemm(x_u8, w_u8, 27)
     out["int_gemm"] = ops.int_gemm(x_u8, w_u8, 27)
+    f32 = rng.standard_normal((4, n)).astype(np.float32)
+    steps = (("relu",), ("prelu",) + tuple(f32[:3]), ("add",))
+    for m in [1, 3, 40]:
+        out[f"bgemm_transform m={m}"] = ops.bgemm_transform(
+            a[:m], w, k, f32[0], f32[1], steps=steps, residual=np.ones((m, n), np.float32),
+            sign_thresh=f32[2], sign_flip=flip)
+    out["bconv2d_transform"] = ops.bconv2d_transform(
+        x, wc, c, f32[0, :o], f32[1, :o], steps=steps[:1], sign_thresh=f32[3, :o], padding=1)
+    out["sign_pack"] = ops.sign_pack(f32, f32[0], flip)
+    x_int = rng.integers(-99, 100, (5, 27)).astype(np.float32)  # exact sums on every row
+    out["first_dense_float"] = ops.first_dense_float(x_int, w_u8, 27)
     sums = rng.integers(-9, 10, (3, n), dtype=np.int32)
     out["threshold_pack"] = ops.threshold_pack(sums, rng.integers(-9, 10, n).astype(np.int32), flip)
     return out
@@ -58,8 +70,10 @@ def every_op(ops, seed=0) -> dict:
 def assert_same(got: dict, want: dict):
     assert got.keys() == want.keys()
     for name in want:
-        assert got[name].dtype == want[name].dtype, name
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+        pairs = zip(got[name], want[name]) if isinstance(want[name], tuple) else [(got[name], want[name])]
+        for g, w in pairs:  # the transforms return (y, bits)
+            assert g.dtype == w.dtype, name
+            np.testing.assert_array_equal(g, w, err_msg=name)
 
 
 def test_one_table_names_a_kernel_of_every_op_for_every_row():
@@ -155,3 +169,24 @@ def test_cli_prints_a_bad_kernel_choice_as_one_line(tmp_path):
     assert run.returncode == 2
     assert run.stderr == (f"binarynet predict: error: BINARYNET_KERNEL must be one of {VALID}, "
                           "got 'foo'\n")
+
+
+def test_xor_popcount_probe_counts_its_bit_macs_on_every_row():
+    """The peak probe returns what it did: threads x iterations x the bits of one step of its
+    row's chains (12 zmm = 6144 bits with AVX-512 VPOPCNTDQ, else 6 scalar words = 384)."""
+    per_step = {"avx512vpopcntdq": 12 * 512, "popcnt": 6 * 64, "portable": 6 * 64}
+    table = kernels.kernel_table()
+    previous = kernels.get_backend()
+    try:
+        for name in BACKENDS:
+            kernels.set_backend(name)
+            for threads in (1, 3):
+                assert kernels.xor_popcount_probe(1000, threads) == (
+                    1000 * threads * per_step[table[name]["probe"]])
+    finally:
+        kernels.set_backend(previous)
+    for bad in [0, -1, 1.5, True]:
+        with pytest.raises(ValueError, match=r"^xor_popcount_probe: iterations must be a positive"):
+            kernels.xor_popcount_probe(bad, 1)
+    with pytest.raises(ValueError, match=r"^xor_popcount_probe: threads must be in \[1, 256\]"):
+        kernels.xor_popcount_probe(1, 257)

@@ -87,13 +87,33 @@ def get_backend() -> str:
 
 def kernel_table() -> dict:
     """The C core's dispatch table for this CPU: ``{backend: {op: kernel variant}}`` for every
-    supported backend, ops ``tiles``, ``pack``, ``planes``, ``threshold``, ``int_gemm``."""
+    supported backend, ops ``tiles``, ``pack``, ``planes``, ``threshold``, ``int_gemm``,
+    ``transform`` (the fused output transforms and sign_pack), ``probe`` (the instructions
+    :func:`xor_popcount_probe` measures: ``avx512vpopcntdq``, else the scalar ``popcnt``),
+    ``first_dense_float``."""
     table = {}
     for name in available_backends():
         row = _core.kernel_table(BACKENDS[name])
         del row["isa"]
         table[name] = row
     return table
+
+
+@_after_environment
+def xor_popcount_probe(iterations: int, threads: int) -> int:
+    """Run the in-register XOR + popcount + add microbenchmark and return the bit-MACs it did.
+
+    No memory traffic: on the AVX-512 row, ``vpxorq`` + ``vpopcntq`` + ``vpaddq`` on 12
+    independent zmm accumulators; on rows without AVX-512 VPOPCNTDQ, the scalar popcnt
+    instruction on 64-bit registers (the best they have; ``kernel_table()[row]["probe"]`` names
+    it). ``threads`` tasks of ``iterations`` steps each run on the engine's thread pool. Time the
+    call (``binarynet.timing``) and divide: that is the peak rate the bit-GEMM kernels are
+    measured against (docs/performance.md).
+    """
+    for name, value in (("iterations", iterations), ("threads", threads)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"xor_popcount_probe: {name} must be a positive int, got {value!r}")
+    return _core.xor_popcount_probe(int(iterations), int(threads))
 
 
 def set_num_threads(n) -> None:
@@ -287,6 +307,38 @@ def int_gemm(x_u8, w, k) -> np.ndarray:
 
 
 @_after_environment
+def first_dense_float(x, w, k) -> np.ndarray:
+    """Real-valued input layer: float64 (M, N) = sum_i x_mi * w_ni, w packed +-1 (N, ceil(k/64)),
+    x float32 or float64 (M, k). Four inputs at a time by table lookup (csrc/float_layer.c: with
+    AVX-512 one vpermt2pd + one add per 32 multiply-accumulates); float64 sums in no particular
+    order, exact for integer-valued inputs."""
+    x, w, k = _ref._check_first_dense_float(x, w, k, _pad_bits_clear)
+    out = np.empty((x.shape[0], w.shape[0]), dtype=np.float64)
+    _core.first_dense_float(_aligned(x), x.dtype == np.float64, _aligned(w), x.shape[0],
+                            w.shape[0], k, out)
+    return out
+
+
+@_after_environment
+def int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_class, stride=(1, 1),
+                       padding=(0, 0), dilation=(1, 1)) -> np.ndarray:
+    """Fused first conv of uint8 NCHW images -> packed bits (N, Ho, Wo, ceil(O/64)); see the
+    reference. Patches, integer products (:func:`int_gemm`'s kernels) and the per-class
+    thresholds run per block of pixels in cache: neither the patch matrix nor the int32 sums
+    are written to memory."""
+    (x_u8, w, thresh, flip, row_class, col_class, k, kernel, stride, padding, dilation, ho,
+     wo) = _ref._check_int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_class,
+                                          stride, padding, dilation, _pad_bits_clear)
+    n, c, h, wd = x_u8.shape
+    o = w.shape[0]
+    geometry = (n, c, h, wd, o) + kernel + stride + padding + dilation
+    out = np.empty((n, ho, wo, _ref.words_for(o)), dtype=np.uint64)
+    _core.int_conv_threshold(x_u8, _aligned(w), geometry, thresh.shape[0], thresh.shape[1],
+                             _aligned(thresh), _aligned(row_class), _aligned(col_class), flip, out)
+    return out
+
+
+@_after_environment
 def threshold_pack(x, thresh, flip) -> np.ndarray:
     """Batch-norm + sign of int32 sums ``(..., N)`` -> packed uint64 ``(..., ceil(N/64))``.
 
@@ -297,4 +349,68 @@ def threshold_pack(x, thresh, flip) -> np.ndarray:
     n = x.shape[-1]
     out = np.empty(x.shape[:-1] + (_ref.words_for(n),), dtype=np.uint64)
     _core.threshold_pack(_aligned(x), x.size // n, n, _aligned(thresh), flip, out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# fused output transforms (reference.bconv2d_transform documents the semantics)
+# ----------------------------------------------------------------------------------------------
+_STEP_CODES = {"scale_shift": 0, "relu": 1, "prelu": 2, "add": 3}  # csrc/core.h bn_step_kind
+
+
+def _transform_operands(checked, out_shape):
+    """The C core's view of a checked transform: kinds (bytes), params (float32 rows, in step
+    order), residual, y, thresh, flip, bits (None where absent; outputs allocated here)."""
+    steps, residual, thresh, flip, float_out = checked
+    kinds = bytes(_STEP_CODES[step[0]] for step in steps)
+    params = np.ascontiguousarray(np.stack([p for step in steps for p in step[1:]]))
+    y = np.empty(out_shape, dtype=np.float32) if float_out else None
+    bits = None
+    if thresh is not None:
+        bits = np.empty(out_shape[:-1] + (_ref.words_for(out_shape[-1]),), dtype=np.uint64)
+        thresh, flip = _aligned(thresh), flip.view(np.uint8)
+    residual = None if residual is None else _aligned(residual)
+    return kinds, params, residual, y, thresh, flip, bits
+
+
+@_after_environment
+def bconv2d_transform(x, w, c, scale, shift, *, steps=(), residual=None, sign_thresh=None,
+                      sign_flip=None, float_out=True, stride=(1, 1), padding=(0, 0),
+                      dilation=(1, 1), pad_mode="zero"):
+    """Binary conv with its float32 output transform fused into the tiles' epilogue (no int32
+    tensor, one write of y and/or the packed signs) -> (y or None, bits or None); see
+    :func:`binarynet.engine.reference.bconv2d_transform`."""
+    op = "bconv2d_transform"
+    x, w, geometry, mode, ho, wo = _conv_args(op, x, w, c, stride, padding, dilation, pad_mode)
+    shape = (x.shape[0], ho, wo, w.shape[0])
+    checked = _ref._check_transform(op, w.shape[0], shape, scale, shift, steps, residual,
+                                    sign_thresh, sign_flip, float_out)
+    operands = _transform_operands(checked, shape)
+    _core.bconv2d_transform(_aligned(x), _aligned(w), geometry, mode, *operands)
+    return operands[3], operands[6]
+
+
+@_after_environment
+def bgemm_transform(a, w, k, scale, shift, *, steps=(), residual=None, sign_thresh=None,
+                    sign_flip=None, float_out=True):
+    """Binary dense with its fused float32 output transform -> (y (M, N) or None, bits or None);
+    see :func:`binarynet.engine.reference.bgemm_transform`."""
+    a, w, k = _ref._check_dense("bgemm_transform", a, w, k, _pad_bits_clear)
+    shape = (a.shape[0], w.shape[0])
+    checked = _ref._check_transform("bgemm_transform", w.shape[0], shape, scale, shift, steps,
+                                    residual, sign_thresh, sign_flip, float_out)
+    operands = _transform_operands(checked, shape)
+    _core.bgemm_transform(_aligned(a), _aligned(w), a.shape[0], w.shape[0], k, *operands)
+    return operands[3], operands[6]
+
+
+@_after_environment
+def sign_pack(x, thresh, flip) -> np.ndarray:
+    """Sign of float32 values, packed: ``(..., C)`` -> uint64 ``(..., ceil(C/64))``; bit c =
+    ``x[..., c] >= thresh[c]`` (``<=`` where ``flip[c]``)."""
+    x, thresh, flip = _ref._check_sign_pack(x, thresh, flip)
+    x = np.ascontiguousarray(x)
+    c = x.shape[-1]
+    out = np.empty(x.shape[:-1] + (_ref.words_for(c),), dtype=np.uint64)
+    _core.sign_pack(_aligned(x), x.size // c, c, _aligned(thresh), flip.view(np.uint8), out)
     return out

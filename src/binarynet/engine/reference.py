@@ -376,6 +376,86 @@ def int_gemm(x_u8, w, k) -> np.ndarray:
     return (x_u8.astype(np.int64) @ w_pm1.T).astype(np.int32)
 
 
+def _check_first_dense_float(x, w, k, pad_bits_clear=None):
+    op = "first_dense_float"
+    k = _check_length(op, "k", k)
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: x must be a float32 or float64 numpy array, got "
+                        f"{getattr(x, 'dtype', type(x).__name__)}")
+    x = _check_array(op, "x", x, x.dtype, 2)
+    if x.shape[1] != k:
+        raise ValueError(f"{op}: x must have k={k} columns, got shape {x.shape}")
+    w = _check_packed(op, "w", w, 2, k, "k", pad_bits_clear)
+    return x, w, k
+
+
+def first_dense_float(x, w, k) -> np.ndarray:
+    """Real-valued input layer: float64 (M, N) = sum_i x_mi * w_ni with w the packed +-1 weights.
+
+    x float32 or float64 (M, k), w uint64 (N, ceil(k/64)). Summed in float64 in no particular
+    order (the runner rounds the result to float32); exact for integer-valued inputs.
+    """
+    x, w, k = _check_first_dense_float(x, w, k)
+    return x.astype(np.float64) @ unpack(w, k).astype(np.float64).T
+
+
+def _check_int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_class, stride,
+                              padding, dilation, pad_bits_clear=None):
+    """Validate a fused first conv; returns (x_u8, w, thresh, flip, row_class, col_class, k,
+    (kh, kw), stride, padding, dilation, Ho, Wo)."""
+    op = "int_conv_threshold"
+    x_u8 = _check_array(op, "x_u8", x_u8, np.uint8, 4)
+    n, c, h, wd = x_u8.shape
+    kh, kw = as_pair(op, "kernel", kernel, 1)
+    k = _check_length(op, "kh * kw * c", kh * kw * c)
+    if k > FIRST_LAYER_MAX_K:
+        raise ValueError(f"{op}: kh * kw * c must be <= {FIRST_LAYER_MAX_K} so the int32 sums "
+                         f"cannot overflow, got {k}")
+    w = _check_packed(op, "w", w, 2, k, "kh * kw * c", pad_bits_clear)
+    o = w.shape[0]
+    stride, padding, dilation, ho, wo = conv_geometry(op, (n, h, wd, c), (o, kh, kw, 0), stride,
+                                                      padding, dilation, "zero")
+    thresh = np.asarray(thresh)
+    if thresh.dtype != np.int32 or thresh.ndim != 3 or thresh.shape[2] != o:
+        raise ValueError(f"{op}: thresh must be int32 (row classes, column classes, {o}), got "
+                         f"{thresh.dtype} {thresh.shape}")
+    _, flip = _check_thresholds(op, np.zeros(o, np.int32), flip, o)
+    classes = []
+    for name, arr, size, bound in (("row_class", row_class, ho, thresh.shape[0]),
+                                   ("col_class", col_class, wo, thresh.shape[1])):
+        arr = np.asarray(arr)
+        if arr.dtype != np.int32 or arr.shape != (size,):
+            raise ValueError(f"{op}: {name} must be int32 of shape ({size},), got {arr.dtype} "
+                             f"{arr.shape}")
+        if arr.min() < 0 or arr.max() >= bound:
+            raise ValueError(f"{op}: {name} values must index thresh (0..{bound - 1})")
+        classes.append(np.ascontiguousarray(arr))
+    return (x_u8, w, np.ascontiguousarray(thresh), flip, *classes, k, (kh, kw), stride, padding,
+            dilation, ho, wo)
+
+
+def int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_class, stride=(1, 1),
+                       padding=(0, 0), dilation=(1, 1)) -> np.ndarray:
+    """Fused first conv of uint8 images: zero-padded patches of NCHW ``x_u8`` (taps in
+    (kh, kw, c) order), integer sums s with the packed +-1 weights w (O, ceil(KH*KW*C/64)), then
+    bit o of pixel (y, x) = s >= thresh[row_class[y], col_class[x], o] (<= where flip[o]) ->
+    packed uint64 (N, Ho, Wo, ceil(O/64)). thresh int32 (R, C, O); row_class / col_class int32
+    (Ho,) / (Wo,) (the export's border classes)."""
+    (x_u8, w, thresh, flip, row_class, col_class, k, (kh, kw), stride, padding, dilation, ho,
+     wo) = _check_int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_class, stride,
+                                     padding, dilation)
+    n, c, h, wd = x_u8.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    padded = np.zeros((n, h + 2 * ph, wd + 2 * pw, c), np.uint8)
+    padded[:, ph:ph + h, pw:pw + wd] = x_u8.transpose(0, 2, 3, 1)
+    taps = [padded[:, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw]
+            for i in range(kh) for j in range(kw)]
+    patches = np.stack(taps, 3).reshape(n * ho * wo, k)
+    s = int_gemm(np.ascontiguousarray(patches), w, k).reshape(n, ho, wo, -1).astype(np.int64)
+    t = thresh[row_class[:, None], col_class[None, :]]  # (Ho, Wo, O)
+    return _pack_bool(np.where(flip, s <= t, s >= t))
+
+
 def threshold_pack(x, thresh, flip) -> np.ndarray:
     """Batch-norm + sign of integer sums, packed: int32 ``(..., N)`` -> uint64 ``(..., ceil(N/64))``.
 
@@ -394,6 +474,151 @@ def _check_threshold_pack(x, thresh, flip):
         raise ValueError(f"threshold_pack: x must be non-empty with at least 1 axis, got {x.shape}")
     thresh, flip = _check_thresholds("threshold_pack", thresh, flip, x.shape[-1])
     return x, thresh, flip
+
+
+# ----------------------------------------------------------------------------------------------
+# fused output transforms (the real-valued stream: docs/design.md; graph format 3)
+# ----------------------------------------------------------------------------------------------
+# step name -> number of per-channel float32 tensors it takes
+TRANSFORM_STEPS = {"scale_shift": 2, "relu": 0, "prelu": 3, "add": 0}
+MAX_TRANSFORM_STEPS = 63  # besides the layer's own scale/shift (the C core's BN_MAX_STEPS is 64)
+
+
+def _check_channels_f32(op: str, name: str, arr, o: int) -> np.ndarray:
+    """A per-channel float32 tensor of shape (o,) (no silent casts: they would change results)."""
+    if not isinstance(arr, np.ndarray) or arr.dtype != np.float32:
+        raise TypeError(f"{op}: {name} must be a float32 numpy array, got "
+                        f"{getattr(arr, 'dtype', type(arr).__name__)}")
+    if arr.shape != (o,):
+        raise ValueError(f"{op}: {name} must have shape ({o},), got {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def _check_sign(op: str, thresh, flip, o: int, names=("sign_thresh", "sign_flip")):
+    """thresh float32 (o,) (+-inf allowed, NaN not), flip bool (o,) or None (no flip)."""
+    thresh = _check_channels_f32(op, names[0], thresh, o)
+    if np.isnan(thresh).any():
+        raise ValueError(f"{op}: {names[0]} must not contain NaN")
+    if flip is None:
+        return thresh, np.zeros(o, dtype=np.bool_)
+    if not isinstance(flip, np.ndarray) or flip.dtype != np.bool_:
+        raise TypeError(f"{op}: {names[1]} must be a bool numpy array, got "
+                        f"{getattr(flip, 'dtype', type(flip).__name__)}")
+    if flip.shape != (o,):
+        raise ValueError(f"{op}: {names[1]} must have shape ({o},), got {flip.shape}")
+    return thresh, np.ascontiguousarray(flip)
+
+
+def _check_transform(op, o, out_shape, scale, shift, steps, residual, sign_thresh, sign_flip,
+                     float_out):
+    """Validate an output transform for outputs of ``out_shape`` (o channels last). Returns
+    (steps with the layer's ("scale_shift", scale, shift) first, residual, thresh, flip, float_out)."""
+    if not isinstance(float_out, (bool, np.bool_)):
+        raise TypeError(f"{op}: float_out must be a bool, got {type(float_out).__name__}")
+    if not isinstance(steps, (tuple, list)):
+        raise TypeError(f"{op}: steps must be a tuple of step tuples, got {type(steps).__name__}")
+    if len(steps) > MAX_TRANSFORM_STEPS:
+        raise ValueError(f"{op}: at most {MAX_TRANSFORM_STEPS} steps, got {len(steps)}")
+    checked = [("scale_shift", _check_channels_f32(op, "scale", scale, o),
+                _check_channels_f32(op, "shift", shift, o))]
+    for i, step in enumerate(steps):
+        if not isinstance(step, (tuple, list)) or not step or step[0] not in TRANSFORM_STEPS:
+            raise ValueError(f"{op}: steps[{i}] must be a tuple starting with one of "
+                             f"{sorted(TRANSFORM_STEPS)}, got {step!r:.60}")
+        name, params = step[0], tuple(step[1:])
+        if len(params) != TRANSFORM_STEPS[name]:
+            raise ValueError(f"{op}: steps[{i}] {name!r} takes {TRANSFORM_STEPS[name]} tensors, "
+                             f"got {len(params)}")
+        checked.append((name,) + tuple(_check_channels_f32(op, f"steps[{i}] tensor {j}", p, o)
+                                       for j, p in enumerate(params)))
+    adds = sum(step[0] == "add" for step in checked)
+    if adds > 1:
+        raise ValueError(f"{op}: at most one 'add' step, got {adds}")
+    if (residual is None) != (adds == 0):
+        raise ValueError(f"{op}: residual must be given exactly when there is an 'add' step")
+    if residual is not None:
+        residual = _check_array(op, "residual", residual, np.float32, len(out_shape))
+        if residual.shape != tuple(out_shape):
+            raise ValueError(f"{op}: residual must have the output's shape {tuple(out_shape)}, "
+                             f"got {residual.shape}")
+    if sign_thresh is None and sign_flip is not None:
+        raise ValueError(f"{op}: sign_flip given without sign_thresh")
+    thresh = flip = None
+    if sign_thresh is not None:
+        thresh, flip = _check_sign(op, sign_thresh, sign_flip, o)
+    if not float_out and thresh is None:
+        raise ValueError(f"{op}: nothing to return: set float_out or give sign_thresh")
+    return checked, residual, thresh, flip, bool(float_out)
+
+
+def _apply_transform(s: np.ndarray, steps, residual, thresh, flip, float_out):
+    """float32(s), then each step as numpy float32 ops; -> (y or None, packed signs or None)."""
+    with np.errstate(all="ignore"):  # inf / NaN propagate as in the kernels
+        y = s.astype(np.float32)
+        for name, *params in steps:
+            if name == "scale_shift":
+                y = y * params[0] + params[1]
+            elif name == "relu":
+                y = np.maximum(y, np.float32(0))
+            elif name == "prelu":
+                z = y + params[0]
+                y = np.where(z > 0, z, params[1] * z) + params[2]
+            else:  # "add"
+                y = y + residual
+        bits = None if thresh is None else _pack_bool(np.where(flip, y <= thresh, y >= thresh))
+    return (np.ascontiguousarray(y, dtype=np.float32) if float_out else None), bits
+
+
+def bconv2d_transform(x, w, c, scale, shift, *, steps=(), residual=None, sign_thresh=None,
+                      sign_flip=None, float_out=True, stride=(1, 1), padding=(0, 0),
+                      dilation=(1, 1), pad_mode="zero"):
+    """:func:`bconv2d`, then its output transform, all float32 per element, in this order:
+    y = float32(s) * scale + shift, then each of ``steps``: ``("relu",)``,
+    ``("scale_shift", scale, shift)``, ``("prelu", shift_in, slope, shift_out)``, ``("add",)``
+    (adds ``residual``, float32 (N, Ho, Wo, O); at most one). Returns (y float32 (N, Ho, Wo, O)
+    if float_out else None, packed bits of sign(y) if sign_thresh is given else None): bit =
+    y >= sign_thresh, y <= sign_thresh where sign_flip. Per-channel tensors are float32 (O,).
+    """
+    op = "bconv2d_transform"
+    x, w, c, stride, padding, dilation, ho, wo = _conv_geometry(
+        op, x, w, c, stride, padding, dilation, pad_mode)
+    shape = (x.shape[0], ho, wo, w.shape[0])
+    checked = _check_transform(op, w.shape[0], shape, scale, shift, steps, residual, sign_thresh,
+                               sign_flip, float_out)
+    dot = _conv_dot(x, w, c, stride, padding, dilation, pad_mode, ho, wo).astype(np.int32)
+    return _apply_transform(dot, *checked)
+
+
+def bgemm_transform(a, w, k, scale, shift, *, steps=(), residual=None, sign_thresh=None,
+                    sign_flip=None, float_out=True):
+    """:func:`bgemm`, then the output transform of :func:`bconv2d_transform` -> (y float32
+    (M, N) or None, packed signs (M, ceil(N/64)) or None)."""
+    a, w, k = _check_dense("bgemm_transform", a, w, k)
+    checked = _check_transform("bgemm_transform", w.shape[0], (a.shape[0], w.shape[0]), scale,
+                               shift, steps, residual, sign_thresh, sign_flip, float_out)
+    return _apply_transform(_bgemm_counts_to_dot(a, w, k), *checked)
+
+
+def _check_sign_pack(x, thresh, flip):
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        raise TypeError(f"sign_pack: x must be a float32 numpy array, got "
+                        f"{getattr(x, 'dtype', type(x).__name__)}")
+    if x.ndim < 1 or x.size == 0:
+        raise ValueError(f"sign_pack: x must be non-empty with at least 1 axis, got {x.shape}")
+    if flip is None:
+        raise TypeError("sign_pack: flip must be a bool numpy array, got NoneType")
+    thresh, flip = _check_sign("sign_pack", thresh, flip, x.shape[-1], ("thresh", "flip"))
+    return x, thresh, flip
+
+
+def sign_pack(x, thresh, flip) -> np.ndarray:
+    """Sign of float32 values, packed: ``(..., C)`` -> uint64 ``(..., ceil(C/64))``.
+
+    Bit c = ``x[..., c] >= thresh[c]`` (``<=`` where ``flip[c]``); NaN gives 0. thresh float32
+    (C,) (may be +-inf), flip bool (C,).
+    """
+    x, thresh, flip = _check_sign_pack(x, thresh, flip)
+    return _pack_bool(np.where(flip, x <= thresh, x >= thresh))
 
 
 def set_num_threads(n) -> None:

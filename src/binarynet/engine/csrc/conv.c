@@ -31,6 +31,10 @@ typedef struct {
     int direct;        /* 1x1, stride 1, no padding: the input rows are the GEMM rows */
     uint64_t *panels;  /* panel path: repacked weights (else NULL) */
     uint64_t *flip_bits;
+    /* panel path, "zero" mode with padding (plan_border): per border class, per output k */
+    int32_t *kvec;     /* (classes, O), or NULL: border rows take the scalar epilogue */
+    int32_t *hid, *wid; /* class index part of a row range (i0, i1) at i0 * (KH+1) + i1, etc. */
+    size_t nwid;       /* column classes: class = hid * nwid + wid */
 } conv_plan;
 
 typedef struct {
@@ -41,9 +45,12 @@ typedef struct {
     size_t ldo;            /* output row length (elements or words) */
     const int32_t *thresh;
     const uint8_t *flip;
+    const bn_transform *t; /* output transform (transform.c), or NULL */
+    size_t row0;           /* output row (pixel) of block row 0, for t */
 } conv_epi_ctx;
 
-static int plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, const uint64_t *w) {
+static int plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
+                     const bn_tile_kernels *kr) {
     memset(p, 0, sizeof(*p));
     p->s = s;
     p->x = x;
@@ -66,8 +73,7 @@ static int plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, co
             for (size_t i = 0; i < s->kh; ++i) {
                 for (size_t j = 0; j < s->kw; ++j) {
                     const uint64_t *tap = w + ((o * s->kh + i) * s->kw + j) * s->cw;
-                    int32_t pop = 0;
-                    for (size_t q = 0; q < s->cw; ++q) pop += (int32_t)bn_popcount64(tap[q]);
+                    const int32_t pop = (int32_t)kr->popcount(tap, s->cw);
                     P[(i + 1) * (s->kw + 1) + j + 1] =
                         pop + P[i * (s->kw + 1) + j + 1] + P[(i + 1) * (s->kw + 1) + j] -
                         P[i * (s->kw + 1) + j];
@@ -94,6 +100,70 @@ static void plan_free(conv_plan *p) {
     free(p->wpre);
     free(p->panels);
     free(p->flip_bits);
+    free(p->kvec);
+    free(p->hid);
+    free(p->wid);
+}
+
+static void valid_range(int64_t base, size_t d, size_t size, size_t k, int32_t *lo, int32_t *hi);
+static int64_t rect_excess(const conv_plan *p, size_t o, int32_t i0, int32_t i1, int32_t j0,
+                           int32_t j1);
+
+/* The distinct valid-tap ranges of one axis over its `out` positions: ids[i0 * (k+1) + i1]
+ * (-1 where unused) and the ranges themselves (lo, hi pairs); returns how many, or 0 when out
+ * of memory. */
+static size_t axis_classes(size_t out, size_t stride, size_t pad, size_t dil, size_t size,
+                           size_t k, int32_t **ids, int32_t *ranges) {
+    const size_t slots = (k + 1) * (k + 1);
+    *ids = (int32_t *)malloc(slots * sizeof(int32_t));
+    if (!*ids) return 0;
+    for (size_t q = 0; q < slots; ++q) (*ids)[q] = -1;
+    size_t count = 0;
+    for (size_t y = 0; y < out; ++y) {
+        int32_t lo, hi;
+        valid_range((int64_t)(y * stride) - (int64_t)pad, dil, size, k, &lo, &hi);
+        int32_t *id = *ids + (size_t)lo * (k + 1) + (size_t)hi;
+        if (*id < 0) {
+            *id = (int32_t)count;
+            ranges[2 * count] = lo;
+            ranges[2 * count + 1] = hi;
+            ++count;
+        }
+    }
+    return count;
+}
+
+/* Panel path, "zero" mode with padding: the border correction as vectors. The valid-tap
+ * rectangles of the output pixels fall into few classes (row range x column range: 3 x 3 for a
+ * 3x3 kernel with padding 1); for each, k'[o] = Kv + 2 * excess_o is tabulated, so a border
+ * row's dot products are k'[o] - 2 count like any interior row's (the scalar epilogue took 44%
+ * of an 8x8 layer's time). Large kernels or too many classes keep the scalar epilogue. */
+#define BORDER_MAX_KERNEL 32
+#define BORDER_MAX_ENTRIES ((size_t)1 << 22)
+static int plan_border(conv_plan *p) {
+    const bn_conv_shape *s = p->s;
+    if (!p->panels || !p->wpre || s->kh > BORDER_MAX_KERNEL || s->kw > BORDER_MAX_KERNEL)
+        return BN_OK;
+    int32_t hr[2 * (BORDER_MAX_KERNEL + 1) * (BORDER_MAX_KERNEL + 1)];
+    int32_t wr[2 * (BORDER_MAX_KERNEL + 1) * (BORDER_MAX_KERNEL + 1)];
+    const size_t nh = axis_classes(s->ho, s->sh, s->ph, s->dh, s->h, s->kh, &p->hid, hr);
+    const size_t nw = axis_classes(s->wo, s->sw, s->pw, s->dw, s->w, s->kw, &p->wid, wr);
+    if (!nh || !nw) return BN_ENOMEM;
+    if (nh * nw > BORDER_MAX_ENTRIES / s->o) return BN_OK;
+    p->kvec = (int32_t *)malloc(nh * nw * s->o * sizeof(int32_t));
+    if (!p->kvec) return BN_ENOMEM;
+    p->nwid = nw;
+    for (size_t a = 0; a < nh; ++a) {
+        for (size_t b = 0; b < nw; ++b) {
+            const int32_t i0 = hr[2 * a], i1 = hr[2 * a + 1], j0 = wr[2 * b], j1 = wr[2 * b + 1];
+            const int64_t kv = (int64_t)(i1 - i0) * (j1 - j0) * (int64_t)s->c;
+            int32_t *row = p->kvec + (a * nw + b) * s->o;
+            /* |k'| <= 2 kfull < 2^31: the panel path needs kwords < 2^24 */
+            for (size_t o = 0; o < s->o; ++o)
+                row[o] = (int32_t)(kv + 2 * rect_excess(p, o, i0, i1, j0, j1));
+        }
+    }
+    return BN_OK;
 }
 
 
@@ -121,9 +191,17 @@ static void im2col_row(const conv_plan *p, size_t n, size_t ho, size_t wo, uint6
     valid_range(hb, s->dh, s->h, s->kh, &win->i0, &win->i1);
     valid_range(wb, s->dw, s->w, s->kw, &win->j0, &win->j1);
     const size_t cw = s->cw;
+    /* undilated full rows of taps are kw * cw consecutive input words: one copy */
+    const int whole_rows = s->dw == 1 && win->j0 == 0 && win->j1 == (int32_t)s->kw;
     for (size_t i = 0; i < s->kh; ++i) {
         const int row_ok = (int32_t)i >= win->i0 && (int32_t)i < win->i1;
         const int64_t hi = hb + (int64_t)(i * s->dh);
+        if (row_ok && whole_rows) {
+            memcpy(dst, p->x + ((n * s->h + (size_t)hi) * s->w + (size_t)wb) * cw,
+                   s->kw * cw * sizeof(uint64_t));
+            dst += s->kw * cw;
+            continue;
+        }
         for (size_t j = 0; j < s->kw; ++j, dst += cw) {
             const uint64_t *src = p->pad_row;
             if (row_ok && (int32_t)j >= win->j0 && (int32_t)j < win->j1) {
@@ -135,16 +213,23 @@ static void im2col_row(const conv_plan *p, size_t n, size_t ho, size_t wo, uint6
     }
 }
 
+/* popcount(w[o]) over the taps outside the rectangle [i0, i1) x [j0, j1) ("zero" mode) */
+static int64_t rect_excess(const conv_plan *p, size_t o, int32_t i0, int32_t i1, int32_t j0,
+                           int32_t j1) {
+    const bn_conv_shape *s = p->s;
+    const size_t ld = s->kw + 1;
+    const int32_t *P = p->wpre + o * (s->kh + 1) * ld;
+    const int64_t rect = (int64_t)P[i1 * ld + j1] - P[i0 * ld + j1] - P[i1 * ld + j0] +
+                         P[i0 * ld + j0];
+    return (int64_t)P[s->kh * ld + s->kw] - rect;
+}
+
 static inline int64_t conv_dot(const conv_plan *p, const tap_window *win, size_t o, uint32_t cnt) {
     const bn_conv_shape *s = p->s;
     if (!p->wpre || (win->i0 == 0 && win->i1 == (int32_t)s->kh && win->j0 == 0 &&
                      win->j1 == (int32_t)s->kw))
         return p->kfull - 2 * (int64_t)cnt;
-    const size_t ld = s->kw + 1;
-    const int32_t *P = p->wpre + o * (s->kh + 1) * ld;
-    const int64_t rect = (int64_t)P[win->i1 * ld + win->j1] - P[win->i0 * ld + win->j1] -
-                         P[win->i1 * ld + win->j0] + P[win->i0 * ld + win->j0];
-    const int64_t excess = (int64_t)P[s->kh * ld + s->kw] - rect;
+    const int64_t excess = rect_excess(p, o, win->i0, win->i1, win->j0, win->j1);
     const int64_t kv = (int64_t)(win->i1 - win->i0) * (win->j1 - win->j0) * (int64_t)s->c;
     return kv - 2 * ((int64_t)cnt - excess);
 }
@@ -177,14 +262,34 @@ static void epi_conv_bits(void *vctx, size_t m0, int mr, size_t n0, int nr, cons
     }
 }
 
-/* Panel-path k of each block row: the full K, or -1 where the "zero"-mode border correction
- * needs the scalar epilogue. */
+static void epi_conv_transform(void *vctx, size_t m0, int mr, size_t n0, int nr,
+                               const uint32_t *cnt, int ldc) {
+    const conv_epi_ctx *c = (const conv_epi_ctx *)vctx;
+    float y[64]; /* nr <= 16 (gemm.c MAX_TILE) */
+    for (int i = 0; i < mr; ++i) {
+        const tap_window *win = c->win + m0 + (size_t)i;
+        for (int j = 0; j < nr; ++j)
+            y[j] = (float)(int32_t)conv_dot(c->plan, win, n0 + (size_t)j, cnt[i * ldc + j]);
+        c->t->chunk(c->t, c->row0 + m0 + (size_t)i, n0, (size_t)nr, y);
+    }
+}
+
+/* Panel-path k of each block row: the full K; for a "zero"-mode border row -2 - its border
+ * class (plan_border), or -1 (the scalar epilogue) without class table. */
 static void row_ks(const conv_plan *p, const tap_window *win, size_t rows, int32_t *row_k) {
     const bn_conv_shape *s = p->s;
     for (size_t r = 0; r < rows; ++r) {
         const int full = win[r].i0 == 0 && win[r].i1 == (int32_t)s->kh && win[r].j0 == 0 &&
                          win[r].j1 == (int32_t)s->kw;
-        row_k[r] = !p->wpre || full ? (int32_t)p->kfull : -1;
+        if (!p->wpre || full) {
+            row_k[r] = (int32_t)p->kfull;
+        } else if (p->kvec) {
+            const int32_t h = p->hid[(size_t)win[r].i0 * (s->kh + 1) + (size_t)win[r].i1];
+            const int32_t w = p->wid[(size_t)win[r].j0 * (s->kw + 1) + (size_t)win[r].j1];
+            row_k[r] = -2 - (int32_t)((size_t)h * p->nwid + (size_t)w);
+        } else {
+            row_k[r] = -1;
+        }
     }
 }
 
@@ -192,15 +297,17 @@ static void row_ks(const conv_plan *p, const tap_window *win, size_t rows, int32
 static void conv_block(const conv_plan *p, const bn_tile_kernels *kr, const uint64_t *a, size_t mb,
                        size_t n0, size_t n1, conv_epi_ctx *ctx, int32_t *row_k) {
     const size_t kwords = p->kwords;
-    const bn_epilogue_fn epi = ctx->dot_out ? epi_conv_dot : epi_conv_bits;
+    const bn_epilogue_fn epi = ctx->dot_out ? epi_conv_dot : ctx->t ? epi_conv_transform
+                                                                    : epi_conv_bits;
     if (!p->panels) {
         bn_gemm_block(kr, a, kwords, mb, p->w, kwords, n0, n1, kwords, epi, ctx);
         return;
     }
     if (row_k) row_ks(p, ctx->win, mb, row_k);
-    bn_panel_job job = {p->panels, ctx->dot_out ? BN_EPI_DOT : BN_EPI_BITS, (int32_t)p->kfull,
-                        row_k, ctx->dot_out ? (void *)ctx->dot_out : (void *)ctx->bits_out,
-                        ctx->ldo, ctx->thresh, p->flip_bits, epi, ctx};
+    const int kind = ctx->dot_out ? BN_EPI_DOT : ctx->t ? BN_EPI_TRANSFORM : BN_EPI_BITS;
+    bn_panel_job job = {p->panels, kind, (int32_t)p->kfull, row_k,
+                        ctx->dot_out ? (void *)ctx->dot_out : (void *)ctx->bits_out, ctx->ldo,
+                        ctx->thresh, p->flip_bits, epi, ctx, ctx->t, ctx->row0, p->kvec, p->s->o};
     kr->panel(a, kwords, mb, n0, n1, kwords, &job);
 }
 
@@ -227,6 +334,7 @@ typedef struct {
     uint64_t *bits_out;
     const int32_t *thresh;
     const uint8_t *flip;
+    const bn_transform *t;
     size_t m, bm, bn, tm, ldo;
     bn_scratch scratch; /* per worker: bm im2col rows, bm tap windows, bm row ks */
 } conv_job;
@@ -250,30 +358,34 @@ static void conv_task(void *vjob, long t, int worker) {
         fill_block(p, m0, mb, buf, win);
     }
     conv_epi_ctx ctx = {p, win, j->dot_out ? j->dot_out + m0 * j->ldo : NULL,
-                        j->bits_out ? j->bits_out + m0 * j->ldo : NULL, j->ldo, j->thresh, j->flip};
+                        j->bits_out ? j->bits_out + m0 * j->ldo : NULL, j->ldo, j->thresh, j->flip,
+                        j->t, m0};
     conv_block(p, j->kr, a, mb, n0, n1, &ctx, row_k);
 }
 
+/* One of: dot_out (int32 sums), bits_out with thresh / flip (thresholded bits), t (transform). */
 static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w, int32_t *dot_out,
-                    uint64_t *bits_out, const int32_t *thresh, const uint8_t *flip) {
+                    uint64_t *bits_out, const int32_t *thresh, const uint8_t *flip,
+                    const bn_transform *t) {
+    conv_job j;
+    j.kr = bn_isa()->tiles; /* read once */
     conv_plan plan;
-    if (plan_init(&plan, s, x, w)) {
+    if (plan_init(&plan, s, x, w, j.kr)) {
         plan_free(&plan);
         return BN_ENOMEM;
     }
-    conv_job j;
     j.plan = &plan;
-    j.kr = bn_isa()->tiles;
     j.dot_out = dot_out;
     j.bits_out = bits_out;
     j.thresh = thresh;
     j.flip = flip;
+    j.t = t;
     j.m = s->n * s->ho * s->wo;
     j.bm = bn_block_m(plan.kwords);
     j.bn = bn_block_n(plan.kwords, j.m, s->o);
     j.tm = (j.m + j.bm - 1) / j.bm;
     j.ldo = dot_out ? s->o : bn_words(s->o);
-    if (plan_panels(&plan, j.kr, j.m, flip)) {
+    if (plan_panels(&plan, j.kr, j.m, flip) || plan_border(&plan)) {
         plan_free(&plan);
         return BN_ENOMEM;
     }
@@ -290,12 +402,21 @@ static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w
 }
 
 int bn_bconv2d(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w, int32_t *out) {
-    return run_conv(s, x, w, out, NULL, NULL, NULL);
+    return run_conv(s, x, w, out, NULL, NULL, NULL, NULL);
 }
 
 int bn_bconv2d_threshold(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
                          const int32_t *thresh, const uint8_t *flip, uint64_t *out) {
-    return run_conv(s, x, w, NULL, out, thresh, flip);
+    return run_conv(s, x, w, NULL, out, thresh, flip, NULL);
+}
+
+int bn_bconv2d_transform(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
+                         bn_transform *t) {
+    t->o = s->o;
+    if (bn_transform_begin(t, s->n * s->ho * s->wo)) return BN_ENOMEM;
+    const int rc = run_conv(s, x, w, NULL, NULL, NULL, NULL, t);
+    bn_transform_end(t);
+    return rc;
 }
 
 /* Fused conv -> threshold -> max-pool (OR where flip is 0, AND where 1). One task per pooled
@@ -367,7 +488,8 @@ int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, cons
     uint64_t *and_mask = (uint64_t *)calloc(ow, sizeof(uint64_t));
     if (!and_mask) return BN_ENOMEM;
     const size_t pixels = bn_mul_sat(s->n, bn_mul_sat(s->ho, s->wo)); /* steers panels only */
-    if (plan_init(&plan, s, x, w) || plan_panels(&plan, j.kr, pixels, flip)) {
+    if (plan_init(&plan, s, x, w, j.kr) || plan_panels(&plan, j.kr, pixels, flip) ||
+        plan_border(&plan)) {
         plan_free(&plan);
         free(and_mask);
         return BN_ENOMEM;

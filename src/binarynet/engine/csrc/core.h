@@ -33,12 +33,14 @@ typedef void (*bn_epilogue_fn)(void *ctx, size_t m0, int mr, size_t n0, int nr,
  * row against a panel, so each accumulator lane is a finished sum for one output: no horizontal
  * reduction, and the epilogue (dot, threshold bits, bit-plane sums) runs on whole vectors. It
  * pays off once there are enough A rows to amortise the repacking of W. */
-enum bn_epi_kind { BN_EPI_DOT = 0, BN_EPI_BITS = 1, BN_EPI_PLANES = 2 };
+enum bn_epi_kind { BN_EPI_DOT = 0, BN_EPI_BITS = 1, BN_EPI_PLANES = 2, BN_EPI_TRANSFORM = 3 };
+struct bn_transform;
 typedef struct {
     const uint64_t *panels;    /* bn_repack_panels output */
     int kind;
     int32_t k;                 /* dot = k - 2 * count */
-    const int32_t *row_k;      /* per block row k, or NULL (k for all); < 0: use `epi` for the row */
+    const int32_t *row_k;      /* per block row k, or NULL (k for all); -1: use `epi` for the row,
+                                  <= -2: a per-output k from kvec (conv borders) */
     void *out;                 /* block row 0 of: int32 rows (DOT), bit words (BITS), or the
                                   int32 rows of the input rows, plane row r -> row r / 8 (PLANES:
                                   rows come as the 8 planes of each input row, mb a multiple of 8) */
@@ -47,6 +49,10 @@ typedef struct {
     const uint64_t *flip_bits; /* BITS: flip packed as bits */
     bn_epilogue_fn epi;        /* scalar epilogue for rows with row_k < 0 */
     void *epi_ctx;
+    const struct bn_transform *transform; /* TRANSFORM: block row r is output row row0 + r */
+    size_t row0;
+    const int32_t *kvec;       /* row_k <= -2: k of output n is kvec[(-2 - row_k) * ldk + n] */
+    size_t ldk;
 } bn_panel_job;
 /* A rows [0, mb) (stride lda) x outputs [n0, n1), n0 a multiple of 16. */
 typedef void (*bn_panel_fn)(const uint64_t *a, size_t lda, size_t mb, size_t n0, size_t n1,
@@ -59,6 +65,9 @@ typedef struct {
     int thin_nr;        /* 1 x thin_nr tile for a single row of A (GEMV) */
     bn_tile_fn thin;
     bn_panel_fn panel;  /* panel path, or NULL */
+    /* sum of the popcounts of n words, for setup work (conv border prefix sums, weight row
+     * counts): without the popcnt instruction the builtin is a library call per word */
+    uint64_t (*popcount)(const uint64_t *p, size_t n);
 } bn_tile_kernels;
 
 extern const bn_tile_kernels bn_tiles_portable; /* the reference: plain C */
@@ -66,6 +75,7 @@ extern const bn_tile_kernels bn_tiles_portable; /* the reference: plain C */
 extern const bn_tile_kernels bn_tiles_popcnt;   /* the same C with the popcnt instruction */
 extern const bn_tile_kernels bn_tiles_avx2;
 extern const bn_tile_kernels bn_tiles_avx512;
+uint64_t bn_popcount_words_popcnt(const uint64_t *p, size_t n); /* the popcnt instruction */
 #endif
 
 /* ---- packing kernels (pack.c) ---------------------------------------------------------------- */
@@ -128,6 +138,78 @@ extern const bn_int_kernel bn_int_avx2;
 extern const bn_int_kernel bn_int_vnni;
 #endif
 
+/* ---- output transform (transform.c) ---------------------------------------------------------- */
+/* The float32 tail of a binary layer, applied to the sums of a tile while they are in cache:
+ * y = float32(s), then each step in order (the first is the layer's scale/shift), every
+ * operation rounded to float32 as numpy does (this code is built with -ffp-contract=off). Then
+ * y is stored (float_out) and/or its sign packed: bit = y >= thresh, y <= thresh where flipped. */
+enum bn_step_kind { BN_STEP_SCALE_SHIFT = 0, BN_STEP_RELU = 1, BN_STEP_PRELU = 2,
+                    BN_STEP_ADD = 3, BN_NUM_STEP_KINDS = 4 };
+#define BN_MAX_STEPS 64
+static inline int bn_step_params(int kind) { /* per-channel float32 rows a step reads */
+    return kind == BN_STEP_SCALE_SHIFT ? 2 : kind == BN_STEP_PRELU ? 3 : 0;
+}
+typedef struct bn_transform bn_transform;
+/* Outputs [n, n + nv) of output row `row`, from their nv values float32(s) in x. */
+typedef void (*bn_transform_fn)(const bn_transform *t, size_t row, size_t n, size_t nv,
+                                const float *x);
+struct bn_transform {
+    size_t o;                   /* channels per output row */
+    int nsteps;
+    const uint8_t *kinds;       /* enum bn_step_kind */
+    const float *params;        /* bn_step_params rows of o floats per step, in step order */
+    const float *residual;      /* (rows, o) for BN_STEP_ADD, else NULL */
+    float *y;                   /* (rows, o) output, or NULL */
+    const float *thresh;        /* (o,) sign thresholds, or NULL (no bits) */
+    const uint8_t *flip;        /* (o,) */
+    const uint64_t *flip_bits;  /* flip packed (the drivers fill it) */
+    uint64_t *bits;             /* (rows, words(o)), zeroed before: chunks OR their bits in */
+    bn_transform_fn chunk;      /* the ISA row's kernel (the drivers fill it) */
+};
+typedef struct {
+    const char *name;
+    bn_transform_fn chunk;
+} bn_transform_kernel;
+
+extern const bn_transform_kernel bn_transform_portable;
+#if BN_X86
+extern const bn_transform_kernel bn_transform_avx512;
+#endif
+
+/* ---- float-input first dense layer (float_layer.c) ------------------------------------------- */
+typedef struct {
+    const char *name;
+    /* one input row (float32, or float64 when f64) -> its nibble tables */
+    void (*tables)(const void *x, int f64, size_t k, size_t kw, double *t);
+    /* up to 4 rows of tables x outputs [n0, n1) -> out rows (stride ldo); panels: w regrouped
+     * by bn_repack_panels (rounded up to 32 rows, zeros past n), or NULL */
+    void (*block)(const double *const *tables, size_t rows, const uint64_t *w,
+                  const uint64_t *panels, size_t n0, size_t n1, size_t kw, double *out,
+                  size_t ldo);
+} bn_float_kernel;
+
+extern const bn_float_kernel bn_float_portable;
+#if BN_X86
+extern const bn_float_kernel bn_float_avx512;
+#endif
+/* out (m, n) float64 = x (m, k) . w^T over +-1 weights; BN_OK / BN_ENOMEM / BN_EOVERFLOW. */
+int bn_first_dense_float(const void *x, int f64, const uint64_t *w, size_t m, size_t n, size_t k,
+                         double *out);
+
+/* ---- in-register peak probe (probe.c) -------------------------------------------------------- */
+typedef struct {
+    const char *name;
+    uint64_t (*fn)(uint64_t iterations); /* one thread's steps -> bit-MACs done */
+} bn_probe_kernel;
+
+extern const bn_probe_kernel bn_probe_portable;
+#if BN_X86
+extern const bn_probe_kernel bn_probe_popcnt;
+extern const bn_probe_kernel bn_probe_avx512;
+#endif
+/* `threads` pool tasks of `iterations` XOR + popcount + add steps each -> bit-MACs done. */
+uint64_t bn_xor_popcount_probe(uint64_t iterations, int threads);
+
 /* ---- ISA dispatch (dispatch.c) --------------------------------------------------------------- */
 /* One table, one row per instruction set, one entry per SIMD op. The CPU is examined once (on
  * first use, thread-safe) and each supported row is filled with the best kernel of every op
@@ -141,6 +223,9 @@ typedef struct {
     const bn_planes_kernel *planes; /* bitplane_gemm's input planes */
     const bn_threshold_kernel *threshold; /* threshold_pack */
     const bn_int_kernel *int_gemm;  /* int_gemm */
+    const bn_transform_kernel *transform; /* *_transform, sign_pack */
+    const bn_probe_kernel *probe;  /* xor_popcount_probe */
+    const bn_float_kernel *float_dense; /* first_dense_float */
 } bn_isa_row;
 
 int bn_isa_supported(int isa);
@@ -243,6 +328,18 @@ int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, cons
                                   const int32_t *thresh, const uint8_t *flip, size_t pkh,
                                   size_t pkw, size_t psh, size_t psw, uint64_t *out);
 
+/* Transform drivers (transform.c sign_pack; gemm.c, conv.c): t->chunk and t->flip_bits are
+ * filled by the driver; BN_OK, BN_ENOMEM or BN_EOVERFLOW. */
+int bn_bgemm_transform(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
+                       bn_transform *t);
+int bn_bconv2d_transform(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
+                         bn_transform *t);
+int bn_sign_pack(const float *x, size_t rows, size_t c, bn_transform *t);
+/* Fills t->chunk from the current ISA row and t->flip_bits (malloc'd: bn_transform_end frees
+ * it) and zeroes t->bits for `rows` rows. */
+int bn_transform_begin(bn_transform *t, size_t rows);
+void bn_transform_end(bn_transform *t);
+
 /* ---- pooling (pool.c) ------------------------------------------------------------------------ */
 void bn_bmaxpool2d(const uint64_t *x, size_t n, size_t h, size_t w, size_t cw,
                    const uint64_t *and_mask, size_t kh, size_t kw, size_t sh, size_t sw,
@@ -255,9 +352,21 @@ int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, si
                       int32_t *out);
 int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t k,
                  int32_t *out);
+/* Fused first conv of uint8 NCHW images with zero padding: im2col (taps in (kh, kw, c) order),
+ * integer product with the packed weights (O, words(KH*KW*C)), then bit = s >= thresh[class]
+ * (<= where flip) with class = row_class[y] * col_classes + col_class[x]. */
+typedef struct {
+    const uint8_t *x;
+    size_t n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo;
+    const int32_t *thresh;      /* (row classes, col_classes, O) */
+    size_t col_classes;
+    const int32_t *row_class;   /* (Ho,) */
+    const int32_t *col_class;   /* (Wo,) */
+    const uint8_t *flip;        /* (O,) */
+} bn_first_conv;
+int bn_int_conv_threshold(const bn_first_conv *s, const uint64_t *w, uint64_t *out);
 
 /* Helpers shared by the drivers. */
-static inline uint32_t bn_popcount64(uint64_t v) { return (uint32_t)__builtin_popcountll(v); }
 /* Bit of an output channel: dot >= t, or dot <= t when flipped (any nonzero flip byte, as in
  * bn_pack_flags: a byte of 2 must not yield a 2, which would set the next channel's bit). */
 static inline uint64_t bn_threshold_bit(int64_t dot, int32_t t, uint8_t flip) {

@@ -72,14 +72,10 @@ int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, si
     const size_t kw = bn_words(k);
     int32_t *wpop = (int32_t *)malloc(n * sizeof(int32_t));
     if (!wpop) return BN_ENOMEM;
-    for (size_t r = 0; r < n; ++r) {
-        int32_t pop = 0;
-        for (size_t t = 0; t < kw; ++t) pop += (int32_t)bn_popcount64(w[r * kw + t]);
-        wpop[r] = 255 * pop;
-    }
     plane_job j;
     const bn_isa_row *isa = bn_isa();
     j.kr = isa->tiles;
+    for (size_t r = 0; r < n; ++r) wpop[r] = 255 * (int32_t)j.kr->popcount(w + r * kw, kw);
     j.planes = isa->planes->planes;
     j.x = x;
     j.w = w;
@@ -322,38 +318,178 @@ static void unpack_task(void *vjob, long t, int worker) {
     }
 }
 
-int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out) {
-    bn_int_job j;
-    memset(&j, 0, sizeof(j));
-    j.kernel = bn_isa()->int_gemm;
-    j.x = x;
-    j.m = m; j.n = n; j.k = k;
-    j.k4 = (k + 3) / 4;
-    j.lanes = j.kernel->lanes;
-    j.out = out;
-    j.tm = (m + INT_ROWS - 1) / INT_ROWS;
-    unpack_job u = {w, n, k, j.k4, j.lanes, NULL};
+/* The job's kernel, sizes and unpacked weights (free j->quads after); BN_OK, BN_ENOMEM or
+ * BN_EOVERFLOW. */
+static int int_job_init(bn_int_job *j, const uint64_t *w, size_t m, size_t n, size_t k) {
+    memset(j, 0, sizeof(*j));
+    j->kernel = bn_isa()->int_gemm;
+    j->m = m; j->n = n; j->k = k;
+    j->k4 = (k + 3) / 4;
+    j->lanes = j->kernel->lanes;
+    j->tm = (m + INT_ROWS - 1) / INT_ROWS;
+    unpack_job u = {w, n, k, j->k4, j->lanes, NULL};
     long unpack_tasks = (long)n;
     size_t weight_bytes; /* the unpacked weights take 8 times the packed ones, or more */
-    if (j.lanes) {
-        j.panels = (n + j.lanes - 1) / j.lanes;
-        const size_t panel_bytes = j.k4 * j.lanes * 4; /* k <= BN_FIRST_LAYER_MAX_K */
+    if (j->lanes) {
+        j->panels = (n + j->lanes - 1) / j->lanes;
+        const size_t panel_bytes = j->k4 * j->lanes * 4; /* k <= BN_FIRST_LAYER_MAX_K */
         size_t per = INT_PANEL_BYTES / panel_bytes / INT_NP * INT_NP;
-        j.panels_per_task = per < INT_NP ? INT_NP : per;
-        unpack_tasks = (long)j.panels;
-        if (__builtin_mul_overflow(j.panels, panel_bytes, &weight_bytes)) return BN_EOVERFLOW;
+        j->panels_per_task = per < INT_NP ? INT_NP : per;
+        unpack_tasks = (long)j->panels;
+        if (__builtin_mul_overflow(j->panels, panel_bytes, &weight_bytes)) return BN_EOVERFLOW;
     } else {
-        j.panels = j.panels_per_task = 1;
+        j->panels = j->panels_per_task = 1;
         if (__builtin_mul_overflow(n, k, &weight_bytes)) return BN_EOVERFLOW;
     }
     u.dst = (int8_t *)malloc(weight_bytes);
     if (!u.dst) return BN_ENOMEM;
     bn_parallel_for(unpack_tasks, bn_threads_for((double)n * (double)k / 8), unpack_task, &u);
-    j.quads = u.dst;
-    j.wpm = u.dst;
+    j->quads = u.dst;
+    j->wpm = u.dst;
+    return BN_OK;
+}
+
+int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out) {
+    bn_int_job j;
+    const int rc = int_job_init(&j, w, m, n, k);
+    if (rc) return rc;
+    j.x = x;
+    j.out = out;
     const size_t tn = (j.panels + j.panels_per_task - 1) / j.panels_per_task;
     bn_parallel_for((long)(j.tm * tn), bn_threads_for((double)m * (double)n * (double)k / 64),
                     int_task, &j);
-    free(u.dst);
+    free((void *)j.quads);
     return BN_OK;
+}
+
+/* ---- fused first conv: uint8 NCHW -> im2col -> integer product -> class thresholds -------- */
+/* One task per INT_ROWS output pixels: their patches (zero padding) and int32 sums live in the
+ * worker's scratch (cache), so neither the (pixels, K) patch matrix nor the (pixels, O) int32
+ * sums are ever written to memory (for a CIFAR first conv at batch 64 the latter is 32 MiB,
+ * whose first-touch page faults alone took as long as the arithmetic). */
+typedef struct {
+    const bn_first_conv *s;
+    const bn_int_job *ij;   /* weights and kernel; x / out / m set per task */
+    const bn_threshold_kernel *th;
+    const uint64_t *flip_bits;
+    uint64_t *out;
+    size_t pixels, k;
+    const uint8_t *xpad;    /* the images as zero-padded NHWC (padded_nhwc), or NULL */
+    size_t hp, wp;          /* its padded height and width */
+    bn_scratch scratch;     /* INT_ROWS x (k bytes + O int32) */
+} first_conv_job;
+
+/* NCHW -> zero-padded NHWC, so a row of taps is kw * c consecutive bytes (one copy), or NULL
+ * when the padded copy would be much larger than the input (huge padding: gather instead). */
+static uint8_t *padded_nhwc(const bn_first_conv *s, size_t *hp, size_t *wp) {
+    size_t bytes;
+    *hp = s->h + 2 * s->ph; /* module.c keeps the padded extents within Py_ssize_t */
+    *wp = s->w + 2 * s->pw;
+    if (__builtin_mul_overflow(s->n * s->c, *hp, &bytes) ||
+        __builtin_mul_overflow(bytes, *wp, &bytes) ||
+        bytes > 4 * s->n * s->c * s->h * s->w + ((size_t)1 << 20))
+        return NULL;
+    uint8_t *xp = (uint8_t *)calloc(bytes, 1);
+    if (!xp) return NULL;
+    for (size_t n = 0; n < s->n; ++n)
+        for (size_t c = 0; c < s->c; ++c)
+            for (size_t y = 0; y < s->h; ++y) {
+                const uint8_t *src = s->x + ((n * s->c + c) * s->h + y) * s->w;
+                uint8_t *dst = xp + ((n * *hp + y + s->ph) * *wp + s->pw) * s->c + c;
+                for (size_t x = 0; x < s->w; ++x) dst[x * s->c] = src[x];
+            }
+    return xp;
+}
+
+/* The patch of `pixel` from the padded NHWC images: per kernel row one copy (undilated). */
+static void first_conv_patch_padded(const first_conv_job *j, size_t pixel, uint8_t *dst) {
+    const bn_first_conv *s = j->s;
+    const size_t wo = pixel % s->wo, ho = (pixel / s->wo) % s->ho, n = pixel / (s->wo * s->ho);
+    for (size_t i = 0; i < s->kh; ++i) {
+        const uint8_t *row = j->xpad + ((n * j->hp + ho * s->sh + i * s->dh) * j->wp + wo * s->sw) * s->c;
+        if (s->dw == 1) {
+            memcpy(dst, row, s->kw * s->c);
+            dst += s->kw * s->c;
+        } else {
+            for (size_t t = 0; t < s->kw; ++t, dst += s->c) memcpy(dst, row + t * s->dw * s->c, s->c);
+        }
+    }
+}
+
+static void first_conv_patch(const bn_first_conv *s, size_t pixel, uint8_t *dst) {
+    const size_t wo = pixel % s->wo, ho = (pixel / s->wo) % s->ho, n = pixel / (s->wo * s->ho);
+    const int64_t hb = (int64_t)(ho * s->sh) - (int64_t)s->ph;
+    const int64_t wb = (int64_t)(wo * s->sw) - (int64_t)s->pw;
+    for (size_t i = 0; i < s->kh; ++i) {
+        const int64_t hi = hb + (int64_t)(i * s->dh);
+        for (size_t j = 0; j < s->kw; ++j) {
+            const int64_t wi = wb + (int64_t)(j * s->dw);
+            const int inside = hi >= 0 && hi < (int64_t)s->h && wi >= 0 && wi < (int64_t)s->w;
+            const uint8_t *src = s->x + ((n * s->c) * s->h + (size_t)(inside ? hi : 0)) * s->w +
+                                 (size_t)(inside ? wi : 0);
+            for (size_t c = 0; c < s->c; ++c, ++dst) *dst = inside ? src[c * s->h * s->w] : 0;
+        }
+    }
+}
+
+static void first_conv_task(void *vjob, long t, int worker) {
+    first_conv_job *j = (first_conv_job *)vjob;
+    const bn_first_conv *s = j->s;
+    uint8_t *patches = (uint8_t *)bn_scratch_get(&j->scratch, worker);
+    if (!patches) return;
+    int32_t *sums = (int32_t *)(patches + (INT_ROWS * j->k + 63) / 64 * 64);
+    const size_t p0 = (size_t)t * INT_ROWS;
+    const size_t rows = j->pixels - p0 < INT_ROWS ? j->pixels - p0 : INT_ROWS;
+    for (size_t r = 0; r < rows; ++r) {
+        if (j->xpad)
+            first_conv_patch_padded(j, p0 + r, patches + r * j->k);
+        else
+            first_conv_patch(s, p0 + r, patches + r * j->k);
+    }
+    bn_int_job ij = *j->ij;
+    ij.x = patches;
+    ij.out = sums;
+    ij.m = rows;
+    ij.kernel->block(&ij, 0, rows, 0, ij.panels);
+    const size_t ow = bn_words(s->o);
+    for (size_t r = 0; r < rows; ++r) {
+        const size_t pixel = p0 + r, wo = pixel % s->wo, ho = (pixel / s->wo) % s->ho;
+        const size_t cls = (size_t)s->row_class[ho] * s->col_classes + (size_t)s->col_class[wo];
+        const bn_thresholds th = {s->thresh + cls * s->o, s->flip, j->flip_bits, s->o};
+        j->th->row(&th, sums + r * s->o, j->out + pixel * ow);
+    }
+}
+
+int bn_int_conv_threshold(const bn_first_conv *s, const uint64_t *w, uint64_t *out) {
+    const size_t k = s->kh * s->kw * s->c, pixels = s->n * s->ho * s->wo;
+    bn_int_job ij;
+    int rc = int_job_init(&ij, w, INT_ROWS, s->o, k);
+    if (rc) return rc;
+    first_conv_job j = {s, &ij, bn_isa()->threshold, NULL, out, pixels, k, NULL, 0, 0, {{0}, 0, 0}};
+    uint64_t *flip_bits = (uint64_t *)malloc(bn_words(s->o) * sizeof(uint64_t));
+    size_t bytes;
+    if (__builtin_mul_overflow(s->o, (size_t)INT_ROWS * sizeof(int32_t), &bytes) ||
+        __builtin_add_overflow(bytes, (INT_ROWS * k + 63) / 64 * 64, &bytes)) {
+        free(flip_bits);
+        free((void *)ij.quads);
+        return BN_EOVERFLOW;
+    }
+    if (!flip_bits) {
+        free((void *)ij.quads);
+        return BN_ENOMEM;
+    }
+    bn_pack_flags(s->flip, s->o, flip_bits);
+    j.flip_bits = flip_bits;
+    uint8_t *xpad = padded_nhwc(s, &j.hp, &j.wp);
+    j.xpad = xpad;
+    bn_scratch_init(&j.scratch, bytes);
+    bn_parallel_for((long)((pixels + INT_ROWS - 1) / INT_ROWS),
+                    bn_threads_for((double)pixels * (double)s->o * (double)k / 64),
+                    first_conv_task, &j);
+    rc = j.scratch.failed ? BN_ENOMEM : BN_OK;
+    bn_scratch_free(&j.scratch);
+    free(xpad);
+    free(flip_bits);
+    free((void *)ij.quads);
+    return rc;
 }

@@ -111,6 +111,23 @@ static void epi_bits(void *vctx, size_t m0, int mr, size_t n0, int nr, const uin
     }
 }
 
+/* ---- dense: output transform (transform.c) ------------------------------------------------ */
+typedef struct {
+    const bn_transform *t;
+    size_t row0; /* output row of the task's block row 0 */
+    int64_t k;
+} transform_ctx;
+
+static void epi_transform(void *vctx, size_t m0, int mr, size_t n0, int nr, const uint32_t *cnt,
+                          int ldc) {
+    const transform_ctx *c = (const transform_ctx *)vctx;
+    float y[MAX_TILE];
+    for (int i = 0; i < mr; ++i) {
+        for (int j = 0; j < nr; ++j) y[j] = (float)(int32_t)(c->k - 2 * (int64_t)cnt[i * ldc + j]);
+        c->t->chunk(c->t, c->row0 + m0 + (size_t)i, n0, (size_t)nr, y);
+    }
+}
+
 /* ---- panel path helpers ------------------------------------------------------------------ */
 #define PANEL_MIN_ROWS 32 /* fewer A rows: repacking W costs more than the panel path saves */
 
@@ -173,6 +190,7 @@ typedef struct {
     const uint8_t *flip;
     const uint64_t *panels;    /* NULL: tile path */
     const uint64_t *flip_bits; /* panel path, BITS */
+    const bn_transform *t;     /* TRANSFORM */
 } dense_plan;
 
 static void dense_task(void *vplan, long t, int worker) {
@@ -183,11 +201,15 @@ static void dense_task(void *vplan, long t, int worker) {
     const size_t n0 = in * p->bn, n1 = n0 + p->bn < p->n ? n0 + p->bn : p->n;
     const uint64_t *a = p->a + m0 * p->kw;
     if (p->panels) {
-        void *out = p->kind == BN_EPI_DOT ? (void *)((int32_t *)p->out + m0 * p->ldo)
-                                          : (void *)((uint64_t *)p->out + m0 * p->ldo);
+        void *out = p->kind == BN_EPI_TRANSFORM ? NULL
+                    : p->kind == BN_EPI_DOT     ? (void *)((int32_t *)p->out + m0 * p->ldo)
+                                                : (void *)((uint64_t *)p->out + m0 * p->ldo);
         bn_panel_job job = {p->panels, p->kind, (int32_t)p->k, NULL, out, p->ldo,
-                            p->thresh, p->flip_bits, NULL, NULL};
+                            p->thresh, p->flip_bits, NULL, NULL, p->t, m0};
         p->kr->panel(a, p->kw, mb, n0, n1, p->kw, &job);
+    } else if (p->kind == BN_EPI_TRANSFORM) {
+        transform_ctx ctx = {p->t, m0, p->k};
+        bn_gemm_block(p->kr, a, p->kw, mb, p->w, p->kw, n0, n1, p->kw, epi_transform, &ctx);
     } else if (p->kind == BN_EPI_DOT) {
         dot_ctx ctx = {(int32_t *)p->out + m0 * p->ldo, p->ldo, p->k};
         bn_gemm_block(p->kr, a, p->kw, mb, p->w, p->kw, n0, n1, p->kw, epi_dot, &ctx);
@@ -246,4 +268,18 @@ int bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, size_t m, size_t n,
     p.flip = flip;
     memset(out, 0, m * p.ldo * sizeof(uint64_t));
     return run_dense(&p);
+}
+
+int bn_bgemm_transform(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
+                       bn_transform *t) {
+    dense_plan p = {0};
+    p.a = a; p.w = w; p.m = m; p.n = n; p.kw = bn_words(k);
+    p.kind = BN_EPI_TRANSFORM;
+    p.k = (int64_t)k;
+    p.t = t;
+    t->o = n;
+    if (bn_transform_begin(t, m)) return BN_ENOMEM;
+    const int rc = run_dense(&p);
+    bn_transform_end(t);
+    return rc;
 }

@@ -10,80 +10,7 @@
  * buffers the drivers size themselves are checked there (BN_EOVERFLOW). Compute runs without the
  * GIL.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
-#include "core.h"
-
-/* ---- helpers -------------------------------------------------------------------------------- */
-/* *out = v[0] * ... * v[n-1]; OverflowError when it does not fit Py_ssize_t. */
-static int size_product(const char *op, const char *what, const size_t *v, int n, size_t *out) {
-    size_t p = 1;
-    for (int i = 0; i < n; ++i) {
-        if (__builtin_mul_overflow(p, v[i], &p) || p > (size_t)PY_SSIZE_T_MAX) {
-            PyErr_Format(PyExc_OverflowError, "%s: the size of %s overflows", op, what);
-            return -1;
-        }
-    }
-    *out = p;
-    return 0;
-}
-
-/* The buffer holds exactly dims[0] * ... * dims[n-1] items of `itemsize` bytes, aligned. */
-static int check_buffer(const char *op, const char *name, const Py_buffer *b, size_t itemsize,
-                        const size_t *dims, int n) {
-    size_t count, bytes;
-    if (size_product(op, name, dims, n, &count) || size_product(op, name, (size_t[]){count, itemsize}, 2, &bytes))
-        return -1;
-    if ((size_t)b->len != bytes) {
-        PyErr_Format(PyExc_ValueError, "%s: buffer %s holds %zd bytes, expected %zu", op, name,
-                     b->len, bytes);
-        return -1;
-    }
-    if ((uintptr_t)b->buf % itemsize) {
-        PyErr_Format(PyExc_ValueError, "%s: buffer %s is not aligned to %zu bytes", op, name,
-                     itemsize);
-        return -1;
-    }
-    return 0;
-}
-#define CHECK_BUFFER(op, name, b, itemsize, ...)                                                 \
-    check_buffer(op, name, b, itemsize, (const size_t[]){__VA_ARGS__},                           \
-                 (int)(sizeof((const size_t[]){__VA_ARGS__}) / sizeof(size_t)))
-
-static int check_sizes(const char *op, Py_ssize_t const *v, int n) {
-    for (int i = 0; i < n; ++i) {
-        if (v[i] < 1) {
-            PyErr_Format(PyExc_ValueError, "%s: sizes must be >= 1, got %zd", op, v[i]);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* A bit length whose +-1 sums must fit the int32 results: k <= max. */
-static int check_length(const char *op, const char *name, Py_ssize_t k, Py_ssize_t max) {
-    if (k > max) {
-        PyErr_Format(PyExc_OverflowError, "%s: %s = %zd is too large, the int32 sums need "
-                     "%s <= %zd", op, name, k, name, max);
-        return -1;
-    }
-    return 0;
-}
-
-/* NULL with MemoryError or OverflowError for a driver's error code, else None. */
-static PyObject *driver_result(const char *op, int rc) {
-    if (rc == BN_EOVERFLOW)
-        return PyErr_Format(PyExc_OverflowError, "%s: the work buffers' size overflows", op);
-    if (rc)
-        return PyErr_Format(PyExc_MemoryError, "%s: out of memory for work buffers", op);
-    return Py_NewRef(Py_None);
-}
-
-#define RELEASE(...)                                                                             \
-    for (Py_buffer *bufs_[] = {__VA_ARGS__}, **b_ = bufs_;                                       \
-         b_ < bufs_ + sizeof(bufs_) / sizeof(bufs_[0]); ++b_)                                    \
-    PyBuffer_Release(*b_)
+#include "bindings.h"
 
 /* ---- pack / unpack -------------------------------------------------------------------------- */
 static PyObject *py_pack(PyObject *self, PyObject *args) {
@@ -153,16 +80,6 @@ static PyObject *py_pad_bits_clear(PyObject *self, PyObject *args) {
 }
 
 /* ---- dense ---------------------------------------------------------------------------------- */
-/* m, n, k >= 1, k small enough for int32 dot products, a and w rows of ceil(k/64) words. */
-static int check_dense(const char *op, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                       const Py_buffer *a, const Py_buffer *w) {
-    Py_ssize_t sizes[] = {m, n, k};
-    const size_t kw = bn_words((size_t)k);
-    if (check_sizes(op, sizes, 3) || check_length(op, "k", k, INT32_MAX)) return -1;
-    if (CHECK_BUFFER(op, "a", a, 8, (size_t)m, kw)) return -1;
-    return CHECK_BUFFER(op, "w", w, 8, (size_t)n, kw);
-}
-
 static PyObject *py_bgemm(PyObject *self, PyObject *args) {
     Py_buffer a, w, out;
     Py_ssize_t m, n, k;
@@ -230,63 +147,6 @@ static PyObject *py_threshold_pack(PyObject *self, PyObject *args) {
 }
 
 /* ---- convolution ---------------------------------------------------------------------------- */
-/* Output size of one axis, (size + 2 pad - (dil (kernel - 1) + 1)) / stride + 1, every step
- * checked: the padded extent and the dilated kernel span must fit Py_ssize_t, which keeps every
- * tap coordinate conv.c computes (in int64) in range. */
-static int conv_axis(const char *op, const char *axis, size_t size, size_t kernel, size_t stride,
-                     size_t pad, size_t dil, size_t *out) {
-    size_t padded, span;
-    if (__builtin_mul_overflow(pad, 2, &padded) || __builtin_add_overflow(padded, size, &padded) ||
-        padded > (size_t)PY_SSIZE_T_MAX) {
-        PyErr_Format(PyExc_OverflowError, "%s: the padded input %s (%s + 2 * padding) overflows",
-                     op, axis, axis);
-        return -1;
-    }
-    if (__builtin_mul_overflow(dil, kernel - 1, &span) || __builtin_add_overflow(span, 1, &span) ||
-        span > (size_t)PY_SSIZE_T_MAX) {
-        PyErr_Format(PyExc_OverflowError, "%s: the dilated kernel %s (dilation * (kernel - 1) + 1) "
-                     "overflows", op, axis);
-        return -1;
-    }
-    if (padded < span) {
-        PyErr_Format(PyExc_ValueError, "%s: kernel does not fit the input", op);
-        return -1;
-    }
-    *out = (padded - span) / stride + 1;
-    return 0;
-}
-
-/* geometry: (n, h, w, c, o, kh, kw, sh, sw, ph, pw, dh, dw) */
-static int parse_conv(const char *op, PyObject *geom, int pad_mode, bn_conv_shape *s) {
-    Py_ssize_t g[13];
-    if (!PyArg_ParseTuple(geom, "nnnnnnnnnnnnn", &g[0], &g[1], &g[2], &g[3], &g[4], &g[5], &g[6],
-                          &g[7], &g[8], &g[9], &g[10], &g[11], &g[12]))
-        return -1;
-    if (check_sizes(op, g, 9) || check_sizes(op, g + 11, 2)) return -1;
-    if (g[9] < 0 || g[10] < 0 || pad_mode < BN_PAD_ZERO || pad_mode > BN_PAD_MINUS_ONE) {
-        PyErr_Format(PyExc_ValueError, "%s: bad padding or pad mode", op);
-        return -1;
-    }
-    s->n = (size_t)g[0]; s->h = (size_t)g[1]; s->w = (size_t)g[2]; s->c = (size_t)g[3];
-    s->o = (size_t)g[4]; s->kh = (size_t)g[5]; s->kw = (size_t)g[6];
-    s->sh = (size_t)g[7]; s->sw = (size_t)g[8]; s->ph = (size_t)g[9]; s->pw = (size_t)g[10];
-    s->dh = (size_t)g[11]; s->dw = (size_t)g[12];
-    s->cw = bn_words(s->c);
-    s->pad_mode = pad_mode;
-    size_t k;
-    if (size_product(op, "kernel taps x channels", (size_t[]){s->kh, s->kw, s->c}, 3, &k) ||
-        check_length(op, "kh * kw * c", (Py_ssize_t)k, INT32_MAX))
-        return -1;
-    return conv_axis(op, "height", s->h, s->kh, s->sh, s->ph, s->dh, &s->ho) ||
-           conv_axis(op, "width", s->w, s->kw, s->sw, s->pw, s->dw, &s->wo);
-}
-
-static int check_conv_inputs(const char *op, const bn_conv_shape *s, const Py_buffer *x,
-                             const Py_buffer *w) {
-    if (CHECK_BUFFER(op, "x", x, 8, s->n, s->h, s->w, s->cw)) return -1;
-    return CHECK_BUFFER(op, "w", w, 8, s->o, s->kh, s->kw, s->cw);
-}
-
 static PyObject *py_bconv2d(PyObject *self, PyObject *args) {
     Py_buffer x, w, out;
     PyObject *geom;
@@ -500,9 +360,11 @@ static PyObject *py_kernel_table(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "i", &backend)) return NULL;
     const bn_isa_row *row = bn_isa_row_of(backend);
     if (!row) Py_RETURN_NONE;
-    return Py_BuildValue("{ss ss ss ss ss ss}", "isa", row->name, "tiles", row->tiles->name,
-                         "pack", row->pack->name, "planes", row->planes->name, "threshold",
-                         row->threshold->name, "int_gemm", row->int_gemm->name);
+    return Py_BuildValue("{ss ss ss ss ss ss ss ss ss}", "isa", row->name, "tiles",
+                         row->tiles->name, "pack", row->pack->name, "planes", row->planes->name,
+                         "threshold", row->threshold->name, "int_gemm", row->int_gemm->name,
+                         "transform", row->transform->name, "probe", row->probe->name,
+                         "first_dense_float", row->float_dense->name);
 }
 
 static PyObject *py_get_num_threads(PyObject *self, PyObject *noargs) {
@@ -545,10 +407,21 @@ static PyMethodDef core_methods[] = {
      "bconv2d_threshold(x, w, geometry, pad_mode, thresh, flip, out)"},
     {"bconv2d_threshold_maxpool", py_bconv2d_threshold_maxpool, METH_VARARGS,
      "bconv2d_threshold_maxpool(x, w, geometry, pad_mode, thresh, flip, pool, out)"},
+    {"bgemm_transform", py_bgemm_transform, METH_VARARGS,
+     "bgemm_transform(a, w, m, n, k, kinds, params, residual, y, thresh, flip, bits)"},
+    {"bconv2d_transform", py_bconv2d_transform, METH_VARARGS,
+     "bconv2d_transform(x, w, geometry, pad_mode, kinds, params, residual, y, thresh, flip, bits)"},
+    {"sign_pack", py_sign_pack, METH_VARARGS, "sign_pack(x, rows, c, thresh, flip, bits)"},
+    {"xor_popcount_probe", py_xor_popcount_probe, METH_VARARGS,
+     "xor_popcount_probe(iterations, threads) -> bit-MACs done, in registers (time the call)"},
     {"bmaxpool2d", py_bmaxpool2d, METH_VARARGS, "bmaxpool2d(x, geometry, and_mask, out)"},
     {"maxpool2d_int", py_maxpool2d_int, METH_VARARGS, "maxpool2d_int(x, geometry, out)"},
     {"bitplane_gemm", py_bitplane_gemm, METH_VARARGS, "bitplane_gemm(x_u8, w, m, n, k, out)"},
     {"int_gemm", py_int_gemm, METH_VARARGS, "int_gemm(x_u8, w, m, n, k, out)"},
+    {"int_conv_threshold", py_int_conv_threshold, METH_VARARGS,
+     "int_conv_threshold(x_u8, w, geometry, rows, cols, thresh, row_class, col_class, flip, out)"},
+    {"first_dense_float", py_first_dense_float, METH_VARARGS,
+     "first_dense_float(x, is_float64, w, m, n, k, out)"},
     {"backend_supported", py_backend_supported, METH_VARARGS, "backend_supported(code) -> bool"},
     {"get_backend", py_get_backend, METH_NOARGS, "get_backend() -> code"},
     {"set_backend", py_set_backend, METH_VARARGS, "set_backend(code)"},

@@ -99,6 +99,7 @@ AVX2_KERNEL static void thin_1x8(const uint64_t *const *a, const uint64_t *const
     for (int i = 0; i < 8; ++i) cnt[i] = (uint32_t)tot[i];
 }
 
-const bn_tile_kernels bn_tiles_avx2 = {"avx2", 2, 4, tile_2x4, 8, thin_1x8, NULL};
+const bn_tile_kernels bn_tiles_avx2 = {"avx2", 2, 4, tile_2x4, 8, thin_1x8, NULL,
+                                       bn_popcount_words_popcnt};
 
 #endif

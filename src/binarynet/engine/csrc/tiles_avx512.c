@@ -125,13 +125,22 @@ AVX512_FN void panel_tile(const uint64_t *const *a, const uint64_t *panel, size_
 AVX512_FN void panel_epilogue(const bn_panel_job *job, size_t m, size_t n, int nv, __m512i cnt) {
     const __mmask16 lanes = (__mmask16)((1u << nv) - 1u);
     const int32_t k = job->row_k ? job->row_k[m] : job->k;
-    if (k < 0) { /* this row needs the scalar epilogue (a conv border pixel) */
+    if (k == -1) { /* this row needs the scalar epilogue (a conv border pixel) */
         uint32_t tmp[16];
         _mm512_storeu_si512((void *)tmp, cnt);
         job->epi(job->epi_ctx, m, 1, n, nv, tmp, 16);
         return;
     }
-    const __m512i dot = _mm512_sub_epi32(_mm512_set1_epi32(k), _mm512_slli_epi32(cnt, 1));
+    /* a conv border pixel's k differs per output (conv.c plan_border) */
+    const __m512i kv = k >= 0 ? _mm512_set1_epi32(k)
+                              : _mm512_maskz_loadu_epi32(lanes, job->kvec + (size_t)(-2 - k) * job->ldk + n);
+    const __m512i dot = _mm512_sub_epi32(kv, _mm512_slli_epi32(cnt, 1));
+    if (job->kind == BN_EPI_TRANSFORM) { /* through L1: the chunk kernel reads 16 floats */
+        float y[16];
+        _mm512_storeu_ps(y, _mm512_cvtepi32_ps(dot));
+        job->transform->chunk(job->transform, job->row0 + m, n, (size_t)nv, y);
+        return;
+    }
     if (job->kind == BN_EPI_DOT) {
         _mm512_mask_storeu_epi32((int32_t *)job->out + m * job->ldo + n, lanes, dot);
         return;
@@ -192,6 +201,6 @@ AVX512_KERNEL static void panel_block(const uint64_t *a, size_t lda, size_t mb, 
 }
 
 const bn_tile_kernels bn_tiles_avx512 = {"avx512vpopcntdq", 4, 4, tile_4x4, 8, thin_1x8,
-                                         panel_block};
+                                         panel_block, bn_popcount_words_popcnt};
 
 #endif

@@ -41,6 +41,16 @@ BN_ALWAYS_INLINE void thin_1x4_body(const uint64_t *const *a, const uint64_t *co
     cnt[0] = (uint32_t)c0; cnt[1] = (uint32_t)c1; cnt[2] = (uint32_t)c2; cnt[3] = (uint32_t)c3;
 }
 
+BN_ALWAYS_INLINE uint64_t popcount_words_body(const uint64_t *p, size_t n) {
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; ++i) total += (uint64_t)__builtin_popcountll(p[i]);
+    return total;
+}
+
+static uint64_t popcount_words_generic(const uint64_t *p, size_t n) {
+    return popcount_words_body(p, n);
+}
+
 static void tile_2x4_generic(const uint64_t *const *a, const uint64_t *const *w, size_t kw,
                              uint32_t *cnt) {
     tile_2x4_body(a, w, kw, cnt);
@@ -50,7 +60,7 @@ static void thin_1x4_generic(const uint64_t *const *a, const uint64_t *const *w,
     thin_1x4_body(a, w, kw, cnt);
 }
 const bn_tile_kernels bn_tiles_portable = {"portable", 2, 4, tile_2x4_generic, 4, thin_1x4_generic,
-                                            NULL};
+                                            NULL, popcount_words_generic};
 
 #if BN_X86
 __attribute__((target("popcnt"))) static void
@@ -61,5 +71,9 @@ __attribute__((target("popcnt"))) static void
 thin_1x4_popcnt(const uint64_t *const *a, const uint64_t *const *w, size_t kw, uint32_t *cnt) {
     thin_1x4_body(a, w, kw, cnt);
 }
-const bn_tile_kernels bn_tiles_popcnt = {"popcnt", 2, 4, tile_2x4_popcnt, 4, thin_1x4_popcnt, NULL};
+__attribute__((target("popcnt"))) uint64_t bn_popcount_words_popcnt(const uint64_t *p, size_t n) {
+    return popcount_words_body(p, n);
+}
+const bn_tile_kernels bn_tiles_popcnt = {"popcnt", 2, 4, tile_2x4_popcnt, 4, thin_1x4_popcnt, NULL,
+                                         bn_popcount_words_popcnt};
 #endif

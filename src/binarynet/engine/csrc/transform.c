@@ -1,0 +1,169 @@
+/* The fused output transform of binary layers, and sign_pack.
+ *
+ * The drivers (gemm.c, conv.c) hand every finished tile's sums, converted to float32, to the ISA
+ * row's chunk kernel while they are in registers or L1: the layer's scale/shift, the steps (ReLU,
+ * scale/shift, PReLU, residual add), then a float32 store and/or the packed sign bits, so no int32
+ * tensor is written and no second pass is made. Each operation rounds to float32 exactly as
+ * numpy does on float32 arrays: setup.py builds with -ffp-contract=off (no fused multiply-add),
+ * and ReLU maps -0.0 to +0.0 and keeps NaN, as np.maximum(y, 0) does. The portable kernel is the
+ * reference; the AVX-512 one does 16 channels per step (the AVX2 row uses the portable one: the
+ * epilogue is a small part of a tile's work).
+ */
+#include "core.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if BN_X86
+#include <immintrin.h>
+#endif
+
+/* Or the bits of outputs [n, n + nv) (nv <= 64) into a packed row, across a word boundary. */
+static inline void or_bits(uint64_t *row, size_t n, size_t nv, uint64_t bits) {
+    const size_t s = n & 63;
+    row[n >> 6] |= bits << s;
+    if (s && s + nv > 64) row[(n >> 6) + 1] |= bits >> (64 - s);
+}
+
+static void chunk_portable(const bn_transform *t, size_t row, size_t n0, size_t nv,
+                           const float *x) {
+    const size_t o = t->o;
+    for (size_t j = 0; j < nv; ++j) {
+        const size_t c = n0 + j;
+        float y = x[j];
+        const float *p = t->params;
+        for (int s = 0; s < t->nsteps; ++s) {
+            switch (t->kinds[s]) {
+            case BN_STEP_SCALE_SHIFT:
+                y = y * p[c];
+                y = y + p[o + c];
+                break;
+            case BN_STEP_RELU:
+                y = y <= 0.0f ? 0.0f : y; /* NaN stays NaN, -0.0 becomes +0.0 */
+                break;
+            case BN_STEP_PRELU: {
+                const float z = y + p[c];
+                y = (z > 0.0f ? z : p[o + c] * z) + p[2 * o + c];
+                break;
+            }
+            default: /* BN_STEP_ADD */
+                y = y + t->residual[row * o + c];
+            }
+            p += (size_t)bn_step_params(t->kinds[s]) * o;
+        }
+        if (t->y) t->y[row * o + c] = y;
+        if (t->bits) {
+            const int f = t->flip[c] != 0;
+            const uint64_t bit = (uint64_t)(f ? y <= t->thresh[c] : y >= t->thresh[c]);
+            t->bits[row * bn_words(o) + (c >> 6)] |= bit << (c & 63);
+        }
+    }
+}
+
+const bn_transform_kernel bn_transform_portable = {"portable", chunk_portable};
+
+#if BN_X86
+#define AVX512_TRANSFORM __attribute__((target("avx512f,avx512bw,avx512vl")))
+
+/* 16 outputs [c, c + 16) (lanes past `lanes` masked off) -> their sign bits; stores y. */
+AVX512_TRANSFORM static inline __mmask16 lanes16(const bn_transform *t, size_t row, size_t c,
+                                                 __mmask16 lanes, __m512 y) {
+    const size_t o = t->o;
+    const float *p = t->params;
+    const __m512 zero = _mm512_setzero_ps();
+    for (int s = 0; s < t->nsteps; ++s) {
+        switch (t->kinds[s]) {
+        case BN_STEP_SCALE_SHIFT:
+            y = _mm512_mul_ps(y, _mm512_maskz_loadu_ps(lanes, p + c));
+            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, p + o + c));
+            break;
+        case BN_STEP_RELU:
+            y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(y, zero, _CMP_LE_OQ), zero);
+            break;
+        case BN_STEP_PRELU: {
+            const __m512 z = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, p + c));
+            const __m512 neg = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, p + o + c), z);
+            y = _mm512_mask_mov_ps(neg, _mm512_cmp_ps_mask(z, zero, _CMP_GT_OQ), z);
+            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, p + 2 * o + c));
+            break;
+        }
+        default: /* BN_STEP_ADD */
+            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, t->residual + row * o + c));
+        }
+        p += (size_t)bn_step_params(t->kinds[s]) * o;
+    }
+    if (t->y) _mm512_mask_storeu_ps(t->y + row * o + c, lanes, y);
+    if (!t->bits) return 0;
+    const __m512 th = _mm512_maskz_loadu_ps(lanes, t->thresh + c);
+    uint64_t f = t->flip_bits[c >> 6] >> (c & 63);
+    if ((c & 63) > 48 && (c >> 6) + 1 < bn_words(o)) f |= t->flip_bits[(c >> 6) + 1] << (64 - (c & 63));
+    const __mmask16 flip = (__mmask16)f;
+    const __mmask16 ge = _mm512_cmp_ps_mask(y, th, _CMP_GE_OQ);
+    const __mmask16 le = _mm512_cmp_ps_mask(y, th, _CMP_LE_OQ);
+    return (__mmask16)(((ge & ~flip) | (le & flip)) & lanes);
+}
+
+AVX512_TRANSFORM static void chunk_avx512(const bn_transform *t, size_t row, size_t n0,
+                                          size_t nv, const float *x) {
+    uint64_t *bits_row = t->bits ? t->bits + row * bn_words(t->o) : NULL;
+    for (size_t j = 0; j < nv; j += 16) {
+        const size_t left = nv - j;
+        const __mmask16 lanes = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+        const __m512 y = _mm512_maskz_loadu_ps(lanes, x + j);
+        const __mmask16 bits = lanes16(t, row, n0 + j, lanes, y);
+        /* a 16-lane group at c = n0 + j never straddles a word when c % 16 == 0 (the panel
+         * path and sign_pack); or_bits handles the rest */
+        if (bits_row) or_bits(bits_row, n0 + j, left < 16 ? left : 16, bits);
+    }
+}
+
+const bn_transform_kernel bn_transform_avx512 = {"avx512f", chunk_avx512};
+#endif
+
+/* ---- driver helpers ----------------------------------------------------------------------- */
+int bn_transform_begin(bn_transform *t, size_t rows) {
+    t->chunk = bn_isa()->transform->chunk;
+    t->flip_bits = NULL;
+    if (!t->bits) return BN_OK;
+    uint64_t *flip_bits = (uint64_t *)malloc(bn_words(t->o) * sizeof(uint64_t));
+    if (!flip_bits) return BN_ENOMEM;
+    bn_pack_flags(t->flip, t->o, flip_bits);
+    t->flip_bits = flip_bits;
+    memset(t->bits, 0, rows * bn_words(t->o) * sizeof(uint64_t));
+    return BN_OK;
+}
+
+void bn_transform_end(bn_transform *t) {
+    free((void *)t->flip_bits);
+    t->flip_bits = NULL;
+}
+
+/* ---- sign_pack: float32 rows -> packed signs (a transform without steps) -------------------- */
+typedef struct {
+    const float *x;
+    size_t rows;
+    const bn_transform *t;
+} sign_job;
+
+#define SIGN_ROWS 64 /* rows per task */
+
+static void sign_task(void *vjob, long task, int worker) {
+    const sign_job *j = (const sign_job *)vjob;
+    (void)worker;
+    const size_t r0 = (size_t)task * SIGN_ROWS;
+    const size_t r1 = r0 + SIGN_ROWS < j->rows ? r0 + SIGN_ROWS : j->rows;
+    for (size_t r = r0; r < r1; ++r) j->t->chunk(j->t, r, 0, j->t->o, j->x + r * j->t->o);
+}
+
+int bn_sign_pack(const float *x, size_t rows, size_t c, bn_transform *t) {
+    t->o = c;
+    t->nsteps = 0;
+    t->y = NULL;
+    t->residual = NULL;
+    if (bn_transform_begin(t, rows)) return BN_ENOMEM;
+    sign_job job = {x, rows, t};
+    bn_parallel_for((long)((rows + SIGN_ROWS - 1) / SIGN_ROWS),
+                    bn_threads_for((double)rows * (double)c / 8), sign_task, &job);
+    bn_transform_end(t);
+    return BN_OK;
+}
