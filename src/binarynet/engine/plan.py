@@ -27,10 +27,9 @@ from .float_checks import ELEMENTWISE
 
 __all__ = ["Step", "build", "single_ops"]
 
-# The most steps a fused kernel applies (its C core has room for 64 with the layer's own
-# scale/shift); a longer chain continues as separate ops. Kernels without fused transforms
-# (reference.py before them) fuse nothing, whatever this is.
-MAX_STEPS = getattr(reference, "MAX_TRANSFORM_STEPS", 63)
+# The most steps a fused kernel applies (besides the layer's own scale/shift); a longer chain
+# continues as separate ops.
+MAX_STEPS = reference.MAX_TRANSFORM_STEPS
 
 
 @dataclass(frozen=True)

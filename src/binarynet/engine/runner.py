@@ -200,8 +200,12 @@ class Runner(FloatStreamOps):
             z = float(self.graph["input"]["scale"][0]) * self.xp.cast(s, np.float64) \
                 + self._u8_dense_constant(op)
         else:
-            z = self._float_preactivation(op, self._normalised(x, 1).reshape(n, k) @
-                                          self._weights_pm1(op, k).T)
+            fast = getattr(self.kernels, "first_dense_float", None)
+            if fast is not None and x.dtype in (np.float32, np.float64):
+                sums = fast(self.xp.contiguous(x.reshape(n, k)), self._t(op, "weight"), k)
+            else:
+                sums = self._normalised(x, 1).reshape(n, k) @ self._weights_pm1(op, k).T
+            z = self._float_preactivation(op, sums)
         return self._first_output(op, z)
 
     def _float_preactivation(self, op, sums):
@@ -232,6 +236,12 @@ class Runner(FloatStreamOps):
         cg, og = c // groups, o // groups
         k = kh * kw * cg
         integer = self._integer_path(x)
+        if integer and groups == 1 and hasattr(self.kernels, "int_conv_threshold"):
+            # patches, integer product and border-class thresholds in cache (no int32 sums)
+            return self.kernels.int_conv_threshold(
+                x, self._t(op, "weight"), (kh, kw), self._t(op, "thresh"), self._t(op, "flip"),
+                self.tensors[op["tensors"]["row_class"]], self.tensors[op["tensors"]["col_class"]],
+                tuple(op["stride"]), tuple(op["padding"]), tuple(op["dilation"]))
         if integer:
             nhwc, pad = self.xp.permute(x, (0, 2, 3, 1)), 0
         else:
