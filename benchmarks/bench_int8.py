@@ -33,7 +33,6 @@ engine has it ("peak: not measured" otherwise).
 
 Needs the ``bench`` extra (``pip install .[bench]``: onnxruntime, onnx).
 """
-from __future__ import annotations
 
 import argparse
 import dataclasses
