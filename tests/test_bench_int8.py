@@ -172,6 +172,21 @@ def test_tables_for_every_contender_and_one_line_for_a_refused_model(bench, monk
         assert f"\n{name:<11} " in out
 
 
+def test_a_zoo_network_runs_its_float_form_against_the_engine(bench, monkeypatch, capsys):
+    # export cannot pack a residual network yet: a stand-in packed model with the same input
+    # shape and classes lets the zoo path (float form as torch fp32, static QDQ) run end to end
+    monkeypatch.setattr(bench, "WORKLOADS", {"zoo": _tiny_workloads(bench)["zoo"]})
+    stand_in = bench.trained_like(bn.models.get("cifar10_vgg", widths=(8, 8, 8), fc=(16,),
+                                                num_classes=5))
+    real_export = bench.export
+    monkeypatch.setattr(bench, "export", lambda model, *a, **kw: real_export(stand_in, *a, **kw))
+    report = bench.main(["--quick", "--threads", "1", "--networks", "zoo", "--no-memory"])
+    zoo = report["workloads"]["zoo"]
+    assert set(zoo["seconds"][1]) == {"engine", "torch fp32", "ORT fp32", "ORT int8"}
+    assert zoo["agreement"]["ORT fp32"] == zoo["agreement_images"]
+    assert "one-thread target: engine" in capsys.readouterr().out
+
+
 def test_percent_of_peak_uses_the_probe(bench, monkeypatch, capsys):
     calls = []
 
