@@ -187,8 +187,12 @@ def time_batch(packed, fns: dict, batch: int, repeats: int, rng) -> dict:
     return {name: float(np.median(s)) for name, s in samples.items()}
 
 
-def _mib(kib_or_bytes: float, kib: bool = False) -> float:
-    return kib_or_bytes / (1024 if kib else 2 ** 20)
+def _memory_text(m) -> str:
+    """Peak RSS in MiB and, in brackets, the part over the imports (the model and one batch)."""
+    if m is None:
+        return "not measured"
+    return (f"{m['rss_peak_kib'] / 1024:.0f} "
+            f"(+{(m['rss_peak_kib'] - m['rss_after_imports_kib']) / 1024:.1f})")
 
 
 def format_table(name: str, work: Workload, batch: int, result: dict, threads: int) -> str:
@@ -198,21 +202,17 @@ def format_table(name: str, work: Workload, batch: int, result: dict, threads: i
     lines = [f"\n{name}, batch {batch} (agreement on {result['agreement_images']} "
              f"{result['input_source']}; peak RSS of a fresh process running one batch)",
              f"{'contender':<11} {'ms/batch':>10} {'vs engine':>10} {'target':>13} {'% peak':>7} "
-             f"{'agrees w/ fp32':>15} {'file MiB':>9} {'peak RSS MiB':>22}"]
+             f"{'agrees w/ fp32':>15} {'file MiB':>9} {'peak RSS MiB (+run)':>22}"]
     engine_s = seconds[ENGINE]
     for contender, s in seconds.items():
         ratio = s / engine_s
         target = work.targets.get(contender)
         verdict = "" if target is None else f">={target:g}x {'ok' if ratio >= target else 'MISSED'}"
         peak = result["percent_peak"][batch] if contender == ENGINE else None
-        m = mem.get(contender)
-        mem_text = ("not measured" if m is None else
-                    f"{_mib(m['rss_peak_kib'], True):.0f} "
-                    f"(+{_mib(m['rss_peak_kib'] - m['rss_after_imports_kib'], True):.1f})")
         lines.append(f"{contender:<11} {1e3 * s:>10.3f} {ratio:>9.2f}x {verdict:>13} "
                      f"{'-' if peak is None else f'{peak:.0f}%':>7} "
                      f"{agree[contender]:>7}/{result['agreement_images']:<7} "
-                     f"{_mib(files[contender]):>9.2f} {mem_text:>22}")
+                     f"{files[contender] / 2 ** 20:>9.2f} {_memory_text(mem.get(contender)):>22}")
     if work.one_thread_ms is not None and threads == 1 and batch == 1:
         ok = 1e3 * engine_s < work.one_thread_ms
         lines.append(f"one-thread target: engine {1e3 * engine_s:.2f} ms < {work.one_thread_ms} ms: "
