@@ -221,7 +221,7 @@ def format_table(name: str, work: Workload, batch: int, result: dict, threads: i
 
 
 def run_workload(name: str, work: Workload, args, peak, tmp: str):
-    """Measure one network; None (after one printed line) when export refuses it."""
+    """Measure one network; ``{"skipped": why}`` (after one printed line) when export refuses it."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     model = work.build()
@@ -230,7 +230,7 @@ def run_workload(name: str, work: Workload, args, peak, tmp: str):
         packed = export(model, example, input_scale=2 / 255, input_offset=-1.0)
     except BinarynetError as e:
         print(f"\n{name}: skipped, the engine's export refuses it: {e}")
-        return None
+        return {"skipped": f"export refuses it: {e}"}
     packed_path = os.path.join(tmp, f"{name}.bnn")
     engine_bytes = packed.save(packed_path)
     n_agree = (args.agreement_zoo if work.zoo else args.agreement)
@@ -294,13 +294,17 @@ def main(argv=None) -> dict:
     kernels.set_num_threads(args.threads)
     peak = popcount_peak(args.threads, args.repeats)
     print(header(args, peak), flush=True)
+    import onnxruntime
+
     report = {"cpu": timing.cpu_description(), "threads": args.threads, "repeats": args.repeats,
-              "peak_bit_macs_per_s": peak, "workloads": {}, "skipped": []}
+              "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
+              "engine_kernels": kernels.get_backend(), "peak_bit_macs_per_s": peak,
+              "workloads": {}, "skipped": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.networks.split(","):
             result = run_workload(name, WORKLOADS[name], args, peak, tmp)
-            if result is None:
-                report["skipped"].append(name)
+            if "skipped" in result:
+                report["skipped"][name] = result["skipped"]
             else:
                 report["workloads"][name] = result
     if args.json:

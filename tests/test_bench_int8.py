@@ -158,7 +158,8 @@ def test_tables_for_every_contender_and_one_line_for_a_refused_model(bench, monk
     assert "peak: not measured" in out
     assert "zoo: skipped, the engine's export refuses it: module 'x' (Residual)" in out
     report = json.loads(out_json.read_text())
-    assert report["skipped"] == ["zoo"]
+    assert report["skipped"] == {"zoo": "export refuses it: module 'x' (Residual) is not supported"}
+    assert report["onnxruntime"] and report["torch"] == torch.__version__
     mlp, convnet = report["workloads"]["mlp"], report["workloads"]["convnet"]
     assert set(mlp["seconds"]["4"]) == {"engine", "torch fp32", "ORT fp32", "ORT int8", "torch int8"}
     assert set(convnet["seconds"]["2"]) == {"engine", "torch fp32", "ORT fp32", "ORT int8"}
