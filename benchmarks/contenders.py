@@ -59,7 +59,8 @@ class WhereSign(nn.Module):
 
     def __init__(self, shift=None) -> None:
         super().__init__()
-        self.shift = None if shift is None else nn.Parameter(shift.detach().clone(), requires_grad=False)
+        self.shift = (None if shift is None else
+                      nn.Parameter(shift.detach().clone(), requires_grad=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shift is not None:
