@@ -4,7 +4,8 @@
 # Both create .venv and install torch's CPU wheel first (so pip never pulls a CUDA build). The
 # demo then installs binarynet alone (numpy + torch: what it uses); the tests add the test
 # extras (hypothesis, scipy, matplotlib, safetensors, and triton on Linux for the Triton
-# interpreter tests). GPU extras stay optional: pip install -e '.[gpu]'.
+# interpreter tests). GPU extras stay optional: pip install -e '.[gpu]'; the benchmarks add
+# the bench extra (onnxruntime, onnx) for the int8 contenders.
 # The data directory is BINARYNET_DATA or --data-dir.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,7 +13,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 SOURCES := pyproject.toml setup.py $(wildcard src/binarynet/engine/csrc/*)
 
-.PHONY: setup test demo bench fuzz asan-test clean
+.PHONY: setup test demo bench bench-int8 fuzz asan-test clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,10 @@ $(VENV)/.test-installed: $(VENV)/.torch $(SOURCES)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+$(VENV)/.bench-installed: $(VENV)/.torch $(SOURCES)
+	$(PY) -m pip install -q -e '.[bench]'
+	touch $@
+
 setup: $(VENV)/.test-installed
 
 test: $(VENV)/.test-installed
@@ -37,10 +42,15 @@ demo: $(VENV)/.demo-installed
 	$(VENV)/bin/binarynet demo
 
 # The CPU benchmarks behind the README's speed table (minutes; best on a quiet machine).
-bench: $(VENV)/.demo-installed
+bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/bench_bgemm.py
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_train_step.py
+	$(PY) benchmarks/bench_int8.py
+
+# The engine beside torch fp32, ONNX Runtime fp32 / int8 and torch int8 (issue 12).
+bench-int8: $(VENV)/.bench-installed
+	$(PY) benchmarks/bench_int8.py
 
 fuzz: $(VENV)/.test-installed
 	$(PY) scripts/fuzz_models.py --files 20000

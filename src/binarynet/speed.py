@@ -88,9 +88,10 @@ def compare_speed(packed, batch_sizes, threads: int = 2, repeats: int = 15, seed
     return rows
 
 
-def peak_memory(path, batch: int, threads: int = 2) -> dict:
-    """Peak memory of the engine and of the float torch network, each in a fresh process
-    running :mod:`binarynet._memory_probe` on the packed model file ``path``.
+def peak_memory(path, batch: int, threads: int = 2, kinds=("engine", "torch")) -> dict:
+    """Peak memory of the engine and of the float torch network (``kinds``: either or both),
+    each in a fresh process running :mod:`binarynet._memory_probe` on the packed model file
+    ``path``.
 
     Per side: ``rss_peak_kib`` is the process high-water mark (VmHWM), ``rss_after_imports_kib``
     the mark after importing numpy/binarynet (and torch), so their difference is what loading
@@ -98,7 +99,7 @@ def peak_memory(path, batch: int, threads: int = 2) -> dict:
     the Python-visible allocations (numpy arrays included; torch's own allocator is not traced).
     """
     out = {}
-    for kind in ("engine", "torch"):
+    for kind in kinds:
         result = subprocess.run(
             [sys.executable, "-m", "binarynet._memory_probe", os.fspath(path), kind, str(batch),
              str(threads)], capture_output=True, text=True, timeout=600)
