@@ -1,11 +1,12 @@
-"""Normalisation as data, crop/flip augmentation, and DataLoader-free batching."""
+"""Normalisation as data, crop/flip and shift augmentation, and DataLoader-free batching."""
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
 from binarynet import data
-from binarynet.data import ImageDataset, batches, crop_flip, normalization, random_crop_flip, to_float
+from binarynet.data import (ImageDataset, batches, crop_flip, normalization, random_crop_flip, random_shift,
+                            to_float)
 
 CIFAR_CLASSES = data.info("cifar10").classes
 
@@ -96,6 +97,43 @@ def test_random_crop_flip_draw_order_and_reproducibility():
     assert not torch.equal(out, random_crop_flip(images, torch.Generator().manual_seed(8)))
     assert 0 < int(flip.sum()) < 64 and len(set(top.tolist())) > 3
 
+
+
+def test_random_shift_translates_without_mirroring_and_fills_black():
+    images = torch.zeros(64, 1, 9, 9, dtype=torch.uint8)
+    images[:, 0, 4, 3] = 255                            # one bright pixel left of the centre
+    out = random_shift(images, torch.Generator().manual_seed(3))
+    top, left, flip = data.draw_augmentation("shift", 64, torch.Generator().manual_seed(3))
+    assert not flip.any() and top.min() == 0 and top.max() == 4 and len(set(left.tolist())) == 5
+    assert torch.equal(out, crop_flip(images, top, left, flip.bool(), 2))
+    rows, cols = torch.nonzero(out[:, 0] == 255, as_tuple=True)[1:]
+    # a crop at (top, left) of the 2-padded image moves the content by (2 - top, 2 - left)
+    assert torch.equal(rows, 4 + 2 - top) and torch.equal(cols, 3 + 2 - left)
+    assert int((out > 0).sum()) == 64                   # nothing but black came in
+
+
+def test_augmentation_by_name_is_the_same_draw_and_crop_as_the_functions():
+    images = cifar_like(32).images
+    draws = data.draw_augmentation("crop_flip", 32, torch.Generator().manual_seed(5))
+    assert torch.equal(data.apply_augmentation("crop_flip", images, draws),
+                       random_crop_flip(images, torch.Generator().manual_seed(5)))
+    draws = data.draw_augmentation("shift", 32, torch.Generator().manual_seed(5))
+    assert torch.equal(data.apply_augmentation("shift", images, draws),
+                       random_shift(images, torch.Generator().manual_seed(5)))
+    with pytest.raises(ValueError, match="augment must be one of \\['none', 'crop_flip', 'shift'\\], got 'rotate'"):
+        data.draw_augmentation("rotate", 4)
+
+
+def test_check_augmentation_names_the_field_and_the_misfit():
+    data.check_augmentation("shift", "mnist", (1, 28, 28))     # digits survive a shift
+    data.check_augmentation("crop_flip", "cifar10", (3, 32, 32))
+    with pytest.raises(ValueError, match="augment crop_flip mirrors images, .* dataset mnist"):
+        data.check_augmentation("crop_flip", "mnist", (1, 28, 28))
+    with pytest.raises(ValueError, match="augment shift needs \\(C, H, W\\) images of at least 4x4 .* "
+                                         "dataset flat has images of shape \\(784,\\)"):
+        data.check_augmentation("shift", "flat", (784,))
+    with pytest.raises(ValueError, match="augment shift needs .* shape \\(1, 3, 28\\)"):
+        data.check_augmentation("shift", "strips", (1, 3, 28))
 
 # ---------------------------------------------------------------- batches
 

@@ -1,9 +1,11 @@
 """Recipes: the paper's settings, overrides from the command line, validation."""
 import math
+import pathlib
+import re
 
 import pytest
 
-from binarynet.train import recipes, schedule
+from binarynet.train import recipe_results, recipes, schedule
 from binarynet.train.recipes import Recipe
 
 
@@ -97,6 +99,23 @@ def test_step_schedule_needs_a_period():
     with pytest.raises(ValueError, match="lr_step_epochs"):
         recipes.apply_overrides(recipes.get("mnist_mlp"), {"lr_schedule": "step"})
 
+
+
+def test_quick_mnist_recipe_holds_its_validation_choice():
+    # results/mnist_mlp_quick_cosine.md: chosen on the validation split over two seeds
+    r = recipes.get("mnist_mlp_quick")
+    assert (r.lr_schedule, r.lr, r.lr_end, r.lr_warmup_epochs) == ("cosine", 3e-3, 3e-6, 0)
+    assert (r.epochs, r.batch_size, r.augment, r.train_split, r.val_split) == (10, 100, "none", "train", "val")
+    assert r.model_overrides == {"hidden": 1024, "dropout_in": 0.0, "dropout_hidden": 0.1}
+    assert "results/mnist_mlp_quick_cosine.md" in recipe_results.result("mnist_mlp_quick")
+
+
+def test_recorded_results_cite_pages_that_exist():
+    root = pathlib.Path(__file__).resolve().parents[1]
+    for name, text in recipe_results.RESULTS.items():
+        assert name in recipes.names()
+        pages = re.findall(r"results/[\w.-]+\.md", text)
+        assert pages and all((root / page).is_file() for page in pages), (name, pages)
 
 # -- schedules ---------------------------------------------------------------------------------
 

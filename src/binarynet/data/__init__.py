@@ -15,7 +15,8 @@ Typical use::
   ("train", "val", "test", "train_full"; SVHN "extra").
 - Normalisation as data: :func:`normalization` -> (scale, offset), :func:`to_float` (or a
   :func:`normalization_table` built once and :func:`apply_table`).
-- Iteration: :func:`batches` (shuffle, shards, augmentation such as :func:`random_crop_flip`).
+- Iteration: :func:`batches` (shuffle, shards, augmentation such as :func:`random_crop_flip`,
+  :func:`random_shift`; by a recipe's name: :func:`draw_augmentation`, :func:`apply_augmentation`).
 - On disk, batch by batch: :class:`ImageFolder` (ImageNet layout root/split/class/*.JPEG, with
   the standard 224 training and evaluation transforms; needs Pillow).
 
@@ -30,11 +31,13 @@ from .fetch import URL_ENV, download
 from .imagefolder import ImageFolder, imagenet_normalization
 from .formats import (read_cifar10_bin, read_cifar10_python, read_idx_images, read_idx_labels,
                       read_mnist, read_svhn_mat)
-from .transforms import (apply_table, check_crop_flip, crop_flip, draw_crop_flip, normalization,
-                         normalization_table, random_crop_flip, to_float)
+from .transforms import (AUGMENTATIONS, Augmentation, apply_augmentation, apply_table, augmentation,
+                         check_augmentation, check_crop_flip, crop_flip, draw_augmentation, draw_crop_flip,
+                         normalization, normalization_table, random_crop_flip, random_shift, to_float)
 
 __all__ = [
-    "Batches", "DATA_ENV", "DatasetInfo", "ImageDataset", "ImageFolder", "imagenet_normalization", "SPLITS", "URL_ENV", "apply_table", "batches",
+    "AUGMENTATIONS", "Augmentation", "apply_augmentation", "augmentation", "check_augmentation",
+    "draw_augmentation", "random_shift", "Batches", "DATA_ENV", "DatasetInfo", "ImageDataset", "ImageFolder", "imagenet_normalization", "SPLITS", "URL_ENV", "apply_table", "batches",
     "check_crop_flip", "crop_flip", "download", "draw_crop_flip", "info", "load", "locate", "names", "normalization", "normalization_table",
     "random_crop_flip", "read_cifar10_bin", "read_cifar10_python", "read_idx_images",
     "read_idx_labels", "read_mnist", "read_svhn_mat", "resolve_data_dir", "to_float",

@@ -1,4 +1,4 @@
-"""Input normalisation as data, and the augmentation of modern recipes (torch).
+"""Input normalisation as data, and the augmentations of recipes (torch): crop + flip, shift.
 
 The models take float images ``x_f = x_u8 * scale[c] + offset[c]`` (per channel c). Keeping
 (scale, offset) as plain numbers lets export fold them into the first layer, so the deployed
@@ -6,6 +6,7 @@ engine takes the uint8 images directly.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -91,14 +92,16 @@ def crop_flip(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip:
     return padded.reshape(-1).index_select(0, index.reshape(-1)).view(n, c, h, w)
 
 
-def draw_crop_flip(n: int, generator: torch.Generator | None = None, padding: int = 4) -> torch.Tensor:
+def draw_crop_flip(n: int, generator: torch.Generator | None = None, padding: int = 4,
+                   flip: bool = True) -> torch.Tensor:
     """int64 (3, n): the top offsets, left offsets (uniform in 0..2*padding) and flips (0/1) of
     :func:`random_crop_flip`, drawn in this order from ``generator`` (a CPU torch.Generator;
-    None: torch's default). One tensor, so a trainer moves a step's draws in one copy."""
+    None: torch's default). One tensor, so a trainer moves a step's draws in one copy.
+    ``flip=False`` (a shift): the flips are all 0 and not drawn."""
     top = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
     left = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    flip = torch.randint(0, 2, (n,), generator=generator)
-    return torch.stack([top, left, flip])
+    flips = torch.randint(0, 2, (n,), generator=generator) if flip else torch.zeros(n, dtype=torch.int64)
+    return torch.stack([top, left, flips])
 
 
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator | None = None,
@@ -113,13 +116,66 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator | None = N
     return crop_flip(images, top, left, flip.bool(), padding)
 
 
-def check_crop_flip(dataset: str, image_shape: Sequence[int], padding: int = 4) -> None:
-    """ValueError unless crop + flip suits ``dataset``'s images: (C, H, W) with H and W at least
-    2 x ``padding`` (a crop keeps at least half of each side), of a catalog dataset whose
-    classes survive a mirror (not digits). Names that the catalog lacks are checked by shape."""
-    if len(image_shape) != 3 or min(image_shape[1:]) < 2 * padding:
-        raise ValueError(f"augment crop_flip needs (C, H, W) images of at least {2 * padding}x{2 * padding} "
+def random_shift(images: torch.Tensor, generator: torch.Generator | None = None,
+                 padding: int = 2) -> torch.Tensor:
+    """Random translation by up to ``padding`` pixels each way, the gap filled with 0 (black):
+    :func:`random_crop_flip` without the mirror, so it suits digits too (the ``shift``
+    augmentation of recipes). Pass it as ``augment=`` to :func:`batches`."""
+    top, left, flip = draw_crop_flip(images.shape[0], generator, padding, flip=False)
+    return crop_flip(images, top, left, flip.bool(), padding)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """A recipe's ``augment``: crop from the image zero-padded by ``padding`` pixels, mirrored
+    left-right at random when ``flip``."""
+    padding: int
+    flip: bool
+
+
+# The recipes' augmentations by name ("none" is the absence of one).
+AUGMENTATIONS = {
+    "crop_flip": Augmentation(padding=4, flip=True),   # the CIFAR standard (modern BNN recipes)
+    "shift": Augmentation(padding=2, flip=False),      # +-2 pixels, for digits and other small images
+}
+
+
+def augmentation(name: str) -> Augmentation:
+    """The :class:`Augmentation` of recipe field ``augment`` = ``name``; ValueError naming the field."""
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {['none', *AUGMENTATIONS]}, got {name!r}")
+    return AUGMENTATIONS[name]
+
+
+def draw_augmentation(name: str, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """int64 (3, n) draws of augmentation ``name`` for n images (:func:`draw_crop_flip`), on the
+    CPU, so a seeded generator gives the same batch on any device."""
+    spec = augmentation(name)
+    return draw_crop_flip(n, generator, spec.padding, spec.flip)
+
+
+def apply_augmentation(name: str, images: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """``images`` uint8 (N, C, H, W) augmented by ``name`` with :func:`draw_augmentation`'s
+    ``draws`` (on the images' device)."""
+    top, left, flip = draws
+    return crop_flip(images, top, left, flip.bool(), augmentation(name).padding)
+
+
+def check_augmentation(name: str, dataset: str, image_shape: Sequence[int]) -> None:
+    """ValueError naming the field ``augment`` unless augmentation ``name`` suits ``dataset``'s
+    images: (C, H, W) with H and W at least twice its padding (a crop keeps at least half of
+    each side), and, when it mirrors, of a catalog dataset whose classes survive a mirror (not
+    digits). Names that the catalog lacks are checked by shape."""
+    spec = augmentation(name)
+    side = 2 * spec.padding
+    if len(image_shape) != 3 or min(image_shape[1:]) < side:
+        raise ValueError(f"augment {name} needs (C, H, W) images of at least {side}x{side} "
                          f"pixels; dataset {dataset} has images of shape {tuple(image_shape)}")
-    if dataset in catalog.names() and not catalog.get(dataset).flip_invariant:
-        raise ValueError(f"augment crop_flip mirrors images, which changes the classes of dataset "
+    if spec.flip and dataset in catalog.names() and not catalog.get(dataset).flip_invariant:
+        raise ValueError(f"augment {name} mirrors images, which changes the classes of dataset "
                          f"{dataset} (e.g. digits); use augment none")
+
+
+def check_crop_flip(dataset: str, image_shape: Sequence[int]) -> None:
+    """:func:`check_augmentation` of ``crop_flip``."""
+    check_augmentation("crop_flip", dataset, image_shape)

@@ -315,11 +315,13 @@ register(Recipe(
 ))
 register(Recipe(
     name="mnist_mlp_quick",
-    description="MNIST MLP 3x1024 (paper layout, dropout 0/.1 for a 10-epoch budget, chosen on the "
-    "validation split), Adam 3e-3->3e-6 over 10 epochs; about 4 minutes on 2 CPU cores, 2.0% test error",
+    description="MNIST MLP 3x1024 (paper layout, dropout 0/.1 for a 10-epoch budget), Adam 3e-3 with "
+    "a cosine decay to 3e-6 over 10 epochs, batch 100 (schedule chosen on the validation split over two "
+    "seeds, results/mnist_mlp_quick_cosine.md)",
     model="mnist_mlp", dataset="mnist",
     model_overrides={"hidden": 1024, "dropout_in": 0.0, "dropout_hidden": 0.1},
-    optimizer="adam", lr=3e-3, lr_end=3e-6, batch_size=100, epochs=10, seed=1234,
+    # cosine: the rate stays near its peak for half the budget instead of halving every epoch
+    optimizer="adam", lr=3e-3, lr_end=3e-6, lr_schedule="cosine", batch_size=100, epochs=10, seed=1234,
 ))
 register(Recipe(
     name="mnist_mlp_cpu_hour",
