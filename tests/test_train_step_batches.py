@@ -13,18 +13,19 @@ def dataset(n=64, shape=(3, 12, 12)):
 
 
 @pytest.mark.parametrize("resident", [True, False])
-@pytest.mark.parametrize("augment", [False, True])
+@pytest.mark.parametrize("augment", ["none", "crop_flip", "shift"])
 def test_same_batch_as_data_batches(resident, augment):
     ds, norm = dataset(), ((0.01, 0.02, 0.03), (-1.0, -0.5, 0.25))
     indices = torch.tensor([5, 0, 63, 17, 17, 2])
     want = next(iter(data.batches(ds, len(indices), sampler_indices=indices, normalization=norm,
-                                  augment=data.random_crop_flip if augment else None,
+                                  augment={"none": None, "crop_flip": data.random_crop_flip,
+                                           "shift": data.random_shift}[augment],
                                   generator=torch.Generator().manual_seed(9))))
     source = StepBatches(ds, norm, torch.device("cpu"), augment=augment, resident=resident)
     got = source.batch(indices, torch.Generator().manual_seed(9))
     assert source.resident is resident and source.home == torch.device("cpu")
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
-    if augment:  # the crops did something
+    if augment != "none":  # the crops did something
         plain = StepBatches(ds, norm, torch.device("cpu")).batch(indices)[0]
         assert not torch.equal(got[0], plain)
 

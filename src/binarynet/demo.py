@@ -33,7 +33,7 @@ RECIPE = "mnist_mlp_quick"
 DEFAULT_EPOCHS = 3
 DEFAULT_HIDDEN = 1024
 MODEL_OVERRIDES = {"dropout_in": 0.0, "dropout_hidden": 0.0}
-RECIPE_OVERRIDES = {"lr_end": 3e-5}
+RECIPE_OVERRIDES = {"lr_end": 3e-5, "lr_schedule": "exponential"}
 LARGE_BATCH = 1000
 
 

@@ -151,13 +151,14 @@ class Trainer:
             raise RecipeError(f"recipe {recipe.name}: batch_size {self.batch_size} x {ctx.world_size} processes "
                               f"is larger than the training split: it has {len(self.train_set)} samples, fewer "
                               f"than one global batch of {self.global_batch}")
-        if recipe.augment == "crop_flip":
+        if recipe.augment != "none":
             try:
-                data.check_crop_flip(recipe.dataset, tuple(self.train_set.images.shape[1:]))
+                data.check_augmentation(recipe.augment, recipe.dataset,
+                                        tuple(self.train_set.images.shape[1:]))
             except ValueError as exc:
                 raise RecipeError(f"recipe {recipe.name}: {exc}") from None
         self.batches = StepBatches(self.train_set, self.normalization, self.device,
-                                   augment=recipe.augment == "crop_flip")
+                                   augment=recipe.augment)
 
     def _build_model(self, resumed: dict | None) -> None:
         """Model, loss, optimizer and loss scaler; the checkpoint's state when resuming; DDP."""

@@ -16,13 +16,14 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from .. import data
 from ..errors import BinarynetError
 from .schedule import SCHEDULES
 
 OPTIMIZERS = ("adam", "shift_adamax", "bop_adam")
 LOSSES = ("squared_hinge", "cross_entropy")
 LR_SCALINGS = ("sqrt", "linear", "none")
-AUGMENTATIONS = ("none", "crop_flip")
+AUGMENTATIONS = ("none", *data.AUGMENTATIONS)  # crop_flip, shift
 NORMALIZATIONS = ("paper", "meanstd")
 
 

@@ -34,12 +34,13 @@ def fits_on(device: torch.device, nbytes: int) -> bool:
 class StepBatches:
     """Training batches of one split on ``device``: ``batch(indices, generator) -> (x, y)``.
 
-    ``normalization``: the (scale, offset) pair of the run; ``augment``: crop + flip each batch
-    (:func:`binarynet.data.random_crop_flip`'s draws); ``resident``: keep the split on the device
+    ``normalization``: the (scale, offset) pair of the run; ``augment``: an augmentation's name
+    (:data:`binarynet.data.AUGMENTATIONS`: "crop_flip", "shift") or "none", drawn on the host as
+    :func:`binarynet.data.batches` draws it; ``resident``: keep the split on the device
     (default: when it fits, :func:`fits_on`).
     """
 
-    def __init__(self, dataset, normalization: tuple, device: torch.device, augment: bool = False,
+    def __init__(self, dataset, normalization: tuple, device: torch.device, augment: str = "none",
                  resident: bool | None = None):
         self.device = torch.device(device)
         # An image folder (ImageNet) is read from disk each step, its own transforms included.
@@ -73,7 +74,7 @@ class StepBatches:
             return data.apply_table(images, self.table), labels
         images = self._to_device(self.images.index_select(0, indices))
         labels = self._to_device(self.labels.index_select(0, indices))
-        if self.augment:
-            top, left, flip = self._to_device(data.draw_crop_flip(len(indices), generator))
-            images = data.crop_flip(images, top, left, flip.bool())
+        if self.augment != "none":
+            draws = self._to_device(data.draw_augmentation(self.augment, len(indices), generator))
+            images = data.apply_augmentation(self.augment, images, draws)
         return data.apply_table(images, self.table), labels
