@@ -24,13 +24,7 @@ HYP = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChec
 
 
 # -- helpers -----------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors: threads only add contention on the shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest)
 
 
 def randomize(model, seed, zero_gamma=0.15, first_bias_dyadic=True):

@@ -20,12 +20,7 @@ from binarynet.export.writer import GraphWriter
 from binarynet.models import registry
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest)
 
 
 def realistic(model, x, batches=3):

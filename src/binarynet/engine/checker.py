@@ -171,3 +171,12 @@ class Checker:
         if ho < 1 or wo < 1:
             self.fail(i, f"{op['op']}: kernel {kernel} does not fit the {h}x{w} input")
         return c, o, kernel, groups, ho, wo
+
+    def binary_conv(self, i, op, act):
+        """A binary convolution of bits ``act``: its geometry, pad mode and packed weight
+        (O, KH, KW, words(C/g)); returns (O, Ho, Wo)."""
+        self.expect(i, op, act, "bits", 3)
+        c, o, kernel, groups, ho, wo = self.conv_attrs(i, op, act)
+        self.choice_attr(i, op, "pad_mode", PAD_MODES)
+        self.packed_weight(i, op, (o, kernel[0], kernel[1], words(c // groups)), c // groups)
+        return o, ho, wo

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checker import LIMITS, PAD_MODES, pool_output_size, words
+from .checker import LIMITS, pool_output_size, words
 
 __all__ = ["OPS", "ARITY", "CHECKS"]
 
@@ -52,10 +52,7 @@ def _dense_real(chk, i, op, act, graph, integer):
 
 
 def _bconv(chk, i, op, act, graph, integer):
-    chk.expect(i, op, act, "bits", 3)
-    c, o, kernel, groups, ho, wo = chk.conv_attrs(i, op, act)
-    chk.choice_attr(i, op, "pad_mode", PAD_MODES)
-    chk.packed_weight(i, op, (o, kernel[0], kernel[1], words(c // groups)), c // groups)
+    o, ho, wo = chk.binary_conv(i, op, act)
     chk.tensor(i, op, "scale", np.float32, (o,))
     chk.tensor(i, op, "shift", np.float32, (o,))
     chk.no_extra_roles(i, op, ["weight", "scale", "shift"])

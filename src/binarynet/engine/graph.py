@@ -355,10 +355,7 @@ def _dense(chk, i, op, act, graph, integer):
 
 
 def _conv(chk, i, op, act, graph, integer):
-    chk.expect(i, op, act, "bits", 3)
-    c, o, kernel, groups, ho, wo = chk.conv_attrs(i, op, act)
-    chk.choice_attr(i, op, "pad_mode", PAD_MODES)
-    chk.packed_weight(i, op, (o, kernel[0], kernel[1], words(c // groups)), c // groups)
+    o, ho, wo = chk.binary_conv(i, op, act)
     chk.tensor(i, op, "thresh", np.int32, (o,))
     chk.tensor(i, op, "flip", np.bool_, (o,))
     chk.no_extra_roles(i, op, ["weight", "thresh", "flip"])
