@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import float_ops
 from .graph import as_pair, conv_geometry
 
 WORD_BITS = 64
@@ -619,6 +620,38 @@ def sign_pack(x, thresh, flip) -> np.ndarray:
     """
     x, thresh, flip = _check_sign_pack(x, thresh, flip)
     return _pack_bool(np.where(flip, x <= thresh, x >= thresh))
+
+
+# ----------------------------------------------------------------------------------------------
+# real-valued convolution (conv_real and dense_real of graph format 3)
+# ----------------------------------------------------------------------------------------------
+def _check_conv2d_float(x, weight, bias, stride, padding, dilation, groups):
+    """Validate a float32 conv's operands; returns (x, weight, bias, stride, padding, dilation,
+    groups, Ho, Wo)."""
+    op = "conv2d_float"
+    x = _check_array(op, "x", x, np.float32, 4)
+    weight = _check_array(op, "weight", weight, np.float32, 4)
+    groups = _check_length(op, "groups", groups)
+    c, o = x.shape[3], weight.shape[0]
+    if c % groups or o % groups:
+        raise ValueError(f"{op}: groups = {groups} must divide the input channels {c} and the "
+                         f"output channels {o}")
+    if weight.shape[3] != c // groups:
+        raise ValueError(f"{op}: weight must have C/groups = {c // groups} input channels, got "
+                         f"shape {weight.shape}")
+    bias = _check_channels_f32(op, "bias", bias, o)
+    geometry = conv_geometry(op, x.shape, weight.shape, stride, padding, dilation, "zero")
+    return (x, weight, bias, *geometry[:3], groups, *geometry[3:])
+
+
+def conv2d_float(x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+    """float32 convolution with zero padding: x (N, H, W, C) C-contiguous, weight
+    (O, KH, KW, C/groups), bias (O,) -> (N, Ho, Wo, O); :func:`float_ops.conv_real` (numpy
+    matmul order; the compiled kernel sums in its own order)."""
+    x, weight, bias, stride, padding, dilation, groups, _, _ = _check_conv2d_float(
+        x, weight, bias, stride, padding, dilation, groups)
+    return np.ascontiguousarray(
+        float_ops.conv_real(x, weight, bias, stride, padding, dilation, groups), np.float32)
 
 
 def set_num_threads(n) -> None:

@@ -196,6 +196,35 @@ extern const bn_float_kernel bn_float_avx512;
 int bn_first_dense_float(const void *x, int f64, const uint64_t *w, size_t m, size_t n, size_t k,
                          double *out);
 
+/* ---- real-valued convolution (float_conv.c) -------------------------------------------------- */
+/* x float32 (N, H, W, C), weights (O, KH, KW, C/groups), bias (O,), zero padding -> float32
+ * (N, Ho, Wo, O); groups divides C and O. */
+typedef struct {
+    size_t n, h, w, c, o, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, groups;
+} bn_fconv_shape;
+typedef struct {
+    const bn_fconv_shape *s;
+    const float *x, *bias;
+    const float *panels; /* the re-laid weights (float_conv.c), 64-byte aligned */
+    const float *zeros;  /* C + 16 zeros: the padding's pixel */
+    float *out;
+    size_t cg, og, opad; /* per group: input and output channels; panel row length */
+    int depthwise;       /* cg == og == 1: channels across the lanes */
+} bn_fconv_job;
+typedef struct {
+    const char *name;
+    /* output rows [r0, r1) of the N * Ho rows; scratch: kh * kw * 6 input pointers */
+    void (*rows)(const bn_fconv_job *j, size_t r0, size_t r1, const float **scratch);
+} bn_fconv_kernel;
+
+extern const bn_fconv_kernel bn_fconv_portable;
+#if BN_X86
+extern const bn_fconv_kernel bn_fconv_avx512;
+#endif
+/* BN_OK, BN_ENOMEM or BN_EOVERFLOW */
+int bn_conv2d_float(const bn_fconv_shape *s, const float *x, const float *w, const float *bias,
+                    float *out);
+
 /* ---- in-register peak probe (probe.c) -------------------------------------------------------- */
 typedef struct {
     const char *name;
@@ -226,6 +255,7 @@ typedef struct {
     const bn_transform_kernel *transform; /* *_transform, sign_pack */
     const bn_probe_kernel *probe;  /* xor_popcount_probe */
     const bn_float_kernel *float_dense; /* first_dense_float */
+    const bn_fconv_kernel *float_conv;  /* conv2d_float */
 } bn_isa_row;
 
 int bn_isa_supported(int isa);
