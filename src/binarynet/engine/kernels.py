@@ -423,9 +423,9 @@ def sign_pack(x, thresh, flip) -> np.ndarray:
 def conv2d_float(x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
                  groups=1) -> np.ndarray:
     """float32 convolution with zero padding -> (N, Ho, Wo, O); see
-    :func:`binarynet.engine.reference.conv2d_float`. Direct (no patch matrix, no BLAS), output
-    channels across the vector lanes, float32 sums in the kernel's own order; a dense layer is
-    the 1x1 conv of (N, 1, 1, K) by (O, 1, 1, K)."""
+    :func:`binarynet.engine.reference.conv2d_float` (bit for bit: float64 sums in a fixed
+    order). Direct (no patch matrix, no BLAS), output channels across the vector lanes; a dense
+    layer is the 1x1 conv of (N, 1, 1, K) by (O, 1, 1, K)."""
     x, weight, bias, stride, padding, dilation, groups, ho, wo = _ref._check_conv2d_float(
         x, weight, bias, stride, padding, dilation, groups)
     n, h, wd, c = x.shape

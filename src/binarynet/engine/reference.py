@@ -646,12 +646,25 @@ def _check_conv2d_float(x, weight, bias, stride, padding, dilation, groups):
 
 def conv2d_float(x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
     """float32 convolution with zero padding: x (N, H, W, C) C-contiguous, weight
-    (O, KH, KW, C/groups), bias (O,) -> (N, Ho, Wo, O); :func:`float_ops.conv_real` (numpy
-    matmul order; the compiled kernel sums in its own order)."""
-    x, weight, bias, stride, padding, dilation, groups, _, _ = _check_conv2d_float(
+    (O, KH, KW, C/groups), bias (O,) -> (N, Ho, Wo, O); :func:`float_ops.conv_real` up to the
+    sums, which are float64 in a fixed order (the compiled kernel's, bit for bit): y = bias,
+    then for each tap (kh, kw) and each input channel ci of the group, y = y + x * w (the
+    product exact), and finally y rounded to float32."""
+    x, weight, bias, stride, padding, dilation, groups, ho, wo = _check_conv2d_float(
         x, weight, bias, stride, padding, dilation, groups)
-    return np.ascontiguousarray(
-        float_ops.conv_real(x, weight, bias, stride, padding, dilation, groups), np.float32)
+    n = x.shape[0]
+    o, kh, kw, cg = weight.shape
+    (ph, pw), og = padding, o // groups
+    padded = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0))).astype(np.float64)
+    w64 = weight.astype(np.float64)
+    y = np.broadcast_to(bias.astype(np.float64), (n, ho, wo, o)).copy()
+    with np.errstate(all="ignore"):  # inf / NaN propagate as in the kernel
+        for t, view in enumerate(float_ops.taps(padded, (kh, kw), stride, dilation, (ho, wo))):
+            for ci in range(cg):
+                # input channel g * cg + ci feeds the og outputs of group g
+                xs = view[..., ci::cg] if og == 1 else np.repeat(view[..., ci::cg], og, axis=3)
+                y += xs * w64[:, t // kw, t % kw, ci]
+        return y.astype(np.float32)
 
 
 def set_num_threads(n) -> None:

@@ -205,16 +205,18 @@ typedef struct {
 typedef struct {
     const bn_fconv_shape *s;
     const float *x, *bias;
-    const float *panels; /* the re-laid weights (float_conv.c), 64-byte aligned */
-    const float *zeros;  /* C + 16 zeros: the padding's pixel */
+    const double *panels; /* the re-laid weights (float_conv.c), 64-byte aligned */
+    const float *zeros;   /* C + 16 zeros: the padding's pixel */
     float *out;
-    size_t cg, og, opad; /* per group: input and output channels; panel row length */
-    int depthwise;       /* cg == og == 1: channels across the lanes */
+    size_t cg, og, opad;  /* per group: input and output channels; panel row length */
+    int depthwise;        /* cg == og == 1: channels across the lanes */
 } bn_fconv_job;
+/* per-worker scratch: kh * kw * 6 input pointers, then O doubles */
+#define BN_FCONV_TILE 6
 typedef struct {
     const char *name;
-    /* output rows [r0, r1) of the N * Ho rows; scratch: kh * kw * 6 input pointers */
-    void (*rows)(const bn_fconv_job *j, size_t r0, size_t r1, const float **scratch);
+    /* output rows [r0, r1) of the N * Ho rows */
+    void (*rows)(const bn_fconv_job *j, size_t r0, size_t r1, const float **px, double *acc);
 } bn_fconv_kernel;
 
 extern const bn_fconv_kernel bn_fconv_portable;

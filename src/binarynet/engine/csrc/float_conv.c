@@ -1,19 +1,23 @@
 /* conv2d_float: the real-valued stream's convolutions (graph format 3 conv_real, and dense_real
- * as a 1x1 conv on a 1x1 map), direct, float32 accumulation, on the engine's thread pool.
+ * as a 1x1 conv on a 1x1 map), direct, on the engine's thread pool.
  *
  * No patch matrix and no BLAS: the shapes of a BNN's real layers (a 3-channel stem, depthwise
  * 3x3, 1x1 convs on small maps, batch 1) are far from what a GEMM library tunes for, and its
  * own threads would compete with this pool. Output channels run across the vector lanes: the
- * weights are re-laid once per call into panels (group, tap, input channel, 16-lane rows of
- * output channels, zeros past the group's outputs), so every input value is broadcast against
- * a contiguous row of weights and every accumulator lane is one finished output. Depthwise convs
- * (one input and one output channel per group) instead put the channels themselves across the
- * lanes (panels (tap, channels)). Taps that fall on the zero padding read a zero row, so border
- * pixels take the same code path as interior ones.
+ * weights are re-laid once per call into panels (group, tap, input channel, rows of the group's
+ * output channels padded with zeros to whole vectors), so every input value is broadcast
+ * against a contiguous row of weights and every accumulator lane is one finished output.
+ * Depthwise convs (one input and one output channel per group) instead put the channels
+ * themselves across the lanes (panels (tap, channels)). Taps that fall on the zero padding read
+ * a zero row, so border pixels take the same code path as interior ones.
  *
- * The sums may be taken in any order (conv_real is compared with tolerances: docs/design.md),
- * so the AVX-512 kernels use fused multiply-adds although this file is built with
- * -ffp-contract=off for the elementwise ops elsewhere.
+ * Sums are float64, in one fixed order that reference.conv2d_float repeats in numpy: y = bias,
+ * then for each tap (kh, kw) and each input channel of the group, y = y + x * w, and finally y
+ * rounded to float32. A float32 product is exact in float64, so a fused multiply-add gives the
+ * same bits as a multiply and an add, and every ISA row agrees with the reference bit for bit
+ * (a model gives the same floats on every CPU). Float32 sums taken one term at a time would
+ * drift from PyTorch's blocked sums enough to flip near-tie signs in the binary layers after
+ * them; float64 sums are closer to the exact value than either.
  */
 #include "core.h"
 
@@ -24,8 +28,8 @@
 #include <immintrin.h>
 #endif
 
-#define LANES 16 /* output channels per panel row (one zmm of float32) */
-#define TILE 6   /* output pixels per AVX-512 tile (6 x 2 accumulators + 2 weights + 1 input) */
+#define LANES 8            /* float64 lanes of a zmm: the panel rows are whole vectors */
+#define TILE BN_FCONV_TILE /* output pixels per AVX-512 tile (6 x 4 accumulators, 4 weights) */
 
 /* Pointer to input pixel (n, iy, ix) at channel 0, or the zero row when it is padding. */
 static inline const float *tap_pixel(const bn_fconv_job *j, size_t n, size_t oy, size_t ox,
@@ -37,37 +41,37 @@ static inline const float *tap_pixel(const bn_fconv_job *j, size_t n, size_t oy,
     return j->x + ((n * s->h + (size_t)iy) * s->w + (size_t)ix) * s->c;
 }
 
-/* ---- portable: the reference (plain C; the compiler vectorises the inner loops) ------------ */
-static void pixel_portable(const bn_fconv_job *j, size_t n, size_t oy, size_t ox, float *y) {
+/* ---- portable: the reference (plain C) ------------------------------------------------------ */
+static void pixel_portable(const bn_fconv_job *j, size_t n, size_t oy, size_t ox, double *acc,
+                           float *y) {
     const bn_fconv_shape *s = j->s;
     const size_t taps = s->kh * s->kw;
-    memcpy(y, j->bias, s->o * sizeof(float));
-    if (j->depthwise) {
-        for (size_t t = 0; t < taps; ++t) {
-            const float *xp = tap_pixel(j, n, oy, ox, t), *wp = j->panels + t * j->opad;
-            for (size_t c = 0; c < s->o; ++c) y[c] += xp[c] * wp[c];
-        }
-        return;
-    }
+    for (size_t o = 0; o < s->o; ++o) acc[o] = (double)j->bias[o];
     for (size_t g = 0; g < s->groups; ++g) {
-        float *yg = y + g * j->og;
+        double *ag = acc + g * j->og;
         for (size_t t = 0; t < taps; ++t) {
             const float *xp = tap_pixel(j, n, oy, ox, t) + g * j->cg;
-            const float *wp = j->panels + (g * taps + t) * j->cg * j->opad;
+            if (j->depthwise) {
+                ag[0] += (double)xp[0] * j->panels[t * j->opad + g];
+                continue;
+            }
+            const double *wp = j->panels + (g * taps + t) * j->cg * j->opad;
             for (size_t ci = 0; ci < j->cg; ++ci, wp += j->opad) {
-                const float xv = xp[ci];
-                for (size_t o = 0; o < j->og; ++o) yg[o] += xv * wp[o];
+                const double xv = (double)xp[ci];
+                for (size_t o = 0; o < j->og; ++o) ag[o] += xv * wp[o];
             }
         }
     }
+    for (size_t o = 0; o < s->o; ++o) y[o] = (float)acc[o];
 }
 
-static void rows_portable(const bn_fconv_job *j, size_t r0, size_t r1, const float **scratch) {
+static void rows_portable(const bn_fconv_job *j, size_t r0, size_t r1, const float **px,
+                          double *acc) {
     const bn_fconv_shape *s = j->s;
-    (void)scratch;
+    (void)px;
     for (size_t r = r0; r < r1; ++r)
         for (size_t ox = 0; ox < s->wo; ++ox)
-            pixel_portable(j, r / s->ho, r % s->ho, ox, j->out + (r * s->wo + ox) * s->o);
+            pixel_portable(j, r / s->ho, r % s->ho, ox, acc, j->out + (r * s->wo + ox) * s->o);
 }
 
 const bn_fconv_kernel bn_fconv_portable = {"portable", rows_portable};
@@ -77,47 +81,51 @@ const bn_fconv_kernel bn_fconv_portable = {"portable", rows_portable};
 #define AVX512_FCONV __attribute__((target("avx512f")))
 #define INLINE inline __attribute__((always_inline))
 
-AVX512_FCONV static INLINE __mmask16 lanes_upto(size_t valid) {
-    return valid >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << valid) - 1);
+AVX512_FCONV static INLINE __mmask8 lanes_upto(size_t valid) {
+    return valid >= LANES ? (__mmask8)0xFF : (__mmask8)((1u << valid) - 1);
 }
 
-/* nr (<= TILE) pixels x nv (1 or 2) vectors of output channels [ob, ob + 16 nv) of group g.
+/* up to 8 float32 -> float64 (lanes past m are 0) */
+AVX512_FCONV static INLINE __m512d load8(__mmask8 m, const float *p) {
+    return _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_maskz_loadu_ps(m, p)));
+}
+
+AVX512_FCONV static INLINE void store8(__mmask8 m, float *p, __m512d v) {
+    _mm512_mask_storeu_ps(p, m, _mm512_castps256_ps512(_mm512_cvtpd_ps(v)));
+}
+
+/* nr (<= TILE) pixels x nv (<= 4) vectors of output channels [ob, ob + 8 nv) of group g.
  * px: the pixels' tap pointers, px[t * TILE + r], at the group's first input channel. */
 AVX512_FCONV static INLINE void tile_avx512(const bn_fconv_job *j, const float *const *px,
                                             size_t g, size_t ob, const int nr, const int nv,
                                             float *const *py) {
     const size_t taps = j->s->kh * j->s->kw, opad = j->opad;
-    const size_t valid = j->og - ob;
-    const __mmask16 m0 = lanes_upto(valid), m1 = valid > LANES ? lanes_upto(valid - LANES) : 0;
-    const float *bias = j->bias + g * j->og + ob;
-    __m512 acc[TILE][2];
-    const __m512 b0 = _mm512_maskz_loadu_ps(m0, bias);
-    const __m512 b1 = nv > 1 ? _mm512_maskz_loadu_ps(m1, bias + LANES) : b0;
-    for (int r = 0; r < nr; ++r) {
-        acc[r][0] = b0;
-        acc[r][1] = b1;
+    __mmask8 m[4];
+    __m512d acc[TILE][4];
+    for (int v = 0; v < nv; ++v) {
+        const size_t lo = ob + (size_t)v * LANES;
+        m[v] = lo < j->og ? lanes_upto(j->og - lo) : 0;
+        const __m512d b = load8(m[v], j->bias + g * j->og + lo);
+        for (int r = 0; r < nr; ++r) acc[r][v] = b;
     }
-    const float *wp = j->panels + g * taps * j->cg * opad + ob;
+    const double *wp = j->panels + g * taps * j->cg * opad + ob;
     for (size_t t = 0; t < taps; ++t) {
         const float *const *pt = px + t * TILE;
         for (size_t ci = 0; ci < j->cg; ++ci, wp += opad) {
-            const __m512 w0 = _mm512_load_ps(wp);
-            const __m512 w1 = nv > 1 ? _mm512_load_ps(wp + LANES) : w0;
+            __m512d w[4];
+            for (int v = 0; v < nv; ++v) w[v] = _mm512_load_pd(wp + v * LANES);
             for (int r = 0; r < nr; ++r) {
-                const __m512 xv = _mm512_set1_ps(pt[r][ci]);
-                acc[r][0] = _mm512_fmadd_ps(xv, w0, acc[r][0]);
-                if (nv > 1) acc[r][1] = _mm512_fmadd_ps(xv, w1, acc[r][1]);
+                const __m512d xv = _mm512_set1_pd((double)pt[r][ci]);
+                for (int v = 0; v < nv; ++v) acc[r][v] = _mm512_fmadd_pd(xv, w[v], acc[r][v]);
             }
         }
     }
-    for (int r = 0; r < nr; ++r) {
-        float *y = py[r] + g * j->og + ob;
-        _mm512_mask_storeu_ps(y, m0, acc[r][0]);
-        if (nv > 1) _mm512_mask_storeu_ps(y + LANES, m1, acc[r][1]);
-    }
+    for (int r = 0; r < nr; ++r)
+        for (int v = 0; v < nv; ++v)
+            store8(m[v], py[r] + g * j->og + ob + (size_t)v * LANES, acc[r][v]);
 }
 
-/* nr pixels, all groups and output channels (two vectors at a time, then one) */
+/* nr pixels, all groups and output channels (four vectors at a time, then two, then one) */
 AVX512_FCONV static INLINE void pixels_avx512(const bn_fconv_job *j, const float **px,
                                               const int nr, float *const *py) {
     const size_t taps = j->s->kh * j->s->kw;
@@ -126,33 +134,38 @@ AVX512_FCONV static INLINE void pixels_avx512(const bn_fconv_job *j, const float
             for (size_t t = 0; t < taps; ++t)
                 for (int r = 0; r < nr; ++r) px[t * TILE + r] += j->cg;
         size_t ob = 0;
-        for (; ob + LANES < j->og; ob += 2 * LANES) tile_avx512(j, px, g, ob, nr, 2, py);
+        for (; ob + 3 * LANES < j->og; ob += 4 * LANES) tile_avx512(j, px, g, ob, nr, 4, py);
+        if (ob + LANES < j->og) {
+            tile_avx512(j, px, g, ob, nr, 2, py);
+            ob += 2 * LANES;
+        }
         if (ob < j->og) tile_avx512(j, px, g, ob, nr, 1, py);
     }
 }
 
-/* depthwise: nr pixels x all channels, 16 at a time */
+/* depthwise: nr pixels x all channels, 8 at a time */
 AVX512_FCONV static INLINE void depthwise_avx512(const bn_fconv_job *j, const float *const *px,
                                                  const int nr, float *const *py) {
     const size_t taps = j->s->kh * j->s->kw, c = j->s->o;
     for (size_t cb = 0; cb < c; cb += LANES) {
-        const __mmask16 m = lanes_upto(c - cb);
-        const __m512 b = _mm512_maskz_loadu_ps(m, j->bias + cb);
-        __m512 acc[TILE];
+        const __mmask8 m = lanes_upto(c - cb);
+        const __m512d b = load8(m, j->bias + cb);
+        __m512d acc[TILE];
         for (int r = 0; r < nr; ++r) acc[r] = b;
         for (size_t t = 0; t < taps; ++t) {
-            const __m512 w = _mm512_load_ps(j->panels + t * j->opad + cb);
+            const __m512d w = _mm512_load_pd(j->panels + t * j->opad + cb);
             for (int r = 0; r < nr; ++r)
-                acc[r] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, px[t * TILE + r] + cb), w, acc[r]);
+                acc[r] = _mm512_fmadd_pd(load8(m, px[t * TILE + r] + cb), w, acc[r]);
         }
-        for (int r = 0; r < nr; ++r) _mm512_mask_storeu_ps(py[r] + cb, m, acc[r]);
+        for (int r = 0; r < nr; ++r) store8(m, py[r] + cb, acc[r]);
     }
 }
 
 AVX512_FCONV static void rows_avx512(const bn_fconv_job *j, size_t r0, size_t r1,
-                                     const float **px) {
+                                     const float **px, double *acc) {
     const bn_fconv_shape *s = j->s;
     const size_t taps = s->kh * s->kw;
+    (void)acc;
     for (size_t row = r0; row < r1; ++row) {
         const size_t n = row / s->ho, oy = row % s->ho;
         for (size_t ox = 0; ox < s->wo; ox += TILE) {
@@ -183,8 +196,8 @@ const bn_fconv_kernel bn_fconv_avx512 = {"avx512f", rows_avx512};
 typedef struct {
     const bn_fconv_job *j;
     const bn_fconv_kernel *kr;
-    size_t rows_per_task, rows;
-    bn_scratch scratch; /* per worker: taps x TILE input pointers */
+    size_t rows_per_task, rows, pointers; /* pointers: taps x TILE, then the O doubles */
+    bn_scratch scratch;
 } fconv_run;
 
 static void fconv_task(void *ctx, long task, int worker) {
@@ -193,22 +206,30 @@ static void fconv_task(void *ctx, long task, int worker) {
     if (!px) return;
     const size_t r0 = (size_t)task * run->rows_per_task;
     const size_t r1 = r0 + run->rows_per_task < run->rows ? r0 + run->rows_per_task : run->rows;
-    run->kr->rows(run->j, r0, r1, px);
+    run->kr->rows(run->j, r0, r1, px, (double *)(px + run->pointers));
 }
 
 /* weights (O, KH, KW, C/g) -> panels: depthwise (taps, opad), else (g, taps, cg, opad) */
-static void relay_weights(const bn_fconv_job *j, const float *w) {
+static void relay_weights(const bn_fconv_job *j, const float *w, double *p) {
     const size_t taps = j->s->kh * j->s->kw;
-    float *p = (float *)j->panels;
     for (size_t oc = 0; oc < j->s->o; ++oc) {
         const size_t g = oc / j->og, o = oc % j->og;
         for (size_t t = 0; t < taps; ++t)
             for (size_t ci = 0; ci < j->cg; ++ci) {
-                const float v = w[(oc * taps + t) * j->cg + ci];
+                const double v = (double)w[(oc * taps + t) * j->cg + ci];
                 if (j->depthwise) p[t * j->opad + oc] = v;
                 else p[((g * taps + t) * j->cg + ci) * j->opad + o] = v;
             }
     }
+}
+
+/* a * b * c * d, or 0 when that overflows size_t */
+static size_t product4(size_t a, size_t b, size_t c, size_t d) {
+    size_t r;
+    if (__builtin_mul_overflow(a, b, &r) || __builtin_mul_overflow(r, c, &r) ||
+        __builtin_mul_overflow(r, d, &r))
+        return 0;
+    return r;
 }
 
 int bn_conv2d_float(const bn_fconv_shape *s, const float *x, const float *w, const float *bias,
@@ -218,33 +239,34 @@ int bn_conv2d_float(const bn_fconv_shape *s, const float *x, const float *w, con
     const size_t lanes_of = j.depthwise ? s->o : j.og;
     j.opad = (lanes_of + LANES - 1) / LANES * LANES;
     const size_t taps = s->kh * s->kw; /* kh * kw * cg was checked by the binding */
-    size_t floats, bytes, ptr_bytes;
-    if (__builtin_mul_overflow(j.depthwise ? 1 : s->groups * j.cg, taps, &floats) ||
-        __builtin_mul_overflow(floats, j.opad, &floats) ||
-        __builtin_mul_overflow(floats, sizeof(float), &bytes) ||
-        __builtin_add_overflow(bytes, (size_t)63, &bytes) ||
-        __builtin_mul_overflow(taps, TILE * sizeof(float *), &ptr_bytes))
+    const size_t bytes = product4(j.depthwise ? 1 : s->groups * j.cg, taps, j.opad,
+                                  sizeof(double));
+    const size_t pointers = product4(taps, TILE, 1, 1);
+    size_t scratch_bytes;
+    if (!bytes || !pointers || bytes > SIZE_MAX - 64 ||
+        __builtin_mul_overflow(pointers, sizeof(float *), &scratch_bytes) ||
+        __builtin_add_overflow(scratch_bytes, s->o * sizeof(double), &scratch_bytes))
         return BN_EOVERFLOW;
-    float *panels = (float *)aligned_alloc(64, bytes / 64 * 64);
-    float *zeros = (float *)calloc(s->c + LANES, sizeof(float));
+    double *panels = (double *)aligned_alloc(64, (bytes + 63) / 64 * 64);
+    float *zeros = (float *)calloc(s->c + 16, sizeof(float));
     if (!panels || !zeros) {
         free(panels);
         free(zeros);
         return BN_ENOMEM;
     }
-    memset(panels, 0, floats * sizeof(float)); /* lanes past a group's outputs stay 0 */
+    memset(panels, 0, bytes); /* lanes past a group's outputs stay 0 */
+    relay_weights(&j, w, panels);
     j.panels = panels;
     j.zeros = zeros;
-    relay_weights(&j, w);
 
-    fconv_run run = {&j, bn_isa()->float_conv, 0, s->n * s->ho, {{0}, 0, 0}};
+    fconv_run run = {&j, bn_isa()->float_conv, 0, s->n * s->ho, pointers, {{0}, 0, 0}};
     const double macs = (double)run.rows * (double)s->wo * (double)s->o * (double)taps *
                         (double)j.cg;
     const int threads = bn_threads_for(macs / LANES);
     /* a few tasks per thread (rows differ in cost at the borders) */
     const size_t tasks = threads > 1 ? 4 * (size_t)threads : 1;
     run.rows_per_task = (run.rows + tasks - 1) / tasks;
-    bn_scratch_init(&run.scratch, ptr_bytes);
+    bn_scratch_init(&run.scratch, scratch_bytes);
     bn_parallel_for((long)((run.rows + run.rows_per_task - 1) / run.rows_per_task), threads,
                     fconv_task, &run);
     const int failed = run.scratch.failed;
