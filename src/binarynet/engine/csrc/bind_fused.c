@@ -278,8 +278,18 @@ PyObject *py_xor_popcount_probe(PyObject *self, PyObject *args) {
     return PyLong_FromUnsignedLongLong(done);
 }
 
-/* conv2d_float(x, w, bias, geometry, out): geometry (n, h, w, c, o, kh, kw, sh, sw, ph, pw, dh,
- * dw, groups); float32 NHWC x, weights (O, KH, KW, C/groups), bias (O,), out (N, Ho, Wo, O) */
+/* Panels of depthwise weights (KH * KW, opad), else (groups, KH * KW, C/groups, opad). */
+static int check_panels(const char *op, const bn_fconv_shape *s, const Py_buffer *p) {
+    const size_t cg = s->c / s->groups, og = s->o / s->groups;
+    const int depthwise = cg == 1 && og == 1;
+    const size_t lanes = depthwise ? s->o : og;
+    const size_t opad = (lanes + BN_FCONV_LANES - 1) / BN_FCONV_LANES * BN_FCONV_LANES;
+    if (depthwise) return CHECK_BUFFER(op, "panels", p, 4, s->kh, s->kw, opad);
+    return CHECK_BUFFER(op, "panels", p, 4, s->groups, s->kh, s->kw, cg, opad);
+}
+
+/* conv2d_float(x, panels, bias, geometry, out): geometry (n, h, w, c, o, kh, kw, sh, sw, ph, pw,
+ * dh, dw, groups); float32 NHWC x, the weights as panels (core.h), bias (O,), out (N, Ho, Wo, O) */
 PyObject *py_conv2d_float(PyObject *self, PyObject *args) {
     Py_buffer x, w, bias, out;
     Py_ssize_t g[14];
@@ -311,14 +321,14 @@ PyObject *py_conv2d_float(PyObject *self, PyObject *args) {
         conv_axis(op, "height", s.h, s.kh, s.sh, s.ph, s.dh, &s.ho) ||
         conv_axis(op, "width", s.w, s.kw, s.sw, s.pw, s.dw, &s.wo) ||
         CHECK_BUFFER(op, "x", &x, 4, s.n, s.h, s.w, s.c) ||
-        CHECK_BUFFER(op, "w", &w, 4, s.o, s.kh, s.kw, s.c / s.groups) ||
+        check_panels(op, &s, &w) ||
         CHECK_BUFFER(op, "bias", &bias, 4, s.o) ||
         CHECK_BUFFER(op, "out", &out, 4, s.n, s.ho, s.wo, s.o))
         goto done;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = bn_conv2d_float(&s, (const float *)x.buf, (const float *)w.buf, (const float *)bias.buf,
-                         (float *)out.buf);
+    rc = bn_conv2d_float(&s, (const float *)x.buf, (const float *)w.buf,
+                         (const float *)bias.buf, (float *)out.buf);
     Py_END_ALLOW_THREADS
     ret = driver_result(op, rc);
 done:

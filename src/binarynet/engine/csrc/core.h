@@ -197,15 +197,17 @@ int bn_first_dense_float(const void *x, int f64, const uint64_t *w, size_t m, si
                          double *out);
 
 /* ---- real-valued convolution (float_conv.c) -------------------------------------------------- */
-/* x float32 (N, H, W, C), weights (O, KH, KW, C/groups), bias (O,), zero padding -> float32
- * (N, Ho, Wo, O); groups divides C and O. */
+/* x float32 (N, H, W, C), weights as panels (reference.conv2d_float_panels: depthwise
+ * (KH * KW, opad), else (groups, KH * KW, C/groups, opad); opad = the group's outputs rounded up
+ * to BN_FCONV_LANES, zeros past them), bias (O,), zero padding -> float32 (N, Ho, Wo, O). */
+#define BN_FCONV_LANES 8
 typedef struct {
     size_t n, h, w, c, o, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, groups;
 } bn_fconv_shape;
 typedef struct {
     const bn_fconv_shape *s;
     const float *x, *bias;
-    const double *panels; /* the re-laid weights (float_conv.c), 64-byte aligned */
+    const float *panels;  /* the weights as panels (above) */
     const float *zeros;   /* C + 16 zeros: the padding's pixel */
     float *out;
     size_t cg, og, opad;  /* per group: input and output channels; panel row length */
@@ -224,8 +226,8 @@ extern const bn_fconv_kernel bn_fconv_portable;
 extern const bn_fconv_kernel bn_fconv_avx512;
 #endif
 /* BN_OK, BN_ENOMEM or BN_EOVERFLOW */
-int bn_conv2d_float(const bn_fconv_shape *s, const float *x, const float *w, const float *bias,
-                    float *out);
+int bn_conv2d_float(const bn_fconv_shape *s, const float *x, const float *panels,
+                    const float *bias, float *out);
 
 /* ---- in-register peak probe (probe.c) -------------------------------------------------------- */
 typedef struct {

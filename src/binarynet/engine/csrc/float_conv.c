@@ -4,12 +4,14 @@
  * No patch matrix and no BLAS: the shapes of a BNN's real layers (a 3-channel stem, depthwise
  * 3x3, 1x1 convs on small maps, batch 1) are far from what a GEMM library tunes for, and its
  * own threads would compete with this pool. Output channels run across the vector lanes: the
- * weights are re-laid once per call into panels (group, tap, input channel, rows of the group's
- * output channels padded with zeros to whole vectors), so every input value is broadcast
- * against a contiguous row of weights and every accumulator lane is one finished output.
- * Depthwise convs (one input and one output channel per group) instead put the channels
- * themselves across the lanes (panels (tap, channels)). Taps that fall on the zero padding read
- * a zero row, so border pixels take the same code path as interior ones.
+ * weights come as panels (group, tap, input channel, rows of the group's output channels padded
+ * with zeros to whole vectors; laid out once by the caller, reference.conv2d_float_panels), so
+ * every input value is broadcast against a contiguous row of weights and every accumulator lane
+ * is one finished output. Depthwise convs (one input and one output channel per group) instead
+ * put the channels themselves across the lanes (panels (tap, channels)). Taps that fall on the
+ * zero padding read a zero row, so border pixels take the same code path as interior ones. A
+ * task runs one block of output channels over all its rows before the next, so the block's
+ * weights stay in cache (1x1 convs on small maps and dense layers are weight-bound).
  *
  * Sums are float64, in one fixed order that reference.conv2d_float repeats in numpy: y = bias,
  * then for each tap (kh, kw) and each input channel of the group, y = y + x * w, and finally y
@@ -28,21 +30,35 @@
 #include <immintrin.h>
 #endif
 
-#define LANES 8            /* float64 lanes of a zmm: the panel rows are whole vectors */
+#define LANES BN_FCONV_LANES /* float64 lanes of a zmm: the panel rows are whole vectors */
 #define TILE BN_FCONV_TILE /* output pixels per AVX-512 tile (6 x 4 accumulators, 4 weights) */
 
-/* Pointer to input pixel (n, iy, ix) at channel 0, or the zero row when it is padding. */
-static inline const float *tap_pixel(const bn_fconv_job *j, size_t n, size_t oy, size_t ox,
-                                     size_t t) {
+/* The tile of pixels [ox, ox + nr) of output row `row` (< TILE): the input pointers of every
+ * tap, px[t * TILE + r] at input channel c0 (the zero row for padding), and the output pixels. */
+static void tile_pointers(const bn_fconv_job *j, size_t row, size_t ox, int nr, size_t c0,
+                          const float **px, float **py) {
     const bn_fconv_shape *s = j->s;
-    const int64_t iy = (int64_t)(oy * s->sh) - (int64_t)s->ph + (int64_t)((t / s->kw) * s->dh);
-    const int64_t ix = (int64_t)(ox * s->sw) - (int64_t)s->pw + (int64_t)((t % s->kw) * s->dw);
-    if (iy < 0 || ix < 0 || iy >= (int64_t)s->h || ix >= (int64_t)s->w) return j->zeros;
-    return j->x + ((n * s->h + (size_t)iy) * s->w + (size_t)ix) * s->c;
+    const size_t n = row / s->ho, oy = row % s->ho;
+    for (int r = 0; r < nr; ++r) py[r] = j->out + (row * s->wo + ox + (size_t)r) * s->o;
+    const int64_t iy0 = (int64_t)(oy * s->sh) - (int64_t)s->ph;
+    const int64_t ix0 = (int64_t)(ox * s->sw) - (int64_t)s->pw;
+    const float *image = j->x + n * s->h * s->w * s->c + c0, *zero = j->zeros + c0;
+    const float **p = px;
+    for (size_t ky = 0; ky < s->kh; ++ky) {
+        const int64_t iy = iy0 + (int64_t)(ky * s->dh);
+        const int row_in = iy >= 0 && iy < (int64_t)s->h;
+        const float *line = row_in ? image + (size_t)iy * s->w * s->c : zero;
+        for (size_t kx = 0; kx < s->kw; ++kx, p += TILE)
+            for (int r = 0; r < nr; ++r) {
+                const int64_t ix = ix0 + (int64_t)(kx * s->dw + (size_t)r * s->sw);
+                p[r] = row_in && ix >= 0 && ix < (int64_t)s->w ? line + (size_t)ix * s->c : zero;
+            }
+    }
 }
 
 /* ---- portable: the reference (plain C) ------------------------------------------------------ */
-static void pixel_portable(const bn_fconv_job *j, size_t n, size_t oy, size_t ox, double *acc,
+/* one output pixel: px[t * TILE] its taps' input pointers */
+static void pixel_portable(const bn_fconv_job *j, const float *const *px, double *acc,
                            float *y) {
     const bn_fconv_shape *s = j->s;
     const size_t taps = s->kh * s->kw;
@@ -50,15 +66,15 @@ static void pixel_portable(const bn_fconv_job *j, size_t n, size_t oy, size_t ox
     for (size_t g = 0; g < s->groups; ++g) {
         double *ag = acc + g * j->og;
         for (size_t t = 0; t < taps; ++t) {
-            const float *xp = tap_pixel(j, n, oy, ox, t) + g * j->cg;
+            const float *xp = px[t * TILE] + g * j->cg;
             if (j->depthwise) {
-                ag[0] += (double)xp[0] * j->panels[t * j->opad + g];
+                ag[0] += (double)xp[0] * (double)j->panels[t * j->opad + g];
                 continue;
             }
-            const double *wp = j->panels + (g * taps + t) * j->cg * j->opad;
+            const float *wp = j->panels + (g * taps + t) * j->cg * j->opad;
             for (size_t ci = 0; ci < j->cg; ++ci, wp += j->opad) {
                 const double xv = (double)xp[ci];
-                for (size_t o = 0; o < j->og; ++o) ag[o] += xv * wp[o];
+                for (size_t o = 0; o < j->og; ++o) ag[o] += xv * (double)wp[o];
             }
         }
     }
@@ -67,11 +83,13 @@ static void pixel_portable(const bn_fconv_job *j, size_t n, size_t oy, size_t ox
 
 static void rows_portable(const bn_fconv_job *j, size_t r0, size_t r1, const float **px,
                           double *acc) {
-    const bn_fconv_shape *s = j->s;
-    (void)px;
-    for (size_t r = r0; r < r1; ++r)
-        for (size_t ox = 0; ox < s->wo; ++ox)
-            pixel_portable(j, r / s->ho, r % s->ho, ox, acc, j->out + (r * s->wo + ox) * s->o);
+    for (size_t row = r0; row < r1; ++row)
+        for (size_t ox = 0; ox < j->s->wo; ox += TILE) {
+            const int nr = j->s->wo - ox < TILE ? (int)(j->s->wo - ox) : TILE;
+            float *py[TILE];
+            tile_pointers(j, row, ox, nr, 0, px, py);
+            for (int r = 0; r < nr; ++r) pixel_portable(j, px + r, acc, py[r]);
+        }
 }
 
 const bn_fconv_kernel bn_fconv_portable = {"portable", rows_portable};
@@ -108,12 +126,12 @@ AVX512_FCONV static INLINE void tile_avx512(const bn_fconv_job *j, const float *
         const __m512d b = load8(m[v], j->bias + g * j->og + lo);
         for (int r = 0; r < nr; ++r) acc[r][v] = b;
     }
-    const double *wp = j->panels + g * taps * j->cg * opad + ob;
+    const float *wp = j->panels + g * taps * j->cg * opad + ob;
     for (size_t t = 0; t < taps; ++t) {
         const float *const *pt = px + t * TILE;
         for (size_t ci = 0; ci < j->cg; ++ci, wp += opad) {
             __m512d w[4];
-            for (int v = 0; v < nv; ++v) w[v] = _mm512_load_pd(wp + v * LANES);
+            for (int v = 0; v < nv; ++v) w[v] = _mm512_cvtps_pd(_mm256_loadu_ps(wp + v * LANES));
             for (int r = 0; r < nr; ++r) {
                 const __m512d xv = _mm512_set1_pd((double)pt[r][ci]);
                 for (int v = 0; v < nv; ++v) acc[r][v] = _mm512_fmadd_pd(xv, w[v], acc[r][v]);
@@ -123,24 +141,6 @@ AVX512_FCONV static INLINE void tile_avx512(const bn_fconv_job *j, const float *
     for (int r = 0; r < nr; ++r)
         for (int v = 0; v < nv; ++v)
             store8(m[v], py[r] + g * j->og + ob + (size_t)v * LANES, acc[r][v]);
-}
-
-/* nr pixels, all groups and output channels (four vectors at a time, then two, then one) */
-AVX512_FCONV static INLINE void pixels_avx512(const bn_fconv_job *j, const float **px,
-                                              const int nr, float *const *py) {
-    const size_t taps = j->s->kh * j->s->kw;
-    for (size_t g = 0; g < j->s->groups; ++g) {
-        if (g) /* the next group's input channels */
-            for (size_t t = 0; t < taps; ++t)
-                for (int r = 0; r < nr; ++r) px[t * TILE + r] += j->cg;
-        size_t ob = 0;
-        for (; ob + 3 * LANES < j->og; ob += 4 * LANES) tile_avx512(j, px, g, ob, nr, 4, py);
-        if (ob + LANES < j->og) {
-            tile_avx512(j, px, g, ob, nr, 2, py);
-            ob += 2 * LANES;
-        }
-        if (ob < j->og) tile_avx512(j, px, g, ob, nr, 1, py);
-    }
 }
 
 /* depthwise: nr pixels x all channels, 8 at a time */
@@ -153,7 +153,7 @@ AVX512_FCONV static INLINE void depthwise_avx512(const bn_fconv_job *j, const fl
         __m512d acc[TILE];
         for (int r = 0; r < nr; ++r) acc[r] = b;
         for (size_t t = 0; t < taps; ++t) {
-            const __m512d w = _mm512_load_pd(j->panels + t * j->opad + cb);
+            const __m512d w = _mm512_cvtps_pd(_mm256_loadu_ps(j->panels + t * j->opad + cb));
             for (int r = 0; r < nr; ++r)
                 acc[r] = _mm512_fmadd_pd(load8(m, px[t * TILE + r] + cb), w, acc[r]);
         }
@@ -161,31 +161,42 @@ AVX512_FCONV static INLINE void depthwise_avx512(const bn_fconv_job *j, const fl
     }
 }
 
-AVX512_FCONV static void rows_avx512(const bn_fconv_job *j, size_t r0, size_t r1,
-                                     const float **px, double *acc) {
-    const bn_fconv_shape *s = j->s;
-    const size_t taps = s->kh * s->kw;
-    (void)acc;
-    for (size_t row = r0; row < r1; ++row) {
-        const size_t n = row / s->ho, oy = row % s->ho;
-        for (size_t ox = 0; ox < s->wo; ox += TILE) {
-            const int nr = s->wo - ox < TILE ? (int)(s->wo - ox) : TILE;
+/* rows [r0, r1) x output channels [ob, ob + 8 nv) of group g, or all channels (depthwise); the
+ * tile sizes are constants, so the accumulators stay in registers */
+AVX512_FCONV static INLINE void block_avx512(const bn_fconv_job *j, size_t r0, size_t r1,
+                                             size_t g, size_t ob, const int nv, const float **px) {
+    for (size_t row = r0; row < r1; ++row)
+        for (size_t ox = 0; ox < j->s->wo; ox += TILE) {
+            const int nr = j->s->wo - ox < TILE ? (int)(j->s->wo - ox) : TILE;
             float *py[TILE];
-            for (int r = 0; r < nr; ++r) {
-                py[r] = j->out + ((row * s->wo) + ox + (size_t)r) * s->o;
-                for (size_t t = 0; t < taps; ++t)
-                    px[t * TILE + r] = tap_pixel(j, n, oy, ox + (size_t)r, t);
-            }
-            /* constant tile sizes, so the accumulators stay in registers */
-            if (j->depthwise) {
+            tile_pointers(j, row, ox, nr, g * j->cg, px, py);
+            if (nv == 0) { /* depthwise */
                 if (nr == TILE) depthwise_avx512(j, px, TILE, py);
                 else for (int r = 0; r < nr; ++r) depthwise_avx512(j, px + r, 1, py + r);
             } else if (nr == TILE) {
-                pixels_avx512(j, px, TILE, py);
+                tile_avx512(j, px, g, ob, TILE, nv, py);
             } else {
-                for (int r = 0; r < nr; ++r) pixels_avx512(j, px + r, 1, py + r);
+                for (int r = 0; r < nr; ++r) tile_avx512(j, px + r, g, ob, 1, nv, py + r);
             }
         }
+}
+
+AVX512_FCONV static void rows_avx512(const bn_fconv_job *j, size_t r0, size_t r1,
+                                     const float **px, double *acc) {
+    (void)acc;
+    if (j->depthwise) {
+        block_avx512(j, r0, r1, 0, 0, 0, px);
+        return;
+    }
+    /* one block of 4 (then 2, then 1) vectors of outputs over all rows, then the next */
+    for (size_t g = 0; g < j->s->groups; ++g) {
+        size_t ob = 0;
+        for (; ob + 3 * LANES < j->og; ob += 4 * LANES) block_avx512(j, r0, r1, g, ob, 4, px);
+        if (ob + LANES < j->og) {
+            block_avx512(j, r0, r1, g, ob, 2, px);
+            ob += 2 * LANES;
+        }
+        if (ob < j->og) block_avx512(j, r0, r1, g, ob, 1, px);
     }
 }
 
@@ -209,54 +220,20 @@ static void fconv_task(void *ctx, long task, int worker) {
     run->kr->rows(run->j, r0, r1, px, (double *)(px + run->pointers));
 }
 
-/* weights (O, KH, KW, C/g) -> panels: depthwise (taps, opad), else (g, taps, cg, opad) */
-static void relay_weights(const bn_fconv_job *j, const float *w, double *p) {
-    const size_t taps = j->s->kh * j->s->kw;
-    for (size_t oc = 0; oc < j->s->o; ++oc) {
-        const size_t g = oc / j->og, o = oc % j->og;
-        for (size_t t = 0; t < taps; ++t)
-            for (size_t ci = 0; ci < j->cg; ++ci) {
-                const double v = (double)w[(oc * taps + t) * j->cg + ci];
-                if (j->depthwise) p[t * j->opad + oc] = v;
-                else p[((g * taps + t) * j->cg + ci) * j->opad + o] = v;
-            }
-    }
-}
-
-/* a * b * c * d, or 0 when that overflows size_t */
-static size_t product4(size_t a, size_t b, size_t c, size_t d) {
-    size_t r;
-    if (__builtin_mul_overflow(a, b, &r) || __builtin_mul_overflow(r, c, &r) ||
-        __builtin_mul_overflow(r, d, &r))
-        return 0;
-    return r;
-}
-
-int bn_conv2d_float(const bn_fconv_shape *s, const float *x, const float *w, const float *bias,
-                    float *out) {
-    bn_fconv_job j = {s, x, bias, NULL, NULL, out, s->c / s->groups, s->o / s->groups, 0, 0};
+int bn_conv2d_float(const bn_fconv_shape *s, const float *x, const float *panels,
+                    const float *bias, float *out) {
+    bn_fconv_job j = {s, x, bias, panels, NULL, out, s->c / s->groups, s->o / s->groups, 0, 0};
     j.depthwise = j.cg == 1 && j.og == 1;
     const size_t lanes_of = j.depthwise ? s->o : j.og;
     j.opad = (lanes_of + LANES - 1) / LANES * LANES;
-    const size_t taps = s->kh * s->kw; /* kh * kw * cg was checked by the binding */
-    const size_t bytes = product4(j.depthwise ? 1 : s->groups * j.cg, taps, j.opad,
-                                  sizeof(double));
-    const size_t pointers = product4(taps, TILE, 1, 1);
-    size_t scratch_bytes;
-    if (!bytes || !pointers || bytes > SIZE_MAX - 64 ||
+    const size_t taps = s->kh * s->kw; /* the binding checked the panels' size */
+    size_t pointers, scratch_bytes;
+    if (__builtin_mul_overflow(taps, (size_t)TILE, &pointers) ||
         __builtin_mul_overflow(pointers, sizeof(float *), &scratch_bytes) ||
         __builtin_add_overflow(scratch_bytes, s->o * sizeof(double), &scratch_bytes))
         return BN_EOVERFLOW;
-    double *panels = (double *)aligned_alloc(64, (bytes + 63) / 64 * 64);
     float *zeros = (float *)calloc(s->c + 16, sizeof(float));
-    if (!panels || !zeros) {
-        free(panels);
-        free(zeros);
-        return BN_ENOMEM;
-    }
-    memset(panels, 0, bytes); /* lanes past a group's outputs stay 0 */
-    relay_weights(&j, w, panels);
-    j.panels = panels;
+    if (!zeros) return BN_ENOMEM;
     j.zeros = zeros;
 
     fconv_run run = {&j, bn_isa()->float_conv, 0, s->n * s->ho, pointers, {{0}, 0, 0}};
@@ -271,7 +248,6 @@ int bn_conv2d_float(const bn_fconv_shape *s, const float *x, const float *w, con
                     fconv_task, &run);
     const int failed = run.scratch.failed;
     bn_scratch_free(&run.scratch);
-    free(panels);
     free(zeros);
     return failed ? BN_ENOMEM : BN_OK;
 }
