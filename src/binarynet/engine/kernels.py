@@ -414,3 +414,27 @@ def sign_pack(x, thresh, flip) -> np.ndarray:
     out = np.empty(x.shape[:-1] + (_ref.words_for(c),), dtype=np.uint64)
     _core.sign_pack(_aligned(x), x.size // c, c, _aligned(thresh), flip.view(np.uint8), out)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# real-valued convolution (csrc/float_conv.c)
+# ----------------------------------------------------------------------------------------------
+@_after_environment
+def conv2d_float(x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, *,
+                 panels=None) -> np.ndarray:
+    """float32 convolution with zero padding -> (N, Ho, Wo, O); see
+    :func:`binarynet.engine.reference.conv2d_float` (bit for bit: float64 sums in a fixed
+    order). Direct (no patch matrix, no BLAS), output channels across the vector lanes; a dense
+    layer is the 1x1 conv of (N, 1, 1, K) by (O, 1, 1, K). Pass ``panels``
+    (:func:`conv2d_float_panels`) to skip laying out the weights on every call."""
+    x, weight, bias, stride, padding, dilation, groups, ho, wo, panels = (
+        _ref._check_conv2d_float(x, weight, bias, stride, padding, dilation, groups, panels))
+    n, h, wd, c = x.shape
+    o, kh, kw, _ = weight.shape
+    out = np.empty((n, ho, wo, o), dtype=np.float32)
+    geometry = (n, h, wd, c, o, kh, kw) + stride + padding + dilation + (groups,)
+    _core.conv2d_float(_aligned(x), _aligned(panels), _aligned(bias), geometry, out)
+    return out
+
+
+conv2d_float_panels = _ref.conv2d_float_panels  # a numpy re-layout: one implementation

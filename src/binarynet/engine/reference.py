@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import float_conv, float_ops
 from .graph import as_pair, conv_geometry
 
 WORD_BITS = 64
@@ -619,6 +620,66 @@ def sign_pack(x, thresh, flip) -> np.ndarray:
     """
     x, thresh, flip = _check_sign_pack(x, thresh, flip)
     return _pack_bool(np.where(flip, x <= thresh, x >= thresh))
+
+
+# ----------------------------------------------------------------------------------------------
+# real-valued convolution (conv_real and dense_real of graph format 3)
+# ----------------------------------------------------------------------------------------------
+def conv2d_float_panels(weight, groups):
+    """:func:`conv2d_float`'s weights as the C kernel reads them (``panels``; float_conv.py)."""
+    op = "conv2d_float_panels"
+    weight, groups = _check_array(op, "weight", weight, np.float32, 4), _check_length(
+        op, "groups", groups)
+    if weight.shape[0] % groups:
+        raise ValueError(f"{op}: groups = {groups} must divide the output channels {weight.shape[0]}")
+    return float_conv.layout_panels(weight, groups)
+
+
+def _check_conv2d_float(x, weight, bias, stride, padding, dilation, groups, panels):
+    """Validate a float32 conv's operands -> (x, weight, bias, stride, padding, dilation,
+    groups, Ho, Wo, panels (laid out when None))."""
+    op = "conv2d_float"
+    x = _check_array(op, "x", x, np.float32, 4)
+    weight = _check_array(op, "weight", weight, np.float32, 4)
+    groups = _check_length(op, "groups", groups)
+    c, o = x.shape[3], weight.shape[0]
+    if c % groups or o % groups:
+        raise ValueError(f"{op}: groups = {groups} must divide the input channels {c} and the "
+                         f"output channels {o}")
+    if weight.shape[3] != c // groups:
+        raise ValueError(f"{op}: weight must have C/groups = {c // groups} input channels, got "
+                         f"shape {weight.shape}")
+    bias = _check_channels_f32(op, "bias", bias, o)
+    geometry = conv_geometry(op, x.shape, weight.shape, stride, padding, dilation, "zero")
+    want = float_conv.panels_shape(weight.shape, groups)
+    panels = float_conv.layout_panels(weight, groups) if panels is None else _check_array(
+        op, "panels", panels, np.float32, len(want))
+    if panels.shape != want:
+        raise ValueError(f"{op}: panels must have shape {want} (conv2d_float_panels), got "
+                         f"{panels.shape}")
+    return (x, weight, bias, *geometry[:3], groups, *geometry[3:], panels)
+
+
+def conv2d_float(x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, *,
+                 panels=None):
+    """float32 convolution with zero padding: x (N, H, W, C) C-contiguous, weight
+    (O, KH, KW, C/groups), bias (O,) -> (N, Ho, Wo, O); :func:`float_ops.conv_real` up to the
+    sums, which are float64 in a fixed order (the compiled kernel's, bit for bit): y = bias,
+    then for each tap (kh, kw) and each input channel ci of the group, y = y + x * w (the
+    product exact), and finally y rounded to float32. ``panels``: the weights laid out by
+    :func:`conv2d_float_panels` (kept by a caller; only checked here)."""
+    x, weight, bias, stride, padding, dilation, groups, ho, wo, _ = _check_conv2d_float(
+        x, weight, bias, stride, padding, dilation, groups, panels)
+    (o, kh, kw, cg), (ph, pw) = weight.shape, padding
+    padded = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0))).astype(np.float64)
+    w64, og = weight.astype(np.float64), o // groups
+    y = np.broadcast_to(bias.astype(np.float64), (x.shape[0], ho, wo, o)).copy()
+    with np.errstate(all="ignore"):  # inf / NaN propagate as in the kernel
+        for t, view in enumerate(float_ops.taps(padded, (kh, kw), stride, dilation, (ho, wo))):
+            for ci in range(cg):  # input channel g * cg + ci feeds group g's og outputs
+                xs = view[..., ci::cg] if og == 1 else np.repeat(view[..., ci::cg], og, axis=3)
+                y += xs * w64[:, t // kw, t % kw, ci]
+        return y.astype(np.float32)
 
 
 def set_num_threads(n) -> None:

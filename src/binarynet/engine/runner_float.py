@@ -1,7 +1,9 @@
 """The graph runner's ops of the real-valued stream (format 3), mixed into
 :class:`binarynet.engine.runner.Runner`: each op through the backend's ``float_ops``
-(:mod:`binarynet.engine.float_ops` on the CPU), and the fused steps of the plan
-(:mod:`binarynet.engine.plan`) through its kernels' ``bconv2d_transform`` / ``bgemm_transform``.
+(:mod:`binarynet.engine.float_ops` on the CPU; conv_real and dense_real through the kernels'
+``conv2d_float`` where they have it, with each op's weight layout kept), and the fused steps
+of the plan (:mod:`binarynet.engine.plan`) through its kernels' ``bconv2d_transform`` /
+``bgemm_transform``.
 """
 from __future__ import annotations
 
@@ -23,12 +25,30 @@ class FloatStreamOps:
                                        self.graph["input"]["offset"])
 
     def _conv_real(self, i, op, x):
-        return self.floats.conv_real(x, self._t(op, "weight"), self._t(op, "bias"),
-                                     tuple(op["stride"]), tuple(op["padding"]),
-                                     tuple(op["dilation"]), op["groups"])
+        args = (self._t(op, "weight"), self._t(op, "bias"), tuple(op["stride"]),
+                tuple(op["padding"]), tuple(op["dilation"]), op["groups"])
+        conv = getattr(self.kernels, "conv2d_float", None)  # the direct C kernel (CPU only)
+        if conv is not None:
+            return conv(self.xp.contiguous(x), *args, panels=self._panels(i, args[0], args[-1]))
+        return self.floats.conv_real(x, *args)
 
     def _dense_real(self, i, op, x):
-        return self.floats.dense_real(x, self._t(op, "weight"), self._t(op, "bias"))
+        weight, bias = self._t(op, "weight"), self._t(op, "bias")
+        conv = getattr(self.kernels, "conv2d_float", None)
+        if conv is not None:  # a dense layer is the 1x1 conv of a 1x1 map
+            n, k = x.shape
+            weight = weight.reshape(-1, 1, 1, k)
+            y = conv(self.xp.contiguous(x).reshape(n, 1, 1, k), weight, bias,
+                     panels=self._panels(i, weight, 1))
+            return y.reshape(n, -1)
+        return self.floats.dense_real(x, weight, bias)
+
+    def _panels(self, i, weight, groups):
+        """The conv2d_float weight layout of op i, made on its first run and kept."""
+        cache = self.__dict__.setdefault("_conv_panels", {})
+        if i not in cache:
+            cache[i] = self.kernels.conv2d_float_panels(weight, groups)
+        return cache[i]
 
     def _bconv(self, i, op, x):
         s = self._conv_sums(op, x, geometry(op))

@@ -196,6 +196,39 @@ extern const bn_float_kernel bn_float_avx512;
 int bn_first_dense_float(const void *x, int f64, const uint64_t *w, size_t m, size_t n, size_t k,
                          double *out);
 
+/* ---- real-valued convolution (float_conv.c) -------------------------------------------------- */
+/* x float32 (N, H, W, C), weights as panels (reference.conv2d_float_panels: depthwise
+ * (KH * KW, opad), else (groups, KH * KW, C/groups, opad); opad = the group's outputs rounded up
+ * to BN_FCONV_LANES, zeros past them), bias (O,), zero padding -> float32 (N, Ho, Wo, O). */
+#define BN_FCONV_LANES 8
+typedef struct {
+    size_t n, h, w, c, o, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, groups;
+} bn_fconv_shape;
+typedef struct {
+    const bn_fconv_shape *s;
+    const float *x, *bias;
+    const float *panels;  /* the weights as panels (above) */
+    const float *zeros;   /* C + 16 zeros: the padding's pixel */
+    float *out;
+    size_t cg, og, opad;  /* per group: input and output channels; panel row length */
+    int depthwise;        /* cg == og == 1: channels across the lanes */
+} bn_fconv_job;
+/* per-worker scratch: kh * kw * 6 input pointers, then O doubles */
+#define BN_FCONV_TILE 6
+typedef struct {
+    const char *name;
+    /* output rows [r0, r1) of the N * Ho rows */
+    void (*rows)(const bn_fconv_job *j, size_t r0, size_t r1, const float **px, double *acc);
+} bn_fconv_kernel;
+
+extern const bn_fconv_kernel bn_fconv_portable;
+#if BN_X86
+extern const bn_fconv_kernel bn_fconv_avx512;
+#endif
+/* BN_OK, BN_ENOMEM or BN_EOVERFLOW */
+int bn_conv2d_float(const bn_fconv_shape *s, const float *x, const float *panels,
+                    const float *bias, float *out);
+
 /* ---- in-register peak probe (probe.c) -------------------------------------------------------- */
 typedef struct {
     const char *name;
@@ -226,6 +259,7 @@ typedef struct {
     const bn_transform_kernel *transform; /* *_transform, sign_pack */
     const bn_probe_kernel *probe;  /* xor_popcount_probe */
     const bn_float_kernel *float_dense; /* first_dense_float */
+    const bn_fconv_kernel *float_conv;  /* conv2d_float */
 } bn_isa_row;
 
 int bn_isa_supported(int isa);

@@ -422,6 +422,8 @@ static PyMethodDef core_methods[] = {
      "int_conv_threshold(x_u8, w, geometry, rows, cols, thresh, row_class, col_class, flip, out)"},
     {"first_dense_float", py_first_dense_float, METH_VARARGS,
      "first_dense_float(x, is_float64, w, m, n, k, out)"},
+    {"conv2d_float", py_conv2d_float, METH_VARARGS,
+     "conv2d_float(x, w, bias, geometry, out): float32 NHWC convolution, zero padding"},
     {"backend_supported", py_backend_supported, METH_VARARGS, "backend_supported(code) -> bool"},
     {"get_backend", py_get_backend, METH_NOARGS, "get_backend() -> code"},
     {"set_backend", py_set_backend, METH_VARARGS, "set_backend(code)"},

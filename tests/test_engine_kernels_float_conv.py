@@ -1,0 +1,225 @@
+"""conv2d_float, the real-valued stream's convolution in C (csrc/float_conv.c): every ISA row
+bit for bit equal to the numpy twin (float64 sums in one fixed order), the twin within a float32
+tolerance of float_ops.conv_real (the graph's numpy semantics), odd channels, groups (1, 2,
+depthwise with and without a channel multiplier), stride, padding, dilation, batches, the shapes
+of BNN stems / BlurPool / 1x1 transitions / dense heads, the thread pool, strict argument checks
+in both modules and hostile calls of the core; the graph runner takes conv_real and dense_real
+through it."""
+import types
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from binarynet.engine import _core, float_ops, kernels, reference
+from binarynet.engine.runner_float import FloatStreamOps
+
+BACKENDS = kernels.available_backends()
+F32 = np.float32
+
+
+@pytest.fixture(autouse=True)
+def restore_backend():
+    previous, threads = kernels.get_backend(), kernels.get_num_threads()
+    yield
+    kernels.set_backend(previous)
+    kernels.set_num_threads(threads)
+
+
+def operands(rng, n, h, w, c, o, kh, kw, groups):
+    x = rng.standard_normal((n, h, w, c)).astype(F32)
+    weight = rng.standard_normal((o, kh, kw, c // groups)).astype(F32)
+    return x, weight, rng.standard_normal(o).astype(F32)
+
+
+def assert_every_row_equals_reference(x, weight, bias, *geometry):
+    want = reference.conv2d_float(x, weight, bias, *geometry)
+    for name in BACKENDS:
+        kernels.set_backend(name)
+        got = kernels.conv2d_float(x, weight, bias, *geometry)
+        assert got.dtype == np.float32 and got.shape == want.shape, name
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    return want
+
+
+def assert_close_to_numpy_semantics(got, x, weight, bias, *geometry):
+    """|got - conv_real| <= 1e-5 * (sum of |terms|), per output (a float32 tolerance)."""
+    want = float_ops.conv_real(x, weight, bias, *geometry)
+    terms = float_ops.conv_real(np.abs(x).astype(np.float64), np.abs(weight).astype(np.float64),
+                                np.abs(bias).astype(np.float64), *geometry)
+    assert np.all(np.abs(got.astype(np.float64) - want) <= 1e-5 * terms + 1e-30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9),
+       cg=st.integers(1, 7), og=st.integers(1, 19), groups=st.sampled_from([1, 2, 3, "dw"]),
+       kh=st.integers(1, 3), kw=st.integers(1, 3), stride=st.tuples(*[st.integers(1, 2)] * 2),
+       padding=st.tuples(*[st.integers(0, 2)] * 2), dilation=st.tuples(*[st.integers(1, 2)] * 2),
+       seed=st.integers(0, 2**31 - 1))
+def test_property_every_row_equals_the_reference_and_the_numpy_semantics(
+        n, h, w, cg, og, groups, kh, kw, stride, padding, dilation, seed):
+    if groups == "dw":  # depthwise: one input channel per group, og = the channel multiplier
+        groups, cg = cg + 1, 1
+    c, o = cg * groups, og * groups
+    if any(size + 2 * p < d * (k - 1) + 1
+           for size, p, d, k in zip((h, w), padding, dilation, (kh, kw))):
+        return  # the kernel does not fit: the error cases are tested below
+    x, weight, bias = operands(np.random.default_rng(seed), n, h, w, c, o, kh, kw, groups)
+    geometry = (stride, padding, dilation, groups)
+    got = assert_every_row_equals_reference(x, weight, bias, *geometry)
+    assert_close_to_numpy_semantics(got, x, weight, bias, *geometry)
+
+
+@pytest.mark.parametrize("shape", [
+    # (n, h, w, c, o, k, stride, padding, groups): a BNN's real-valued layers, smaller maps
+    (1, 24, 24, 3, 8, 3, 2, 1, 1),      # QuickNet stem
+    (2, 17, 17, 3, 32, 3, 2, 1, 1),     # wider stem, odd map
+    (1, 22, 22, 3, 64, 7, 2, 3, 1),     # ResNet-18 stem
+    (1, 12, 12, 32, 32, 3, 2, 1, 32),   # depthwise 3x3 stride 2 (BlurPool)
+    (1, 9, 9, 24, 48, 3, 1, 1, 24),     # depthwise with multiplier 2
+    (1, 7, 7, 96, 200, 1, 1, 0, 1),     # 1x1 transition (odd outputs: masked tail vectors)
+    (1, 1, 1, 512, 1000, 1, 1, 0, 1),   # dense 512 -> 1000 as a 1x1 conv on a 1x1 map
+    (3, 1, 1, 77, 10, 1, 1, 0, 1),      # dense, batch 3
+])
+def test_bnn_layer_shapes(shape):
+    n, h, w, c, o, k, s, p, g = shape
+    x, weight, bias = operands(np.random.default_rng(sum(shape)), n, h, w, c, o, k, k, g)
+    geometry = ((s, s), (p, p), (1, 1), g)
+    got = assert_every_row_equals_reference(x, weight, bias, *geometry)
+    assert_close_to_numpy_semantics(got, x, weight, bias, *geometry)
+
+
+def test_on_the_thread_pool_the_result_is_the_same():
+    x, weight, bias = operands(np.random.default_rng(3), 2, 32, 30, 64, 136, 1, 1, 1)
+    want = reference.conv2d_float(x, weight, bias)
+    for name in BACKENDS:
+        kernels.set_backend(name)
+        for threads in (1, 3):  # 17M multiply-adds: enough work to wake the pool
+            kernels.set_num_threads(threads)
+            np.testing.assert_array_equal(kernels.conv2d_float(x, weight, bias), want)
+
+
+def test_padding_reads_zeros_and_inf_propagates_like_the_reference():
+    x = np.ones((1, 3, 3, 2), F32)
+    weight = np.ones((1, 3, 3, 2), F32)
+    got = kernels.conv2d_float(x, weight, np.zeros(1, F32), padding=(1, 1))
+    np.testing.assert_array_equal(got[0, :, :, 0], [[8, 12, 8], [12, 18, 12], [8, 12, 8]])
+    x[0, 0, 0, 0] = np.inf
+    assert_every_row_equals_reference(x, weight, np.zeros(1, F32), (1, 1), (1, 1), (1, 1), 1)
+
+
+@pytest.mark.parametrize("ops", [reference, kernels])
+def test_argument_errors(ops):
+    x, weight, bias = operands(np.random.default_rng(0), 1, 5, 5, 4, 6, 3, 3, 2)
+    with pytest.raises(TypeError, match=r"^conv2d_float: x must have dtype float32, got float64"):
+        ops.conv2d_float(x.astype(np.float64), weight, bias, groups=2)
+    with pytest.raises(ValueError, match=r"^conv2d_float: x must be C-contiguous"):
+        ops.conv2d_float(np.zeros((1, 5, 10, 4), F32)[:, :, ::2], weight, bias, groups=2)
+    with pytest.raises(ValueError, match=r"^conv2d_float: weight must have C/groups = 4 input "):
+        ops.conv2d_float(x, weight, bias)
+    with pytest.raises(ValueError, match=r"^conv2d_float: groups = 3 must divide"):
+        ops.conv2d_float(x, weight, bias, groups=3)
+    with pytest.raises(ValueError, match=r"^conv2d_float: bias must have shape \(6,\)"):
+        ops.conv2d_float(x, weight, bias[:5], groups=2)
+    with pytest.raises(TypeError, match=r"^conv2d_float: bias must be a float32"):
+        ops.conv2d_float(x, weight, bias.astype(np.float64), groups=2)
+    with pytest.raises(ValueError, match=r"^conv2d_float: kernel 3x3 .* does not fit"):
+        ops.conv2d_float(x[:, :2], weight, bias, groups=2)
+    with pytest.raises(ValueError, match=r"^conv2d_float: groups must be in"):
+        ops.conv2d_float(x, weight, bias, groups=0)
+    with pytest.raises(ValueError, match=r"^conv2d_float: stride values must be >= 1"):
+        ops.conv2d_float(x, weight, bias, stride=0, groups=2)
+
+
+def geometry(n=1, h=5, w=5, c=4, o=6, kh=3, kw=3, s=1, p=0, d=1, g=1):
+    return (n, h, w, c, o, kh, kw, s, s, p, p, d, d, g)
+
+
+def test_hostile_core_calls_are_refused_before_memory_is_touched():
+    x, b = np.zeros((1, 5, 5, 4), F32), np.zeros(6, F32)
+    w = kernels.conv2d_float_panels(np.zeros((6, 3, 3, 4), F32), 1)  # (1, 3, 3, 4, 8)
+    out = np.empty((1, 3, 3, 6), F32)
+    _core.conv2d_float(x, w, b, geometry(), out)  # the well-formed call
+    with pytest.raises(ValueError, match=r"^conv2d_float: buffer out holds 212 bytes, "
+                                         r"expected 216$"):
+        _core.conv2d_float(x, w, b, geometry(), np.empty(53, F32))
+    with pytest.raises(ValueError, match=r"^conv2d_float: buffer panels holds 1152 bytes, "
+                                         r"expected 2304$"):  # 9 outputs: two 8-lane rows
+        _core.conv2d_float(x, w, np.zeros(9, F32), geometry(o=9), np.empty(81, F32))
+    with pytest.raises(ValueError, match=r"^conv2d_float: buffer panels holds 1152 bytes, "
+                                         r"expected 288$"):  # depthwise: (taps, channels)
+        _core.conv2d_float(x, w, b[:4], geometry(o=4, g=4), np.empty(36, F32))
+    with pytest.raises(ValueError, match=r"^conv2d_float: buffer bias holds"):
+        _core.conv2d_float(x, w, b[:5], geometry(), out)
+    with pytest.raises(ValueError, match=r"^conv2d_float: groups = 3 must divide c = 4"):
+        _core.conv2d_float(x, w, b, geometry(g=3), out)
+    with pytest.raises(ValueError, match=r"^conv2d_float: sizes must be >= 1, got 0"):
+        _core.conv2d_float(x, w, b, geometry(g=0), out)
+    with pytest.raises(ValueError, match=r"^conv2d_float: padding must be >= 0"):
+        _core.conv2d_float(x, w, b, geometry(p=-1), out)
+    with pytest.raises(ValueError, match=r"^conv2d_float: kernel does not fit the input"):
+        _core.conv2d_float(x, w, b, geometry(kh=7), out)
+    with pytest.raises(OverflowError, match=r"^conv2d_float: the padded input height"):
+        _core.conv2d_float(x, w, b, geometry(p=2**62), out)
+    with pytest.raises(OverflowError, match=r"^conv2d_float: the size of x overflows"):
+        _core.conv2d_float(x, w, b, geometry(n=2**40, h=2**40), out)
+    with pytest.raises(OverflowError, match=r"^conv2d_float: the size of panels overflows"):
+        _core.conv2d_float(x, w, b, geometry(kh=2**30, kw=2**30, p=2**30), out)
+    with pytest.raises(ValueError, match=r"^conv2d_float: buffer x is not aligned"):
+        raw = np.zeros(101, F32).view(np.uint8)[1:401]
+        _core.conv2d_float(raw, w, b, geometry(), out)
+
+
+def test_panels_are_checked_and_optional():
+    x, weight, bias = operands(np.random.default_rng(1), 1, 6, 6, 4, 10, 3, 3, 2)
+    panels = kernels.conv2d_float_panels(weight, 2)
+    assert panels.shape == (2, 3, 3, 2, 8) and panels.dtype == F32
+    np.testing.assert_array_equal(panels[1, 2, 0, 1, :5], weight[5:, 2, 0, 1])
+    assert not panels[..., 5:].any()
+    np.testing.assert_array_equal(kernels.conv2d_float(x, weight, bias, groups=2, panels=panels),
+                                  kernels.conv2d_float(x, weight, bias, groups=2))
+    for ops in (reference, kernels):
+        with pytest.raises(ValueError, match=r"^conv2d_float: panels must have shape "
+                                             r"\(2, 3, 3, 2, 8\)"):
+            ops.conv2d_float(x, weight, bias, groups=2, panels=panels[:1])
+
+
+class _Host(FloatStreamOps):
+    """The runner's side of FloatStreamOps: tensors from the op, the CPU backend's arrays."""
+    def __init__(self, kernel_module):
+        self.kernels, self.floats = kernel_module, float_ops
+        self.xp = types.SimpleNamespace(contiguous=np.ascontiguousarray)
+
+    def _t(self, op, role):
+        return op["tensors"][role]
+
+
+def test_the_runner_takes_conv_real_and_dense_real_through_the_kernel():
+    rng = np.random.default_rng(5)
+    x, weight, bias = operands(rng, 2, 9, 9, 3, 8, 3, 3, 1)
+    conv = dict(stride=[2, 2], padding=[1, 1], dilation=[1, 1], groups=1,
+                tensors=dict(weight=weight, bias=bias))
+    calls = []
+
+    def spy(*args, panels):
+        calls.append((args[0].shape, panels))
+        return kernels.conv2d_float(*args, panels=panels)
+
+    host = _Host(types.SimpleNamespace(conv2d_float=spy,
+                                       conv2d_float_panels=kernels.conv2d_float_panels))
+    y = host._conv_real(0, conv, x)
+    np.testing.assert_array_equal(y, reference.conv2d_float(x, weight, bias, (2, 2), (1, 1)))
+    xd = rng.standard_normal((3, 20)).astype(F32)
+    dense = dict(tensors=dict(weight=rng.standard_normal((7, 20)).astype(F32), bias=bias[:7]))
+    yd = host._dense_real(1, dense, xd)
+    assert yd.shape == (3, 7) and [(shape, p.shape) for shape, p in calls] == [
+        (x.shape, (1, 3, 3, 3, 8)), ((3, 1, 1, 20), (1, 1, 1, 20, 8))]
+    host._conv_real(0, conv, x)  # the weight layout is made once per op and kept
+    assert len(calls) == 3 and calls[2][1] is calls[0][1]
+    np.testing.assert_allclose(yd, float_ops.dense_real(xd, **dense["tensors"]), rtol=1e-5,
+                               atol=1e-5)
+    # kernels without it (the GPU backend's) keep the float ops
+    plain = _Host(types.SimpleNamespace())
+    np.testing.assert_array_equal(plain._conv_real(0, conv, x),
+                                  float_ops.conv_real(x, weight, bias, (2, 2), (1, 1), (1, 1), 1))
