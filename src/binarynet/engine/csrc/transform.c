@@ -65,14 +65,23 @@ const bn_transform_kernel bn_transform_portable = {"portable", chunk_portable};
 #if BN_X86
 #define AVX512_TRANSFORM __attribute__((target("avx512f,avx512bw,avx512vl")))
 
-/* 16 outputs [c, c + 16) (lanes past `lanes` masked off) -> their sign bits; stores y. */
-AVX512_TRANSFORM static inline __mmask16 lanes16(const bn_transform *t, size_t row, size_t c,
-                                                 __mmask16 lanes, __m512 y) {
-    const size_t o = t->o;
-    const float *p = t->params;
+/* The fields a chunk reads, as locals: the stores into y and bits could alias `t` (uint64_t
+ * is size_t), which would make the compiler reload every field after each store. */
+typedef struct {
+    size_t o;
+    int nsteps;
+    const uint8_t *kinds;
+    const float *params, *residual, *thresh; /* residual: this row's */
+} chunk_view;
+
+/* The steps on 16 outputs [c, c + 16) (lanes past `lanes` masked off). */
+AVX512_TRANSFORM static inline __m512 steps16(const chunk_view *v, size_t c, __mmask16 lanes,
+                                              __m512 y) {
+    const size_t o = v->o;
+    const float *p = v->params;
     const __m512 zero = _mm512_setzero_ps();
-    for (int s = 0; s < t->nsteps; ++s) {
-        switch (t->kinds[s]) {
+    for (int s = 0; s < v->nsteps; ++s) {
+        switch (v->kinds[s]) {
         case BN_STEP_SCALE_SHIFT:
             y = _mm512_mul_ps(y, _mm512_maskz_loadu_ps(lanes, p + c));
             y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, p + o + c));
@@ -88,32 +97,57 @@ AVX512_TRANSFORM static inline __mmask16 lanes16(const bn_transform *t, size_t r
             break;
         }
         default: /* BN_STEP_ADD */
-            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, t->residual + row * o + c));
+            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, v->residual + c));
         }
-        p += (size_t)bn_step_params(t->kinds[s]) * o;
+        p += (size_t)bn_step_params(v->kinds[s]) * o;
     }
-    if (t->y) _mm512_mask_storeu_ps(t->y + row * o + c, lanes, y);
-    if (!t->bits) return 0;
-    const __m512 th = _mm512_maskz_loadu_ps(lanes, t->thresh + c);
-    uint64_t f = t->flip_bits[c >> 6] >> (c & 63);
-    if ((c & 63) > 48 && (c >> 6) + 1 < bn_words(o)) f |= t->flip_bits[(c >> 6) + 1] << (64 - (c & 63));
-    const __mmask16 flip = (__mmask16)f;
-    const __mmask16 ge = _mm512_cmp_ps_mask(y, th, _CMP_GE_OQ);
-    const __mmask16 le = _mm512_cmp_ps_mask(y, th, _CMP_LE_OQ);
-    return (__mmask16)(((ge & ~flip) | (le & flip)) & lanes);
+    return y;
+}
+
+/* Sign bits of 16 outputs [c, c + 16): y >= thresh, y <= thresh where flipped. */
+AVX512_TRANSFORM static inline __mmask16 signs16(const chunk_view *v, size_t c, __mmask16 lanes,
+                                                 __mmask16 flip, __m512 y) {
+    const __m512 th = _mm512_maskz_loadu_ps(lanes, v->thresh + c);
+    const __mmask16 ge = _mm512_mask_cmp_ps_mask((__mmask16)(lanes & ~flip), y, th, _CMP_GE_OQ);
+    const __mmask16 le = _mm512_mask_cmp_ps_mask((__mmask16)(lanes & flip), y, th, _CMP_LE_OQ);
+    return (__mmask16)(ge | le);
+}
+
+/* Flip bits of outputs [c, c + 16) (past o: whatever, the lanes mask them off). */
+static inline __mmask16 flips16(const uint64_t *flip_bits, size_t o, size_t c) {
+    uint64_t f = flip_bits[c >> 6] >> (c & 63);
+    if ((c & 63) > 48 && (c >> 6) + 1 < bn_words(o)) f |= flip_bits[(c >> 6) + 1] << (64 - (c & 63));
+    return (__mmask16)f;
 }
 
 AVX512_TRANSFORM static void chunk_avx512(const bn_transform *t, size_t row, size_t n0,
                                           size_t nv, const float *x) {
-    uint64_t *bits_row = t->bits ? t->bits + row * bn_words(t->o) : NULL;
+    const size_t o = t->o;
+    const chunk_view v = {o, t->nsteps, t->kinds, t->params,
+                          t->residual ? t->residual + row * o : NULL, t->thresh};
+    float *y_row = t->y ? t->y + row * o : NULL;
+    uint64_t *bits_row = t->bits ? t->bits + row * bn_words(o) : NULL;
+    const uint64_t *flip_bits = t->flip_bits;
+    /* groups at c % 16 == 0 (the panel path, sign_pack) never straddle a word: their bits are
+     * gathered into whole words; or_bits handles the rest */
+    const int aligned = n0 % 16 == 0;
+    uint64_t word = 0;
     for (size_t j = 0; j < nv; j += 16) {
-        const size_t left = nv - j;
+        const size_t c = n0 + j, left = nv - j;
         const __mmask16 lanes = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-        const __m512 y = _mm512_maskz_loadu_ps(lanes, x + j);
-        const __mmask16 bits = lanes16(t, row, n0 + j, lanes, y);
-        /* a 16-lane group at c = n0 + j never straddles a word when c % 16 == 0 (the panel
-         * path and sign_pack); or_bits handles the rest */
-        if (bits_row) or_bits(bits_row, n0 + j, left < 16 ? left : 16, bits);
+        const __m512 y = steps16(&v, c, lanes, _mm512_maskz_loadu_ps(lanes, x + j));
+        if (y_row) _mm512_mask_storeu_ps(y_row + c, lanes, y);
+        if (!bits_row) continue;
+        const __mmask16 bits = signs16(&v, c, lanes, flips16(flip_bits, o, c), y);
+        if (!aligned) {
+            or_bits(bits_row, c, left < 16 ? left : 16, bits);
+            continue;
+        }
+        word |= (uint64_t)bits << (c & 63);
+        if ((c & 63) == 48 || left <= 16) { /* the word is complete, or the chunk ends */
+            bits_row[c >> 6] |= word;
+            word = 0;
+        }
     }
 }
 
