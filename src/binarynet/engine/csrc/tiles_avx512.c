@@ -175,7 +175,7 @@ AVX512_FN void panel_planes(const uint64_t *a, size_t lda, size_t mb, size_t n0,
 }
 
 /* The output transform: a row tile's sums for a span of outputs are gathered as float32 in L1,
- * then each row's span goes to the chunk kernel in one call, so the residual is read and y
+ * then go to the chunk kernel in one call, so the residual is read and y
  * written as contiguous runs, and the call and per-step dispatch are paid once per span (at
  * 64 channels, one call per 16 outputs and the strided row accesses made the transform 3x
  * slower than the threshold kernel). The span's panels (span x kw words) stay in L1. */
@@ -213,9 +213,13 @@ AVX512_FN void panel_transform(const uint64_t *a, size_t lda, size_t mb, size_t 
                     _mm512_storeu_ps(y[r] + (n - s0), _mm512_cvtepi32_ps(dot));
                 }
             }
-            for (size_t r = 0; r < mv; ++r)
-                if (!job->row_k || job->row_k[i + r] != -1)
-                    t->chunk(t, job->row0 + i + r, s0, s1 - s0, y[r]);
+            /* runs of rows without the scalar epilogue, in one call each */
+            for (size_t r = 0; r < mv;) {
+                size_t e = r;
+                while (e < mv && (!job->row_k || job->row_k[i + e] != -1)) ++e;
+                if (e > r) t->chunk(t, job->row0 + i + r, e - r, s0, s1 - s0, y[r], TRANSFORM_SPAN);
+                r = e + 1;
+            }
         }
     }
 }

@@ -25,8 +25,8 @@ static inline void or_bits(uint64_t *row, size_t n, size_t nv, uint64_t bits) {
     if (s && s + nv > 64) row[(n >> 6) + 1] |= bits >> (64 - s);
 }
 
-static void chunk_portable(const bn_transform *t, size_t row, size_t n0, size_t nv,
-                           const float *x) {
+static void row_portable(const bn_transform *t, size_t row, size_t n0, size_t nv,
+                         const float *x) {
     const size_t o = t->o;
     for (size_t j = 0; j < nv; ++j) {
         const size_t c = n0 + j;
@@ -58,6 +58,11 @@ static void chunk_portable(const bn_transform *t, size_t row, size_t n0, size_t 
             t->bits[row * bn_words(o) + (c >> 6)] |= bit << (c & 63);
         }
     }
+}
+
+static void chunk_portable(const bn_transform *t, size_t row, size_t rows, size_t n0, size_t nv,
+                           const float *x, size_t ldx) {
+    for (size_t r = 0; r < rows; ++r) row_portable(t, row + r, n0, nv, x + r * ldx);
 }
 
 const bn_transform_kernel bn_transform_portable = {"portable", chunk_portable};
@@ -120,33 +125,35 @@ static inline __mmask16 flips16(const uint64_t *flip_bits, size_t o, size_t c) {
     return (__mmask16)f;
 }
 
-AVX512_TRANSFORM static void chunk_avx512(const bn_transform *t, size_t row, size_t n0,
-                                          size_t nv, const float *x) {
-    const size_t o = t->o;
-    const chunk_view v = {o, t->nsteps, t->kinds, t->params,
-                          t->residual ? t->residual + row * o : NULL, t->thresh};
-    float *y_row = t->y ? t->y + row * o : NULL;
-    uint64_t *bits_row = t->bits ? t->bits + row * bn_words(o) : NULL;
+AVX512_TRANSFORM static void chunk_avx512(const bn_transform *t, size_t row, size_t rows,
+                                          size_t n0, size_t nv, const float *x, size_t ldx) {
+    const size_t o = t->o, ow = bn_words(o);
+    chunk_view v = {o, t->nsteps, t->kinds, t->params, NULL, t->thresh};
     const uint64_t *flip_bits = t->flip_bits;
     /* groups at c % 16 == 0 (the panel path, sign_pack) never straddle a word: their bits are
      * gathered into whole words; or_bits handles the rest */
     const int aligned = n0 % 16 == 0;
-    uint64_t word = 0;
-    for (size_t j = 0; j < nv; j += 16) {
-        const size_t c = n0 + j, left = nv - j;
-        const __mmask16 lanes = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-        const __m512 y = steps16(&v, c, lanes, _mm512_maskz_loadu_ps(lanes, x + j));
-        if (y_row) _mm512_mask_storeu_ps(y_row + c, lanes, y);
-        if (!bits_row) continue;
-        const __mmask16 bits = signs16(&v, c, lanes, flips16(flip_bits, o, c), y);
-        if (!aligned) {
-            or_bits(bits_row, c, left < 16 ? left : 16, bits);
-            continue;
-        }
-        word |= (uint64_t)bits << (c & 63);
-        if ((c & 63) == 48 || left <= 16) { /* the word is complete, or the chunk ends */
-            bits_row[c >> 6] |= word;
-            word = 0;
+    for (size_t r = row; r < row + rows; ++r, x += ldx) {
+        v.residual = t->residual ? t->residual + r * o : NULL;
+        float *y_row = t->y ? t->y + r * o : NULL;
+        uint64_t *bits_row = t->bits ? t->bits + r * ow : NULL;
+        uint64_t word = 0;
+        for (size_t j = 0; j < nv; j += 16) {
+            const size_t c = n0 + j, left = nv - j;
+            const __mmask16 lanes = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+            const __m512 y = steps16(&v, c, lanes, _mm512_maskz_loadu_ps(lanes, x + j));
+            if (y_row) _mm512_mask_storeu_ps(y_row + c, lanes, y);
+            if (!bits_row) continue;
+            const __mmask16 bits = signs16(&v, c, lanes, flips16(flip_bits, o, c), y);
+            if (!aligned) {
+                or_bits(bits_row, c, left < 16 ? left : 16, bits);
+                continue;
+            }
+            word |= (uint64_t)bits << (c & 63);
+            if ((c & 63) == 48 || left <= 16) { /* the word is complete, or the row ends */
+                bits_row[c >> 6] |= word;
+                word = 0;
+            }
         }
     }
 }
@@ -186,7 +193,7 @@ static void sign_task(void *vjob, long task, int worker) {
     (void)worker;
     const size_t r0 = (size_t)task * SIGN_ROWS;
     const size_t r1 = r0 + SIGN_ROWS < j->rows ? r0 + SIGN_ROWS : j->rows;
-    for (size_t r = r0; r < r1; ++r) j->t->chunk(j->t, r, 0, j->t->o, j->x + r * j->t->o);
+    j->t->chunk(j->t, r0, r1 - r0, 0, j->t->o, j->x + r0 * j->t->o, j->t->o);
 }
 
 int bn_sign_pack(const float *x, size_t rows, size_t c, bn_transform *t) {
