@@ -6,8 +6,10 @@
  * tensor is written and no second pass is made. Each operation rounds to float32 exactly as
  * numpy does on float32 arrays: setup.py builds with -ffp-contract=off (no fused multiply-add),
  * and ReLU maps -0.0 to +0.0 and keeps NaN, as np.maximum(y, 0) does. The portable kernel is the
- * reference; the AVX-512 one does 16 channels per step (the AVX2 row uses the portable one: the
- * epilogue is a small part of a tile's work).
+ * reference; the AVX-512 one does 16 channels of up to 4 rows at a time, one dispatch per step
+ * for them all (the AVX2 row uses the portable one: there the popcounts dominate). A call takes
+ * several rows and a span of outputs (the panel path: a whole row tile), because at 32 or 64
+ * channels the per-call and per-step overheads cost as much as the arithmetic.
  */
 #include "core.h"
 
@@ -70,53 +72,19 @@ const bn_transform_kernel bn_transform_portable = {"portable", chunk_portable};
 #if BN_X86
 #define AVX512_TRANSFORM __attribute__((target("avx512f,avx512bw,avx512vl")))
 
+#define AVX512_INLINE static inline __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+
 /* The fields a chunk reads, as locals: the stores into y and bits could alias `t` (uint64_t
  * is size_t), which would make the compiler reload every field after each store. */
 typedef struct {
-    size_t o;
+    size_t o, ow;
     int nsteps;
     const uint8_t *kinds;
-    const float *params, *residual, *thresh; /* residual: this row's */
+    const float *params, *residual, *thresh;
+    float *y;
+    uint64_t *bits;
+    const uint64_t *flip_bits;
 } chunk_view;
-
-/* The steps on 16 outputs [c, c + 16) (lanes past `lanes` masked off). */
-AVX512_TRANSFORM static inline __m512 steps16(const chunk_view *v, size_t c, __mmask16 lanes,
-                                              __m512 y) {
-    const size_t o = v->o;
-    const float *p = v->params;
-    const __m512 zero = _mm512_setzero_ps();
-    for (int s = 0; s < v->nsteps; ++s) {
-        switch (v->kinds[s]) {
-        case BN_STEP_SCALE_SHIFT:
-            y = _mm512_mul_ps(y, _mm512_maskz_loadu_ps(lanes, p + c));
-            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, p + o + c));
-            break;
-        case BN_STEP_RELU:
-            y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(y, zero, _CMP_LE_OQ), zero);
-            break;
-        case BN_STEP_PRELU: {
-            const __m512 z = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, p + c));
-            const __m512 neg = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, p + o + c), z);
-            y = _mm512_mask_mov_ps(neg, _mm512_cmp_ps_mask(z, zero, _CMP_GT_OQ), z);
-            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, p + 2 * o + c));
-            break;
-        }
-        default: /* BN_STEP_ADD */
-            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, v->residual + c));
-        }
-        p += (size_t)bn_step_params(v->kinds[s]) * o;
-    }
-    return y;
-}
-
-/* Sign bits of 16 outputs [c, c + 16): y >= thresh, y <= thresh where flipped. */
-AVX512_TRANSFORM static inline __mmask16 signs16(const chunk_view *v, size_t c, __mmask16 lanes,
-                                                 __mmask16 flip, __m512 y) {
-    const __m512 th = _mm512_maskz_loadu_ps(lanes, v->thresh + c);
-    const __mmask16 ge = _mm512_mask_cmp_ps_mask((__mmask16)(lanes & ~flip), y, th, _CMP_GE_OQ);
-    const __mmask16 le = _mm512_mask_cmp_ps_mask((__mmask16)(lanes & flip), y, th, _CMP_LE_OQ);
-    return (__mmask16)(ge | le);
-}
 
 /* Flip bits of outputs [c, c + 16) (past o: whatever, the lanes mask them off). */
 static inline __mmask16 flips16(const uint64_t *flip_bits, size_t o, size_t c) {
@@ -125,37 +93,92 @@ static inline __mmask16 flips16(const uint64_t *flip_bits, size_t o, size_t c) {
     return (__mmask16)f;
 }
 
-AVX512_TRANSFORM static void chunk_avx512(const bn_transform *t, size_t row, size_t rows,
-                                          size_t n0, size_t nv, const float *x, size_t ldx) {
-    const size_t o = t->o, ow = bn_words(o);
-    chunk_view v = {o, t->nsteps, t->kinds, t->params, NULL, t->thresh};
-    const uint64_t *flip_bits = t->flip_bits;
+/* R rows [row, row + R) x 16 outputs [c, c + 16) (lanes past `lanes` masked off), values in y:
+ * the steps, one dispatch per step for all R rows (each step's parameters are loaded once),
+ * then y stored and the sign bits gathered into words[r] (or or'd into the row if !aligned). */
+AVX512_INLINE void group16(const chunk_view *v, size_t row, size_t c, __mmask16 lanes, int R,
+                           __m512 *y, int aligned, uint64_t *words) {
+    const size_t o = v->o;
+    const float *p = v->params;
+    const __m512 zero = _mm512_setzero_ps();
+    for (int s = 0; s < v->nsteps; ++s) {
+        switch (v->kinds[s]) {
+        case BN_STEP_SCALE_SHIFT: {
+            const __m512 a = _mm512_maskz_loadu_ps(lanes, p + c);
+            const __m512 b = _mm512_maskz_loadu_ps(lanes, p + o + c);
+            for (int r = 0; r < R; ++r) y[r] = _mm512_add_ps(_mm512_mul_ps(y[r], a), b);
+            break;
+        }
+        case BN_STEP_RELU:
+            for (int r = 0; r < R; ++r)
+                y[r] = _mm512_mask_mov_ps(y[r], _mm512_cmp_ps_mask(y[r], zero, _CMP_LE_OQ), zero);
+            break;
+        case BN_STEP_PRELU: {
+            const __m512 a = _mm512_maskz_loadu_ps(lanes, p + c);
+            const __m512 slope = _mm512_maskz_loadu_ps(lanes, p + o + c);
+            const __m512 b = _mm512_maskz_loadu_ps(lanes, p + 2 * o + c);
+            for (int r = 0; r < R; ++r) {
+                const __m512 z = _mm512_add_ps(y[r], a);
+                const __m512 neg = _mm512_mul_ps(slope, z);
+                y[r] = _mm512_add_ps(_mm512_mask_mov_ps(neg, _mm512_cmp_ps_mask(z, zero, _CMP_GT_OQ), z), b);
+            }
+            break;
+        }
+        default: /* BN_STEP_ADD */
+            for (int r = 0; r < R; ++r)
+                y[r] = _mm512_add_ps(y[r], _mm512_maskz_loadu_ps(lanes, v->residual + (row + r) * o + c));
+        }
+        p += (size_t)bn_step_params(v->kinds[s]) * o;
+    }
+    if (v->y)
+        for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(v->y + (row + r) * o + c, lanes, y[r]);
+    if (!v->bits) return;
+    /* bit = y >= thresh, y <= thresh where flipped */
+    const __m512 th = _mm512_maskz_loadu_ps(lanes, v->thresh + c);
+    const __mmask16 flip = flips16(v->flip_bits, o, c);
+    const __mmask16 ge_lanes = (__mmask16)(lanes & ~flip), le_lanes = (__mmask16)(lanes & flip);
+    for (int r = 0; r < R; ++r) {
+        const __mmask16 bits = (__mmask16)(_mm512_mask_cmp_ps_mask(ge_lanes, y[r], th, _CMP_GE_OQ) |
+                                           _mm512_mask_cmp_ps_mask(le_lanes, y[r], th, _CMP_LE_OQ));
+        if (aligned)
+            words[r] |= (uint64_t)bits << (c & 63);
+        else
+            or_bits(v->bits + (row + r) * v->ow, c, (size_t)__builtin_popcount(lanes), bits);
+    }
+}
+
+#define CHUNK_ROWS 4 /* rows sharing a step's dispatch and parameters (8 measured slower) */
+
+/* R <= CHUNK_ROWS rows of x (stride ldx) from output row `row`, outputs [n0, n0 + nv). */
+AVX512_INLINE void rows_avx512(const chunk_view *v, size_t row, int R, size_t n0, size_t nv,
+                               const float *x, size_t ldx) {
     /* groups at c % 16 == 0 (the panel path, sign_pack) never straddle a word: their bits are
      * gathered into whole words; or_bits handles the rest */
     const int aligned = n0 % 16 == 0;
-    for (size_t r = row; r < row + rows; ++r, x += ldx) {
-        v.residual = t->residual ? t->residual + r * o : NULL;
-        float *y_row = t->y ? t->y + r * o : NULL;
-        uint64_t *bits_row = t->bits ? t->bits + r * ow : NULL;
-        uint64_t word = 0;
-        for (size_t j = 0; j < nv; j += 16) {
-            const size_t c = n0 + j, left = nv - j;
-            const __mmask16 lanes = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-            const __m512 y = steps16(&v, c, lanes, _mm512_maskz_loadu_ps(lanes, x + j));
-            if (y_row) _mm512_mask_storeu_ps(y_row + c, lanes, y);
-            if (!bits_row) continue;
-            const __mmask16 bits = signs16(&v, c, lanes, flips16(flip_bits, o, c), y);
-            if (!aligned) {
-                or_bits(bits_row, c, left < 16 ? left : 16, bits);
-                continue;
-            }
-            word |= (uint64_t)bits << (c & 63);
-            if ((c & 63) == 48 || left <= 16) { /* the word is complete, or the row ends */
-                bits_row[c >> 6] |= word;
-                word = 0;
+    uint64_t words[CHUNK_ROWS] = {0};
+    __m512 y[CHUNK_ROWS];
+    for (size_t j = 0; j < nv; j += 16) {
+        const size_t c = n0 + j, left = nv - j;
+        const __mmask16 lanes = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+        for (int r = 0; r < R; ++r) y[r] = _mm512_maskz_loadu_ps(lanes, x + (size_t)r * ldx + j);
+        group16(v, row, c, lanes, R, y, aligned, words);
+        if (aligned && v->bits && ((c & 63) == 48 || left <= 16)) { /* words complete */
+            for (int r = 0; r < R; ++r) {
+                v->bits[(row + r) * v->ow + (c >> 6)] |= words[r];
+                words[r] = 0;
             }
         }
     }
+}
+
+AVX512_TRANSFORM static void chunk_avx512(const bn_transform *t, size_t row, size_t rows,
+                                          size_t n0, size_t nv, const float *x, size_t ldx) {
+    const chunk_view v = {t->o,      bn_words(t->o), t->nsteps, t->kinds, t->params,
+                          t->residual, t->thresh,    t->y,      t->bits,  t->flip_bits};
+    size_t r = 0;
+    for (; r + CHUNK_ROWS <= rows; r += CHUNK_ROWS)
+        rows_avx512(&v, row + r, CHUNK_ROWS, n0, nv, x + r * ldx, ldx);
+    for (; r < rows; ++r) rows_avx512(&v, row + r, 1, n0, nv, x + r * ldx, ldx);
 }
 
 const bn_transform_kernel bn_transform_avx512 = {"avx512f", chunk_avx512};
