@@ -194,12 +194,21 @@ AVX512_FN void panel_transform(const uint64_t *a, size_t lda, size_t mb, size_t 
         for (size_t i = 0; i < mb; i += PANEL_MR) {
             const size_t mv = mb - i < PANEL_MR ? mb - i : PANEL_MR;
             for (size_t r = 0; r < PANEL_MR; ++r) ap[r] = a + (i + (r < mv ? r : mv - 1)) * lda;
+            int border = 0; /* a row with its own k (conv borders): the general loop below */
+            for (size_t r = 0; r < mv && job->row_k; ++r) border |= job->row_k[i + r] != job->k;
             for (size_t n = s0; n < s1; n += 16) {
                 const int nv = s1 - n < 16 ? (int)(s1 - n) : 16;
                 const __mmask16 lanes = (__mmask16)((1u << nv) - 1u);
                 panel_tile(ap, job->panels + (n / 8) * kw * 8, kw, counts);
+                if (!border) {
+                    const __m512i kv = _mm512_set1_epi32(job->k);
+                    for (size_t r = 0; r < mv; ++r)
+                        _mm512_storeu_ps(y[r] + (n - s0), _mm512_cvtepi32_ps(_mm512_sub_epi32(
+                                                              kv, _mm512_slli_epi32(counts[r], 1))));
+                    continue;
+                }
                 for (size_t r = 0; r < mv; ++r) {
-                    const int32_t k = job->row_k ? job->row_k[i + r] : job->k;
+                    const int32_t k = job->row_k[i + r];
                     if (k == -1) { /* a conv border pixel: the scalar epilogue, 16 at a time */
                         uint32_t tmp[16];
                         _mm512_storeu_si512((void *)tmp, counts[r]);
@@ -216,7 +225,7 @@ AVX512_FN void panel_transform(const uint64_t *a, size_t lda, size_t mb, size_t 
             /* runs of rows without the scalar epilogue, in one call each */
             for (size_t r = 0; r < mv;) {
                 size_t e = r;
-                while (e < mv && (!job->row_k || job->row_k[i + e] != -1)) ++e;
+                while (e < mv && (!border || job->row_k[i + e] != -1)) ++e;
                 if (e > r) t->chunk(t, job->row0 + i + r, e - r, s0, s1 - s0, y[r], TRANSFORM_SPAN);
                 r = e + 1;
             }
