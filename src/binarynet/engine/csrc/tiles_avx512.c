@@ -175,10 +175,11 @@ AVX512_FN void panel_planes(const uint64_t *a, size_t lda, size_t mb, size_t n0,
 }
 
 /* The output transform: a row tile's sums for a span of outputs are gathered as float32 in L1,
- * then go to the chunk kernel in one call, so the residual is read and y
- * written as contiguous runs, and the call and per-step dispatch are paid once per span (at
- * 64 channels, one call per 16 outputs and the strided row accesses made the transform 3x
- * slower than the threshold kernel). The span's panels (span x kw words) stay in L1. */
+ * then go to the chunk kernel in one call, so the residual is read and y written as contiguous
+ * runs, and the call and per-step dispatch are paid once per span and row tile (at 64
+ * channels, one call per 16 outputs of one row, sweeping the rows once per 16 outputs, made
+ * the transform 3x slower than the threshold kernel). The span's panels (span x kw words)
+ * stay in L1 while the rows are swept. */
 #define TRANSFORM_SPAN 256
 #define TRANSFORM_PANEL_BYTES (32u * 1024u)
 AVX512_FN void panel_transform(const uint64_t *a, size_t lda, size_t mb, size_t n0, size_t n1,
