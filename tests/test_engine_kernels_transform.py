@@ -198,6 +198,30 @@ def test_transforms_on_the_thread_pool(threads):
         kernels.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("geometry", [
+    # a 33-wide kernel has no border-class table: its border pixels take the scalar epilogue,
+    # and the panel path hands the transform the runs of rows between them (5 interior pixels
+    # in each output row of 37, so the runs start and end inside tiles of 8 rows)
+    {"x": (1, 3, 37, 70), "w": (37, 1, 33, 70), "padding": (0, 16)},
+    # 700 channels: a span of 32 outputs per panel sweep, so a row's sign words are filled by
+    # several calls, and row tiles end in partial groups of rows
+    {"x": (1, 6, 7, 700), "w": (100, 3, 3, 700), "padding": (1, 1)},
+], ids=["scalar-border-rows", "short-spans"])
+def test_bconv2d_transform_panel_path_row_runs_and_spans(geometry):
+    rng = np.random.default_rng(len(geometry["x"]))
+    c, o = geometry["x"][-1], geometry["w"][0]
+    x, w = reference.pack(pm1(rng, geometry["x"])), reference.pack(pm1(rng, geometry["w"]))
+    scale, shift = channels(rng, o), channels(rng, o)
+    y0, _ = reference.bconv2d_transform(x, w, c, scale, shift, padding=geometry["padding"])
+    kwargs = {"steps": (("relu",), ("add",), ("prelu",) + tuple(channels(rng, o) for _ in range(3))),
+              "residual": (rng.standard_normal(y0.shape) * 4).astype(F32),
+              "sign_thresh": tie_thresholds(rng, y0.reshape(-1, o)),
+              "sign_flip": rng.random(o) < 0.5, "padding": geometry["padding"]}
+    y, bits = check_all_backends("bconv2d_transform", (x, w, c, scale, shift), kwargs)
+    assert y.shape[0] * y.shape[1] * y.shape[2] >= 32  # the panel path (AVX-512)
+    assert bits is not None
+
+
 @settings(max_examples=25, deadline=None)
 @given(shape=st.lists(st.integers(1, 9), min_size=0, max_size=2), c=st.integers(1, 200),
        seed=st.integers(0, 2**32 - 1))

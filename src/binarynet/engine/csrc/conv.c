@@ -265,13 +265,13 @@ static void epi_conv_bits(void *vctx, size_t m0, int mr, size_t n0, int nr, cons
 static void epi_conv_transform(void *vctx, size_t m0, int mr, size_t n0, int nr,
                                const uint32_t *cnt, int ldc) {
     const conv_epi_ctx *c = (const conv_epi_ctx *)vctx;
-    float y[64]; /* nr <= 16 (gemm.c MAX_TILE) */
+    float y[64]; /* mr * nr <= 64 (gemm.c MAX_TILE) */
     for (int i = 0; i < mr; ++i) {
         const tap_window *win = c->win + m0 + (size_t)i;
         for (int j = 0; j < nr; ++j)
-            y[j] = (float)(int32_t)conv_dot(c->plan, win, n0 + (size_t)j, cnt[i * ldc + j]);
-        c->t->chunk(c->t, c->row0 + m0 + (size_t)i, n0, (size_t)nr, y);
+            y[i * nr + j] = (float)(int32_t)conv_dot(c->plan, win, n0 + (size_t)j, cnt[i * ldc + j]);
     }
+    c->t->chunk(c->t, c->row0 + m0, (size_t)mr, n0, (size_t)nr, y, (size_t)nr);
 }
 
 /* Panel-path k of each block row: the full K; for a "zero"-mode border row -2 - its border

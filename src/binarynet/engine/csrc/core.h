@@ -150,9 +150,11 @@ static inline int bn_step_params(int kind) { /* per-channel float32 rows a step 
     return kind == BN_STEP_SCALE_SHIFT ? 2 : kind == BN_STEP_PRELU ? 3 : 0;
 }
 typedef struct bn_transform bn_transform;
-/* Outputs [n, n + nv) of output row `row`, from their nv values float32(s) in x. */
-typedef void (*bn_transform_fn)(const bn_transform *t, size_t row, size_t n, size_t nv,
-                                const float *x);
+/* Outputs [n, n + nv) of output rows [row, row + rows), from their values float32(s): those of
+ * row row + r are x[r * ldx], ..., x[r * ldx + nv - 1]. Several rows per call: at 32 or 64
+ * channels a call per row cost as much as the arithmetic. */
+typedef void (*bn_transform_fn)(const bn_transform *t, size_t row, size_t rows, size_t n,
+                                size_t nv, const float *x, size_t ldx);
 struct bn_transform {
     size_t o;                   /* channels per output row */
     int nsteps;

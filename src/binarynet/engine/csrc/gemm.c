@@ -122,10 +122,10 @@ static void epi_transform(void *vctx, size_t m0, int mr, size_t n0, int nr, cons
                           int ldc) {
     const transform_ctx *c = (const transform_ctx *)vctx;
     float y[MAX_TILE];
-    for (int i = 0; i < mr; ++i) {
-        for (int j = 0; j < nr; ++j) y[j] = (float)(int32_t)(c->k - 2 * (int64_t)cnt[i * ldc + j]);
-        c->t->chunk(c->t, c->row0 + m0 + (size_t)i, n0, (size_t)nr, y);
-    }
+    for (int i = 0; i < mr; ++i)
+        for (int j = 0; j < nr; ++j)
+            y[i * nr + j] = (float)(int32_t)(c->k - 2 * (int64_t)cnt[i * ldc + j]);
+    c->t->chunk(c->t, c->row0 + m0, (size_t)mr, n0, (size_t)nr, y, (size_t)nr);
 }
 
 /* ---- panel path helpers ------------------------------------------------------------------ */

@@ -135,12 +135,6 @@ AVX512_FN void panel_epilogue(const bn_panel_job *job, size_t m, size_t n, int n
     const __m512i kv = k >= 0 ? _mm512_set1_epi32(k)
                               : _mm512_maskz_loadu_epi32(lanes, job->kvec + (size_t)(-2 - k) * job->ldk + n);
     const __m512i dot = _mm512_sub_epi32(kv, _mm512_slli_epi32(cnt, 1));
-    if (job->kind == BN_EPI_TRANSFORM) { /* through L1: the chunk kernel reads 16 floats */
-        float y[16];
-        _mm512_storeu_ps(y, _mm512_cvtepi32_ps(dot));
-        job->transform->chunk(job->transform, job->row0 + m, n, (size_t)nv, y);
-        return;
-    }
     if (job->kind == BN_EPI_DOT) {
         _mm512_mask_storeu_epi32((int32_t *)job->out + m * job->ldo + n, lanes, dot);
         return;
@@ -180,12 +174,76 @@ AVX512_FN void panel_planes(const uint64_t *a, size_t lda, size_t mb, size_t n0,
     }
 }
 
+/* The output transform: a row tile's sums for a span of outputs are gathered as float32 in L1,
+ * then go to the chunk kernel in one call, so the residual is read and y written as contiguous
+ * runs, and the call and per-step dispatch are paid once per span and row tile (at 64
+ * channels, one call per 16 outputs of one row, sweeping the rows once per 16 outputs, made
+ * the transform 3x slower than the threshold kernel). The span's panels (span x kw words)
+ * stay in L1 while the rows are swept. */
+#define TRANSFORM_SPAN 256
+#define TRANSFORM_PANEL_BYTES (32u * 1024u)
+AVX512_FN void panel_transform(const uint64_t *a, size_t lda, size_t mb, size_t n0, size_t n1,
+                               size_t kw, const bn_panel_job *job) {
+    __m512i counts[PANEL_MR];
+    const uint64_t *ap[PANEL_MR];
+    float y[PANEL_MR][TRANSFORM_SPAN];
+    const bn_transform *t = job->transform;
+    size_t span = TRANSFORM_PANEL_BYTES / (kw * 8) / 16 * 16;
+    span = span < 16 ? 16 : span > TRANSFORM_SPAN ? TRANSFORM_SPAN : span;
+    for (size_t s0 = n0; s0 < n1; s0 += span) {
+        const size_t s1 = n1 - s0 < span ? n1 : s0 + span;
+        for (size_t i = 0; i < mb; i += PANEL_MR) {
+            const size_t mv = mb - i < PANEL_MR ? mb - i : PANEL_MR;
+            for (size_t r = 0; r < PANEL_MR; ++r) ap[r] = a + (i + (r < mv ? r : mv - 1)) * lda;
+            int border = 0; /* a row with its own k (conv borders): the general loop below */
+            for (size_t r = 0; r < mv && job->row_k; ++r) border |= job->row_k[i + r] != job->k;
+            for (size_t n = s0; n < s1; n += 16) {
+                const int nv = s1 - n < 16 ? (int)(s1 - n) : 16;
+                const __mmask16 lanes = (__mmask16)((1u << nv) - 1u);
+                panel_tile(ap, job->panels + (n / 8) * kw * 8, kw, counts);
+                if (!border) {
+                    const __m512i kv = _mm512_set1_epi32(job->k);
+                    for (size_t r = 0; r < mv; ++r)
+                        _mm512_storeu_ps(y[r] + (n - s0), _mm512_cvtepi32_ps(_mm512_sub_epi32(
+                                                              kv, _mm512_slli_epi32(counts[r], 1))));
+                    continue;
+                }
+                for (size_t r = 0; r < mv; ++r) {
+                    const int32_t k = job->row_k[i + r];
+                    if (k == -1) { /* a conv border pixel: the scalar epilogue, 16 at a time */
+                        uint32_t tmp[16];
+                        _mm512_storeu_si512((void *)tmp, counts[r]);
+                        job->epi(job->epi_ctx, i + r, 1, n, nv, tmp, 16);
+                        continue;
+                    }
+                    const __m512i kv =
+                        k >= 0 ? _mm512_set1_epi32(k)
+                               : _mm512_maskz_loadu_epi32(lanes, job->kvec + (size_t)(-2 - k) * job->ldk + n);
+                    const __m512i dot = _mm512_sub_epi32(kv, _mm512_slli_epi32(counts[r], 1));
+                    _mm512_storeu_ps(y[r] + (n - s0), _mm512_cvtepi32_ps(dot));
+                }
+            }
+            /* runs of rows without the scalar epilogue, in one call each */
+            for (size_t r = 0; r < mv;) {
+                size_t e = r;
+                while (e < mv && (!border || job->row_k[i + e] != -1)) ++e;
+                if (e > r) t->chunk(t, job->row0 + i + r, e - r, s0, s1 - s0, y[r], TRANSFORM_SPAN);
+                r = e + 1;
+            }
+        }
+    }
+}
+
 AVX512_KERNEL static void panel_block(const uint64_t *a, size_t lda, size_t mb, size_t n0,
                                       size_t n1, size_t kw, const bn_panel_job *job) {
     __m512i counts[PANEL_MR];
     const uint64_t *ap[PANEL_MR];
     if (job->kind == BN_EPI_PLANES) {
         panel_planes(a, lda, mb, n0, n1, kw, job);
+        return;
+    }
+    if (job->kind == BN_EPI_TRANSFORM) {
+        panel_transform(a, lda, mb, n0, n1, kw, job);
         return;
     }
     for (size_t n = n0; n < n1; n += 16) {

@@ -6,8 +6,10 @@
  * tensor is written and no second pass is made. Each operation rounds to float32 exactly as
  * numpy does on float32 arrays: setup.py builds with -ffp-contract=off (no fused multiply-add),
  * and ReLU maps -0.0 to +0.0 and keeps NaN, as np.maximum(y, 0) does. The portable kernel is the
- * reference; the AVX-512 one does 16 channels per step (the AVX2 row uses the portable one: the
- * epilogue is a small part of a tile's work).
+ * reference; the AVX-512 one does 16 channels of up to 4 rows at a time, one dispatch per step
+ * for them all (the AVX2 row uses the portable one: there the popcounts dominate). A call takes
+ * several rows and a span of outputs (the panel path: a whole row tile), because at 32 or 64
+ * channels the per-call and per-step overheads cost as much as the arithmetic.
  */
 #include "core.h"
 
@@ -25,8 +27,8 @@ static inline void or_bits(uint64_t *row, size_t n, size_t nv, uint64_t bits) {
     if (s && s + nv > 64) row[(n >> 6) + 1] |= bits >> (64 - s);
 }
 
-static void chunk_portable(const bn_transform *t, size_t row, size_t n0, size_t nv,
-                           const float *x) {
+static void row_portable(const bn_transform *t, size_t row, size_t n0, size_t nv,
+                         const float *x) {
     const size_t o = t->o;
     for (size_t j = 0; j < nv; ++j) {
         const size_t c = n0 + j;
@@ -60,61 +62,123 @@ static void chunk_portable(const bn_transform *t, size_t row, size_t n0, size_t 
     }
 }
 
+static void chunk_portable(const bn_transform *t, size_t row, size_t rows, size_t n0, size_t nv,
+                           const float *x, size_t ldx) {
+    for (size_t r = 0; r < rows; ++r) row_portable(t, row + r, n0, nv, x + r * ldx);
+}
+
 const bn_transform_kernel bn_transform_portable = {"portable", chunk_portable};
 
 #if BN_X86
 #define AVX512_TRANSFORM __attribute__((target("avx512f,avx512bw,avx512vl")))
 
-/* 16 outputs [c, c + 16) (lanes past `lanes` masked off) -> their sign bits; stores y. */
-AVX512_TRANSFORM static inline __mmask16 lanes16(const bn_transform *t, size_t row, size_t c,
-                                                 __mmask16 lanes, __m512 y) {
-    const size_t o = t->o;
-    const float *p = t->params;
+#define AVX512_INLINE static inline __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+
+/* The fields a chunk reads, as locals: the stores into y and bits could alias `t` (uint64_t
+ * is size_t), which would make the compiler reload every field after each store. */
+typedef struct {
+    size_t o, ow;
+    int nsteps;
+    const uint8_t *kinds;
+    const float *params, *residual, *thresh;
+    float *y;
+    uint64_t *bits;
+    const uint64_t *flip_bits;
+} chunk_view;
+
+/* Flip bits of outputs [c, c + 16) (past o: whatever, the lanes mask them off). */
+static inline __mmask16 flips16(const uint64_t *flip_bits, size_t o, size_t c) {
+    uint64_t f = flip_bits[c >> 6] >> (c & 63);
+    if ((c & 63) > 48 && (c >> 6) + 1 < bn_words(o)) f |= flip_bits[(c >> 6) + 1] << (64 - (c & 63));
+    return (__mmask16)f;
+}
+
+/* R rows [row, row + R) x 16 outputs [c, c + 16) (lanes past `lanes` masked off), values in y:
+ * the steps, one dispatch per step for all R rows (each step's parameters are loaded once),
+ * then y stored and the sign bits gathered into words[r] (or or'd into the row if !aligned). */
+AVX512_INLINE void group16(const chunk_view *v, size_t row, size_t c, __mmask16 lanes, int R,
+                           __m512 *y, int aligned, uint64_t *words) {
+    const size_t o = v->o;
+    const float *p = v->params;
     const __m512 zero = _mm512_setzero_ps();
-    for (int s = 0; s < t->nsteps; ++s) {
-        switch (t->kinds[s]) {
-        case BN_STEP_SCALE_SHIFT:
-            y = _mm512_mul_ps(y, _mm512_maskz_loadu_ps(lanes, p + c));
-            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, p + o + c));
+    for (int s = 0; s < v->nsteps; ++s) {
+        switch (v->kinds[s]) {
+        case BN_STEP_SCALE_SHIFT: {
+            const __m512 a = _mm512_maskz_loadu_ps(lanes, p + c);
+            const __m512 b = _mm512_maskz_loadu_ps(lanes, p + o + c);
+            for (int r = 0; r < R; ++r) y[r] = _mm512_add_ps(_mm512_mul_ps(y[r], a), b);
             break;
+        }
         case BN_STEP_RELU:
-            y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(y, zero, _CMP_LE_OQ), zero);
+            for (int r = 0; r < R; ++r)
+                y[r] = _mm512_mask_mov_ps(y[r], _mm512_cmp_ps_mask(y[r], zero, _CMP_LE_OQ), zero);
             break;
         case BN_STEP_PRELU: {
-            const __m512 z = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, p + c));
-            const __m512 neg = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, p + o + c), z);
-            y = _mm512_mask_mov_ps(neg, _mm512_cmp_ps_mask(z, zero, _CMP_GT_OQ), z);
-            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, p + 2 * o + c));
+            const __m512 a = _mm512_maskz_loadu_ps(lanes, p + c);
+            const __m512 slope = _mm512_maskz_loadu_ps(lanes, p + o + c);
+            const __m512 b = _mm512_maskz_loadu_ps(lanes, p + 2 * o + c);
+            for (int r = 0; r < R; ++r) {
+                const __m512 z = _mm512_add_ps(y[r], a);
+                const __m512 neg = _mm512_mul_ps(slope, z);
+                y[r] = _mm512_add_ps(_mm512_mask_mov_ps(neg, _mm512_cmp_ps_mask(z, zero, _CMP_GT_OQ), z), b);
+            }
             break;
         }
         default: /* BN_STEP_ADD */
-            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, t->residual + row * o + c));
+            for (int r = 0; r < R; ++r)
+                y[r] = _mm512_add_ps(y[r], _mm512_maskz_loadu_ps(lanes, v->residual + (row + r) * o + c));
         }
-        p += (size_t)bn_step_params(t->kinds[s]) * o;
+        p += (size_t)bn_step_params(v->kinds[s]) * o;
     }
-    if (t->y) _mm512_mask_storeu_ps(t->y + row * o + c, lanes, y);
-    if (!t->bits) return 0;
-    const __m512 th = _mm512_maskz_loadu_ps(lanes, t->thresh + c);
-    uint64_t f = t->flip_bits[c >> 6] >> (c & 63);
-    if ((c & 63) > 48 && (c >> 6) + 1 < bn_words(o)) f |= t->flip_bits[(c >> 6) + 1] << (64 - (c & 63));
-    const __mmask16 flip = (__mmask16)f;
-    const __mmask16 ge = _mm512_cmp_ps_mask(y, th, _CMP_GE_OQ);
-    const __mmask16 le = _mm512_cmp_ps_mask(y, th, _CMP_LE_OQ);
-    return (__mmask16)(((ge & ~flip) | (le & flip)) & lanes);
+    if (v->y)
+        for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(v->y + (row + r) * o + c, lanes, y[r]);
+    if (!v->bits) return;
+    /* bit = y >= thresh, y <= thresh where flipped */
+    const __m512 th = _mm512_maskz_loadu_ps(lanes, v->thresh + c);
+    const __mmask16 flip = flips16(v->flip_bits, o, c);
+    const __mmask16 ge_lanes = (__mmask16)(lanes & ~flip), le_lanes = (__mmask16)(lanes & flip);
+    for (int r = 0; r < R; ++r) {
+        const __mmask16 bits = (__mmask16)(_mm512_mask_cmp_ps_mask(ge_lanes, y[r], th, _CMP_GE_OQ) |
+                                           _mm512_mask_cmp_ps_mask(le_lanes, y[r], th, _CMP_LE_OQ));
+        if (aligned)
+            words[r] |= (uint64_t)bits << (c & 63);
+        else
+            or_bits(v->bits + (row + r) * v->ow, c, (size_t)__builtin_popcount(lanes), bits);
+    }
 }
 
-AVX512_TRANSFORM static void chunk_avx512(const bn_transform *t, size_t row, size_t n0,
-                                          size_t nv, const float *x) {
-    uint64_t *bits_row = t->bits ? t->bits + row * bn_words(t->o) : NULL;
+#define CHUNK_ROWS 4 /* rows sharing a step's dispatch and parameters (8 measured slower) */
+
+/* R <= CHUNK_ROWS rows of x (stride ldx) from output row `row`, outputs [n0, n0 + nv). */
+AVX512_INLINE void rows_avx512(const chunk_view *v, size_t row, int R, size_t n0, size_t nv,
+                               const float *x, size_t ldx) {
+    /* groups at c % 16 == 0 (the panel path, sign_pack) never straddle a word: their bits are
+     * gathered into whole words; or_bits handles the rest */
+    const int aligned = n0 % 16 == 0;
+    uint64_t words[CHUNK_ROWS] = {0};
+    __m512 y[CHUNK_ROWS];
     for (size_t j = 0; j < nv; j += 16) {
-        const size_t left = nv - j;
+        const size_t c = n0 + j, left = nv - j;
         const __mmask16 lanes = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-        const __m512 y = _mm512_maskz_loadu_ps(lanes, x + j);
-        const __mmask16 bits = lanes16(t, row, n0 + j, lanes, y);
-        /* a 16-lane group at c = n0 + j never straddles a word when c % 16 == 0 (the panel
-         * path and sign_pack); or_bits handles the rest */
-        if (bits_row) or_bits(bits_row, n0 + j, left < 16 ? left : 16, bits);
+        for (int r = 0; r < R; ++r) y[r] = _mm512_maskz_loadu_ps(lanes, x + (size_t)r * ldx + j);
+        group16(v, row, c, lanes, R, y, aligned, words);
+        if (aligned && v->bits && ((c & 63) == 48 || left <= 16)) { /* words complete */
+            for (int r = 0; r < R; ++r) {
+                v->bits[(row + r) * v->ow + (c >> 6)] |= words[r];
+                words[r] = 0;
+            }
+        }
     }
+}
+
+AVX512_TRANSFORM static void chunk_avx512(const bn_transform *t, size_t row, size_t rows,
+                                          size_t n0, size_t nv, const float *x, size_t ldx) {
+    const chunk_view v = {t->o,      bn_words(t->o), t->nsteps, t->kinds, t->params,
+                          t->residual, t->thresh,    t->y,      t->bits,  t->flip_bits};
+    size_t r = 0;
+    for (; r + CHUNK_ROWS <= rows; r += CHUNK_ROWS)
+        rows_avx512(&v, row + r, CHUNK_ROWS, n0, nv, x + r * ldx, ldx);
+    for (; r < rows; ++r) rows_avx512(&v, row + r, 1, n0, nv, x + r * ldx, ldx);
 }
 
 const bn_transform_kernel bn_transform_avx512 = {"avx512f", chunk_avx512};
@@ -152,7 +216,7 @@ static void sign_task(void *vjob, long task, int worker) {
     (void)worker;
     const size_t r0 = (size_t)task * SIGN_ROWS;
     const size_t r1 = r0 + SIGN_ROWS < j->rows ? r0 + SIGN_ROWS : j->rows;
-    for (size_t r = r0; r < r1; ++r) j->t->chunk(j->t, r, 0, j->t->o, j->x + r * j->t->o);
+    j->t->chunk(j->t, r0, r1 - r0, 0, j->t->o, j->x + r0 * j->t->o, j->t->o);
 }
 
 int bn_sign_pack(const float *x, size_t rows, size_t c, bn_transform *t) {
