@@ -81,6 +81,7 @@ def test_property_every_row_equals_the_reference_and_the_numpy_semantics(
     (1, 7, 7, 96, 200, 1, 1, 0, 1),     # 1x1 transition (odd outputs: masked tail vectors)
     (1, 1, 1, 512, 1000, 1, 1, 0, 1),   # dense 512 -> 1000 as a 1x1 conv on a 1x1 map
     (3, 1, 1, 77, 10, 1, 1, 0, 1),      # dense, batch 3
+    (2, 1, 1, 3, 9, 1, 1, 0, 1),        # dense, fewer inputs than one pass of 4
 ])
 def test_bnn_layer_shapes(shape):
     n, h, w, c, o, k, s, p, g = shape

@@ -215,7 +215,7 @@ typedef struct {
     size_t cg, og, opad;  /* per group: input and output channels; panel row length */
     int depthwise;        /* cg == og == 1: channels across the lanes */
 } bn_fconv_job;
-/* per-worker scratch: kh * kw * 6 input pointers, then O doubles */
+/* per-worker scratch: kh * kw * 6 input pointers, then O + BN_FCONV_LANES doubles */
 #define BN_FCONV_TILE 6
 typedef struct {
     const char *name;
