@@ -150,6 +150,16 @@ def test_elementwise_ops_equal_torch_float32_exactly():
                                   want)
 
 
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 1, 4, 3), (1, 16, 3, 2), (2, 17, 2, 3)])
+def test_nchw_images_become_contiguous_nhwc_values(shape):
+    """float_ops.nchw_to_nhwc copies one channel plane at a time (few channels) or the
+    transposed view (many): the same values either way, C-contiguous."""
+    x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    for got in (float_ops.nchw_to_nhwc(x), float_ops.input_float(x)):
+        assert got.flags.c_contiguous and got.dtype == np.float32
+        np.testing.assert_array_equal(got, x.transpose(0, 2, 3, 1))
+
+
 def test_sign_ties_flip_and_infinite_thresholds():
     """x == thresh gives +1 both ways (x >= t; x <= t where flip); -inf/+inf: constant channels."""
     thresh = np.array([0.5, 0.5, -np.inf, np.inf, np.inf], np.float32)

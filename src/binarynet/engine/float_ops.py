@@ -14,7 +14,7 @@ import numpy as np
 
 from .checker import conv_output_size, pool_output_size
 
-__all__ = ["input_float", "conv_real", "dense_real", "output_transform", "apply_step", "sign",
+__all__ = ["input_float", "nchw_to_nhwc", "conv_real", "dense_real", "output_transform", "apply_step", "sign",
            "scale_shift", "relu", "prelu", "add", "concat", "avgpool", "maxpool_real",
            "global_avgpool", "flatten", "taps", "pool_padding", "avgpool_divisors"]
 
@@ -29,7 +29,20 @@ def input_float(x, scale=None, offset=None):
         x = (x.astype(F32) * np.asarray(scale, F32).reshape(shape)
              + np.asarray(offset, F32).reshape(shape))
     x = x.astype(F32, copy=False)
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
+    return nchw_to_nhwc(x) if x.ndim == 4 else x
+
+
+def nchw_to_nhwc(x):
+    """(N, C, H, W) -> C-contiguous (N, H, W, C), one channel plane at a time: for an image's
+    few channels, ~4x faster than numpy's copy of the transposed view (whose innermost loop
+    runs over the C channels of one pixel)."""
+    n, c, h, w = x.shape
+    if c > 16:  # many channels: numpy's innermost loop is long enough
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    out = np.empty((n, h, w, c), x.dtype)
+    for k in range(c):
+        out[..., k] = x[:, k]
+    return out
 
 
 def taps(padded, kernel, stride, dilation, out_size):
