@@ -177,9 +177,19 @@ def maxpool_real(x, kernel, stride, padding, ceil_mode):
     n, h, w, c = x.shape
     out, far = pool_padding(h, w, kernel, stride, padding, ceil_mode)
     padded = _pad(x, padding, far, -np.inf)
-    views = taps(padded, kernel, stride, (1, 1), out)
-    result = views[0].copy()
-    for view in views[1:]:
+    # separable: the max over each window's columns, then over its rows (kh + kw - 2 passes,
+    # not kh * kw - 1; max is exact, so the order does not change the result)
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out
+    cols = _running_max([padded[:, :, j:j + sw * (wo - 1) + 1:sw] for j in range(kw)])
+    return _running_max([cols[:, i:i + sh * (ho - 1) + 1:sh] for i in range(kh)])
+
+
+def _running_max(views):
+    """The elementwise max of equally shaped views, as a new C-contiguous array."""
+    if len(views) == 1:
+        return np.array(views[0], order="C")
+    result = np.maximum(views[0], views[1])
+    for view in views[2:]:
         np.maximum(result, view, out=result)
     return result
 
