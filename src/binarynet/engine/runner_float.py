@@ -98,24 +98,34 @@ class FloatStreamOps:
 
     def _transform(self, step, values) -> dict:
         """A fused step: bconv/bdense, its elementwise chain and sign in one kernel call."""
+        kernel, operands, args = self._transform_args(step)
+        if step.residual is not None:
+            args = dict(args, residual=self.xp.contiguous(values[step.residual]))
+        y, bits = kernel(values[step.reads[0]], *operands, **args)
+        out = {step.writes[0]: y} if step.float_out else {}
+        if step.sign is not None:
+            out[step.sign] = bits
+        return out
+
+    def _transform_args(self, step) -> tuple:
+        """(kernel, its operands after x, its keyword arguments but the residual) of a fused
+        step: the same on every run, so made on the first and kept."""
+        cache = self.__dict__.setdefault("_transform_calls", {})
+        if step in cache:
+            return cache[step]
         ops = self.graph["ops"]
         head = ops[step.ops[0]]
         sign = ops[step.sign] if step.sign is not None else None
         args = dict(steps=tuple(self._step_tensors(ops[k]) for k in step.chain),
-                    residual=(None if step.residual is None
-                              else self.xp.contiguous(values[step.residual])),
                     sign_thresh=self._t(sign, "thresh") if sign else None,
                     sign_flip=self._t(sign, "flip") if sign else None,
                     float_out=step.float_out)
         weight, scale, shift = (self._t(head, r) for r in ("weight", "scale", "shift"))
-        x = values[step.reads[0]]
         if head["op"] == "bconv":
-            y, bits = self.kernels.bconv2d_transform(x, weight, head["in_channels"], scale,
-                                                     shift, **args, **geometry(head))
+            call = (self.kernels.bconv2d_transform,
+                    (weight, head["in_channels"], scale, shift), dict(args, **geometry(head)))
         else:
-            y, bits = self.kernels.bgemm_transform(x, weight, head["in_features"], scale, shift,
-                                                   **args)
-        out = {step.writes[0]: y} if step.float_out else {}
-        if sign is not None:
-            out[step.sign] = bits
-        return out
+            call = (self.kernels.bgemm_transform, (weight, head["in_features"], scale, shift),
+                    args)
+        cache[step] = call
+        return call
