@@ -74,6 +74,7 @@ def test_property_every_row_equals_the_reference_and_the_numpy_semantics(
 @pytest.mark.parametrize("shape", [
     # (n, h, w, c, o, k, stride, padding, groups): a BNN's real-valued layers, smaller maps
     (1, 24, 24, 3, 8, 3, 2, 1, 1),      # QuickNet stem
+    (1, 5, 50, 3, 8, 3, 1, 1, 1),       # wide rows: interior tiles (offset table) and borders
     (2, 17, 17, 3, 32, 3, 2, 1, 1),     # wider stem, odd map
     (1, 22, 22, 3, 64, 7, 2, 3, 1),     # ResNet-18 stem
     (1, 12, 12, 32, 32, 3, 2, 1, 32),   # depthwise 3x3 stride 2 (BlurPool)

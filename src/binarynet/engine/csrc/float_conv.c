@@ -43,6 +43,13 @@ static void tile_pointers(const bn_fconv_job *j, size_t row, size_t ox, int nr, 
     const int64_t iy0 = (int64_t)(oy * s->sh) - (int64_t)s->ph;
     const int64_t ix0 = (int64_t)(ox * s->sw) - (int64_t)s->pw;
     const float *image = j->x + n * s->h * s->w * s->c + c0, *zero = j->zeros + c0;
+    if (nr == TILE && iy0 >= 0 && iy0 + (int64_t)((s->kh - 1) * s->dh) < (int64_t)s->h &&
+        ix0 >= 0 && ix0 + (int64_t)((s->kw - 1) * s->dw + (TILE - 1) * s->sw) < (int64_t)s->w) {
+        /* no tap on the padding: one table of offsets, no per-pointer tests */
+        const float *origin = image + ((size_t)iy0 * s->w + (size_t)ix0) * s->c;
+        for (size_t q = 0; q < s->kh * s->kw * TILE; ++q) px[q] = origin + j->offsets[q];
+        return;
+    }
     const float **p = px;
     for (size_t ky = 0; ky < s->kh; ++ky) {
         const int64_t iy = iy0 + (int64_t)(ky * s->dh);
@@ -264,7 +271,8 @@ static void fconv_task(void *ctx, long task, int worker) {
 
 int bn_conv2d_float(const bn_fconv_shape *s, const float *x, const float *panels,
                     const float *bias, float *out) {
-    bn_fconv_job j = {s, x, bias, panels, NULL, out, s->c / s->groups, s->o / s->groups, 0, 0};
+    bn_fconv_job j = {s, x, bias, panels, NULL, NULL, out, s->c / s->groups, s->o / s->groups,
+                      0, 0};
     j.depthwise = j.cg == 1 && j.og == 1;
     const size_t lanes_of = j.depthwise ? s->o : j.og;
     j.opad = (lanes_of + LANES - 1) / LANES * LANES;
@@ -275,8 +283,18 @@ int bn_conv2d_float(const bn_fconv_shape *s, const float *x, const float *panels
         __builtin_add_overflow(scratch_bytes, (s->o + LANES) * sizeof(double), &scratch_bytes))
         return BN_EOVERFLOW;
     float *zeros = (float *)calloc(s->c + 16, sizeof(float));
-    if (!zeros) return BN_ENOMEM;
+    ptrdiff_t *offsets = (ptrdiff_t *)malloc(pointers * sizeof(ptrdiff_t));
+    if (!zeros || !offsets) {
+        free(zeros);
+        free(offsets);
+        return BN_ENOMEM;
+    }
+    for (size_t ky = 0, q = 0; ky < s->kh; ++ky)
+        for (size_t kx = 0; kx < s->kw; ++kx)
+            for (size_t r = 0; r < TILE; ++r, ++q)
+                offsets[q] = (ptrdiff_t)(((ky * s->dh) * s->w + kx * s->dw + r * s->sw) * s->c);
     j.zeros = zeros;
+    j.offsets = offsets;
 
     fconv_run run = {&j, bn_isa()->float_conv, 0, s->n * s->ho, pointers, {{0}, 0, 0}};
     const double macs = (double)run.rows * (double)s->wo * (double)s->o * (double)taps *
@@ -291,5 +309,6 @@ int bn_conv2d_float(const bn_fconv_shape *s, const float *x, const float *panels
     const int failed = run.scratch.failed;
     bn_scratch_free(&run.scratch);
     free(zeros);
+    free(offsets);
     return failed ? BN_ENOMEM : BN_OK;
 }
