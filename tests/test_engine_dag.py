@@ -323,6 +323,22 @@ def test_a_folded_sign_drops_the_float_value_nobody_else_reads():
     assert fused._runner.kernels.calls == [(2, True, False), (1, False, True)]
 
 
+def test_a_fused_steps_kernel_arguments_are_made_once_and_kept():
+    """The runner makes a fused step's arguments (its steps, sign tensors) on the first run and
+    passes the same objects on every later one: no per-run rebuilding."""
+    x = np.random.default_rng(7).standard_normal((2, 70)).astype(np.float32)
+    fused = mlp_dag().model(reference=True)._on_backend(ContractBackend())
+    kernels, seen = fused._runner.kernels, []
+    contract = kernels.bgemm_transform
+
+    def spy(a, w, k, scale, shift, **kwargs):
+        seen.append(kwargs["steps"])
+        return contract(a, w, k, scale, shift, **kwargs)
+    kernels.bgemm_transform = spy
+    np.testing.assert_array_equal(fused.predict(x), fused.predict(x))
+    assert len(seen) == 4 and seen[2] is seen[0] and seen[3] is seen[1]
+
+
 def test_a_chain_longer_than_a_kernel_takes_continues_unfused():
     g = GraphBuilder((64,), 3)
     g.op("input_float", "in")
