@@ -150,6 +150,16 @@ def test_elementwise_ops_equal_torch_float32_exactly():
                                   want)
 
 
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 1, 4, 3), (1, 16, 3, 2), (2, 17, 2, 3)])
+def test_nchw_images_become_contiguous_nhwc_values(shape):
+    """float_ops.nchw_to_nhwc copies one channel plane at a time (few channels) or the
+    transposed view (many): the same values either way, C-contiguous."""
+    x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    for got in (float_ops.nchw_to_nhwc(x), float_ops.input_float(x)):
+        assert got.flags.c_contiguous and got.dtype == np.float32
+        np.testing.assert_array_equal(got, x.transpose(0, 2, 3, 1))
+
+
 def test_sign_ties_flip_and_infinite_thresholds():
     """x == thresh gives +1 both ways (x >= t; x <= t where flip); -inf/+inf: constant channels."""
     thresh = np.array([0.5, 0.5, -np.inf, np.inf, np.inf], np.float32)
@@ -311,6 +321,22 @@ def test_a_folded_sign_drops_the_float_value_nobody_else_reads():
         ("op", (0,)), ("op", (1,)), ("transform", (5,)), ("transform", (7,))]
     np.testing.assert_array_equal(fused.predict(x), unfused.predict(x))
     assert fused._runner.kernels.calls == [(2, True, False), (1, False, True)]
+
+
+def test_a_fused_steps_kernel_arguments_are_made_once_and_kept():
+    """The runner makes a fused step's arguments (its steps, sign tensors) on the first run and
+    passes the same objects on every later one: no per-run rebuilding."""
+    x = np.random.default_rng(7).standard_normal((2, 70)).astype(np.float32)
+    fused = mlp_dag().model(reference=True)._on_backend(ContractBackend())
+    kernels, seen = fused._runner.kernels, []
+    contract = kernels.bgemm_transform
+
+    def spy(a, w, k, scale, shift, **kwargs):
+        seen.append(kwargs["steps"])
+        return contract(a, w, k, scale, shift, **kwargs)
+    kernels.bgemm_transform = spy
+    np.testing.assert_array_equal(fused.predict(x), fused.predict(x))
+    assert len(seen) == 4 and seen[2] is seen[0] and seen[3] is seen[1]
 
 
 def test_a_chain_longer_than_a_kernel_takes_continues_unfused():

@@ -74,6 +74,7 @@ def test_property_every_row_equals_the_reference_and_the_numpy_semantics(
 @pytest.mark.parametrize("shape", [
     # (n, h, w, c, o, k, stride, padding, groups): a BNN's real-valued layers, smaller maps
     (1, 24, 24, 3, 8, 3, 2, 1, 1),      # QuickNet stem
+    (1, 5, 50, 3, 8, 3, 1, 1, 1),       # wide rows: interior tiles (offset table) and borders
     (2, 17, 17, 3, 32, 3, 2, 1, 1),     # wider stem, odd map
     (1, 22, 22, 3, 64, 7, 2, 3, 1),     # ResNet-18 stem
     (1, 12, 12, 32, 32, 3, 2, 1, 32),   # depthwise 3x3 stride 2 (BlurPool)
@@ -81,6 +82,7 @@ def test_property_every_row_equals_the_reference_and_the_numpy_semantics(
     (1, 7, 7, 96, 200, 1, 1, 0, 1),     # 1x1 transition (odd outputs: masked tail vectors)
     (1, 1, 1, 512, 1000, 1, 1, 0, 1),   # dense 512 -> 1000 as a 1x1 conv on a 1x1 map
     (3, 1, 1, 77, 10, 1, 1, 0, 1),      # dense, batch 3
+    (2, 1, 1, 3, 9, 1, 1, 0, 1),        # dense, fewer inputs than one pass of 4
 ])
 def test_bnn_layer_shapes(shape):
     n, h, w, c, o, k, s, p, g = shape

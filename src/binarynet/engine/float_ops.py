@@ -14,7 +14,7 @@ import numpy as np
 
 from .checker import conv_output_size, pool_output_size
 
-__all__ = ["input_float", "conv_real", "dense_real", "output_transform", "apply_step", "sign",
+__all__ = ["input_float", "nchw_to_nhwc", "conv_real", "dense_real", "output_transform", "apply_step", "sign",
            "scale_shift", "relu", "prelu", "add", "concat", "avgpool", "maxpool_real",
            "global_avgpool", "flatten", "taps", "pool_padding", "avgpool_divisors"]
 
@@ -29,7 +29,20 @@ def input_float(x, scale=None, offset=None):
         x = (x.astype(F32) * np.asarray(scale, F32).reshape(shape)
              + np.asarray(offset, F32).reshape(shape))
     x = x.astype(F32, copy=False)
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
+    return nchw_to_nhwc(x) if x.ndim == 4 else x
+
+
+def nchw_to_nhwc(x):
+    """(N, C, H, W) -> C-contiguous (N, H, W, C), one channel plane at a time: for an image's
+    few channels, ~4x faster than numpy's copy of the transposed view (whose innermost loop
+    runs over the C channels of one pixel)."""
+    n, c, h, w = x.shape
+    if c > 16:  # many channels: numpy's innermost loop is long enough
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    out = np.empty((n, h, w, c), x.dtype)
+    for k in range(c):
+        out[..., k] = x[:, k]
+    return out
 
 
 def taps(padded, kernel, stride, dilation, out_size):
@@ -164,9 +177,19 @@ def maxpool_real(x, kernel, stride, padding, ceil_mode):
     n, h, w, c = x.shape
     out, far = pool_padding(h, w, kernel, stride, padding, ceil_mode)
     padded = _pad(x, padding, far, -np.inf)
-    views = taps(padded, kernel, stride, (1, 1), out)
-    result = views[0].copy()
-    for view in views[1:]:
+    # separable: the max over each window's columns, then over its rows (kh + kw - 2 passes,
+    # not kh * kw - 1; max is exact, so the order does not change the result)
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out
+    cols = _running_max([padded[:, :, j:j + sw * (wo - 1) + 1:sw] for j in range(kw)])
+    return _running_max([cols[:, i:i + sh * (ho - 1) + 1:sh] for i in range(kh)])
+
+
+def _running_max(views):
+    """The elementwise max of equally shaped views, as a new C-contiguous array."""
+    if len(views) == 1:
+        return np.array(views[0], order="C")
+    result = np.maximum(views[0], views[1])
+    for view in views[2:]:
         np.maximum(result, view, out=result)
     return result
 

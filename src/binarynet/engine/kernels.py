@@ -363,7 +363,7 @@ def _transform_operands(checked, out_shape):
     order), residual, y, thresh, flip, bits (None where absent; outputs allocated here)."""
     steps, residual, thresh, flip, float_out = checked
     kinds = bytes(_STEP_CODES[step[0]] for step in steps)
-    params = np.ascontiguousarray(np.stack([p for step in steps for p in step[1:]]))
+    params = np.array([p for step in steps for p in step[1:]])  # (rows, O): all (O,) float32
     y = np.empty(out_shape, dtype=np.float32) if float_out else None
     bits = None
     if thresh is not None:

@@ -25,29 +25,37 @@ class FloatStreamOps:
                                        self.graph["input"]["offset"])
 
     def _conv_real(self, i, op, x):
-        args = (self._t(op, "weight"), self._t(op, "bias"), tuple(op["stride"]),
-                tuple(op["padding"]), tuple(op["dilation"]), op["groups"])
         conv = getattr(self.kernels, "conv2d_float", None)  # the direct C kernel (CPU only)
-        if conv is not None:
-            return conv(self.xp.contiguous(x), *args, panels=self._panels(i, args[0], args[-1]))
-        return self.floats.conv_real(x, *args)
+        if conv is None:
+            return self.floats.conv_real(x, self._t(op, "weight"), self._t(op, "bias"),
+                                         *self._conv_real_geometry(op))
+        args, panels = self._conv_real_args(i, op)
+        return conv(self.xp.contiguous(x), *args, panels=panels)
 
     def _dense_real(self, i, op, x):
-        weight, bias = self._t(op, "weight"), self._t(op, "bias")
-        conv = getattr(self.kernels, "conv2d_float", None)
-        if conv is not None:  # a dense layer is the 1x1 conv of a 1x1 map
-            n, k = x.shape
-            weight = weight.reshape(-1, 1, 1, k)
-            y = conv(self.xp.contiguous(x).reshape(n, 1, 1, k), weight, bias,
-                     panels=self._panels(i, weight, 1))
-            return y.reshape(n, -1)
-        return self.floats.dense_real(x, weight, bias)
+        if getattr(self.kernels, "conv2d_float", None) is None:
+            return self.floats.dense_real(x, self._t(op, "weight"), self._t(op, "bias"))
+        n, k = x.shape  # a dense layer is the 1x1 conv of a 1x1 map
+        (weight, bias), panels = self._conv_real_args(i, op, dense=True)
+        y = self.kernels.conv2d_float(self.xp.contiguous(x).reshape(n, 1, 1, k), weight, bias,
+                                      panels=panels)
+        return y.reshape(n, -1)
 
-    def _panels(self, i, weight, groups):
-        """The conv2d_float weight layout of op i, made on its first run and kept."""
-        cache = self.__dict__.setdefault("_conv_panels", {})
+    @staticmethod
+    def _conv_real_geometry(op) -> tuple:
+        return (tuple(op["stride"]), tuple(op["padding"]), tuple(op["dilation"]), op["groups"])
+
+    def _conv_real_args(self, i, op, dense=False) -> tuple:
+        """(conv2d_float's operands after x, its weight layout) of conv_real / dense_real op i
+        (a dense weight as (O, 1, 1, K)): made on the op's first run and kept."""
+        cache = self.__dict__.setdefault("_conv_real_calls", {})
         if i not in cache:
-            cache[i] = self.kernels.conv2d_float_panels(weight, groups)
+            weight, bias = self._t(op, "weight"), self._t(op, "bias")
+            if dense:
+                args, groups = (weight.reshape(-1, 1, 1, weight.shape[1]), bias), 1
+            else:
+                args, groups = (weight, bias) + self._conv_real_geometry(op), op["groups"]
+            cache[i] = args, self.kernels.conv2d_float_panels(args[0], groups)
         return cache[i]
 
     def _bconv(self, i, op, x):
@@ -98,24 +106,34 @@ class FloatStreamOps:
 
     def _transform(self, step, values) -> dict:
         """A fused step: bconv/bdense, its elementwise chain and sign in one kernel call."""
+        kernel, operands, args = self._transform_args(step)
+        if step.residual is not None:
+            args = dict(args, residual=self.xp.contiguous(values[step.residual]))
+        y, bits = kernel(values[step.reads[0]], *operands, **args)
+        out = {step.writes[0]: y} if step.float_out else {}
+        if step.sign is not None:
+            out[step.sign] = bits
+        return out
+
+    def _transform_args(self, step) -> tuple:
+        """(kernel, its operands after x, its keyword arguments but the residual) of a fused
+        step: the same on every run, so made on the first and kept."""
+        cache = self.__dict__.setdefault("_transform_calls", {})
+        if step in cache:
+            return cache[step]
         ops = self.graph["ops"]
         head = ops[step.ops[0]]
         sign = ops[step.sign] if step.sign is not None else None
         args = dict(steps=tuple(self._step_tensors(ops[k]) for k in step.chain),
-                    residual=(None if step.residual is None
-                              else self.xp.contiguous(values[step.residual])),
                     sign_thresh=self._t(sign, "thresh") if sign else None,
                     sign_flip=self._t(sign, "flip") if sign else None,
                     float_out=step.float_out)
         weight, scale, shift = (self._t(head, r) for r in ("weight", "scale", "shift"))
-        x = values[step.reads[0]]
         if head["op"] == "bconv":
-            y, bits = self.kernels.bconv2d_transform(x, weight, head["in_channels"], scale,
-                                                     shift, **args, **geometry(head))
+            call = (self.kernels.bconv2d_transform,
+                    (weight, head["in_channels"], scale, shift), dict(args, **geometry(head)))
         else:
-            y, bits = self.kernels.bgemm_transform(x, weight, head["in_features"], scale, shift,
-                                                   **args)
-        out = {step.writes[0]: y} if step.float_out else {}
-        if sign is not None:
-            out[step.sign] = bits
-        return out
+            call = (self.kernels.bgemm_transform, (weight, head["in_features"], scale, shift),
+                    args)
+        cache[step] = call
+        return call

@@ -211,11 +211,13 @@ typedef struct {
     const float *x, *bias;
     const float *panels;  /* the weights as panels (above) */
     const float *zeros;   /* C + 16 zeros: the padding's pixel */
+    const ptrdiff_t *offsets; /* per tap t and tile pixel r, [t * TILE + r]: its input's offset
+                               * from the tile's first tap of its first pixel (interior tiles) */
     float *out;
     size_t cg, og, opad;  /* per group: input and output channels; panel row length */
     int depthwise;        /* cg == og == 1: channels across the lanes */
 } bn_fconv_job;
-/* per-worker scratch: kh * kw * 6 input pointers, then O doubles */
+/* per-worker scratch: kh * kw * 6 input pointers, then O + BN_FCONV_LANES doubles */
 #define BN_FCONV_TILE 6
 typedef struct {
     const char *name;

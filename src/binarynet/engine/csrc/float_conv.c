@@ -43,6 +43,13 @@ static void tile_pointers(const bn_fconv_job *j, size_t row, size_t ox, int nr, 
     const int64_t iy0 = (int64_t)(oy * s->sh) - (int64_t)s->ph;
     const int64_t ix0 = (int64_t)(ox * s->sw) - (int64_t)s->pw;
     const float *image = j->x + n * s->h * s->w * s->c + c0, *zero = j->zeros + c0;
+    if (nr == TILE && iy0 >= 0 && iy0 + (int64_t)((s->kh - 1) * s->dh) < (int64_t)s->h &&
+        ix0 >= 0 && ix0 + (int64_t)((s->kw - 1) * s->dw + (TILE - 1) * s->sw) < (int64_t)s->w) {
+        /* no tap on the padding: one table of offsets, no per-pointer tests */
+        const float *origin = image + ((size_t)iy0 * s->w + (size_t)ix0) * s->c;
+        for (size_t q = 0; q < s->kh * s->kw * TILE; ++q) px[q] = origin + j->offsets[q];
+        return;
+    }
     const float **p = px;
     for (size_t ky = 0; ky < s->kh; ++ky) {
         const int64_t iy = iy0 + (int64_t)(ky * s->dh);
@@ -181,9 +188,51 @@ AVX512_FCONV static INLINE void block_avx512(const bn_fconv_job *j, size_t r0, s
         }
 }
 
+/* a dense layer (1x1 conv of 1x1 maps, one group): row by row, all O sums in memory (acc, in
+ * L1) and the weights streamed once in panel order, 4 input channels per pass over acc; the
+ * tiles would walk each output block's weights down a column with one page stride per input
+ * channel. Each sum still takes its terms in input-channel order. */
+AVX512_FCONV static void dense_avx512(const bn_fconv_job *j, size_t r0, size_t r1,
+                                      double *acc) {
+    const size_t k = j->s->c, o = j->s->o, opad = j->opad;
+    for (size_t row = r0; row < r1; ++row) {
+        const float *x = j->x + row * k;
+        for (size_t v = 0; v < opad; v += LANES)
+            _mm512_storeu_pd(acc + v, load8(lanes_upto(o - v), j->bias + v));
+        size_t ci = 0;
+        for (; ci + 4 <= k; ci += 4) {
+            const __m512d x0 = _mm512_set1_pd((double)x[ci]), x1 = _mm512_set1_pd((double)x[ci + 1]);
+            const __m512d x2 = _mm512_set1_pd((double)x[ci + 2]), x3 = _mm512_set1_pd((double)x[ci + 3]);
+            const float *w = j->panels + ci * opad;
+            for (size_t v = 0; v < opad; v += LANES) {
+                __m512d a = _mm512_loadu_pd(acc + v);
+                a = _mm512_fmadd_pd(x0, _mm512_cvtps_pd(_mm256_loadu_ps(w + v)), a);
+                a = _mm512_fmadd_pd(x1, _mm512_cvtps_pd(_mm256_loadu_ps(w + opad + v)), a);
+                a = _mm512_fmadd_pd(x2, _mm512_cvtps_pd(_mm256_loadu_ps(w + 2 * opad + v)), a);
+                a = _mm512_fmadd_pd(x3, _mm512_cvtps_pd(_mm256_loadu_ps(w + 3 * opad + v)), a);
+                _mm512_storeu_pd(acc + v, a);
+            }
+        }
+        for (; ci < k; ++ci) {
+            const __m512d xv = _mm512_set1_pd((double)x[ci]);
+            const float *w = j->panels + ci * opad;
+            for (size_t v = 0; v < opad; v += LANES)
+                _mm512_storeu_pd(acc + v, _mm512_fmadd_pd(xv, _mm512_cvtps_pd(_mm256_loadu_ps(
+                                                          w + v)), _mm512_loadu_pd(acc + v)));
+        }
+        float *y = j->out + row * o;
+        for (size_t v = 0; v < opad; v += LANES)
+            store8(lanes_upto(o - v), y + v, _mm512_loadu_pd(acc + v));
+    }
+}
+
 AVX512_FCONV static void rows_avx512(const bn_fconv_job *j, size_t r0, size_t r1,
                                      const float **px, double *acc) {
-    (void)acc;
+    if (j->s->groups == 1 && j->s->h == 1 && j->s->w == 1 && j->s->kh == 1 && j->s->kw == 1 &&
+        j->s->ph == 0 && j->s->pw == 0) {
+        dense_avx512(j, r0, r1, acc);
+        return;
+    }
     if (j->depthwise) {
         block_avx512(j, r0, r1, 0, 0, 0, px);
         return;
@@ -207,7 +256,7 @@ const bn_fconv_kernel bn_fconv_avx512 = {"avx512f", rows_avx512};
 typedef struct {
     const bn_fconv_job *j;
     const bn_fconv_kernel *kr;
-    size_t rows_per_task, rows, pointers; /* pointers: taps x TILE, then the O doubles */
+    size_t rows_per_task, rows, pointers; /* pointers: taps x TILE, then O + LANES doubles */
     bn_scratch scratch;
 } fconv_run;
 
@@ -222,7 +271,8 @@ static void fconv_task(void *ctx, long task, int worker) {
 
 int bn_conv2d_float(const bn_fconv_shape *s, const float *x, const float *panels,
                     const float *bias, float *out) {
-    bn_fconv_job j = {s, x, bias, panels, NULL, out, s->c / s->groups, s->o / s->groups, 0, 0};
+    bn_fconv_job j = {s, x, bias, panels, NULL, NULL, out, s->c / s->groups, s->o / s->groups,
+                      0, 0};
     j.depthwise = j.cg == 1 && j.og == 1;
     const size_t lanes_of = j.depthwise ? s->o : j.og;
     j.opad = (lanes_of + LANES - 1) / LANES * LANES;
@@ -230,11 +280,21 @@ int bn_conv2d_float(const bn_fconv_shape *s, const float *x, const float *panels
     size_t pointers, scratch_bytes;
     if (__builtin_mul_overflow(taps, (size_t)TILE, &pointers) ||
         __builtin_mul_overflow(pointers, sizeof(float *), &scratch_bytes) ||
-        __builtin_add_overflow(scratch_bytes, s->o * sizeof(double), &scratch_bytes))
+        __builtin_add_overflow(scratch_bytes, (s->o + LANES) * sizeof(double), &scratch_bytes))
         return BN_EOVERFLOW;
     float *zeros = (float *)calloc(s->c + 16, sizeof(float));
-    if (!zeros) return BN_ENOMEM;
+    ptrdiff_t *offsets = (ptrdiff_t *)malloc(pointers * sizeof(ptrdiff_t));
+    if (!zeros || !offsets) {
+        free(zeros);
+        free(offsets);
+        return BN_ENOMEM;
+    }
+    for (size_t ky = 0, q = 0; ky < s->kh; ++ky)
+        for (size_t kx = 0; kx < s->kw; ++kx)
+            for (size_t r = 0; r < TILE; ++r, ++q)
+                offsets[q] = (ptrdiff_t)(((ky * s->dh) * s->w + kx * s->dw + r * s->sw) * s->c);
     j.zeros = zeros;
+    j.offsets = offsets;
 
     fconv_run run = {&j, bn_isa()->float_conv, 0, s->n * s->ho, pointers, {{0}, 0, 0}};
     const double macs = (double)run.rows * (double)s->wo * (double)s->o * (double)taps *
@@ -249,5 +309,6 @@ int bn_conv2d_float(const bn_fconv_shape *s, const float *x, const float *panels
     const int failed = run.scratch.failed;
     bn_scratch_free(&run.scratch);
     free(zeros);
+    free(offsets);
     return failed ? BN_ENOMEM : BN_OK;
 }
