@@ -39,6 +39,7 @@ class PackedModel:
         self.tensors = {name: np.asarray(t) for name, t in tensors.items()}
         self.activations = _graph.validate(graph, self.tensors, max_bytes)
         self.reference = bool(reference)
+        self._sample_bytes = None  # working memory of one sample, the most any op needs
         self._runner = Runner(graph, self.tensors, self.activations,
                               _backends.CpuBackend(self.reference))
 
@@ -217,9 +218,11 @@ class PackedModel:
     def _default_batch_size(self) -> int:
         """Samples per internal batch: the backend's batch_bytes over the most one sample needs
         in any op (its temporaries and the values alive then)."""
-        image = ("image", self.input_shape)
-        per_sample = max(_memory.op_needs(self.ops, self._runner.reads, self.activations, image))
-        return max(1, self._runner.xp.batch_bytes // per_sample)
+        if self._sample_bytes is None:  # a walk over the graph: once per model, not per call
+            image = ("image", self.input_shape)
+            self._sample_bytes = max(_memory.op_needs(self.ops, self._runner.reads,
+                                                      self.activations, image))
+        return max(1, self._runner.xp.batch_bytes // self._sample_bytes)
 
     def profile(self, x, repeats: int = 5) -> list:
         """Seconds per op (median of ``repeats`` runs of the whole graph on ``x``), as predict runs
