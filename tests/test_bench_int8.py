@@ -1,7 +1,7 @@
 """benchmarks/bench_int8.py and its contenders: the float form computes the model's function
 exactly, its ONNX file runs the same in ONNX Runtime, the int8 files are what the method says,
 sessions do not spin, and the benchmark prints a full table (or one line for a model export
-refuses) on tiny networks. Skipped without onnxruntime (the ``bench`` extra)."""
+refuses) on tiny networks. Skipped without onnxruntime (the ``bench`` extra; the ``test`` extra installs it too)."""
 import json
 import os
 import sys
