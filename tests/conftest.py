@@ -32,3 +32,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def kernel_settings_restored():
+    """The engine's kernel backend and thread count as they were before the test."""
+    from binarynet.engine import kernels
+
+    backend, threads = kernels.get_backend(), kernels.get_num_threads()
+    yield
+    kernels.set_backend(backend)
+    kernels.set_num_threads(threads)

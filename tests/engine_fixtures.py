@@ -41,3 +41,8 @@ def tiny_dense_model():
     tensors = {"fc.weight": weight, "fc.scale": np.array([1.0, 0.5, -2.0]),
                "fc.shift": np.array([0.0, 1.0, 0.25])}
     return graph, tensors
+
+
+def pm1(rng, shape):
+    """Random +-1 float64 array."""
+    return rng.choice(np.array([-1.0, 1.0]), size=shape)

@@ -10,19 +10,15 @@ import pytest
 
 from binarynet.engine import _core, kernels, reference
 
+from engine_fixtures import pm1
+
 WRAP_ROWS = (2**61 + 1) // 3  # x 3 words x 8 bytes = 2**64 + 8: wraps to one word
 BIG = 2**62 - 1  # the dilation = padding
 
 
-@pytest.fixture(autouse=True)
-def restore_backend():
-    previous = kernels.get_backend()
-    yield
-    kernels.set_backend(previous)
+pytestmark = pytest.mark.usefixtures("kernel_settings_restored")  # conftest
 
 
-def pm1(rng, shape):
-    return rng.choice(np.array([-1.0, 1.0]), size=shape)
 
 
 def conv_geometry(n=1, h=5, w=5, c=5, o=2, kh=3, kw=3, s=1, p=0, d=1):

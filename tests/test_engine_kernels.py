@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from binarynet.engine import kernels, reference
 
+from engine_fixtures import pm1
+
 BACKENDS = kernels.available_backends()
 MODULES = [reference, kernels]
 INT32_MIN, INT32_MAX = np.iinfo(np.int32).min, np.iinfo(np.int32).max
@@ -25,9 +27,6 @@ def backend(request):
     kernels.set_backend(previous)
 
 
-def pm1(rng, shape):
-    """Random +-1 float64 array."""
-    return rng.choice(np.array([-1.0, 1.0]), size=shape)
 
 
 def conv_float(x, w, stride, padding, dilation, pad_value):

@@ -19,12 +19,7 @@ BACKENDS = kernels.available_backends()
 F32 = np.float32
 
 
-@pytest.fixture(autouse=True)
-def restore_backend():
-    previous, threads = kernels.get_backend(), kernels.get_num_threads()
-    yield
-    kernels.set_backend(previous)
-    kernels.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("kernel_settings_restored")  # conftest
 
 
 def operands(rng, n, h, w, c, o, kh, kw, groups):

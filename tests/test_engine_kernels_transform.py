@@ -7,7 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from binarynet.engine import _core, kernels, reference
+from binarynet.engine import kernels, reference
+
+from engine_fixtures import pm1
 
 BACKENDS = kernels.available_backends()
 MODULES = [reference, kernels]
@@ -15,15 +17,9 @@ PAD_MODES = ["zero", "one", "minus_one"]
 F32 = np.float32
 
 
-@pytest.fixture(autouse=True)
-def restore_backend():
-    previous = kernels.get_backend()
-    yield
-    kernels.set_backend(previous)
+pytestmark = pytest.mark.usefixtures("kernel_settings_restored")  # conftest
 
 
-def pm1(rng, shape):
-    return rng.choice(np.array([-1.0, 1.0]), size=shape)
 
 
 def channels(rng, o, zero_share=0.2):
