@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from binarynet.engine import _core, float_ops, kernels, reference
 from binarynet.engine.runner_float import FloatStreamOps
+from binarynet.engine.runner import Runner
 
 BACKENDS = kernels.available_backends()
 F32 = np.float32
@@ -187,6 +188,9 @@ class _Host(FloatStreamOps):
     def __init__(self, kernel_module):
         self.kernels, self.floats = kernel_module, float_ops
         self.xp = types.SimpleNamespace(contiguous=np.ascontiguousarray)
+        self.cache = {}
+
+    _cached = Runner._cached
 
     def _t(self, op, role):
         return op["tensors"][role]

@@ -18,7 +18,8 @@ def geometry(op) -> dict:
 
 class FloatStreamOps:
     """Needs of the host class: ``graph``, ``floats`` (the backend's float ops), ``kernels``,
-    ``_t(op, role)`` (an uploaded tensor), ``_conv_sums`` and ``_pack_bool``."""
+    ``_t(op, role)`` (an uploaded tensor), ``_cached(key, make)`` (made once per model),
+    ``_conv_sums`` and ``_pack_bool``."""
 
     def _input_float(self, i, op, x):
         return self.floats.input_float(x, self.graph["input"]["scale"],
@@ -48,15 +49,14 @@ class FloatStreamOps:
     def _conv_real_args(self, i, op, dense=False) -> tuple:
         """(conv2d_float's operands after x, its weight layout) of conv_real / dense_real op i
         (a dense weight as (O, 1, 1, K)): made on the op's first run and kept."""
-        cache = self.__dict__.setdefault("_conv_real_calls", {})
-        if i not in cache:
+        def make():
             weight, bias = self._t(op, "weight"), self._t(op, "bias")
             if dense:
                 args, groups = (weight.reshape(-1, 1, 1, weight.shape[1]), bias), 1
             else:
                 args, groups = (weight, bias) + self._conv_real_geometry(op), op["groups"]
-            cache[i] = args, self.kernels.conv2d_float_panels(args[0], groups)
-        return cache[i]
+            return args, self.kernels.conv2d_float_panels(args[0], groups)
+        return self._cached((i, "conv2d_float"), make)
 
     def _bconv(self, i, op, x):
         s = self._conv_sums(op, x, geometry(op))
@@ -118,9 +118,9 @@ class FloatStreamOps:
     def _transform_args(self, step) -> tuple:
         """(kernel, its operands after x, its keyword arguments but the residual) of a fused
         step: the same on every run, so made on the first and kept."""
-        cache = self.__dict__.setdefault("_transform_calls", {})
-        if step in cache:
-            return cache[step]
+        return self._cached((step, "transform"), lambda: self._make_transform_args(step))
+
+    def _make_transform_args(self, step) -> tuple:
         ops = self.graph["ops"]
         head = ops[step.ops[0]]
         sign = ops[step.sign] if step.sign is not None else None
@@ -135,5 +135,4 @@ class FloatStreamOps:
         else:
             call = (self.kernels.bgemm_transform, (weight, head["in_features"], scale, shift),
                     args)
-        cache[step] = call
         return call
