@@ -29,6 +29,13 @@ def _batchnorm(kind: str, dims: int, num_features: int, eps: float, momentum: fl
     return cls(num_features, eps=eps, momentum=momentum)
 
 
+def _hidden_dense(in_features: int, out_features: int, batchnorm: str, stochastic: bool,
+                  eps: float, momentum: float) -> list[nn.Module]:
+    """A hidden fully connected layer of the paper: BinaryLinear -> BN1d -> Sign."""
+    return [bnn.BinaryLinear(in_features, out_features),
+            _batchnorm(batchnorm, 1, out_features, eps, momentum), bnn.Sign(stochastic=stochastic)]
+
+
 def _output_block(in_features: int, num_classes: int, eps: float, momentum: float) -> list[nn.Module]:
     # The output BN is always the standard one, as in T7 (docs/paper.md §1.5); no sign after it.
     return [bnn.BinaryLinear(in_features, num_classes), nn.BatchNorm1d(num_classes, eps=eps, momentum=momentum)]
@@ -68,11 +75,7 @@ def mnist_mlp(
         layers.append(nn.Dropout(dropout_in))
     width = in_features
     for _ in range(depth):
-        layers += [
-            bnn.BinaryLinear(width, hidden),
-            _batchnorm(batchnorm, 1, hidden, bn_eps, bn_momentum),
-            bnn.Sign(stochastic=stochastic),
-        ]
+        layers += _hidden_dense(width, hidden, batchnorm, stochastic, bn_eps, bn_momentum)
         if dropout_hidden > 0:
             layers.append(nn.Dropout(dropout_hidden))
         width = hidden
@@ -135,11 +138,7 @@ def cifar10_vgg(
     width = channels * side * side
     layers.append(nn.Flatten())
     for f in fc:
-        layers += [
-            bnn.BinaryLinear(width, f),
-            _batchnorm(batchnorm, 1, f, bn_eps, bn_momentum),
-            bnn.Sign(stochastic=stochastic),
-        ]
+        layers += _hidden_dense(width, f, batchnorm, stochastic, bn_eps, bn_momentum)
         width = f
     layers += _output_block(width, num_classes, bn_eps, bn_momentum)
     return nn.Sequential(*layers)
