@@ -9,7 +9,7 @@ import torch
 
 import binarynet as bn
 from binarynet import engine
-from binarynet.engine import backends
+from binarynet.engine import backends, kernels
 from binarynet.errors import BinarynetError
 from binarynet.export import export
 from engine_fixtures import run_without_torch
@@ -77,6 +77,29 @@ def test_input_checks(cnn):
     no_norm = export(model, torch.from_numpy(x).float() / 128 - 1)  # float input only
     with pytest.raises(ValueError, match="uint8 input needs the input normalisation"):
         no_norm.predict(x)
+
+
+def test_float_first_layers_sum_in_the_kernel_not_blas(cnn, monkeypatch):
+    """Float input to a first conv or dense takes kernels.first_dense_float (numpy's BLAS
+    threads spin after each call and slowed the next op 1.9x), with the reference's results."""
+    calls = []
+    real = kernels.first_dense_float
+
+    def spy(x, w, k):
+        calls.append(x.shape)
+        return real(x, w, k)
+
+    monkeypatch.setattr(kernels, "first_dense_float", spy)
+    torch.manual_seed(3)
+    mlp = bn.models.get("mnist_mlp", hidden=70, depth=2, in_shape=(1, 6, 6)).eval()
+    x_mlp = torch.randn(5, 1, 6, 6)
+    for model, x in ((cnn[0], torch.randn(4, 3, 8, 8)), (mlp, x_mlp)):
+        packed = export(model, x)
+        reference = engine.PackedModel(packed.graph, packed.tensors, reference=True)
+        calls.clear()
+        np.testing.assert_allclose(packed.predict(x.numpy()), reference.predict(x.numpy()),
+                                   rtol=1e-6, atol=1e-6)
+        assert calls and calls[0][0] == (4 * 8 * 8 if model is cnn[0] else 5)
 
 
 def test_per_channel_normalisation_uses_the_float_path():

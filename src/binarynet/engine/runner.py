@@ -200,13 +200,20 @@ class Runner(FloatStreamOps):
             z = float(self.graph["input"]["scale"][0]) * self.xp.cast(s, np.float64) \
                 + self._u8_dense_constant(op)
         else:
-            fast = getattr(self.kernels, "first_dense_float", None)
-            if fast is not None and x.dtype in (np.float32, np.float64):
-                sums = fast(self.xp.contiguous(x.reshape(n, k)), self._t(op, "weight"), k)
-            else:
-                sums = self._normalised(x, 1).reshape(n, k) @ self._weights_pm1(op, k).T
-            z = self._float_preactivation(op, sums)
+            flat = x.reshape(n, k)
+            if flat.dtype not in (np.float32, np.float64):  # uint8 without one input scale
+                flat = self._normalised(x, 1).reshape(n, k)
+            z = self._float_preactivation(op, self._first_float_sums(op, flat, k))
         return self._first_output(op, z)
+
+    def _first_float_sums(self, op, x, k, rows=slice(None)):
+        """float64 sums x . w of a first layer's float input x (M, k) with its +-1 weight rows
+        ``rows``: the kernels' first_dense_float where they have it (not BLAS, whose threads
+        spin after each call and slow the ops that follow), else a float64 matmul."""
+        fast = getattr(self.kernels, "first_dense_float", None)
+        if fast is not None:
+            return fast(self.xp.contiguous(x), self.xp.contiguous(self._t(op, "weight")[rows]), k)
+        return self.xp.cast(x, np.float64) @ self._weights_pm1(op, k)[rows].T
 
     def _float_preactivation(self, op, sums):
         """float32(sum) + float32 bias, rounded as the float32 training layer rounds them."""
@@ -255,7 +262,7 @@ class Runner(FloatStreamOps):
             if integer:
                 parts.append(self._first_gemm(op, patches, w, k))
             else:
-                parts.append(patches @ self._weights_pm1(op, k)[g * og:(g + 1) * og].T)
+                parts.append(self._first_float_sums(op, patches, k, slice(g * og, (g + 1) * og)))
         out = self.xp.concat(parts, 1) if groups > 1 else parts[0]
         out = out.reshape(n, ho, wo, o)
         if integer:
