@@ -16,21 +16,29 @@ under ``torch.inference_mode``. The engine takes uint8 images (normalisation fol
 takes the normalised float32 images. Median of interleaved repeats (``binarynet.speed``, on
 ``binarynet.timing``). Peak memory of each side is measured in a fresh process
 (``binarynet.speed.peak_memory``). Also prints the engine's time per op at the largest batch, to
-point at the op to speed up. The header names the CPU (model, clock, cores) and the threads.
+point at the op to speed up, and the engine on the same images given as normalised float32
+(the float first layer) beside uint8 (issue 12: at most 1.2x slower). The header names the CPU (model, clock, cores) and the threads.
 
     python benchmarks/bench_engine.py            # full run (a few minutes)
     python benchmarks/bench_engine.py --quick    # fewer repeats
 """
 import argparse
 import os
+import statistics
 import tempfile
 
+import numpy as np
 import torch
 
 import binarynet as bn
 from binarynet.engine import kernels
 from binarynet.export import export
-from binarynet.speed import compare_speed, format_memory, machine, peak_memory, state_dict_bytes
+from binarynet.speed import (compare_speed, format_memory, machine, normalised, peak_memory,
+                             random_images, state_dict_bytes)
+from binarynet.timing import interleaved_samples
+
+# Issue 12: float32 input may cost at most this much more than uint8 input, end to end.
+FLOAT_INPUT_TARGET = 1.2
 
 NETWORKS = {
     # name: (model builder, input shape, batch sizes, speed-up targets per batch)
@@ -54,6 +62,22 @@ def trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
                 m.weight.copy_(torch.randn(m.num_features, generator=g))
                 m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
     return model.eval()
+
+
+def float_input_rows(packed, batch_sizes, repeats: int) -> None:
+    """The engine on the same images as uint8 (normalisation folded into the first layer) and
+    as normalised float32 (the float first layer), interleaved: prints each and the ratio."""
+    rng = np.random.default_rng(1)
+    print(f"{'batch':>6} {'uint8 ms':>11} {'float32 ms':>11} {'ratio':>7} {'target':>7}")
+    for batch in batch_sizes:
+        x_u8 = random_images(packed, batch, rng)
+        x_f32 = normalised(packed, x_u8)
+        samples = interleaved_samples({"uint8": lambda: packed.predict(x_u8),
+                                       "float32": lambda: packed.predict(x_f32)}, repeats)
+        u8, f32 = (statistics.median(samples[k]) for k in ("uint8", "float32"))
+        verdict = "ok" if f32 / u8 <= FLOAT_INPUT_TARGET else "MISSED"
+        print(f"{batch:>6} {1e3 * u8:>11.3f} {1e3 * f32:>11.3f} {f32 / u8:>6.2f}x "
+              f"{FLOAT_INPUT_TARGET:>6.1f}x {verdict}")
 
 
 def main() -> None:
@@ -93,6 +117,8 @@ def main() -> None:
                       f"{row['engine_best_ms']:10.3f} {row['torch_best_ms']:10.3f} "
                       f"{row['speedup_best']:8.1f}x")
                 results.append((name, row, target))
+            print("engine input: uint8 images vs the same images as normalised float32")
+            float_input_rows(packed, list(targets), repeats)
             largest = max(targets)
             x = torch.randint(0, 256, (largest, *shape), dtype=torch.uint8).numpy()
             kernels.set_num_threads(args.threads)
