@@ -25,10 +25,15 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 
-from binarynet import timing
-from binarynet.engine import kernels, reference
+from binarynet import threads as thread_policy
+
+thread_policy.set_passive_wait_policy()  # before torch loads OpenMP: its idle threads sleep
+
+import torch  # noqa: E402
+
+from binarynet import timing  # noqa: E402
+from binarynet.engine import kernels, reference  # noqa: E402
 
 SHAPES = [  # (M, K, N, target speed-up over torch fp32, or None)
     (1, 4096, 4096, 50.0),

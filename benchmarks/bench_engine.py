@@ -28,14 +28,19 @@ import statistics
 import tempfile
 
 import numpy as np
-import torch
 
-import binarynet as bn
-from binarynet.engine import kernels
-from binarynet.export import export
-from binarynet.speed import (compare_speed, format_memory, machine, normalised, peak_memory,
+from binarynet import threads as thread_policy
+
+thread_policy.set_passive_wait_policy()  # before torch loads OpenMP: its idle threads sleep
+
+import torch  # noqa: E402
+
+import binarynet as bn  # noqa: E402
+from binarynet.engine import kernels  # noqa: E402
+from binarynet.export import export  # noqa: E402
+from binarynet.speed import (compare_speed, format_memory, machine, normalised, peak_memory,  # noqa: E402
                              random_images, state_dict_bytes)
-from binarynet.timing import interleaved_samples
+from binarynet.timing import interleaved_samples  # noqa: E402
 
 # Issue 12: float32 input may cost at most this much more than uint8 input, end to end.
 FLOAT_INPUT_TARGET = 1.2
