@@ -36,9 +36,23 @@ def test_train_then_eval_reports_the_recorded_test_error(tmp_path, capsys):
     assert main(["eval", str(out), "--json", "--max-samples", "300"]) == 0  # a folder means its best.pt
     result = json.loads(capsys.readouterr().out)
     assert result["error"] == records[-1]["test_error_at_best"] and result["samples"] == 300
-    assert main(["eval", str(out / "last.pt"), "--split", "val", "--max-samples", "300"]) == 0
+    assert main(["eval", str(out / "last.pt"), "--split", "val", "--max-samples", "300",
+                 "--threads", "1"]) == 0
     text = capsys.readouterr().out
     assert f"val error {100 * records[-1]['val_error']:.2f}%" in text
+
+
+def test_eval_uses_the_threads_it_is_given(tmp_path, capsys, monkeypatch):
+    import torch
+    out = tmp_path / "run"
+    assert main(["train", *SMALL, "--epochs", "1", "--out", str(out)]) == 0
+    chosen = []
+    monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    assert main(["eval", str(out), "--max-samples", "50", "--threads", "3"]) == 0
+    assert chosen == [3]
+    with pytest.raises(SystemExit) as exit_:  # argparse's one-line usage error
+        main(["eval", str(out), "--threads", "-1"])
+    assert exit_.value.code == 2 and "--threads: must be >= 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args,message", [

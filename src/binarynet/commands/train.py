@@ -59,6 +59,8 @@ def register(subparsers) -> None:
     p.add_argument("--download", action="store_true", help="download missing dataset files first")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch-size", type=positive_int, default=1000)
+    p.add_argument("--threads", type=non_negative_int, default=0,
+                   help="torch CPU threads (default 0: the cores that other work leaves free)")
     p.add_argument("--max-samples", type=non_negative_int, default=0, metavar="N",
                    help="evaluate only the first N samples of the split (default: all)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -135,10 +137,14 @@ def run_train(args) -> int:
 
 def run_eval(args) -> int:
     """``binarynet eval``: loss and error of a checkpoint on a split."""
+    import torch
+
+    from ..threads import default_threads
     from ..train import checkpoint as ckpt
     from ..train import distributed, loop
 
     path = require_checkpoint(args.checkpoint, "eval")
+    torch.set_num_threads(args.threads or default_threads())
     state = ckpt.load(path)
     model, recipe, normalization = ckpt.model_from_state(state, path)
     device = distributed.resolve_device(args.device)
