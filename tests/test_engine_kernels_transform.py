@@ -2,6 +2,8 @@
 reference against hand-computed float32 values, and every compiled backend against the reference
 bit for bit (odd channel counts, strides, padding modes, dilation, batches, negative and zero
 scales, every step kind in random orders, residual add, sign ties, flips, both outputs)."""
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -49,12 +51,17 @@ def tie_thresholds(rng, y_flat):
 
 
 def assert_same(got, want):
+    """Bit for bit (-0.0 is not 0.0), except that any NaN matches any NaN."""
     for g, w in zip(got, want):
         if w is None:
             assert g is None
         else:
             assert g.dtype == w.dtype and g.shape == w.shape
             np.testing.assert_array_equal(g, w)
+            if w.dtype == F32:
+                nan = np.isnan(w)
+                np.testing.assert_array_equal(np.where(nan, 0, g.view(np.uint32)),
+                                              np.where(nan, 0, w.view(np.uint32)))
 
 
 def check_all_backends(fn, args, kwargs):
@@ -154,6 +161,53 @@ def test_property_bconv2d_transform_all_backends(batch, c, o, h, wd, kernel, str
     y0, _ = reference.bconv2d_transform(x, w, c, scale, shift, **geometry)
     kwargs = transform_kwargs(rng, o, y0.reshape(-1, o), y0.shape)
     check_all_backends("bconv2d_transform", (x, w, c, scale, shift), {**kwargs, **geometry})
+
+
+SPECIAL = np.array([-0.0, 0.0, 1.0, -1.0, 0.5, -2.0, 3.0, np.inf, -np.inf], F32)
+
+
+def special_thresholds(rng, y_flat):
+    """Ties with outputs, +-inf and +-0.0 (NaN outputs, from inf * 0, become -0.0: NaN is no
+    valid threshold)."""
+    t = tie_thresholds(rng, np.where(np.isnan(y_flat), F32(-0.0), y_flat))
+    zeros = rng.random(t.size) < 0.2
+    t[zeros] = rng.choice(np.array([-0.0, 0.0], F32), int(zeros.sum()))
+    return t
+
+
+@pytest.mark.parametrize("m,n", [(1, 1), (2, 7), (3, 65), (5, 4), (4, 8), (7, 13)])
+def test_every_step_order_on_special_values_all_backends(m, n):
+    """The four step kinds in all 24 orders on -0.0, +-inf (and the NaN of inf * 0), with ties
+    and flips, on odd output counts and row counts: the AVX2 kernel's 2-row x 4-output lanes
+    (2 x 4 tiles), its 8-output lanes (1 x 8 tiles of a last odd row) and their partial tails."""
+    rng = np.random.default_rng(m * 100 + n)
+    a, w = reference.pack(pm1(rng, (m, 4))), reference.pack(pm1(rng, (n, 4)))  # sums 0, +-2, +-4
+    for order in itertools.permutations(reference.TRANSFORM_STEPS):
+        steps = tuple((kind,) + tuple(rng.choice(SPECIAL, n) for _ in range(
+            reference.TRANSFORM_STEPS[kind])) for kind in order)
+        args = (a, w, 4, rng.choice(SPECIAL, n), rng.choice(SPECIAL, n))
+        kwargs = {"steps": steps, "residual": rng.choice(SPECIAL, (m, n))}
+        y0, _ = reference.bgemm_transform(*args, **kwargs)
+        kwargs.update(sign_thresh=special_thresholds(rng, y0), sign_flip=rng.random(n) < 0.5)
+        check_all_backends("bgemm_transform", args, kwargs)
+        check_all_backends("bgemm_transform", args, {**kwargs, "float_out": False})
+
+
+@pytest.mark.parametrize("o", [1, 7, 65])
+def test_bconv2d_transform_odd_outputs_all_backends(o):
+    """15 output pixels (7 row pairs and a last odd row) x odd output counts, residual add and
+    PReLU between ReLUs, ties, flips, both outputs and bits alone."""
+    rng = np.random.default_rng(o)
+    x, w = reference.pack(pm1(rng, (1, 5, 3, 70))), reference.pack(pm1(rng, (o, 3, 3, 70)))
+    scale, shift = channels(rng, o), channels(rng, o)
+    steps = (("relu",), ("add",), ("prelu",) + tuple(channels(rng, o) for _ in range(3)), ("relu",))
+    residual = rng.choice(SPECIAL, (1, 5, 3, o))
+    y0, _ = reference.bconv2d_transform(x, w, 70, scale, shift, steps=steps, residual=residual,
+                                        padding=(1, 1))
+    kwargs = {"steps": steps, "residual": residual, "padding": (1, 1),
+              "sign_thresh": special_thresholds(rng, y0.reshape(-1, o)), "sign_flip": rng.random(o) < 0.5}
+    for float_out in (True, False):
+        check_all_backends("bconv2d_transform", (x, w, 70, scale, shift), {**kwargs, "float_out": float_out})
 
 
 @pytest.mark.parametrize("rows", [3, 40])  # wide tiles, AVX-512 panel path (>= 32 pixels)
@@ -319,6 +373,8 @@ def test_transform_scale_and_operand_errors(ops):
 def test_transform_kernels_are_in_the_dispatch_table():
     table = kernels.kernel_table()
     assert table["portable"]["transform"] == "portable"
+    if "avx2" in table:
+        assert table["avx2"]["transform"] == "avx2"
     if "avx512" in table:
         assert table["avx512"]["transform"] == "avx512f"
 

@@ -175,6 +175,7 @@ typedef struct {
 
 extern const bn_transform_kernel bn_transform_portable;
 #if BN_X86
+extern const bn_transform_kernel bn_transform_avx2;
 extern const bn_transform_kernel bn_transform_avx512;
 #endif
 

@@ -40,7 +40,7 @@ static void detect(void) {
     }
     g_rows[BN_AVX2] = (bn_isa_row){"avx2", &bn_tiles_avx2, &bn_pack_avx2, &bn_planes_avx2,
                                    &bn_threshold_avx2, &bn_int_avx2,
-                                   &bn_transform_portable, &bn_probe_popcnt,
+                                   &bn_transform_avx2, &bn_probe_popcnt,
                                    &bn_float_portable, &bn_fconv_portable};
     g_supported[BN_AVX2] = avx2;
     /* VPOPCNTDQ CPUs without VNNI (Knights Mill) keep the AVX2 integer first layer */
