@@ -229,6 +229,10 @@ def test_hostile_core_calls_are_refused_before_memory_is_touched():
         _core.pool2d_float(x, geometry(k=8), True, False, False, out)
     with pytest.raises(OverflowError, match=r"^pool2d_float: the padded input height"):
         _core.pool2d_float(x, geometry(k=2**63 - 1, p=2**62 - 1), True, False, False, out)
+    huge = np.empty((1, 4, 4, 3), F32)  # windows far wider than the map: each one covers it
+    x[0, 2, 3] = [1, -2, 3]
+    _core.pool2d_float(x, geometry(k=2**62, s=2, p=2**61), True, True, False, huge)
+    np.testing.assert_array_equal(huge, np.broadcast_to(x.max(axis=(1, 2)), huge.shape))
     with pytest.raises(OverflowError, match=r"^pool2d_float: the size of x overflows"):
         _core.pool2d_float(x, geometry(n=2**40, h=2**40), True, False, False, out)
     with pytest.raises(ValueError, match=r"^pool2d_float: buffer x is not aligned"):

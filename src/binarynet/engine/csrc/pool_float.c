@@ -143,17 +143,18 @@ const bn_fpool_kernel bn_fpool_avx512 = {"avx512f", window_avx512};
 /* ---- driver --------------------------------------------------------------------------------- */
 /* The window of output o along one axis: its first input index *first, *count of them (the
  * taps that are not padding), and the count its divisor takes (PyTorch's avg_pool2d: the
- * window ends at most at the padded edge; count_include_pad counts the padding in it). */
+ * window ends at most at the padded edge; count_include_pad counts the padding in it). In
+ * coordinates of the padded axis, unsigned: the binding checked size + 2 pad fits, and that
+ * every window starts before the input's end (o * stride < size + pad). */
 static void window_axis(size_t o, size_t size, size_t kernel, size_t stride, size_t pad,
                         int include_pad, size_t *first, size_t *count, size_t *divisor) {
-    const int64_t start = (int64_t)(o * stride) - (int64_t)pad;
-    const int64_t end = start + (int64_t)kernel;
-    const int64_t lo = start > 0 ? start : 0;
-    const int64_t hi = end < (int64_t)size ? end : (int64_t)size;
-    const int64_t padded_end = end < (int64_t)(size + pad) ? end : (int64_t)(size + pad);
-    *first = (size_t)lo;
-    *count = (size_t)(hi - lo); /* >= 1: the binding checked every window holds an input */
-    *divisor = include_pad ? (size_t)(padded_end - start) : *count;
+    const size_t start = o * stride, end = start + kernel;
+    const size_t lo = start > pad ? start : pad;
+    const size_t hi = end < size + pad ? end : size + pad;
+    const size_t padded_end = end < size + 2 * pad ? end : size + 2 * pad;
+    *first = lo - pad;
+    *count = hi - lo; /* >= 1: every window holds an input pixel */
+    *divisor = include_pad ? padded_end - start : *count;
 }
 
 typedef struct {
