@@ -456,7 +456,7 @@ def _pool2d_float(op, x, kernel, stride, padding, ceil_mode, count_include_pad, 
 
 @_after_environment
 def maxpool2d_float(x, kernel, stride, padding, ceil_mode) -> np.ndarray:
-    """:func:`binarynet.engine.float_ops.maxpool_real` (torch's MaxPool2d, padding -inf) in C,
+    """:func:`binarynet.engine.float_ops.maxpool_real` (PyTorch's MaxPool2d, padding -inf) in C,
     bit for bit, NaN and signed zeros included: float32 (N, H, W, C) -> (N, Ho, Wo, C), channels
     across the vector lanes, on the engine's thread pool."""
     return _pool2d_float("maxpool2d_float", x, kernel, stride, padding, ceil_mode, False, True)
@@ -464,7 +464,7 @@ def maxpool2d_float(x, kernel, stride, padding, ceil_mode) -> np.ndarray:
 
 @_after_environment
 def avgpool2d_float(x, kernel, stride, padding, ceil_mode, count_include_pad) -> np.ndarray:
-    """:func:`binarynet.engine.float_ops.avgpool` (torch's AvgPool2d and its divisors) in C, bit
+    """:func:`binarynet.engine.float_ops.avgpool` (PyTorch's AvgPool2d and its divisors) in C, bit
     for bit: each window's float32 sum from +0 in (row, column) order, over its divisor."""
     return _pool2d_float("avgpool2d_float", x, kernel, stride, padding, ceil_mode,
                          count_include_pad, False)

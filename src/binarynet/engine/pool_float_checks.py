@@ -1,5 +1,5 @@
 """Argument checks of the compiled float pools (kernels.maxpool2d_float, avgpool2d_float,
-global_avgpool_float; csrc/pool_float.c): the rules of torch's MaxPool2d / AvgPool2d that the
+global_avgpool_float; csrc/pool_float.c): the rules of PyTorch's MaxPool2d / AvgPool2d that the
 graph validation applies to maxpool_real / avgpool ops, with one-line errors naming the op."""
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def check_pool2d_float(op: str, x, kernel, stride, padding, ceil_mode, count_inc
     ceil_mode = _check_flag(op, "ceil_mode", ceil_mode)
     count_include_pad = _check_flag(op, "count_include_pad", count_include_pad)
     _, h, w, _ = x.shape
-    if any(2 * p > k for p, k in zip(padding, kernel)):  # torch refuses these too
+    if any(2 * p > k for p, k in zip(padding, kernel)):  # PyTorch refuses these too
         raise ValueError(f"{op}: padding {padding} must be at most half the kernel {kernel}")
     if kernel[0] > h + 2 * padding[0] or kernel[1] > w + 2 * padding[1]:
         raise ValueError(f"{op}: kernel {kernel} is larger than the padded {h}x{w} input")

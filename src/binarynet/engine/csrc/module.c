@@ -294,8 +294,8 @@ static PyObject *py_maxpool2d_int(PyObject *self, PyObject *args) {
     return ret;
 }
 
-/* One axis of a float pool (torch's MaxPool2d / AvgPool2d): padding at most half the kernel
- * (torch refuses more), the kernel within the padded input, and with ceil_mode one more window
+/* One axis of a float pool (PyTorch's MaxPool2d / AvgPool2d): padding at most half the kernel
+ * (PyTorch refuses more), the kernel within the padded input, and with ceil_mode one more window
  * where a partial one is left, unless it would start past the input and its left padding. So
  * every window holds an input pixel. */
 static int fpool_axis(const char *op, const char *axis, size_t size, size_t kernel,
