@@ -465,7 +465,8 @@ def maxpool2d_float(x, kernel, stride, padding, ceil_mode) -> np.ndarray:
 @_after_environment
 def avgpool2d_float(x, kernel, stride, padding, ceil_mode, count_include_pad) -> np.ndarray:
     """:func:`binarynet.engine.float_ops.avgpool` (PyTorch's AvgPool2d and its divisors) in C, bit
-    for bit: each window's float32 sum from +0 in (row, column) order, over its divisor."""
+    for bit (a NaN's payload aside): each window's float32 sum from +0 in (row, column) order,
+    over its divisor."""
     return _pool2d_float("avgpool2d_float", x, kernel, stride, padding, ceil_mode,
                          count_include_pad, False)
 

@@ -4,7 +4,7 @@
  * Channels are contiguous in NHWC, so the vectors run across channels: an output pixel takes
  * its window's input pixels one at a time, a block of channel vectors at a time, and every lane
  * is one finished output. The taps come in float_ops' order, so every ISA row gives the numpy
- * twin's bits:
+ * twin's bits (but a sum's NaN payload: the compiler may swap an addition's operands):
  *  - max: a running max from -inf over the window in (row, column) order, each step numpy's
  *    np.maximum(m, t) = (isnan(m) || m > t) ? m : t (NaN propagates; on ties, +0 against -0,
  *    the later tap). float_ops' separable order (columns, then rows) gives the same: the first
