@@ -195,8 +195,12 @@ def _running_max(views):
 
 
 def global_avgpool(x):
-    """Mean over H and W: (N, H, W, C) -> (N, 1, 1, C)."""
-    return x.mean(axis=(1, 2), keepdims=True, dtype=F32)
+    """Mean over H and W: (N, H, W, C) -> (N, 1, 1, C), as :func:`avgpool` with one window over
+    the map: +0, then each value added in (h, w) order, over H * W (one fixed order, which the
+    C kernel repeats; numpy's mean sums pairwise when C is 1)."""
+    n, h, w, c = x.shape
+    running = np.cumsum(x.reshape(n, h * w, c), axis=1, dtype=F32)  # in order, one at a time
+    return ((F32(0) + running[:, -1:]) / F32(h * w)).reshape(n, 1, 1, c)
 
 
 def flatten(x):

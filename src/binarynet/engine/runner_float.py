@@ -1,7 +1,8 @@
 """The graph runner's ops of the real-valued stream (format 3), mixed into
 :class:`binarynet.engine.runner.Runner`: each op through the backend's ``float_ops``
 (:mod:`binarynet.engine.float_ops` on the CPU; conv_real and dense_real through the kernels'
-``conv2d_float`` where they have it, with each op's weight layout kept), and the fused steps
+``conv2d_float`` where they have it, with each op's weight layout kept, and the pools through
+their ``maxpool2d_float`` / ``avgpool2d_float`` / ``global_avgpool_float``), and the fused steps
 of the plan (:mod:`binarynet.engine.plan`) through its kernels' ``bconv2d_transform`` /
 ``bgemm_transform``.
 """
@@ -88,15 +89,24 @@ class FloatStreamOps:
         return self.floats.concat(parts)
 
     def _avgpool(self, i, op, x):
-        return self.floats.avgpool(x, tuple(op["kernel"]), tuple(op["stride"]),
-                                   tuple(op["padding"]), op["ceil_mode"], op["count_include_pad"])
+        return self._pool("avgpool", "avgpool2d_float", x, tuple(op["kernel"]),
+                          tuple(op["stride"]), tuple(op["padding"]), op["ceil_mode"],
+                          op["count_include_pad"])
 
     def _maxpool_real(self, i, op, x):
-        return self.floats.maxpool_real(x, tuple(op["kernel"]), tuple(op["stride"]),
-                                        tuple(op["padding"]), op["ceil_mode"])
+        return self._pool("maxpool_real", "maxpool2d_float", x, tuple(op["kernel"]),
+                          tuple(op["stride"]), tuple(op["padding"]), op["ceil_mode"])
 
     def _global_avgpool(self, i, op, x):
-        return self.floats.global_avgpool(x)
+        return self._pool("global_avgpool", "global_avgpool_float", x)
+
+    def _pool(self, float_op, kernel, x, *args):
+        """A pool through the kernels' C version where they have it (bit for bit the same),
+        else the backend's float op."""
+        fast = getattr(self.kernels, kernel, None)
+        if fast is None:
+            return getattr(self.floats, float_op)(x, *args)
+        return fast(self.xp.contiguous(x), *args)
 
     def _step_tensors(self, op) -> tuple:
         """An elementwise op as a step of a fused kernel's output transform."""

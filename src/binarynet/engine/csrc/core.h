@@ -248,6 +248,31 @@ extern const bn_probe_kernel bn_probe_avx512;
 /* `threads` pool tasks of `iterations` XOR + popcount + add steps each -> bit-MACs done. */
 uint64_t bn_xor_popcount_probe(uint64_t iterations, int threads);
 
+/* ---- pools of the real-valued stream (pool_float.c) ---------------------------------------- */
+/* float32 NHWC (N, H, W, C) -> (N, Ho, Wo, C): max (pad -inf) or average (PyTorch's divisors)
+ * over kh x kw windows, padding and output sizes as torch's MaxPool2d / AvgPool2d (ceil_mode
+ * included: the binding computes ho, wo and checks every window holds an input pixel). */
+typedef struct {
+    size_t n, h, w, c, kh, kw, sh, sw, ph, pw, ho, wo;
+    int is_max;            /* 1: max pool, 0: average */
+    int count_include_pad; /* average: the padding counts in the divisor */
+} bn_fpool_shape;
+typedef struct {
+    const char *name;
+    /* channels [0, c) of one output pixel y from a window of rows x cols input pixels, the
+     * first at x, c floats apart in a row, ldx floats from row to row: the max, or the sum from
+     * +0 over divisor, taps in (row, column) order */
+    void (*window)(const float *x, size_t ldx, size_t rows, size_t cols, size_t c, int is_max,
+                   float divisor, float *y);
+} bn_fpool_kernel;
+
+extern const bn_fpool_kernel bn_fpool_portable;
+#if BN_X86
+extern const bn_fpool_kernel bn_fpool_avx2;
+extern const bn_fpool_kernel bn_fpool_avx512;
+#endif
+void bn_pool2d_float(const bn_fpool_shape *s, const float *x, float *y);
+
 /* ---- ISA dispatch (dispatch.c) --------------------------------------------------------------- */
 /* One table, one row per instruction set, one entry per SIMD op. The CPU is examined once (on
  * first use, thread-safe) and each supported row is filled with the best kernel of every op
@@ -265,6 +290,7 @@ typedef struct {
     const bn_probe_kernel *probe;  /* xor_popcount_probe */
     const bn_float_kernel *float_dense; /* first_dense_float */
     const bn_fconv_kernel *float_conv;  /* conv2d_float */
+    const bn_fpool_kernel *float_pool;  /* pool2d_float (filled after the others) */
 } bn_isa_row;
 
 int bn_isa_supported(int isa);

@@ -23,6 +23,7 @@ static void detect(void) {
                                        &bn_int_portable, &bn_transform_portable,
                                        &bn_probe_portable, &bn_float_portable,
                                        &bn_fconv_portable};
+    g_rows[BN_PORTABLE].float_pool = &bn_fpool_portable;
     g_supported[BN_PORTABLE] = 1;
     int best = BN_PORTABLE;
 #if BN_X86
@@ -42,6 +43,7 @@ static void detect(void) {
                                    &bn_threshold_avx2, &bn_int_avx2,
                                    &bn_transform_avx2, &bn_probe_popcnt,
                                    &bn_float_portable, &bn_fconv_portable};
+    g_rows[BN_AVX2].float_pool = &bn_fpool_avx2;
     g_supported[BN_AVX2] = avx2;
     /* VPOPCNTDQ CPUs without VNNI (Knights Mill) keep the AVX2 integer first layer */
     g_rows[BN_AVX512] = (bn_isa_row){"avx512", &bn_tiles_avx512, &bn_pack_avx2,
@@ -49,6 +51,7 @@ static void detect(void) {
                                      vnni ? &bn_int_vnni : &bn_int_avx2,
                                      &bn_transform_avx512, &bn_probe_avx512,
                                      &bn_float_avx512, &bn_fconv_avx512};
+    g_rows[BN_AVX512].float_pool = &bn_fpool_avx512;
     g_supported[BN_AVX512] = avx512;
     best = avx512 ? BN_AVX512 : avx2 ? BN_AVX2 : BN_PORTABLE;
 #endif

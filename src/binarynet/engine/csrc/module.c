@@ -294,6 +294,58 @@ static PyObject *py_maxpool2d_int(PyObject *self, PyObject *args) {
     return ret;
 }
 
+/* One axis of a float pool (PyTorch's MaxPool2d / AvgPool2d): padding at most half the kernel
+ * (PyTorch refuses more), the kernel within the padded input, and with ceil_mode one more window
+ * where a partial one is left, unless it would start past the input and its left padding. So
+ * every window holds an input pixel. */
+static int fpool_axis(const char *op, const char *axis, size_t size, size_t kernel,
+                      size_t stride, size_t pad, int ceil_mode, size_t *out) {
+    if (pad > kernel / 2) {
+        PyErr_Format(PyExc_ValueError, "%s: padding %zu must be at most half the kernel %zu", op,
+                     pad, kernel);
+        return -1;
+    }
+    if (conv_axis(op, axis, size, kernel, stride, pad, 1, out)) return -1;
+    if (ceil_mode && (size + 2 * pad - kernel) % stride && (*out) * stride < size + pad) ++*out;
+    return 0;
+}
+
+/* pool2d_float(x, geometry, is_max, ceil_mode, count_include_pad, out): geometry (n, h, w, c,
+ * kh, kw, sh, sw, ph, pw); x float32 (N, H, W, C), out float32 (N, Ho, Wo, C) */
+static PyObject *py_pool2d_float(PyObject *self, PyObject *args) {
+    Py_buffer x, out;
+    Py_ssize_t g[10];
+    int is_max, ceil_mode, include_pad;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*(nnnnnnnnnn)pppw*", &x, &g[0], &g[1], &g[2], &g[3], &g[4],
+                          &g[5], &g[6], &g[7], &g[8], &g[9], &is_max, &ceil_mode, &include_pad,
+                          &out))
+        return NULL;
+    PyObject *ret = NULL;
+    const char *op = "pool2d_float";
+    bn_fpool_shape s;
+    if (check_sizes(op, g, 8)) goto done;
+    if (g[8] < 0 || g[9] < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: padding must be >= 0", op);
+        goto done;
+    }
+    s = (bn_fpool_shape){(size_t)g[0], (size_t)g[1], (size_t)g[2], (size_t)g[3], (size_t)g[4],
+                         (size_t)g[5], (size_t)g[6], (size_t)g[7], (size_t)g[8], (size_t)g[9],
+                         0, 0, is_max, include_pad};
+    if (fpool_axis(op, "height", s.h, s.kh, s.sh, s.ph, ceil_mode, &s.ho) ||
+        fpool_axis(op, "width", s.w, s.kw, s.sw, s.pw, ceil_mode, &s.wo) ||
+        CHECK_BUFFER(op, "x", &x, 4, s.n, s.h, s.w, s.c) ||
+        CHECK_BUFFER(op, "out", &out, 4, s.n, s.ho, s.wo, s.c))
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    bn_pool2d_float(&s, (const float *)x.buf, (float *)out.buf);
+    Py_END_ALLOW_THREADS
+    ret = Py_NewRef(Py_None);
+done:
+    RELEASE(&x, &out);
+    return ret;
+}
+
 /* ---- first layer ---------------------------------------------------------------------------- */
 typedef int (*first_layer_fn)(const uint8_t *, const uint64_t *, size_t, size_t, size_t,
                               int32_t *);
@@ -417,6 +469,8 @@ static PyMethodDef core_methods[] = {
      "xor_popcount_probe(iterations, threads) -> bit-MACs done, in registers (time the call)"},
     {"bmaxpool2d", py_bmaxpool2d, METH_VARARGS, "bmaxpool2d(x, geometry, and_mask, out)"},
     {"maxpool2d_int", py_maxpool2d_int, METH_VARARGS, "maxpool2d_int(x, geometry, out)"},
+    {"pool2d_float", py_pool2d_float, METH_VARARGS,
+     "pool2d_float(x, geometry, is_max, ceil_mode, count_include_pad, out): float32 NHWC pools"},
     {"bitplane_gemm", py_bitplane_gemm, METH_VARARGS, "bitplane_gemm(x_u8, w, m, n, k, out)"},
     {"int_gemm", py_int_gemm, METH_VARARGS, "int_gemm(x_u8, w, m, n, k, out)"},
     {"int_conv_threshold", py_int_conv_threshold, METH_VARARGS,
