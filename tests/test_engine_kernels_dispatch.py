@@ -13,7 +13,7 @@ from binarynet.errors import BinarynetError
 
 BACKENDS = kernels.available_backends()
 OPS = {"tiles", "pack", "planes", "threshold", "int_gemm", "transform", "probe",
-       "first_dense_float", "conv2d_float"}
+       "first_dense_float", "conv2d_float", "pool_float"}
 VALID = "['avx2', 'avx512', 'portable']"
 
 

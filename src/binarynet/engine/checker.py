@@ -56,6 +56,17 @@ def pool_output_size(size: int, kernel: int, stride: int, padding: int, ceil_mod
     return out
 
 
+def pool_window_error(name: str, h: int, w: int, kernel, padding):
+    """Why a PyTorch-style pool window does not fit an h x w input (a one-line message naming
+    ``name``), or None: PyTorch refuses padding over half the kernel, and a kernel larger than
+    the padded input."""
+    if any(2 * p > k for p, k in zip(padding, kernel)):
+        return f"{name}: padding {padding} must be at most half the kernel {kernel}"
+    if kernel[0] > h + 2 * padding[0] or kernel[1] > w + 2 * padding[1]:
+        return f"{name}: kernel {kernel} is larger than the padded {h}x{w} input"
+    return None
+
+
 class Checker:
     """Reads and checks the fields of a graph's ops against ``tensors``; records the tensors used."""
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checker import LIMITS, pool_output_size, words
+from .checker import LIMITS, pool_output_size, pool_window_error, words
 
 __all__ = ["OPS", "ARITY", "CHECKS"]
 
@@ -125,10 +125,9 @@ def _pool_window(chk, i, op, act):
     stride = chk.pair_attr(i, op, "stride", 1, LIMITS["stride"])
     padding = chk.pair_attr(i, op, "padding", 0, LIMITS["padding"])
     ceil_mode = chk.bool_attr(i, op, "ceil_mode")
-    if any(2 * p > k for p, k in zip(padding, kernel)):  # PyTorch refuses these too
-        chk.fail(i, f"{op['op']}: padding {padding} must be at most half the kernel {kernel}")
-    if kernel[0] > h + 2 * padding[0] or kernel[1] > w + 2 * padding[1]:
-        chk.fail(i, f"{op['op']}: kernel {kernel} is larger than the padded {h}x{w} input")
+    problem = pool_window_error(op["op"], h, w, kernel, padding)
+    if problem:
+        chk.fail(i, problem)
     ho, wo = (pool_output_size(n, k, s, p, ceil_mode)
               for n, k, s, p in zip((h, w), kernel, stride, padding))
     return ("float", (ho, wo, c))

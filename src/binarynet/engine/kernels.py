@@ -91,7 +91,7 @@ def kernel_table() -> dict:
     supported backend, ops ``tiles``, ``pack``, ``planes``, ``threshold``, ``int_gemm``,
     ``transform`` (the fused output transforms and sign_pack), ``probe`` (the instructions
     :func:`xor_popcount_probe` measures: ``avx512vpopcntdq``, else the scalar ``popcnt``),
-    ``first_dense_float``."""
+    ``first_dense_float``, ``conv2d_float``, ``pool_float`` (the real stream's pools)."""
     table = {}
     for name in available_backends():
         row = _core.kernel_table(BACKENDS[name])

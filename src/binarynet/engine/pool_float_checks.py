@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checker import pool_output_size
+from .checker import pool_output_size, pool_window_error
 from .graph import as_pair
 from .reference import _check_array  # the kernels' one array rule
 
@@ -28,10 +28,9 @@ def check_pool2d_float(op: str, x, kernel, stride, padding, ceil_mode, count_inc
     ceil_mode = _check_flag(op, "ceil_mode", ceil_mode)
     count_include_pad = _check_flag(op, "count_include_pad", count_include_pad)
     _, h, w, _ = x.shape
-    if any(2 * p > k for p, k in zip(padding, kernel)):  # PyTorch refuses these too
-        raise ValueError(f"{op}: padding {padding} must be at most half the kernel {kernel}")
-    if kernel[0] > h + 2 * padding[0] or kernel[1] > w + 2 * padding[1]:
-        raise ValueError(f"{op}: kernel {kernel} is larger than the padded {h}x{w} input")
+    problem = pool_window_error(op, h, w, kernel, padding)
+    if problem:
+        raise ValueError(problem)
     out = tuple(pool_output_size(n, k, s, p, ceil_mode)
                 for n, k, s, p in zip((h, w), kernel, stride, padding))
     return x, kernel, stride, padding, ceil_mode, count_include_pad, out

@@ -412,12 +412,13 @@ static PyObject *py_kernel_table(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "i", &backend)) return NULL;
     const bn_isa_row *row = bn_isa_row_of(backend);
     if (!row) Py_RETURN_NONE;
-    return Py_BuildValue("{ss ss ss ss ss ss ss ss ss ss}", "isa", row->name, "tiles",
+    return Py_BuildValue("{ss ss ss ss ss ss ss ss ss ss ss}", "isa", row->name, "tiles",
                          row->tiles->name, "pack", row->pack->name, "planes", row->planes->name,
                          "threshold", row->threshold->name, "int_gemm", row->int_gemm->name,
                          "transform", row->transform->name, "probe", row->probe->name,
                          "first_dense_float", row->float_dense->name,
-                         "conv2d_float", row->float_conv->name);
+                         "conv2d_float", row->float_conv->name, "pool_float",
+                         row->float_pool->name);
 }
 
 static PyObject *py_get_num_threads(PyObject *self, PyObject *noargs) {
