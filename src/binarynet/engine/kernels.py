@@ -367,16 +367,27 @@ def int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_class, stri
     reference. Patches, integer products (:func:`int_gemm`'s kernels) and the per-class
     thresholds run per block of pixels in cache: neither the patch matrix nor the int32 sums
     are written to memory."""
+    return _run_once(_layout_int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class,
+                                                col_class, stride, padding, dilation))
+
+
+def _layout_int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_class,
+                               stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
     (x_u8, w, thresh, flip, row_class, col_class, k, kernel, stride, padding, dilation, ho,
      wo) = _ref._check_int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_class,
                                           stride, padding, dilation, _pad_bits_clear)
     n, c, h, wd = x_u8.shape
     o = w.shape[0]
     geometry = (n, c, h, wd, o) + kernel + stride + padding + dilation
-    out = np.empty((n, ho, wo, _ref.words_for(o)), dtype=np.uint64)
-    _core.int_conv_threshold(x_u8, _aligned(w), geometry, thresh.shape[0], thresh.shape[1],
-                             _aligned(thresh), _aligned(row_class), _aligned(col_class), flip, out)
-    return out
+    shape = (n, ho, wo, _ref.words_for(o))
+    operands = (_aligned(w), geometry, thresh.shape[0], thresh.shape[1], _aligned(thresh),
+                _aligned(row_class), _aligned(col_class), flip)
+
+    def run(x_u8, residual):
+        out = np.empty(shape, dtype=np.uint64)
+        _core.int_conv_threshold(x_u8, *operands, out)
+        return out
+    return _checked(x_u8, 0, run)
 
 
 @_after_environment
@@ -494,14 +505,15 @@ _LAYOUTS = {"bgemm": _layout_bgemm, "bgemm_threshold": _layout_bgemm_threshold,
             "bconv2d_threshold": _layout_bconv2d_threshold,
             "bconv2d_threshold_maxpool": _layout_bconv2d_threshold_maxpool,
             "bmaxpool2d": _layout_bmaxpool2d, "bconv2d_transform": _layout_bconv2d_transform,
-            "bgemm_transform": _layout_bgemm_transform, "sign_pack": _layout_sign_pack}
+            "bgemm_transform": _layout_bgemm_transform, "sign_pack": _layout_sign_pack,
+            "int_conv_threshold": _layout_int_conv_threshold}
 
 
 @_after_environment
 def prepare(name: str, *operands, **options) -> "Prepared":
     """``name``'s kernel (one of ``bgemm``, ``bgemm_threshold``, ``bconv2d_threshold``,
     ``bconv2d_threshold_maxpool``, ``bmaxpool2d``, ``bconv2d_transform``, ``bgemm_transform``,
-    ``sign_pack``) with every operand after x bound: ``prepare(name, *operands,
+    ``sign_pack``, ``int_conv_threshold``) with every operand after x bound: ``prepare(name, *operands,
     **options)(x)`` returns ``name(x, *operands, **options)``; a transform's ``residual``
     varies per call: ``prepared(x, residual)``. The first call with an input shape checks
     everything, as the public function does, and lays the constant operands out for the C

@@ -79,23 +79,23 @@ class Runner(FloatStreamOps):
         return self._execute(self.plan, x, on_step)
 
     def _execute(self, plan, x, on_step):
-        values = {-1: x}
+        ops, values = self.graph["ops"], {-1: x}
         for step in plan:
-            if step.kind == "op":
+            kind = step.kind
+            if kind == "op":
                 i = step.ops[0]
-                op = self.graph["ops"][i]
-                values[i] = getattr(self, "_" + op["op"])(i, op, *(values[j] for j in step.reads))
-            elif step.kind == "conv_maxpool":
+                op = ops[i]
+                values[i] = getattr(self, "_" + op["op"])(i, op, *[values[j] for j in step.reads])
+            elif kind == "conv_maxpool":
                 i, pool = step.ops
-                values[pool] = self._conv(i, self.graph["ops"][i], values[step.reads[0]],
-                                          pool=self.graph["ops"][pool])
+                values[pool] = self._conv(i, ops[i], values[step.reads[0]], pool=ops[pool])
             else:
-                values.update(self._transform(step, values))
+                self._transform(step, values)
             if on_step is not None:
                 on_step(step, values)
             for j in step.frees:
                 del values[j]
-        return values[len(self.graph["ops"]) - 1]
+        return values[len(ops) - 1]
 
     def _as_training(self, i, v):
         """Value ``i`` as numpy in the training model's layout."""

@@ -105,16 +105,17 @@ class FloatStreamOps:
                  "prelu": ("shift_in", "slope", "shift_out")}[op["op"]]
         return (op["op"],) + tuple(self._t(op, role) for role in roles)
 
-    def _transform(self, step, values) -> dict:
+    def _transform(self, step, values: dict) -> None:
         """A fused step: bconv/bdense, its elementwise chain and sign in one kernel call (its
-        operands made on the first run and kept: ``_kernel_call``)."""
+        operands made on the first run and kept: ``_kernel_call``); stores what it writes in
+        ``values``."""
         call = self._kernel_call((step.ops[0], "transform"), lambda: self._transform_call(step))
         residual = None if step.residual is None else self.xp.contiguous(values[step.residual])
         y, bits = call(values[step.reads[0]], residual)
-        out = {step.writes[0]: y} if step.float_out else {}
+        if step.float_out:
+            values[step.writes[0]] = y
         if step.sign is not None:
-            out[step.sign] = bits
-        return out
+            values[step.sign] = bits
 
     def _transform_call(self, step) -> tuple:
         """(kernel name, its operands after x, its options but the residual) of a fused step."""
