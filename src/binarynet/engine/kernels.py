@@ -3,7 +3,9 @@
 Same names, signatures, validation and results as :mod:`binarynet.engine.reference` (the tests
 check them bit for bit). This module validates with numpy (clear TypeError / ValueError naming the
 argument), allocates the outputs and hands the buffers to the C core, which runs without the GIL
-on its own thread pool (threads.c explains why not OpenMP).
+on its own thread pool (threads.c explains why not OpenMP). :func:`prepare` binds a kernel's
+constant operands (a model's weights, thresholds, transform tensors) and checks them on the first
+call per input shape only, so that the graph runner's calls check just their input.
 
 The SIMD backend is a row of the C core's one ISA dispatch table (csrc/dispatch.c), which holds
 for every op (popcount tiles, packing, bit planes, threshold rows, integer first layer) the
@@ -22,6 +24,11 @@ import numpy as np
 
 from binarynet.engine import _core
 from binarynet.engine import reference as _ref
+from binarynet.engine.prepared import Prepared
+from binarynet.engine.prepared import aligned as _aligned
+from binarynet.engine.prepared import checked as _checked
+from binarynet.engine.prepared import pad_bits_clear as _pad_bits_clear
+from binarynet.engine.prepared import run_once as _run_once
 from binarynet.errors import KernelChoiceError  # noqa: F401 (re-exported: kernels.KernelChoiceError)
 
 BACKENDS = {"portable": _core.PORTABLE, "avx2": _core.AVX2, "avx512": _core.AVX512}
@@ -140,18 +147,9 @@ def cpu_features() -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# validation helpers (the reference's rules, with the pad-bit scan done in C)
+# validation helpers (the reference's rules, with the pad-bit scan done in C: _pad_bits_clear;
+# _aligned copies the rare unaligned operand: prepared.py)
 # ----------------------------------------------------------------------------------------------
-def _aligned(arr: np.ndarray) -> np.ndarray:
-    """The C core reads whole items and refuses unaligned buffers (ValueError), which numpy
-    makes e.g. from np.frombuffer at an odd offset: such an operand is copied (rare)."""
-    return arr if arr.flags.aligned else arr.copy()
-
-
-def _pad_bits_clear(arr: np.ndarray, k: int) -> bool:
-    return _core.pad_bits_clear(_aligned(arr), arr.size // arr.shape[-1], k)
-
-
 def _conv_args(op, x, w, c, stride, padding, dilation, pad_mode):
     x, w, c, stride, padding, dilation, ho, wo = _ref._conv_geometry(
         op, x, w, c, stride, padding, dilation, pad_mode, _pad_bits_clear)
@@ -412,8 +410,8 @@ _STEP_CODES = {"scale_shift": 0, "relu": 1, "prelu": 2, "add": 3}  # csrc/core.h
 
 def _transform_run(op, x, k, checked, out_shape, geometry):
     """The checked call of the C core's transform kernel ``op(x, *geometry, kinds, params,
-    residual, y, thresh, flip, bits)``: kinds (bytes) and params (float32 rows, in step order) made here
-    once; y and bits allocated per run."""
+    residual, y, thresh, flip, bits)``: kinds (bytes) and params (float32 rows, in step order)
+    made once, y and bits allocated per run."""
     steps, residual, thresh, flip, float_out = checked
     kinds = bytes(_STEP_CODES[step[0]] for step in steps)
     params = np.array([p for step in steps for p in step[1:]])  # (rows, O): all (O,) float32
@@ -500,7 +498,7 @@ def _layout_sign_pack(x, thresh, flip):
 # prepared calls: a kernel's constant operands checked and laid out once, not on every call
 # ----------------------------------------------------------------------------------------------
 # The ops that can be prepared: name -> layout(x, *operands) (every check of the public
-# function, which is its layout run once) -> (x as the C core takes it, a _Checked).
+# function, which is its layout run once) -> (x as the C core takes it, a prepared.Checked).
 _LAYOUTS = {"bgemm": _layout_bgemm, "bgemm_threshold": _layout_bgemm_threshold,
             "bconv2d_threshold": _layout_bconv2d_threshold,
             "bconv2d_threshold_maxpool": _layout_bconv2d_threshold_maxpool,
@@ -510,80 +508,22 @@ _LAYOUTS = {"bgemm": _layout_bgemm, "bgemm_threshold": _layout_bgemm_threshold,
 
 
 @_after_environment
-def prepare(name: str, *operands, **options) -> "Prepared":
+def prepare(name: str, *operands, **options) -> Prepared:
     """``name``'s kernel (one of ``bgemm``, ``bgemm_threshold``, ``bconv2d_threshold``,
     ``bconv2d_threshold_maxpool``, ``bmaxpool2d``, ``bconv2d_transform``, ``bgemm_transform``,
-    ``sign_pack``, ``int_conv_threshold``) with every operand after x bound: ``prepare(name, *operands,
-    **options)(x)`` returns ``name(x, *operands, **options)``; a transform's ``residual``
-    varies per call: ``prepared(x, residual)``. The first call with an input shape checks
-    everything, as the public function does, and lays the constant operands out for the C
-    core; later calls with that shape check only what can differ: x's (and the residual's)
-    dtype, contiguity, alignment and pad bits. The bound operands must not change afterwards
-    (the graph runner binds a model's tensors)."""
+    ``sign_pack``, ``int_conv_threshold``) with every operand after x bound:
+    ``prepare(name, *operands, **options)(x)`` returns ``name(x, *operands, **options)``; a
+    transform's ``residual`` varies per call: ``prepared(x, residual)``. The first call with
+    an input shape checks everything, as the public function does, and lays the constant
+    operands out for the C core; later calls with that shape check only what can differ: x's
+    (and the residual's) dtype, contiguity, alignment and pad bits (anything else goes through
+    the full checks again, raising the public function's errors). The bound operands must not
+    change afterwards (the graph runner binds a model's tensors, checked at load)."""
     if name not in _LAYOUTS:
         raise ValueError(f"prepare: name must be one of {sorted(_LAYOUTS)}, got {name!r}")
     if "residual" in options:
         raise TypeError("prepare: the residual varies per call: pass it to the prepared call")
     return Prepared(name, _LAYOUTS[name], operands, options)
-
-
-class Prepared:
-    """A kernel call with its constant operands bound (:func:`prepare`); call it with x."""
-
-    _MAX_SHAPES = 8  # input shapes kept (a runner sees one or two batch sizes)
-
-    def __init__(self, name, layout, operands, options):
-        self.name = name
-        self._layout, self._operands, self._options = layout, operands, options
-        self._shapes: dict = {}  # input shape -> _Checked
-
-    def __call__(self, x, residual=None):
-        checked = self._shapes.get(x.shape) if type(x) is np.ndarray else None
-        if checked is None or not checked.takes(x, residual):
-            options = self._options if residual is None else dict(self._options,
-                                                                  residual=residual)
-            x, checked = self._layout(x, *self._operands, **options)  # raises what name raises
-            if len(self._shapes) >= self._MAX_SHAPES:
-                self._shapes.clear()
-            self._shapes[x.shape] = checked
-        return checked.run(x, residual)
-
-    def __repr__(self) -> str:
-        return f"kernels.prepare({self.name!r}, ...)"
-
-
-class _Checked:
-    """What a call whose operands passed every check keeps for later inputs of the same shape:
-    the input's dtype, the bit length whose pad bits must stay clear (0: none to scan), the
-    residual's shape (None: none) and ``run(x, residual)`` (outputs allocated, C core called)."""
-
-    __slots__ = ("dtype", "pad_k", "residual_shape", "run")
-
-    def __init__(self, dtype, pad_k, residual_shape, run):
-        self.dtype, self.pad_k, self.residual_shape, self.run = dtype, pad_k, residual_shape, run
-
-    def takes(self, x, residual) -> bool:
-        """Whether x (of the shape checked) and residual pass the checks the first call made."""
-        if x.dtype != self.dtype or not (x.flags.c_contiguous and x.flags.aligned):
-            return False
-        if self.pad_k and not _pad_bits_clear(x, self.pad_k):
-            return False
-        if self.residual_shape is None:
-            return residual is None
-        return (type(residual) is np.ndarray and residual.dtype == np.float32
-                and residual.shape == self.residual_shape and residual.flags.c_contiguous
-                and residual.flags.aligned)
-
-
-def _checked(x, k, run, residual_shape=None):
-    """(x aligned, the _Checked of a call on it); k: x's bits per row where packed, else 0."""
-    return _aligned(x), _Checked(x.dtype, k % _ref.WORD_BITS and k, residual_shape, run)
-
-
-def _run_once(layout, residual=None):
-    """A public function's result: its layout run on the x it checked."""
-    x, checked = layout
-    return checked.run(x, residual)
 
 
 # ----------------------------------------------------------------------------------------------

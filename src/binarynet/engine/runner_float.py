@@ -68,10 +68,10 @@ class FloatStreamOps:
         return self.floats.output_transform(s, self._t(op, "scale"), self._t(op, "shift"))
 
     def _sign(self, i, op, x):
-        thresh, flip = self._t(op, "thresh"), self._t(op, "flip")
         if hasattr(self.kernels, "sign_pack"):
-            return self._kernel_call((i, "sign"), lambda: ("sign_pack", (thresh, flip), {}))(x)
-        return self._pack_bool(self.floats.sign(x, thresh, flip))
+            return self._kernel_call((i, "sign"), lambda: (
+                "sign_pack", (self._t(op, "thresh"), self._t(op, "flip")), {}))(x)
+        return self._pack_bool(self.floats.sign(x, self._t(op, "thresh"), self._t(op, "flip")))
 
     def _scale_shift(self, i, op, x):
         return self.floats.scale_shift(x, self._t(op, "scale"), self._t(op, "shift"))
