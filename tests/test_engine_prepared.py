@@ -207,3 +207,17 @@ def test_a_model_with_prepared_steps_still_refuses_a_wrong_input():
     with pytest.raises(TypeError, match=r"x must be uint8 images or floats, got dtype int64"):
         model.predict(x.astype(np.int64))
     np.testing.assert_array_equal(model.predict(x.astype(np.float64)), model.predict(x))
+
+
+def test_profile_labels_every_step_of_the_plan_on_every_run():
+    g, _ = residual_net(5)
+    model = g.model()
+    x = np.random.default_rng(2).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    ops = model.ops
+    want = [(ops[s.ops[0]]["name"], "+".join(ops[i]["op"] for i in s.ops))
+            for s in model._runner.plan]
+    assert any("+" in kind for _, kind in want)  # fused steps are one entry
+    for _ in range(2):
+        rows = model.profile(x, repeats=2)
+        assert [(name, kind) for name, kind, _ in rows] == want
+        assert all(seconds >= 0 for _, _, seconds in rows)

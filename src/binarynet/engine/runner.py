@@ -68,13 +68,16 @@ class Runner(FloatStreamOps):
         on_step = None
         if timings is not None:
             ops = self.graph["ops"]
+            # the steps' labels made once: the hook's own time is counted in the next step's
+            labels = iter(self._cached("step labels", lambda: [
+                (ops[step.ops[0]]["name"], "+".join(ops[i]["op"] for i in step.ops))
+                for step in self.plan]))
             start = [time.perf_counter()]
 
             def on_step(step, values):
                 self.xp.synchronize()  # a GPU runs its kernels asynchronously
                 now = time.perf_counter()
-                timings.append((ops[step.ops[0]]["name"],
-                                "+".join(ops[i]["op"] for i in step.ops), now - start[0]))
+                timings.append(next(labels) + (now - start[0],))
                 start[0] = now
         return self._execute(self.plan, x, on_step)
 
