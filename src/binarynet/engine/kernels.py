@@ -3,7 +3,9 @@
 Same names, signatures, validation and results as :mod:`binarynet.engine.reference` (the tests
 check them bit for bit). This module validates with numpy (clear TypeError / ValueError naming the
 argument), allocates the outputs and hands the buffers to the C core, which runs without the GIL
-on its own thread pool (threads.c explains why not OpenMP).
+on its own thread pool (threads.c explains why not OpenMP). :func:`prepare` binds a kernel's
+constant operands (a model's weights, thresholds, transform tensors) and checks them on the first
+call per input shape only, so that the graph runner's calls check just their input.
 
 The SIMD backend is a row of the C core's one ISA dispatch table (csrc/dispatch.c), which holds
 for every op (popcount tiles, packing, bit planes, threshold rows, integer first layer) the
@@ -23,6 +25,11 @@ import numpy as np
 from binarynet.engine import _core
 from binarynet.engine import reference as _ref
 from binarynet.engine.pool_float_checks import check_pool2d_float
+from binarynet.engine.prepared import Prepared
+from binarynet.engine.prepared import aligned as _aligned
+from binarynet.engine.prepared import checked as _checked
+from binarynet.engine.prepared import pad_bits_clear as _pad_bits_clear
+from binarynet.engine.prepared import run_once as _run_once
 from binarynet.errors import KernelChoiceError  # noqa: F401 (re-exported: kernels.KernelChoiceError)
 
 BACKENDS = {"portable": _core.PORTABLE, "avx2": _core.AVX2, "avx512": _core.AVX512}
@@ -141,18 +148,9 @@ def cpu_features() -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# validation helpers (the reference's rules, with the pad-bit scan done in C)
+# validation helpers (the reference's rules, with the pad-bit scan done in C: _pad_bits_clear;
+# _aligned copies the rare unaligned operand: prepared.py)
 # ----------------------------------------------------------------------------------------------
-def _aligned(arr: np.ndarray) -> np.ndarray:
-    """The C core reads whole items and refuses unaligned buffers (ValueError), which numpy
-    makes e.g. from np.frombuffer at an odd offset: such an operand is copied (rare)."""
-    return arr if arr.flags.aligned else arr.copy()
-
-
-def _pad_bits_clear(arr: np.ndarray, k: int) -> bool:
-    return _core.pad_bits_clear(_aligned(arr), arr.size // arr.shape[-1], k)
-
-
 def _conv_args(op, x, w, c, stride, padding, dilation, pad_mode):
     x, w, c, stride, padding, dilation, ho, wo = _ref._conv_geometry(
         op, x, w, c, stride, padding, dilation, pad_mode, _pad_bits_clear)
@@ -201,10 +199,18 @@ def bgemm(a, w, k) -> np.ndarray:
 
     a: uint64 (M, ceil(k/64)), w: uint64 (N, ceil(k/64)) -> int32 (M, N).
     """
+    return _run_once(_layout_bgemm(a, w, k))
+
+
+def _layout_bgemm(a, w, k):
     a, w, k = _ref._check_dense("bgemm", a, w, k, _pad_bits_clear)
-    out = np.empty((a.shape[0], w.shape[0]), dtype=np.int32)
-    _core.bgemm(_aligned(a), _aligned(w), a.shape[0], w.shape[0], k, out)
-    return out
+    m, n, w = a.shape[0], w.shape[0], _aligned(w)
+
+    def run(a, residual):
+        out = np.empty((m, n), dtype=np.int32)
+        _core.bgemm(a, w, m, n, k, out)
+        return out
+    return _checked(a, k, run)
 
 
 @_after_environment
@@ -214,12 +220,19 @@ def bgemm_threshold(a, w, k, thresh, flip) -> np.ndarray:
     Bit n of row m = ``dot[m, n] >= thresh[n]`` (``<=`` where ``flip[n]``); the int32 dot
     products only ever exist for one register tile.
     """
+    return _run_once(_layout_bgemm_threshold(a, w, k, thresh, flip))
+
+
+def _layout_bgemm_threshold(a, w, k, thresh, flip):
     a, w, k = _ref._check_dense("bgemm_threshold", a, w, k, _pad_bits_clear)
     thresh, flip = _ref._check_thresholds("bgemm_threshold", thresh, flip, w.shape[0])
-    out = np.empty((a.shape[0], _ref.words_for(w.shape[0])), dtype=np.uint64)
-    _core.bgemm_threshold(_aligned(a), _aligned(w), a.shape[0], w.shape[0], k,
-                          _aligned(thresh), flip, out)
-    return out
+    m, n, w, thresh = a.shape[0], w.shape[0], _aligned(w), _aligned(thresh)
+
+    def run(a, residual):
+        out = np.empty((m, _ref.words_for(n)), dtype=np.uint64)
+        _core.bgemm_threshold(a, w, m, n, k, thresh, flip, out)
+        return out
+    return _checked(a, k, run)
 
 
 @_after_environment
@@ -236,13 +249,31 @@ def bconv2d(x, w, c, stride=(1, 1), padding=(0, 0), dilation=(1, 1), pad_mode="z
 def bconv2d_threshold(x, w, c, thresh, flip, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
                       pad_mode="zero") -> np.ndarray:
     """Fused binary conv + batch-norm + sign -> packed uint64 (N, Ho, Wo, ceil(O/64))."""
-    op = "bconv2d_threshold"
+    return _run_once(_layout_bconv2d_threshold(x, w, c, thresh, flip, stride, padding, dilation,
+                                               pad_mode))
+
+
+def _layout_bconv2d_threshold(x, w, c, thresh, flip, stride=(1, 1), padding=(0, 0),
+                              dilation=(1, 1), pad_mode="zero", pool=None):
+    """bconv2d_threshold's checks and operands; with ``pool`` = (kernel, stride), those of
+    bconv2d_threshold_maxpool (the same conv, pooled in the kernel)."""
+    op = "bconv2d_threshold" if pool is None else "bconv2d_threshold_maxpool"
     x, w, geometry, mode, ho, wo = _conv_args(op, x, w, c, stride, padding, dilation, pad_mode)
     thresh, flip = _ref._check_thresholds(op, thresh, flip, w.shape[0])
-    out = np.empty((x.shape[0], ho, wo, _ref.words_for(w.shape[0])), dtype=np.uint64)
-    _core.bconv2d_threshold(_aligned(x), _aligned(w), geometry, mode, _aligned(thresh), flip,
-                            out)
-    return out
+    if pool is not None:
+        pool_kernel, pool_stride, ho, wo = _ref._pool_geometry(op, ho, wo, *pool)
+    shape = (x.shape[0], ho, wo, _ref.words_for(w.shape[0]))
+    w, thresh = _aligned(w), _aligned(thresh)
+
+    def run(x, residual):
+        out = np.empty(shape, dtype=np.uint64)
+        if pool is None:
+            _core.bconv2d_threshold(x, w, geometry, mode, thresh, flip, out)
+        else:
+            _core.bconv2d_threshold_maxpool(x, w, geometry, mode, thresh, flip,
+                                            pool_kernel + pool_stride, out)
+        return out
+    return _checked(x, c, run)
 
 
 @_after_environment
@@ -252,28 +283,36 @@ def bconv2d_threshold_maxpool(x, w, c, thresh, flip, pool_kernel, pool_stride, s
 
     Pooling happens inside the kernel on the thresholded bits (OR / AND by ``flip``).
     """
-    op = "bconv2d_threshold_maxpool"
-    x, w, geometry, mode, ho, wo = _conv_args(op, x, w, c, stride, padding, dilation, pad_mode)
-    thresh, flip = _ref._check_thresholds(op, thresh, flip, w.shape[0])
-    pool_kernel, pool_stride, hp, wp = _ref._pool_geometry(op, ho, wo, pool_kernel, pool_stride)
-    out = np.empty((x.shape[0], hp, wp, _ref.words_for(w.shape[0])), dtype=np.uint64)
-    _core.bconv2d_threshold_maxpool(_aligned(x), _aligned(w), geometry, mode, _aligned(thresh),
-                                    flip, pool_kernel + pool_stride, out)
-    return out
+    return _run_once(_layout_bconv2d_threshold_maxpool(
+        x, w, c, thresh, flip, pool_kernel, pool_stride, stride, padding, dilation, pad_mode))
+
+
+def _layout_bconv2d_threshold_maxpool(x, w, c, thresh, flip, pool_kernel, pool_stride,
+                                      stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                                      pad_mode="zero"):
+    return _layout_bconv2d_threshold(x, w, c, thresh, flip, stride, padding, dilation, pad_mode,
+                                     (pool_kernel, pool_stride))
 
 
 @_after_environment
 def bmaxpool2d(x, kernel, stride, flip, c) -> np.ndarray:
     """Max-pool of thresholded bit maps: OR where flip is False, AND where True -> packed maps."""
+    return _run_once(_layout_bmaxpool2d(x, kernel, stride, flip, c))
+
+
+def _layout_bmaxpool2d(x, kernel, stride, flip, c):
     x, kernel, stride, flip, c = _ref._check_bmaxpool2d(x, kernel, stride, flip, c,
                                                         _pad_bits_clear)
     n, h, wd, cw = x.shape
     and_mask = pack(flip.view(np.int8) - np.int8(1))  # bit set where flip is True
-    ho = (h - kernel[0]) // stride[0] + 1
-    wo = (wd - kernel[1]) // stride[1] + 1
-    out = np.empty((n, ho, wo, cw), dtype=np.uint64)
-    _core.bmaxpool2d(_aligned(x), (n, h, wd, c) + kernel + stride, and_mask, out)
-    return out
+    shape = (n, (h - kernel[0]) // stride[0] + 1, (wd - kernel[1]) // stride[1] + 1, cw)
+    geometry = (n, h, wd, c) + kernel + stride
+
+    def run(x, residual):
+        out = np.empty(shape, dtype=np.uint64)
+        _core.bmaxpool2d(x, geometry, and_mask, out)
+        return out
+    return _checked(x, c, run)
 
 
 @_after_environment
@@ -327,16 +366,27 @@ def int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_class, stri
     reference. Patches, integer products (:func:`int_gemm`'s kernels) and the per-class
     thresholds run per block of pixels in cache: neither the patch matrix nor the int32 sums
     are written to memory."""
+    return _run_once(_layout_int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class,
+                                                col_class, stride, padding, dilation))
+
+
+def _layout_int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_class,
+                               stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
     (x_u8, w, thresh, flip, row_class, col_class, k, kernel, stride, padding, dilation, ho,
      wo) = _ref._check_int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_class,
                                           stride, padding, dilation, _pad_bits_clear)
     n, c, h, wd = x_u8.shape
     o = w.shape[0]
     geometry = (n, c, h, wd, o) + kernel + stride + padding + dilation
-    out = np.empty((n, ho, wo, _ref.words_for(o)), dtype=np.uint64)
-    _core.int_conv_threshold(x_u8, _aligned(w), geometry, thresh.shape[0], thresh.shape[1],
-                             _aligned(thresh), _aligned(row_class), _aligned(col_class), flip, out)
-    return out
+    shape = (n, ho, wo, _ref.words_for(o))
+    operands = (_aligned(w), geometry, thresh.shape[0], thresh.shape[1], _aligned(thresh),
+                _aligned(row_class), _aligned(col_class), flip)
+
+    def run(x_u8, residual):
+        out = np.empty(shape, dtype=np.uint64)
+        _core.int_conv_threshold(x_u8, *operands, out)
+        return out
+    return _checked(x_u8, 0, run)
 
 
 @_after_environment
@@ -359,19 +409,24 @@ def threshold_pack(x, thresh, flip) -> np.ndarray:
 _STEP_CODES = {"scale_shift": 0, "relu": 1, "prelu": 2, "add": 3}  # csrc/core.h bn_step_kind
 
 
-def _transform_operands(checked, out_shape):
-    """The C core's view of a checked transform: kinds (bytes), params (float32 rows, in step
-    order), residual, y, thresh, flip, bits (None where absent; outputs allocated here)."""
+def _transform_run(op, x, k, checked, out_shape, geometry):
+    """The checked call of the C core's transform kernel ``op(x, *geometry, kinds, params,
+    residual, y, thresh, flip, bits)``: kinds (bytes) and params (float32 rows, in step order)
+    made once, y and bits allocated per run."""
     steps, residual, thresh, flip, float_out = checked
     kinds = bytes(_STEP_CODES[step[0]] for step in steps)
     params = np.array([p for step in steps for p in step[1:]])  # (rows, O): all (O,) float32
-    y = np.empty(out_shape, dtype=np.float32) if float_out else None
-    bits = None
+    bits_shape = out_shape[:-1] + (_ref.words_for(out_shape[-1]),)
     if thresh is not None:
-        bits = np.empty(out_shape[:-1] + (_ref.words_for(out_shape[-1]),), dtype=np.uint64)
         thresh, flip = _aligned(thresh), flip.view(np.uint8)
-    residual = None if residual is None else _aligned(residual)
-    return kinds, params, residual, y, thresh, flip, bits
+
+    def run(x, residual):
+        y = np.empty(out_shape, dtype=np.float32) if float_out else None
+        bits = None if thresh is None else np.empty(bits_shape, dtype=np.uint64)
+        residual = None if residual is None else _aligned(residual)
+        getattr(_core, op)(x, *geometry, kinds, params, residual, y, thresh, flip, bits)
+        return y, bits
+    return _checked(x, k, run, None if residual is None else out_shape)
 
 
 @_after_environment
@@ -381,14 +436,22 @@ def bconv2d_transform(x, w, c, scale, shift, *, steps=(), residual=None, sign_th
     """Binary conv with its float32 output transform fused into the tiles' epilogue (no int32
     tensor, one write of y and/or the packed signs) -> (y or None, bits or None); see
     :func:`binarynet.engine.reference.bconv2d_transform`."""
+    return _run_once(_layout_bconv2d_transform(
+        x, w, c, scale, shift, steps=steps, residual=residual, sign_thresh=sign_thresh,
+        sign_flip=sign_flip, float_out=float_out, stride=stride, padding=padding,
+        dilation=dilation, pad_mode=pad_mode), residual)
+
+
+def _layout_bconv2d_transform(x, w, c, scale, shift, *, steps=(), residual=None,
+                              sign_thresh=None, sign_flip=None, float_out=True, stride=(1, 1),
+                              padding=(0, 0), dilation=(1, 1), pad_mode="zero"):
     op = "bconv2d_transform"
     x, w, geometry, mode, ho, wo = _conv_args(op, x, w, c, stride, padding, dilation, pad_mode)
     shape = (x.shape[0], ho, wo, w.shape[0])
     checked = _ref._check_transform(op, w.shape[0], shape, scale, shift, steps, residual,
                                     sign_thresh, sign_flip, float_out)
-    operands = _transform_operands(checked, shape)
-    _core.bconv2d_transform(_aligned(x), _aligned(w), geometry, mode, *operands)
-    return operands[3], operands[6]
+    return _transform_run(op, x, c, checked, shape,
+                          (_aligned(w), geometry, mode))
 
 
 @_after_environment
@@ -396,25 +459,72 @@ def bgemm_transform(a, w, k, scale, shift, *, steps=(), residual=None, sign_thre
                     sign_flip=None, float_out=True):
     """Binary dense with its fused float32 output transform -> (y (M, N) or None, bits or None);
     see :func:`binarynet.engine.reference.bgemm_transform`."""
+    return _run_once(_layout_bgemm_transform(
+        a, w, k, scale, shift, steps=steps, residual=residual, sign_thresh=sign_thresh,
+        sign_flip=sign_flip, float_out=float_out), residual)
+
+
+def _layout_bgemm_transform(a, w, k, scale, shift, *, steps=(), residual=None, sign_thresh=None,
+                            sign_flip=None, float_out=True):
     a, w, k = _ref._check_dense("bgemm_transform", a, w, k, _pad_bits_clear)
     shape = (a.shape[0], w.shape[0])
     checked = _ref._check_transform("bgemm_transform", w.shape[0], shape, scale, shift, steps,
                                     residual, sign_thresh, sign_flip, float_out)
-    operands = _transform_operands(checked, shape)
-    _core.bgemm_transform(_aligned(a), _aligned(w), a.shape[0], w.shape[0], k, *operands)
-    return operands[3], operands[6]
+    return _transform_run("bgemm_transform", a, k, checked, shape,
+                          (_aligned(w), shape[0], shape[1], k))
 
 
 @_after_environment
 def sign_pack(x, thresh, flip) -> np.ndarray:
     """Sign of float32 values, packed: ``(..., C)`` -> uint64 ``(..., ceil(C/64))``; bit c =
     ``x[..., c] >= thresh[c]`` (``<=`` where ``flip[c]``)."""
+    return _run_once(_layout_sign_pack(x, thresh, flip))
+
+
+def _layout_sign_pack(x, thresh, flip):
     x, thresh, flip = _ref._check_sign_pack(x, thresh, flip)
     x = np.ascontiguousarray(x)
     c = x.shape[-1]
-    out = np.empty(x.shape[:-1] + (_ref.words_for(c),), dtype=np.uint64)
-    _core.sign_pack(_aligned(x), x.size // c, c, _aligned(thresh), flip.view(np.uint8), out)
-    return out
+    rows, shape = x.size // c, x.shape[:-1] + (_ref.words_for(c),)
+    thresh, flip = _aligned(thresh), flip.view(np.uint8)
+
+    def run(x, residual):
+        out = np.empty(shape, dtype=np.uint64)
+        _core.sign_pack(x, rows, c, thresh, flip, out)
+        return out
+    return _checked(x, 0, run)
+
+
+# ----------------------------------------------------------------------------------------------
+# prepared calls: a kernel's constant operands checked and laid out once, not on every call
+# ----------------------------------------------------------------------------------------------
+# The ops that can be prepared: name -> layout(x, *operands) (every check of the public
+# function, which is its layout run once) -> (x as the C core takes it, a prepared.Checked).
+_LAYOUTS = {"bgemm": _layout_bgemm, "bgemm_threshold": _layout_bgemm_threshold,
+            "bconv2d_threshold": _layout_bconv2d_threshold,
+            "bconv2d_threshold_maxpool": _layout_bconv2d_threshold_maxpool,
+            "bmaxpool2d": _layout_bmaxpool2d, "bconv2d_transform": _layout_bconv2d_transform,
+            "bgemm_transform": _layout_bgemm_transform, "sign_pack": _layout_sign_pack,
+            "int_conv_threshold": _layout_int_conv_threshold}
+
+
+@_after_environment
+def prepare(name: str, *operands, **options) -> Prepared:
+    """``name``'s kernel (one of ``bgemm``, ``bgemm_threshold``, ``bconv2d_threshold``,
+    ``bconv2d_threshold_maxpool``, ``bmaxpool2d``, ``bconv2d_transform``, ``bgemm_transform``,
+    ``sign_pack``, ``int_conv_threshold``) with every operand after x bound:
+    ``prepare(name, *operands, **options)(x)`` returns ``name(x, *operands, **options)``; a
+    transform's ``residual`` varies per call: ``prepared(x, residual)``. The first call with
+    an input shape checks everything, as the public function does, and lays the constant
+    operands out for the C core; later calls with that shape check only what can differ: x's
+    (and the residual's) dtype, contiguity, alignment and pad bits (anything else goes through
+    the full checks again, raising the public function's errors). The bound operands must not
+    change afterwards (the graph runner binds a model's tensors, checked at load)."""
+    if name not in _LAYOUTS:
+        raise ValueError(f"prepare: name must be one of {sorted(_LAYOUTS)}, got {name!r}")
+    if "residual" in options:
+        raise TypeError("prepare: the residual varies per call: pass it to the prepared call")
+    return Prepared(name, _LAYOUTS[name], operands, options)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -68,34 +68,37 @@ class Runner(FloatStreamOps):
         on_step = None
         if timings is not None:
             ops = self.graph["ops"]
+            # the steps' labels made once: the hook's own time is counted in the next step's
+            labels = iter(self._cached("step labels", lambda: [
+                (ops[step.ops[0]]["name"], "+".join(ops[i]["op"] for i in step.ops))
+                for step in self.plan]))
             start = [time.perf_counter()]
 
             def on_step(step, values):
                 self.xp.synchronize()  # a GPU runs its kernels asynchronously
                 now = time.perf_counter()
-                timings.append((ops[step.ops[0]]["name"],
-                                "+".join(ops[i]["op"] for i in step.ops), now - start[0]))
+                timings.append(next(labels) + (now - start[0],))
                 start[0] = now
         return self._execute(self.plan, x, on_step)
 
     def _execute(self, plan, x, on_step):
-        values = {-1: x}
+        ops, values = self.graph["ops"], {-1: x}
         for step in plan:
-            if step.kind == "op":
+            kind = step.kind
+            if kind == "op":
                 i = step.ops[0]
-                op = self.graph["ops"][i]
-                values[i] = getattr(self, "_" + op["op"])(i, op, *(values[j] for j in step.reads))
-            elif step.kind == "conv_maxpool":
+                op = ops[i]
+                values[i] = getattr(self, "_" + op["op"])(i, op, *[values[j] for j in step.reads])
+            elif kind == "conv_maxpool":
                 i, pool = step.ops
-                values[pool] = self._conv(i, self.graph["ops"][i], values[step.reads[0]],
-                                          pool=self.graph["ops"][pool])
+                values[pool] = self._conv(i, ops[i], values[step.reads[0]], pool=ops[pool])
             else:
-                values.update(self._transform(step, values))
+                self._transform(step, values)
             if on_step is not None:
                 on_step(step, values)
             for j in step.frees:
                 del values[j]
-        return values[len(self.graph["ops"]) - 1]
+        return values[len(ops) - 1]
 
     def _as_training(self, i, v):
         """Value ``i`` as numpy in the training model's layout."""
@@ -126,34 +129,26 @@ class Runner(FloatStreamOps):
         return self.kernels.threshold_pack(self.xp.contiguous(s), thresh, flip)
 
     def _threshold_by_class(self, op, s: np.ndarray) -> np.ndarray:
-        """First-conv bits with one threshold vector per border class of output positions.
-
-        All positions are thresholded with the most frequent class's thresholds (the interior),
-        then the positions of every other class (borders: a few rows and columns) again with
-        their own.
-        """
-        thresh, flip = self._t(op, "thresh"), self._t(op, "flip")
+        """First-conv bits with one threshold vector per border class of output positions."""
         # the classes are host metadata: the positions to re-threshold are chosen on the host
-        rows = self.tensors[op["tensors"]["row_class"]]
-        cols = self.tensors[op["tensors"]["col_class"]]
-        main_r, main_c = int(np.bincount(rows).argmax()), int(np.bincount(cols).argmax())
-        bits = self._threshold(s, thresh[main_r, main_c], flip)
-        for r in range(thresh.shape[0]):
-            for c in range(thresh.shape[1]):
-                if (r, c) == (main_r, main_c):
-                    continue
-                ys, xs = np.nonzero(rows == r)[0], np.nonzero(cols == c)[0]
-                if ys.size and xs.size:
-                    ys, xs = self.xp.upload(ys), self.xp.upload(xs)
-                    part = s[:, ys[:, None], xs[None, :]]
-                    self.xp.words(bits)[:, ys[:, None], xs[None, :]] = self.xp.words(
-                        self._threshold(part, thresh[r, c], flip))
-        return bits
+        return _threshold_by_class(self, s, self._t(op, "thresh"), self._t(op, "flip"),
+                                   self.tensors[op["tensors"]["row_class"]],
+                                   self.tensors[op["tensors"]["col_class"]])
 
     def _cached(self, key, make):
         if key not in self.cache:
             self.cache[key] = make()
         return self.cache[key]
+
+    def _kernel_call(self, key, make):
+        """A kernel with an op's constant operands bound, made on the op's first run and kept:
+        ``make()`` gives (kernel name, operands after x, options), the result is called as
+        ``call(x)`` or ``call(x, residual)``. With the kernels' ``prepare`` (the compiled ones)
+        the constants are checked and laid out once, and each run checks only its input."""
+        call = self.cache.get(key)
+        if call is None:
+            call = self.cache[key] = _bind(self.kernels, *make())
+        return call
 
     def _weights_pm1(self, op, k):
         """The first layer's +-1 weights as float64 (O, k), for the float path (cached)."""
@@ -270,11 +265,13 @@ class Runner(FloatStreamOps):
         return self._first_output(op, self._float_preactivation(op, out))
 
     def _dense(self, i, op, x):
-        return self.kernels.bgemm_threshold(x, self._t(op, "weight"), op["in_features"],
-                                         self._t(op, "thresh"), self._t(op, "flip"))
+        return self._kernel_call((i, "dense"), lambda: ("bgemm_threshold", (
+            self._t(op, "weight"), op["in_features"], self._t(op, "thresh"),
+            self._t(op, "flip")), {}))(x)
 
     def _dense_logits(self, i, op, x):
-        s = self.kernels.bgemm(x, self._t(op, "weight"), op["in_features"])
+        s = self._kernel_call((i, "dense_logits"), lambda: (
+            "bgemm", (self._t(op, "weight"), op["in_features"]), {}))(x)
         # int32 * float64 scale: float64 on both backends (both promote alike)
         return self.xp.cast(s * self._t(op, "scale") + self._t(op, "shift"), np.float32)
 
@@ -296,20 +293,23 @@ class Runner(FloatStreamOps):
         return self.xp.concat(parts, -1)
 
     def _conv(self, i, op, x, pool=None):
-        args = geometry(op)
-        weight, thresh, flip = self._t(op, "weight"), self._t(op, "thresh"), self._t(op, "flip")
-        c = op["in_channels"]
-        if pool is not None:
-            return self.kernels.bconv2d_threshold_maxpool(
-                x, weight, c, thresh, flip, tuple(pool["kernel"]), tuple(pool["stride"]), **args)
-        if op["groups"] == 1:
-            return self.kernels.bconv2d_threshold(x, weight, c, thresh, flip, **args)
-        # grouped: int32 sums materialised, then thresholded
-        return self._threshold(self._conv_sums(op, x, args), thresh, flip)
+        if op["groups"] > 1:  # grouped: int32 sums materialised, then thresholded
+            return self._threshold(self._conv_sums(op, x, geometry(op)), self._t(op, "thresh"),
+                                   self._t(op, "flip"))
+
+        def make():
+            operands = (self._t(op, "weight"), op["in_channels"], self._t(op, "thresh"),
+                        self._t(op, "flip"))
+            if pool is None:
+                return "bconv2d_threshold", operands, geometry(op)
+            return ("bconv2d_threshold_maxpool",
+                    operands + (tuple(pool["kernel"]), tuple(pool["stride"])), geometry(op))
+        return self._kernel_call((i, "conv" if pool is None else "conv_maxpool"), make)(x)
 
     def _maxpool(self, i, op, x):
-        return self.kernels.bmaxpool2d(x, tuple(op["kernel"]), tuple(op["stride"]),
-                                    self._t(op, "flip"), self.activations[i][1][2])
+        return self._kernel_call((i, "maxpool"), lambda: ("bmaxpool2d", (
+            tuple(op["kernel"]), tuple(op["stride"]), self._t(op, "flip"),
+            self.activations[i][1][2]), {}))(x)
 
     def _flatten(self, i, op, x):
         n, h, w, last = x.shape
@@ -319,6 +319,42 @@ class Runner(FloatStreamOps):
         if c % 64 == 0:  # no pad bits: the NHWC words are already the flat bit vector
             return x.reshape(n, h * w * last)
         return self.kernels.pack(self.kernels.unpack(x, c).reshape(n, h * w * c))
+
+
+def _bind(kernels, name: str, operands: tuple, options: dict):
+    """``kernels``' op ``name`` with every operand after x bound: ``call(x)``, or
+    ``call(x, residual)`` for a fused transform; prepared (:func:`binarynet.engine.kernels.prepare`:
+    constants checked once) where the kernels can, else their function called with them."""
+    prepare = getattr(kernels, "prepare", None)
+    if prepare is not None:
+        return prepare(name, *operands, **options)
+    kernel = getattr(kernels, name)
+
+    def call(x, residual=None):
+        extra = {} if residual is None else {"residual": residual}
+        return kernel(x, *operands, **options, **extra)
+    return call
+
+
+def _threshold_by_class(runner, s, thresh, flip, rows, cols):
+    """Bits of the first conv's int32 sums s with thresholds ``thresh[row class, column class]``:
+    all positions are thresholded with the most frequent class's thresholds (the interior),
+    then the positions of every other class (borders: a few rows and columns) again with
+    their own."""
+    xp = runner.xp
+    main_r, main_c = int(np.bincount(rows).argmax()), int(np.bincount(cols).argmax())
+    bits = runner._threshold(s, thresh[main_r, main_c], flip)
+    for r in range(thresh.shape[0]):
+        for c in range(thresh.shape[1]):
+            if (r, c) == (main_r, main_c):
+                continue
+            ys, xs = np.nonzero(rows == r)[0], np.nonzero(cols == c)[0]
+            if ys.size and xs.size:
+                ys, xs = xp.upload(ys), xp.upload(xs)
+                part = s[:, ys[:, None], xs[None, :]]
+                xp.words(bits)[:, ys[:, None], xs[None, :]] = xp.words(
+                    runner._threshold(part, thresh[r, c], flip))
+    return bits
 
 
 def _refuse_float_ops(graph, activations, backend) -> None:

@@ -20,6 +20,7 @@ def geometry(op) -> dict:
 class FloatStreamOps:
     """Needs of the host class: ``graph``, ``floats`` (the backend's float ops), ``kernels``,
     ``_t(op, role)`` (an uploaded tensor), ``_cached(key, make)`` (made once per model),
+    ``_kernel_call(key, make)`` (a kernel with its constant operands bound, made once),
     ``_conv_sums`` and ``_pack_bool``."""
 
     def _input_float(self, i, op, x):
@@ -68,10 +69,10 @@ class FloatStreamOps:
         return self.floats.output_transform(s, self._t(op, "scale"), self._t(op, "shift"))
 
     def _sign(self, i, op, x):
-        thresh, flip = self._t(op, "thresh"), self._t(op, "flip")
         if hasattr(self.kernels, "sign_pack"):
-            return self.kernels.sign_pack(x, thresh, flip)
-        return self._pack_bool(self.floats.sign(x, thresh, flip))
+            return self._kernel_call((i, "sign"), lambda: (
+                "sign_pack", (self._t(op, "thresh"), self._t(op, "flip")), {}))(x)
+        return self._pack_bool(self.floats.sign(x, self._t(op, "thresh"), self._t(op, "flip")))
 
     def _scale_shift(self, i, op, x):
         return self.floats.scale_shift(x, self._t(op, "scale"), self._t(op, "shift"))
@@ -114,23 +115,20 @@ class FloatStreamOps:
                  "prelu": ("shift_in", "slope", "shift_out")}[op["op"]]
         return (op["op"],) + tuple(self._t(op, role) for role in roles)
 
-    def _transform(self, step, values) -> dict:
-        """A fused step: bconv/bdense, its elementwise chain and sign in one kernel call."""
-        kernel, operands, args = self._transform_args(step)
-        if step.residual is not None:
-            args = dict(args, residual=self.xp.contiguous(values[step.residual]))
-        y, bits = kernel(values[step.reads[0]], *operands, **args)
-        out = {step.writes[0]: y} if step.float_out else {}
+    def _transform(self, step, values: dict) -> None:
+        """A fused step: bconv/bdense, its elementwise chain and sign in one kernel call (its
+        operands made on the first run and kept: ``_kernel_call``); stores what it writes in
+        ``values``."""
+        call = self._kernel_call((step.ops[0], "transform"), lambda: self._transform_call(step))
+        residual = None if step.residual is None else self.xp.contiguous(values[step.residual])
+        y, bits = call(values[step.reads[0]], residual)
+        if step.float_out:
+            values[step.writes[0]] = y
         if step.sign is not None:
-            out[step.sign] = bits
-        return out
+            values[step.sign] = bits
 
-    def _transform_args(self, step) -> tuple:
-        """(kernel, its operands after x, its keyword arguments but the residual) of a fused
-        step: the same on every run, so made on the first and kept."""
-        return self._cached((step, "transform"), lambda: self._make_transform_args(step))
-
-    def _make_transform_args(self, step) -> tuple:
+    def _transform_call(self, step) -> tuple:
+        """(kernel name, its operands after x, its options but the residual) of a fused step."""
         ops = self.graph["ops"]
         head = ops[step.ops[0]]
         sign = ops[step.sign] if step.sign is not None else None
@@ -140,9 +138,6 @@ class FloatStreamOps:
                     float_out=step.float_out)
         weight, scale, shift = (self._t(head, r) for r in ("weight", "scale", "shift"))
         if head["op"] == "bconv":
-            call = (self.kernels.bconv2d_transform,
-                    (weight, head["in_channels"], scale, shift), dict(args, **geometry(head)))
-        else:
-            call = (self.kernels.bgemm_transform, (weight, head["in_features"], scale, shift),
-                    args)
-        return call
+            return ("bconv2d_transform", (weight, head["in_channels"], scale, shift),
+                    dict(args, **geometry(head)))
+        return "bgemm_transform", (weight, head["in_features"], scale, shift), args
