@@ -286,13 +286,19 @@ def maxpool2d_int(x, kernel, stride) -> np.ndarray:
     return out
 
 
+def _first_layer(op, x_u8, w, k, prepared=(), pad_bits_clear=_pad_bits_clear) -> np.ndarray:
+    """int32 (M, N) of the first-layer op ``op`` ("bitplane_gemm" or "int_gemm"); ``prepared``:
+    its weight-only data from :func:`prepare_first_layer` (else made per call)."""
+    x_u8, w, k = _ref._check_first_layer(op, x_u8, w, k, pad_bits_clear)
+    out = np.empty((x_u8.shape[0], w.shape[0]), dtype=np.int32)
+    getattr(_core, op)(x_u8, _aligned(w), x_u8.shape[0], w.shape[0], k, out, *prepared)
+    return out
+
+
 @_after_environment
 def bitplane_gemm(x_u8, w, k) -> np.ndarray:
     """8-bit input layer by bit planes (paper §1.6): int32 (M, N) = sum_i w_ni * x_mi."""
-    x_u8, w, k = _ref._check_first_layer("bitplane_gemm", x_u8, w, k, _pad_bits_clear)
-    out = np.empty((x_u8.shape[0], w.shape[0]), dtype=np.int32)
-    _core.bitplane_gemm(x_u8, _aligned(w), x_u8.shape[0], w.shape[0], k, out)
-    return out
+    return _first_layer("bitplane_gemm", x_u8, w, k)
 
 
 @_after_environment
@@ -300,10 +306,54 @@ def int_gemm(x_u8, w, k) -> np.ndarray:
     """Same result as :func:`bitplane_gemm` by a direct integer product: uint8 inputs times
     +-1 int8 weights with output channels across the vector lanes (vpdpbusd on AVX-512 VNNI,
     vpmaddubsw on AVX2), exact int32."""
-    x_u8, w, k = _ref._check_first_layer("int_gemm", x_u8, w, k, _pad_bits_clear)
-    out = np.empty((x_u8.shape[0], w.shape[0]), dtype=np.int32)
-    _core.int_gemm(x_u8, _aligned(w), x_u8.shape[0], w.shape[0], k, out)
-    return out
+    return _first_layer("int_gemm", x_u8, w, k)
+
+
+FIRST_LAYER_MODES = {"bitplane": "bitplane_gemm", "int": "int_gemm"}
+
+
+class FirstLayerWeights:
+    """A uint8 first layer's packed +-1 weights with their weight-only work done once, by
+    :func:`prepare_first_layer`: bit planes, 255 popcount(w row) per output and the weights as
+    panels; integer product, the weights unpacked to int8 for the kernel's lanes (about 8 times
+    the packed size). Immutable: it holds its own copy of the weights."""
+
+    __slots__ = ("op", "w", "k", "data")
+
+    def __init__(self, op: str, w: np.ndarray, k: int, data: tuple):
+        self.op, self.w, self.k, self.data = op, w, k, data
+
+
+@_after_environment
+def prepare_first_layer(w, k, mode: str = "bitplane") -> FirstLayerWeights:
+    """Weights for :func:`first_layer_gemm`: what :func:`bitplane_gemm` (``mode="bitplane"``)
+    or :func:`int_gemm` (``"int"``) would otherwise redo from ``w`` on every call, which at
+    batch 1 cost more than the product itself."""
+    op = FIRST_LAYER_MODES.get(mode) if isinstance(mode, str) else None
+    if op is None:
+        raise ValueError(f"prepare_first_layer: mode must be 'bitplane' or 'int', got {mode!r}")
+    k = _ref._check_length("prepare_first_layer", "k", k)
+    # x is checked per call; a zero row lets the layer's own checks validate w and k now (a k
+    # over the limit is refused before the row is looked at)
+    row = np.zeros((1, min(k, _ref.FIRST_LAYER_MAX_K + 1)), np.uint8)
+    _, w, k = _ref._check_first_layer(op, row, w, k, _pad_bits_clear)
+    w = w.copy()  # the prepared data must keep matching it
+    prepare = _core.bitplane_prepare if mode == "bitplane" else _core.int_prepare
+    return FirstLayerWeights(op, w, k, prepare(w, w.shape[0], k))
+
+
+def _pad_bits_checked(arr, k) -> bool:
+    return True  # prepare_first_layer checked them
+
+
+@_after_environment
+def first_layer_gemm(x_u8, weights: FirstLayerWeights) -> np.ndarray:
+    """:func:`bitplane_gemm` or :func:`int_gemm` (the mode ``weights`` were prepared for) of
+    ``x_u8`` with weights from :func:`prepare_first_layer`: the same int32 result."""
+    if not isinstance(weights, FirstLayerWeights):
+        raise TypeError(f"first_layer_gemm: weights must come from prepare_first_layer, got "
+                        f"{type(weights).__name__}")
+    return _first_layer(weights.op, x_u8, weights.w, weights.k, weights.data, _pad_bits_checked)
 
 
 @_after_environment

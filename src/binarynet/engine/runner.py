@@ -173,9 +173,18 @@ class Runner(FloatStreamOps):
     def _integer_path(self, x) -> bool:
         return self.xp.is_uint8(x) and _graph.integer_first_layer(self.graph)
 
-    def _first_gemm(self, op, x_u8, w, k):
+    def _first_gemm(self, op, x_u8, w, k, whole=False):
+        """int32 sums of uint8 x_u8 with weight rows w in the op's mode; ``whole``: w is all of
+        the op's weights, whose weight-only work (bit-plane popcounts and panels, int8
+        re-layout) the kernels then do once, at the first call, where they can."""
+        x_u8 = self.xp.contiguous(x_u8)
+        prepare = getattr(self.kernels, "prepare_first_layer", None)
+        if whole and prepare is not None:
+            prepared = self._cached((op["name"], "first_layer_weights"),
+                                    lambda: prepare(self.xp.contiguous(w), k, op["mode"]))
+            return self.kernels.first_layer_gemm(x_u8, prepared)
         gemm = self.kernels.bitplane_gemm if op["mode"] == "bitplane" else self.kernels.int_gemm
-        return gemm(self.xp.contiguous(x_u8), self.xp.contiguous(w), k)
+        return gemm(x_u8, self.xp.contiguous(w), k)
 
     # -- ops ---------------------------------------------------------------------------------
     def _binarize_input(self, i, op, x):
@@ -194,7 +203,7 @@ class Runner(FloatStreamOps):
     def _first_dense(self, i, op, x):
         n, k = x.shape[0], op["in_features"]
         if self._integer_path(x):
-            s = self._first_gemm(op, x.reshape(n, k), self._t(op, "weight"), k)
+            s = self._first_gemm(op, x.reshape(n, k), self._t(op, "weight"), k, whole=True)
             if op["output"] == "bits":
                 return self._threshold(s, self._t(op, "thresh"), self._t(op, "flip"))
             z = float(self.graph["input"]["scale"][0]) * self.xp.cast(s, np.float64) \
