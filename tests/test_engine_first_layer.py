@@ -32,7 +32,9 @@ def _case(rng, m, n, k):
 def test_property_prepared_first_layer_all_backends(m, n, k, seed):
     """Small M (the panel path from one input row on AVX-512), odd N, K tails; prepared on one
     ISA row and run on each (int weights made for other lanes are unpacked per call)."""
-    x, w, want = _case(np.random.default_rng(seed), m, n, k)
+    rng = np.random.default_rng(seed)
+    x, w, want = _case(rng, m, n, k)
+    x_float = (rng.standard_normal((m, k)) * 10.0 ** rng.integers(-3, 4)).astype(np.float32)
     previous = kernels.get_backend()
     try:
         for made in BACKENDS:
@@ -40,8 +42,14 @@ def test_property_prepared_first_layer_all_backends(m, n, k, seed):
             prepared = {mode: kernels.prepare_first_layer(w, k, mode) for mode in MODES}
             for name in BACKENDS:
                 kernels.set_backend(name)
+                want_float = kernels.first_dense_float(x_float, w, k)
                 for mode in MODES:
                     np.testing.assert_array_equal(kernels.first_layer_gemm(x, prepared[mode]), want)
+                    # the prepared panels instead of gathers (M < 4): the same sums, same order
+                    np.testing.assert_array_equal(
+                        kernels.first_layer_gemm(x_float, prepared[mode]), want_float)
+                    np.testing.assert_array_equal(kernels.first_layer_gemm(x.astype(np.float64),
+                                                                           prepared[mode]), want)
     finally:
         kernels.set_backend(previous)
 
@@ -88,8 +96,10 @@ def test_prepared_first_layer_errors():
     prepared = kernels.prepare_first_layer(w, 70)
     with pytest.raises(ValueError, match=r"bitplane_gemm: x_u8 must have k=70 columns"):
         kernels.first_layer_gemm(np.zeros((2, 71), np.uint8), prepared)
-    with pytest.raises(TypeError, match=r"bitplane_gemm: x_u8 must have dtype uint8"):
-        kernels.first_layer_gemm(np.zeros((2, 70), np.float32), prepared)
+    with pytest.raises(TypeError, match=r"bitplane_gemm: x_u8 must have dtype uint8, got int32"):
+        kernels.first_layer_gemm(np.zeros((2, 70), np.int32), prepared)
+    with pytest.raises(ValueError, match=r"first_dense_float: x must have k=70 columns"):
+        kernels.first_layer_gemm(np.zeros((2, 69), np.float32), prepared)
     with pytest.raises(TypeError, match=r"first_layer_gemm: weights must come from "
                        r"prepare_first_layer, got ndarray"):
         kernels.first_layer_gemm(np.zeros((2, 70), np.uint8), w)
@@ -118,12 +128,15 @@ def test_core_checks_prepared_buffers():
         _core.int_gemm(x, w, 2, 5, 100, out, lanes, quads[:-1])
     _core.int_gemm(x, w, 2, 5, 100, out, lanes, quads)
     np.testing.assert_array_equal(out, 0)
+    with pytest.raises(ValueError, match=r"^first_dense_float: buffer panels holds 248 bytes"):
+        _core.first_dense_float(x.astype(np.float32), False, w, 2, 5, 100,
+                                np.empty((2, 5)), panels[:-8])
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_runner_prepares_the_first_dense_once(mode, monkeypatch):
-    """uint8 input to a first dense layer: its weights are prepared at the first call and kept
-    (not re-derived per batch), with the reference runner's logits."""
+    """uint8 and float input to a first dense layer: its weights are prepared at the first call
+    and kept (not re-derived per batch), with the reference runner's logits."""
     torch.manual_seed(4)
     model = bn.models.get("mnist_mlp", hidden=70, depth=2, in_shape=(1, 6, 6)).eval()
     x = torch.randint(0, 256, (7, 1, 6, 6), dtype=torch.uint8)
@@ -136,4 +149,9 @@ def test_runner_prepares_the_first_dense_once(mode, monkeypatch):
     fresh = engine.PackedModel(packed.graph, packed.tensors)  # export has run its model once
     for batch_size in (1, 3, 7):
         np.testing.assert_array_equal(fresh.predict(x, batch_size=batch_size), want)
+    x_float = np.random.default_rng(0).standard_normal(x.shape).astype(np.float32)
+    np.testing.assert_allclose(
+        fresh.predict(x_float, batch_size=2),
+        engine.PackedModel(packed.graph, packed.tensors, reference=True).predict(x_float),
+        rtol=1e-6, atol=1e-6)
     assert len(made) == 1 and made[0][2] == mode

@@ -313,22 +313,33 @@ FIRST_LAYER_MODES = {"bitplane": "bitplane_gemm", "int": "int_gemm"}
 
 
 class FirstLayerWeights:
-    """A uint8 first layer's packed +-1 weights with their weight-only work done once, by
-    :func:`prepare_first_layer`: bit planes, 255 popcount(w row) per output and the weights as
-    panels; integer product, the weights unpacked to int8 for the kernel's lanes (about 8 times
-    the packed size). Immutable: it holds its own copy of the weights."""
+    """A first layer's packed +-1 weights (from :func:`prepare_first_layer`) whose weight-only
+    work for :func:`first_layer_gemm` is done once, at the first call that needs it: for bit
+    planes (and for float input) 255 popcount(w row) per output and the weights as panels; for
+    the integer product the weights unpacked to int8 for the kernel's lanes (about 8 times the
+    packed size). It holds its own copy of the weights, so later changes to the caller's array
+    cannot desynchronise the two."""
 
-    __slots__ = ("op", "w", "k", "data")
+    __slots__ = ("mode", "w", "k", "_made")
 
-    def __init__(self, op: str, w: np.ndarray, k: int, data: tuple):
-        self.op, self.w, self.k, self.data = op, w, k, data
+    def __init__(self, mode: str, w: np.ndarray, k: int):
+        self.mode, self.w, self.k, self._made = mode, w, k, {}
+
+    def data(self, kind: str) -> tuple:
+        """The prepared buffers of ``kind``: "planes" (wpop, panels) or "quads" (lanes, quads);
+        made at the first request."""
+        if kind not in self._made:
+            prepare = _core.bitplane_prepare if kind == "planes" else _core.int_prepare
+            self._made[kind] = prepare(self.w, self.w.shape[0], self.k)
+        return self._made[kind]
 
 
 @_after_environment
 def prepare_first_layer(w, k, mode: str = "bitplane") -> FirstLayerWeights:
-    """Weights for :func:`first_layer_gemm`: what :func:`bitplane_gemm` (``mode="bitplane"``)
-    or :func:`int_gemm` (``"int"``) would otherwise redo from ``w`` on every call, which at
-    batch 1 cost more than the product itself."""
+    """Weights for :func:`first_layer_gemm`, which does once what :func:`bitplane_gemm`
+    (``mode="bitplane"``), :func:`int_gemm` (``"int"``; uint8 input) and
+    :func:`first_dense_float` (float input) redo from ``w`` on every call: at batch 1 that
+    cost more than the product itself."""
     op = FIRST_LAYER_MODES.get(mode) if isinstance(mode, str) else None
     if op is None:
         raise ValueError(f"prepare_first_layer: mode must be 'bitplane' or 'int', got {mode!r}")
@@ -337,9 +348,7 @@ def prepare_first_layer(w, k, mode: str = "bitplane") -> FirstLayerWeights:
     # over the limit is refused before the row is looked at)
     row = np.zeros((1, min(k, _ref.FIRST_LAYER_MAX_K + 1)), np.uint8)
     _, w, k = _ref._check_first_layer(op, row, w, k, _pad_bits_clear)
-    w = w.copy()  # the prepared data must keep matching it
-    prepare = _core.bitplane_prepare if mode == "bitplane" else _core.int_prepare
-    return FirstLayerWeights(op, w, k, prepare(w, w.shape[0], k))
+    return FirstLayerWeights(mode, w.copy(), k)
 
 
 def _pad_bits_checked(arr, k) -> bool:
@@ -347,13 +356,27 @@ def _pad_bits_checked(arr, k) -> bool:
 
 
 @_after_environment
-def first_layer_gemm(x_u8, weights: FirstLayerWeights) -> np.ndarray:
-    """:func:`bitplane_gemm` or :func:`int_gemm` (the mode ``weights`` were prepared for) of
-    ``x_u8`` with weights from :func:`prepare_first_layer`: the same int32 result."""
+def first_layer_gemm(x, weights: FirstLayerWeights) -> np.ndarray:
+    """The first layer's sums with weights from :func:`prepare_first_layer`, as the per-call
+    ops give them: uint8 ``x`` -> int32, by :func:`bitplane_gemm` or :func:`int_gemm` (the
+    weights' mode); float32/float64 ``x`` -> float64, by :func:`first_dense_float`."""
     if not isinstance(weights, FirstLayerWeights):
         raise TypeError(f"first_layer_gemm: weights must come from prepare_first_layer, got "
                         f"{type(weights).__name__}")
-    return _first_layer(weights.op, x_u8, weights.w, weights.k, weights.data, _pad_bits_checked)
+    if getattr(x, "dtype", None) in (np.float32, np.float64):
+        return _first_dense_float(x, weights.w, weights.k, weights.data("planes")[1],
+                                  _pad_bits_checked)
+    op = FIRST_LAYER_MODES[weights.mode]
+    data = weights.data("planes" if weights.mode == "bitplane" else "quads")
+    return _first_layer(op, x, weights.w, weights.k, data, _pad_bits_checked)
+
+
+def _first_dense_float(x, w, k, panels=None, pad_bits_clear=_pad_bits_clear) -> np.ndarray:
+    x, w, k = _ref._check_first_dense_float(x, w, k, pad_bits_clear)
+    out = np.empty((x.shape[0], w.shape[0]), dtype=np.float64)
+    _core.first_dense_float(_aligned(x), x.dtype == np.float64, _aligned(w), x.shape[0],
+                            w.shape[0], k, out, panels)
+    return out
 
 
 @_after_environment
@@ -362,11 +385,7 @@ def first_dense_float(x, w, k) -> np.ndarray:
     x float32 or float64 (M, k). Four inputs at a time by table lookup (csrc/float_layer.c: with
     AVX-512 one vpermt2pd + one add per 32 multiply-accumulates); float64 sums in no particular
     order, exact for integer-valued inputs."""
-    x, w, k = _ref._check_first_dense_float(x, w, k, _pad_bits_clear)
-    out = np.empty((x.shape[0], w.shape[0]), dtype=np.float64)
-    _core.first_dense_float(_aligned(x), x.dtype == np.float64, _aligned(w), x.shape[0],
-                            w.shape[0], k, out)
-    return out
+    return _first_dense_float(x, w, k)
 
 
 @_after_environment

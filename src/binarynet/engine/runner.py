@@ -173,15 +173,21 @@ class Runner(FloatStreamOps):
     def _integer_path(self, x) -> bool:
         return self.xp.is_uint8(x) and _graph.integer_first_layer(self.graph)
 
+    def _prepared_first_layer(self, op, k):
+        """The op's whole weights prepared once for the kernels' first_layer_gemm (bit-plane
+        popcounts and panels, int8 re-layout), or None where the kernels lack it."""
+        prepare = getattr(self.kernels, "prepare_first_layer", None)
+        if prepare is None:
+            return None
+        return self._cached((op["name"], "first_layer_weights"), lambda: prepare(
+            self.xp.contiguous(self._t(op, "weight")), k, op["mode"]))
+
     def _first_gemm(self, op, x_u8, w, k, whole=False):
         """int32 sums of uint8 x_u8 with weight rows w in the op's mode; ``whole``: w is all of
-        the op's weights, whose weight-only work (bit-plane popcounts and panels, int8
-        re-layout) the kernels then do once, at the first call, where they can."""
+        the op's weights, whose weight-only work is then done once where the kernels can."""
         x_u8 = self.xp.contiguous(x_u8)
-        prepare = getattr(self.kernels, "prepare_first_layer", None)
-        if whole and prepare is not None:
-            prepared = self._cached((op["name"], "first_layer_weights"),
-                                    lambda: prepare(self.xp.contiguous(w), k, op["mode"]))
+        prepared = self._prepared_first_layer(op, k) if whole else None
+        if prepared is not None:
             return self.kernels.first_layer_gemm(x_u8, prepared)
         gemm = self.kernels.bitplane_gemm if op["mode"] == "bitplane" else self.kernels.int_gemm
         return gemm(x_u8, self.xp.contiguous(w), k)
@@ -219,6 +225,9 @@ class Runner(FloatStreamOps):
         """float64 sums x . w of a first layer's float input x (M, k) with its +-1 weight rows
         ``rows``: the kernels' first_dense_float where they have it (not BLAS, whose threads
         spin after each call and slow the ops that follow), else a float64 matmul."""
+        prepared = self._prepared_first_layer(op, k) if rows == slice(None) else None
+        if prepared is not None:  # all the weights: their panels made once
+            return self.kernels.first_layer_gemm(self.xp.contiguous(x), prepared)
         fast = getattr(self.kernels, "first_dense_float", None)
         if fast is not None:
             return fast(self.xp.contiguous(x), self.xp.contiguous(self._t(op, "weight")[rows]), k)

@@ -184,7 +184,7 @@ typedef struct {
     /* one input row (float32, or float64 when f64) -> its nibble tables */
     void (*tables)(const void *x, int f64, size_t k, size_t kw, double *t);
     /* up to 4 rows of tables x outputs [n0, n1) -> out rows (stride ldo); panels: w regrouped
-     * by bn_repack_panels (rounded up to 32 rows, zeros past n), or NULL */
+     * by bn_repack_panels, or NULL */
     void (*block)(const double *const *tables, size_t rows, const uint64_t *w,
                   const uint64_t *panels, size_t n0, size_t n1, size_t kw, double *out,
                   size_t ldo);
@@ -194,9 +194,10 @@ extern const bn_float_kernel bn_float_portable;
 #if BN_X86
 extern const bn_float_kernel bn_float_avx512;
 #endif
-/* out (m, n) float64 = x (m, k) . w^T over +-1 weights; BN_OK / BN_ENOMEM / BN_EOVERFLOW. */
-int bn_first_dense_float(const void *x, int f64, const uint64_t *w, size_t m, size_t n, size_t k,
-                         double *out);
+/* out (m, n) float64 = x (m, k) . w^T over +-1 weights; panels: bn_repack_panels(w) made once
+ * (bn_bitplane_prepare's), or NULL; BN_OK / BN_ENOMEM / BN_EOVERFLOW. */
+int bn_first_dense_float(const void *x, int f64, const uint64_t *w, const uint64_t *panels,
+                         size_t m, size_t n, size_t k, double *out);
 
 /* ---- real-valued convolution (float_conv.c) -------------------------------------------------- */
 /* x float32 (N, H, W, C), weights as panels (reference.conv2d_float_panels: depthwise

@@ -80,18 +80,6 @@ AVX512_FLOAT static void tables_avx512(const void *x, int f64, size_t k, size_t 
     }
 }
 
-/* One step of ROWS rows x 4 output vectors: acc[g][r] += T_r,q[idx_g & 15]. */
-#define LOOKUP(g, r) acc##g##r = _mm512_add_pd(acc##g##r, _mm512_permutex2var_pd(lo##r, idx##g, hi##r))
-#define ROW_TABLES(r)                                                                            \
-    const __m512d lo##r = _mm512_loadu_pd(tables[r] + q * TABLE);                                \
-    const __m512d hi##r = _mm512_loadu_pd(tables[r] + q * TABLE + 8)
-#define ACC_ROW(g) __m512d acc##g##0, acc##g##1, acc##g##2, acc##g##3
-#define ACC_LOAD(g, r)                                                                           \
-    acc##g##r = first || (r) >= rows ? _mm512_setzero_pd()                                       \
-                                     : _mm512_maskz_loadu_pd(lanes##g, out + (r) * ldo + o + 8 * (g))
-#define ACC_STORE(g, r)                                                                          \
-    if ((r) < rows && lanes##g) _mm512_mask_storeu_pd(out + (r) * ldo + o + 8 * (g), lanes##g, acc##g##r)
-
 /* Gathers word t of the 8 outputs o + 8g .. o + 8g + 7 (rows past n1 repeat the last one). */
 AVX512_FLOAT static inline __m512i gather_words(const uint64_t *w, size_t kw, size_t first,
                                                 size_t n1, size_t t) {
@@ -107,49 +95,63 @@ static inline __mmask8 lanes_of(size_t first, size_t n1) {
     return first >= n1 ? 0 : n1 - first >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n1 - first)) - 1u);
 }
 
-/* Word t of the 8 outputs from `first` on: one load from the panels, else a gather. */
+/* Word t of the 8 outputs from `first` on: one load from the panels, else a gather; none past
+ * n1 (the panels end at n rounded up to 16: a group of 32 may reach past them). */
 AVX512_FLOAT static inline __m512i output_words(const uint64_t *w, const uint64_t *panels,
                                                 size_t kw, size_t first, size_t n1, size_t t) {
+    if (first >= n1) return _mm512_setzero_si512();
     if (panels) return _mm512_loadu_si512((const void *)(panels + (first / 8 * kw + t) * 8));
     return gather_words(w, kw, first, n1, t);
+}
+
+/* `R` (constant: inlined per row count) rows x outputs [n0, n1), 4 vectors of 8 outputs per
+ * step: acc[g][r] += T_r,q[idx_g & 15]. Only the R rows there are get looked up (a block of 4
+ * rows for one input row did 4 times the work at batch 1). */
+static inline __attribute__((target("avx512f"), always_inline)) void
+block_rows(const double *const *tables, const int R, const uint64_t *w, const uint64_t *panels,
+           size_t n0, size_t n1, size_t kw, double *out, size_t ldo) {
+    for (size_t tb = 0; tb < kw; tb += T_BLOCK_WORDS) {
+        const size_t te = tb + T_BLOCK_WORDS < kw ? tb + T_BLOCK_WORDS : kw;
+        for (size_t o = n0; o < n1; o += OUT_GROUP) {
+            __mmask8 lanes[4];
+            __m512d acc[4][ROWS];
+            for (int g = 0; g < 4; ++g) {
+                lanes[g] = lanes_of(o + 8 * (size_t)g, n1);
+                /* after the first block of words the partial sums come back from out (only the
+                 * lanes that exist are loaded or stored) */
+                for (int r = 0; r < R; ++r)
+                    acc[g][r] = tb == 0 ? _mm512_setzero_pd()
+                                        : _mm512_maskz_loadu_pd(lanes[g], out + r * ldo + o + 8 * g);
+            }
+            for (size_t t = tb; t < te; ++t) {
+                __m512i idx[4];
+                for (int g = 0; g < 4; ++g) idx[g] = output_words(w, panels, kw, o + 8 * (size_t)g, n1, t);
+                for (size_t q = t * NIBBLES; q < (t + 1) * NIBBLES; ++q) {
+                    /* row by row: 16 accumulators + 4 indices + 2 table vectors in registers */
+                    for (int r = 0; r < R; ++r) {
+                        const __m512d lo = _mm512_loadu_pd(tables[r] + q * TABLE);
+                        const __m512d hi = _mm512_loadu_pd(tables[r] + q * TABLE + 8);
+                        for (int g = 0; g < 4; ++g)
+                            acc[g][r] = _mm512_add_pd(acc[g][r], _mm512_permutex2var_pd(lo, idx[g], hi));
+                    }
+                    for (int g = 0; g < 4; ++g) idx[g] = _mm512_srli_epi64(idx[g], 4);
+                }
+            }
+            for (int g = 0; g < 4; ++g)
+                for (int r = 0; r < R && lanes[g]; ++r)
+                    _mm512_mask_storeu_pd(out + r * ldo + o + 8 * g, lanes[g], acc[g][r]);
+        }
+    }
 }
 
 AVX512_FLOAT static void block_avx512(const double *const *tables, size_t rows, const uint64_t *w,
                                       const uint64_t *panels, size_t n0, size_t n1, size_t kw,
                                       double *out, size_t ldo) {
-    for (size_t tb = 0; tb < kw; tb += T_BLOCK_WORDS) {
-        const size_t te = tb + T_BLOCK_WORDS < kw ? tb + T_BLOCK_WORDS : kw;
-        const int first = tb == 0;
-        for (size_t o = n0; o < n1; o += OUT_GROUP) {
-            const __mmask8 lanes0 = lanes_of(o, n1), lanes1 = lanes_of(o + 8, n1),
-                           lanes2 = lanes_of(o + 16, n1), lanes3 = lanes_of(o + 24, n1);
-            ACC_ROW(0); ACC_ROW(1); ACC_ROW(2); ACC_ROW(3);
-            /* after the first block of words the partial sums come back from out (only the
-             * rows and lanes that exist are loaded or stored) */
-            ACC_LOAD(0, 0); ACC_LOAD(0, 1); ACC_LOAD(0, 2); ACC_LOAD(0, 3);
-            ACC_LOAD(1, 0); ACC_LOAD(1, 1); ACC_LOAD(1, 2); ACC_LOAD(1, 3);
-            ACC_LOAD(2, 0); ACC_LOAD(2, 1); ACC_LOAD(2, 2); ACC_LOAD(2, 3);
-            ACC_LOAD(3, 0); ACC_LOAD(3, 1); ACC_LOAD(3, 2); ACC_LOAD(3, 3);
-            for (size_t t = tb; t < te; ++t) {
-                __m512i idx0 = output_words(w, panels, kw, o, n1, t),
-                        idx1 = output_words(w, panels, kw, o + 8, n1, t),
-                        idx2 = output_words(w, panels, kw, o + 16, n1, t),
-                        idx3 = output_words(w, panels, kw, o + 24, n1, t);
-                for (size_t q = t * NIBBLES; q < (t + 1) * NIBBLES; ++q) {
-                    /* row by row: 16 accumulators + 4 indices + 2 table vectors in registers */
-                    ROW_TABLES(0); LOOKUP(0, 0); LOOKUP(1, 0); LOOKUP(2, 0); LOOKUP(3, 0);
-                    ROW_TABLES(1); LOOKUP(0, 1); LOOKUP(1, 1); LOOKUP(2, 1); LOOKUP(3, 1);
-                    ROW_TABLES(2); LOOKUP(0, 2); LOOKUP(1, 2); LOOKUP(2, 2); LOOKUP(3, 2);
-                    ROW_TABLES(3); LOOKUP(0, 3); LOOKUP(1, 3); LOOKUP(2, 3); LOOKUP(3, 3);
-                    idx0 = _mm512_srli_epi64(idx0, 4); idx1 = _mm512_srli_epi64(idx1, 4);
-                    idx2 = _mm512_srli_epi64(idx2, 4); idx3 = _mm512_srli_epi64(idx3, 4);
-                }
-            }
-            ACC_STORE(0, 0); ACC_STORE(0, 1); ACC_STORE(0, 2); ACC_STORE(0, 3);
-            ACC_STORE(1, 0); ACC_STORE(1, 1); ACC_STORE(1, 2); ACC_STORE(1, 3);
-            ACC_STORE(2, 0); ACC_STORE(2, 1); ACC_STORE(2, 2); ACC_STORE(2, 3);
-            ACC_STORE(3, 0); ACC_STORE(3, 1); ACC_STORE(3, 2); ACC_STORE(3, 3);
-        }
+    switch (rows) {
+    case 1: block_rows(tables, 1, w, panels, n0, n1, kw, out, ldo); break;
+    case 2: block_rows(tables, 2, w, panels, n0, n1, kw, out, ldo); break;
+    case 3: block_rows(tables, 3, w, panels, n0, n1, kw, out, ldo); break;
+    default: block_rows(tables, ROWS, w, panels, n0, n1, kw, out, ldo); break;
     }
 }
 
@@ -162,7 +164,7 @@ typedef struct {
     const void *x;
     int f64;
     const uint64_t *w;
-    const uint64_t *panels; /* w regrouped 8 outputs per word step, or NULL (gathers) */
+    const uint64_t *panels; /* bn_repack_panels(w), or NULL (gathers) */
     size_t m, n, k, kw, bn, tn;
     double *out;
     bn_scratch scratch; /* per worker: ROWS tables of kw * 256 doubles */
@@ -186,8 +188,8 @@ static void float_task(void *vjob, long task, int worker) {
     j->kr->block(rows_t, rows, j->w, j->panels, n0, n1, j->kw, j->out + m0 * j->n, j->n);
 }
 
-int bn_first_dense_float(const void *x, int f64, const uint64_t *w, size_t m, size_t n, size_t k,
-                         double *out) {
+int bn_first_dense_float(const void *x, int f64, const uint64_t *w, const uint64_t *panels,
+                         size_t m, size_t n, size_t k, double *out) {
     float_job j;
     j.kr = bn_isa()->float_dense;
     j.x = x;
@@ -208,15 +210,17 @@ int bn_first_dense_float(const void *x, int f64, const uint64_t *w, size_t m, si
     while (j.bn > OUT_GROUP && row_blocks * ((n + j.bn - 1) / j.bn) < 4 * threads)
         j.bn = (j.bn / 2 + OUT_GROUP - 1) / OUT_GROUP * OUT_GROUP;
     j.tn = (n + j.bn - 1) / j.bn;
-    /* from 4 rows on, regrouping the weights once costs less than gathering them per row block */
-    uint64_t *panels = NULL;
-    if (m >= PANEL_MIN_ROWS && j.kr->block != block_portable) {
-        size_t words;
-        if (__builtin_mul_overflow((n + OUT_GROUP - 1) / OUT_GROUP * OUT_GROUP, j.kw, &words))
+    /* prepared panels serve any m; else, from 4 rows on, regrouping the weights once costs less
+     * than gathering them per row block */
+    uint64_t *own = NULL;
+    if (!panels && m >= PANEL_MIN_ROWS && j.kr->block != block_portable) {
+        size_t bytes;
+        if (__builtin_mul_overflow(bn_panel_words(n, j.kw), sizeof(uint64_t), &bytes))
             return BN_EOVERFLOW;
-        panels = (uint64_t *)calloc(words, sizeof(uint64_t)); /* zero rows past n */
-        if (!panels) return BN_ENOMEM;
-        bn_repack_panels(w, n, j.kw, panels);
+        own = (uint64_t *)malloc(bytes);
+        if (!own) return BN_ENOMEM;
+        bn_repack_panels(w, n, j.kw, own);
+        panels = own;
     }
     j.panels = panels;
     bn_scratch_init(&j.scratch, table_bytes);
@@ -224,6 +228,6 @@ int bn_first_dense_float(const void *x, int f64, const uint64_t *w, size_t m, si
                     bn_threads_for((double)m * (double)n * (double)j.kw * 2), float_task, &j);
     const int failed = j.scratch.failed;
     bn_scratch_free(&j.scratch);
-    free(panels);
+    free(own);
     return failed ? BN_ENOMEM : BN_OK;
 }

@@ -306,11 +306,6 @@ static int check_first_layer(const char *op, Py_ssize_t m, Py_ssize_t n, Py_ssiz
     return CHECK_BUFFER(op, "out", out, 4, (size_t)m, (size_t)n);
 }
 
-/* The buffer of an optional argument (None: b->obj stays NULL). */
-static int optional_buffer(PyObject *o, Py_buffer *b) {
-    return o == Py_None ? 0 : PyObject_GetBuffer(o, b, PyBUF_SIMPLE);
-}
-
 /* bitplane_gemm(x_u8, w, m, n, k, out[, wpop, panels]): wpop and panels (or None) from
  * bitplane_prepare(w, n, k). */
 static PyObject *py_bitplane_gemm(PyObject *self, PyObject *args) {
@@ -533,7 +528,7 @@ static PyMethodDef core_methods[] = {
     {"int_conv_threshold", py_int_conv_threshold, METH_VARARGS,
      "int_conv_threshold(x_u8, w, geometry, rows, cols, thresh, row_class, col_class, flip, out)"},
     {"first_dense_float", py_first_dense_float, METH_VARARGS,
-     "first_dense_float(x, is_float64, w, m, n, k, out)"},
+     "first_dense_float(x, is_float64, w, m, n, k, out[, panels])"},
     {"conv2d_float", py_conv2d_float, METH_VARARGS,
      "conv2d_float(x, w, bias, geometry, out): float32 NHWC convolution, zero padding"},
     {"backend_supported", py_backend_supported, METH_VARARGS, "backend_supported(code) -> bool"},
