@@ -173,24 +173,12 @@ class Runner(FloatStreamOps):
     def _integer_path(self, x) -> bool:
         return self.xp.is_uint8(x) and _graph.integer_first_layer(self.graph)
 
-    def _prepared_first_layer(self, op, k):
-        """The op's whole weights prepared once for the kernels' first_layer_gemm (bit-plane
-        popcounts and panels, int8 re-layout), or None where the kernels lack it."""
-        prepare = getattr(self.kernels, "prepare_first_layer", None)
-        if prepare is None:
-            return None
-        return self._cached((op["name"], "first_layer_weights"), lambda: prepare(
-            self.xp.contiguous(self._t(op, "weight")), k, op["mode"]))
-
     def _first_gemm(self, op, x_u8, w, k, whole=False):
-        """int32 sums of uint8 x_u8 with weight rows w in the op's mode; ``whole``: w is all of
-        the op's weights, whose weight-only work is then done once where the kernels can."""
-        x_u8 = self.xp.contiguous(x_u8)
-        prepared = self._prepared_first_layer(op, k) if whole else None
-        if prepared is not None:
-            return self.kernels.first_layer_gemm(x_u8, prepared)
+        """int32 sums of uint8 x_u8 with weight rows w (``whole``: all the op's weights)."""
+        if whole and (s := _prepared_sums(self, op, x_u8, k)) is not None:
+            return s
         gemm = self.kernels.bitplane_gemm if op["mode"] == "bitplane" else self.kernels.int_gemm
-        return gemm(x_u8, self.xp.contiguous(w), k)
+        return gemm(self.xp.contiguous(x_u8), self.xp.contiguous(w), k)
 
     # -- ops ---------------------------------------------------------------------------------
     def _binarize_input(self, i, op, x):
@@ -225,9 +213,8 @@ class Runner(FloatStreamOps):
         """float64 sums x . w of a first layer's float input x (M, k) with its +-1 weight rows
         ``rows``: the kernels' first_dense_float where they have it (not BLAS, whose threads
         spin after each call and slow the ops that follow), else a float64 matmul."""
-        prepared = self._prepared_first_layer(op, k) if rows == slice(None) else None
-        if prepared is not None:  # all the weights: their panels made once
-            return self.kernels.first_layer_gemm(self.xp.contiguous(x), prepared)
+        if rows == slice(None) and (s := _prepared_sums(self, op, x, k)) is not None:
+            return s  # all the weights, prepared once
         fast = getattr(self.kernels, "first_dense_float", None)
         if fast is not None:
             return fast(self.xp.contiguous(x), self.xp.contiguous(self._t(op, "weight")[rows]), k)
@@ -337,6 +324,18 @@ class Runner(FloatStreamOps):
         if c % 64 == 0:  # no pad bits: the NHWC words are already the flat bit vector
             return x.reshape(n, h * w * last)
         return self.kernels.pack(self.kernels.unpack(x, c).reshape(n, h * w * c))
+
+
+def _prepared_sums(runner, op, x, k):
+    """A first layer's sums of x (uint8: int32, float: float64) with all of its weights, their
+    weight-only work (bit-plane popcounts and panels, int8 re-layout) done once and cached by
+    the runner; None where the backend's kernels cannot prepare weights."""
+    prepare = getattr(runner.kernels, "prepare_first_layer", None)
+    if prepare is None:
+        return None
+    weights = runner._cached((op["name"], "first_layer_weights"), lambda: prepare(
+        runner.xp.contiguous(runner._t(op, "weight")), k, op["mode"]))
+    return runner.kernels.first_layer_gemm(runner.xp.contiguous(x), weights)
 
 
 def _refuse_float_ops(graph, activations, backend) -> None:
