@@ -6,7 +6,10 @@
  * output adds T_q[its 4 weight bits]. With AVX-512 the 16 entries are two zmm registers and
  * vpermt2pd looks up 8 outputs at once (the low 4 bits of each 64-bit index lane select), so
  * one permute and one add do 32 multiply-accumulates, 4x a float64 FMA. The weight words of 8
- * outputs are gathered into the index vector and shifted right by 4 per nibble.
+ * outputs are loaded from panels (made once per model, or per call from 4 rows on) or gathered,
+ * into the index vector, and shifted right by 4 per nibble. The permute bounds the speed (about
+ * 0.7 ns each on AVX-512 Zen 4, measured: MNIST MLP batch 1, 106k of them, 82 us): float64 table
+ * entries allow no wider lookup, which is why this layer stays ~3x slower than the bit planes.
  *
  * Pad bits are 0 and the table rows past k hold +-0 from zero inputs, so they add nothing. Any
  * summation order is acceptable (the runner rounds to float32, and a float64 matmul fixes no
