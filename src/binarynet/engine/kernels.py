@@ -339,7 +339,8 @@ def prepare_first_layer(w, k, mode: str = "bitplane") -> FirstLayerWeights:
     """Weights for :func:`first_layer_gemm`, which does once what :func:`bitplane_gemm`
     (``mode="bitplane"``), :func:`int_gemm` (``"int"``; uint8 input) and
     :func:`first_dense_float` (float input) redo from ``w`` on every call: at batch 1 that
-    cost more than the product itself."""
+    cost more than the product itself. Compiled kernels only (the runner uses it where a
+    backend's kernels have it, the per-call ops elsewhere)."""
     op = FIRST_LAYER_MODES.get(mode) if isinstance(mode, str) else None
     if op is None:
         raise ValueError(f"prepare_first_layer: mode must be 'bitplane' or 'int', got {mode!r}")
