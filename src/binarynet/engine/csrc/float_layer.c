@@ -255,8 +255,10 @@ int bn_first_dense_float(const void *x, int f64, const uint64_t *w, const uint64
     if (row_blocks == 1 && j.tn > 1 && (shared = (double *)bn_scratch_get(&j.scratch, 0)))
         row_tables(&j, 0, m, shared);
     j.shared = shared;
+    /* a (row, output, word) is 16 lookups, 2 permutes: measured 1.55 ns at batch 1 against
+     * 0.06 ns per popcount word-operation (the unit of bn_threads_for) */
     bn_parallel_for((long)(row_blocks * j.tn),
-                    bn_threads_for((double)m * (double)n * (double)j.kw * 2), float_task, &j);
+                    bn_threads_for((double)m * (double)n * (double)j.kw * 25), float_task, &j);
     const int failed = j.scratch.failed;
     bn_scratch_free(&j.scratch);
     free(own);
