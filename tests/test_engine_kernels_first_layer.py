@@ -70,6 +70,24 @@ def test_prepared_first_layer_on_every_thread_count(m, n, k):
         kernels.set_num_threads(threads)
 
 
+def test_int_weights_follow_the_isa_row(monkeypatch):
+    """Quads are laid out for one ISA row's lanes: after a backend change they are made again
+    for the new row (not unpacked on every call)."""
+    x, w, want = _case(np.random.default_rng(2), 2, 40, 90)
+    prepared = kernels.prepare_first_layer(w, 90, "int")
+    made = []
+    real = _core.int_prepare
+    monkeypatch.setattr(_core, "int_prepare", lambda *a: made.append(a) or real(*a))
+    previous = kernels.get_backend()
+    try:
+        for name in BACKENDS * 2:
+            kernels.set_backend(name)
+            np.testing.assert_array_equal(kernels.first_layer_gemm(x, prepared), want)
+    finally:
+        kernels.set_backend(previous)
+    assert len(made) == len(BACKENDS)
+
+
 def test_prepared_weights_keep_their_own_copy():
     rng = np.random.default_rng(1)
     x, w, want = _case(rng, 3, 17, 100)

@@ -327,11 +327,12 @@ class FirstLayerWeights:
 
     def data(self, kind: str) -> tuple:
         """The prepared buffers of ``kind``: "planes" (wpop, panels) or "quads" (lanes, quads);
-        made at the first request."""
-        if kind not in self._made:
+        made at the first request (quads once per ISA row: their layout follows its lanes)."""
+        key = kind if kind == "planes" else (kind, _core.get_backend())
+        if key not in self._made:
             prepare = _core.bitplane_prepare if kind == "planes" else _core.int_prepare
-            self._made[kind] = prepare(self.w, self.w.shape[0], self.k)
-        return self._made[kind]
+            self._made[key] = prepare(self.w, self.w.shape[0], self.k)
+        return self._made[key]
 
 
 @_after_environment
