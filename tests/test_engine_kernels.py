@@ -297,7 +297,7 @@ def test_large_shapes_match_float_matmul_on_all_threads(backend):
 # Jobs below 2.5e5 word-ops (BN_PARALLEL_MIN_WORK in csrc/core.h) run inline on the caller; the
 # shapes below sit on both sides of it: the work estimates are the ones the C drivers use.
 @pytest.mark.parametrize("m,k,n", [
-    (200, 27, 130),    # int: m n k / 64 (+ n k / 8 per 64 rows) = 11k, bitplane: 8 m n ceil(k/64)
+    (200, 27, 130),    # int: m n k / 64 (+ n k / 8 per 64 rows) = 13k, bitplane: 8 m n ceil(k/64)
                        # = 208k -> inline
     (20000, 27, 130),  # CIFAR first conv (small K): 1.2M / 20.8M -> threaded
     (67, 784, 300),    # MNIST first layer, K tail (784 % 64 = 16), N not a multiple of 16
