@@ -294,11 +294,12 @@ def test_large_shapes_match_float_matmul_on_all_threads(backend):
         kernels.set_num_threads(threads)
 
 
-# Jobs below ~1e6 word-ops (BN_PARALLEL_MIN_WORK in csrc/core.h) run inline on the caller; the
+# Jobs below 2.5e5 word-ops (BN_PARALLEL_MIN_WORK in csrc/core.h) run inline on the caller; the
 # shapes below sit on both sides of it: the work estimates are the ones the C drivers use.
 @pytest.mark.parametrize("m,k,n", [
-    (300, 27, 130),    # int: m n k / 64 = 16k, bitplane: 8 m n ceil(k/64) = 312k -> inline
-    (20000, 27, 130),  # CIFAR first conv (small K): 1.1M / 20.8M -> threaded
+    (200, 27, 130),    # int: m n k / 64 (+ n k / 8 per 64 rows) = 13k, bitplane: 8 m n ceil(k/64)
+                       # = 208k -> inline
+    (20000, 27, 130),  # CIFAR first conv (small K): 1.2M / 20.8M -> threaded
     (67, 784, 300),    # MNIST first layer, K tail (784 % 64 = 16), N not a multiple of 16
 ])
 def test_first_layer_inline_and_threaded_sizes(backend, m, k, n):
@@ -341,7 +342,7 @@ def test_pool_back_to_back_jobs_of_mixed_sizes_stay_exact():
     for one job must never run a task of the next (claims carry the job's generation)."""
     rng = np.random.default_rng(9)
     k = 640
-    a, w = pm1(rng, (60, k)), pm1(rng, (300, k))  # 60 x 300 x 10 words: threaded
+    a, w = pm1(rng, (90, k)), pm1(rng, (300, k))  # 90 x 300 x 10 words: threaded
     ap, wp = kernels.pack(a), kernels.pack(w)
     want = (a @ w.T).astype(np.int32)
     threads = kernels.get_num_threads()
@@ -349,7 +350,7 @@ def test_pool_back_to_back_jobs_of_mixed_sizes_stay_exact():
         for t in [2, 4]:
             kernels.set_num_threads(t)
             for i in range(150):
-                rows = 60 if i % 3 else 2  # 2 x 300 x 10 words: inline
+                rows = 90 if i % 3 else 2  # 2 x 300 x 10 words: inline
                 np.testing.assert_array_equal(kernels.bgemm(ap[:rows], wp, k), want[:rows])
     finally:
         kernels.set_num_threads(threads)

@@ -81,15 +81,21 @@ def test_input_checks(cnn):
 
 def test_float_first_layers_sum_in_the_kernel_not_blas(cnn, monkeypatch):
     """Float input to a first conv or dense takes kernels.first_dense_float (numpy's BLAS
-    threads spin after each call and slowed the next op 1.9x), with the reference's results."""
+    threads spin after each call and slowed the next op 1.9x), or for a dense its prepared form
+    first_layer_gemm, with the reference's results."""
     calls = []
-    real = kernels.first_dense_float
+    real, real_prepared = kernels.first_dense_float, kernels.first_layer_gemm
 
     def spy(x, w, k):
         calls.append(x.shape)
         return real(x, w, k)
 
+    def spy_prepared(x, weights):
+        calls.append(x.shape)
+        return real_prepared(x, weights)
+
     monkeypatch.setattr(kernels, "first_dense_float", spy)
+    monkeypatch.setattr(kernels, "first_layer_gemm", spy_prepared)
     torch.manual_seed(3)
     mlp = bn.models.get("mnist_mlp", hidden=70, depth=2, in_shape=(1, 6, 6)).eval()
     x_mlp = torch.randn(5, 1, 6, 6)

@@ -326,13 +326,19 @@ def maxpool2d_int(x, kernel, stride) -> np.ndarray:
     return out
 
 
+def _first_layer(op, x_u8, w, k, prepared=(), pad_bits_clear=_pad_bits_clear) -> np.ndarray:
+    """int32 (M, N) of the first-layer op ``op`` ("bitplane_gemm" or "int_gemm"); ``prepared``:
+    its weight-only data from :func:`prepare_first_layer` (else made per call)."""
+    x_u8, w, k = _ref._check_first_layer(op, x_u8, w, k, pad_bits_clear)
+    out = np.empty((x_u8.shape[0], w.shape[0]), dtype=np.int32)
+    getattr(_core, op)(x_u8, _aligned(w), x_u8.shape[0], w.shape[0], k, out, *prepared)
+    return out
+
+
 @_after_environment
 def bitplane_gemm(x_u8, w, k) -> np.ndarray:
     """8-bit input layer by bit planes (paper §1.6): int32 (M, N) = sum_i w_ni * x_mi."""
-    x_u8, w, k = _ref._check_first_layer("bitplane_gemm", x_u8, w, k, _pad_bits_clear)
-    out = np.empty((x_u8.shape[0], w.shape[0]), dtype=np.int32)
-    _core.bitplane_gemm(x_u8, _aligned(w), x_u8.shape[0], w.shape[0], k, out)
-    return out
+    return _first_layer("bitplane_gemm", x_u8, w, k)
 
 
 @_after_environment
@@ -340,9 +346,78 @@ def int_gemm(x_u8, w, k) -> np.ndarray:
     """Same result as :func:`bitplane_gemm` by a direct integer product: uint8 inputs times
     +-1 int8 weights with output channels across the vector lanes (vpdpbusd on AVX-512 VNNI,
     vpmaddubsw on AVX2), exact int32."""
-    x_u8, w, k = _ref._check_first_layer("int_gemm", x_u8, w, k, _pad_bits_clear)
-    out = np.empty((x_u8.shape[0], w.shape[0]), dtype=np.int32)
-    _core.int_gemm(x_u8, _aligned(w), x_u8.shape[0], w.shape[0], k, out)
+    return _first_layer("int_gemm", x_u8, w, k)
+
+
+FIRST_LAYER_MODES = {"bitplane": "bitplane_gemm", "int": "int_gemm"}
+
+
+class FirstLayerWeights:
+    """A first layer's packed +-1 weights (from :func:`prepare_first_layer`) whose weight-only
+    work for :func:`first_layer_gemm` is done once, at the first call that needs it: for bit
+    planes (and for float input) 255 popcount(w row) per output and the weights as panels; for
+    the integer product the weights unpacked to int8 for the kernel's lanes (about 8 times the
+    packed size). It holds its own copy of the weights, so later changes to the caller's array
+    cannot desynchronise the two."""
+
+    __slots__ = ("mode", "w", "k", "_made")
+
+    def __init__(self, mode: str, w: np.ndarray, k: int):
+        self.mode, self.w, self.k, self._made = mode, w, k, {}
+
+    def data(self, kind: str) -> tuple:
+        """The prepared buffers of ``kind``: "planes" (wpop, panels) or "quads" (lanes, quads);
+        made at the first request (quads once per ISA row: their layout follows its lanes)."""
+        key = kind if kind == "planes" else (kind, _core.get_backend())
+        if key not in self._made:
+            prepare = _core.bitplane_prepare if kind == "planes" else _core.int_prepare
+            self._made[key] = prepare(self.w, self.w.shape[0], self.k)
+        return self._made[key]
+
+
+@_after_environment
+def prepare_first_layer(w, k, mode: str = "bitplane") -> FirstLayerWeights:
+    """Weights for :func:`first_layer_gemm`, which does once what :func:`bitplane_gemm`
+    (``mode="bitplane"``), :func:`int_gemm` (``"int"``; uint8 input) and
+    :func:`first_dense_float` (float input) redo from ``w`` on every call: at batch 1 that
+    cost more than the product itself. Compiled kernels only (the runner uses it where a
+    backend's kernels have it, the per-call ops elsewhere)."""
+    op = FIRST_LAYER_MODES.get(mode) if isinstance(mode, str) else None
+    if op is None:
+        raise ValueError(f"prepare_first_layer: mode must be 'bitplane' or 'int', got {mode!r}")
+    k = _ref._check_length("prepare_first_layer", "k", k)
+    # x is checked per call; a zero row lets the layer's own checks validate w and k now (a k
+    # over the limit is refused before the row is looked at)
+    row = np.zeros((1, min(k, _ref.FIRST_LAYER_MAX_K + 1)), np.uint8)
+    _, w, k = _ref._check_first_layer(op, row, w, k, _pad_bits_clear)
+    return FirstLayerWeights(mode, w.copy(), k)
+
+
+def _pad_bits_checked(arr, k) -> bool:
+    return True  # prepare_first_layer checked them
+
+
+@_after_environment
+def first_layer_gemm(x, weights: FirstLayerWeights) -> np.ndarray:
+    """The first layer's sums with weights from :func:`prepare_first_layer`, as the per-call
+    ops give them: uint8 ``x`` -> int32, by :func:`bitplane_gemm` or :func:`int_gemm` (the
+    weights' mode); float32/float64 ``x`` -> float64, by :func:`first_dense_float`."""
+    if not isinstance(weights, FirstLayerWeights):
+        raise TypeError(f"first_layer_gemm: weights must come from prepare_first_layer, got "
+                        f"{type(weights).__name__}")
+    if getattr(x, "dtype", None) in (np.float32, np.float64):
+        return _first_dense_float(x, weights.w, weights.k, weights.data("planes")[1],
+                                  _pad_bits_checked)
+    op = FIRST_LAYER_MODES[weights.mode]
+    data = weights.data("planes" if weights.mode == "bitplane" else "quads")
+    return _first_layer(op, x, weights.w, weights.k, data, _pad_bits_checked)
+
+
+def _first_dense_float(x, w, k, panels=None, pad_bits_clear=_pad_bits_clear) -> np.ndarray:
+    x, w, k = _ref._check_first_dense_float(x, w, k, pad_bits_clear)
+    out = np.empty((x.shape[0], w.shape[0]), dtype=np.float64)
+    _core.first_dense_float(_aligned(x), x.dtype == np.float64, _aligned(w), x.shape[0],
+                            w.shape[0], k, out, panels)
     return out
 
 
@@ -352,11 +427,7 @@ def first_dense_float(x, w, k) -> np.ndarray:
     x float32 or float64 (M, k). Four inputs at a time by table lookup (csrc/float_layer.c: with
     AVX-512 one vpermt2pd + one add per 32 multiply-accumulates); float64 sums in no particular
     order, exact for integer-valued inputs."""
-    x, w, k = _ref._check_first_dense_float(x, w, k, _pad_bits_clear)
-    out = np.empty((x.shape[0], w.shape[0]), dtype=np.float64)
-    _core.first_dense_float(_aligned(x), x.dtype == np.float64, _aligned(w), x.shape[0],
-                            w.shape[0], k, out)
-    return out
+    return _first_dense_float(x, w, k)
 
 
 @_after_environment

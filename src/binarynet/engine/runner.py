@@ -168,7 +168,10 @@ class Runner(FloatStreamOps):
     def _integer_path(self, x) -> bool:
         return self.xp.is_uint8(x) and _graph.integer_first_layer(self.graph)
 
-    def _first_gemm(self, op, x_u8, w, k):
+    def _first_gemm(self, op, x_u8, w, k, whole=False):
+        """int32 sums of uint8 x_u8 with weight rows w (``whole``: all the op's weights)."""
+        if whole and (s := _prepared_sums(self, op, x_u8, k)) is not None:
+            return s
         gemm = self.kernels.bitplane_gemm if op["mode"] == "bitplane" else self.kernels.int_gemm
         return gemm(self.xp.contiguous(x_u8), self.xp.contiguous(w), k)
 
@@ -189,7 +192,7 @@ class Runner(FloatStreamOps):
     def _first_dense(self, i, op, x):
         n, k = x.shape[0], op["in_features"]
         if self._integer_path(x):
-            s = self._first_gemm(op, x.reshape(n, k), self._t(op, "weight"), k)
+            s = self._first_gemm(op, x.reshape(n, k), self._t(op, "weight"), k, whole=True)
             if op["output"] == "bits":
                 return self._threshold(s, self._t(op, "thresh"), self._t(op, "flip"))
             z = float(self.graph["input"]["scale"][0]) * self.xp.cast(s, np.float64) \
@@ -205,6 +208,8 @@ class Runner(FloatStreamOps):
         """float64 sums x . w of a first layer's float input x (M, k) with its +-1 weight rows
         ``rows``: the kernels' first_dense_float where they have it (not BLAS, whose threads
         spin after each call and slow the ops that follow), else a float64 matmul."""
+        if rows == slice(None) and (s := _prepared_sums(self, op, x, k)) is not None:
+            return s  # all the weights, prepared once
         fast = getattr(self.kernels, "first_dense_float", None)
         if fast is not None:
             return fast(self.xp.contiguous(x), self.xp.contiguous(self._t(op, "weight")[rows]), k)
@@ -355,6 +360,18 @@ def _threshold_by_class(runner, s, thresh, flip, rows, cols):
                 xp.words(bits)[:, ys[:, None], xs[None, :]] = xp.words(
                     runner._threshold(part, thresh[r, c], flip))
     return bits
+
+
+def _prepared_sums(runner, op, x, k):
+    """A first layer's sums of x (uint8: int32, float: float64) with all of its weights, their
+    weight-only work (bit-plane popcounts and panels, int8 re-layout) done once and cached by
+    the runner; None where the backend's kernels cannot prepare weights."""
+    prepare = getattr(runner.kernels, "prepare_first_layer", None)
+    if prepare is None:
+        return None
+    weights = runner._cached((op["name"], "first_layer_weights"), lambda: prepare(
+        runner.xp.contiguous(runner._t(op, "weight")), k, op["mode"]))
+    return runner.kernels.first_layer_gemm(runner.xp.contiguous(x), weights)
 
 
 def _refuse_float_ops(graph, activations, backend) -> None:

@@ -233,28 +233,35 @@ done:
     return ret;
 }
 
-/* first_dense_float(x, f64, w, m, n, k, out): float64 sums of float32/64 rows x +-1 weights */
+/* first_dense_float(x, f64, w, m, n, k, out[, panels]): float64 sums of float32/64 rows x +-1
+ * weights; panels (or None) from bitplane_prepare(w, n, k) */
 PyObject *py_first_dense_float(PyObject *self, PyObject *args) {
-    Py_buffer x, w, out;
+    Py_buffer x, w, out, panels = {0};
+    PyObject *panels_obj = Py_None;
     Py_ssize_t m, n, k;
     int f64;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*py*nnnw*", &x, &f64, &w, &m, &n, &k, &out)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*py*nnnw*|O", &x, &f64, &w, &m, &n, &k, &out, &panels_obj))
+        return NULL;
     PyObject *ret = NULL;
     Py_ssize_t sizes[] = {m, n, k};
     const char *op = "first_dense_float";
-    if (!check_sizes(op, sizes, 3) && !check_length(op, "k", k, INT32_MAX) &&
+    if (!optional_buffer(panels_obj, &panels) && !check_sizes(op, sizes, 3) &&
+        !check_length(op, "k", k, INT32_MAX) &&
         !CHECK_BUFFER(op, "x", &x, f64 ? 8 : 4, (size_t)m, (size_t)k) &&
         !CHECK_BUFFER(op, "w", &w, 8, (size_t)n, bn_words((size_t)k)) &&
-        !CHECK_BUFFER(op, "out", &out, 8, (size_t)m, (size_t)n)) {
+        !CHECK_BUFFER(op, "out", &out, 8, (size_t)m, (size_t)n) &&
+        (!panels.obj || !CHECK_BUFFER(op, "panels", &panels, 8,
+                                      bn_panel_words((size_t)n, bn_words((size_t)k))))) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = bn_first_dense_float(x.buf, f64, (const uint64_t *)w.buf, (size_t)m, (size_t)n,
-                                  (size_t)k, (double *)out.buf);
+        rc = bn_first_dense_float(x.buf, f64, (const uint64_t *)w.buf,
+                                  (const uint64_t *)panels.buf, (size_t)m, (size_t)n, (size_t)k,
+                                  (double *)out.buf);
         Py_END_ALLOW_THREADS
         ret = driver_result(op, rc);
     }
-    RELEASE(&x, &w, &out);
+    RELEASE(&x, &w, &out, &panels);
     return ret;
 }
 

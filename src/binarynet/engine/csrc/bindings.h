@@ -80,6 +80,11 @@ static inline PyObject *driver_result(const char *op, int rc) {
     return Py_NewRef(Py_None);
 }
 
+/* The buffer of an optional argument (None: b->obj stays NULL, which RELEASE skips). */
+static inline int optional_buffer(PyObject *o, Py_buffer *b) {
+    return o == Py_None ? 0 : PyObject_GetBuffer(o, b, PyBUF_SIMPLE);
+}
+
 #define RELEASE(...)                                                                             \
     for (Py_buffer *bufs_[] = {__VA_ARGS__}, **b_ = bufs_;                                       \
          b_ < bufs_ + sizeof(bufs_) / sizeof(bufs_[0]); ++b_)                                    \

@@ -185,7 +185,7 @@ typedef struct {
     /* one input row (float32, or float64 when f64) -> its nibble tables */
     void (*tables)(const void *x, int f64, size_t k, size_t kw, double *t);
     /* up to 4 rows of tables x outputs [n0, n1) -> out rows (stride ldo); panels: w regrouped
-     * by bn_repack_panels (rounded up to 32 rows, zeros past n), or NULL */
+     * by bn_repack_panels, or NULL */
     void (*block)(const double *const *tables, size_t rows, const uint64_t *w,
                   const uint64_t *panels, size_t n0, size_t n1, size_t kw, double *out,
                   size_t ldo);
@@ -195,9 +195,10 @@ extern const bn_float_kernel bn_float_portable;
 #if BN_X86
 extern const bn_float_kernel bn_float_avx512;
 #endif
-/* out (m, n) float64 = x (m, k) . w^T over +-1 weights; BN_OK / BN_ENOMEM / BN_EOVERFLOW. */
-int bn_first_dense_float(const void *x, int f64, const uint64_t *w, size_t m, size_t n, size_t k,
-                         double *out);
+/* out (m, n) float64 = x (m, k) . w^T over +-1 weights; panels: bn_repack_panels(w) made once
+ * (bn_bitplane_prepare's), or NULL; BN_OK / BN_ENOMEM / BN_EOVERFLOW. */
+int bn_first_dense_float(const void *x, int f64, const uint64_t *w, const uint64_t *panels,
+                         size_t m, size_t n, size_t k, double *out);
 
 /* ---- real-valued convolution (float_conv.c) -------------------------------------------------- */
 /* x float32 (N, H, W, C), weights as panels (reference.conv2d_float_panels: depthwise
@@ -333,10 +334,13 @@ void bn_scratch_init(bn_scratch *s, size_t bytes);
 void *bn_scratch_get(bn_scratch *s, int worker); /* NULL (and failed set) when out of memory */
 void bn_scratch_free(bn_scratch *s);
 /* Threads worth using for `work` word-operations (64-bit XOR-popcounts, or about 8 byte / 2 int32
- * element steps). Below BN_PARALLEL_MIN_WORK (some 50-100 us on one core) a job runs inline on
- * the caller: waking a worker costs tens of microseconds, and on a loaded machine a worker that
- * has taken a task may not be scheduled for milliseconds. */
-#define BN_PARALLEL_MIN_WORK 1e6
+ * element steps). Below BN_PARALLEL_MIN_WORK (some 10-20 us on one core) a job runs inline on
+ * the caller: on a loaded machine a worker that has taken a task may not be scheduled for
+ * milliseconds. Above it the caller loses little when no core is free (it never waits for a
+ * worker to arrive, only for tasks one has claimed), while batch-1 layers gain: the MNIST MLP's
+ * first layer (425k) took 25 us inline, 15 us on 2 threads; a 1 x 4096 x 4096 GEMV (262k,
+ * reading 2 MB of weights) 63 us, 36 us. The bound was 1e6 before, which kept both inline. */
+#define BN_PARALLEL_MIN_WORK 2.5e5
 static inline int bn_threads_for(double work) {
     return work >= BN_PARALLEL_MIN_WORK ? bn_get_num_threads() : 1;
 }
@@ -413,10 +417,23 @@ void bn_maxpool2d_int(const int32_t *x, size_t n, size_t h, size_t w, size_t c, 
                       size_t kw, size_t sh, size_t sw, int32_t *out);
 
 /* ---- first layer (first_layer.c); -1 when out of memory ------------------------------------- */
-int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t k,
-                      int32_t *out);
-int bn_int_gemm(const uint8_t *x, const uint64_t *w, size_t m, size_t n, size_t k,
-                 int32_t *out);
+/* Weight-only data of a first layer, made once per model so a call does only the product (at
+ * batch 1 remaking it took most of the call). A NULL `prep` (or member) makes it per call. */
+typedef struct {
+    const int32_t *wpop;    /* 255 * popcount(w row), (n,) */
+    const uint64_t *panels; /* bn_repack_panels(w) (bn_panel_words(n, kw)), or NULL */
+} bn_bitplane_weights;
+void bn_bitplane_prepare(const uint64_t *w, size_t n, size_t k, int32_t *wpop, uint64_t *panels);
+int bn_bitplane_gemm(const uint8_t *x, const uint64_t *w, const bn_bitplane_weights *prep,
+                     size_t m, size_t n, size_t k, int32_t *out);
+typedef struct {
+    const int8_t *quads; /* bn_int_prepare(w, n, k, lanes): used when lanes is the kernel's */
+    size_t lanes;
+} bn_int_weights;
+size_t bn_int_weight_bytes(size_t n, size_t k, size_t lanes); /* 0 when it overflows */
+void bn_int_prepare(const uint64_t *w, size_t n, size_t k, size_t lanes, int8_t *dst);
+int bn_int_gemm(const uint8_t *x, const uint64_t *w, const bn_int_weights *prep, size_t m,
+                size_t n, size_t k, int32_t *out);
 /* Fused first conv of uint8 NCHW images with zero padding: im2col (taps in (kh, kw, c) order),
  * integer product with the packed weights (O, words(KH*KW*C)), then bit = s >= thresh[class]
  * (<= where flip) with class = row_class[y] * col_classes + col_class[x]. */

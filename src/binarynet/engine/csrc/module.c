@@ -347,38 +347,140 @@ done:
 }
 
 /* ---- first layer ---------------------------------------------------------------------------- */
-typedef int (*first_layer_fn)(const uint8_t *, const uint64_t *, size_t, size_t, size_t,
-                              int32_t *);
-
-static PyObject *first_layer(const char *op, first_layer_fn fn, PyObject *args) {
-    Py_buffer x, w, out;
-    Py_ssize_t m, n, k;
-    if (!PyArg_ParseTuple(args, "y*y*nnnw*", &x, &w, &m, &n, &k, &out)) return NULL;
-    PyObject *ret = NULL;
+/* x_u8 (m, k), w (n, words(k)) and out (m, n) int32 of a first-layer product. */
+static int check_first_layer(const char *op, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                             const Py_buffer *x, const Py_buffer *w, const Py_buffer *out) {
     Py_ssize_t sizes[] = {m, n, k};
-    if (!check_sizes(op, sizes, 3) && !check_length(op, "k", k, BN_FIRST_LAYER_MAX_K) &&
-        !CHECK_BUFFER(op, "x_u8", &x, 1, (size_t)m, (size_t)k) &&
-        !CHECK_BUFFER(op, "w", &w, 8, (size_t)n, bn_words((size_t)k)) &&
-        !CHECK_BUFFER(op, "out", &out, 4, (size_t)m, (size_t)n)) {
-        int rc;
-        Py_BEGIN_ALLOW_THREADS
-        rc = fn((const uint8_t *)x.buf, (const uint64_t *)w.buf, (size_t)m, (size_t)n, (size_t)k,
-                (int32_t *)out.buf);
-        Py_END_ALLOW_THREADS
-        ret = driver_result(op, rc);
+    if (check_sizes(op, sizes, 3) || check_length(op, "k", k, BN_FIRST_LAYER_MAX_K) ||
+        CHECK_BUFFER(op, "x_u8", x, 1, (size_t)m, (size_t)k) ||
+        CHECK_BUFFER(op, "w", w, 8, (size_t)n, bn_words((size_t)k)))
+        return -1;
+    return CHECK_BUFFER(op, "out", out, 4, (size_t)m, (size_t)n);
+}
+
+/* bitplane_gemm(x_u8, w, m, n, k, out[, wpop, panels]): wpop and panels (or None) from
+ * bitplane_prepare(w, n, k). */
+static PyObject *py_bitplane_gemm(PyObject *self, PyObject *args) {
+    static const char op[] = "bitplane_gemm";
+    Py_buffer x, w, out, wpop = {0}, panels = {0};
+    PyObject *wpop_obj = Py_None, *panels_obj = Py_None;
+    Py_ssize_t m, n, k;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*nnnw*|OO", &x, &w, &m, &n, &k, &out, &wpop_obj, &panels_obj))
+        return NULL;
+    PyObject *ret = NULL;
+    if (!optional_buffer(wpop_obj, &wpop) && !optional_buffer(panels_obj, &panels) &&
+        !check_first_layer(op, m, n, k, &x, &w, &out) &&
+        (!wpop.obj || !CHECK_BUFFER(op, "wpop", &wpop, 4, (size_t)n)) &&
+        (!panels.obj || !CHECK_BUFFER(op, "panels", &panels, 8,
+                                      bn_panel_words((size_t)n, bn_words((size_t)k))))) {
+        if (panels.obj && !wpop.obj) {
+            PyErr_Format(PyExc_ValueError, "%s: panels need wpop", op);
+        } else {
+            const bn_bitplane_weights prep = {(const int32_t *)wpop.buf,
+                                              (const uint64_t *)panels.buf};
+            int rc;
+            Py_BEGIN_ALLOW_THREADS
+            rc = bn_bitplane_gemm((const uint8_t *)x.buf, (const uint64_t *)w.buf,
+                                  wpop.obj ? &prep : NULL, (size_t)m, (size_t)n, (size_t)k,
+                                  (int32_t *)out.buf);
+            Py_END_ALLOW_THREADS
+            ret = driver_result(op, rc);
+        }
     }
-    RELEASE(&x, &w, &out);
+    RELEASE(&x, &w, &out, &wpop, &panels);
     return ret;
 }
 
-static PyObject *py_bitplane_gemm(PyObject *self, PyObject *args) {
+/* int_gemm(x_u8, w, m, n, k, out[, lanes, quads]): lanes and quads from int_prepare(w, n, k). */
+static PyObject *py_int_gemm(PyObject *self, PyObject *args) {
+    static const char op[] = "int_gemm";
+    Py_buffer x, w, out, quads = {0};
+    PyObject *quads_obj = Py_None;
+    Py_ssize_t m, n, k, lanes = 0;
     (void)self;
-    return first_layer("bitplane_gemm", bn_bitplane_gemm, args);
+    if (!PyArg_ParseTuple(args, "y*y*nnnw*|nO", &x, &w, &m, &n, &k, &out, &lanes, &quads_obj))
+        return NULL;
+    PyObject *ret = NULL;
+    if (!optional_buffer(quads_obj, &quads) && !check_first_layer(op, m, n, k, &x, &w, &out)) {
+        const size_t bytes = lanes == 0 || lanes == 8 || lanes == 16
+                                 ? bn_int_weight_bytes((size_t)n, (size_t)k, (size_t)lanes) : 0;
+        if (quads.obj && !bytes) {
+            PyErr_Format(PyExc_ValueError, "%s: bad lanes %zd", op, lanes);
+        } else if (!quads.obj || !CHECK_BUFFER(op, "quads", &quads, 1, bytes)) {
+            const bn_int_weights prep = {(const int8_t *)quads.buf, (size_t)lanes};
+            int rc;
+            Py_BEGIN_ALLOW_THREADS
+            rc = bn_int_gemm((const uint8_t *)x.buf, (const uint64_t *)w.buf,
+                             quads.obj ? &prep : NULL, (size_t)m, (size_t)n, (size_t)k,
+                             (int32_t *)out.buf);
+            Py_END_ALLOW_THREADS
+            ret = driver_result(op, rc);
+        }
+    }
+    RELEASE(&x, &w, &out, &quads);
+    return ret;
 }
 
-static PyObject *py_int_gemm(PyObject *self, PyObject *args) {
+/* New bytes of `size` (> 0) for prepared weights, or NULL with MemoryError. */
+static PyObject *new_bytes(size_t size) {
+    return PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+}
+
+/* bitplane_prepare(w, n, k) -> (wpop bytes (n int32), panels bytes) for bitplane_gemm. */
+static PyObject *py_bitplane_prepare(PyObject *self, PyObject *args) {
+    static const char op[] = "bitplane_prepare";
+    Py_buffer w;
+    Py_ssize_t n, k;
     (void)self;
-    return first_layer("int_gemm", bn_int_gemm, args);
+    if (!PyArg_ParseTuple(args, "y*nn", &w, &n, &k)) return NULL;
+    PyObject *ret = NULL, *wpop = NULL, *panels = NULL;
+    Py_ssize_t sizes[] = {n, k};
+    size_t bytes;
+    if (!check_sizes(op, sizes, 2) && !check_length(op, "k", k, BN_FIRST_LAYER_MAX_K) &&
+        !CHECK_BUFFER(op, "w", &w, 8, (size_t)n, bn_words((size_t)k)) &&
+        !size_product(op, "panels", (size_t[]){bn_panel_words((size_t)n, bn_words((size_t)k)), 8},
+                      2, &bytes) &&
+        (wpop = new_bytes((size_t)n * 4)) && (panels = new_bytes(bytes))) {
+        Py_BEGIN_ALLOW_THREADS
+        bn_bitplane_prepare((const uint64_t *)w.buf, (size_t)n, (size_t)k,
+                            (int32_t *)PyBytes_AS_STRING(wpop), (uint64_t *)PyBytes_AS_STRING(panels));
+        Py_END_ALLOW_THREADS
+        ret = PyTuple_Pack(2, wpop, panels);
+    }
+    Py_XDECREF(wpop);
+    Py_XDECREF(panels);
+    RELEASE(&w);
+    return ret;
+}
+
+/* int_prepare(w, n, k) -> (lanes, quads bytes): the weights unpacked for the current ISA row's
+ * int_gemm kernel (int_gemm unpacks them per call when the row changed since). */
+static PyObject *py_int_prepare(PyObject *self, PyObject *args) {
+    static const char op[] = "int_prepare";
+    Py_buffer w;
+    Py_ssize_t n, k;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*nn", &w, &n, &k)) return NULL;
+    PyObject *ret = NULL, *quads = NULL;
+    Py_ssize_t sizes[] = {n, k};
+    const size_t lanes = bn_isa()->int_gemm->lanes;
+    if (!check_sizes(op, sizes, 2) && !check_length(op, "k", k, BN_FIRST_LAYER_MAX_K) &&
+        !CHECK_BUFFER(op, "w", &w, 8, (size_t)n, bn_words((size_t)k))) {
+        const size_t bytes = bn_int_weight_bytes((size_t)n, (size_t)k, lanes);
+        if (!bytes || bytes > (size_t)PY_SSIZE_T_MAX) {
+            PyErr_Format(PyExc_OverflowError, "%s: the size of quads overflows", op);
+        } else if ((quads = new_bytes(bytes))) {
+            Py_BEGIN_ALLOW_THREADS
+            bn_int_prepare((const uint64_t *)w.buf, (size_t)n, (size_t)k, lanes,
+                           (int8_t *)PyBytes_AS_STRING(quads));
+            Py_END_ALLOW_THREADS
+            ret = Py_BuildValue("nO", (Py_ssize_t)lanes, quads);
+        }
+    }
+    Py_XDECREF(quads);
+    RELEASE(&w);
+    return ret;
 }
 
 /* ---- ISA rows (dispatch.c) and threads -------------------------------------------------------- */
@@ -472,12 +574,16 @@ static PyMethodDef core_methods[] = {
     {"maxpool2d_int", py_maxpool2d_int, METH_VARARGS, "maxpool2d_int(x, geometry, out)"},
     {"pool2d_float", py_pool2d_float, METH_VARARGS,
      "pool2d_float(x, geometry, is_max, ceil_mode, count_include_pad, out): float32 NHWC pools"},
-    {"bitplane_gemm", py_bitplane_gemm, METH_VARARGS, "bitplane_gemm(x_u8, w, m, n, k, out)"},
-    {"int_gemm", py_int_gemm, METH_VARARGS, "int_gemm(x_u8, w, m, n, k, out)"},
+    {"bitplane_gemm", py_bitplane_gemm, METH_VARARGS,
+     "bitplane_gemm(x_u8, w, m, n, k, out[, wpop, panels])"},
+    {"bitplane_prepare", py_bitplane_prepare, METH_VARARGS,
+     "bitplane_prepare(w, n, k) -> (wpop, panels)"},
+    {"int_gemm", py_int_gemm, METH_VARARGS, "int_gemm(x_u8, w, m, n, k, out[, lanes, quads])"},
+    {"int_prepare", py_int_prepare, METH_VARARGS, "int_prepare(w, n, k) -> (lanes, quads)"},
     {"int_conv_threshold", py_int_conv_threshold, METH_VARARGS,
      "int_conv_threshold(x_u8, w, geometry, rows, cols, thresh, row_class, col_class, flip, out)"},
     {"first_dense_float", py_first_dense_float, METH_VARARGS,
-     "first_dense_float(x, is_float64, w, m, n, k, out)"},
+     "first_dense_float(x, is_float64, w, m, n, k, out[, panels])"},
     {"conv2d_float", py_conv2d_float, METH_VARARGS,
      "conv2d_float(x, w, bias, geometry, out): float32 NHWC convolution, zero padding"},
     {"backend_supported", py_backend_supported, METH_VARARGS, "backend_supported(code) -> bool"},
