@@ -22,6 +22,7 @@ typedef struct {
 
 typedef struct {
     const bn_conv_shape *s;
+    const bn_tile_kernels *kr; /* the ISA row's tiles, read once per call */
     const uint64_t *x;
     const uint64_t *w;
     uint64_t *pad_row; /* CW words */
@@ -34,7 +35,8 @@ typedef struct {
     /* panel path, "zero" mode with padding (plan_border): per border class, per output k */
     int32_t *kvec;     /* (classes, O), or NULL: border rows take the scalar epilogue */
     int32_t *hid, *wid; /* class index part of a row range (i0, i1) at i0 * (KH+1) + i1, etc. */
-    size_t nwid;       /* column classes: class = hid * nwid + wid */
+    size_t nhid, nwid; /* row and column classes: class = hid * nwid + wid */
+    int32_t *ranges;   /* (lo, hi) tap ranges of the row classes, then of the column classes */
 } conv_plan;
 
 typedef struct {
@@ -49,10 +51,13 @@ typedef struct {
     size_t row0;           /* output row (pixel) of block row 0, for t */
 } conv_epi_ctx;
 
+/* The plan's buffers are allocated (and the cheap ones filled) here, on the caller; the
+ * per-output weight tables (wpre, kvec, panels) are filled by plan_prepare, in parallel. */
 static int plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
                      const bn_tile_kernels *kr) {
     memset(p, 0, sizeof(*p));
     p->s = s;
+    p->kr = kr;
     p->x = x;
     p->w = w;
     p->kwords = s->kh * s->kw * s->cw;
@@ -68,29 +73,31 @@ static int plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, co
         const size_t stride = (s->kh + 1) * (s->kw + 1);
         p->wpre = (int32_t *)calloc(s->o * stride, sizeof(int32_t));
         if (!p->wpre) return BN_ENOMEM;
-        for (size_t o = 0; o < s->o; ++o) {
-            int32_t *P = p->wpre + o * stride;
-            for (size_t i = 0; i < s->kh; ++i) {
-                for (size_t j = 0; j < s->kw; ++j) {
-                    const uint64_t *tap = w + ((o * s->kh + i) * s->kw + j) * s->cw;
-                    const int32_t pop = (int32_t)kr->popcount(tap, s->cw);
-                    P[(i + 1) * (s->kw + 1) + j + 1] =
-                        pop + P[i * (s->kw + 1) + j + 1] + P[(i + 1) * (s->kw + 1) + j] -
-                        P[i * (s->kw + 1) + j];
-                }
-            }
-        }
     }
     return BN_OK;
 }
 
-/* Panel path for m output pixels when the backend has one; -1 when out of memory. */
-static int plan_panels(conv_plan *p, const bn_tile_kernels *kr, size_t m, const uint8_t *flip) {
-    if (!bn_use_panels(kr, m, p->kwords)) return 0;
+/* wpre of output o: 2-D prefix sums of the popcounts of its taps */
+static void fill_prefix_sums(const conv_plan *p, size_t o) {
+    const bn_conv_shape *s = p->s;
+    int32_t *P = p->wpre + o * (s->kh + 1) * (s->kw + 1);
+    for (size_t i = 0; i < s->kh; ++i) {
+        for (size_t j = 0; j < s->kw; ++j) {
+            const uint64_t *tap = p->w + ((o * s->kh + i) * s->kw + j) * s->cw;
+            const int32_t pop = (int32_t)p->kr->popcount(tap, s->cw);
+            P[(i + 1) * (s->kw + 1) + j + 1] = pop + P[i * (s->kw + 1) + j + 1] +
+                                               P[(i + 1) * (s->kw + 1) + j] - P[i * (s->kw + 1) + j];
+        }
+    }
+}
+
+/* Panel path for m output pixels when the backend has one (plan_prepare repacks the weights);
+ * -1 when out of memory. */
+static int plan_panels(conv_plan *p, size_t m, const uint8_t *flip) {
+    if (!bn_use_panels(p->kr, m, p->kwords)) return 0;
     p->panels = (uint64_t *)malloc(bn_panel_words(p->s->o, p->kwords) * sizeof(uint64_t));
     p->flip_bits = (uint64_t *)malloc(bn_words(p->s->o) * sizeof(uint64_t));
     if (!p->panels || !p->flip_bits) return BN_ENOMEM;
-    bn_repack_panels(p->w, p->s->o, p->kwords, p->panels);
     if (flip) bn_pack_flags(flip, p->s->o, p->flip_bits);
     return BN_OK;
 }
@@ -103,6 +110,7 @@ static void plan_free(conv_plan *p) {
     free(p->kvec);
     free(p->hid);
     free(p->wid);
+    free(p->ranges);
 }
 
 static void valid_range(int64_t base, size_t d, size_t size, size_t k, int32_t *lo, int32_t *hi);
@@ -144,26 +152,56 @@ static int plan_border(conv_plan *p) {
     const bn_conv_shape *s = p->s;
     if (!p->panels || !p->wpre || s->kh > BORDER_MAX_KERNEL || s->kw > BORDER_MAX_KERNEL)
         return BN_OK;
-    int32_t hr[2 * (BORDER_MAX_KERNEL + 1) * (BORDER_MAX_KERNEL + 1)];
-    int32_t wr[2 * (BORDER_MAX_KERNEL + 1) * (BORDER_MAX_KERNEL + 1)];
-    const size_t nh = axis_classes(s->ho, s->sh, s->ph, s->dh, s->h, s->kh, &p->hid, hr);
-    const size_t nw = axis_classes(s->wo, s->sw, s->pw, s->dw, s->w, s->kw, &p->wid, wr);
+    const size_t slots = (BORDER_MAX_KERNEL + 1) * (BORDER_MAX_KERNEL + 1);
+    p->ranges = (int32_t *)malloc(4 * slots * sizeof(int32_t));
+    if (!p->ranges) return BN_ENOMEM;
+    const size_t nh = axis_classes(s->ho, s->sh, s->ph, s->dh, s->h, s->kh, &p->hid, p->ranges);
+    const size_t nw = axis_classes(s->wo, s->sw, s->pw, s->dw, s->w, s->kw, &p->wid,
+                                   p->ranges + 2 * slots);
     if (!nh || !nw) return BN_ENOMEM;
     if (nh * nw > BORDER_MAX_ENTRIES / s->o) return BN_OK;
     p->kvec = (int32_t *)malloc(nh * nw * s->o * sizeof(int32_t));
     if (!p->kvec) return BN_ENOMEM;
+    p->nhid = nh;
     p->nwid = nw;
-    for (size_t a = 0; a < nh; ++a) {
-        for (size_t b = 0; b < nw; ++b) {
+    return BN_OK;
+}
+
+/* kvec entries of outputs [o0, o1) (their wpre filled) */
+static void fill_border_ks(const conv_plan *p, size_t o0, size_t o1) {
+    const bn_conv_shape *s = p->s;
+    const int32_t *hr = p->ranges, *wr = p->ranges + 2 * (BORDER_MAX_KERNEL + 1) * (BORDER_MAX_KERNEL + 1);
+    for (size_t a = 0; a < p->nhid; ++a) {
+        for (size_t b = 0; b < p->nwid; ++b) {
             const int32_t i0 = hr[2 * a], i1 = hr[2 * a + 1], j0 = wr[2 * b], j1 = wr[2 * b + 1];
             const int64_t kv = (int64_t)(i1 - i0) * (j1 - j0) * (int64_t)s->c;
-            int32_t *row = p->kvec + (a * nw + b) * s->o;
+            int32_t *row = p->kvec + (a * p->nwid + b) * s->o;
             /* |k'| <= 2 kfull < 2^31: the panel path needs kwords < 2^24 */
-            for (size_t o = 0; o < s->o; ++o)
+            for (size_t o = o0; o < o1; ++o)
                 row[o] = (int32_t)(kv + 2 * rect_excess(p, o, i0, i1, j0, j1));
         }
     }
-    return BN_OK;
+}
+
+/* The per-output weight tables, outputs [64 t, 64 t + 64) per task: at batch 1 preparing the
+ * weights on one thread took a quarter of a layer's time (the repacking alone as much as the
+ * border tables), and the second thread waited for it. */
+#define PREP_OUTPUTS 64 /* a multiple of 16: a task repacks whole panel pairs */
+static void prep_task(void *vplan, long t, int worker) {
+    const conv_plan *p = (const conv_plan *)vplan;
+    const size_t o = p->s->o, o0 = (size_t)t * PREP_OUTPUTS;
+    const size_t o1 = o - o0 < PREP_OUTPUTS ? o : o0 + PREP_OUTPUTS;
+    (void)worker;
+    if (p->wpre)
+        for (size_t q = o0; q < o1; ++q) fill_prefix_sums(p, q);
+    if (p->kvec) fill_border_ks(p, o0, o1);
+    if (p->panels) /* the last task also zeroes the panels' rows past O */
+        bn_repack_panel_range(p->w, o, p->kwords, p->panels, o0 / 8,
+                              (o1 == o ? (o + 15) / 16 * 16 : o1) / 8);
+}
+
+static void plan_prepare(conv_plan *p, int threads) {
+    bn_parallel_for((long)((p->s->o + PREP_OUTPUTS - 1) / PREP_OUTPUTS), threads, prep_task, p);
 }
 
 
@@ -382,19 +420,23 @@ static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w
     j.t = t;
     j.m = s->n * s->ho * s->wo;
     j.bm = bn_block_m(plan.kwords);
-    j.bn = bn_block_n(plan.kwords, j.m, s->o);
     j.tm = (j.m + j.bm - 1) / j.bm;
+    /* blocks of equal size (multiples of 8 rows): at batch 1 a 64-pixel map made blocks of 56
+     * and 8 rows, and the small tasks ran at a fraction of the large ones' rate */
+    j.bm = ((j.m + j.tm - 1) / j.tm + 7) / 8 * 8;
+    j.bn = bn_block_n_split(plan.kwords, j.tm, s->o);
     j.ldo = dot_out ? s->o : bn_words(s->o);
-    if (plan_panels(&plan, j.kr, j.m, flip) || plan_border(&plan)) {
+    const int threads = bn_threads_for((double)j.m * (double)s->o * (double)plan.kwords);
+    if (plan_panels(&plan, j.m, flip) || plan_border(&plan)) {
         plan_free(&plan);
         return BN_ENOMEM;
     }
+    plan_prepare(&plan, threads);
     bn_scratch_init(&j.scratch, j.bm * (plan.kwords * sizeof(uint64_t) + sizeof(tap_window) +
                                         sizeof(int32_t)));
     if (bits_out) memset(bits_out, 0, j.m * j.ldo * sizeof(uint64_t));
     const long tasks = (long)(j.tm * ((s->o + j.bn - 1) / j.bn));
-    bn_parallel_for(tasks, bn_threads_for((double)j.m * (double)s->o * (double)plan.kwords),
-                    conv_task, &j);
+    bn_parallel_for(tasks, threads, conv_task, &j);
     const int failed = j.scratch.failed;
     bn_scratch_free(&j.scratch);
     plan_free(&plan);
@@ -420,8 +462,9 @@ int bn_bconv2d_transform(const bn_conv_shape *s, const uint64_t *x, const uint64
 }
 
 /* Fused conv -> threshold -> max-pool (OR where flip is 0, AND where 1). One task per pooled
- * output row: it computes the KHp conv rows under it (only the columns the pool reads) into a
- * local bit buffer, then pools them. */
+ * output row and block of output channels (whole words): it computes the KHp conv rows under
+ * it (only the columns the pool reads) into a local bit buffer, then pools them. The channel
+ * blocks keep both threads busy on small maps (an 8x8 map has only 4 pooled rows). */
 typedef struct {
     const conv_plan *plan;
     const bn_tile_kernels *kr;
@@ -430,6 +473,7 @@ typedef struct {
     const uint64_t *and_mask;
     uint64_t *out;
     size_t pkh, pkw, psh, psw, hp, wp, wneed, rows, ow;
+    size_t cb; /* output channels per task, a multiple of 64 */
     bn_scratch scratch; /* per worker: rows im2col rows, bit rows, tap windows, row ks */
 } pool_job;
 
@@ -442,16 +486,19 @@ static void pool_task(void *vjob, long t, int worker) {
     uint64_t *bits = buf + rows * kwords;
     tap_window *win = (tap_window *)(bits + rows * ow);
     int32_t *row_k = (int32_t *)(win + rows);
-    const size_t n = (size_t)t / j->hp, py = (size_t)t % j->hp;
+    const size_t pooled_rows = p->s->n * j->hp, row = (size_t)t % pooled_rows;
+    const size_t n = row / j->hp, py = row % j->hp;
+    const size_t n0 = (size_t)t / pooled_rows * j->cb;
+    const size_t n1 = p->s->o - n0 < j->cb ? p->s->o : n0 + j->cb;
     for (size_t di = 0; di < j->pkh; ++di)
         for (size_t c = 0; c < wneed; ++c)
             im2col_row(p, n, py * j->psh + di, c, buf + (di * wneed + c) * kwords, win + di * wneed + c);
     memset(bits, 0, rows * ow * sizeof(uint64_t));
     conv_epi_ctx ctx = {p, win, NULL, bits, ow, j->thresh, j->flip};
-    conv_block(p, j->kr, buf, rows, 0, p->s->o, &ctx, row_k);
+    conv_block(p, j->kr, buf, rows, n0, n1, &ctx, row_k);
     uint64_t *dst = j->out + (n * j->hp + py) * j->wp * ow;
     for (size_t px = 0; px < j->wp; ++px) {
-        for (size_t q = 0; q < ow; ++q) {
+        for (size_t q = n0 / 64; q < bn_words(n1); ++q) {
             uint64_t any = 0, all = ~(uint64_t)0;
             for (size_t di = 0; di < j->pkh; ++di) {
                 for (size_t dj = 0; dj < j->pkw; ++dj) {
@@ -488,12 +535,18 @@ int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, cons
     uint64_t *and_mask = (uint64_t *)calloc(ow, sizeof(uint64_t));
     if (!and_mask) return BN_ENOMEM;
     const size_t pixels = bn_mul_sat(s->n, bn_mul_sat(s->ho, s->wo)); /* steers panels only */
-    if (plan_init(&plan, s, x, w, j.kr) || plan_panels(&plan, j.kr, pixels, flip) ||
+    if (plan_init(&plan, s, x, w, j.kr) || plan_panels(&plan, pixels, flip) ||
         plan_border(&plan)) {
         plan_free(&plan);
         free(and_mask);
         return BN_ENOMEM;
     }
+    const long pooled_rows = (long)(s->n * j.hp);
+    j.cb = bn_block_n_split(plan.kwords, (size_t)pooled_rows, s->o);
+    const long tasks = pooled_rows * (long)((s->o + j.cb - 1) / j.cb);
+    const int threads =
+        bn_threads_for((double)pooled_rows * j.rows * (double)s->o * plan.kwords);
+    plan_prepare(&plan, threads);
     for (size_t o = 0; o < s->o; ++o)
         if (flip[o]) and_mask[o >> 6] |= (uint64_t)1 << (o & 63);
     j.plan = &plan;
@@ -502,9 +555,7 @@ int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, cons
     j.and_mask = and_mask;
     j.out = out;
     bn_scratch_init(&j.scratch, scratch_bytes);
-    const long tasks = (long)(s->n * j.hp);
-    bn_parallel_for(tasks, bn_threads_for((double)tasks * j.rows * (double)s->o * plan.kwords),
-                    pool_task, &j);
+    bn_parallel_for(tasks, threads, pool_task, &j);
     const int failed = j.scratch.failed;
     bn_scratch_free(&j.scratch);
     plan_free(&plan);

@@ -333,12 +333,17 @@ void bn_gemm_block(const bn_tile_kernels *kr, const uint64_t *a, size_t lda, siz
 int bn_use_panels(const bn_tile_kernels *kr, size_t m, size_t kw);
 size_t bn_panel_words(size_t n, size_t kw);
 void bn_repack_panels(const uint64_t *w, size_t n, size_t kw, uint64_t *panels);
+/* the same for panels [p0, p1) only, on the calling thread (a task's share of the repacking) */
+void bn_repack_panel_range(const uint64_t *w, size_t n, size_t kw, uint64_t *panels, size_t p0,
+                           size_t p1);
 /* flip (n bytes of 0/1) -> bits */
 void bn_pack_flags(const uint8_t *flip, size_t n, uint64_t *bits);
 
 /* Block sizes (rows of A per task, rows of W per task; the latter a multiple of 64). */
 size_t bn_block_m(size_t kw);
 size_t bn_block_n(size_t kw, size_t m, size_t n);
+/* the same for a task list of m_blocks blocks of A rows (or other row groups) */
+size_t bn_block_n_split(size_t kw, size_t m_blocks, size_t n);
 
 /* -1 when out of memory */
 int bn_bgemm(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out);
