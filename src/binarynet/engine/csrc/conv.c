@@ -26,7 +26,8 @@ typedef struct {
     const uint64_t *x;
     const uint64_t *w;
     uint64_t *pad_row; /* CW words */
-    int32_t *wpre;     /* "zero" mode: per o, (KH+1) x (KW+1) prefix sums of popcount(w[o,i,j]) */
+    int32_t *wpre;     /* "zero" mode: (KH+1) x (KW+1) prefix sums of popcount(w[o,i,j]), entry
+                          e of output o at e * O + o (so the border ks vectorize over o) */
     size_t kwords;     /* KH * KW * CW */
     int64_t kfull;     /* KH * KW * c */
     int direct;        /* 1x1, stride 1, no padding: the input rows are the GEMM rows */
@@ -78,17 +79,26 @@ static int plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, co
 }
 
 /* wpre of output o: 2-D prefix sums of the popcounts of its taps */
+#define TAP_CHUNK 64
 static void fill_prefix_sums(const conv_plan *p, size_t o) {
     const bn_conv_shape *s = p->s;
-    int32_t *P = p->wpre + o * (s->kh + 1) * (s->kw + 1);
+    const size_t ld = s->kw + 1;
+    int32_t *P = p->wpre + o;
+#define P(e) P[(e) * s->o]
+    int32_t pops[TAP_CHUNK];
     for (size_t i = 0; i < s->kh; ++i) {
-        for (size_t j = 0; j < s->kw; ++j) {
-            const uint64_t *tap = p->w + ((o * s->kh + i) * s->kw + j) * s->cw;
-            const int32_t pop = (int32_t)p->kr->popcount(tap, s->cw);
-            P[(i + 1) * (s->kw + 1) + j + 1] = pop + P[i * (s->kw + 1) + j + 1] +
-                                               P[(i + 1) * (s->kw + 1) + j] - P[i * (s->kw + 1) + j];
+        int32_t row = 0; /* taps [0, j] of kernel row i (in a register: a chain through the
+                            strided table stalled on store forwarding) */
+        for (size_t j0 = 0; j0 < s->kw; j0 += TAP_CHUNK) {
+            const size_t nj = s->kw - j0 < TAP_CHUNK ? s->kw - j0 : TAP_CHUNK;
+            p->kr->run_popcounts(p->w + ((o * s->kh + i) * s->kw + j0) * s->cw, nj, s->cw, pops);
+            for (size_t j = j0; j < j0 + nj; ++j) {
+                row += pops[j - j0];
+                P((i + 1) * ld + j + 1) = P(i * ld + j + 1) + row;
+            }
         }
     }
+#undef P
 }
 
 /* Panel path for m output pixels when the backend has one (plan_prepare repacks the weights);
@@ -167,18 +177,22 @@ static int plan_border(conv_plan *p) {
     return BN_OK;
 }
 
-/* kvec entries of outputs [o0, o1) (their wpre filled) */
+/* kvec entries of outputs [o0, o1) (their wpre filled): k' = Kv + 2 (all - rectangle) */
 static void fill_border_ks(const conv_plan *p, size_t o0, size_t o1) {
     const bn_conv_shape *s = p->s;
     const int32_t *hr = p->ranges, *wr = p->ranges + 2 * (BORDER_MAX_KERNEL + 1) * (BORDER_MAX_KERNEL + 1);
+    const size_t ld = s->kw + 1;
+    const int32_t *all = p->wpre + (s->kh * ld + s->kw) * s->o;
     for (size_t a = 0; a < p->nhid; ++a) {
         for (size_t b = 0; b < p->nwid; ++b) {
             const int32_t i0 = hr[2 * a], i1 = hr[2 * a + 1], j0 = wr[2 * b], j1 = wr[2 * b + 1];
-            const int64_t kv = (int64_t)(i1 - i0) * (j1 - j0) * (int64_t)s->c;
+            /* |k'| <= 2 kfull < 2^31 (the panel path needs kwords < 2^24): int32 throughout */
+            const int32_t kv = (i1 - i0) * (j1 - j0) * (int32_t)s->c;
+            const int32_t *p11 = p->wpre + (i1 * ld + j1) * s->o, *p01 = p->wpre + (i0 * ld + j1) * s->o;
+            const int32_t *p10 = p->wpre + (i1 * ld + j0) * s->o, *p00 = p->wpre + (i0 * ld + j0) * s->o;
             int32_t *row = p->kvec + (a * p->nwid + b) * s->o;
-            /* |k'| <= 2 kfull < 2^31: the panel path needs kwords < 2^24 */
             for (size_t o = o0; o < o1; ++o)
-                row[o] = (int32_t)(kv + 2 * rect_excess(p, o, i0, i1, j0, j1));
+                row[o] = kv + 2 * (all[o] - (p11[o] - p01[o] - p10[o] + p00[o]));
         }
     }
 }
@@ -192,12 +206,15 @@ static void prep_task(void *vplan, long t, int worker) {
     const size_t o = p->s->o, o0 = (size_t)t * PREP_OUTPUTS;
     const size_t o1 = o - o0 < PREP_OUTPUTS ? o : o0 + PREP_OUTPUTS;
     (void)worker;
-    if (p->wpre)
-        for (size_t q = o0; q < o1; ++q) fill_prefix_sums(p, q);
+    /* a panel's 8 weight rows at a time, read once into L1 for all three tables */
+    for (size_t q0 = o0; q0 < o1; q0 += 8) {
+        const size_t q1 = o1 - q0 < 8 ? o1 : q0 + 8;
+        for (size_t q = q0; q < q1 && p->wpre; ++q) fill_prefix_sums(p, q);
+        if (p->panels) /* the last task also zeroes the panels' rows past O */
+            bn_repack_panel_range(p->w, o, p->kwords, p->panels, q0 / 8,
+                                  (q1 == o ? (o + 15) / 16 * 16 : q1) / 8);
+    }
     if (p->kvec) fill_border_ks(p, o0, o1);
-    if (p->panels) /* the last task also zeroes the panels' rows past O */
-        bn_repack_panel_range(p->w, o, p->kwords, p->panels, o0 / 8,
-                              (o1 == o ? (o + 15) / 16 * 16 : o1) / 8);
 }
 
 static void plan_prepare(conv_plan *p, int threads) {
@@ -211,12 +228,27 @@ static inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 
 /* Taps i in [lo, hi) with 0 <= base + i * d < size. module.c keeps the padded extent (size + 2
  * padding) within int64, so -padding <= base and size - base never overflow. */
 static void valid_range(int64_t base, size_t d, size_t size, size_t k, int32_t *lo, int32_t *hi) {
-    int64_t first = base >= 0 ? 0 : ceil_div(-base, (int64_t)d);
-    int64_t last = (int64_t)size - base <= 0 ? 0 : ceil_div((int64_t)size - base, (int64_t)d);
+    /* undilated: no division (two per axis and pixel were a third of im2col at 9-word rows) */
+    int64_t first = base >= 0 ? 0 : d == 1 ? -base : ceil_div(-base, (int64_t)d);
+    int64_t last = (int64_t)size - base <= 0 ? 0
+                   : d == 1                  ? (int64_t)size - base
+                                             : ceil_div((int64_t)size - base, (int64_t)d);
     if (last > (int64_t)k) last = (int64_t)k;
     if (first > last) first = last;
     *lo = (int32_t)first;
     *hi = (int32_t)last;
+}
+
+/* memcpy, without the library call for the few words of a small layer's tap row */
+static inline void copy_words(uint64_t *dst, const uint64_t *src, size_t n) {
+    if (n > 16) {
+        memcpy(dst, src, n * sizeof(uint64_t));
+        return;
+    }
+    for (size_t q = 0; q < n; ++q) {
+        dst[q] = src[q];
+        __asm__("" ::: "memory"); /* keeps GCC from turning the loop back into memcpy */
+    }
 }
 
 /* Gathers the taps of output pixel (n, ho, wo) into dst (kwords words). Coordinates are int64:
@@ -235,8 +267,7 @@ static void im2col_row(const conv_plan *p, size_t n, size_t ho, size_t wo, uint6
         const int row_ok = (int32_t)i >= win->i0 && (int32_t)i < win->i1;
         const int64_t hi = hb + (int64_t)(i * s->dh);
         if (row_ok && whole_rows) {
-            memcpy(dst, p->x + ((n * s->h + (size_t)hi) * s->w + (size_t)wb) * cw,
-                   s->kw * cw * sizeof(uint64_t));
+            copy_words(dst, p->x + ((n * s->h + (size_t)hi) * s->w + (size_t)wb) * cw, s->kw * cw);
             dst += s->kw * cw;
             continue;
         }
@@ -256,10 +287,11 @@ static int64_t rect_excess(const conv_plan *p, size_t o, int32_t i0, int32_t i1,
                            int32_t j1) {
     const bn_conv_shape *s = p->s;
     const size_t ld = s->kw + 1;
-    const int32_t *P = p->wpre + o * (s->kh + 1) * ld;
-    const int64_t rect = (int64_t)P[i1 * ld + j1] - P[i0 * ld + j1] - P[i1 * ld + j0] +
-                         P[i0 * ld + j0];
-    return (int64_t)P[s->kh * ld + s->kw] - rect;
+    const int32_t *P = p->wpre + o;
+    const size_t O = s->o;
+    const int64_t rect = (int64_t)P[(i1 * ld + j1) * O] - P[(i0 * ld + j1) * O] -
+                         P[(i1 * ld + j0) * O] + P[(i0 * ld + j0) * O];
+    return (int64_t)P[(s->kh * ld + s->kw) * O] - rect;
 }
 
 static inline int64_t conv_dot(const conv_plan *p, const tap_window *win, size_t o, uint32_t cnt) {

@@ -68,6 +68,9 @@ typedef struct {
     /* sum of the popcounts of n words, for setup work (conv border prefix sums, weight row
      * counts): without the popcnt instruction the builtin is a library call per word */
     uint64_t (*popcount)(const uint64_t *p, size_t n);
+    /* out[r] = popcount of words [r n, r n + n) for r < runs (conv taps: one call per weight
+     * row, not one per tap) */
+    void (*run_popcounts)(const uint64_t *p, size_t runs, size_t n, int32_t *out);
 } bn_tile_kernels;
 
 extern const bn_tile_kernels bn_tiles_portable; /* the reference: plain C */
@@ -76,6 +79,7 @@ extern const bn_tile_kernels bn_tiles_popcnt;   /* the same C with the popcnt in
 extern const bn_tile_kernels bn_tiles_avx2;
 extern const bn_tile_kernels bn_tiles_avx512;
 uint64_t bn_popcount_words_popcnt(const uint64_t *p, size_t n); /* the popcnt instruction */
+void bn_run_popcounts_popcnt(const uint64_t *p, size_t runs, size_t n, int32_t *out);
 #endif
 
 /* ---- packing kernels (pack.c) ---------------------------------------------------------------- */
