@@ -70,7 +70,11 @@ size_t bn_block_n_split(size_t kw, size_t m_blocks, size_t n) {
     /* few A blocks: split N finer so every thread gets several tasks */
     const size_t want = 4 * (size_t)bn_get_num_threads();
     while (rows > 64 && m_blocks * ((n + rows - 1) / rows) < want) rows -= 64;
-    return rows;
+    /* blocks of equal size (in whole words): 512 outputs in 448 + 64 left a thread idle */
+    const size_t blocks = (n + rows - 1) / rows;
+    if (blocks < 2) return rows;
+    const size_t even = ((n + blocks - 1) / blocks + 63) / 64 * 64;
+    return even < rows ? even : rows;
 }
 
 /* ---- dense: int32 dot products ----------------------------------------------------------- */
