@@ -71,14 +71,28 @@ def test_conv_splits_match_reference(backend, threads, n, hw, c, o, kernel, stri
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("pad_mode", PAD_MODES)
 def test_conv_splits_on_two_threads_at_batch_one(backend, pad_mode):
-    """Layers large enough to run on the pool (several threads at once), at the small maps where
-    the outputs are split into blocks: 8x8 and 4x4 maps with 200 outputs (a partial block)."""
+    """Layers large enough to run on the pool (several threads at once) at small maps, where
+    each thread takes a block of outputs over all pixels (no more pixels than outputs) and
+    stages its bits: 8x8 with 200 outputs (blocks of 128 and 72), a 9x7 map at stride 2 with
+    260 outputs (192 and 68); and a 4x4 map below the pool's threshold."""
     kernels.set_backend(backend)
     kernels.set_num_threads(2)
     rng = np.random.default_rng(12)
-    for h, c in [(8, 520), (4, 1000)]:
-        x, wt, thresh, flip = operands(rng, 1, h, h, c, 200, 3)
-        args = ((1, 1), (1, 1), (1, 1), pad_mode)
+    for h, w, c, o, stride in [(8, 8, 520, 200, 1), (9, 7, 2000, 260, 2), (4, 4, 1000, 200, 1)]:
+        x, wt, thresh, flip = operands(rng, 1, h, w, c, o, 3)
+        args = ((stride, stride), (1, 1), (1, 1), pad_mode)
+        scale = rng.standard_normal(o).astype(np.float32)
+        shift = rng.standard_normal(o).astype(np.float32)
+        for sign_thresh, float_out in [(shift, True), (shift, False), (None, True)]:
+            geo = dict(stride=args[0], padding=args[1], pad_mode=pad_mode,
+                       sign_thresh=sign_thresh, float_out=float_out,
+                       sign_flip=None if sign_thresh is None else flip)
+            got = kernels.bconv2d_transform(x, wt, c, scale, shift, **geo)
+            want = reference.bconv2d_transform(x, wt, c, scale, shift, **geo)
+            for g, e in zip(got, want):
+                assert (g is None) == (e is None)
+                if g is not None:
+                    np.testing.assert_array_equal(g.view(np.uint8), e.view(np.uint8))
         np.testing.assert_array_equal(kernels.bconv2d(x, wt, c, *args),
                                       reference.bconv2d(x, wt, c, *args))
         np.testing.assert_array_equal(kernels.bconv2d_threshold(x, wt, c, thresh, flip, *args),

@@ -215,11 +215,8 @@ static void fill_border_ks(const conv_plan *p, size_t o0, size_t o1) {
  * weights on one thread took a quarter of a layer's time (the repacking alone as much as the
  * border tables), and the second thread waited for it. */
 #define PREP_OUTPUTS 64 /* a multiple of 16: a task repacks whole panel pairs */
-static void prep_task(void *vplan, long t, int worker) {
-    const conv_plan *p = (const conv_plan *)vplan;
-    const size_t o = p->s->o, o0 = (size_t)t * PREP_OUTPUTS;
-    const size_t o1 = o - o0 < PREP_OUTPUTS ? o : o0 + PREP_OUTPUTS;
-    (void)worker;
+static void prep_range(const conv_plan *p, size_t o0, size_t o1) {
+    const size_t o = p->s->o;
     /* a panel's 8 weight rows at a time, read once into L1 for all three tables */
     for (size_t q0 = o0; q0 < o1; q0 += 8) {
         const size_t q1 = o1 - q0 < 8 ? o1 : q0 + 8;
@@ -229,6 +226,23 @@ static void prep_task(void *vplan, long t, int worker) {
                                   (q1 == o ? (o + 15) / 16 * 16 : q1) / 8);
     }
     if (p->kvec) fill_border_ks(p, o0, o1);
+}
+
+static void prep_task(void *vplan, long t, int worker) {
+    const conv_plan *p = (const conv_plan *)vplan;
+    const size_t o0 = (size_t)t * PREP_OUTPUTS;
+    (void)worker;
+    prep_range(p, o0, p->s->o - o0 < PREP_OUTPUTS ? p->s->o : o0 + PREP_OUTPUTS);
+}
+
+/* Small maps on several threads: one task per thread, each a block of outputs (whole words)
+ * over every pixel, preparing its own weight tables. Split by pixels, each task read weight
+ * panels that the other core had just written: at 8x8 and 16x16 maps the cross-core traffic
+ * made two threads slower than one. The pixels' im2col is then built once per task, which
+ * costs less than moving the weights when there are no more pixels than outputs. */
+static size_t channel_block(size_t m, size_t o, int threads) {
+    if (threads < 2 || m > o || o < 64 * (size_t)threads) return 0;
+    return ((o + (size_t)threads - 1) / (size_t)threads + 63) / 64 * 64;
 }
 
 static void plan_prepare(conv_plan *p, int threads) {
@@ -429,20 +443,18 @@ typedef struct {
     const uint8_t *flip;
     const bn_transform *t;
     size_t m, bm, bn, tm, ldo;
-    bn_scratch scratch; /* per worker: bm im2col rows, bm tap windows, bm row ks */
+    int by_channels;    /* channel_block: task t is outputs [t bn, t bn + bn) over all pixels */
+    bn_scratch scratch; /* per worker: bm im2col rows, bm tap windows, bm row ks; by_channels:
+                           then m staged rows of output bits */
 } conv_job;
 
-static void conv_task(void *vjob, long t, int worker) {
-    conv_job *j = (conv_job *)vjob;
+/* Pixels [m0, m0 + mb) x outputs [n0, n1); bits (block row 0) and t replace the job's own. */
+static void conv_pixels(const conv_job *j, uint64_t *buf, size_t m0, size_t mb, size_t n0,
+                        size_t n1, uint64_t *bits, const bn_transform *t) {
     const conv_plan *p = j->plan;
-    const size_t kwords = p->kwords, o = p->s->o;
-    uint64_t *buf = (uint64_t *)bn_scratch_get(&j->scratch, worker);
-    if (!buf) return;
+    const size_t kwords = p->kwords;
     tap_window *win = (tap_window *)(buf + j->bm * kwords);
     int32_t *row_k = (int32_t *)(win + j->bm);
-    const size_t in = (size_t)t / j->tm, im = (size_t)t % j->tm;
-    const size_t m0 = im * j->bm, mb = j->m - m0 < j->bm ? j->m - m0 : j->bm;
-    const size_t n0 = in * j->bn, n1 = n0 + j->bn < o ? n0 + j->bn : o;
     const uint64_t *a = buf;
     if (p->direct) {
         a = p->x + m0 * kwords; /* no padding: windows unused, every row has the full K */
@@ -450,10 +462,48 @@ static void conv_task(void *vjob, long t, int worker) {
     } else {
         fill_block(p, m0, mb, buf, win);
     }
-    conv_epi_ctx ctx = {p, win, j->dot_out ? j->dot_out + m0 * j->ldo : NULL,
-                        j->bits_out ? j->bits_out + m0 * j->ldo : NULL, j->ldo, j->thresh, j->flip,
-                        j->t, m0};
+    conv_epi_ctx ctx = {p, win, j->dot_out ? j->dot_out + m0 * j->ldo : NULL, bits, j->ldo,
+                        j->thresh, j->flip, t, m0};
     conv_block(p, j->kr, a, mb, n0, n1, &ctx, row_k);
+}
+
+/* A block of outputs over all pixels (channel_block). Its bits are staged in the task's own
+ * rows and copied out at the end: ORed into the shared rows tile by tile, the words of two
+ * threads' blocks in one cache line bounced between the cores. */
+static void channel_task(const conv_job *j, uint64_t *buf, size_t n0, size_t n1) {
+    const size_t ow = bn_words(j->plan->s->o);
+    uint64_t *out = j->bits_out ? j->bits_out : j->t && j->t->bits ? j->t->bits : NULL;
+    uint64_t *staged = out ? (uint64_t *)((int32_t *)(buf + j->bm * j->plan->kwords) +
+                                          j->bm * (sizeof(tap_window) / 4 + 1))
+                           : NULL;
+    bn_transform local;
+    if (j->t) {
+        local = *j->t;
+        if (staged) local.bits = staged;
+    }
+    if (staged) memset(staged, 0, j->m * ow * sizeof(uint64_t));
+    prep_range(j->plan, n0, n1);
+    for (size_t m0 = 0; m0 < j->m; m0 += j->bm)
+        conv_pixels(j, buf, m0, j->m - m0 < j->bm ? j->m - m0 : j->bm, n0, n1,
+                    j->bits_out ? staged + m0 * ow : NULL, j->t ? &local : NULL);
+    for (size_t r = 0; r < j->m && out; ++r)
+        for (size_t q = n0 / 64; q < bn_words(n1); ++q) out[r * ow + q] = staged[r * ow + q];
+}
+
+static void conv_task(void *vjob, long t, int worker) {
+    conv_job *j = (conv_job *)vjob;
+    const size_t o = j->plan->s->o;
+    uint64_t *buf = (uint64_t *)bn_scratch_get(&j->scratch, worker);
+    if (!buf) return;
+    const size_t in = j->by_channels ? (size_t)t : (size_t)t / j->tm;
+    const size_t n0 = in * j->bn, n1 = n0 + j->bn < o ? n0 + j->bn : o;
+    if (j->by_channels) {
+        channel_task(j, buf, n0, n1);
+        return;
+    }
+    const size_t m0 = (size_t)t % j->tm * j->bm;
+    conv_pixels(j, buf, m0, j->m - m0 < j->bm ? j->m - m0 : j->bm, n0, n1,
+                j->bits_out ? j->bits_out + m0 * j->ldo : NULL, j->t);
 }
 
 /* One of: dot_out (int32 sums), bits_out with thresh / flip (thresholded bits), t (transform). */
@@ -479,18 +529,22 @@ static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w
     /* blocks of equal size (multiples of 8 rows): at batch 1 a 64-pixel map made blocks of 56
      * and 8 rows, and the small tasks ran at a fraction of the large ones' rate */
     j.bm = ((j.m + j.tm - 1) / j.tm + 7) / 8 * 8;
-    j.bn = bn_block_n_split(plan.kwords, j.tm, s->o);
     j.ldo = dot_out ? s->o : bn_words(s->o);
     const int threads = bn_threads_for((double)j.m * (double)s->o * (double)plan.kwords);
+    const size_t cb = channel_block(j.m, s->o, threads);
+    j.by_channels = cb > 0;
+    j.bn = cb ? cb : bn_block_n_split(plan.kwords, j.tm, s->o);
     if (plan_panels(&plan, j.m, flip) || plan_border(&plan)) {
         plan_free(&plan);
         return BN_ENOMEM;
     }
-    plan_prepare(&plan, threads);
-    bn_scratch_init(&j.scratch, j.bm * (plan.kwords * sizeof(uint64_t) + sizeof(tap_window) +
-                                        sizeof(int32_t)));
+    if (!j.by_channels) plan_prepare(&plan, threads);
+    /* by_channels: m <= o, so the staged bit rows are no larger than the weights */
+    bn_scratch_init(&j.scratch,
+                    j.bm * (plan.kwords * sizeof(uint64_t) + sizeof(tap_window) + sizeof(int32_t)) +
+                        (cb ? j.m * bn_words(s->o) * sizeof(uint64_t) : 0));
     if (bits_out) memset(bits_out, 0, j.m * j.ldo * sizeof(uint64_t));
-    const long tasks = (long)(j.tm * ((s->o + j.bn - 1) / j.bn));
+    const long tasks = (long)((j.by_channels ? 1 : j.tm) * ((s->o + j.bn - 1) / j.bn));
     bn_parallel_for(tasks, threads, conv_task, &j);
     const int failed = j.scratch.failed;
     bn_scratch_free(&j.scratch);
@@ -529,22 +583,18 @@ typedef struct {
     uint64_t *out;
     size_t pkh, pkw, psh, psw, hp, wp, wneed, rows, ow;
     size_t cb; /* output channels per task, a multiple of 64 */
+    int by_channels; /* channel_block: task t is outputs [t cb, t cb + cb) over all rows */
     bn_scratch scratch; /* per worker: rows im2col rows, bit rows, tap windows, row ks */
 } pool_job;
 
-static void pool_task(void *vjob, long t, int worker) {
-    pool_job *j = (pool_job *)vjob;
+/* Pooled output row `row` (of all images) for outputs [n0, n1). */
+static void pool_row(const pool_job *j, uint64_t *buf, size_t row, size_t n0, size_t n1) {
     const conv_plan *p = j->plan;
     const size_t kwords = p->kwords, ow = j->ow, rows = j->rows, wneed = j->wneed;
-    uint64_t *buf = (uint64_t *)bn_scratch_get(&j->scratch, worker);
-    if (!buf) return;
     uint64_t *bits = buf + rows * kwords;
     tap_window *win = (tap_window *)(bits + rows * ow);
     int32_t *row_k = (int32_t *)(win + rows);
-    const size_t pooled_rows = p->s->n * j->hp, row = (size_t)t % pooled_rows;
     const size_t n = row / j->hp, py = row % j->hp;
-    const size_t n0 = (size_t)t / pooled_rows * j->cb;
-    const size_t n1 = p->s->o - n0 < j->cb ? p->s->o : n0 + j->cb;
     for (size_t di = 0; di < j->pkh; ++di)
         for (size_t c = 0; c < wneed; ++c)
             im2col_row(p, n, py * j->psh + di, c, buf + (di * wneed + c) * kwords, win + di * wneed + c);
@@ -565,6 +615,21 @@ static void pool_task(void *vjob, long t, int worker) {
             dst[px * ow + q] = (any & ~j->and_mask[q]) | (all & j->and_mask[q]);
         }
     }
+}
+
+static void pool_task(void *vjob, long t, int worker) {
+    const pool_job *j = (const pool_job *)vjob;
+    uint64_t *buf = (uint64_t *)bn_scratch_get((bn_scratch *)&j->scratch, worker);
+    if (!buf) return;
+    const size_t o = j->plan->s->o, pooled_rows = j->plan->s->n * j->hp;
+    const size_t n0 = (j->by_channels ? (size_t)t : (size_t)t / pooled_rows) * j->cb;
+    const size_t n1 = o - n0 < j->cb ? o : n0 + j->cb;
+    if (!j->by_channels) {
+        pool_row(j, buf, (size_t)t % pooled_rows, n0, n1);
+        return;
+    }
+    prep_range(j->plan, n0, n1);
+    for (size_t row = 0; row < pooled_rows; ++row) pool_row(j, buf, row, n0, n1);
 }
 
 int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
@@ -597,11 +662,13 @@ int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, cons
         return BN_ENOMEM;
     }
     const long pooled_rows = (long)(s->n * j.hp);
-    j.cb = bn_block_n_split(plan.kwords, (size_t)pooled_rows, s->o);
-    const long tasks = pooled_rows * (long)((s->o + j.cb - 1) / j.cb);
     const int threads =
         bn_threads_for((double)pooled_rows * j.rows * (double)s->o * plan.kwords);
-    plan_prepare(&plan, threads);
+    const size_t cb = channel_block(pixels, s->o, threads);
+    j.by_channels = cb > 0;
+    j.cb = cb ? cb : bn_block_n_split(plan.kwords, (size_t)pooled_rows, s->o);
+    const long tasks = (j.by_channels ? 1 : pooled_rows) * (long)((s->o + j.cb - 1) / j.cb);
+    if (!j.by_channels) plan_prepare(&plan, threads);
     for (size_t o = 0; o < s->o; ++o)
         if (flip[o]) and_mask[o >> 6] |= (uint64_t)1 << (o & 63);
     j.plan = &plan;
