@@ -11,31 +11,10 @@
  * the epilogue removes that excess in O(1):
  *     dot = Kv - 2 * (cnt - (P_o(all) - P_o(rectangle))),   Kv = (i1 - i0) * (j1 - j0) * c.
  */
-#include "core.h"
+#include "conv_plan.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct {
-    int32_t i0, i1, j0, j1; /* valid taps of an output pixel */
-} tap_window;
-
-typedef struct {
-    const bn_conv_shape *s;
-    const uint64_t *x;
-    const uint64_t *w;
-    uint64_t *pad_row; /* CW words */
-    int32_t *wpre;     /* "zero" mode: per o, (KH+1) x (KW+1) prefix sums of popcount(w[o,i,j]) */
-    size_t kwords;     /* KH * KW * CW */
-    int64_t kfull;     /* KH * KW * c */
-    int direct;        /* 1x1, stride 1, no padding: the input rows are the GEMM rows */
-    uint64_t *panels;  /* panel path: repacked weights (else NULL) */
-    uint64_t *flip_bits;
-    /* panel path, "zero" mode with padding (plan_border): per border class, per output k */
-    int32_t *kvec;     /* (classes, O), or NULL: border rows take the scalar epilogue */
-    int32_t *hid, *wid; /* class index part of a row range (i0, i1) at i0 * (KH+1) + i1, etc. */
-    size_t nwid;       /* column classes: class = hid * nwid + wid */
-} conv_plan;
 
 typedef struct {
     const conv_plan *plan;
@@ -49,192 +28,15 @@ typedef struct {
     size_t row0;           /* output row (pixel) of block row 0, for t */
 } conv_epi_ctx;
 
-static int plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
-                     const bn_tile_kernels *kr) {
-    memset(p, 0, sizeof(*p));
-    p->s = s;
-    p->x = x;
-    p->w = w;
-    p->kwords = s->kh * s->kw * s->cw;
-    p->kfull = (int64_t)(s->kh * s->kw * s->c);
-    p->direct = s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0;
-    p->pad_row = (uint64_t *)calloc(s->cw, sizeof(uint64_t));
-    if (!p->pad_row) return BN_ENOMEM;
-    if (s->pad_mode == BN_PAD_ONE) {
-        for (size_t q = 0; q < s->cw; ++q) p->pad_row[q] = ~(uint64_t)0;
-        if (s->c % 64) p->pad_row[s->cw - 1] = ((uint64_t)1 << (s->c % 64)) - 1;
-    }
-    if (s->pad_mode == BN_PAD_ZERO && (s->ph > 0 || s->pw > 0)) {
-        const size_t stride = (s->kh + 1) * (s->kw + 1);
-        p->wpre = (int32_t *)calloc(s->o * stride, sizeof(int32_t));
-        if (!p->wpre) return BN_ENOMEM;
-        for (size_t o = 0; o < s->o; ++o) {
-            int32_t *P = p->wpre + o * stride;
-            for (size_t i = 0; i < s->kh; ++i) {
-                for (size_t j = 0; j < s->kw; ++j) {
-                    const uint64_t *tap = w + ((o * s->kh + i) * s->kw + j) * s->cw;
-                    const int32_t pop = (int32_t)kr->popcount(tap, s->cw);
-                    P[(i + 1) * (s->kw + 1) + j + 1] =
-                        pop + P[i * (s->kw + 1) + j + 1] + P[(i + 1) * (s->kw + 1) + j] -
-                        P[i * (s->kw + 1) + j];
-                }
-            }
-        }
-    }
-    return BN_OK;
-}
-
-/* Panel path for m output pixels when the backend has one; -1 when out of memory. */
-static int plan_panels(conv_plan *p, const bn_tile_kernels *kr, size_t m, const uint8_t *flip) {
-    if (!bn_use_panels(kr, m, p->kwords)) return 0;
-    p->panels = (uint64_t *)malloc(bn_panel_words(p->s->o, p->kwords) * sizeof(uint64_t));
-    p->flip_bits = (uint64_t *)malloc(bn_words(p->s->o) * sizeof(uint64_t));
-    if (!p->panels || !p->flip_bits) return BN_ENOMEM;
-    bn_repack_panels(p->w, p->s->o, p->kwords, p->panels);
-    if (flip) bn_pack_flags(flip, p->s->o, p->flip_bits);
-    return BN_OK;
-}
-
-static void plan_free(conv_plan *p) {
-    free(p->pad_row);
-    free(p->wpre);
-    free(p->panels);
-    free(p->flip_bits);
-    free(p->kvec);
-    free(p->hid);
-    free(p->wid);
-}
-
-static void valid_range(int64_t base, size_t d, size_t size, size_t k, int32_t *lo, int32_t *hi);
-static int64_t rect_excess(const conv_plan *p, size_t o, int32_t i0, int32_t i1, int32_t j0,
-                           int32_t j1);
-
-/* The distinct valid-tap ranges of one axis over its `out` positions: ids[i0 * (k+1) + i1]
- * (-1 where unused) and the ranges themselves (lo, hi pairs); returns how many, or 0 when out
- * of memory. */
-static size_t axis_classes(size_t out, size_t stride, size_t pad, size_t dil, size_t size,
-                           size_t k, int32_t **ids, int32_t *ranges) {
-    const size_t slots = (k + 1) * (k + 1);
-    *ids = (int32_t *)malloc(slots * sizeof(int32_t));
-    if (!*ids) return 0;
-    for (size_t q = 0; q < slots; ++q) (*ids)[q] = -1;
-    size_t count = 0;
-    for (size_t y = 0; y < out; ++y) {
-        int32_t lo, hi;
-        valid_range((int64_t)(y * stride) - (int64_t)pad, dil, size, k, &lo, &hi);
-        int32_t *id = *ids + (size_t)lo * (k + 1) + (size_t)hi;
-        if (*id < 0) {
-            *id = (int32_t)count;
-            ranges[2 * count] = lo;
-            ranges[2 * count + 1] = hi;
-            ++count;
-        }
-    }
-    return count;
-}
-
-/* Panel path, "zero" mode with padding: the border correction as vectors. The valid-tap
- * rectangles of the output pixels fall into few classes (row range x column range: 3 x 3 for a
- * 3x3 kernel with padding 1); for each, k'[o] = Kv + 2 * excess_o is tabulated, so a border
- * row's dot products are k'[o] - 2 count like any interior row's (the scalar epilogue took 44%
- * of an 8x8 layer's time). Large kernels or too many classes keep the scalar epilogue. */
-#define BORDER_MAX_KERNEL 32
-#define BORDER_MAX_ENTRIES ((size_t)1 << 22)
-static int plan_border(conv_plan *p) {
-    const bn_conv_shape *s = p->s;
-    if (!p->panels || !p->wpre || s->kh > BORDER_MAX_KERNEL || s->kw > BORDER_MAX_KERNEL)
-        return BN_OK;
-    int32_t hr[2 * (BORDER_MAX_KERNEL + 1) * (BORDER_MAX_KERNEL + 1)];
-    int32_t wr[2 * (BORDER_MAX_KERNEL + 1) * (BORDER_MAX_KERNEL + 1)];
-    const size_t nh = axis_classes(s->ho, s->sh, s->ph, s->dh, s->h, s->kh, &p->hid, hr);
-    const size_t nw = axis_classes(s->wo, s->sw, s->pw, s->dw, s->w, s->kw, &p->wid, wr);
-    if (!nh || !nw) return BN_ENOMEM;
-    if (nh * nw > BORDER_MAX_ENTRIES / s->o) return BN_OK;
-    p->kvec = (int32_t *)malloc(nh * nw * s->o * sizeof(int32_t));
-    if (!p->kvec) return BN_ENOMEM;
-    p->nwid = nw;
-    for (size_t a = 0; a < nh; ++a) {
-        for (size_t b = 0; b < nw; ++b) {
-            const int32_t i0 = hr[2 * a], i1 = hr[2 * a + 1], j0 = wr[2 * b], j1 = wr[2 * b + 1];
-            const int64_t kv = (int64_t)(i1 - i0) * (j1 - j0) * (int64_t)s->c;
-            int32_t *row = p->kvec + (a * nw + b) * s->o;
-            /* |k'| <= 2 kfull < 2^31: the panel path needs kwords < 2^24 */
-            for (size_t o = 0; o < s->o; ++o)
-                row[o] = (int32_t)(kv + 2 * rect_excess(p, o, i0, i1, j0, j1));
-        }
-    }
-    return BN_OK;
-}
-
-
-/* ceil(a / b) for a >= 0, b >= 1, without the a + b - 1 that could overflow. */
-static inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
-
-/* Taps i in [lo, hi) with 0 <= base + i * d < size. module.c keeps the padded extent (size + 2
- * padding) within int64, so -padding <= base and size - base never overflow. */
-static void valid_range(int64_t base, size_t d, size_t size, size_t k, int32_t *lo, int32_t *hi) {
-    int64_t first = base >= 0 ? 0 : ceil_div(-base, (int64_t)d);
-    int64_t last = (int64_t)size - base <= 0 ? 0 : ceil_div((int64_t)size - base, (int64_t)d);
-    if (last > (int64_t)k) last = (int64_t)k;
-    if (first > last) first = last;
-    *lo = (int32_t)first;
-    *hi = (int32_t)last;
-}
-
-/* Gathers the taps of output pixel (n, ho, wo) into dst (kwords words). Coordinates are int64:
- * ho * sh <= padded extent and tap rows stay in [-padding, size + padding). */
-static void im2col_row(const conv_plan *p, size_t n, size_t ho, size_t wo, uint64_t *dst,
-                       tap_window *win) {
-    const bn_conv_shape *s = p->s;
-    const int64_t hb = (int64_t)(ho * s->sh) - (int64_t)s->ph;
-    const int64_t wb = (int64_t)(wo * s->sw) - (int64_t)s->pw;
-    valid_range(hb, s->dh, s->h, s->kh, &win->i0, &win->i1);
-    valid_range(wb, s->dw, s->w, s->kw, &win->j0, &win->j1);
-    const size_t cw = s->cw;
-    /* undilated full rows of taps are kw * cw consecutive input words: one copy */
-    const int whole_rows = s->dw == 1 && win->j0 == 0 && win->j1 == (int32_t)s->kw;
-    for (size_t i = 0; i < s->kh; ++i) {
-        const int row_ok = (int32_t)i >= win->i0 && (int32_t)i < win->i1;
-        const int64_t hi = hb + (int64_t)(i * s->dh);
-        if (row_ok && whole_rows) {
-            memcpy(dst, p->x + ((n * s->h + (size_t)hi) * s->w + (size_t)wb) * cw,
-                   s->kw * cw * sizeof(uint64_t));
-            dst += s->kw * cw;
-            continue;
-        }
-        for (size_t j = 0; j < s->kw; ++j, dst += cw) {
-            const uint64_t *src = p->pad_row;
-            if (row_ok && (int32_t)j >= win->j0 && (int32_t)j < win->j1) {
-                const int64_t wi = wb + (int64_t)(j * s->dw);
-                src = p->x + ((n * s->h + (size_t)hi) * s->w + (size_t)wi) * cw;
-            }
-            for (size_t q = 0; q < cw; ++q) dst[q] = src[q];
-        }
-    }
-}
-
-/* popcount(w[o]) over the taps outside the rectangle [i0, i1) x [j0, j1) ("zero" mode) */
-static int64_t rect_excess(const conv_plan *p, size_t o, int32_t i0, int32_t i1, int32_t j0,
-                           int32_t j1) {
-    const bn_conv_shape *s = p->s;
-    const size_t ld = s->kw + 1;
-    const int32_t *P = p->wpre + o * (s->kh + 1) * ld;
-    const int64_t rect = (int64_t)P[i1 * ld + j1] - P[i0 * ld + j1] - P[i1 * ld + j0] +
-                         P[i0 * ld + j0];
-    return (int64_t)P[s->kh * ld + s->kw] - rect;
-}
-
 static inline int64_t conv_dot(const conv_plan *p, const tap_window *win, size_t o, uint32_t cnt) {
     const bn_conv_shape *s = p->s;
     if (!p->wpre || (win->i0 == 0 && win->i1 == (int32_t)s->kh && win->j0 == 0 &&
                      win->j1 == (int32_t)s->kw))
         return p->kfull - 2 * (int64_t)cnt;
-    const int64_t excess = rect_excess(p, o, win->i0, win->i1, win->j0, win->j1);
+    const int64_t excess = conv_rect_excess(p, o, win->i0, win->i1, win->j0, win->j1);
     const int64_t kv = (int64_t)(win->i1 - win->i0) * (win->j1 - win->j0) * (int64_t)s->c;
     return kv - 2 * ((int64_t)cnt - excess);
 }
-
-
 
 static void epi_conv_dot(void *vctx, size_t m0, int mr, size_t n0, int nr, const uint32_t *cnt,
                          int ldc) {
@@ -274,25 +76,6 @@ static void epi_conv_transform(void *vctx, size_t m0, int mr, size_t n0, int nr,
     c->t->chunk(c->t, c->row0 + m0, (size_t)mr, n0, (size_t)nr, y, (size_t)nr);
 }
 
-/* Panel-path k of each block row: the full K; for a "zero"-mode border row -2 - its border
- * class (plan_border), or -1 (the scalar epilogue) without class table. */
-static void row_ks(const conv_plan *p, const tap_window *win, size_t rows, int32_t *row_k) {
-    const bn_conv_shape *s = p->s;
-    for (size_t r = 0; r < rows; ++r) {
-        const int full = win[r].i0 == 0 && win[r].i1 == (int32_t)s->kh && win[r].j0 == 0 &&
-                         win[r].j1 == (int32_t)s->kw;
-        if (!p->wpre || full) {
-            row_k[r] = (int32_t)p->kfull;
-        } else if (p->kvec) {
-            const int32_t h = p->hid[(size_t)win[r].i0 * (s->kh + 1) + (size_t)win[r].i1];
-            const int32_t w = p->wid[(size_t)win[r].j0 * (s->kw + 1) + (size_t)win[r].j1];
-            row_k[r] = -2 - (int32_t)((size_t)h * p->nwid + (size_t)w);
-        } else {
-            row_k[r] = -1;
-        }
-    }
-}
-
 /* Runs rows [0, mb) of an im2col block against outputs [n0, n1) through the tiles or panels. */
 static void conv_block(const conv_plan *p, const bn_tile_kernels *kr, const uint64_t *a, size_t mb,
                        size_t n0, size_t n1, conv_epi_ctx *ctx, int32_t *row_k) {
@@ -303,28 +86,12 @@ static void conv_block(const conv_plan *p, const bn_tile_kernels *kr, const uint
         bn_gemm_block(kr, a, kwords, mb, p->w, kwords, n0, n1, kwords, epi, ctx);
         return;
     }
-    if (row_k) row_ks(p, ctx->win, mb, row_k);
+    if (row_k) conv_row_ks(p, ctx->win, mb, row_k);
     const int kind = ctx->dot_out ? BN_EPI_DOT : ctx->t ? BN_EPI_TRANSFORM : BN_EPI_BITS;
     bn_panel_job job = {p->panels, kind, (int32_t)p->kfull, row_k,
                         ctx->dot_out ? (void *)ctx->dot_out : (void *)ctx->bits_out, ctx->ldo,
                         ctx->thresh, p->flip_bits, epi, ctx, ctx->t, ctx->row0, p->kvec, p->s->o};
     kr->panel(a, kwords, mb, n0, n1, kwords, &job);
-}
-
-/* Output pixels [m0, m0 + mb) in NHWo order -> im2col rows and windows. */
-static void fill_block(const conv_plan *p, size_t m0, size_t mb, uint64_t *buf, tap_window *win) {
-    const bn_conv_shape *s = p->s;
-    size_t wo = m0 % s->wo, ho = (m0 / s->wo) % s->ho, n = m0 / (s->wo * s->ho);
-    for (size_t r = 0; r < mb; ++r) {
-        im2col_row(p, n, ho, wo, buf + r * p->kwords, win + r);
-        if (++wo == s->wo) {
-            wo = 0;
-            if (++ho == s->ho) {
-                ho = 0;
-                ++n;
-            }
-        }
-    }
 }
 
 typedef struct {
@@ -336,31 +103,67 @@ typedef struct {
     const uint8_t *flip;
     const bn_transform *t;
     size_t m, bm, bn, tm, ldo;
-    bn_scratch scratch; /* per worker: bm im2col rows, bm tap windows, bm row ks */
+    int by_channels;    /* conv_channel_block: task t is outputs [t bn, t bn + bn) over all pixels */
+    bn_scratch scratch; /* per worker: bm im2col rows, bm tap windows, bm row ks; by_channels:
+                           then m staged rows of output bits */
 } conv_job;
 
-static void conv_task(void *vjob, long t, int worker) {
-    conv_job *j = (conv_job *)vjob;
+/* Pixels [m0, m0 + mb) x outputs [n0, n1); bits (block row 0) and t replace the job's own. */
+static void conv_pixels(const conv_job *j, uint64_t *buf, size_t m0, size_t mb, size_t n0,
+                        size_t n1, uint64_t *bits, const bn_transform *t) {
     const conv_plan *p = j->plan;
-    const size_t kwords = p->kwords, o = p->s->o;
-    uint64_t *buf = (uint64_t *)bn_scratch_get(&j->scratch, worker);
-    if (!buf) return;
+    const size_t kwords = p->kwords;
     tap_window *win = (tap_window *)(buf + j->bm * kwords);
     int32_t *row_k = (int32_t *)(win + j->bm);
-    const size_t in = (size_t)t / j->tm, im = (size_t)t % j->tm;
-    const size_t m0 = im * j->bm, mb = j->m - m0 < j->bm ? j->m - m0 : j->bm;
-    const size_t n0 = in * j->bn, n1 = n0 + j->bn < o ? n0 + j->bn : o;
     const uint64_t *a = buf;
     if (p->direct) {
         a = p->x + m0 * kwords; /* no padding: windows unused, every row has the full K */
         row_k = NULL;
     } else {
-        fill_block(p, m0, mb, buf, win);
+        conv_fill_block(p, m0, mb, buf, win);
     }
-    conv_epi_ctx ctx = {p, win, j->dot_out ? j->dot_out + m0 * j->ldo : NULL,
-                        j->bits_out ? j->bits_out + m0 * j->ldo : NULL, j->ldo, j->thresh, j->flip,
-                        j->t, m0};
+    conv_epi_ctx ctx = {p, win, j->dot_out ? j->dot_out + m0 * j->ldo : NULL, bits, j->ldo,
+                        j->thresh, j->flip, t, m0};
     conv_block(p, j->kr, a, mb, n0, n1, &ctx, row_k);
+}
+
+/* A block of outputs over all pixels (conv_channel_block). Its bits are staged in the task's own
+ * rows and copied out at the end: ORed into the shared rows tile by tile, the words of two
+ * threads' blocks in one cache line bounced between the cores. */
+static void channel_task(const conv_job *j, uint64_t *buf, size_t n0, size_t n1) {
+    const size_t ow = bn_words(j->plan->s->o);
+    uint64_t *out = j->bits_out ? j->bits_out : j->t && j->t->bits ? j->t->bits : NULL;
+    uint64_t *staged = out ? (uint64_t *)((int32_t *)(buf + j->bm * j->plan->kwords) +
+                                          j->bm * (sizeof(tap_window) / 4 + 1))
+                           : NULL;
+    bn_transform local;
+    if (j->t) {
+        local = *j->t;
+        if (staged) local.bits = staged;
+    }
+    if (staged) memset(staged, 0, j->m * ow * sizeof(uint64_t));
+    conv_prep_range(j->plan, n0, n1);
+    for (size_t m0 = 0; m0 < j->m; m0 += j->bm)
+        conv_pixels(j, buf, m0, j->m - m0 < j->bm ? j->m - m0 : j->bm, n0, n1,
+                    j->bits_out ? staged + m0 * ow : NULL, j->t ? &local : NULL);
+    for (size_t r = 0; r < j->m && out; ++r)
+        for (size_t q = n0 / 64; q < bn_words(n1); ++q) out[r * ow + q] = staged[r * ow + q];
+}
+
+static void conv_task(void *vjob, long t, int worker) {
+    conv_job *j = (conv_job *)vjob;
+    const size_t o = j->plan->s->o;
+    uint64_t *buf = (uint64_t *)bn_scratch_get(&j->scratch, worker);
+    if (!buf) return;
+    const size_t in = j->by_channels ? (size_t)t : (size_t)t / j->tm;
+    const size_t n0 = in * j->bn, n1 = n0 + j->bn < o ? n0 + j->bn : o;
+    if (j->by_channels) {
+        channel_task(j, buf, n0, n1);
+        return;
+    }
+    const size_t m0 = (size_t)t % j->tm * j->bm;
+    conv_pixels(j, buf, m0, j->m - m0 < j->bm ? j->m - m0 : j->bm, n0, n1,
+                j->bits_out ? j->bits_out + m0 * j->ldo : NULL, j->t);
 }
 
 /* One of: dot_out (int32 sums), bits_out with thresh / flip (thresholded bits), t (transform). */
@@ -370,8 +173,8 @@ static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w
     conv_job j;
     j.kr = bn_isa()->tiles; /* read once */
     conv_plan plan;
-    if (plan_init(&plan, s, x, w, j.kr)) {
-        plan_free(&plan);
+    if (conv_plan_init(&plan, s, x, w, j.kr)) {
+        conv_plan_free(&plan);
         return BN_ENOMEM;
     }
     j.plan = &plan;
@@ -382,22 +185,30 @@ static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w
     j.t = t;
     j.m = s->n * s->ho * s->wo;
     j.bm = bn_block_m(plan.kwords);
-    j.bn = bn_block_n(plan.kwords, j.m, s->o);
     j.tm = (j.m + j.bm - 1) / j.bm;
+    /* blocks of equal size (multiples of 8 rows): at batch 1 a 64-pixel map made blocks of 56
+     * and 8 rows, and the small tasks ran at a fraction of the large ones' rate */
+    j.bm = ((j.m + j.tm - 1) / j.tm + 7) / 8 * 8;
     j.ldo = dot_out ? s->o : bn_words(s->o);
-    if (plan_panels(&plan, j.kr, j.m, flip) || plan_border(&plan)) {
-        plan_free(&plan);
+    const int threads = bn_threads_for((double)j.m * (double)s->o * (double)plan.kwords);
+    const size_t cb = conv_channel_block(j.m, s->o, threads);
+    j.by_channels = cb > 0;
+    j.bn = cb ? cb : bn_block_n_split(plan.kwords, j.tm, s->o);
+    if (conv_plan_panels(&plan, j.m, flip) || conv_plan_border(&plan)) {
+        conv_plan_free(&plan);
         return BN_ENOMEM;
     }
-    bn_scratch_init(&j.scratch, j.bm * (plan.kwords * sizeof(uint64_t) + sizeof(tap_window) +
-                                        sizeof(int32_t)));
+    if (!j.by_channels) conv_plan_prepare(&plan, threads);
+    /* by_channels: m <= o, so the staged bit rows are no larger than the weights */
+    bn_scratch_init(&j.scratch,
+                    j.bm * (plan.kwords * sizeof(uint64_t) + sizeof(tap_window) + sizeof(int32_t)) +
+                        (cb ? j.m * bn_words(s->o) * sizeof(uint64_t) : 0));
     if (bits_out) memset(bits_out, 0, j.m * j.ldo * sizeof(uint64_t));
-    const long tasks = (long)(j.tm * ((s->o + j.bn - 1) / j.bn));
-    bn_parallel_for(tasks, bn_threads_for((double)j.m * (double)s->o * (double)plan.kwords),
-                    conv_task, &j);
+    const long tasks = (long)((j.by_channels ? 1 : j.tm) * ((s->o + j.bn - 1) / j.bn));
+    bn_parallel_for(tasks, threads, conv_task, &j);
     const int failed = j.scratch.failed;
     bn_scratch_free(&j.scratch);
-    plan_free(&plan);
+    conv_plan_free(&plan);
     return failed ? BN_ENOMEM : BN_OK;
 }
 
@@ -420,8 +231,9 @@ int bn_bconv2d_transform(const bn_conv_shape *s, const uint64_t *x, const uint64
 }
 
 /* Fused conv -> threshold -> max-pool (OR where flip is 0, AND where 1). One task per pooled
- * output row: it computes the KHp conv rows under it (only the columns the pool reads) into a
- * local bit buffer, then pools them. */
+ * output row and block of output channels (whole words): it computes the KHp conv rows under
+ * it (only the columns the pool reads) into a local bit buffer, then pools them. The channel
+ * blocks keep both threads busy on small maps (an 8x8 map has only 4 pooled rows). */
 typedef struct {
     const conv_plan *plan;
     const bn_tile_kernels *kr;
@@ -430,28 +242,28 @@ typedef struct {
     const uint64_t *and_mask;
     uint64_t *out;
     size_t pkh, pkw, psh, psw, hp, wp, wneed, rows, ow;
+    size_t cb; /* output channels per task, a multiple of 64 */
+    int by_channels; /* conv_channel_block: task t is outputs [t cb, t cb + cb) over all rows */
     bn_scratch scratch; /* per worker: rows im2col rows, bit rows, tap windows, row ks */
 } pool_job;
 
-static void pool_task(void *vjob, long t, int worker) {
-    pool_job *j = (pool_job *)vjob;
+/* Pooled output row `row` (of all images) for outputs [n0, n1). */
+static void pool_row(const pool_job *j, uint64_t *buf, size_t row, size_t n0, size_t n1) {
     const conv_plan *p = j->plan;
     const size_t kwords = p->kwords, ow = j->ow, rows = j->rows, wneed = j->wneed;
-    uint64_t *buf = (uint64_t *)bn_scratch_get(&j->scratch, worker);
-    if (!buf) return;
     uint64_t *bits = buf + rows * kwords;
     tap_window *win = (tap_window *)(bits + rows * ow);
     int32_t *row_k = (int32_t *)(win + rows);
-    const size_t n = (size_t)t / j->hp, py = (size_t)t % j->hp;
+    const size_t n = row / j->hp, py = row % j->hp;
     for (size_t di = 0; di < j->pkh; ++di)
         for (size_t c = 0; c < wneed; ++c)
-            im2col_row(p, n, py * j->psh + di, c, buf + (di * wneed + c) * kwords, win + di * wneed + c);
+            conv_im2col_row(p, n, py * j->psh + di, c, buf + (di * wneed + c) * kwords, win + di * wneed + c);
     memset(bits, 0, rows * ow * sizeof(uint64_t));
     conv_epi_ctx ctx = {p, win, NULL, bits, ow, j->thresh, j->flip};
-    conv_block(p, j->kr, buf, rows, 0, p->s->o, &ctx, row_k);
+    conv_block(p, j->kr, buf, rows, n0, n1, &ctx, row_k);
     uint64_t *dst = j->out + (n * j->hp + py) * j->wp * ow;
     for (size_t px = 0; px < j->wp; ++px) {
-        for (size_t q = 0; q < ow; ++q) {
+        for (size_t q = n0 / 64; q < bn_words(n1); ++q) {
             uint64_t any = 0, all = ~(uint64_t)0;
             for (size_t di = 0; di < j->pkh; ++di) {
                 for (size_t dj = 0; dj < j->pkw; ++dj) {
@@ -463,6 +275,21 @@ static void pool_task(void *vjob, long t, int worker) {
             dst[px * ow + q] = (any & ~j->and_mask[q]) | (all & j->and_mask[q]);
         }
     }
+}
+
+static void pool_task(void *vjob, long t, int worker) {
+    const pool_job *j = (const pool_job *)vjob;
+    uint64_t *buf = (uint64_t *)bn_scratch_get((bn_scratch *)&j->scratch, worker);
+    if (!buf) return;
+    const size_t o = j->plan->s->o, pooled_rows = j->plan->s->n * j->hp;
+    const size_t n0 = (j->by_channels ? (size_t)t : (size_t)t / pooled_rows) * j->cb;
+    const size_t n1 = o - n0 < j->cb ? o : n0 + j->cb;
+    if (!j->by_channels) {
+        pool_row(j, buf, (size_t)t % pooled_rows, n0, n1);
+        return;
+    }
+    conv_prep_range(j->plan, n0, n1);
+    for (size_t row = 0; row < pooled_rows; ++row) pool_row(j, buf, row, n0, n1);
 }
 
 int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
@@ -488,12 +315,20 @@ int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, cons
     uint64_t *and_mask = (uint64_t *)calloc(ow, sizeof(uint64_t));
     if (!and_mask) return BN_ENOMEM;
     const size_t pixels = bn_mul_sat(s->n, bn_mul_sat(s->ho, s->wo)); /* steers panels only */
-    if (plan_init(&plan, s, x, w, j.kr) || plan_panels(&plan, j.kr, pixels, flip) ||
-        plan_border(&plan)) {
-        plan_free(&plan);
+    if (conv_plan_init(&plan, s, x, w, j.kr) || conv_plan_panels(&plan, pixels, flip) ||
+        conv_plan_border(&plan)) {
+        conv_plan_free(&plan);
         free(and_mask);
         return BN_ENOMEM;
     }
+    const long pooled_rows = (long)(s->n * j.hp);
+    const int threads =
+        bn_threads_for((double)pooled_rows * j.rows * (double)s->o * plan.kwords);
+    const size_t cb = conv_channel_block(pixels, s->o, threads);
+    j.by_channels = cb > 0;
+    j.cb = cb ? cb : bn_block_n_split(plan.kwords, (size_t)pooled_rows, s->o);
+    const long tasks = (j.by_channels ? 1 : pooled_rows) * (long)((s->o + j.cb - 1) / j.cb);
+    if (!j.by_channels) conv_plan_prepare(&plan, threads);
     for (size_t o = 0; o < s->o; ++o)
         if (flip[o]) and_mask[o >> 6] |= (uint64_t)1 << (o & 63);
     j.plan = &plan;
@@ -502,12 +337,10 @@ int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, cons
     j.and_mask = and_mask;
     j.out = out;
     bn_scratch_init(&j.scratch, scratch_bytes);
-    const long tasks = (long)(s->n * j.hp);
-    bn_parallel_for(tasks, bn_threads_for((double)tasks * j.rows * (double)s->o * plan.kwords),
-                    pool_task, &j);
+    bn_parallel_for(tasks, threads, pool_task, &j);
     const int failed = j.scratch.failed;
     bn_scratch_free(&j.scratch);
-    plan_free(&plan);
+    conv_plan_free(&plan);
     free(and_mask);
     return failed ? BN_ENOMEM : BN_OK;
 }

@@ -68,6 +68,9 @@ typedef struct {
     /* sum of the popcounts of n words, for setup work (conv border prefix sums, weight row
      * counts): without the popcnt instruction the builtin is a library call per word */
     uint64_t (*popcount)(const uint64_t *p, size_t n);
+    /* out[r] = popcount of words [r n, r n + n) for r < runs (conv taps: one call per weight
+     * row, not one per tap) */
+    void (*run_popcounts)(const uint64_t *p, size_t runs, size_t n, int32_t *out);
 } bn_tile_kernels;
 
 extern const bn_tile_kernels bn_tiles_portable; /* the reference: plain C */
@@ -76,6 +79,7 @@ extern const bn_tile_kernels bn_tiles_popcnt;   /* the same C with the popcnt in
 extern const bn_tile_kernels bn_tiles_avx2;
 extern const bn_tile_kernels bn_tiles_avx512;
 uint64_t bn_popcount_words_popcnt(const uint64_t *p, size_t n); /* the popcnt instruction */
+void bn_run_popcounts_popcnt(const uint64_t *p, size_t runs, size_t n, int32_t *out);
 #endif
 
 /* ---- packing kernels (pack.c) ---------------------------------------------------------------- */
@@ -363,12 +367,17 @@ void bn_gemm_block(const bn_tile_kernels *kr, const uint64_t *a, size_t lda, siz
 int bn_use_panels(const bn_tile_kernels *kr, size_t m, size_t kw);
 size_t bn_panel_words(size_t n, size_t kw);
 void bn_repack_panels(const uint64_t *w, size_t n, size_t kw, uint64_t *panels);
+/* the same for panels [p0, p1) only, on the calling thread (a task's share of the repacking) */
+void bn_repack_panel_range(const uint64_t *w, size_t n, size_t kw, uint64_t *panels, size_t p0,
+                           size_t p1);
 /* flip (n bytes of 0/1) -> bits */
 void bn_pack_flags(const uint8_t *flip, size_t n, uint64_t *bits);
 
 /* Block sizes (rows of A per task, rows of W per task; the latter a multiple of 64). */
 size_t bn_block_m(size_t kw);
 size_t bn_block_n(size_t kw, size_t m, size_t n);
+/* the same for a task list of m_blocks blocks of A rows (or other row groups) */
+size_t bn_block_n_split(size_t kw, size_t m_blocks, size_t n);
 
 /* -1 when out of memory */
 int bn_bgemm(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out);

@@ -63,13 +63,20 @@ size_t bn_block_m(size_t kw) {
 }
 
 size_t bn_block_n(size_t kw, size_t m, size_t n) {
+    return bn_block_n_split(kw, (m + bn_block_m(kw) - 1) / bn_block_m(kw), n);
+}
+
+size_t bn_block_n_split(size_t kw, size_t m_blocks, size_t n) {
     size_t rows = W_BLOCK_BYTES / (kw * 8);
     rows = rows < 64 ? 64 : (rows / 64) * 64;
     /* few A blocks: split N finer so every thread gets several tasks */
-    const size_t m_blocks = (m + bn_block_m(kw) - 1) / bn_block_m(kw);
     const size_t want = 4 * (size_t)bn_get_num_threads();
     while (rows > 64 && m_blocks * ((n + rows - 1) / rows) < want) rows -= 64;
-    return rows;
+    /* blocks of equal size (in whole words): 512 outputs in 448 + 64 left a thread idle */
+    const size_t blocks = (n + rows - 1) / rows;
+    if (blocks < 2) return rows;
+    const size_t even = ((n + blocks - 1) / blocks + 63) / 64 * 64;
+    return even < rows ? even : rows;
 }
 
 /* ---- dense: int32 dot products ----------------------------------------------------------- */
@@ -148,23 +155,28 @@ typedef struct {
 
 #define REPACK_PANELS 16 /* panels per task */
 
+void bn_repack_panel_range(const uint64_t *w, size_t n, size_t kw, uint64_t *panels, size_t p0,
+                           size_t p1) {
+    for (size_t p = p0; p < p1; ++p) {
+        uint64_t *dst = panels + p * kw * 8;
+        for (size_t lane = 0; lane < 8; ++lane) {
+            const size_t row = 8 * p + lane;
+            if (row >= n) {
+                for (size_t q = 0; q < kw; ++q) dst[q * 8 + lane] = 0;
+                continue;
+            }
+            const uint64_t *src = w + row * kw;
+            for (size_t q = 0; q < kw; ++q) dst[q * 8 + lane] = src[q];
+        }
+    }
+}
+
 static void repack_task(void *vjob, long t, int worker) {
     const repack_job *j = (const repack_job *)vjob;
     const size_t npanels = (j->n + 15) / 16 * 2;
     const size_t p1 = ((size_t)t + 1) * REPACK_PANELS < npanels ? ((size_t)t + 1) * REPACK_PANELS : npanels;
     (void)worker;
-    for (size_t p = (size_t)t * REPACK_PANELS; p < p1; ++p) {
-        uint64_t *dst = j->panels + p * j->kw * 8;
-        for (size_t lane = 0; lane < 8; ++lane) {
-            const size_t row = 8 * p + lane;
-            if (row >= j->n) {
-                for (size_t q = 0; q < j->kw; ++q) dst[q * 8 + lane] = 0;
-                continue;
-            }
-            const uint64_t *src = j->w + row * j->kw;
-            for (size_t q = 0; q < j->kw; ++q) dst[q * 8 + lane] = src[q];
-        }
-    }
+    bn_repack_panel_range(j->w, j->n, j->kw, j->panels, (size_t)t * REPACK_PANELS, p1);
 }
 
 void bn_repack_panels(const uint64_t *w, size_t n, size_t kw, uint64_t *panels) {

@@ -100,6 +100,6 @@ AVX2_KERNEL static void thin_1x8(const uint64_t *const *a, const uint64_t *const
 }
 
 const bn_tile_kernels bn_tiles_avx2 = {"avx2", 2, 4, tile_2x4, 8, thin_1x8, NULL,
-                                       bn_popcount_words_popcnt};
+                                       bn_popcount_words_popcnt, bn_run_popcounts_popcnt};
 
 #endif

@@ -259,6 +259,7 @@ AVX512_KERNEL static void panel_block(const uint64_t *a, size_t lda, size_t mb, 
 }
 
 const bn_tile_kernels bn_tiles_avx512 = {"avx512vpopcntdq", 4, 4, tile_4x4, 8, thin_1x8,
-                                         panel_block, bn_popcount_words_popcnt};
+                                         panel_block, bn_popcount_words_popcnt,
+                                         bn_run_popcounts_popcnt};
 
 #endif

@@ -51,6 +51,15 @@ static uint64_t popcount_words_generic(const uint64_t *p, size_t n) {
     return popcount_words_body(p, n);
 }
 
+BN_ALWAYS_INLINE void run_popcounts_body(const uint64_t *p, size_t runs, size_t n,
+                                         int32_t *out) {
+    for (size_t r = 0; r < runs; ++r) out[r] = (int32_t)popcount_words_body(p + r * n, n);
+}
+
+static void run_popcounts_generic(const uint64_t *p, size_t runs, size_t n, int32_t *out) {
+    run_popcounts_body(p, runs, n, out);
+}
+
 static void tile_2x4_generic(const uint64_t *const *a, const uint64_t *const *w, size_t kw,
                              uint32_t *cnt) {
     tile_2x4_body(a, w, kw, cnt);
@@ -60,7 +69,7 @@ static void thin_1x4_generic(const uint64_t *const *a, const uint64_t *const *w,
     thin_1x4_body(a, w, kw, cnt);
 }
 const bn_tile_kernels bn_tiles_portable = {"portable", 2, 4, tile_2x4_generic, 4, thin_1x4_generic,
-                                            NULL, popcount_words_generic};
+                                            NULL, popcount_words_generic, run_popcounts_generic};
 
 #if BN_X86
 __attribute__((target("popcnt"))) static void
@@ -74,6 +83,10 @@ thin_1x4_popcnt(const uint64_t *const *a, const uint64_t *const *w, size_t kw, u
 __attribute__((target("popcnt"))) uint64_t bn_popcount_words_popcnt(const uint64_t *p, size_t n) {
     return popcount_words_body(p, n);
 }
+__attribute__((target("popcnt"))) void bn_run_popcounts_popcnt(const uint64_t *p, size_t runs,
+                                                              size_t n, int32_t *out) {
+    run_popcounts_body(p, runs, n, out);
+}
 const bn_tile_kernels bn_tiles_popcnt = {"popcnt", 2, 4, tile_2x4_popcnt, 4, thin_1x4_popcnt, NULL,
-                                         bn_popcount_words_popcnt};
+                                         bn_popcount_words_popcnt, bn_run_popcounts_popcnt};
 #endif
