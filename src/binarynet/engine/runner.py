@@ -22,12 +22,13 @@ from ..errors import BinarynetError
 from . import float_checks, float_ops
 from . import graph as _graph
 from . import plan as _plan
+from .runner_first_conv import FloatFirstConv
 from .runner_float import FloatStreamOps, geometry
 
 __all__ = ["Runner"]
 
 
-class Runner(FloatStreamOps):
+class Runner(FloatStreamOps, FloatFirstConv):
     """One model's graph and tensors on one backend (tensors uploaded once, derived ones and
     the execution plan made once)."""
 
@@ -270,28 +271,6 @@ class Runner(FloatStreamOps):
         if integer:
             return self._threshold_by_class(op, out)
         return self._first_output(op, self._float_preactivation(op, out))
-
-    def _first_conv_float(self, op, x):
-        """A one-group first conv of float input on conv2d_float's tiles (float64 sums from 0
-        in its fixed order: equal to the generic path's sums except where their float32
-        rounding depends on the order), the bias, threshold and packing done on the sums in
-        registers; the NCHW image is read as it is (uint8 with per-channel scales: normalised
-        to float64 first)."""
-        if x.dtype not in (np.float32, np.float64):
-            x = self._normalised(x, 1)
-        weight, panels = self._cached((op["name"], "conv2d_float_sign"),
-                                      lambda: self._first_conv_panels(op))
-        return self.kernels.conv2d_float_sign(
-            self.xp.contiguous(x), weight, self._t(op, "bias"), self._t(op, "vthresh"),
-            self._t(op, "flip"), tuple(op["stride"]), tuple(op["padding"]),
-            tuple(op["dilation"]), pad_value=op["pad_value"], nchw=True, panels=panels)
-
-    def _first_conv_panels(self, op):
-        """The first conv's +-1 weights as float32 (O, KH, KW, C) and as conv2d_float panels."""
-        (kh, kw), c = op["kernel"], op["in_channels"]
-        pm1 = self.kernels.unpack(self.xp.contiguous(self._t(op, "weight")), kh * kw * c)
-        weight = np.ascontiguousarray(pm1.reshape(-1, kh, kw, c), dtype=np.float32)
-        return weight, self.kernels.conv2d_float_panels(weight, 1)
 
     def _dense(self, i, op, x):
         return self.kernels.bgemm_threshold(x, self._t(op, "weight"), op["in_features"],
