@@ -231,12 +231,14 @@ typedef struct {
  * padded columns from ox0 * sw, enough for output rows [oy0, oy1) x columns [ox0, ox1). */
 typedef struct {
     const double *x;
-    size_t n, oy0, oy1, ox0, ox1, ld; /* ld: doubles per band row */
+    size_t n, oy0, oy1, ox0, ox1, ld; /* ld: values per band row */
+    const float *x32;                 /* depthwise: the band in float32 (x: its offsets only) */
 } bn_fconv_band;
 typedef struct {
     const char *name;
     /* the outputs of a band; acc: O + BN_FCONV_LANES doubles of scratch */
     void (*block)(const bn_fconv_job *j, const bn_fconv_band *b, double *acc);
+    void (*widen)(const float *x, size_t count, double *out); /* float32 -> float64 (bands) */
     uint64_t (*probe)(uint64_t iterations); /* one thread's in-register FMAs -> FMAs done */
 } bn_fconv_kernel;
 

@@ -70,7 +70,8 @@ static void block_portable(const bn_fconv_job *j, const bn_fconv_band *b, double
                     for (size_t kx = 0; kx < s->kw; ++kx) {
                         const double *xp = x0 + ky * s->dh * b->ld + kx * s->dw * c;
                         if (j->depthwise) {
-                            ag[0] += xp[g] * j->panels[(ky * s->kw + kx) * j->opad + g];
+                            const size_t at = (size_t)(xp - b->x) + g;
+                            ag[0] += (double)b->x32[at] * j->panels[(ky * s->kw + kx) * j->opad + g];
                             continue;
                         }
                         for (size_t ci = 0; ci < j->cg; ++ci, wp += j->opad)
@@ -100,7 +101,12 @@ static uint64_t probe_portable(uint64_t iterations) {
     return iterations * 8;
 }
 
-const bn_fconv_kernel bn_fconv_portable = {"portable", block_portable, probe_portable};
+static void widen_portable(const float *x, size_t count, double *out) {
+    for (size_t i = 0; i < count; ++i) out[i] = (double)x[i];
+}
+
+const bn_fconv_kernel bn_fconv_portable = {"portable", block_portable, widen_portable,
+                                           probe_portable};
 
 /* ---- bands ------------------------------------------------------------------------------------ */
 static size_t band_rows(const bn_fconv_shape *s, size_t out_rows) {
@@ -112,14 +118,14 @@ static size_t band_cols(const bn_fconv_shape *s, size_t out_cols) {
 }
 
 /* x's input (row iy, columns [ix, ix + count)) of image n as float64 NHWC at d */
-static void copy_run(const bn_fconv_job *j, size_t n, size_t iy, size_t ix, size_t count,
-                     double *d) {
+static void copy_run(const bn_fconv_job *j, const bn_fconv_kernel *kr, size_t n, size_t iy,
+                     size_t ix, size_t count, double *d) {
     const bn_fconv_shape *s = j->s;
     const size_t c = s->c;
     if (!j->x_nchw) {
         const size_t at = ((n * s->h + iy) * s->w + ix) * c;
         if (j->x_f64) memcpy(d, (const double *)j->x + at, count * c * sizeof(double));
-        else for (size_t i = 0; i < count * c; ++i) d[i] = (double)((const float *)j->x)[at + i];
+        else kr->widen((const float *)j->x + at, count * c, d);
         return;
     }
     for (size_t ch = 0; ch < c; ++ch) {
@@ -131,8 +137,10 @@ static void copy_run(const bn_fconv_job *j, size_t n, size_t iy, size_t ix, size
     }
 }
 
-/* fills the band of b (its x: rows x cols x C doubles) from the input and the padding */
-static void fill_band(const bn_fconv_job *j, bn_fconv_band *b, double *band) {
+/* fills the band of b (its x: rows x cols x C doubles; depthwise: its x32, floats) from the
+ * input and the padding */
+static void fill_band(const bn_fconv_job *j, const bn_fconv_kernel *kr, bn_fconv_band *b,
+                      double *band) {
     const bn_fconv_shape *s = j->s;
     const size_t rows = band_rows(s, b->oy1 - b->oy0), cols = band_cols(s, b->ox1 - b->ox0);
     const size_t c = s->c;
@@ -143,13 +151,28 @@ static void fill_band(const bn_fconv_job *j, bn_fconv_band *b, double *band) {
     const size_t lo = col0 < s->pw ? s->pw - col0 : 0;
     size_t hi = s->pw + s->w > col0 ? s->pw + s->w - col0 : 0;
     if (hi > cols) hi = cols;
+    if (j->depthwise) { /* float32 (one load per multiply-add: converted as it is loaded) */
+        float *band32 = (float *)band;
+        b->x32 = band32;
+        for (size_t r = 0; r < rows; ++r) {
+            float *d = band32 + r * b->ld;
+            const size_t py = b->oy0 * s->sh + r;
+            const int inside = py >= s->ph && py - s->ph < s->h && lo < hi;
+            memset(d, 0, cols * c * sizeof(float)); /* depthwise convs pad with zeros */
+            if (inside)
+                memcpy(d + lo * c, (const float *)j->x + ((b->n * s->h + py - s->ph) * s->w +
+                                                          col0 + lo - s->pw) * c,
+                       (hi - lo) * c * sizeof(float));
+        }
+        return;
+    }
     for (size_t r = 0; r < rows; ++r) {
         double *d = band + r * b->ld;
         const size_t py = b->oy0 * s->sh + r;
         const int inside = py >= s->ph && py - s->ph < s->h && lo < hi;
         const size_t from = inside ? lo : cols, to = inside ? hi : cols;
         for (size_t i = 0; i < from * c; ++i) d[i] = j->pad;
-        if (inside) copy_run(j, b->n, py - s->ph, col0 + lo - s->pw, hi - lo, d + lo * c);
+        if (inside) copy_run(j, kr, b->n, py - s->ph, col0 + lo - s->pw, hi - lo, d + lo * c);
         for (size_t i = to * c; i < cols * c; ++i) d[i] = j->pad;
     }
 }
@@ -178,7 +201,7 @@ static void fconv_task(void *ctx, long task, int worker) {
         b.oy1 = b.oy0 + run->chunk_rows;
         if (b.oy1 > s->ho) b.oy1 = s->ho;
         if (b.oy1 - b.oy0 > r1 - r) b.oy1 = b.oy0 + (r1 - r);
-        fill_band(run->j, &b, band);
+        fill_band(run->j, run->kr, &b, band);
         run->kr->block(run->j, &b, band + run->band_doubles);
         r += b.oy1 - b.oy0;
     }

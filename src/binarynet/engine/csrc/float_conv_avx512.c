@@ -117,8 +117,9 @@ AVX512_FCONV static INLINE void tile(const bn_fconv_job *j, const bn_fconv_band 
 
 /* depthwise: nr pixels x nv vectors of channels from cb (taps only: one channel per group) */
 AVX512_FCONV static INLINE void depthwise_tile(const bn_fconv_job *j, const bn_fconv_band *b,
-                                               const double *x, size_t pixel, size_t cb,
+                                               const double *at, size_t pixel, size_t cb,
                                                const int nr, const int nv) {
+    const float *x = b->x32 + (at - b->x); /* the float32 band (at: the offset in values) */
     const bn_fconv_shape *s = j->s;
     const size_t ps = s->sw * s->c;
     __mmask8 m[4];
@@ -131,14 +132,13 @@ AVX512_FCONV static INLINE void depthwise_tile(const bn_fconv_job *j, const bn_f
     }
     for (size_t ky = 0; ky < s->kh; ++ky)
         for (size_t kx = 0; kx < s->kw; ++kx) {
-            const double *xt = x + ky * s->dh * b->ld + kx * s->dw * s->c + cb;
+            const float *xt = x + ky * s->dh * b->ld + kx * s->dw * s->c + cb;
             const double *wt = j->panels + (ky * s->kw + kx) * j->opad + cb;
             for (int v = 0; v < nv; ++v) {
                 const __m512d w = _mm512_loadu_pd(wt + v * LANES);
                 for (int r = 0; r < nr; ++r)
                     acc[r][v] = _mm512_fmadd_pd(
-                        _mm512_maskz_loadu_pd(m[v], xt + (size_t)r * ps + (size_t)v * LANES), w,
-                        acc[r][v]);
+                        load8(m[v], xt + (size_t)r * ps + (size_t)v * LANES), w, acc[r][v]);
             }
         }
     for (int r = 0; r < nr; ++r)
@@ -238,6 +238,12 @@ AVX512_FCONV static void block_avx512(const bn_fconv_job *j, const bn_fconv_band
 #undef P
 }
 
+AVX512_FCONV static void widen_avx512(const float *x, size_t count, double *out) {
+    size_t i = 0;
+    for (; i + LANES <= count; i += LANES) _mm512_storeu_pd(out + i, load8(0xFF, x + i));
+    if (i < count) _mm512_mask_storeu_pd(out + i, lanes_upto(count - i), load8(lanes_upto(count - i), x + i));
+}
+
 /* one thread's share of the probe: vfmadd231pd on 12 zmm chains, no memory operands */
 #define PROBE_ZMM(i) __m512d a##i = _mm512_set1_pd(1.0 + i)
 #define PROBE_STEP(i)                                                                            \
@@ -258,5 +264,5 @@ AVX512_FCONV static uint64_t probe_avx512(uint64_t iterations) {
     return iterations * 12 * LANES;
 }
 
-const bn_fconv_kernel bn_fconv_avx512 = {"avx512f", block_avx512, probe_avx512};
+const bn_fconv_kernel bn_fconv_avx512 = {"avx512f", block_avx512, widen_avx512, probe_avx512};
 #endif
