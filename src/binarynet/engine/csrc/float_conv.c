@@ -158,11 +158,13 @@ static void fill_band(const bn_fconv_job *j, const bn_fconv_kernel *kr, bn_fconv
             float *d = band32 + r * b->ld;
             const size_t py = b->oy0 * s->sh + r;
             const int inside = py >= s->ph && py - s->ph < s->h && lo < hi;
-            memset(d, 0, cols * c * sizeof(float)); /* depthwise convs pad with zeros */
+            const size_t from = inside ? lo : cols, to = inside ? hi : cols;
+            memset(d, 0, from * c * sizeof(float)); /* depthwise convs pad with zeros */
             if (inside)
                 memcpy(d + lo * c, (const float *)j->x + ((b->n * s->h + py - s->ph) * s->w +
                                                           col0 + lo - s->pw) * c,
                        (hi - lo) * c * sizeof(float));
+            memset(d + to * c, 0, (cols - to) * c * sizeof(float));
         }
         return;
     }

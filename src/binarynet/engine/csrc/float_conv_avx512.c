@@ -29,23 +29,29 @@ AVX512_FCONV static INLINE __m512d load8(__mmask8 m, const float *p) {
     return _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, p));
 }
 
-/* count (input, weight row) steps: x[r * ps + i] times w[i * opad + 8 v] into acc[r][v] */
-AVX512_FCONV static INLINE void accumulate(__m512d acc[8][4], const double *x, size_t ps,
+/* count (input, weight row) steps: x[r * ps + i] times w[i * opad + 8 v] into acc[r][v]. The
+ * pixels' inputs are addressed as q[k * ps] from two pointers (pixels 0-3 and 4-7) with three
+ * index registers (ps, 2 ps, 3 ps): otherwise the compiler keeps the 8 offsets r * ps in vector
+ * registers and spills accumulators (the 8 x 1 tile ran at half the FMA rate). */
+AVX512_FCONV static INLINE void accumulate(__m512d *acc, const double *x, size_t ps,
                                            const double *w, size_t opad, size_t count,
                                            const int nr, const int nv) {
-    for (size_t i = 0; i < count; ++i, w += opad) {
+    const double *q0 = x, *q4 = x + 4 * ps;
+    const size_t off[4] = {0, ps, 2 * ps, 3 * ps};
+    for (size_t i = 0; i < count; ++i, w += opad, ++q0, ++q4) {
         __m512d wv[4];
         for (int v = 0; v < nv; ++v) wv[v] = _mm512_loadu_pd(w + v * LANES);
         for (int r = 0; r < nr; ++r) {
-            const __m512d xv = _mm512_set1_pd(x[r * ps + i]);
-            for (int v = 0; v < nv; ++v) acc[r][v] = _mm512_fmadd_pd(xv, wv[v], acc[r][v]);
+            const __m512d xv = _mm512_set1_pd((r < 4 ? q0 : q4)[off[r & 3]]);
+            for (int v = 0; v < nv; ++v)
+                acc[r * nv + v] = _mm512_fmadd_pd(xv, wv[v], acc[r * nv + v]);
         }
     }
 }
 
 /* float32 out, or the sign bits (one group: channel oc + 8 v is bit (oc + 8 v) % 64 of a word,
  * 8 channels a byte; the last block clears the bytes past the channels) */
-AVX512_FCONV static INLINE void store_tile(const bn_fconv_job *j, __m512d acc[8][4],
+AVX512_FCONV static INLINE void store_tile(const bn_fconv_job *j, const __m512d *acc,
                                            const __mmask8 *m, size_t pixel, size_t oc,
                                            const int nr, const int nv) {
     const size_t o = j->s->o;
@@ -53,7 +59,7 @@ AVX512_FCONV static INLINE void store_tile(const bn_fconv_job *j, __m512d acc[8]
         for (int r = 0; r < nr; ++r)
             for (int v = 0; v < nv; ++v)
                 _mm256_mask_storeu_ps(j->out + (pixel + (size_t)r) * o + oc + (size_t)v * LANES,
-                                      m[v], _mm512_cvtpd_ps(acc[r][v]));
+                                      m[v], _mm512_cvtpd_ps(acc[r * nv + v]));
         return;
     }
     const bn_fconv_sign *sg = j->sign;
@@ -62,7 +68,7 @@ AVX512_FCONV static INLINE void store_tile(const bn_fconv_job *j, __m512d acc[8]
         uint8_t *bytes = (uint8_t *)(sg->out + (pixel + (size_t)r) * words);
         for (int v = 0; v < nv; ++v) {
             const size_t c = oc + (size_t)v * LANES;
-            const __m256 z = _mm256_add_ps(_mm512_cvtpd_ps(acc[r][v]),
+            const __m256 z = _mm256_add_ps(_mm512_cvtpd_ps(acc[r * nv + v]),
                                            _mm256_maskz_loadu_ps(m[v], sg->bias + c));
             const __m256 t = _mm256_maskz_loadu_ps(m[v], sg->thresh + c);
             const unsigned ge = _mm256_mask_cmp_ps_mask(m[v], z, t, _CMP_GE_OQ);
@@ -75,20 +81,20 @@ AVX512_FCONV static INLINE void store_tile(const bn_fconv_job *j, __m512d acc[8]
 }
 
 /* nr pixels from `pixel` (band input at x) x nv vectors of output channels [oc, oc + 8 nv) of
- * group g, block offset ob in the group's panel rows */
+ * group g, block offset ob in the group's panel rows; acc: nr * nv vectors (the caller's array
+ * of exactly that size, so that the compiler keeps it in registers) */
 AVX512_FCONV static INLINE void tile(const bn_fconv_job *j, const bn_fconv_band *b,
                                      const double *x, size_t pixel, size_t g, size_t ob,
-                                     const int nr, const int nv) {
+                                     const int nr, const int nv, __m512d *acc) {
     const bn_fconv_shape *s = j->s;
     const size_t oc = g * j->og + ob, ps = s->sw * s->c, opad = j->opad;
     __mmask8 m[4];
-    __m512d acc[8][4];
     for (int v = 0; v < nv; ++v) {
         const size_t lo = ob + (size_t)v * LANES;
         m[v] = lo < j->og ? lanes_upto(j->og - lo) : 0;
         const __m512d start = j->bias ? load8(m[v], j->bias + oc + (size_t)v * LANES)
                                       : _mm512_setzero_pd();
-        for (int r = 0; r < nr; ++r) acc[r][v] = start;
+        for (int r = 0; r < nr; ++r) acc[r * nv + v] = start;
     }
     const double *w = j->panels + g * s->kh * s->kw * j->cg * opad + ob;
     const int one_run = s->dw == 1 && j->cg == s->c; /* a kernel row's taps are contiguous */
@@ -105,30 +111,41 @@ AVX512_FCONV static INLINE void tile(const bn_fconv_job *j, const bn_fconv_band 
     store_tile(j, acc, m, pixel, oc, nr, nv);
 }
 
-/* a row's pixels [ox0, ox1) in tiles of NR, then 4, 2, 1 (constant sizes: registers) */
+/* the tile sizes as functions, each with its own accumulator array */
+#define DEFINE_TILE(NR, NV)                                                                      \
+    AVX512_FCONV static void tile_##NR##x##NV(const bn_fconv_job *j, const bn_fconv_band *b,    \
+                                              const double *x, size_t pixel, size_t g,          \
+                                              size_t ob) {                                      \
+        __m512d acc[NR * NV];                                                                    \
+        tile(j, b, x, pixel, g, ob, NR, NV, acc);                                                \
+    }
+DEFINE_TILE(6, 4) DEFINE_TILE(4, 4) DEFINE_TILE(2, 4) DEFINE_TILE(1, 4)
+DEFINE_TILE(8, 2) DEFINE_TILE(4, 2) DEFINE_TILE(2, 2) DEFINE_TILE(1, 2)
+DEFINE_TILE(8, 1) DEFINE_TILE(4, 1) DEFINE_TILE(2, 1) DEFINE_TILE(1, 1)
+
+/* a row's pixels [ox0, ox1) in tiles of NR, then 4, 2, 1 */
 #define ROW_TILES(NR, NV)                                                                        \
     do {                                                                                         \
         size_t ox = b->ox0;                                                                      \
-        for (; ox + NR <= b->ox1; ox += NR) tile(j, b, X(ox), P(ox), g, ob, NR, NV);             \
-        if (ox + 4 <= b->ox1) { tile(j, b, X(ox), P(ox), g, ob, 4, NV); ox += 4; }               \
-        if (ox + 2 <= b->ox1) { tile(j, b, X(ox), P(ox), g, ob, 2, NV); ox += 2; }               \
-        if (ox < b->ox1) tile(j, b, X(ox), P(ox), g, ob, 1, NV);                                 \
+        for (; ox + NR <= b->ox1; ox += NR) tile_##NR##x##NV(j, b, X(ox), P(ox), g, ob);         \
+        if (ox + 4 <= b->ox1) { tile_4x##NV(j, b, X(ox), P(ox), g, ob); ox += 4; }               \
+        if (ox + 2 <= b->ox1) { tile_2x##NV(j, b, X(ox), P(ox), g, ob); ox += 2; }               \
+        if (ox < b->ox1) tile_1x##NV(j, b, X(ox), P(ox), g, ob);                                 \
     } while (0)
 
 /* depthwise: nr pixels x nv vectors of channels from cb (taps only: one channel per group) */
 AVX512_FCONV static INLINE void depthwise_tile(const bn_fconv_job *j, const bn_fconv_band *b,
                                                const double *at, size_t pixel, size_t cb,
-                                               const int nr, const int nv) {
+                                               const int nr, const int nv, __m512d *acc) {
     const float *x = b->x32 + (at - b->x); /* the float32 band (at: the offset in values) */
     const bn_fconv_shape *s = j->s;
     const size_t ps = s->sw * s->c;
     __mmask8 m[4];
-    __m512d acc[8][4];
     for (int v = 0; v < nv; ++v) {
         const size_t lo = cb + (size_t)v * LANES;
         m[v] = lanes_upto(s->c - lo);
         const __m512d start = j->bias ? load8(m[v], j->bias + lo) : _mm512_setzero_pd();
-        for (int r = 0; r < nr; ++r) acc[r][v] = start;
+        for (int r = 0; r < nr; ++r) acc[r * nv + v] = start;
     }
     for (size_t ky = 0; ky < s->kh; ++ky)
         for (size_t kx = 0; kx < s->kw; ++kx) {
@@ -137,24 +154,35 @@ AVX512_FCONV static INLINE void depthwise_tile(const bn_fconv_job *j, const bn_f
             for (int v = 0; v < nv; ++v) {
                 const __m512d w = _mm512_loadu_pd(wt + v * LANES);
                 for (int r = 0; r < nr; ++r)
-                    acc[r][v] = _mm512_fmadd_pd(
-                        load8(m[v], xt + (size_t)r * ps + (size_t)v * LANES), w, acc[r][v]);
+                    acc[r * nv + v] = _mm512_fmadd_pd(
+                        load8(m[v], xt + (size_t)r * ps + (size_t)v * LANES), w, acc[r * nv + v]);
             }
         }
     for (int r = 0; r < nr; ++r)
         for (int v = 0; v < nv; ++v)
             _mm256_mask_storeu_ps(j->out + (pixel + (size_t)r) * s->o + cb + (size_t)v * LANES,
-                                  m[v], _mm512_cvtpd_ps(acc[r][v]));
+                                  m[v], _mm512_cvtpd_ps(acc[r * nv + v]));
 }
+
+#define DEFINE_DEPTHWISE(NR, NV)                                                                 \
+    AVX512_FCONV static void depthwise_##NR##x##NV(const bn_fconv_job *j,                       \
+                                                   const bn_fconv_band *b, const double *at,    \
+                                                   size_t pixel, size_t cb) {                   \
+        __m512d acc[NR * NV];                                                                    \
+        depthwise_tile(j, b, at, pixel, cb, NR, NV, acc);                                        \
+    }
+DEFINE_DEPTHWISE(6, 4) DEFINE_DEPTHWISE(4, 4) DEFINE_DEPTHWISE(2, 4) DEFINE_DEPTHWISE(1, 4)
+DEFINE_DEPTHWISE(6, 2) DEFINE_DEPTHWISE(4, 2) DEFINE_DEPTHWISE(2, 2) DEFINE_DEPTHWISE(1, 2)
+DEFINE_DEPTHWISE(6, 1) DEFINE_DEPTHWISE(4, 1) DEFINE_DEPTHWISE(2, 1) DEFINE_DEPTHWISE(1, 1)
 
 /* a row's pixels in depthwise tiles of 6, then 4, 2, 1 pixels x NV vectors of channels */
 #define DEPTHWISE_ROW(NV)                                                                        \
     do {                                                                                         \
         size_t ox = b->ox0;                                                                      \
-        for (; ox + 6 <= b->ox1; ox += 6) depthwise_tile(j, b, X(ox), P(ox), cb, 6, NV);         \
-        if (ox + 4 <= b->ox1) { depthwise_tile(j, b, X(ox), P(ox), cb, 4, NV); ox += 4; }        \
-        if (ox + 2 <= b->ox1) { depthwise_tile(j, b, X(ox), P(ox), cb, 2, NV); ox += 2; }        \
-        if (ox < b->ox1) depthwise_tile(j, b, X(ox), P(ox), cb, 1, NV);                          \
+        for (; ox + 6 <= b->ox1; ox += 6) depthwise_6x##NV(j, b, X(ox), P(ox), cb);              \
+        if (ox + 4 <= b->ox1) { depthwise_4x##NV(j, b, X(ox), P(ox), cb); ox += 4; }             \
+        if (ox + 2 <= b->ox1) { depthwise_2x##NV(j, b, X(ox), P(ox), cb); ox += 2; }             \
+        if (ox < b->ox1) depthwise_1x##NV(j, b, X(ox), P(ox), cb);                               \
     } while (0)
 
 /* a dense layer's row (1x1 conv of a 1x1 map, one group, fewer pixels than a small tile):
