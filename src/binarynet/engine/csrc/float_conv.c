@@ -251,7 +251,8 @@ int bn_conv2d_float(bn_fconv_job *job) {
     fconv_run run = {job, bn_isa()->float_conv, 0, 0, 1, 0, 0, {{0}, 0, 0}};
     const double macs = (double)s->n * (double)s->ho * (double)s->wo * (double)s->o *
                         (double)(s->kh * s->kw) * (double)job->cg;
-    const int threads = bn_threads_for(macs); /* ~1e6 multiply-adds: some 50 us on one core */
+    /* 2e6 multiply-adds: some 80 us on one core (BN_PARALLEL_MIN_WORK is 50-100 us) */
+    const int threads = bn_threads_for(macs / 2);
     split_tasks(&run, threads);
     /* rows per band chunk: a band within BAND_BYTES, at least one output row */
     const size_t cols = band_cols(s, run.cols_per_task);
