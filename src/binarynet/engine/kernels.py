@@ -23,6 +23,7 @@ import os
 import numpy as np
 
 from binarynet.engine import _core
+from binarynet.engine import float_conv_sign
 from binarynet.engine import reference as _ref
 from binarynet.engine.pool_float_checks import check_pool2d_float
 from binarynet.engine.prepared import Prepared
@@ -617,6 +618,38 @@ def conv2d_float(x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 1)
     geometry = (n, h, wd, c, o, kh, kw) + stride + padding + dilation + (groups,)
     _core.conv2d_float(_aligned(x), _aligned(panels), _aligned(bias), geometry, out)
     return out
+
+
+@_after_environment
+def conv2d_float_sign(x, weight, bias, thresh, flip, stride=(1, 1), padding=(0, 0),
+                      dilation=(1, 1), *, pad_value=0.0, nchw=False, panels=None) -> np.ndarray:
+    """The float-input first conv, bits out: see
+    :func:`binarynet.engine.float_conv_sign.conv2d_float_sign` (bit for bit), on
+    :func:`conv2d_float`'s tiles with the bias, threshold and packing done on the sums in
+    registers (no float output written)."""
+    x, weight, bias, thresh, flip, stride, padding, dilation, ho, wo, panels, pad_value = (
+        float_conv_sign.check(x, weight, bias, thresh, flip, stride, padding, dilation,
+                              pad_value, nchw, panels))
+    o, kh, kw, c = weight.shape
+    n, h, wd = (x.shape[0],) + (x.shape[2:] if nchw else x.shape[1:3])
+    out = np.empty((n, ho, wo, _ref.words_for(o)), dtype=np.uint64)
+    geometry = (n, h, wd, c, o, kh, kw) + stride + padding + dilation + (1,)
+    _core.conv2d_float_sign(_aligned(x), x.dtype == np.float64, bool(nchw), pad_value,
+                            _aligned(panels), geometry, _aligned(bias), _aligned(thresh),
+                            flip.view(np.uint8), out)
+    return out
+
+
+@_after_environment
+def fma_probe(iterations: int, threads: int) -> int:
+    """Run ``iterations`` in-register float64 multiply-add steps per thread on ``threads``
+    threads of the pool (12 zmm chains on the AVX-512 row, scalar ones elsewhere: the
+    instructions conv2d_float's kernel of that row uses) and return the multiply-adds done;
+    time the call for this CPU's float64 FMA peak, the ceiling of conv2d_float."""
+    for name, value in (("iterations", iterations), ("threads", threads)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"fma_probe: {name} must be a positive int, got {value!r}")
+    return _core.fma_probe(int(iterations), int(threads))
 
 
 conv2d_float_panels = _ref.conv2d_float_panels  # a numpy re-layout: one implementation

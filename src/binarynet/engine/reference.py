@@ -653,7 +653,7 @@ def _check_conv2d_float(x, weight, bias, stride, padding, dilation, groups, pane
     geometry = conv_geometry(op, x.shape, weight.shape, stride, padding, dilation, "zero")
     want = float_conv.panels_shape(weight.shape, groups)
     panels = float_conv.layout_panels(weight, groups) if panels is None else _check_array(
-        op, "panels", panels, np.float32, len(want))
+        op, "panels", panels, np.float64, len(want))
     if panels.shape != want:
         raise ValueError(f"{op}: panels must have shape {want} (conv2d_float_panels), got "
                          f"{panels.shape}")
@@ -670,16 +670,11 @@ def conv2d_float(x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 1)
     :func:`conv2d_float_panels` (kept by a caller; only checked here)."""
     x, weight, bias, stride, padding, dilation, groups, ho, wo, _ = _check_conv2d_float(
         x, weight, bias, stride, padding, dilation, groups, panels)
-    (o, kh, kw, cg), (ph, pw) = weight.shape, padding
+    ph, pw = padding
     padded = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0))).astype(np.float64)
-    w64, og = weight.astype(np.float64), o // groups
-    y = np.broadcast_to(bias.astype(np.float64), (x.shape[0], ho, wo, o)).copy()
-    with np.errstate(all="ignore"):  # inf / NaN propagate as in the kernel
-        for t, view in enumerate(float_ops.taps(padded, (kh, kw), stride, dilation, (ho, wo))):
-            for ci in range(cg):  # input channel g * cg + ci feeds group g's og outputs
-                xs = view[..., ci::cg] if og == 1 else np.repeat(view[..., ci::cg], og, axis=3)
-                y += xs * w64[:, t // kw, t % kw, ci]
-        return y.astype(np.float32)
+    y = float_conv.float64_sums(padded, weight, bias.astype(np.float64), stride, dilation,
+                                (ho, wo), groups)
+    return y.astype(np.float32)
 
 
 def set_num_threads(n) -> None:

@@ -22,12 +22,13 @@ from ..errors import BinarynetError
 from . import float_checks, float_ops
 from . import graph as _graph
 from . import plan as _plan
+from .runner_first_conv import FloatFirstConv
 from .runner_float import FloatStreamOps, geometry
 
 __all__ = ["Runner"]
 
 
-class Runner(FloatStreamOps):
+class Runner(FloatStreamOps, FloatFirstConv):
     """One model's graph and tensors on one backend (tensors uploaded once, derived ones and
     the execution plan made once)."""
 
@@ -249,6 +250,8 @@ class Runner(FloatStreamOps):
                 x, self._t(op, "weight"), (kh, kw), self._t(op, "thresh"), self._t(op, "flip"),
                 self.tensors[op["tensors"]["row_class"]], self.tensors[op["tensors"]["col_class"]],
                 tuple(op["stride"]), tuple(op["padding"]), tuple(op["dilation"]))
+        if not integer and groups == 1 and hasattr(self.kernels, "conv2d_float_sign"):
+            return self._first_conv_float(op, x)
         if integer:
             nhwc, pad = self.xp.permute(x, (0, 2, 3, 1)), 0
         else:

@@ -1,7 +1,7 @@
 /* Python bindings of the fused kernels (the rest are in module.c, the shared checks in
  * bindings.h): bgemm_transform / bconv2d_transform / sign_pack (transform.c), int_conv_threshold
- * (first_layer.c), first_dense_float (float_layer.c), conv2d_float (float_conv.c) and
- * xor_popcount_probe (probe.c). */
+ * (first_layer.c), first_dense_float (float_layer.c) and xor_popcount_probe (probe.c);
+ * conv2d_float's are in bind_float_conv.c. */
 #include "bindings.h"
 
 /* ---- output transform (transform.c) ---------------------------------------------------------- */
@@ -283,62 +283,4 @@ PyObject *py_xor_popcount_probe(PyObject *self, PyObject *args) {
     done = bn_xor_popcount_probe((uint64_t)iterations, threads);
     Py_END_ALLOW_THREADS
     return PyLong_FromUnsignedLongLong(done);
-}
-
-/* Panels of depthwise weights (KH * KW, opad), else (groups, KH * KW, C/groups, opad). */
-static int check_panels(const char *op, const bn_fconv_shape *s, const Py_buffer *p) {
-    const size_t cg = s->c / s->groups, og = s->o / s->groups;
-    const int depthwise = cg == 1 && og == 1;
-    const size_t lanes = depthwise ? s->o : og;
-    const size_t opad = (lanes + BN_FCONV_LANES - 1) / BN_FCONV_LANES * BN_FCONV_LANES;
-    if (depthwise) return CHECK_BUFFER(op, "panels", p, 4, s->kh, s->kw, opad);
-    return CHECK_BUFFER(op, "panels", p, 4, s->groups, s->kh, s->kw, cg, opad);
-}
-
-/* conv2d_float(x, panels, bias, geometry, out): geometry (n, h, w, c, o, kh, kw, sh, sw, ph, pw,
- * dh, dw, groups); float32 NHWC x, the weights as panels (core.h), bias (O,), out (N, Ho, Wo, O) */
-PyObject *py_conv2d_float(PyObject *self, PyObject *args) {
-    Py_buffer x, w, bias, out;
-    Py_ssize_t g[14];
-    (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*y*(nnnnnnnnnnnnnn)w*", &x, &w, &bias, &g[0], &g[1], &g[2],
-                          &g[3], &g[4], &g[5], &g[6], &g[7], &g[8], &g[9], &g[10], &g[11],
-                          &g[12], &g[13], &out))
-        return NULL;
-    PyObject *ret = NULL;
-    const char *op = "conv2d_float";
-    Py_ssize_t sizes[] = {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[11], g[12], g[13]};
-    bn_fconv_shape s;
-    size_t k;
-    if (check_sizes(op, sizes, 12)) goto done;
-    if (g[9] < 0 || g[10] < 0) {
-        PyErr_Format(PyExc_ValueError, "%s: padding must be >= 0", op);
-        goto done;
-    }
-    s = (bn_fconv_shape){(size_t)g[0], (size_t)g[1], (size_t)g[2], (size_t)g[3], (size_t)g[4],
-                         (size_t)g[5], (size_t)g[6], (size_t)g[7], (size_t)g[8], (size_t)g[9],
-                         (size_t)g[10], (size_t)g[11], (size_t)g[12], 0, 0, (size_t)g[13]};
-    if (s.c % s.groups || s.o % s.groups) {
-        PyErr_Format(PyExc_ValueError, "%s: groups = %zu must divide c = %zu and o = %zu", op,
-                     s.groups, s.c, s.o);
-        goto done;
-    }
-    if (size_product(op, "kernel taps x channels", (size_t[]){s.kh, s.kw, s.c / s.groups}, 3,
-                     &k) ||
-        conv_axis(op, "height", s.h, s.kh, s.sh, s.ph, s.dh, &s.ho) ||
-        conv_axis(op, "width", s.w, s.kw, s.sw, s.pw, s.dw, &s.wo) ||
-        CHECK_BUFFER(op, "x", &x, 4, s.n, s.h, s.w, s.c) ||
-        check_panels(op, &s, &w) ||
-        CHECK_BUFFER(op, "bias", &bias, 4, s.o) ||
-        CHECK_BUFFER(op, "out", &out, 4, s.n, s.ho, s.wo, s.o))
-        goto done;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = bn_conv2d_float(&s, (const float *)x.buf, (const float *)w.buf,
-                         (const float *)bias.buf, (float *)out.buf);
-    Py_END_ALLOW_THREADS
-    ret = driver_result(op, rc);
-done:
-    RELEASE(&x, &w, &bias, &out);
-    return ret;
 }

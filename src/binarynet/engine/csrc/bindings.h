@@ -159,13 +159,15 @@ static inline int check_conv_inputs(const char *op, const bn_conv_shape *s, cons
 
 
 /* bind_fused.c: the fused output transforms, sign_pack, the fused first conv, the float first
- * dense layer, the real-valued conv and the peak probe */
+ * dense layer and the peak probe; bind_float_conv.c: the real-valued conv and its probe */
 PyObject *py_bgemm_transform(PyObject *self, PyObject *args);
 PyObject *py_bconv2d_transform(PyObject *self, PyObject *args);
 PyObject *py_sign_pack(PyObject *self, PyObject *args);
 PyObject *py_int_conv_threshold(PyObject *self, PyObject *args);
 PyObject *py_first_dense_float(PyObject *self, PyObject *args);
 PyObject *py_conv2d_float(PyObject *self, PyObject *args);
+PyObject *py_conv2d_float_sign(PyObject *self, PyObject *args);
+PyObject *py_fma_probe(PyObject *self, PyObject *args);
 PyObject *py_xor_popcount_probe(PyObject *self, PyObject *args);
 
 #endif

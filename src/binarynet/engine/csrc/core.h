@@ -204,40 +204,60 @@ extern const bn_float_kernel bn_float_avx512;
 int bn_first_dense_float(const void *x, int f64, const uint64_t *w, const uint64_t *panels,
                          size_t m, size_t n, size_t k, double *out);
 
-/* ---- real-valued convolution (float_conv.c) -------------------------------------------------- */
-/* x float32 (N, H, W, C), weights as panels (reference.conv2d_float_panels: depthwise
- * (KH * KW, opad), else (groups, KH * KW, C/groups, opad); opad = the group's outputs rounded up
- * to BN_FCONV_LANES, zeros past them), bias (O,), zero padding -> float32 (N, Ho, Wo, O). */
+/* ---- real-valued convolution (float_conv.c, float_conv_avx512.c) ---------------------------- */
+/* x (N, H, W, C) (or (N, C, H, W)), float32 (or float64), padded with `pad`; weights as float64
+ * panels (float_conv.py: depthwise (KH * KW, opad), else (groups, KH * KW, C/groups, opad); opad
+ * = the group's outputs rounded up to BN_FCONV_LANES, zeros past them); sums float64 from bias
+ * (or 0), then taps (kh, kw), then input channels, rounded once to float32 -> out (N, Ho, Wo, O),
+ * or, with `sign`, bits (N, Ho, Wo, ceil(O/64)) of z = float32(sum) + sign->bias (float32):
+ * z >= thresh (z <= thresh where flip). */
 #define BN_FCONV_LANES 8
 typedef struct {
     size_t n, h, w, c, o, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, groups;
 } bn_fconv_shape;
 typedef struct {
+    const float *bias, *thresh; /* (O,) float32 */
+    const uint8_t *flip;        /* (O,) 0/1 */
+    uint64_t *out;              /* (N, Ho, Wo, ceil(O/64)) */
+} bn_fconv_sign;
+typedef struct {
     const bn_fconv_shape *s;
-    const float *x, *bias;
-    const float *panels;  /* the weights as panels (above) */
-    const float *zeros;   /* C + 16 zeros: the padding's pixel */
-    const ptrdiff_t *offsets; /* per tap t and tile pixel r, [t * TILE + r]: its input's offset
-                               * from the tile's first tap of its first pixel (interior tiles) */
-    float *out;
-    size_t cg, og, opad;  /* per group: input and output channels; panel row length */
-    int depthwise;        /* cg == og == 1: channels across the lanes */
+    const void *x;
+    int x_f64, x_nchw;
+    double pad;
+    const double *panels;
+    const float *bias;          /* (O,): the sums' start; NULL: 0 */
+    float *out;                 /* float32 out, or NULL (bits: sign) */
+    const bn_fconv_sign *sign;
+    const uint8_t *flip8;       /* sign: flip bits, 8 channels a byte (LSB first) */
+    size_t cg, og, opad;        /* per group: input and output channels; panel row length */
+    int depthwise;              /* cg == og == 1 < groups: channels across the lanes */
 } bn_fconv_job;
-/* per-worker scratch: kh * kw * 6 input pointers, then O + BN_FCONV_LANES doubles */
-#define BN_FCONV_TILE 6
+/* A band of the padded input of image n, float64 (rows, cols, C): padded rows from oy0 * sh and
+ * padded columns from ox0 * sw, enough for output rows [oy0, oy1) x columns [ox0, ox1). */
+typedef struct {
+    const double *x;
+    size_t n, oy0, oy1, ox0, ox1, ld; /* ld: values per band row */
+    const float *x32;                 /* depthwise: the band in float32 (x: its offsets only) */
+} bn_fconv_band;
 typedef struct {
     const char *name;
-    /* output rows [r0, r1) of the N * Ho rows */
-    void (*rows)(const bn_fconv_job *j, size_t r0, size_t r1, const float **px, double *acc);
+    /* the outputs of a band; acc: O + BN_FCONV_LANES doubles of scratch */
+    void (*block)(const bn_fconv_job *j, const bn_fconv_band *b, double *acc);
+    void (*widen)(const float *x, size_t count, double *out); /* float32 -> float64 (bands) */
+    uint64_t (*probe)(uint64_t iterations); /* one thread's in-register FMAs -> FMAs done */
 } bn_fconv_kernel;
 
 extern const bn_fconv_kernel bn_fconv_portable;
 #if BN_X86
 extern const bn_fconv_kernel bn_fconv_avx512;
 #endif
-/* BN_OK, BN_ENOMEM or BN_EOVERFLOW */
-int bn_conv2d_float(const bn_fconv_shape *s, const float *x, const float *panels,
-                    const float *bias, float *out);
+/* BN_OK, BN_ENOMEM or BN_EOVERFLOW (job: s, x, x_f64, x_nchw, pad, panels, bias, out, sign) */
+int bn_conv2d_float(bn_fconv_job *job);
+/* sign->out pixel `pixel` from its O float64 sums (both kernels' epilogue, one rule) */
+void bn_fconv_sign_pixel(const bn_fconv_job *j, size_t pixel, const double *acc);
+/* `threads` pool tasks of `iterations` in-register float64 FMA steps -> multiply-adds done */
+uint64_t bn_fma_probe(uint64_t iterations, int threads);
 
 /* ---- in-register peak probe (probe.c) -------------------------------------------------------- */
 typedef struct {

@@ -1,314 +1,300 @@
 /* conv2d_float: the real-valued stream's convolutions (graph format 3 conv_real, and dense_real
- * as a 1x1 conv on a 1x1 map), direct, on the engine's thread pool.
+ * as a 1x1 conv on a 1x1 map) and the float-input first conv (bits out), direct, on the
+ * engine's thread pool. This file: the driver, the input bands, the portable kernel, the
+ * shared sign epilogue and the float64 FMA probe; float_conv_avx512.c: the AVX-512 kernel.
  *
  * No patch matrix and no BLAS: the shapes of a BNN's real layers (a 3-channel stem, depthwise
  * 3x3, 1x1 convs on small maps, batch 1) are far from what a GEMM library tunes for, and its
  * own threads would compete with this pool. Output channels run across the vector lanes: the
- * weights come as panels (group, tap, input channel, rows of the group's output channels padded
- * with zeros to whole vectors; laid out once by the caller, reference.conv2d_float_panels), so
+ * weights come as float64 panels (group, tap, input channel, rows of the group's output
+ * channels padded with zeros to whole vectors; laid out once by the caller, float_conv.py), so
  * every input value is broadcast against a contiguous row of weights and every accumulator lane
  * is one finished output. Depthwise convs (one input and one output channel per group) instead
- * put the channels themselves across the lanes (panels (tap, channels)). Taps that fall on the
- * zero padding read a zero row, so border pixels take the same code path as interior ones. A
- * task runs one block of output channels over all its rows before the next, so the block's
- * weights stay in cache (1x1 convs on small maps and dense layers are weight-bound).
+ * put the channels themselves across the lanes (panels (tap, channels)).
  *
- * Sums are float64, in one fixed order that reference.conv2d_float repeats in numpy: y = bias,
- * then for each tap (kh, kw) and each input channel of the group, y = y + x * w, and finally y
- * rounded to float32. A float32 product is exact in float64, so a fused multiply-add gives the
- * same bits as a multiply and an add, and every ISA row agrees with the reference bit for bit
- * (a model gives the same floats on every CPU). Float32 sums taken one term at a time would
- * drift from PyTorch's blocked sums enough to flip near-tie signs in the binary layers after
- * them; float64 sums are closer to the exact value than either.
+ * Each task first copies the input its outputs read into a band: float64, NHWC, the zero (or
+ * pad-value) border written in. So the kernels take no per-tap pointers and no border cases,
+ * every multiply-add takes its operands as they are (no float32 -> float64 conversion in the
+ * inner loop: that halved the FMA rate), and one input layout serves float32 or float64, NHWC
+ * or NCHW images (the first conv reads the model's NCHW input without a transposed copy). A 1x1
+ * conv with stride 1 and no padding is one long row of N*H*W pixels (so its tiles stay full on
+ * 7x7 maps), split across tasks by columns when there are fewer rows than tasks.
+ *
+ * Sums are float64, in one fixed order that the numpy twin (float_conv.py) repeats: y = bias
+ * (0 for the first conv), then for each tap (kh, kw) and each input channel of the group,
+ * y = y + x * w, and finally y rounded to float32. A float32 (or, for +-1 weights, float64)
+ * product is exact in float64, so a fused multiply-add gives the same bits as a multiply and an
+ * add, and every ISA row agrees with the twin bit for bit (a model gives the same floats on
+ * every CPU). Float32 sums taken one term at a time would drift from PyTorch's blocked sums
+ * enough to flip near-tie signs in the binary layers after them; float64 sums are closer to the
+ * exact value than either.
  */
 #include "core.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#if BN_X86
-#include <immintrin.h>
-#endif
+#define LANES BN_FCONV_LANES
+#define BAND_BYTES (256u << 10) /* a task's band chunk: within L2 beside the weights */
 
-#define LANES BN_FCONV_LANES /* float64 lanes of a zmm: the panel rows are whole vectors */
-#define TILE BN_FCONV_TILE /* output pixels per AVX-512 tile (6 x 4 accumulators, 4 weights) */
-
-/* The tile of pixels [ox, ox + nr) of output row `row` (< TILE): the input pointers of every
- * tap, px[t * TILE + r] at input channel c0 (the zero row for padding), and the output pixels. */
-static void tile_pointers(const bn_fconv_job *j, size_t row, size_t ox, int nr, size_t c0,
-                          const float **px, float **py) {
-    const bn_fconv_shape *s = j->s;
-    const size_t n = row / s->ho, oy = row % s->ho;
-    for (int r = 0; r < nr; ++r) py[r] = j->out + (row * s->wo + ox + (size_t)r) * s->o;
-    const int64_t iy0 = (int64_t)(oy * s->sh) - (int64_t)s->ph;
-    const int64_t ix0 = (int64_t)(ox * s->sw) - (int64_t)s->pw;
-    const float *image = j->x + n * s->h * s->w * s->c + c0, *zero = j->zeros + c0;
-    if (nr == TILE && iy0 >= 0 && iy0 + (int64_t)((s->kh - 1) * s->dh) < (int64_t)s->h &&
-        ix0 >= 0 && ix0 + (int64_t)((s->kw - 1) * s->dw + (TILE - 1) * s->sw) < (int64_t)s->w) {
-        /* no tap on the padding: one table of offsets, no per-pointer tests */
-        const float *origin = image + ((size_t)iy0 * s->w + (size_t)ix0) * s->c;
-        for (size_t q = 0; q < s->kh * s->kw * TILE; ++q) px[q] = origin + j->offsets[q];
-        return;
-    }
-    const float **p = px;
-    for (size_t ky = 0; ky < s->kh; ++ky) {
-        const int64_t iy = iy0 + (int64_t)(ky * s->dh);
-        const int row_in = iy >= 0 && iy < (int64_t)s->h;
-        const float *line = row_in ? image + (size_t)iy * s->w * s->c : zero;
-        for (size_t kx = 0; kx < s->kw; ++kx, p += TILE)
-            for (int r = 0; r < nr; ++r) {
-                const int64_t ix = ix0 + (int64_t)(kx * s->dw + (size_t)r * s->sw);
-                p[r] = row_in && ix >= 0 && ix < (int64_t)s->w ? line + (size_t)ix * s->c : zero;
-            }
+/* ---- the sign epilogue (both kernels' bits) ------------------------------------------------ */
+void bn_fconv_sign_pixel(const bn_fconv_job *j, size_t pixel, const double *acc) {
+    const bn_fconv_sign *sg = j->sign;
+    const size_t o = j->s->o, words = bn_words(o);
+    uint64_t *row = sg->out + pixel * words;
+    for (size_t wd = 0; wd < words; ++wd) {
+        uint64_t word = 0;
+        for (size_t b = 0; b < 64 && wd * 64 + b < o; ++b) {
+            const size_t c = wd * 64 + b;
+            const float z = (float)acc[c] + sg->bias[c]; /* float32 add, as numpy's */
+            const int bit = sg->flip[c] ? z <= sg->thresh[c] : z >= sg->thresh[c];
+            word |= (uint64_t)bit << b;
+        }
+        row[wd] = word;
     }
 }
 
 /* ---- portable: the reference (plain C) ------------------------------------------------------ */
-/* one output pixel: px[t * TILE] its taps' input pointers */
-static void pixel_portable(const bn_fconv_job *j, const float *const *px, double *acc,
-                           float *y) {
+static void block_portable(const bn_fconv_job *j, const bn_fconv_band *b, double *acc) {
     const bn_fconv_shape *s = j->s;
-    const size_t taps = s->kh * s->kw;
-    for (size_t o = 0; o < s->o; ++o) acc[o] = (double)j->bias[o];
-    for (size_t g = 0; g < s->groups; ++g) {
-        double *ag = acc + g * j->og;
-        for (size_t t = 0; t < taps; ++t) {
-            const float *xp = px[t * TILE] + g * j->cg;
-            if (j->depthwise) {
-                ag[0] += (double)xp[0] * (double)j->panels[t * j->opad + g];
-                continue;
+    const size_t taps = s->kh * s->kw, c = s->c, cols = b->ld / c;
+    for (size_t oy = b->oy0; oy < b->oy1; ++oy)
+        for (size_t ox = b->ox0; ox < b->ox1; ++ox) {
+            const double *x0 = b->x + ((oy - b->oy0) * s->sh * cols + (ox - b->ox0) * s->sw) * c;
+            for (size_t o = 0; o < s->o; ++o) acc[o] = j->bias ? (double)j->bias[o] : 0.0;
+            for (size_t g = 0; g < s->groups; ++g) {
+                double *ag = acc + g * j->og;
+                const double *wp = j->panels + g * taps * j->cg * j->opad;
+                for (size_t ky = 0; ky < s->kh; ++ky)
+                    for (size_t kx = 0; kx < s->kw; ++kx) {
+                        const double *xp = x0 + ky * s->dh * b->ld + kx * s->dw * c;
+                        if (j->depthwise) {
+                            const size_t at = (size_t)(xp - b->x) + g;
+                            ag[0] += (double)b->x32[at] * j->panels[(ky * s->kw + kx) * j->opad + g];
+                            continue;
+                        }
+                        for (size_t ci = 0; ci < j->cg; ++ci, wp += j->opad)
+                            for (size_t o = 0; o < j->og; ++o) ag[o] += xp[g * j->cg + ci] * wp[o];
+                    }
             }
-            const float *wp = j->panels + (g * taps + t) * j->cg * j->opad;
-            for (size_t ci = 0; ci < j->cg; ++ci, wp += j->opad) {
-                const double xv = (double)xp[ci];
-                for (size_t o = 0; o < j->og; ++o) ag[o] += xv * (double)wp[o];
-            }
-        }
-    }
-    for (size_t o = 0; o < s->o; ++o) y[o] = (float)acc[o];
-}
-
-static void rows_portable(const bn_fconv_job *j, size_t r0, size_t r1, const float **px,
-                          double *acc) {
-    for (size_t row = r0; row < r1; ++row)
-        for (size_t ox = 0; ox < j->s->wo; ox += TILE) {
-            const int nr = j->s->wo - ox < TILE ? (int)(j->s->wo - ox) : TILE;
-            float *py[TILE];
-            tile_pointers(j, row, ox, nr, 0, px, py);
-            for (int r = 0; r < nr; ++r) pixel_portable(j, px + r, acc, py[r]);
-        }
-}
-
-const bn_fconv_kernel bn_fconv_portable = {"portable", rows_portable};
-
-/* ---- AVX-512 ---------------------------------------------------------------------------------- */
-#if BN_X86
-#define AVX512_FCONV __attribute__((target("avx512f")))
-#define INLINE inline __attribute__((always_inline))
-
-AVX512_FCONV static INLINE __mmask8 lanes_upto(size_t valid) {
-    return valid >= LANES ? (__mmask8)0xFF : (__mmask8)((1u << valid) - 1);
-}
-
-/* up to 8 float32 -> float64 (lanes past m are 0) */
-AVX512_FCONV static INLINE __m512d load8(__mmask8 m, const float *p) {
-    return _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_maskz_loadu_ps(m, p)));
-}
-
-AVX512_FCONV static INLINE void store8(__mmask8 m, float *p, __m512d v) {
-    _mm512_mask_storeu_ps(p, m, _mm512_castps256_ps512(_mm512_cvtpd_ps(v)));
-}
-
-/* nr (<= TILE) pixels x nv (<= 4) vectors of output channels [ob, ob + 8 nv) of group g.
- * px: the pixels' tap pointers, px[t * TILE + r], at the group's first input channel. */
-AVX512_FCONV static INLINE void tile_avx512(const bn_fconv_job *j, const float *const *px,
-                                            size_t g, size_t ob, const int nr, const int nv,
-                                            float *const *py) {
-    const size_t taps = j->s->kh * j->s->kw, opad = j->opad;
-    __mmask8 m[4];
-    __m512d acc[TILE][4];
-    for (int v = 0; v < nv; ++v) {
-        const size_t lo = ob + (size_t)v * LANES;
-        m[v] = lo < j->og ? lanes_upto(j->og - lo) : 0;
-        const __m512d b = load8(m[v], j->bias + g * j->og + lo);
-        for (int r = 0; r < nr; ++r) acc[r][v] = b;
-    }
-    const float *wp = j->panels + g * taps * j->cg * opad + ob;
-    for (size_t t = 0; t < taps; ++t) {
-        const float *const *pt = px + t * TILE;
-        for (size_t ci = 0; ci < j->cg; ++ci, wp += opad) {
-            __m512d w[4];
-            for (int v = 0; v < nv; ++v) w[v] = _mm512_cvtps_pd(_mm256_loadu_ps(wp + v * LANES));
-            for (int r = 0; r < nr; ++r) {
-                const __m512d xv = _mm512_set1_pd((double)pt[r][ci]);
-                for (int v = 0; v < nv; ++v) acc[r][v] = _mm512_fmadd_pd(xv, w[v], acc[r][v]);
-            }
-        }
-    }
-    for (int r = 0; r < nr; ++r)
-        for (int v = 0; v < nv; ++v)
-            store8(m[v], py[r] + g * j->og + ob + (size_t)v * LANES, acc[r][v]);
-}
-
-/* depthwise: nr pixels x all channels, 8 at a time */
-AVX512_FCONV static INLINE void depthwise_avx512(const bn_fconv_job *j, const float *const *px,
-                                                 const int nr, float *const *py) {
-    const size_t taps = j->s->kh * j->s->kw, c = j->s->o;
-    for (size_t cb = 0; cb < c; cb += LANES) {
-        const __mmask8 m = lanes_upto(c - cb);
-        const __m512d b = load8(m, j->bias + cb);
-        __m512d acc[TILE];
-        for (int r = 0; r < nr; ++r) acc[r] = b;
-        for (size_t t = 0; t < taps; ++t) {
-            const __m512d w = _mm512_cvtps_pd(_mm256_loadu_ps(j->panels + t * j->opad + cb));
-            for (int r = 0; r < nr; ++r)
-                acc[r] = _mm512_fmadd_pd(load8(m, px[t * TILE + r] + cb), w, acc[r]);
-        }
-        for (int r = 0; r < nr; ++r) store8(m, py[r] + cb, acc[r]);
-    }
-}
-
-/* rows [r0, r1) x output channels [ob, ob + 8 nv) of group g, or all channels (depthwise); the
- * tile sizes are constants, so the accumulators stay in registers */
-AVX512_FCONV static INLINE void block_avx512(const bn_fconv_job *j, size_t r0, size_t r1,
-                                             size_t g, size_t ob, const int nv, const float **px) {
-    for (size_t row = r0; row < r1; ++row)
-        for (size_t ox = 0; ox < j->s->wo; ox += TILE) {
-            const int nr = j->s->wo - ox < TILE ? (int)(j->s->wo - ox) : TILE;
-            float *py[TILE];
-            tile_pointers(j, row, ox, nr, g * j->cg, px, py);
-            if (nv == 0) { /* depthwise */
-                if (nr == TILE) depthwise_avx512(j, px, TILE, py);
-                else for (int r = 0; r < nr; ++r) depthwise_avx512(j, px + r, 1, py + r);
-            } else if (nr == TILE) {
-                tile_avx512(j, px, g, ob, TILE, nv, py);
+            const size_t pixel = (b->n * s->ho + oy) * s->wo + ox;
+            if (j->out) {
+                for (size_t o = 0; o < s->o; ++o) j->out[pixel * s->o + o] = (float)acc[o];
             } else {
-                for (int r = 0; r < nr; ++r) tile_avx512(j, px + r, g, ob, 1, nv, py + r);
+                bn_fconv_sign_pixel(j, pixel, acc);
             }
         }
 }
 
-/* a dense layer (1x1 conv of 1x1 maps, one group): row by row, all O sums in memory (acc, in
- * L1) and the weights streamed once in panel order, 4 input channels per pass over acc; the
- * tiles would walk each output block's weights down a column with one page stride per input
- * channel. Each sum still takes its terms in input-channel order. */
-AVX512_FCONV static void dense_avx512(const bn_fconv_job *j, size_t r0, size_t r1,
-                                      double *acc) {
-    const size_t k = j->s->c, o = j->s->o, opad = j->opad;
-    for (size_t row = r0; row < r1; ++row) {
-        const float *x = j->x + row * k;
-        for (size_t v = 0; v < opad; v += LANES)
-            _mm512_storeu_pd(acc + v, load8(lanes_upto(o - v), j->bias + v));
-        size_t ci = 0;
-        for (; ci + 4 <= k; ci += 4) {
-            const __m512d x0 = _mm512_set1_pd((double)x[ci]), x1 = _mm512_set1_pd((double)x[ci + 1]);
-            const __m512d x2 = _mm512_set1_pd((double)x[ci + 2]), x3 = _mm512_set1_pd((double)x[ci + 3]);
-            const float *w = j->panels + ci * opad;
-            for (size_t v = 0; v < opad; v += LANES) {
-                __m512d a = _mm512_loadu_pd(acc + v);
-                a = _mm512_fmadd_pd(x0, _mm512_cvtps_pd(_mm256_loadu_ps(w + v)), a);
-                a = _mm512_fmadd_pd(x1, _mm512_cvtps_pd(_mm256_loadu_ps(w + opad + v)), a);
-                a = _mm512_fmadd_pd(x2, _mm512_cvtps_pd(_mm256_loadu_ps(w + 2 * opad + v)), a);
-                a = _mm512_fmadd_pd(x3, _mm512_cvtps_pd(_mm256_loadu_ps(w + 3 * opad + v)), a);
-                _mm512_storeu_pd(acc + v, a);
-            }
-        }
-        for (; ci < k; ++ci) {
-            const __m512d xv = _mm512_set1_pd((double)x[ci]);
-            const float *w = j->panels + ci * opad;
-            for (size_t v = 0; v < opad; v += LANES)
-                _mm512_storeu_pd(acc + v, _mm512_fmadd_pd(xv, _mm512_cvtps_pd(_mm256_loadu_ps(
-                                                          w + v)), _mm512_loadu_pd(acc + v)));
-        }
-        float *y = j->out + row * o;
-        for (size_t v = 0; v < opad; v += LANES)
-            store8(lanes_upto(o - v), y + v, _mm512_loadu_pd(acc + v));
+/* one thread's share of the probe: 8 chains of float64 multiply-add, as the portable kernel's
+ * (the chains cannot be folded: no -ffast-math, no contraction) */
+static uint64_t probe_portable(uint64_t iterations) {
+    double a0 = 1, a1 = 2, a2 = 3, a3 = 4, a4 = 5, a5 = 6, a6 = 7, a7 = 8;
+    const double m = 0.999999, c = 1e-7;
+    for (uint64_t i = 0; i < iterations; ++i) {
+        a0 = a0 * m + c; a1 = a1 * m + c; a2 = a2 * m + c; a3 = a3 * m + c;
+        a4 = a4 * m + c; a5 = a5 * m + c; a6 = a6 * m + c; a7 = a7 * m + c;
+    }
+    const double sum = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
+    __asm__ volatile("" : : "g"(sum));
+    return iterations * 8;
+}
+
+static void widen_portable(const float *x, size_t count, double *out) {
+    for (size_t i = 0; i < count; ++i) out[i] = (double)x[i];
+}
+
+const bn_fconv_kernel bn_fconv_portable = {"portable", block_portable, widen_portable,
+                                           probe_portable};
+
+/* ---- bands ------------------------------------------------------------------------------------ */
+static size_t band_rows(const bn_fconv_shape *s, size_t out_rows) {
+    return (out_rows - 1) * s->sh + (s->kh - 1) * s->dh + 1;
+}
+
+static size_t band_cols(const bn_fconv_shape *s, size_t out_cols) {
+    return (out_cols - 1) * s->sw + (s->kw - 1) * s->dw + 1;
+}
+
+/* x's input (row iy, columns [ix, ix + count)) of image n as float64 NHWC at d */
+static void copy_run(const bn_fconv_job *j, const bn_fconv_kernel *kr, size_t n, size_t iy,
+                     size_t ix, size_t count, double *d) {
+    const bn_fconv_shape *s = j->s;
+    const size_t c = s->c;
+    if (!j->x_nchw) {
+        const size_t at = ((n * s->h + iy) * s->w + ix) * c;
+        if (j->x_f64) memcpy(d, (const double *)j->x + at, count * c * sizeof(double));
+        else kr->widen((const float *)j->x + at, count * c, d);
+        return;
+    }
+    for (size_t ch = 0; ch < c; ++ch) {
+        const size_t at = ((n * c + ch) * s->h + iy) * s->w + ix;
+        if (j->x_f64)
+            for (size_t i = 0; i < count; ++i) d[i * c + ch] = ((const double *)j->x)[at + i];
+        else
+            for (size_t i = 0; i < count; ++i) d[i * c + ch] = (double)((const float *)j->x)[at + i];
     }
 }
 
-AVX512_FCONV static void rows_avx512(const bn_fconv_job *j, size_t r0, size_t r1,
-                                     const float **px, double *acc) {
-    if (j->s->groups == 1 && j->s->h == 1 && j->s->w == 1 && j->s->kh == 1 && j->s->kw == 1 &&
-        j->s->ph == 0 && j->s->pw == 0) {
-        dense_avx512(j, r0, r1, acc);
-        return;
-    }
-    if (j->depthwise) {
-        block_avx512(j, r0, r1, 0, 0, 0, px);
-        return;
-    }
-    /* one block of 4 (then 2, then 1) vectors of outputs over all rows, then the next */
-    for (size_t g = 0; g < j->s->groups; ++g) {
-        size_t ob = 0;
-        for (; ob + 3 * LANES < j->og; ob += 4 * LANES) block_avx512(j, r0, r1, g, ob, 4, px);
-        if (ob + LANES < j->og) {
-            block_avx512(j, r0, r1, g, ob, 2, px);
-            ob += 2 * LANES;
+/* fills the band of b (its x: rows x cols x C doubles; depthwise: its x32, floats) from the
+ * input and the padding */
+static void fill_band(const bn_fconv_job *j, const bn_fconv_kernel *kr, bn_fconv_band *b,
+                      double *band) {
+    const bn_fconv_shape *s = j->s;
+    const size_t rows = band_rows(s, b->oy1 - b->oy0), cols = band_cols(s, b->ox1 - b->ox0);
+    const size_t c = s->c;
+    b->ld = cols * c;
+    b->x = band;
+    /* the band's columns [lo, hi) read the image's columns [lo + col0 - pw, ...) */
+    const size_t col0 = b->ox0 * s->sw;
+    const size_t lo = col0 < s->pw ? s->pw - col0 : 0;
+    size_t hi = s->pw + s->w > col0 ? s->pw + s->w - col0 : 0;
+    if (hi > cols) hi = cols;
+    if (j->depthwise) { /* float32 (one load per multiply-add: converted as it is loaded) */
+        float *band32 = (float *)band;
+        b->x32 = band32;
+        for (size_t r = 0; r < rows; ++r) {
+            float *d = band32 + r * b->ld;
+            const size_t py = b->oy0 * s->sh + r;
+            const int inside = py >= s->ph && py - s->ph < s->h && lo < hi;
+            const size_t from = inside ? lo : cols, to = inside ? hi : cols;
+            memset(d, 0, from * c * sizeof(float)); /* depthwise convs pad with zeros */
+            if (inside)
+                memcpy(d + lo * c, (const float *)j->x + ((b->n * s->h + py - s->ph) * s->w +
+                                                          col0 + lo - s->pw) * c,
+                       (hi - lo) * c * sizeof(float));
+            memset(d + to * c, 0, (cols - to) * c * sizeof(float));
         }
-        if (ob < j->og) block_avx512(j, r0, r1, g, ob, 1, px);
+        return;
+    }
+    for (size_t r = 0; r < rows; ++r) {
+        double *d = band + r * b->ld;
+        const size_t py = b->oy0 * s->sh + r;
+        const int inside = py >= s->ph && py - s->ph < s->h && lo < hi;
+        const size_t from = inside ? lo : cols, to = inside ? hi : cols;
+        for (size_t i = 0; i < from * c; ++i) d[i] = j->pad;
+        if (inside) copy_run(j, kr, b->n, py - s->ph, col0 + lo - s->pw, hi - lo, d + lo * c);
+        for (size_t i = to * c; i < cols * c; ++i) d[i] = j->pad;
     }
 }
 
-const bn_fconv_kernel bn_fconv_avx512 = {"avx512f", rows_avx512};
-#endif
-
-/* ---- driver --------------------------------------------------------------------------------- */
+/* ---- driver ------------------------------------------------------------------------------- */
 typedef struct {
     const bn_fconv_job *j;
     const bn_fconv_kernel *kr;
-    size_t rows_per_task, rows, pointers; /* pointers: taps x TILE, then O + LANES doubles */
+    size_t rows_per_task, cols_per_task, col_tasks, chunk_rows, band_doubles;
     bn_scratch scratch;
 } fconv_run;
 
 static void fconv_task(void *ctx, long task, int worker) {
     fconv_run *run = (fconv_run *)ctx;
-    const float **px = (const float **)bn_scratch_get(&run->scratch, worker);
-    if (!px) return;
-    const size_t r0 = (size_t)task * run->rows_per_task;
-    const size_t r1 = r0 + run->rows_per_task < run->rows ? r0 + run->rows_per_task : run->rows;
-    run->kr->rows(run->j, r0, r1, px, (double *)(px + run->pointers));
+    const bn_fconv_shape *s = run->j->s;
+    double *band = (double *)bn_scratch_get(&run->scratch, worker);
+    if (!band) return;
+    const size_t rows = s->n * s->ho;
+    const size_t r0 = (size_t)task / run->col_tasks * run->rows_per_task;
+    const size_t r1 = r0 + run->rows_per_task < rows ? r0 + run->rows_per_task : rows;
+    bn_fconv_band b = {NULL, 0, 0, 0, (size_t)task % run->col_tasks * run->cols_per_task, 0, 0};
+    b.ox1 = b.ox0 + run->cols_per_task < s->wo ? b.ox0 + run->cols_per_task : s->wo;
+    for (size_t r = r0; r < r1;) { /* chunks of rows of one image */
+        b.n = r / s->ho;
+        b.oy0 = r % s->ho;
+        b.oy1 = b.oy0 + run->chunk_rows;
+        if (b.oy1 > s->ho) b.oy1 = s->ho;
+        if (b.oy1 - b.oy0 > r1 - r) b.oy1 = b.oy0 + (r1 - r);
+        fill_band(run->j, run->kr, &b, band);
+        run->kr->block(run->j, &b, band + run->band_doubles);
+        r += b.oy1 - b.oy0;
+    }
 }
 
-int bn_conv2d_float(const bn_fconv_shape *s, const float *x, const float *panels,
-                    const float *bias, float *out) {
-    bn_fconv_job j = {s, x, bias, panels, NULL, NULL, out, s->c / s->groups, s->o / s->groups,
-                      0, 0};
-    j.depthwise = j.cg == 1 && j.og == 1;
-    const size_t lanes_of = j.depthwise ? s->o : j.og;
-    j.opad = (lanes_of + LANES - 1) / LANES * LANES;
-    const size_t taps = s->kh * s->kw; /* the binding checked the panels' size */
-    size_t pointers, scratch_bytes;
-    if (__builtin_mul_overflow(taps, (size_t)TILE, &pointers) ||
-        __builtin_mul_overflow(pointers, sizeof(float *), &scratch_bytes) ||
-        __builtin_add_overflow(scratch_bytes, (s->o + LANES) * sizeof(double), &scratch_bytes))
-        return BN_EOVERFLOW;
-    float *zeros = (float *)calloc(s->c + 16, sizeof(float));
-    ptrdiff_t *offsets = (ptrdiff_t *)malloc(pointers * sizeof(ptrdiff_t));
-    if (!zeros || !offsets) {
-        free(zeros);
-        free(offsets);
-        return BN_ENOMEM;
+/* rows and columns per task: rows when there are enough, else columns of single rows */
+static void split_tasks(fconv_run *run, int threads) {
+    const bn_fconv_shape *s = run->j->s;
+    const size_t rows = s->n * s->ho, tasks = threads > 1 ? 4 * (size_t)threads : 1;
+    run->cols_per_task = s->wo;
+    run->col_tasks = 1;
+    if (rows >= tasks) {
+        run->rows_per_task = (rows + tasks - 1) / tasks;
+        return;
     }
-    for (size_t ky = 0, q = 0; ky < s->kh; ++ky)
-        for (size_t kx = 0; kx < s->kw; ++kx)
-            for (size_t r = 0; r < TILE; ++r, ++q)
-                offsets[q] = (ptrdiff_t)(((ky * s->dh) * s->w + kx * s->dw + r * s->sw) * s->c);
-    j.zeros = zeros;
-    j.offsets = offsets;
+    run->rows_per_task = 1;
+    size_t split = (tasks + rows - 1) / rows, max_split = (s->wo + LANES - 1) / LANES;
+    if (split > max_split) split = max_split;
+    run->cols_per_task = (s->wo + split - 1) / split;
+    run->col_tasks = (s->wo + run->cols_per_task - 1) / run->cols_per_task;
+}
 
-    fconv_run run = {&j, bn_isa()->float_conv, 0, s->n * s->ho, pointers, {{0}, 0, 0}};
-    const double macs = (double)run.rows * (double)s->wo * (double)s->o * (double)taps *
-                        (double)j.cg;
-    const int threads = bn_threads_for(macs / LANES);
-    /* a few tasks per thread (rows differ in cost at the borders) */
-    const size_t tasks = threads > 1 ? 4 * (size_t)threads : 1;
-    run.rows_per_task = (run.rows + tasks - 1) / tasks;
-    bn_scratch_init(&run.scratch, scratch_bytes);
-    bn_parallel_for((long)((run.rows + run.rows_per_task - 1) / run.rows_per_task), threads,
-                    fconv_task, &run);
+int bn_conv2d_float(bn_fconv_job *job) {
+    bn_fconv_shape flat = *job->s;
+    const bn_fconv_shape *s = job->s;
+    if (s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0 &&
+        !job->x_nchw) { /* 1x1: one row of all pixels (same memory, same outputs) */
+        flat.w = flat.wo = s->n * s->h * s->w;
+        flat.n = flat.h = flat.ho = 1;
+        job->s = s = &flat;
+    }
+    job->cg = s->c / s->groups;
+    job->og = s->o / s->groups;
+    /* (one group of one channel has the same panels either way: the tiles also do bits) */
+    job->depthwise = job->cg == 1 && job->og == 1 && s->groups > 1;
+    job->opad = ((job->depthwise ? s->o : job->og) + LANES - 1) / LANES * LANES;
+    uint8_t *flip8 = NULL;
+    if (job->sign) { /* the flips 8 channels a byte, for the vector epilogue */
+        flip8 = (uint8_t *)calloc(s->o / 8 + 1, 1);
+        if (!flip8) return BN_ENOMEM;
+        for (size_t o = 0; o < s->o; ++o) flip8[o / 8] |= (uint8_t)((job->sign->flip[o] & 1) << (o % 8));
+    }
+    job->flip8 = flip8;
+
+    fconv_run run = {job, bn_isa()->float_conv, 0, 0, 1, 0, 0, {{0}, 0, 0}};
+    const double macs = (double)s->n * (double)s->ho * (double)s->wo * (double)s->o *
+                        (double)(s->kh * s->kw) * (double)job->cg;
+    /* 2e6 multiply-adds: some 80 us on one core (BN_PARALLEL_MIN_WORK is 50-100 us) */
+    const int threads = bn_threads_for(macs / 2);
+    split_tasks(&run, threads);
+    /* rows per band chunk: a band within BAND_BYTES, at least one output row */
+    const size_t cols = band_cols(s, run.cols_per_task);
+    size_t row_bytes, chunk = 1, doubles, bytes;
+    if (!__builtin_mul_overflow(s->sh, cols * s->c * sizeof(double), &row_bytes) &&
+        row_bytes && BAND_BYTES / row_bytes > 1)
+        chunk = BAND_BYTES / row_bytes;
+    run.chunk_rows = chunk < run.rows_per_task ? chunk : run.rows_per_task;
+    if (run.chunk_rows > s->ho) run.chunk_rows = s->ho;
+    if (__builtin_mul_overflow(band_rows(s, run.chunk_rows), cols, &doubles) ||
+        __builtin_mul_overflow(doubles, s->c, &doubles) ||
+        __builtin_add_overflow(doubles, s->o + LANES, &bytes) ||
+        __builtin_mul_overflow(bytes, sizeof(double), &bytes)) {
+        free(flip8);
+        return BN_EOVERFLOW;
+    }
+    run.band_doubles = doubles;
+    bn_scratch_init(&run.scratch, bytes);
+    const size_t row_tasks = (s->n * s->ho + run.rows_per_task - 1) / run.rows_per_task;
+    bn_parallel_for((long)(row_tasks * run.col_tasks), threads, fconv_task, &run);
     const int failed = run.scratch.failed;
     bn_scratch_free(&run.scratch);
-    free(zeros);
-    free(offsets);
+    free(flip8);
     return failed ? BN_ENOMEM : BN_OK;
+}
+
+/* ---- the float64 FMA peak probe ------------------------------------------------------------- */
+typedef struct {
+    uint64_t (*fn)(uint64_t);
+    uint64_t iterations;
+    _Atomic uint64_t done;
+} probe_job;
+
+static void probe_task(void *vjob, long task, int worker) {
+    probe_job *j = (probe_job *)vjob;
+    (void)task;
+    (void)worker;
+    atomic_fetch_add_explicit(&j->done, j->fn(j->iterations), memory_order_relaxed);
+}
+
+uint64_t bn_fma_probe(uint64_t iterations, int threads) {
+    probe_job job = {bn_isa()->float_conv->probe, iterations, 0};
+    bn_parallel_for(threads, threads, probe_task, &job);
+    return atomic_load(&job.done);
 }

@@ -585,7 +585,12 @@ static PyMethodDef core_methods[] = {
     {"first_dense_float", py_first_dense_float, METH_VARARGS,
      "first_dense_float(x, is_float64, w, m, n, k, out[, panels])"},
     {"conv2d_float", py_conv2d_float, METH_VARARGS,
-     "conv2d_float(x, w, bias, geometry, out): float32 NHWC convolution, zero padding"},
+     "conv2d_float(x, panels, bias, geometry, out): float32 NHWC convolution, zero padding"},
+    {"conv2d_float_sign", py_conv2d_float_sign, METH_VARARGS,
+     "conv2d_float_sign(x, is_float64, is_nchw, pad_value, panels, geometry, bias, thresh, flip, "
+     "out): the float first conv, bits out"},
+    {"fma_probe", py_fma_probe, METH_VARARGS,
+     "fma_probe(iterations, threads) -> float64 multiply-adds done, in registers (time the call)"},
     {"backend_supported", py_backend_supported, METH_VARARGS, "backend_supported(code) -> bool"},
     {"get_backend", py_get_backend, METH_NOARGS, "get_backend() -> code"},
     {"set_backend", py_set_backend, METH_VARARGS, "set_backend(code)"},

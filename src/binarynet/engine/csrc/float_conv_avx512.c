@@ -1,0 +1,296 @@
+/* conv2d_float's AVX-512 kernel (float_conv.c has the driver, the bands and the contract).
+ *
+ * A tile is nr output pixels of one row x nv vectors of 8 output channels, all nr * nv float64
+ * sums in registers. For each (tap, input channel) it loads the nv weight vectors once and
+ * multiplies them into every pixel's sums with the pixel's input value broadcast from the band
+ * (folded into the FMA as a memory operand): no other vector work in the inner loop, so the
+ * tiles run near the FMA peak (bench_float_conv.py). Where the input channels of a kernel row
+ * are contiguous in the band (dilation 1, one group: the stem's 7 taps x 3 channels), a row of
+ * taps is one run of broadcasts and weight rows. Sizes: 6 x 4 vectors (64 outputs: two blocks),
+ * 8 x 2 and 8 x 1 (24, 16 and 8 accumulators: enough independent chains to cover the FMA
+ * latency), then 4-, 2- and 1-pixel tiles for the end of a row.
+ */
+#include "core.h"
+
+#if BN_X86
+#include <immintrin.h>
+#include <string.h>
+
+#define LANES BN_FCONV_LANES
+#define AVX512_FCONV __attribute__((target("avx512f,avx512vl")))
+#define INLINE inline __attribute__((always_inline))
+
+AVX512_FCONV static INLINE __mmask8 lanes_upto(size_t valid) {
+    return valid >= LANES ? (__mmask8)0xFF : (__mmask8)((1u << valid) - 1);
+}
+
+/* up to 8 float32 -> float64 (lanes past m are 0) */
+AVX512_FCONV static INLINE __m512d load8(__mmask8 m, const float *p) {
+    return _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, p));
+}
+
+/* count (input, weight row) steps: x[r * ps + i] times w[i * opad + 8 v] into acc[r][v]. The
+ * pixels' inputs are addressed as q[k * ps] from two pointers (pixels 0-3 and 4-7) with three
+ * index registers (ps, 2 ps, 3 ps): otherwise the compiler keeps the 8 offsets r * ps in vector
+ * registers and spills accumulators (the 8 x 1 tile ran at half the FMA rate). */
+AVX512_FCONV static INLINE void accumulate(__m512d *acc, const double *x, size_t ps,
+                                           const double *w, size_t opad, size_t count,
+                                           const int nr, const int nv) {
+    const double *q0 = x, *q4 = x + 4 * ps;
+    const size_t off[4] = {0, ps, 2 * ps, 3 * ps};
+    for (size_t i = 0; i < count; ++i, w += opad, ++q0, ++q4) {
+        __m512d wv[4];
+        for (int v = 0; v < nv; ++v) wv[v] = _mm512_loadu_pd(w + v * LANES);
+        for (int r = 0; r < nr; ++r) {
+            const __m512d xv = _mm512_set1_pd((r < 4 ? q0 : q4)[off[r & 3]]);
+            for (int v = 0; v < nv; ++v)
+                acc[r * nv + v] = _mm512_fmadd_pd(xv, wv[v], acc[r * nv + v]);
+        }
+    }
+}
+
+/* float32 out, or the sign bits (one group: channel oc + 8 v is bit (oc + 8 v) % 64 of a word,
+ * 8 channels a byte; the last block clears the bytes past the channels) */
+AVX512_FCONV static INLINE void store_tile(const bn_fconv_job *j, const __m512d *acc,
+                                           const __mmask8 *m, size_t pixel, size_t oc,
+                                           const int nr, const int nv) {
+    const size_t o = j->s->o;
+    if (j->out) {
+        for (int r = 0; r < nr; ++r)
+            for (int v = 0; v < nv; ++v)
+                _mm256_mask_storeu_ps(j->out + (pixel + (size_t)r) * o + oc + (size_t)v * LANES,
+                                      m[v], _mm512_cvtpd_ps(acc[r * nv + v]));
+        return;
+    }
+    const bn_fconv_sign *sg = j->sign;
+    const size_t words = bn_words(o), used = (o + 7) / 8, last = oc + (size_t)nv * LANES >= o;
+    for (int r = 0; r < nr; ++r) {
+        uint8_t *bytes = (uint8_t *)(sg->out + (pixel + (size_t)r) * words);
+        for (int v = 0; v < nv; ++v) {
+            const size_t c = oc + (size_t)v * LANES;
+            const __m256 z = _mm256_add_ps(_mm512_cvtpd_ps(acc[r * nv + v]),
+                                           _mm256_maskz_loadu_ps(m[v], sg->bias + c));
+            const __m256 t = _mm256_maskz_loadu_ps(m[v], sg->thresh + c);
+            const unsigned ge = _mm256_mask_cmp_ps_mask(m[v], z, t, _CMP_GE_OQ);
+            const unsigned le = _mm256_mask_cmp_ps_mask(m[v], z, t, _CMP_LE_OQ);
+            const unsigned f = j->flip8[c / LANES];
+            bytes[c / LANES] = (uint8_t)((ge & ~f) | (le & f));
+        }
+        if (last) memset(bytes + used, 0, words * 8 - used);
+    }
+}
+
+/* nr pixels from `pixel` (band input at x) x nv vectors of output channels [oc, oc + 8 nv) of
+ * group g, block offset ob in the group's panel rows; acc: nr * nv vectors (the caller's array
+ * of exactly that size, so that the compiler keeps it in registers) */
+AVX512_FCONV static INLINE void tile(const bn_fconv_job *j, const bn_fconv_band *b,
+                                     const double *x, size_t pixel, size_t g, size_t ob,
+                                     const int nr, const int nv, __m512d *acc) {
+    const bn_fconv_shape *s = j->s;
+    const size_t oc = g * j->og + ob, ps = s->sw * s->c, opad = j->opad;
+    __mmask8 m[4];
+    for (int v = 0; v < nv; ++v) {
+        const size_t lo = ob + (size_t)v * LANES;
+        m[v] = lo < j->og ? lanes_upto(j->og - lo) : 0;
+        const __m512d start = j->bias ? load8(m[v], j->bias + oc + (size_t)v * LANES)
+                                      : _mm512_setzero_pd();
+        for (int r = 0; r < nr; ++r) acc[r * nv + v] = start;
+    }
+    const double *w = j->panels + g * s->kh * s->kw * j->cg * opad + ob;
+    const int one_run = s->dw == 1 && j->cg == s->c; /* a kernel row's taps are contiguous */
+    for (size_t ky = 0; ky < s->kh; ++ky) {
+        const double *xr = x + ky * s->dh * b->ld + g * j->cg;
+        if (one_run) {
+            accumulate(acc, xr, ps, w, opad, s->kw * j->cg, nr, nv);
+            w += s->kw * j->cg * opad;
+            continue;
+        }
+        for (size_t kx = 0; kx < s->kw; ++kx, w += j->cg * opad)
+            accumulate(acc, xr + kx * s->dw * s->c, ps, w, opad, j->cg, nr, nv);
+    }
+    store_tile(j, acc, m, pixel, oc, nr, nv);
+}
+
+/* the tile sizes as functions, each with its own accumulator array */
+#define DEFINE_TILE(NR, NV)                                                                      \
+    AVX512_FCONV static void tile_##NR##x##NV(const bn_fconv_job *j, const bn_fconv_band *b,    \
+                                              const double *x, size_t pixel, size_t g,          \
+                                              size_t ob) {                                      \
+        __m512d acc[NR * NV];                                                                    \
+        tile(j, b, x, pixel, g, ob, NR, NV, acc);                                                \
+    }
+DEFINE_TILE(6, 4) DEFINE_TILE(4, 4) DEFINE_TILE(2, 4) DEFINE_TILE(1, 4)
+DEFINE_TILE(8, 2) DEFINE_TILE(4, 2) DEFINE_TILE(2, 2) DEFINE_TILE(1, 2)
+DEFINE_TILE(8, 1) DEFINE_TILE(4, 1) DEFINE_TILE(2, 1) DEFINE_TILE(1, 1)
+
+/* a row's pixels [ox0, ox1) in tiles of NR, then 4, 2, 1 */
+#define ROW_TILES(NR, NV)                                                                        \
+    do {                                                                                         \
+        size_t ox = b->ox0;                                                                      \
+        for (; ox + NR <= b->ox1; ox += NR) tile_##NR##x##NV(j, b, X(ox), P(ox), g, ob);         \
+        if (ox + 4 <= b->ox1) { tile_4x##NV(j, b, X(ox), P(ox), g, ob); ox += 4; }               \
+        if (ox + 2 <= b->ox1) { tile_2x##NV(j, b, X(ox), P(ox), g, ob); ox += 2; }               \
+        if (ox < b->ox1) tile_1x##NV(j, b, X(ox), P(ox), g, ob);                                 \
+    } while (0)
+
+/* depthwise: nr pixels x nv vectors of channels from cb (taps only: one channel per group) */
+AVX512_FCONV static INLINE void depthwise_tile(const bn_fconv_job *j, const bn_fconv_band *b,
+                                               const double *at, size_t pixel, size_t cb,
+                                               const int nr, const int nv, __m512d *acc) {
+    const float *x = b->x32 + (at - b->x); /* the float32 band (at: the offset in values) */
+    const bn_fconv_shape *s = j->s;
+    const size_t ps = s->sw * s->c;
+    __mmask8 m[4];
+    for (int v = 0; v < nv; ++v) {
+        const size_t lo = cb + (size_t)v * LANES;
+        m[v] = lanes_upto(s->c - lo);
+        const __m512d start = j->bias ? load8(m[v], j->bias + lo) : _mm512_setzero_pd();
+        for (int r = 0; r < nr; ++r) acc[r * nv + v] = start;
+    }
+    for (size_t ky = 0; ky < s->kh; ++ky)
+        for (size_t kx = 0; kx < s->kw; ++kx) {
+            const float *xt = x + ky * s->dh * b->ld + kx * s->dw * s->c + cb;
+            const double *wt = j->panels + (ky * s->kw + kx) * j->opad + cb;
+            for (int v = 0; v < nv; ++v) {
+                const __m512d w = _mm512_loadu_pd(wt + v * LANES);
+                for (int r = 0; r < nr; ++r)
+                    acc[r * nv + v] = _mm512_fmadd_pd(
+                        load8(m[v], xt + (size_t)r * ps + (size_t)v * LANES), w, acc[r * nv + v]);
+            }
+        }
+    for (int r = 0; r < nr; ++r)
+        for (int v = 0; v < nv; ++v)
+            _mm256_mask_storeu_ps(j->out + (pixel + (size_t)r) * s->o + cb + (size_t)v * LANES,
+                                  m[v], _mm512_cvtpd_ps(acc[r * nv + v]));
+}
+
+#define DEFINE_DEPTHWISE(NR, NV)                                                                 \
+    AVX512_FCONV static void depthwise_##NR##x##NV(const bn_fconv_job *j,                       \
+                                                   const bn_fconv_band *b, const double *at,    \
+                                                   size_t pixel, size_t cb) {                   \
+        __m512d acc[NR * NV];                                                                    \
+        depthwise_tile(j, b, at, pixel, cb, NR, NV, acc);                                        \
+    }
+DEFINE_DEPTHWISE(6, 4) DEFINE_DEPTHWISE(4, 4) DEFINE_DEPTHWISE(2, 4) DEFINE_DEPTHWISE(1, 4)
+DEFINE_DEPTHWISE(6, 2) DEFINE_DEPTHWISE(4, 2) DEFINE_DEPTHWISE(2, 2) DEFINE_DEPTHWISE(1, 2)
+DEFINE_DEPTHWISE(6, 1) DEFINE_DEPTHWISE(4, 1) DEFINE_DEPTHWISE(2, 1) DEFINE_DEPTHWISE(1, 1)
+
+/* a row's pixels in depthwise tiles of 6, then 4, 2, 1 pixels x NV vectors of channels */
+#define DEPTHWISE_ROW(NV)                                                                        \
+    do {                                                                                         \
+        size_t ox = b->ox0;                                                                      \
+        for (; ox + 6 <= b->ox1; ox += 6) depthwise_6x##NV(j, b, X(ox), P(ox), cb);              \
+        if (ox + 4 <= b->ox1) { depthwise_4x##NV(j, b, X(ox), P(ox), cb); ox += 4; }             \
+        if (ox + 2 <= b->ox1) { depthwise_2x##NV(j, b, X(ox), P(ox), cb); ox += 2; }             \
+        if (ox < b->ox1) depthwise_1x##NV(j, b, X(ox), P(ox), cb);                               \
+    } while (0)
+
+/* a dense layer's row (1x1 conv of a 1x1 map, one group, fewer pixels than a small tile):
+ * all O sums in memory (acc, in L1) and the weights streamed once in panel order, 4 input
+ * channels per pass over acc; tiles would walk each output block's weights down a column with
+ * one page stride per input channel. Each sum still takes its terms in input-channel order. */
+AVX512_FCONV static void dense_row(const bn_fconv_job *j, const double *x, size_t pixel,
+                                   double *acc) {
+    const size_t k = j->s->c, o = j->s->o, opad = j->opad;
+    for (size_t v = 0; v < opad; v += LANES)
+        _mm512_storeu_pd(acc + v, j->bias ? load8(lanes_upto(o - v), j->bias + v)
+                                          : _mm512_setzero_pd());
+    size_t ci = 0;
+    for (; ci + 4 <= k; ci += 4) {
+        const __m512d x0 = _mm512_set1_pd(x[ci]), x1 = _mm512_set1_pd(x[ci + 1]);
+        const __m512d x2 = _mm512_set1_pd(x[ci + 2]), x3 = _mm512_set1_pd(x[ci + 3]);
+        const double *w = j->panels + ci * opad;
+        for (size_t v = 0; v < opad; v += LANES) {
+            __m512d a = _mm512_loadu_pd(acc + v);
+            a = _mm512_fmadd_pd(x0, _mm512_loadu_pd(w + v), a);
+            a = _mm512_fmadd_pd(x1, _mm512_loadu_pd(w + opad + v), a);
+            a = _mm512_fmadd_pd(x2, _mm512_loadu_pd(w + 2 * opad + v), a);
+            a = _mm512_fmadd_pd(x3, _mm512_loadu_pd(w + 3 * opad + v), a);
+            _mm512_storeu_pd(acc + v, a);
+        }
+    }
+    for (; ci < k; ++ci) {
+        const __m512d xv = _mm512_set1_pd(x[ci]);
+        const double *w = j->panels + ci * opad;
+        for (size_t v = 0; v < opad; v += LANES)
+            _mm512_storeu_pd(acc + v, _mm512_fmadd_pd(xv, _mm512_loadu_pd(w + v),
+                                                      _mm512_loadu_pd(acc + v)));
+    }
+    if (!j->out) {
+        bn_fconv_sign_pixel(j, pixel, acc);
+        return;
+    }
+    for (size_t v = 0; v < opad; v += LANES)
+        _mm256_mask_storeu_ps(j->out + pixel * o + v, lanes_upto(o - v),
+                              _mm512_cvtpd_ps(_mm512_loadu_pd(acc + v)));
+}
+
+AVX512_FCONV static void block_avx512(const bn_fconv_job *j, const bn_fconv_band *b,
+                                      double *acc) {
+    const bn_fconv_shape *s = j->s;
+    const size_t cols = b->ld / s->c;
+    /* the band input of output pixel ox of row oy, and the pixel's index */
+#define X(ox) (b->x + ((oy - b->oy0) * s->sh * cols + ((ox) - b->ox0) * s->sw) * s->c)
+#define P(ox) ((b->n * s->ho + oy) * s->wo + (ox))
+    if (s->kh == 1 && s->kw == 1 && s->groups == 1 && b->ox1 - b->ox0 < 4) {
+        for (size_t oy = b->oy0; oy < b->oy1; ++oy)
+            for (size_t ox = b->ox0; ox < b->ox1; ++ox) dense_row(j, X(ox), P(ox), acc);
+        return;
+    }
+    if (j->depthwise) {
+        for (size_t oy = b->oy0; oy < b->oy1; ++oy) {
+            size_t cb = 0;
+            for (; cb + 3 * LANES < s->c; cb += 4 * LANES) DEPTHWISE_ROW(4);
+            if (cb + LANES < s->c) {
+                DEPTHWISE_ROW(2);
+                cb += 2 * LANES;
+            }
+            if (cb < s->c) DEPTHWISE_ROW(1);
+        }
+        return;
+    }
+    /* one block of 4 (then 2, then 1) vectors of outputs over all rows, then the next: the
+     * block's weights stay in cache */
+    for (size_t g = 0; g < s->groups; ++g) {
+        size_t ob = 0;
+        for (; ob + 3 * LANES < j->og; ob += 4 * LANES)
+            for (size_t oy = b->oy0; oy < b->oy1; ++oy) ROW_TILES(6, 4);
+        if (ob + LANES < j->og) {
+            for (size_t oy = b->oy0; oy < b->oy1; ++oy) ROW_TILES(8, 2);
+            ob += 2 * LANES;
+        }
+        if (ob < j->og)
+            for (size_t oy = b->oy0; oy < b->oy1; ++oy) ROW_TILES(8, 1);
+    }
+#undef X
+#undef P
+}
+
+AVX512_FCONV static void widen_avx512(const float *x, size_t count, double *out) {
+    size_t i = 0;
+    for (; i + LANES <= count; i += LANES) _mm512_storeu_pd(out + i, load8(0xFF, x + i));
+    if (i < count) _mm512_mask_storeu_pd(out + i, lanes_upto(count - i), load8(lanes_upto(count - i), x + i));
+}
+
+/* one thread's share of the probe: vfmadd231pd on 12 zmm chains, no memory operands */
+#define PROBE_ZMM(i) __m512d a##i = _mm512_set1_pd(1.0 + i)
+#define PROBE_STEP(i)                                                                            \
+    a##i = _mm512_fmadd_pd(a##i, m, c);                                                          \
+    __asm__ volatile("" : "+v"(a##i))
+AVX512_FCONV static uint64_t probe_avx512(uint64_t iterations) {
+    const __m512d m = _mm512_set1_pd(0.999999), c = _mm512_set1_pd(1e-7);
+    PROBE_ZMM(0); PROBE_ZMM(1); PROBE_ZMM(2); PROBE_ZMM(3); PROBE_ZMM(4); PROBE_ZMM(5);
+    PROBE_ZMM(6); PROBE_ZMM(7); PROBE_ZMM(8); PROBE_ZMM(9); PROBE_ZMM(10); PROBE_ZMM(11);
+    for (uint64_t i = 0; i < iterations; ++i) {
+        PROBE_STEP(0); PROBE_STEP(1); PROBE_STEP(2); PROBE_STEP(3); PROBE_STEP(4); PROBE_STEP(5);
+        PROBE_STEP(6); PROBE_STEP(7); PROBE_STEP(8); PROBE_STEP(9); PROBE_STEP(10); PROBE_STEP(11);
+    }
+    __m512d sum = _mm512_add_pd(_mm512_add_pd(_mm512_add_pd(a0, a1), _mm512_add_pd(a2, a3)),
+                                _mm512_add_pd(_mm512_add_pd(a4, a5), _mm512_add_pd(a6, a7)));
+    sum = _mm512_add_pd(sum, _mm512_add_pd(_mm512_add_pd(a8, a9), _mm512_add_pd(a10, a11)));
+    __asm__ volatile("" : : "v"(sum));
+    return iterations * 12 * LANES;
+}
+
+const bn_fconv_kernel bn_fconv_avx512 = {"avx512f", block_avx512, widen_avx512, probe_avx512};
+#endif

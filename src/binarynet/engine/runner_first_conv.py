@@ -1,0 +1,34 @@
+"""The graph runner's float-input first conv on ``conv2d_float``'s tiles, mixed into
+:class:`binarynet.engine.runner.Runner` (which keeps the generic path: im2col and float64 sums
+of patches, for grouped convs and for kernels without ``conv2d_float_sign``)."""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["FloatFirstConv"]
+
+
+class FloatFirstConv:
+    """Needs of the host class: ``kernels``, ``xp``, ``_cached(key, make)``, ``_t(op, role)``
+    and ``_normalised(x, channel_axis)``."""
+
+    def _first_conv_float(self, op, x):
+        """A one-group first conv of float input: float64 sums from 0 in conv2d_float's fixed
+        order (the generic path's sums, except where their float32 rounding depends on the
+        order), the bias, threshold and packing done on the sums in registers; the NCHW image
+        read as it is (uint8 with per-channel scales: normalised to float64 first)."""
+        if x.dtype not in (np.float32, np.float64):
+            x = self._normalised(x, 1)
+        weight, panels = self._cached((op["name"], "conv2d_float_sign"),
+                                      lambda: self._first_conv_panels(op))
+        return self.kernels.conv2d_float_sign(
+            self.xp.contiguous(x), weight, self._t(op, "bias"), self._t(op, "vthresh"),
+            self._t(op, "flip"), tuple(op["stride"]), tuple(op["padding"]),
+            tuple(op["dilation"]), pad_value=op["pad_value"], nchw=True, panels=panels)
+
+    def _first_conv_panels(self, op):
+        """The first conv's +-1 weights as float32 (O, KH, KW, C) and as conv2d_float panels."""
+        (kh, kw), c = op["kernel"], op["in_channels"]
+        pm1 = self.kernels.unpack(self.xp.contiguous(self._t(op, "weight")), kh * kw * c)
+        weight = np.ascontiguousarray(pm1.reshape(-1, kh, kw, c), dtype=np.float32)
+        return weight, self.kernels.conv2d_float_panels(weight, 1)
