@@ -9,7 +9,7 @@ import torch
 
 import binarynet as bn
 from binarynet import engine
-from binarynet.engine import backends, kernels
+from binarynet.engine import _core, backends, kernels
 from binarynet.errors import BinarynetError
 from binarynet.export import export
 from engine_fixtures import run_without_torch
@@ -82,20 +82,16 @@ def test_input_checks(cnn):
 def test_float_first_layers_sum_in_the_kernel_not_blas(cnn, monkeypatch):
     """Float input to a first conv or dense takes kernels.first_dense_float (numpy's BLAS
     threads spin after each call and slowed the next op 1.9x), or for a dense its prepared form
-    first_layer_gemm, with the reference's results."""
+    (kernels.prepare("first_layer", ...)): both run the C core's first_dense_float, with the
+    reference's results."""
     calls = []
-    real, real_prepared = kernels.first_dense_float, kernels.first_layer_gemm
+    real = _core.first_dense_float
 
-    def spy(x, w, k):
+    def spy(x, *args):
         calls.append(x.shape)
-        return real(x, w, k)
+        return real(x, *args)
 
-    def spy_prepared(x, weights):
-        calls.append(x.shape)
-        return real_prepared(x, weights)
-
-    monkeypatch.setattr(kernels, "first_dense_float", spy)
-    monkeypatch.setattr(kernels, "first_layer_gemm", spy_prepared)
+    monkeypatch.setattr(_core, "first_dense_float", spy)
     torch.manual_seed(3)
     mlp = bn.models.get("mnist_mlp", hidden=70, depth=2, in_shape=(1, 6, 6)).eval()
     x_mlp = torch.randn(5, 1, 6, 6)
