@@ -14,6 +14,8 @@ of the real-valued stream (:mod:`~binarynet.engine.kernels_real`).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from binarynet.engine import _core
@@ -45,6 +47,23 @@ _PACK_DTYPES = {np.dtype(np.float32): _core.F32, np.dtype(np.float64): _core.F64
 # validation helpers (the reference's rules, with the pad-bit scan done in C: _pad_bits_clear;
 # _aligned copies the rare unaligned operand: prepared.py)
 # ----------------------------------------------------------------------------------------------
+def _conv_tables(w, geometry, mode, once):
+    """() -> the extra arguments of a binary conv's C call: with ``once`` (prepared calls) its
+    weight tables (wpre, panels, kvec: conv_plan.c) made at the first call on each ISA row
+    (whether panels are made follows the row) and kept, at batch 1 a fifth of an 8x8 layer's
+    time; else none (the C core makes them per call)."""
+    if not once:
+        return tuple
+    made = {}
+
+    def tables():
+        row = _core.get_backend()
+        if row not in made:
+            made[row] = _core.conv_prepare(w, geometry, mode)
+        return made[row]
+    return tables
+
+
 def _conv_args(op, x, w, c, stride, padding, dilation, pad_mode):
     x, w, c, stride, padding, dilation, ho, wo = _ref._conv_geometry(
         op, x, w, c, stride, padding, dilation, pad_mode, _pad_bits_clear)
@@ -148,9 +167,10 @@ def bconv2d_threshold(x, w, c, thresh, flip, stride=(1, 1), padding=(0, 0), dila
 
 
 def _layout_bconv2d_threshold(x, w, c, thresh, flip, stride=(1, 1), padding=(0, 0),
-                              dilation=(1, 1), pad_mode="zero", pool=None):
+                              dilation=(1, 1), pad_mode="zero", pool=None, *, tables_once=False):
     """bconv2d_threshold's checks and operands; with ``pool`` = (kernel, stride), those of
-    bconv2d_threshold_maxpool (the same conv, pooled in the kernel)."""
+    bconv2d_threshold_maxpool (the same conv, pooled in the kernel); ``tables_once``: the
+    weight tables made once (_conv_tables)."""
     op = "bconv2d_threshold" if pool is None else "bconv2d_threshold_maxpool"
     x, w, geometry, mode, ho, wo = _conv_args(op, x, w, c, stride, padding, dilation, pad_mode)
     thresh, flip = _ref._check_thresholds(op, thresh, flip, w.shape[0])
@@ -158,14 +178,15 @@ def _layout_bconv2d_threshold(x, w, c, thresh, flip, stride=(1, 1), padding=(0, 
         pool_kernel, pool_stride, ho, wo = _ref._pool_geometry(op, ho, wo, *pool)
     shape = (x.shape[0], ho, wo, _ref.words_for(w.shape[0]))
     w, thresh = _aligned(w), _aligned(thresh)
+    tables = _conv_tables(w, geometry, mode, tables_once)
 
     def run(x, residual):
         out = np.empty(shape, dtype=np.uint64)
         if pool is None:
-            _core.bconv2d_threshold(x, w, geometry, mode, thresh, flip, out)
+            _core.bconv2d_threshold(x, w, geometry, mode, thresh, flip, out, *tables())
         else:
             _core.bconv2d_threshold_maxpool(x, w, geometry, mode, thresh, flip,
-                                            pool_kernel + pool_stride, out)
+                                            pool_kernel + pool_stride, out, *tables())
         return out
     return _checked(x, c, run)
 
@@ -183,9 +204,9 @@ def bconv2d_threshold_maxpool(x, w, c, thresh, flip, pool_kernel, pool_stride, s
 
 def _layout_bconv2d_threshold_maxpool(x, w, c, thresh, flip, pool_kernel, pool_stride,
                                       stride=(1, 1), padding=(0, 0), dilation=(1, 1),
-                                      pad_mode="zero"):
+                                      pad_mode="zero", *, tables_once=False):
     return _layout_bconv2d_threshold(x, w, c, thresh, flip, stride, padding, dilation, pad_mode,
-                                     (pool_kernel, pool_stride))
+                                     (pool_kernel, pool_stride), tables_once=tables_once)
 
 
 @_after_environment
@@ -240,10 +261,10 @@ def threshold_pack(x, thresh, flip) -> np.ndarray:
 _STEP_CODES = {"scale_shift": 0, "relu": 1, "prelu": 2, "add": 3}  # csrc/core.h bn_step_kind
 
 
-def _transform_run(op, x, k, checked, out_shape, geometry):
+def _transform_run(op, x, k, checked, out_shape, geometry, tables=tuple):
     """The checked call of the C core's transform kernel ``op(x, *geometry, kinds, params,
-    residual, y, thresh, flip, bits)``: kinds (bytes) and params (float32 rows, in step order)
-    made once, y and bits allocated per run."""
+    residual, y, thresh, flip, bits, *tables())``: kinds (bytes) and params (float32 rows, in
+    step order) made once, y and bits allocated per run."""
     steps, residual, thresh, flip, float_out = checked
     kinds = bytes(_STEP_CODES[step[0]] for step in steps)
     params = np.array([p for step in steps for p in step[1:]])  # (rows, O): all (O,) float32
@@ -255,7 +276,8 @@ def _transform_run(op, x, k, checked, out_shape, geometry):
         y = np.empty(out_shape, dtype=np.float32) if float_out else None
         bits = None if thresh is None else np.empty(bits_shape, dtype=np.uint64)
         residual = None if residual is None else _aligned(residual)
-        getattr(_core, op)(x, *geometry, kinds, params, residual, y, thresh, flip, bits)
+        getattr(_core, op)(x, *geometry, kinds, params, residual, y, thresh, flip, bits,
+                           *tables())
         return y, bits
     return _checked(x, k, run, None if residual is None else out_shape)
 
@@ -275,14 +297,16 @@ def bconv2d_transform(x, w, c, scale, shift, *, steps=(), residual=None, sign_th
 
 def _layout_bconv2d_transform(x, w, c, scale, shift, *, steps=(), residual=None,
                               sign_thresh=None, sign_flip=None, float_out=True, stride=(1, 1),
-                              padding=(0, 0), dilation=(1, 1), pad_mode="zero"):
+                              padding=(0, 0), dilation=(1, 1), pad_mode="zero",
+                              tables_once=False):
     op = "bconv2d_transform"
     x, w, geometry, mode, ho, wo = _conv_args(op, x, w, c, stride, padding, dilation, pad_mode)
     shape = (x.shape[0], ho, wo, w.shape[0])
     checked = _ref._check_transform(op, w.shape[0], shape, scale, shift, steps, residual,
                                     sign_thresh, sign_flip, float_out)
-    return _transform_run(op, x, c, checked, shape,
-                          (_aligned(w), geometry, mode))
+    w = _aligned(w)
+    return _transform_run(op, x, c, checked, shape, (w, geometry, mode),
+                          _conv_tables(w, geometry, mode, tables_once))
 
 
 @_after_environment
@@ -331,10 +355,13 @@ def _layout_sign_pack(x, thresh, flip):
 # ----------------------------------------------------------------------------------------------
 # The ops that can be prepared: name -> layout(x, *operands) (every check of the public
 # function, which is its layout run once) -> (x as the C core takes it, a prepared.Checked).
+# The binary convs' prepared calls also keep their weight tables (_conv_tables).
 _LAYOUTS = {"bgemm": _layout_bgemm, "bgemm_threshold": _layout_bgemm_threshold,
-            "bconv2d_threshold": _layout_bconv2d_threshold,
-            "bconv2d_threshold_maxpool": _layout_bconv2d_threshold_maxpool,
-            "bmaxpool2d": _layout_bmaxpool2d, "bconv2d_transform": _layout_bconv2d_transform,
+            "bconv2d_threshold": functools.partial(_layout_bconv2d_threshold, tables_once=True),
+            "bconv2d_threshold_maxpool": functools.partial(_layout_bconv2d_threshold_maxpool,
+                                                           tables_once=True),
+            "bmaxpool2d": _layout_bmaxpool2d,
+            "bconv2d_transform": functools.partial(_layout_bconv2d_transform, tables_once=True),
             "bgemm_transform": _layout_bgemm_transform, "sign_pack": _layout_sign_pack,
             "int_conv_threshold": _layout_int_conv_threshold,
             "first_layer": _layout_first_layer}
