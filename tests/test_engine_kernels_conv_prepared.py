@@ -1,8 +1,8 @@
-"""Binary convs with their weight tables made once (csrc/conv_plan.c: panels, tap popcount
-prefix sums, border ks; ``_core.conv_prepare``), as ``kernels.prepare`` calls keep them: bit for
-bit the unprepared kernels on every ISA row (tables made on one row, run on each) and 1-3
-threads, the bindings checking every prepared buffer's size on every call, and the runner
-preparing each layer once."""
+"""Binary convs and denses with their weight tables made once (csrc/conv_plan.c: panels, tap
+popcount prefix sums, border ks; ``_core.conv_prepare``), as ``kernels.prepare`` calls keep
+them: bit for bit the unprepared kernels on every ISA row (tables made on one row, run on each)
+and 1-3 threads, the bindings checking every prepared buffer's size on every call, and the
+runner preparing each layer once."""
 import numpy as np
 import pytest
 import torch
@@ -118,6 +118,26 @@ def test_prepared_convs_on_every_thread_count(shape, pad_mode):
     check_prepared(x, calls(rng, x, wt, c, thresh, flip, scale, shift, geometry), (1, 2, 3))
 
 
+@settings(max_examples=30, deadline=None)
+@given(made_on=st.sampled_from(BACKENDS), m=st.sampled_from([1, 31, 32, 70]),
+       n=st.sampled_from([1, 17, 65, 130]), k=st.sampled_from([1, 63, 65, 300]),
+       seed=st.integers(0, 2**16))
+def test_property_prepared_denses_match_unprepared(made_on, m, n, k, seed):
+    """bgemm, bgemm_threshold and bgemm_transform with their panels made once (AVX-512, from 32
+    rows): below and above that bound, odd sizes, 1-3 threads."""
+    rng = np.random.default_rng(seed)
+    a, w = reference.pack(pm1(rng, (m, k))), reference.pack(pm1(rng, (n, k)))
+    thresh, flip = rng.integers(-6, 7, n).astype(np.int32), rng.random(n) < 0.5
+    scale, shift = (rng.standard_normal(n).astype(np.float32) for _ in range(2))
+    residual = rng.standard_normal((m, n)).astype(np.float32)
+    kernels.set_backend(made_on)
+    check_prepared(a, [("bgemm", (w, k), {}, None),
+                       ("bgemm_threshold", (w, k, thresh, flip), {}, None),
+                       ("bgemm_transform", (w, k, scale, shift),
+                        dict(steps=(("add",),), sign_thresh=shift, sign_flip=flip), residual)],
+                   (1, 2, 3))
+
+
 def _geometry(n, h, w, c, o, k, pad):
     return (n, h, w, c, o, k, k, 1, 1, pad, pad, 1, 1)
 
@@ -163,6 +183,14 @@ def test_core_checks_prepared_buffers():
             with pytest.raises(ValueError, match=r"^bconv2d_threshold: prepared kvec was made "
                                r"for another geometry$"):
                 _core.bconv2d_threshold(*args, out, wpre, panels, small)
+    # a dense of 64 rows, k = 100, 70 outputs: panels of 80 x 2 words
+    a, dense_w = x.reshape(64, 2), np.ascontiguousarray(wt[:, 0, 0])
+    dense = _core.conv_prepare(dense_w, (64, 1, 1, 100, 70, 1, 1, 1, 1, 0, 0, 1, 1),
+                               _MODES["zero"])
+    assert dense[0] is None and dense[2] is None
+    with pytest.raises(ValueError, match=r"^bgemm: buffer panels holds 1272 bytes, expected "
+                       r"1280$"):
+        _core.bgemm(a, dense_w, 64, 70, 100, np.empty((64, 70), np.int32), b"\0" * 1272)
     with pytest.raises(ValueError, match=r"^conv_prepare: buffer w holds"):
         _core.conv_prepare(wt[:-1], geometry, _MODES["zero"])
     _core.bconv2d_threshold(*args, out, wpre, panels, kvec)
@@ -170,9 +198,9 @@ def test_core_checks_prepared_buffers():
         x, wt, 100, thresh, flip, padding=(1, 1)))
 
 
-def test_runner_prepares_each_conv_once(monkeypatch):
-    """A ConvNet's binary convs (plain and with the fused pool) make their tables at the first
-    batch and keep them for the next ones, with the reference runner's logits."""
+def test_runner_prepares_each_layer_once(monkeypatch):
+    """A ConvNet's binary convs (plain and with the fused pool) and denses make their tables at
+    the first batch and keep them for the next ones, with the reference runner's logits."""
     torch.manual_seed(5)
     model = bn.models.get("cifar10_vgg", widths=(64, 64), fc=(32,), image_size=8).eval()
     x = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
@@ -185,6 +213,9 @@ def test_runner_prepares_each_conv_once(monkeypatch):
     fresh = engine.PackedModel(packed.graph, packed.tensors)
     for _ in range(3):
         np.testing.assert_array_equal(fresh.predict(x, batch_size=1), want)
-    convs = [op for op in packed.graph["ops"] if op["op"] == "conv"]
-    assert len(convs) >= 2 and len(made) == len(convs)
+    ops = [op["op"] for op in packed.graph["ops"]]
+    assert ops.count("conv") >= 2 and ops.count("dense") + ops.count("dense_logits") >= 2
+    # a dense is prepared as the 1x1 conv of its rows (geometry (m, 1, 1, k, n, 1, 1, ...))
+    assert sorted(g[5] for g in made) == [1] * (ops.count("dense") + ops.count("dense_logits")) \
+        + [3] * ops.count("conv")
     assert all(g[0] == 1 for g in made)  # batch 1

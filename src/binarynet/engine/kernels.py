@@ -64,6 +64,13 @@ def _conv_tables(w, geometry, mode, once):
     return tables
 
 
+def _dense_tables(w, m, n, k, once):
+    """As :func:`_conv_tables` for a binary dense of m rows: its one table, the weights repacked
+    as panels (AVX-512, 32 rows or more), those of the 1x1 conv of m pixels."""
+    tables = _conv_tables(w, (m, 1, 1, k, n, 1, 1, 1, 1, 0, 0, 1, 1), _core.PAD_ZERO, once)
+    return lambda: tables()[1:2]
+
+
 def _conv_args(op, x, w, c, stride, padding, dilation, pad_mode):
     x, w, c, stride, padding, dilation, ho, wo = _ref._conv_geometry(
         op, x, w, c, stride, padding, dilation, pad_mode, _pad_bits_clear)
@@ -115,13 +122,14 @@ def bgemm(a, w, k) -> np.ndarray:
     return _run_once(_layout_bgemm(a, w, k))
 
 
-def _layout_bgemm(a, w, k):
+def _layout_bgemm(a, w, k, *, tables_once=False):
     a, w, k = _ref._check_dense("bgemm", a, w, k, _pad_bits_clear)
     m, n, w = a.shape[0], w.shape[0], _aligned(w)
+    tables = _dense_tables(w, m, n, k, tables_once)
 
     def run(a, residual):
         out = np.empty((m, n), dtype=np.int32)
-        _core.bgemm(a, w, m, n, k, out)
+        _core.bgemm(a, w, m, n, k, out, *tables())
         return out
     return _checked(a, k, run)
 
@@ -136,14 +144,15 @@ def bgemm_threshold(a, w, k, thresh, flip) -> np.ndarray:
     return _run_once(_layout_bgemm_threshold(a, w, k, thresh, flip))
 
 
-def _layout_bgemm_threshold(a, w, k, thresh, flip):
+def _layout_bgemm_threshold(a, w, k, thresh, flip, *, tables_once=False):
     a, w, k = _ref._check_dense("bgemm_threshold", a, w, k, _pad_bits_clear)
     thresh, flip = _ref._check_thresholds("bgemm_threshold", thresh, flip, w.shape[0])
     m, n, w, thresh = a.shape[0], w.shape[0], _aligned(w), _aligned(thresh)
+    tables = _dense_tables(w, m, n, k, tables_once)
 
     def run(a, residual):
         out = np.empty((m, _ref.words_for(n)), dtype=np.uint64)
-        _core.bgemm_threshold(a, w, m, n, k, thresh, flip, out)
+        _core.bgemm_threshold(a, w, m, n, k, thresh, flip, out, *tables())
         return out
     return _checked(a, k, run)
 
@@ -320,13 +329,14 @@ def bgemm_transform(a, w, k, scale, shift, *, steps=(), residual=None, sign_thre
 
 
 def _layout_bgemm_transform(a, w, k, scale, shift, *, steps=(), residual=None, sign_thresh=None,
-                            sign_flip=None, float_out=True):
+                            sign_flip=None, float_out=True, tables_once=False):
     a, w, k = _ref._check_dense("bgemm_transform", a, w, k, _pad_bits_clear)
     shape = (a.shape[0], w.shape[0])
     checked = _ref._check_transform("bgemm_transform", w.shape[0], shape, scale, shift, steps,
                                     residual, sign_thresh, sign_flip, float_out)
-    return _transform_run("bgemm_transform", a, k, checked, shape,
-                          (_aligned(w), shape[0], shape[1], k))
+    w = _aligned(w)
+    return _transform_run("bgemm_transform", a, k, checked, shape, (w, shape[0], shape[1], k),
+                          _dense_tables(w, shape[0], shape[1], k, tables_once))
 
 
 @_after_environment
@@ -355,14 +365,16 @@ def _layout_sign_pack(x, thresh, flip):
 # ----------------------------------------------------------------------------------------------
 # The ops that can be prepared: name -> layout(x, *operands) (every check of the public
 # function, which is its layout run once) -> (x as the C core takes it, a prepared.Checked).
-# The binary convs' prepared calls also keep their weight tables (_conv_tables).
-_LAYOUTS = {"bgemm": _layout_bgemm, "bgemm_threshold": _layout_bgemm_threshold,
+# The binary convs' and denses' prepared calls also keep their weight tables (_conv_tables).
+_LAYOUTS = {"bgemm": functools.partial(_layout_bgemm, tables_once=True),
+            "bgemm_threshold": functools.partial(_layout_bgemm_threshold, tables_once=True),
             "bconv2d_threshold": functools.partial(_layout_bconv2d_threshold, tables_once=True),
             "bconv2d_threshold_maxpool": functools.partial(_layout_bconv2d_threshold_maxpool,
                                                            tables_once=True),
             "bmaxpool2d": _layout_bmaxpool2d,
             "bconv2d_transform": functools.partial(_layout_bconv2d_transform, tables_once=True),
-            "bgemm_transform": _layout_bgemm_transform, "sign_pack": _layout_sign_pack,
+            "bgemm_transform": functools.partial(_layout_bgemm_transform, tables_once=True),
+            "sign_pack": _layout_sign_pack,
             "int_conv_threshold": _layout_int_conv_threshold,
             "first_layer": _layout_first_layer}
 # ops whose bound operands are turned once, at prepare, into what their layout takes

@@ -93,29 +93,32 @@ static int check_transform(const char *op, transform_bufs *b, size_t rows, size_
     return 0;
 }
 
+/* bgemm_transform(a, w, m, n, k, <transform arguments>[, panels]): panels (or None) made once
+ * (get_dense_panels). */
 PyObject *py_bgemm_transform(PyObject *self, PyObject *args) {
-    Py_buffer a, w;
+    Py_buffer a, w, panels = {0};
     Py_ssize_t m, n, k;
-    PyObject *objs[7];
+    PyObject *objs[7], *panels_obj = Py_None;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*nnnOOOOOOO", &a, &w, &m, &n, &k, &objs[0], &objs[1],
-                          &objs[2], &objs[3], &objs[4], &objs[5], &objs[6]))
+    if (!PyArg_ParseTuple(args, "y*y*nnnOOOOOOO|O", &a, &w, &m, &n, &k, &objs[0], &objs[1],
+                          &objs[2], &objs[3], &objs[4], &objs[5], &objs[6], &panels_obj))
         return NULL;
     PyObject *ret = NULL;
     const char *op = "bgemm_transform";
     transform_bufs b;
     bn_transform t;
     if (!get_transform_buffers(objs, &b) && !check_dense(op, m, n, k, &a, &w) &&
-        !check_transform(op, &b, (size_t)m, (size_t)n, &t)) {
+        !check_transform(op, &b, (size_t)m, (size_t)n, &t) &&
+        !get_dense_panels(op, n, k, panels_obj, &panels)) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = bn_bgemm_transform((const uint64_t *)a.buf, (const uint64_t *)w.buf, (size_t)m,
-                                (size_t)n, (size_t)k, &t);
+        rc = bn_bgemm_transform((const uint64_t *)a.buf, (const uint64_t *)w.buf,
+                                (const uint64_t *)panels.buf, (size_t)m, (size_t)n, (size_t)k, &t);
         Py_END_ALLOW_THREADS
         ret = driver_result(op, rc);
     }
     release_transform(&b);
-    RELEASE(&a, &w);
+    RELEASE(&a, &w, &panels);
     return ret;
 }
 

@@ -161,6 +161,16 @@ static inline int check_conv_inputs(const char *op, const bn_conv_shape *s, cons
 }
 
 
+/* The optional prepared panels of a binary dense (None, or conv_prepare's panels of the 1x1
+ * conv of its m rows: bn_panel_words(n, words(k)) words), checked on every call; after
+ * check_dense. */
+static inline int get_dense_panels(const char *op, Py_ssize_t n, Py_ssize_t k, PyObject *o,
+                                   Py_buffer *b) {
+    if (optional_buffer(o, b)) return -1;
+    return b->obj ? CHECK_BUFFER(op, "panels", b, 8,
+                                 bn_panel_words((size_t)n, bn_words((size_t)k))) : 0;
+}
+
 /* The optional prepared tables of a binary conv (conv_prepare's wpre, panels, kvec: each None
  * or a buffer), checked on every call: wpre and panels of the sizes the geometry gives, kvec
  * of whole int32 (its class count is the driver's check: BN_EPREPARED). *prep stays NULL when

@@ -380,10 +380,13 @@ size_t bn_block_n(size_t kw, size_t m, size_t n);
 /* the same for a task list of m_blocks blocks of A rows (or other row groups) */
 size_t bn_block_n_split(size_t kw, size_t m_blocks, size_t n);
 
-/* -1 when out of memory */
-int bn_bgemm(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out);
-int bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
-                        const int32_t *thresh, const uint8_t *flip, uint64_t *out);
+/* -1 when out of memory. panels: w repacked once (bn_repack_panels, bn_panel_words(n, words(k))
+ * words), read where the panel path runs, or NULL (repacked per call when it does). */
+int bn_bgemm(const uint64_t *a, const uint64_t *w, const uint64_t *panels, size_t m, size_t n,
+             size_t k, int32_t *out);
+int bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, const uint64_t *panels, size_t m,
+                       size_t n, size_t k, const int32_t *thresh, const uint8_t *flip,
+                       uint64_t *out);
 
 /* ---- threshold_pack (threshold.c) ----------------------------------------------------------- */
 /* int32 rows x n -> packed bits (dot >= thresh, or <= where flipped); -1 when out of memory. */
@@ -434,8 +437,8 @@ int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, cons
 
 /* Transform drivers (transform.c sign_pack; gemm.c, conv.c): t->chunk and t->flip_bits are
  * filled by the driver; BN_OK, BN_ENOMEM or BN_EOVERFLOW. */
-int bn_bgemm_transform(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
-                       bn_transform *t);
+int bn_bgemm_transform(const uint64_t *a, const uint64_t *w, const uint64_t *panels, size_t m,
+                       size_t n, size_t k, bn_transform *t);
 int bn_bconv2d_transform(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
                          const bn_conv_weights *prep, bn_transform *t);
 int bn_sign_pack(const float *x, size_t rows, size_t c, bn_transform *t);

@@ -80,45 +80,55 @@ static PyObject *py_pad_bits_clear(PyObject *self, PyObject *args) {
 }
 
 /* ---- dense ---------------------------------------------------------------------------------- */
+/* bgemm(a, w, m, n, k, out[, panels]); bgemm_threshold(a, w, m, n, k, thresh, flip, out[,
+ * panels]): panels (or None) made once (get_dense_panels). */
 static PyObject *py_bgemm(PyObject *self, PyObject *args) {
-    Py_buffer a, w, out;
+    Py_buffer a, w, out, panels = {0};
+    PyObject *panels_obj = Py_None;
     Py_ssize_t m, n, k;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*nnnw*", &a, &w, &m, &n, &k, &out)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*y*nnnw*|O", &a, &w, &m, &n, &k, &out, &panels_obj))
+        return NULL;
     PyObject *ret = NULL;
     if (!check_dense("bgemm", m, n, k, &a, &w) &&
-        !CHECK_BUFFER("bgemm", "out", &out, 4, (size_t)m, (size_t)n)) {
+        !CHECK_BUFFER("bgemm", "out", &out, 4, (size_t)m, (size_t)n) &&
+        !get_dense_panels("bgemm", n, k, panels_obj, &panels)) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = bn_bgemm((const uint64_t *)a.buf, (const uint64_t *)w.buf, (size_t)m, (size_t)n,
-                      (size_t)k, (int32_t *)out.buf);
+        rc = bn_bgemm((const uint64_t *)a.buf, (const uint64_t *)w.buf,
+                      (const uint64_t *)panels.buf, (size_t)m, (size_t)n, (size_t)k,
+                      (int32_t *)out.buf);
         Py_END_ALLOW_THREADS
         ret = driver_result("bgemm", rc);
     }
-    RELEASE(&a, &w, &out);
+    RELEASE(&a, &w, &out, &panels);
     return ret;
 }
 
 static PyObject *py_bgemm_threshold(PyObject *self, PyObject *args) {
-    Py_buffer a, w, thresh, flip, out;
+    Py_buffer a, w, thresh, flip, out, panels = {0};
+    PyObject *panels_obj = Py_None;
     Py_ssize_t m, n, k;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*nnny*y*w*", &a, &w, &m, &n, &k, &thresh, &flip, &out))
+    if (!PyArg_ParseTuple(args, "y*y*nnny*y*w*|O", &a, &w, &m, &n, &k, &thresh, &flip, &out,
+                          &panels_obj))
         return NULL;
     PyObject *ret = NULL;
     const char *op = "bgemm_threshold";
     if (!check_dense(op, m, n, k, &a, &w) && !CHECK_BUFFER(op, "thresh", &thresh, 4, (size_t)n) &&
         !CHECK_BUFFER(op, "flip", &flip, 1, (size_t)n) &&
-        !CHECK_BUFFER(op, "out", &out, 8, (size_t)m, bn_words((size_t)n))) {
+        !CHECK_BUFFER(op, "out", &out, 8, (size_t)m, bn_words((size_t)n)) &&
+        !get_dense_panels(op, n, k, panels_obj, &panels)) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = bn_bgemm_threshold((const uint64_t *)a.buf, (const uint64_t *)w.buf, (size_t)m,
-                                (size_t)n, (size_t)k, (const int32_t *)thresh.buf,
-                                (const uint8_t *)flip.buf, (uint64_t *)out.buf);
+        rc = bn_bgemm_threshold((const uint64_t *)a.buf, (const uint64_t *)w.buf,
+                                (const uint64_t *)panels.buf, (size_t)m, (size_t)n, (size_t)k,
+                                (const int32_t *)thresh.buf, (const uint8_t *)flip.buf,
+                                (uint64_t *)out.buf);
         Py_END_ALLOW_THREADS
         ret = driver_result(op, rc);
     }
-    RELEASE(&a, &w, &thresh, &flip, &out);
+    RELEASE(&a, &w, &thresh, &flip, &out, &panels);
     return ret;
 }
 
@@ -565,9 +575,9 @@ static PyMethodDef core_methods[] = {
     {"pack", py_pack, METH_VARARGS, "pack(x, dtype_code, rows, k, out): bit = x >= 0"},
     {"unpack", py_unpack, METH_VARARGS, "unpack(p, rows, k, out): +-1 int8"},
     {"pad_bits_clear", py_pad_bits_clear, METH_VARARGS, "pad_bits_clear(p, rows, k) -> bool"},
-    {"bgemm", py_bgemm, METH_VARARGS, "bgemm(a, w, m, n, k, out)"},
+    {"bgemm", py_bgemm, METH_VARARGS, "bgemm(a, w, m, n, k, out[, panels])"},
     {"bgemm_threshold", py_bgemm_threshold, METH_VARARGS,
-     "bgemm_threshold(a, w, m, n, k, thresh, flip, out)"},
+     "bgemm_threshold(a, w, m, n, k, thresh, flip, out[, panels])"},
     {"threshold_pack", py_threshold_pack, METH_VARARGS,
      "threshold_pack(x, rows, n, thresh, flip, out)"},
     {"bconv2d", py_bconv2d, METH_VARARGS, "bconv2d(x, w, geometry, pad_mode, out)"},
@@ -577,7 +587,7 @@ static PyMethodDef core_methods[] = {
      "bconv2d_threshold_maxpool(x, w, geometry, pad_mode, thresh, flip, pool, out[, wpre, "
      "panels, kvec])"},
     {"bgemm_transform", py_bgemm_transform, METH_VARARGS,
-     "bgemm_transform(a, w, m, n, k, kinds, params, residual, y, thresh, flip, bits)"},
+     "bgemm_transform(a, w, m, n, k, kinds, params, residual, y, thresh, flip, bits[, panels])"},
     {"bconv2d_transform", py_bconv2d_transform, METH_VARARGS,
      "bconv2d_transform(x, w, geometry, pad_mode, kinds, params, residual, y, thresh, flip, bits"
      "[, wpre, panels, kvec])"},
