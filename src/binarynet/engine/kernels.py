@@ -386,14 +386,17 @@ _BINDS = {"first_layer": _bind_first_layer}
 def prepare(name: str, *operands, **options) -> Prepared:
     """``name``'s kernel (one of ``bgemm``, ``bgemm_threshold``, ``bconv2d_threshold``,
     ``bconv2d_threshold_maxpool``, ``bmaxpool2d``, ``bconv2d_transform``, ``bgemm_transform``,
-    ``sign_pack``, ``int_conv_threshold``) with every operand after x bound:
+    ``sign_pack``, ``int_conv_threshold``, ``first_layer``) with every operand after x bound:
     ``prepare(name, *operands, **options)(x)`` returns ``name(x, *operands, **options)``; a
     transform's ``residual`` varies per call: ``prepared(x, residual)``. The first call with
     an input shape checks everything, as the public function does, and lays the constant
     operands out for the C core; later calls with that shape check only what can differ: x's
     (and the residual's) dtype, contiguity, alignment and pad bits (anything else goes through
     the full checks again, raising the public function's errors). The bound operands must not
-    change afterwards (the graph runner binds a model's tensors, checked at load).
+    change afterwards (the graph runner binds a model's tensors, checked at load). The binary
+    convs and denses also keep the weight tables the C core would make on every call (panels,
+    tap popcount prefix sums, border ks: about as many bytes again as their weights), made at
+    the first call per input shape and ISA row.
 
     ``prepare("first_layer", w, k, mode="bitplane")`` is the first layer with its weight-only
     work done once (checked at prepare, on a copy of ``w``): uint8 x -> int32 sums as
