@@ -9,7 +9,7 @@ import torch
 
 import binarynet as bn
 from binarynet import engine
-from binarynet.engine import _core, backends, kernels
+from binarynet.engine import _core, backends
 from binarynet.errors import BinarynetError
 from binarynet.export import export
 from engine_fixtures import run_without_torch
