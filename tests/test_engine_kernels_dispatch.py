@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from binarynet.engine import kernels, reference
+from binarynet.engine import kernel_backend, kernels, reference
 from binarynet.errors import BinarynetError
 
 BACKENDS = kernels.available_backends()
@@ -138,7 +138,7 @@ def test_unknown_kernel_is_a_one_line_error_on_first_use_not_at_import():
 def test_a_backend_the_cpu_lacks_is_a_one_line_error(monkeypatch):
     core = kernels._core
     monkeypatch.setattr(core, "backend_supported", lambda code: code == core.PORTABLE)
-    monkeypatch.setattr(kernels, "_environment_read", False)
+    monkeypatch.setattr(kernel_backend, "_environment_read", False)
     monkeypatch.setenv("BINARYNET_KERNEL", "avx512")
     with pytest.raises(BinarynetError, match=r"^BINARYNET_KERNEL 'avx512': this CPU cannot run "
                        r"it \(available: \['portable'\]\)$"):

@@ -367,14 +367,13 @@ def _threshold_by_class(runner, s, thresh, flip, rows, cols):
 
 def _prepared_sums(runner, op, x, k):
     """A first layer's sums of x (uint8: int32, float: float64) with all of its weights, their
-    weight-only work (bit-plane popcounts and panels, int8 re-layout) done once and cached by
-    the runner; None where the backend's kernels cannot prepare weights."""
-    prepare = getattr(runner.kernels, "prepare_first_layer", None)
-    if prepare is None:
+    weight-only work (bit-plane popcounts and panels, int8 re-layout) done once per model
+    (``prepare("first_layer", ...)``); None where the backend's kernels cannot prepare."""
+    if getattr(runner.kernels, "prepare", None) is None:
         return None
-    weights = runner._cached((op["name"], "first_layer_weights"), lambda: prepare(
-        runner.xp.contiguous(runner._t(op, "weight")), k, op["mode"]))
-    return runner.kernels.first_layer_gemm(runner.xp.contiguous(x), weights)
+    call = runner._kernel_call((op["name"], "first_layer"), lambda: (
+        "first_layer", (runner.xp.contiguous(runner._t(op, "weight")), k), {"mode": op["mode"]}))
+    return call(runner.xp.contiguous(x))
 
 
 def _refuse_float_ops(graph, activations, backend) -> None:

@@ -1,8 +1,11 @@
 /* Python bindings of the fused kernels (the rest are in module.c, the shared checks in
  * bindings.h): bgemm_transform / bconv2d_transform / sign_pack (transform.c), int_conv_threshold
- * (first_layer.c), first_dense_float (float_layer.c) and xor_popcount_probe (probe.c);
- * conv2d_float's are in bind_float_conv.c. */
+ * (first_layer.c), first_dense_float (float_layer.c), xor_popcount_probe (probe.c) and
+ * conv_prepare (conv_plan.c: a binary conv's weight tables made once); conv2d_float's are in
+ * bind_float_conv.c. */
 #include "bindings.h"
+
+#include <stdlib.h>
 
 /* ---- output transform (transform.c) ---------------------------------------------------------- */
 /* The transform's buffers: kinds (bytes), params (float32 rows), then optional (None) residual,
@@ -90,39 +93,45 @@ static int check_transform(const char *op, transform_bufs *b, size_t rows, size_
     return 0;
 }
 
+/* bgemm_transform(a, w, m, n, k, <transform arguments>[, panels]): panels (or None) made once
+ * (get_dense_panels). */
 PyObject *py_bgemm_transform(PyObject *self, PyObject *args) {
-    Py_buffer a, w;
+    Py_buffer a, w, panels = {0};
     Py_ssize_t m, n, k;
-    PyObject *objs[7];
+    PyObject *objs[7], *panels_obj = Py_None;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*nnnOOOOOOO", &a, &w, &m, &n, &k, &objs[0], &objs[1],
-                          &objs[2], &objs[3], &objs[4], &objs[5], &objs[6]))
+    if (!PyArg_ParseTuple(args, "y*y*nnnOOOOOOO|O", &a, &w, &m, &n, &k, &objs[0], &objs[1],
+                          &objs[2], &objs[3], &objs[4], &objs[5], &objs[6], &panels_obj))
         return NULL;
     PyObject *ret = NULL;
     const char *op = "bgemm_transform";
     transform_bufs b;
     bn_transform t;
     if (!get_transform_buffers(objs, &b) && !check_dense(op, m, n, k, &a, &w) &&
-        !check_transform(op, &b, (size_t)m, (size_t)n, &t)) {
+        !check_transform(op, &b, (size_t)m, (size_t)n, &t) &&
+        !get_dense_panels(op, n, k, panels_obj, &panels)) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = bn_bgemm_transform((const uint64_t *)a.buf, (const uint64_t *)w.buf, (size_t)m,
-                                (size_t)n, (size_t)k, &t);
+        rc = bn_bgemm_transform((const uint64_t *)a.buf, (const uint64_t *)w.buf,
+                                (const uint64_t *)panels.buf, (size_t)m, (size_t)n, (size_t)k, &t);
         Py_END_ALLOW_THREADS
         ret = driver_result(op, rc);
     }
     release_transform(&b);
-    RELEASE(&a, &w);
+    RELEASE(&a, &w, &panels);
     return ret;
 }
 
+/* bconv2d_transform(x, w, geometry, pad_mode, <transform arguments>[, wpre, panels, kvec]): the
+ * prepared tables (or None) from conv_prepare(w, geometry, pad_mode). */
 PyObject *py_bconv2d_transform(PyObject *self, PyObject *args) {
     Py_buffer x, w;
-    PyObject *geom, *objs[7];
+    PyObject *geom, *objs[7], *prep_objs[3] = {Py_None, Py_None, Py_None};
     int pad_mode;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*O!iOOOOOOO", &x, &w, &PyTuple_Type, &geom, &pad_mode,
-                          &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5], &objs[6]))
+    if (!PyArg_ParseTuple(args, "y*y*O!iOOOOOOO|OOO", &x, &w, &PyTuple_Type, &geom, &pad_mode,
+                          &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5], &objs[6],
+                          &prep_objs[0], &prep_objs[1], &prep_objs[2]))
         return NULL;
     PyObject *ret = NULL;
     const char *op = "bconv2d_transform";
@@ -130,18 +139,65 @@ PyObject *py_bconv2d_transform(PyObject *self, PyObject *args) {
     bn_conv_shape s;
     bn_transform t;
     size_t count;
+    conv_prep_bufs pb = {0};
+    const bn_conv_weights *prep;
     if (!get_transform_buffers(objs, &b) && !parse_conv(op, geom, pad_mode, &s) &&
         !check_conv_inputs(op, &s, &x, &w) &&
         !size_product(op, "the output", (size_t[]){s.n, s.ho, s.wo, s.o}, 4, &count) &&
-        !check_transform(op, &b, s.n * s.ho * s.wo, s.o, &t)) {
+        !check_transform(op, &b, s.n * s.ho * s.wo, s.o, &t) &&
+        !get_conv_prep(op, &s, prep_objs, &pb, &prep)) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = bn_bconv2d_transform(&s, (const uint64_t *)x.buf, (const uint64_t *)w.buf, &t);
+        rc = bn_bconv2d_transform(&s, (const uint64_t *)x.buf, (const uint64_t *)w.buf, prep, &t);
         Py_END_ALLOW_THREADS
         ret = driver_result(op, rc);
     }
+    RELEASE_CONV_PREP(&pb);
     release_transform(&b);
     RELEASE(&x, &w);
+    return ret;
+}
+
+/* New bytes holding `len` items of `itemsize` bytes copied from src, or None where src is NULL. */
+static PyObject *table_bytes(const void *src, size_t len, size_t itemsize) {
+    if (!src) return Py_NewRef(Py_None);
+    return PyBytes_FromStringAndSize((const char *)src, (Py_ssize_t)(len * itemsize));
+}
+
+/* conv_prepare(w, geometry, pad_mode) -> (wpre, panels, kvec), each bytes or None: the weight
+ * tables a binary conv with this geometry makes per call on the current ISA row, made once. */
+PyObject *py_conv_prepare(PyObject *self, PyObject *args) {
+    static const char op[] = "conv_prepare";
+    Py_buffer w;
+    PyObject *geom;
+    int pad_mode;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*O!i", &w, &PyTuple_Type, &geom, &pad_mode)) return NULL;
+    PyObject *ret = NULL;
+    bn_conv_shape s;
+    if (!parse_conv(op, geom, pad_mode, &s) &&
+        !CHECK_BUFFER(op, "w", &w, 8, s.o, s.kh, s.kw, s.cw)) {
+        bn_conv_tables t;
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = bn_conv_prepare(&s, (const uint64_t *)w.buf, &t);
+        Py_END_ALLOW_THREADS
+        if (rc) {
+            driver_result(op, rc);
+        } else {
+            PyObject *wpre = table_bytes(t.wpre, t.wpre_len, 4);
+            PyObject *panels = table_bytes(t.panels, t.panels_len, 8);
+            PyObject *kvec = table_bytes(t.kvec, t.kvec_len, 4);
+            if (wpre && panels && kvec) ret = PyTuple_Pack(3, wpre, panels, kvec);
+            Py_XDECREF(wpre);
+            Py_XDECREF(panels);
+            Py_XDECREF(kvec);
+        }
+        free(t.wpre);
+        free(t.panels);
+        free(t.kvec);
+    }
+    RELEASE(&w);
     return ret;
 }
 

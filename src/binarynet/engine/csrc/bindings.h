@@ -75,6 +75,9 @@ static inline int check_length(const char *op, const char *name, Py_ssize_t k, P
 static inline PyObject *driver_result(const char *op, int rc) {
     if (rc == BN_EOVERFLOW)
         return PyErr_Format(PyExc_OverflowError, "%s: the work buffers' size overflows", op);
+    if (rc == BN_EPREPARED)
+        return PyErr_Format(PyExc_ValueError, "%s: prepared kvec was made for another geometry",
+                            op);
     if (rc)
         return PyErr_Format(PyExc_MemoryError, "%s: out of memory for work buffers", op);
     return Py_NewRef(Py_None);
@@ -158,10 +161,49 @@ static inline int check_conv_inputs(const char *op, const bn_conv_shape *s, cons
 }
 
 
+/* The optional prepared panels of a binary dense (None, or conv_prepare's panels of the 1x1
+ * conv of its m rows: bn_panel_words(n, words(k)) words), checked on every call; after
+ * check_dense. */
+static inline int get_dense_panels(const char *op, Py_ssize_t n, Py_ssize_t k, PyObject *o,
+                                   Py_buffer *b) {
+    if (optional_buffer(o, b)) return -1;
+    return b->obj ? CHECK_BUFFER(op, "panels", b, 8,
+                                 bn_panel_words((size_t)n, bn_words((size_t)k))) : 0;
+}
+
+/* The optional prepared tables of a binary conv (conv_prepare's wpre, panels, kvec: each None
+ * or a buffer), checked on every call: wpre and panels of the sizes the geometry gives, kvec
+ * of whole int32 (its class count is the driver's check: BN_EPREPARED). *prep stays NULL when
+ * all three are None; release b's buffers with RELEASE_CONV_PREP. */
+typedef struct {
+    Py_buffer wpre, panels, kvec;
+    bn_conv_weights w;
+} conv_prep_bufs;
+#define RELEASE_CONV_PREP(b) RELEASE(&(b)->wpre, &(b)->panels, &(b)->kvec)
+
+static inline int get_conv_prep(const char *op, const bn_conv_shape *s, PyObject *const objs[3],
+                                conv_prep_bufs *b, const bn_conv_weights **prep) {
+    memset(b, 0, sizeof(*b));
+    *prep = NULL;
+    if (optional_buffer(objs[0], &b->wpre) || optional_buffer(objs[1], &b->panels) ||
+        optional_buffer(objs[2], &b->kvec))
+        return -1;
+    if ((b->wpre.obj && CHECK_BUFFER(op, "wpre", &b->wpre, 4, s->o, (s->kh + 1) * (s->kw + 1))) ||
+        (b->panels.obj && CHECK_BUFFER(op, "panels", &b->panels, 8,
+                                       bn_panel_words(s->o, s->kh * s->kw * s->cw))) ||
+        (b->kvec.obj && CHECK_BUFFER(op, "kvec", &b->kvec, 4, (size_t)b->kvec.len / 4)))
+        return -1;
+    b->w = (bn_conv_weights){(const int32_t *)b->wpre.buf, (const uint64_t *)b->panels.buf,
+                             (const int32_t *)b->kvec.buf, (size_t)b->kvec.len / 4};
+    if (b->wpre.obj || b->panels.obj || b->kvec.obj) *prep = &b->w;
+    return 0;
+}
+
 /* bind_fused.c: the fused output transforms, sign_pack, the fused first conv, the float first
  * dense layer and the peak probe; bind_float_conv.c: the real-valued conv and its probe */
 PyObject *py_bgemm_transform(PyObject *self, PyObject *args);
 PyObject *py_bconv2d_transform(PyObject *self, PyObject *args);
+PyObject *py_conv_prepare(PyObject *self, PyObject *args);
 PyObject *py_sign_pack(PyObject *self, PyObject *args);
 PyObject *py_int_conv_threshold(PyObject *self, PyObject *args);
 PyObject *py_first_dense_float(PyObject *self, PyObject *args);

@@ -167,13 +167,13 @@ static void conv_task(void *vjob, long t, int worker) {
 }
 
 /* One of: dot_out (int32 sums), bits_out with thresh / flip (thresholded bits), t (transform). */
-static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w, int32_t *dot_out,
-                    uint64_t *bits_out, const int32_t *thresh, const uint8_t *flip,
-                    const bn_transform *t) {
+static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
+                    const bn_conv_weights *prep, int32_t *dot_out, uint64_t *bits_out,
+                    const int32_t *thresh, const uint8_t *flip, const bn_transform *t) {
     conv_job j;
     j.kr = bn_isa()->tiles; /* read once */
     conv_plan plan;
-    if (conv_plan_init(&plan, s, x, w, j.kr)) {
+    if (conv_plan_init(&plan, s, x, w, j.kr, prep)) {
         conv_plan_free(&plan);
         return BN_ENOMEM;
     }
@@ -194,9 +194,10 @@ static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w
     const size_t cb = conv_channel_block(j.m, s->o, threads);
     j.by_channels = cb > 0;
     j.bn = cb ? cb : bn_block_n_split(plan.kwords, j.tm, s->o);
-    if (conv_plan_panels(&plan, j.m, flip) || conv_plan_border(&plan)) {
+    int rc = conv_plan_panels(&plan, j.m, flip);
+    if (rc || (rc = conv_plan_border(&plan))) {
         conv_plan_free(&plan);
-        return BN_ENOMEM;
+        return rc;
     }
     if (!j.by_channels) conv_plan_prepare(&plan, threads);
     /* by_channels: m <= o, so the staged bit rows are no larger than the weights */
@@ -213,19 +214,20 @@ static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w
 }
 
 int bn_bconv2d(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w, int32_t *out) {
-    return run_conv(s, x, w, out, NULL, NULL, NULL, NULL);
+    return run_conv(s, x, w, NULL, out, NULL, NULL, NULL, NULL);
 }
 
 int bn_bconv2d_threshold(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
-                         const int32_t *thresh, const uint8_t *flip, uint64_t *out) {
-    return run_conv(s, x, w, NULL, out, thresh, flip, NULL);
+                         const bn_conv_weights *prep, const int32_t *thresh, const uint8_t *flip,
+                         uint64_t *out) {
+    return run_conv(s, x, w, prep, NULL, out, thresh, flip, NULL);
 }
 
 int bn_bconv2d_transform(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
-                         bn_transform *t) {
+                         const bn_conv_weights *prep, bn_transform *t) {
     t->o = s->o;
     if (bn_transform_begin(t, s->n * s->ho * s->wo)) return BN_ENOMEM;
-    const int rc = run_conv(s, x, w, NULL, NULL, NULL, NULL, t);
+    const int rc = run_conv(s, x, w, prep, NULL, NULL, NULL, NULL, t);
     bn_transform_end(t);
     return rc;
 }
@@ -293,8 +295,9 @@ static void pool_task(void *vjob, long t, int worker) {
 }
 
 int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
-                                 const int32_t *thresh, const uint8_t *flip, size_t pkh, size_t pkw,
-                                 size_t psh, size_t psw, uint64_t *out) {
+                                 const bn_conv_weights *prep, const int32_t *thresh,
+                                 const uint8_t *flip, size_t pkh, size_t pkw, size_t psh,
+                                 size_t psw, uint64_t *out) {
     pool_job j;
     const size_t ow = bn_words(s->o);
     j.pkh = pkh; j.pkw = pkw; j.psh = psh; j.psw = psw;
@@ -315,11 +318,11 @@ int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, cons
     uint64_t *and_mask = (uint64_t *)calloc(ow, sizeof(uint64_t));
     if (!and_mask) return BN_ENOMEM;
     const size_t pixels = bn_mul_sat(s->n, bn_mul_sat(s->ho, s->wo)); /* steers panels only */
-    if (conv_plan_init(&plan, s, x, w, j.kr) || conv_plan_panels(&plan, pixels, flip) ||
-        conv_plan_border(&plan)) {
+    int rc = conv_plan_init(&plan, s, x, w, j.kr, prep);
+    if (rc || (rc = conv_plan_panels(&plan, pixels, flip)) || (rc = conv_plan_border(&plan))) {
         conv_plan_free(&plan);
         free(and_mask);
-        return BN_ENOMEM;
+        return rc;
     }
     const long pooled_rows = (long)(s->n * j.hp);
     const int threads =

@@ -17,9 +17,10 @@ static void interior(size_t out, size_t stride, size_t pad, size_t size, size_t 
 /* The plan's buffers are allocated (and the cheap ones filled) here, on the caller; the
  * per-output weight tables (wpre, kvec, panels) are filled by conv_plan_prepare, in parallel. */
 int conv_plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
-                   const bn_tile_kernels *kr) {
+                   const bn_tile_kernels *kr, const bn_conv_weights *prep) {
     memset(p, 0, sizeof(*p));
     p->s = s;
+    p->prep = prep;
     p->kr = kr;
     p->x = x;
     p->w = w;
@@ -37,6 +38,11 @@ int conv_plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, cons
         if (s->c % 64) p->pad_row[s->cw - 1] = ((uint64_t)1 << (s->c % 64)) - 1;
     }
     if (s->pad_mode == BN_PAD_ZERO && (s->ph > 0 || s->pw > 0)) {
+        if (prep && prep->wpre) { /* read only: the given flag keeps it from being filled */
+            p->wpre = (int32_t *)prep->wpre;
+            p->given |= CONV_GIVEN_WPRE;
+            return BN_OK;
+        }
         const size_t stride = (s->kh + 1) * (s->kw + 1);
         p->wpre = (int32_t *)calloc(s->o * stride, sizeof(int32_t));
         if (!p->wpre) return BN_ENOMEM;
@@ -71,7 +77,12 @@ static void fill_prefix_sums(const conv_plan *p, size_t o) {
  * -1 when out of memory. */
 int conv_plan_panels(conv_plan *p, size_t m, const uint8_t *flip) {
     if (!bn_use_panels(p->kr, m, p->kwords)) return 0;
-    p->panels = (uint64_t *)malloc(bn_panel_words(p->s->o, p->kwords) * sizeof(uint64_t));
+    if (p->prep && p->prep->panels) {
+        p->panels = (uint64_t *)p->prep->panels;
+        p->given |= CONV_GIVEN_PANELS;
+    } else {
+        p->panels = (uint64_t *)malloc(bn_panel_words(p->s->o, p->kwords) * sizeof(uint64_t));
+    }
     p->flip_bits = (uint64_t *)malloc(bn_words(p->s->o) * sizeof(uint64_t));
     if (!p->panels || !p->flip_bits) return BN_ENOMEM;
     if (flip) bn_pack_flags(flip, p->s->o, p->flip_bits);
@@ -80,10 +91,10 @@ int conv_plan_panels(conv_plan *p, size_t m, const uint8_t *flip) {
 
 void conv_plan_free(conv_plan *p) {
     free(p->pad_row);
-    free(p->wpre);
-    free(p->panels);
+    if (!(p->given & CONV_GIVEN_WPRE)) free(p->wpre);
+    if (!(p->given & CONV_GIVEN_PANELS)) free(p->panels);
     free(p->flip_bits);
-    free(p->kvec);
+    if (!(p->given & CONV_GIVEN_KVEC)) free(p->kvec);
     free(p->hid);
     free(p->wid);
     free(p->ranges);
@@ -134,11 +145,16 @@ int conv_plan_border(conv_plan *p) {
                                    p->ranges + 2 * slots);
     if (!nh || !nw) return BN_ENOMEM;
     if (nh * nw > BORDER_MAX_ENTRIES / s->o) return BN_OK;
-    p->kvec = (int32_t *)malloc(nh * nw * s->o * sizeof(int32_t));
-    if (!p->kvec) return BN_ENOMEM;
     p->nhid = nh;
     p->nwid = nw;
-    return BN_OK;
+    if (p->prep && p->prep->kvec) { /* made for these classes, or for another geometry */
+        if (p->prep->kvec_len != nh * nw * s->o) return BN_EPREPARED;
+        p->kvec = (int32_t *)p->prep->kvec;
+        p->given |= CONV_GIVEN_KVEC;
+        return BN_OK;
+    }
+    p->kvec = (int32_t *)malloc(nh * nw * s->o * sizeof(int32_t));
+    return p->kvec ? BN_OK : BN_ENOMEM;
 }
 
 /* kvec entries of outputs [o0, o1) (their wpre filled): k' = Kv + 2 (all - rectangle) */
@@ -165,17 +181,25 @@ static void fill_border_ks(const conv_plan *p, size_t o0, size_t o1) {
  * weights on one thread took a quarter of a layer's time (the repacking alone as much as the
  * border tables), and the second thread waited for it. */
 #define PREP_OUTPUTS 64 /* a multiple of 16: a task repacks whole panel pairs */
+static int prep_work(const conv_plan *p) {
+    return (p->wpre && !(p->given & CONV_GIVEN_WPRE)) ||
+           (p->panels && !(p->given & CONV_GIVEN_PANELS)) ||
+           (p->kvec && !(p->given & CONV_GIVEN_KVEC));
+}
+
 void conv_prep_range(const conv_plan *p, size_t o0, size_t o1) {
     const size_t o = p->s->o;
+    const int wpre = p->wpre && !(p->given & CONV_GIVEN_WPRE);
+    const int panels = p->panels && !(p->given & CONV_GIVEN_PANELS);
     /* a panel's 8 weight rows at a time, read once into L1 for all three tables */
-    for (size_t q0 = o0; q0 < o1; q0 += 8) {
+    for (size_t q0 = o0; q0 < o1 && (wpre || panels); q0 += 8) {
         const size_t q1 = o1 - q0 < 8 ? o1 : q0 + 8;
-        for (size_t q = q0; q < q1 && p->wpre; ++q) fill_prefix_sums(p, q);
-        if (p->panels) /* the last task also zeroes the panels' rows past O */
+        for (size_t q = q0; q < q1 && wpre; ++q) fill_prefix_sums(p, q);
+        if (panels) /* the last task also zeroes the panels' rows past O */
             bn_repack_panel_range(p->w, o, p->kwords, p->panels, q0 / 8,
                                   (q1 == o ? (o + 15) / 16 * 16 : q1) / 8);
     }
-    if (p->kvec) fill_border_ks(p, o0, o1);
+    if (p->kvec && !(p->given & CONV_GIVEN_KVEC)) fill_border_ks(p, o0, o1);
 }
 
 static void prep_task(void *vplan, long t, int worker) {
@@ -196,6 +220,7 @@ size_t conv_channel_block(size_t m, size_t o, int threads) {
 }
 
 void conv_plan_prepare(conv_plan *p, int threads) {
+    if (!prep_work(p)) return; /* every table given: no task to wake the pool for */
     bn_parallel_for((long)((p->s->o + PREP_OUTPUTS - 1) / PREP_OUTPUTS), threads, prep_task, p);
 }
 
@@ -315,3 +340,27 @@ void conv_fill_block(const conv_plan *p, size_t m0, size_t mb, uint64_t *buf, ta
     }
 }
 
+
+/* The tables a call would make (conv_plan_panels with its pixel count, on the current ISA
+ * row), filled and handed over to the caller. */
+int bn_conv_prepare(const bn_conv_shape *s, const uint64_t *w, bn_conv_tables *out) {
+    conv_plan p;
+    memset(out, 0, sizeof(*out));
+    int rc = conv_plan_init(&p, s, NULL, w, bn_isa()->tiles, NULL);
+    if (!rc) rc = conv_plan_panels(&p, bn_mul_sat(s->n, bn_mul_sat(s->ho, s->wo)), NULL);
+    if (!rc) rc = conv_plan_border(&p);
+    if (!rc) {
+        conv_plan_prepare(&p, bn_threads_for((double)s->o * (double)p.kwords * 64.0));
+        out->wpre = p.wpre;
+        out->panels = p.panels;
+        out->kvec = p.kvec;
+        out->wpre_len = p.wpre ? s->o * (s->kh + 1) * (s->kw + 1) : 0;
+        out->panels_len = p.panels ? bn_panel_words(s->o, p.kwords) : 0;
+        out->kvec_len = p.kvec ? p.nhid * p.nwid * s->o : 0;
+        p.wpre = NULL; /* handed over: not freed below */
+        p.panels = NULL;
+        p.kvec = NULL;
+    }
+    conv_plan_free(&p);
+    return rc;
+}

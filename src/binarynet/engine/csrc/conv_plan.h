@@ -29,16 +29,23 @@ typedef struct {
     int32_t *hid, *wid; /* class index part of a row range (i0, i1) at i0 * (KH+1) + i1, etc. */
     size_t nhid, nwid; /* row and column classes: class = hid * nwid + wid */
     int32_t *ranges;   /* (lo, hi) tap ranges of the row classes, then of the column classes */
+    const bn_conv_weights *prep; /* tables made once (bn_conv_prepare), or NULL */
+    int given;         /* CONV_GIVEN_* bits: tables taken from prep (neither filled nor freed) */
 } conv_plan;
 
-/* Allocations (and the cheap tables); conv_prep_range / conv_plan_prepare fill the rest. All
- * return BN_OK or BN_ENOMEM; conv_plan_free frees what was allocated, after any failure too. */
+enum { CONV_GIVEN_WPRE = 1, CONV_GIVEN_PANELS = 2, CONV_GIVEN_KVEC = 4 };
+
+/* Allocations (and the cheap tables); conv_prep_range / conv_plan_prepare fill the rest, but
+ * for the tables taken from prep (may be NULL). All return BN_OK or BN_ENOMEM (conv_plan_border:
+ * BN_EPREPARED for a prepared kvec of another class count); conv_plan_free frees what was
+ * allocated, after any failure too. */
 int conv_plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
-                   const bn_tile_kernels *kr);
+                   const bn_tile_kernels *kr, const bn_conv_weights *prep);
 int conv_plan_panels(conv_plan *p, size_t m, const uint8_t *flip);
 int conv_plan_border(conv_plan *p);
 void conv_plan_free(conv_plan *p);
-/* weight tables of outputs [o0, o1) (o0 a multiple of 16) / of all outputs on the pool */
+/* weight tables of outputs [o0, o1) (o0 a multiple of 16) / of all outputs on the pool; nothing
+ * where every table was given */
 void conv_prep_range(const conv_plan *p, size_t o0, size_t o1);
 void conv_plan_prepare(conv_plan *p, int threads);
 /* outputs per task when each thread takes one block over all m pixels, else 0 */

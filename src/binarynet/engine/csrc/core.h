@@ -326,8 +326,9 @@ const bn_isa_row *bn_isa(void);          /* the current row */
 
 /* ---- driver results ---------------------------------------------------------------------------- */
 /* Drivers that allocate work buffers return BN_OK, BN_ENOMEM, or BN_EOVERFLOW when a work
- * buffer's size does not fit size_t (module.c turns these into MemoryError / OverflowError). */
-enum { BN_OK = 0, BN_ENOMEM = -1, BN_EOVERFLOW = -2 };
+ * buffer's size does not fit size_t (module.c turns these into MemoryError / OverflowError);
+ * BN_EPREPARED: prepared tables whose size does not fit the call (a ValueError). */
+enum { BN_OK = 0, BN_ENOMEM = -1, BN_EOVERFLOW = -2, BN_EPREPARED = -3 };
 /* a * b, or SIZE_MAX when that overflows (for counts that only steer a choice). */
 static inline size_t bn_mul_sat(size_t a, size_t b) {
     size_t r;
@@ -399,10 +400,13 @@ size_t bn_block_n(size_t kw, size_t m, size_t n);
 /* the same for a task list of m_blocks blocks of A rows (or other row groups) */
 size_t bn_block_n_split(size_t kw, size_t m_blocks, size_t n);
 
-/* -1 when out of memory */
-int bn_bgemm(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out);
-int bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
-                        const int32_t *thresh, const uint8_t *flip, uint64_t *out);
+/* -1 when out of memory. panels: w repacked once (bn_repack_panels, bn_panel_words(n, words(k))
+ * words), read where the panel path runs, or NULL (repacked per call when it does). */
+int bn_bgemm(const uint64_t *a, const uint64_t *w, const uint64_t *panels, size_t m, size_t n,
+             size_t k, int32_t *out);
+int bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, const uint64_t *panels, size_t m,
+                       size_t n, size_t k, const int32_t *thresh, const uint8_t *flip,
+                       uint64_t *out);
 
 /* ---- threshold_pack (threshold.c) ----------------------------------------------------------- */
 /* int32 rows x n -> packed bits (dot >= thresh, or <= where flipped); -1 when out of memory. */
@@ -419,19 +423,44 @@ typedef struct {
     int pad_mode;
 } bn_conv_shape;
 
+/* A conv's weight-only tables made once for (weights, geometry) by bn_conv_prepare, so that a
+ * call does not rebuild them (at batch 1 a fifth of an 8x8 layer's time). Any member may be
+ * NULL (made per call). wpre: "zero" mode with padding, O (KH+1)(KW+1) int32 prefix sums;
+ * panels: bn_panel_words(O, KH KW CW) words; kvec: the border ks, kvec_len int32 (the class
+ * count follows the geometry: a call whose classes differ returns BN_EPREPARED). The bindings
+ * check wpre's and panels' sizes; each is only read where the call's path uses it. */
+typedef struct {
+    const int32_t *wpre;
+    const uint64_t *panels;
+    const int32_t *kvec;
+    size_t kvec_len;
+} bn_conv_weights;
+/* The tables a call with s and w on the current ISA row makes, malloc'd (free them), or NULL
+ * where that call makes none; *_len: their element counts. */
+typedef struct {
+    int32_t *wpre;
+    uint64_t *panels;
+    int32_t *kvec;
+    size_t wpre_len, panels_len, kvec_len;
+} bn_conv_tables;
+int bn_conv_prepare(const bn_conv_shape *s, const uint64_t *w, bn_conv_tables *out);
+
+/* prep: tables from bn_conv_prepare, or NULL (made per call) */
 int bn_bconv2d(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w, int32_t *out);
 int bn_bconv2d_threshold(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
-                          const int32_t *thresh, const uint8_t *flip, uint64_t *out);
+                          const bn_conv_weights *prep, const int32_t *thresh, const uint8_t *flip,
+                          uint64_t *out);
 int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
-                                  const int32_t *thresh, const uint8_t *flip, size_t pkh,
-                                  size_t pkw, size_t psh, size_t psw, uint64_t *out);
+                                  const bn_conv_weights *prep, const int32_t *thresh,
+                                  const uint8_t *flip, size_t pkh, size_t pkw, size_t psh,
+                                  size_t psw, uint64_t *out);
 
 /* Transform drivers (transform.c sign_pack; gemm.c, conv.c): t->chunk and t->flip_bits are
  * filled by the driver; BN_OK, BN_ENOMEM or BN_EOVERFLOW. */
-int bn_bgemm_transform(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
-                       bn_transform *t);
+int bn_bgemm_transform(const uint64_t *a, const uint64_t *w, const uint64_t *panels, size_t m,
+                       size_t n, size_t k, bn_transform *t);
 int bn_bconv2d_transform(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
-                         bn_transform *t);
+                         const bn_conv_weights *prep, bn_transform *t);
 int bn_sign_pack(const float *x, size_t rows, size_t c, bn_transform *t);
 /* Fills t->chunk from the current ISA row and t->flip_bits (malloc'd: bn_transform_end frees
  * it) and zeroes t->bits for `rows` rows. */

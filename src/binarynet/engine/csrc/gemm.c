@@ -205,6 +205,7 @@ typedef struct {
     const uint64_t *panels;    /* NULL: tile path */
     const uint64_t *flip_bits; /* panel path, BITS */
     const bn_transform *t;     /* TRANSFORM */
+    const uint64_t *prepared;  /* panels made once (bn_panel_words(n, kw)), or NULL */
 } dense_plan;
 
 static void dense_task(void *vplan, long t, int worker) {
@@ -241,16 +242,17 @@ static int run_dense(dense_plan *p) {
     p->tm = (p->m + p->bm - 1) / p->bm;
     uint64_t *panels = NULL, *flip_bits = NULL;
     if (bn_use_panels(p->kr, p->m, p->kw)) {
-        panels = (uint64_t *)malloc(bn_panel_words(p->n, p->kw) * sizeof(uint64_t));
+        if (!p->prepared)
+            panels = (uint64_t *)malloc(bn_panel_words(p->n, p->kw) * sizeof(uint64_t));
         flip_bits = (uint64_t *)malloc(bn_words(p->n) * sizeof(uint64_t));
-        if (!panels || !flip_bits) {
+        if ((!p->prepared && !panels) || !flip_bits) {
             free(panels);
             free(flip_bits);
             return BN_ENOMEM;
         }
-        bn_repack_panels(p->w, p->n, p->kw, panels);
+        if (!p->prepared) bn_repack_panels(p->w, p->n, p->kw, panels);
         if (p->flip) bn_pack_flags(p->flip, p->n, flip_bits);
-        p->panels = panels;
+        p->panels = p->prepared ? p->prepared : panels;
         p->flip_bits = flip_bits;
     }
     const long tasks = (long)(p->tm * ((p->n + p->bn - 1) / p->bn));
@@ -260,8 +262,10 @@ static int run_dense(dense_plan *p) {
     return BN_OK;
 }
 
-int bn_bgemm(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k, int32_t *out) {
+int bn_bgemm(const uint64_t *a, const uint64_t *w, const uint64_t *panels, size_t m, size_t n,
+             size_t k, int32_t *out) {
     dense_plan p = {0};
+    p.prepared = panels;
     p.a = a; p.w = w; p.m = m; p.n = n; p.kw = bn_words(k);
     p.kind = BN_EPI_DOT;
     p.k = (int64_t)k;
@@ -270,9 +274,11 @@ int bn_bgemm(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
     return run_dense(&p);
 }
 
-int bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
-                       const int32_t *thresh, const uint8_t *flip, uint64_t *out) {
+int bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, const uint64_t *panels, size_t m,
+                       size_t n, size_t k, const int32_t *thresh, const uint8_t *flip,
+                       uint64_t *out) {
     dense_plan p = {0};
+    p.prepared = panels;
     p.a = a; p.w = w; p.m = m; p.n = n; p.kw = bn_words(k);
     p.kind = BN_EPI_BITS;
     p.k = (int64_t)k;
@@ -284,9 +290,10 @@ int bn_bgemm_threshold(const uint64_t *a, const uint64_t *w, size_t m, size_t n,
     return run_dense(&p);
 }
 
-int bn_bgemm_transform(const uint64_t *a, const uint64_t *w, size_t m, size_t n, size_t k,
-                       bn_transform *t) {
+int bn_bgemm_transform(const uint64_t *a, const uint64_t *w, const uint64_t *panels, size_t m,
+                       size_t n, size_t k, bn_transform *t) {
     dense_plan p = {0};
+    p.prepared = panels;
     p.a = a; p.w = w; p.m = m; p.n = n; p.kw = bn_words(k);
     p.kind = BN_EPI_TRANSFORM;
     p.k = (int64_t)k;

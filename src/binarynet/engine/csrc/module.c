@@ -80,45 +80,55 @@ static PyObject *py_pad_bits_clear(PyObject *self, PyObject *args) {
 }
 
 /* ---- dense ---------------------------------------------------------------------------------- */
+/* bgemm(a, w, m, n, k, out[, panels]); bgemm_threshold(a, w, m, n, k, thresh, flip, out[,
+ * panels]): panels (or None) made once (get_dense_panels). */
 static PyObject *py_bgemm(PyObject *self, PyObject *args) {
-    Py_buffer a, w, out;
+    Py_buffer a, w, out, panels = {0};
+    PyObject *panels_obj = Py_None;
     Py_ssize_t m, n, k;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*nnnw*", &a, &w, &m, &n, &k, &out)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*y*nnnw*|O", &a, &w, &m, &n, &k, &out, &panels_obj))
+        return NULL;
     PyObject *ret = NULL;
     if (!check_dense("bgemm", m, n, k, &a, &w) &&
-        !CHECK_BUFFER("bgemm", "out", &out, 4, (size_t)m, (size_t)n)) {
+        !CHECK_BUFFER("bgemm", "out", &out, 4, (size_t)m, (size_t)n) &&
+        !get_dense_panels("bgemm", n, k, panels_obj, &panels)) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = bn_bgemm((const uint64_t *)a.buf, (const uint64_t *)w.buf, (size_t)m, (size_t)n,
-                      (size_t)k, (int32_t *)out.buf);
+        rc = bn_bgemm((const uint64_t *)a.buf, (const uint64_t *)w.buf,
+                      (const uint64_t *)panels.buf, (size_t)m, (size_t)n, (size_t)k,
+                      (int32_t *)out.buf);
         Py_END_ALLOW_THREADS
         ret = driver_result("bgemm", rc);
     }
-    RELEASE(&a, &w, &out);
+    RELEASE(&a, &w, &out, &panels);
     return ret;
 }
 
 static PyObject *py_bgemm_threshold(PyObject *self, PyObject *args) {
-    Py_buffer a, w, thresh, flip, out;
+    Py_buffer a, w, thresh, flip, out, panels = {0};
+    PyObject *panels_obj = Py_None;
     Py_ssize_t m, n, k;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*nnny*y*w*", &a, &w, &m, &n, &k, &thresh, &flip, &out))
+    if (!PyArg_ParseTuple(args, "y*y*nnny*y*w*|O", &a, &w, &m, &n, &k, &thresh, &flip, &out,
+                          &panels_obj))
         return NULL;
     PyObject *ret = NULL;
     const char *op = "bgemm_threshold";
     if (!check_dense(op, m, n, k, &a, &w) && !CHECK_BUFFER(op, "thresh", &thresh, 4, (size_t)n) &&
         !CHECK_BUFFER(op, "flip", &flip, 1, (size_t)n) &&
-        !CHECK_BUFFER(op, "out", &out, 8, (size_t)m, bn_words((size_t)n))) {
+        !CHECK_BUFFER(op, "out", &out, 8, (size_t)m, bn_words((size_t)n)) &&
+        !get_dense_panels(op, n, k, panels_obj, &panels)) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = bn_bgemm_threshold((const uint64_t *)a.buf, (const uint64_t *)w.buf, (size_t)m,
-                                (size_t)n, (size_t)k, (const int32_t *)thresh.buf,
-                                (const uint8_t *)flip.buf, (uint64_t *)out.buf);
+        rc = bn_bgemm_threshold((const uint64_t *)a.buf, (const uint64_t *)w.buf,
+                                (const uint64_t *)panels.buf, (size_t)m, (size_t)n, (size_t)k,
+                                (const int32_t *)thresh.buf, (const uint8_t *)flip.buf,
+                                (uint64_t *)out.buf);
         Py_END_ALLOW_THREADS
         ret = driver_result(op, rc);
     }
-    RELEASE(&a, &w, &thresh, &flip, &out);
+    RELEASE(&a, &w, &thresh, &flip, &out, &panels);
     return ret;
 }
 
@@ -168,47 +178,58 @@ static PyObject *py_bconv2d(PyObject *self, PyObject *args) {
     return ret;
 }
 
+/* bconv2d_threshold(x, w, geometry, pad_mode, thresh, flip, out[, wpre, panels, kvec]): the
+ * prepared tables (or None) from conv_prepare(w, geometry, pad_mode). */
 static PyObject *py_bconv2d_threshold(PyObject *self, PyObject *args) {
     Py_buffer x, w, thresh, flip, out;
-    PyObject *geom;
+    PyObject *geom, *prep_objs[3] = {Py_None, Py_None, Py_None};
     int pad_mode;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*O!iy*y*w*", &x, &w, &PyTuple_Type, &geom, &pad_mode, &thresh,
-                          &flip, &out))
+    if (!PyArg_ParseTuple(args, "y*y*O!iy*y*w*|OOO", &x, &w, &PyTuple_Type, &geom, &pad_mode,
+                          &thresh, &flip, &out, &prep_objs[0], &prep_objs[1], &prep_objs[2]))
         return NULL;
     PyObject *ret = NULL;
     bn_conv_shape s;
+    conv_prep_bufs pb = {0};
+    const bn_conv_weights *prep;
     const char *op = "bconv2d_threshold";
     if (!parse_conv(op, geom, pad_mode, &s) && !check_conv_inputs(op, &s, &x, &w) &&
         !CHECK_BUFFER(op, "thresh", &thresh, 4, s.o) && !CHECK_BUFFER(op, "flip", &flip, 1, s.o) &&
-        !CHECK_BUFFER(op, "out", &out, 8, s.n, s.ho, s.wo, bn_words(s.o))) {
+        !CHECK_BUFFER(op, "out", &out, 8, s.n, s.ho, s.wo, bn_words(s.o)) &&
+        !get_conv_prep(op, &s, prep_objs, &pb, &prep)) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = bn_bconv2d_threshold(&s, (const uint64_t *)x.buf, (const uint64_t *)w.buf,
+        rc = bn_bconv2d_threshold(&s, (const uint64_t *)x.buf, (const uint64_t *)w.buf, prep,
                                   (const int32_t *)thresh.buf, (const uint8_t *)flip.buf,
                                   (uint64_t *)out.buf);
         Py_END_ALLOW_THREADS
         ret = driver_result(op, rc);
     }
+    RELEASE_CONV_PREP(&pb);
     RELEASE(&x, &w, &thresh, &flip, &out);
     return ret;
 }
 
+/* bconv2d_threshold_maxpool(x, w, geometry, pad_mode, thresh, flip, pool, out[, wpre, panels,
+ * kvec]): the prepared tables as for bconv2d_threshold. */
 static PyObject *py_bconv2d_threshold_maxpool(PyObject *self, PyObject *args) {
     Py_buffer x, w, thresh, flip, out;
-    PyObject *geom;
+    PyObject *geom, *prep_objs[3] = {Py_None, Py_None, Py_None};
     int pad_mode;
     Py_ssize_t pool[4]; /* kh, kw, sh, sw */
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*O!iy*y*(nnnn)w*", &x, &w, &PyTuple_Type, &geom, &pad_mode,
-                          &thresh, &flip, &pool[0], &pool[1], &pool[2], &pool[3], &out))
+    if (!PyArg_ParseTuple(args, "y*y*O!iy*y*(nnnn)w*|OOO", &x, &w, &PyTuple_Type, &geom,
+                          &pad_mode, &thresh, &flip, &pool[0], &pool[1], &pool[2], &pool[3], &out,
+                          &prep_objs[0], &prep_objs[1], &prep_objs[2]))
         return NULL;
     PyObject *ret = NULL;
     bn_conv_shape s;
+    conv_prep_bufs pb = {0};
+    const bn_conv_weights *prep;
     const char *op = "bconv2d_threshold_maxpool";
     if (!parse_conv(op, geom, pad_mode, &s) && !check_sizes(op, pool, 4) &&
         !check_conv_inputs(op, &s, &x, &w) && !CHECK_BUFFER(op, "thresh", &thresh, 4, s.o) &&
-        !CHECK_BUFFER(op, "flip", &flip, 1, s.o)) {
+        !CHECK_BUFFER(op, "flip", &flip, 1, s.o) && !get_conv_prep(op, &s, prep_objs, &pb, &prep)) {
         if ((size_t)pool[0] > s.ho || (size_t)pool[1] > s.wo) {
             PyErr_Format(PyExc_ValueError, "%s: pool kernel larger than the conv output", op);
         } else {
@@ -218,7 +239,7 @@ static PyObject *py_bconv2d_threshold_maxpool(PyObject *self, PyObject *args) {
                 int rc;
                 Py_BEGIN_ALLOW_THREADS
                 rc = bn_bconv2d_threshold_maxpool(
-                    &s, (const uint64_t *)x.buf, (const uint64_t *)w.buf,
+                    &s, (const uint64_t *)x.buf, (const uint64_t *)w.buf, prep,
                     (const int32_t *)thresh.buf, (const uint8_t *)flip.buf, (size_t)pool[0],
                     (size_t)pool[1], (size_t)pool[2], (size_t)pool[3], (uint64_t *)out.buf);
                 Py_END_ALLOW_THREADS
@@ -226,6 +247,7 @@ static PyObject *py_bconv2d_threshold_maxpool(PyObject *self, PyObject *args) {
             }
         }
     }
+    RELEASE_CONV_PREP(&pb);
     RELEASE(&x, &w, &thresh, &flip, &out);
     return ret;
 }
@@ -553,20 +575,24 @@ static PyMethodDef core_methods[] = {
     {"pack", py_pack, METH_VARARGS, "pack(x, dtype_code, rows, k, out): bit = x >= 0"},
     {"unpack", py_unpack, METH_VARARGS, "unpack(p, rows, k, out): +-1 int8"},
     {"pad_bits_clear", py_pad_bits_clear, METH_VARARGS, "pad_bits_clear(p, rows, k) -> bool"},
-    {"bgemm", py_bgemm, METH_VARARGS, "bgemm(a, w, m, n, k, out)"},
+    {"bgemm", py_bgemm, METH_VARARGS, "bgemm(a, w, m, n, k, out[, panels])"},
     {"bgemm_threshold", py_bgemm_threshold, METH_VARARGS,
-     "bgemm_threshold(a, w, m, n, k, thresh, flip, out)"},
+     "bgemm_threshold(a, w, m, n, k, thresh, flip, out[, panels])"},
     {"threshold_pack", py_threshold_pack, METH_VARARGS,
      "threshold_pack(x, rows, n, thresh, flip, out)"},
     {"bconv2d", py_bconv2d, METH_VARARGS, "bconv2d(x, w, geometry, pad_mode, out)"},
     {"bconv2d_threshold", py_bconv2d_threshold, METH_VARARGS,
-     "bconv2d_threshold(x, w, geometry, pad_mode, thresh, flip, out)"},
+     "bconv2d_threshold(x, w, geometry, pad_mode, thresh, flip, out[, wpre, panels, kvec])"},
     {"bconv2d_threshold_maxpool", py_bconv2d_threshold_maxpool, METH_VARARGS,
-     "bconv2d_threshold_maxpool(x, w, geometry, pad_mode, thresh, flip, pool, out)"},
+     "bconv2d_threshold_maxpool(x, w, geometry, pad_mode, thresh, flip, pool, out[, wpre, "
+     "panels, kvec])"},
     {"bgemm_transform", py_bgemm_transform, METH_VARARGS,
-     "bgemm_transform(a, w, m, n, k, kinds, params, residual, y, thresh, flip, bits)"},
+     "bgemm_transform(a, w, m, n, k, kinds, params, residual, y, thresh, flip, bits[, panels])"},
     {"bconv2d_transform", py_bconv2d_transform, METH_VARARGS,
-     "bconv2d_transform(x, w, geometry, pad_mode, kinds, params, residual, y, thresh, flip, bits)"},
+     "bconv2d_transform(x, w, geometry, pad_mode, kinds, params, residual, y, thresh, flip, bits"
+     "[, wpre, panels, kvec])"},
+    {"conv_prepare", py_conv_prepare, METH_VARARGS,
+     "conv_prepare(w, geometry, pad_mode) -> (wpre, panels, kvec): a binary conv's weight tables"},
     {"sign_pack", py_sign_pack, METH_VARARGS, "sign_pack(x, rows, c, thresh, flip, bits)"},
     {"xor_popcount_probe", py_xor_popcount_probe, METH_VARARGS,
      "xor_popcount_probe(iterations, threads) -> bit-MACs done, in registers (time the call)"},
