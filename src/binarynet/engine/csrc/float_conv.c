@@ -16,9 +16,12 @@
  * pad-value) border written in. So the kernels take no per-tap pointers and no border cases,
  * every multiply-add takes its operands as they are (no float32 -> float64 conversion in the
  * inner loop: that halved the FMA rate), and one input layout serves float32 or float64, NHWC
- * or NCHW images (the first conv reads the model's NCHW input without a transposed copy). A 1x1
+ * or NCHW images (the first conv reads the model's NCHW input without a transposed copy).
+ * Depthwise convs instead read their float32 input in place (one load per multiply-add either
+ * way; the band copy cost them 20-30%), border pixels from a small zero-padded patch. A 1x1
  * conv with stride 1 and no padding is one long row of N*H*W pixels (so its tiles stay full on
- * 7x7 maps), split across tasks by columns when there are fewer rows than tasks.
+ * 7x7 maps), split across tasks by columns when there are fewer rows than tasks, or by output
+ * channels when the row is short (weight-bound: dense layers, 1x1 convs on small maps).
  *
  * Sums are float64, in one fixed order that the numpy twin (float_conv.py) repeats: y = bias
  * (0 for the first conv), then for each tap (kh, kw) and each input channel of the group,
@@ -37,6 +40,9 @@
 
 #define LANES BN_FCONV_LANES
 #define BAND_BYTES (256u << 10) /* a task's band chunk: within L2 beside the weights */
+/* a row of fewer output pixels (a 1x1 conv on a 7x7 map, a dense layer) splits by outputs:
+ * split by pixels, every task read all the weights (1.1x on 2 threads at 7x7 256 -> 512) */
+#define SHORT_ROW 64
 
 /* ---- the sign epilogue (both kernels' bits) ------------------------------------------------ */
 void bn_fconv_sign_pixel(const bn_fconv_job *j, size_t pixel, const double *acc) {
@@ -248,9 +254,9 @@ static void fconv_task(void *ctx, long task, int worker) {
 }
 
 /* rows and columns per task: rows when there are enough, else columns of single rows; when
- * that still leaves a thread idle (a dense layer at a small batch: one short row), one group's
- * float outputs split too, so each thread reads only its share of the weights (weight-bound).
- * -> the task count */
+ * that still leaves a thread idle, or the row is short (SHORT_ROW), one group's float outputs
+ * split too, so each thread reads only its share of the weights (weight-bound). -> the task
+ * count */
 static size_t split_tasks(fconv_run *run, int threads) {
     const bn_fconv_shape *s = run->j->s;
     const size_t rows = s->n * s->ho, tasks = threads > 1 ? 4 * (size_t)threads : 1;
@@ -263,14 +269,20 @@ static size_t split_tasks(fconv_run *run, int threads) {
         return (rows + run->rows_per_task - 1) / run->rows_per_task;
     }
     run->rows_per_task = 1;
+    /* (the sign epilogue writes whole words of a pixel: its outputs are not split) */
+    const int by_outputs = s->groups == 1 && run->j->out && threads > 1;
     size_t split = (tasks + rows - 1) / rows, max_split = (s->wo + LANES - 1) / LANES;
     if (split > max_split) split = max_split;
+    if (by_outputs && rows == 1 && s->wo < SHORT_ROW) split = 1; /* weight-bound: outputs */
     run->cols_per_task = (s->wo + split - 1) / split;
     run->col_tasks = (s->wo + run->cols_per_task - 1) / run->cols_per_task;
     const size_t spatial = rows * run->col_tasks, vectors = run->j->opad / LANES;
-    if (s->groups == 1 && run->j->out && spatial < (size_t)threads) {
-        /* (the sign epilogue writes whole words of a pixel: not split) */
-        const size_t parts = ((size_t)threads + spatial - 1) / spatial;
+    if (by_outputs && spatial < (size_t)threads) {
+        /* a few tasks per thread, but a dense row (one pass over the weights per pixel) in
+         * one part per thread: in 8 parts 512 -> 1000 took 53 us on 2 threads, in 2 44 us */
+        const size_t per = rows == 1 && s->wo < 4 ? (size_t)threads : tasks;
+        size_t parts = (per + spatial - 1) / spatial;
+        if (parts > (vectors + 3) / 4) parts = (vectors + 3) / 4; /* whole 4-vector tiles */
         run->outs_per_task = (vectors + parts - 1) / parts * LANES;
         run->out_tasks = (run->j->opad + run->outs_per_task - 1) / run->outs_per_task;
     }
@@ -302,8 +314,12 @@ int bn_conv2d_float(bn_fconv_job *job) {
     fconv_run run = {job, bn_isa()->float_conv, 0, 0, 1, 0, 0, 0, 1, {{0}, 0, 0}};
     const double macs = (double)s->n * (double)s->ho * (double)s->wo * (double)s->o *
                         (double)(s->kh * s->kw) * (double)job->cg;
-    /* 2e6 multiply-adds: some 80 us on one core (BN_PARALLEL_MIN_WORK is 50-100 us) */
-    int threads = bn_threads_for(macs / 2);
+    /* threads from 5e5 multiply-adds, 1.25e5 depthwise (at some 15% of the FMA peak, against
+     * 30-80% elsewhere, a depthwise multiply-add costs some 4 times more): in quiet moments of
+     * a shared 2-core machine every bench_float_conv.py shape, forced onto 2 threads, took
+     * 0.52-0.69 of its one-thread time (0.8 for the 512 -> 1000 dense layer), down to
+     * QuickNet's 13x13x256 depthwise (1.1e5 multiply-adds, 29 -> 19 us) */
+    int threads = bn_threads_for(job->depthwise ? macs * 2 : macs / 2);
     const size_t tasks = split_tasks(&run, threads);
     if (tasks < (size_t)threads) threads = (int)tasks; /* no thread woken for no task */
     /* rows per band chunk: a band within BAND_BYTES, at least one output row */
