@@ -256,7 +256,8 @@ extern const bn_fconv_kernel bn_fconv_avx512;
 int bn_conv2d_float(bn_fconv_job *job);
 /* depthwise: rows[ky] = the input of output pixels [ox, ox + nr) of row oy of b's image in
  * tap row ky, read in place where every tap is inside the image, else a zero-padded copy of
- * channels [cb, cb + width) in b->x (a patch of KH x span x C floats) */
+ * channels [cb, cb + width) in b->x (a patch of KH x span x C floats); x float32 NHWC (only
+ * conv2d_float has depthwise convs) */
 void bn_fconv_depthwise_rows(const bn_fconv_job *j, const bn_fconv_band *b, size_t oy, size_t ox,
                              size_t nr, size_t cb, size_t width, const float **rows);
 /* sign->out pixel `pixel` from its O float64 sums (both kernels' epilogue, one rule) */
