@@ -98,6 +98,26 @@ def test_on_the_thread_pool_the_result_is_the_same():
             np.testing.assert_array_equal(kernels.conv2d_float(x, weight, bias), want)
 
 
+@settings(max_examples=12, deadline=None)
+@given(kind=st.sampled_from(["dense", "1x1 short row", "depthwise"]), n=st.integers(1, 3),
+       odd=st.integers(0, 40).map(lambda i: 2 * i + 1), stride=st.integers(1, 2),
+       threads=st.integers(2, 3), seed=st.integers(0, 2**31 - 1))
+def test_paths_of_the_pool_equal_the_reference(kind, n, odd, stride, threads, seed):
+    """Enough work to wake the pool: a dense layer (outputs split across tasks), a 1x1 conv on a
+    small map (one short row: outputs split), a depthwise conv read in place (interior tiles and
+    zero-padded border pixels) with odd channels, stride and padding."""
+    if kind == "dense":  # the 1x1 conv of (n, 1, 1, K), odd O: a masked last vector
+        shape, geometry = (n, 1, 1, 600, 900 + odd, 1, 1, 1), ((1, 1), (0, 0), (1, 1), 1)
+    elif kind == "1x1 short row":  # 5x5 map: 25n pixels < 64
+        shape, geometry = (n, 5, 5, 128, 300 + odd, 1, 1, 1), ((1, 1), (0, 0), (1, 1), 1)
+    else:  # at least 1.7e5 multiply-adds: above the depthwise bound
+        shape, geometry = (1, 50, 49, 32 + odd, 32 + odd, 3, 3, 32 + odd), \
+            ((stride, stride), (1, 1), (1, 1), 32 + odd)
+    x, weight, bias = operands(np.random.default_rng(seed), *shape)
+    kernels.set_num_threads(threads)
+    assert_every_row_equals_reference(x, weight, bias, *geometry)
+
+
 def test_padding_reads_zeros_and_inf_propagates_like_the_reference():
     x = np.ones((1, 3, 3, 2), F32)
     weight = np.ones((1, 3, 3, 2), F32)

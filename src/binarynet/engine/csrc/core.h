@@ -237,12 +237,12 @@ typedef struct {
  * padded columns from ox0 * sw, enough for output rows [oy0, oy1) x columns [ox0, ox1). */
 typedef struct {
     const double *x;
-    size_t n, oy0, oy1, ox0, ox1, ld; /* ld: values per band row */
-    const float *x32;                 /* depthwise: the band in float32 (x: its offsets only) */
+    size_t n, oy0, oy1, ox0, ox1, ld; /* ld: values per band row; depthwise: x is only room */
+    size_t o0, o1; /* one group: its output channels [o0, o1) (o1 may pass O); else all */
 } bn_fconv_band;
 typedef struct {
     const char *name;
-    /* the outputs of a band; acc: O + BN_FCONV_LANES doubles of scratch */
+    /* the outputs of a band; acc: O + BN_FCONV_LANES doubles, then KH pointers of scratch */
     void (*block)(const bn_fconv_job *j, const bn_fconv_band *b, double *acc);
     void (*widen)(const float *x, size_t count, double *out); /* float32 -> float64 (bands) */
     uint64_t (*probe)(uint64_t iterations); /* one thread's in-register FMAs -> FMAs done */
@@ -254,6 +254,12 @@ extern const bn_fconv_kernel bn_fconv_avx512;
 #endif
 /* BN_OK, BN_ENOMEM or BN_EOVERFLOW (job: s, x, x_f64, x_nchw, pad, panels, bias, out, sign) */
 int bn_conv2d_float(bn_fconv_job *job);
+/* depthwise: rows[ky] = the input of output pixels [ox, ox + nr) of row oy of b's image in
+ * tap row ky, read in place where every tap is inside the image, else a zero-padded copy of
+ * channels [cb, cb + width) in b->x (a patch of KH x span x C floats); x float32 NHWC (only
+ * conv2d_float has depthwise convs) */
+void bn_fconv_depthwise_rows(const bn_fconv_job *j, const bn_fconv_band *b, size_t oy, size_t ox,
+                             size_t nr, size_t cb, size_t width, const float **rows);
 /* sign->out pixel `pixel` from its O float64 sums (both kernels' epilogue, one rule) */
 void bn_fconv_sign_pixel(const bn_fconv_job *j, size_t pixel, const double *acc);
 /* `threads` pool tasks of `iterations` in-register float64 FMA steps -> multiply-adds done */

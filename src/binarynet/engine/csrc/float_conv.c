@@ -16,9 +16,12 @@
  * pad-value) border written in. So the kernels take no per-tap pointers and no border cases,
  * every multiply-add takes its operands as they are (no float32 -> float64 conversion in the
  * inner loop: that halved the FMA rate), and one input layout serves float32 or float64, NHWC
- * or NCHW images (the first conv reads the model's NCHW input without a transposed copy). A 1x1
+ * or NCHW images (the first conv reads the model's NCHW input without a transposed copy).
+ * Depthwise convs instead read their float32 input in place (one load per multiply-add either
+ * way; the band copy cost them 20-30%), border pixels from a small zero-padded patch. A 1x1
  * conv with stride 1 and no padding is one long row of N*H*W pixels (so its tiles stay full on
- * 7x7 maps), split across tasks by columns when there are fewer rows than tasks.
+ * 7x7 maps), split across tasks by columns when there are fewer rows than tasks, or by output
+ * channels when the row is short (weight-bound: dense layers, 1x1 convs on small maps).
  *
  * Sums are float64, in one fixed order that the numpy twin (float_conv.py) repeats: y = bias
  * (0 for the first conv), then for each tap (kh, kw) and each input channel of the group,
@@ -37,6 +40,9 @@
 
 #define LANES BN_FCONV_LANES
 #define BAND_BYTES (256u << 10) /* a task's band chunk: within L2 beside the weights */
+/* a row of fewer output pixels (a 1x1 conv on a 7x7 map, a dense layer) splits by outputs:
+ * split by pixels, every task read all the weights (1.1x on 2 threads at 7x7 256 -> 512) */
+#define SHORT_ROW 64
 
 /* ---- the sign epilogue (both kernels' bits) ------------------------------------------------ */
 void bn_fconv_sign_pixel(const bn_fconv_job *j, size_t pixel, const double *acc) {
@@ -55,32 +61,83 @@ void bn_fconv_sign_pixel(const bn_fconv_job *j, size_t pixel, const double *acc)
     }
 }
 
+/* ---- depthwise input, read in place ---------------------------------------------------------- */
+void bn_fconv_depthwise_rows(const bn_fconv_job *j, const bn_fconv_band *b, size_t oy, size_t ox,
+                             size_t nr, size_t cb, size_t width, const float **rows) {
+    const bn_fconv_shape *s = j->s;
+    const size_t c = s->c, span = (nr - 1) * s->sw + (s->kw - 1) * s->dw + 1;
+    const size_t py0 = oy * s->sh, px0 = ox * s->sw; /* padded coordinates */
+    const int inside_x = px0 >= s->pw && px0 + span <= s->pw + s->w;
+    const float *image = (const float *)j->x + b->n * s->h * s->w * c;
+    float *patch = (float *)b->x;
+    if (width > c - cb) width = c - cb;
+    for (size_t ky = 0; ky < s->kh; ++ky) {
+        const size_t py = py0 + ky * s->dh;
+        const int row_in = py >= s->ph && py - s->ph < s->h;
+        const float *line = image + (row_in ? (py - s->ph) * s->w * c : 0);
+        if (row_in && inside_x) {
+            rows[ky] = line + (px0 - s->pw) * c;
+            continue;
+        }
+        float *d = patch + ky * span * c; /* channels [cb, cb + width) of the span, zeros outside */
+        rows[ky] = d;
+        for (size_t i = 0; i < span; ++i) {
+            const size_t px = px0 + i;
+            if (row_in && px >= s->pw && px - s->pw < s->w)
+                memcpy(d + i * c + cb, line + (px - s->pw) * c + cb, width * sizeof(float));
+            else
+                memset(d + i * c + cb, 0, width * sizeof(float));
+        }
+    }
+}
+
 /* ---- portable: the reference (plain C) ------------------------------------------------------ */
+static void depthwise_portable(const bn_fconv_job *j, const bn_fconv_band *b, double *acc) {
+    const bn_fconv_shape *s = j->s;
+    const float **rows = (const float **)(acc + s->o + LANES);
+    for (size_t oy = b->oy0; oy < b->oy1; ++oy)
+        for (size_t ox = b->ox0; ox < b->ox1; ++ox) {
+            bn_fconv_depthwise_rows(j, b, oy, ox, 1, 0, s->c, rows);
+            for (size_t g = 0; g < s->o; ++g) {
+                acc[g] = j->bias ? (double)j->bias[g] : 0.0;
+                for (size_t ky = 0; ky < s->kh; ++ky)
+                    for (size_t kx = 0; kx < s->kw; ++kx)
+                        acc[g] += (double)rows[ky][kx * s->dw * s->c + g] *
+                                  j->panels[(ky * s->kw + kx) * j->opad + g];
+            }
+            const size_t pixel = (b->n * s->ho + oy) * s->wo + ox;
+            for (size_t g = 0; g < s->o; ++g) j->out[pixel * s->o + g] = (float)acc[g];
+        }
+}
+
 static void block_portable(const bn_fconv_job *j, const bn_fconv_band *b, double *acc) {
     const bn_fconv_shape *s = j->s;
+    if (j->depthwise) {
+        depthwise_portable(j, b, acc);
+        return;
+    }
     const size_t taps = s->kh * s->kw, c = s->c, cols = b->ld / c;
     for (size_t oy = b->oy0; oy < b->oy1; ++oy)
         for (size_t ox = b->ox0; ox < b->ox1; ++ox) {
             const double *x0 = b->x + ((oy - b->oy0) * s->sh * cols + (ox - b->ox0) * s->sw) * c;
+            const size_t o0 = b->o0, o1 = b->o1 < s->o ? b->o1 : s->o; /* all, unless one group */
             for (size_t o = 0; o < s->o; ++o) acc[o] = j->bias ? (double)j->bias[o] : 0.0;
             for (size_t g = 0; g < s->groups; ++g) {
                 double *ag = acc + g * j->og;
+                /* the group's outputs in [o0, o1) */
+                const size_t lo = o0 > g * j->og ? o0 - g * j->og : 0;
+                const size_t hi = o1 - g * j->og < j->og ? o1 - g * j->og : j->og;
                 const double *wp = j->panels + g * taps * j->cg * j->opad;
                 for (size_t ky = 0; ky < s->kh; ++ky)
                     for (size_t kx = 0; kx < s->kw; ++kx) {
                         const double *xp = x0 + ky * s->dh * b->ld + kx * s->dw * c;
-                        if (j->depthwise) {
-                            const size_t at = (size_t)(xp - b->x) + g;
-                            ag[0] += (double)b->x32[at] * j->panels[(ky * s->kw + kx) * j->opad + g];
-                            continue;
-                        }
                         for (size_t ci = 0; ci < j->cg; ++ci, wp += j->opad)
-                            for (size_t o = 0; o < j->og; ++o) ag[o] += xp[g * j->cg + ci] * wp[o];
+                            for (size_t o = lo; o < hi; ++o) ag[o] += xp[g * j->cg + ci] * wp[o];
                     }
             }
             const size_t pixel = (b->n * s->ho + oy) * s->wo + ox;
             if (j->out) {
-                for (size_t o = 0; o < s->o; ++o) j->out[pixel * s->o + o] = (float)acc[o];
+                for (size_t o = o0; o < o1; ++o) j->out[pixel * s->o + o] = (float)acc[o];
             } else {
                 bn_fconv_sign_pixel(j, pixel, acc);
             }
@@ -137,8 +194,7 @@ static void copy_run(const bn_fconv_job *j, const bn_fconv_kernel *kr, size_t n,
     }
 }
 
-/* fills the band of b (its x: rows x cols x C doubles; depthwise: its x32, floats) from the
- * input and the padding */
+/* fills the band of b (its x: rows x cols x C doubles) from the input and the padding */
 static void fill_band(const bn_fconv_job *j, const bn_fconv_kernel *kr, bn_fconv_band *b,
                       double *band) {
     const bn_fconv_shape *s = j->s;
@@ -151,23 +207,8 @@ static void fill_band(const bn_fconv_job *j, const bn_fconv_kernel *kr, bn_fconv
     const size_t lo = col0 < s->pw ? s->pw - col0 : 0;
     size_t hi = s->pw + s->w > col0 ? s->pw + s->w - col0 : 0;
     if (hi > cols) hi = cols;
-    if (j->depthwise) { /* float32 (one load per multiply-add: converted as it is loaded) */
-        float *band32 = (float *)band;
-        b->x32 = band32;
-        for (size_t r = 0; r < rows; ++r) {
-            float *d = band32 + r * b->ld;
-            const size_t py = b->oy0 * s->sh + r;
-            const int inside = py >= s->ph && py - s->ph < s->h && lo < hi;
-            const size_t from = inside ? lo : cols, to = inside ? hi : cols;
-            memset(d, 0, from * c * sizeof(float)); /* depthwise convs pad with zeros */
-            if (inside)
-                memcpy(d + lo * c, (const float *)j->x + ((b->n * s->h + py - s->ph) * s->w +
-                                                          col0 + lo - s->pw) * c,
-                       (hi - lo) * c * sizeof(float));
-            memset(d + to * c, 0, (cols - to) * c * sizeof(float));
-        }
+    if (j->depthwise) /* read in place (bn_fconv_depthwise_rows): the band is a patch's room */
         return;
-    }
     for (size_t r = 0; r < rows; ++r) {
         double *d = band + r * b->ld;
         const size_t py = b->oy0 * s->sh + r;
@@ -184,6 +225,7 @@ typedef struct {
     const bn_fconv_job *j;
     const bn_fconv_kernel *kr;
     size_t rows_per_task, cols_per_task, col_tasks, chunk_rows, band_doubles;
+    size_t outs_per_task, out_tasks; /* one group: its outputs split too (multiples of LANES) */
     bn_scratch scratch;
 } fconv_run;
 
@@ -192,10 +234,12 @@ static void fconv_task(void *ctx, long task, int worker) {
     const bn_fconv_shape *s = run->j->s;
     double *band = (double *)bn_scratch_get(&run->scratch, worker);
     if (!band) return;
-    const size_t rows = s->n * s->ho;
-    const size_t r0 = (size_t)task / run->col_tasks * run->rows_per_task;
+    const size_t rows = s->n * s->ho, at = (size_t)task / run->out_tasks;
+    const size_t r0 = at / run->col_tasks * run->rows_per_task;
     const size_t r1 = r0 + run->rows_per_task < rows ? r0 + run->rows_per_task : rows;
-    bn_fconv_band b = {NULL, 0, 0, 0, (size_t)task % run->col_tasks * run->cols_per_task, 0, 0};
+    bn_fconv_band b = {NULL, 0, 0, 0, at % run->col_tasks * run->cols_per_task, 0, 0, 0, 0};
+    b.o0 = (size_t)task % run->out_tasks * run->outs_per_task;
+    b.o1 = b.o0 + run->outs_per_task;
     b.ox1 = b.ox0 + run->cols_per_task < s->wo ? b.ox0 + run->cols_per_task : s->wo;
     for (size_t r = r0; r < r1;) { /* chunks of rows of one image */
         b.n = r / s->ho;
@@ -209,21 +253,40 @@ static void fconv_task(void *ctx, long task, int worker) {
     }
 }
 
-/* rows and columns per task: rows when there are enough, else columns of single rows */
-static void split_tasks(fconv_run *run, int threads) {
+/* rows and columns per task: rows when there are enough, else columns of single rows; when
+ * that still leaves a thread idle, or the row is short (SHORT_ROW), one group's float outputs
+ * split too, so each thread reads only its share of the weights (weight-bound). -> the task
+ * count */
+static size_t split_tasks(fconv_run *run, int threads) {
     const bn_fconv_shape *s = run->j->s;
     const size_t rows = s->n * s->ho, tasks = threads > 1 ? 4 * (size_t)threads : 1;
     run->cols_per_task = s->wo;
     run->col_tasks = 1;
+    run->outs_per_task = s->o; /* all of them */
+    run->out_tasks = 1;
     if (rows >= tasks) {
         run->rows_per_task = (rows + tasks - 1) / tasks;
-        return;
+        return (rows + run->rows_per_task - 1) / run->rows_per_task;
     }
     run->rows_per_task = 1;
+    /* (the sign epilogue writes whole words of a pixel: its outputs are not split) */
+    const int by_outputs = s->groups == 1 && run->j->out && threads > 1;
     size_t split = (tasks + rows - 1) / rows, max_split = (s->wo + LANES - 1) / LANES;
     if (split > max_split) split = max_split;
+    if (by_outputs && rows == 1 && s->wo < SHORT_ROW) split = 1; /* weight-bound: outputs */
     run->cols_per_task = (s->wo + split - 1) / split;
     run->col_tasks = (s->wo + run->cols_per_task - 1) / run->cols_per_task;
+    const size_t spatial = rows * run->col_tasks, vectors = run->j->opad / LANES;
+    if (by_outputs && spatial < (size_t)threads) {
+        /* a few tasks per thread, but a dense row (one pass over the weights per pixel) in
+         * one part per thread: in 8 parts 512 -> 1000 took 53 us on 2 threads, in 2 44 us */
+        const size_t per = rows == 1 && s->wo < 4 ? (size_t)threads : tasks;
+        size_t parts = (per + spatial - 1) / spatial;
+        if (parts > (vectors + 3) / 4) parts = (vectors + 3) / 4; /* whole 4-vector tiles */
+        run->outs_per_task = (vectors + parts - 1) / parts * LANES;
+        run->out_tasks = (run->j->opad + run->outs_per_task - 1) / run->outs_per_task;
+    }
+    return spatial * run->out_tasks;
 }
 
 int bn_conv2d_float(bn_fconv_job *job) {
@@ -248,12 +311,17 @@ int bn_conv2d_float(bn_fconv_job *job) {
     }
     job->flip8 = flip8;
 
-    fconv_run run = {job, bn_isa()->float_conv, 0, 0, 1, 0, 0, {{0}, 0, 0}};
+    fconv_run run = {job, bn_isa()->float_conv, 0, 0, 1, 0, 0, 0, 1, {{0}, 0, 0}};
     const double macs = (double)s->n * (double)s->ho * (double)s->wo * (double)s->o *
                         (double)(s->kh * s->kw) * (double)job->cg;
-    /* 2e6 multiply-adds: some 80 us on one core (BN_PARALLEL_MIN_WORK is 50-100 us) */
-    const int threads = bn_threads_for(macs / 2);
-    split_tasks(&run, threads);
+    /* threads from 5e5 multiply-adds, 1.25e5 depthwise (at some 15% of the FMA peak, against
+     * 30-80% elsewhere, a depthwise multiply-add costs some 4 times more): in quiet moments of
+     * a shared 2-core machine every bench_float_conv.py shape, forced onto 2 threads, took
+     * 0.52-0.69 of its one-thread time (0.8 for the 512 -> 1000 dense layer), down to
+     * QuickNet's 13x13x256 depthwise (1.1e5 multiply-adds, 29 -> 19 us) */
+    int threads = bn_threads_for(job->depthwise ? macs * 2 : macs / 2);
+    const size_t tasks = split_tasks(&run, threads);
+    if (tasks < (size_t)threads) threads = (int)tasks; /* no thread woken for no task */
     /* rows per band chunk: a band within BAND_BYTES, at least one output row */
     const size_t cols = band_cols(s, run.cols_per_task);
     size_t row_bytes, chunk = 1, doubles, bytes;
@@ -265,14 +333,14 @@ int bn_conv2d_float(bn_fconv_job *job) {
     if (__builtin_mul_overflow(band_rows(s, run.chunk_rows), cols, &doubles) ||
         __builtin_mul_overflow(doubles, s->c, &doubles) ||
         __builtin_add_overflow(doubles, s->o + LANES, &bytes) ||
-        __builtin_mul_overflow(bytes, sizeof(double), &bytes)) {
+        __builtin_mul_overflow(bytes, sizeof(double), &bytes) ||
+        __builtin_add_overflow(bytes, s->kh * sizeof(float *), &bytes)) { /* depthwise rows */
         free(flip8);
         return BN_EOVERFLOW;
     }
     run.band_doubles = doubles;
     bn_scratch_init(&run.scratch, bytes);
-    const size_t row_tasks = (s->n * s->ho + run.rows_per_task - 1) / run.rows_per_task;
-    bn_parallel_for((long)(row_tasks * run.col_tasks), threads, fconv_task, &run);
+    bn_parallel_for((long)tasks, threads, fconv_task, &run);
     const int failed = run.scratch.failed;
     bn_scratch_free(&run.scratch);
     free(flip8);

@@ -133,11 +133,12 @@ DEFINE_TILE(8, 1) DEFINE_TILE(4, 1) DEFINE_TILE(2, 1) DEFINE_TILE(1, 1)
         if (ox < b->ox1) tile_1x##NV(j, b, X(ox), P(ox), g, ob);                                 \
     } while (0)
 
-/* depthwise: nr pixels x nv vectors of channels from cb (taps only: one channel per group) */
-AVX512_FCONV static INLINE void depthwise_tile(const bn_fconv_job *j, const bn_fconv_band *b,
-                                               const double *at, size_t pixel, size_t cb,
-                                               const int nr, const int nv, __m512d *acc) {
-    const float *x = b->x32 + (at - b->x); /* the float32 band (at: the offset in values) */
+/* depthwise: nr pixels x nv vectors of channels from cb (taps only: one channel per group);
+ * rows[ky]: the pixels' input in tap row ky (bn_fconv_depthwise_rows: in place, float32,
+ * converted as it is loaded: one load per multiply-add, so widening it first cost more) */
+AVX512_FCONV static INLINE void depthwise_tile(const bn_fconv_job *j, const float *const *rows,
+                                               size_t pixel, size_t cb, const int nr,
+                                               const int nv, __m512d *acc) {
     const bn_fconv_shape *s = j->s;
     const size_t ps = s->sw * s->c;
     __mmask8 m[4];
@@ -149,7 +150,7 @@ AVX512_FCONV static INLINE void depthwise_tile(const bn_fconv_job *j, const bn_f
     }
     for (size_t ky = 0; ky < s->kh; ++ky)
         for (size_t kx = 0; kx < s->kw; ++kx) {
-            const float *xt = x + ky * s->dh * b->ld + kx * s->dw * s->c + cb;
+            const float *xt = rows[ky] + kx * s->dw * s->c + cb;
             const double *wt = j->panels + (ky * s->kw + kx) * j->opad + cb;
             for (int v = 0; v < nv; ++v) {
                 const __m512d w = _mm512_loadu_pd(wt + v * LANES);
@@ -166,23 +167,27 @@ AVX512_FCONV static INLINE void depthwise_tile(const bn_fconv_job *j, const bn_f
 
 #define DEFINE_DEPTHWISE(NR, NV)                                                                 \
     AVX512_FCONV static void depthwise_##NR##x##NV(const bn_fconv_job *j,                       \
-                                                   const bn_fconv_band *b, const double *at,    \
-                                                   size_t pixel, size_t cb) {                   \
+                                                   const bn_fconv_band *b, size_t oy,           \
+                                                   size_t ox, size_t cb, const float **rows) {  \
         __m512d acc[NR * NV];                                                                    \
-        depthwise_tile(j, b, at, pixel, cb, NR, NV, acc);                                        \
+        bn_fconv_depthwise_rows(j, b, oy, ox, NR, cb, NV * LANES, rows);                         \
+        depthwise_tile(j, rows, (b->n * j->s->ho + oy) * j->s->wo + ox, cb, NR, NV, acc);        \
     }
 DEFINE_DEPTHWISE(6, 4) DEFINE_DEPTHWISE(4, 4) DEFINE_DEPTHWISE(2, 4) DEFINE_DEPTHWISE(1, 4)
 DEFINE_DEPTHWISE(6, 2) DEFINE_DEPTHWISE(4, 2) DEFINE_DEPTHWISE(2, 2) DEFINE_DEPTHWISE(1, 2)
 DEFINE_DEPTHWISE(6, 1) DEFINE_DEPTHWISE(4, 1) DEFINE_DEPTHWISE(2, 1) DEFINE_DEPTHWISE(1, 1)
 
-/* a row's pixels in depthwise tiles of 6, then 4, 2, 1 pixels x NV vectors of channels */
+/* a row's pixels in depthwise tiles of NV vectors of channels: those with a tap on the padding
+ * ([ox0, in0) and [in1, ox1)) one at a time (each copies its padded input: a patch), the
+ * interior in tiles of 6, then 4, 2, 1 pixels that read the image in place */
 #define DEPTHWISE_ROW(NV)                                                                        \
     do {                                                                                         \
         size_t ox = b->ox0;                                                                      \
-        for (; ox + 6 <= b->ox1; ox += 6) depthwise_6x##NV(j, b, X(ox), P(ox), cb);              \
-        if (ox + 4 <= b->ox1) { depthwise_4x##NV(j, b, X(ox), P(ox), cb); ox += 4; }             \
-        if (ox + 2 <= b->ox1) { depthwise_2x##NV(j, b, X(ox), P(ox), cb); ox += 2; }             \
-        if (ox < b->ox1) depthwise_1x##NV(j, b, X(ox), P(ox), cb);                               \
+        for (; ox < in0; ++ox) depthwise_1x##NV(j, b, oy, ox, cb, rows);                         \
+        for (; ox + 6 <= in1; ox += 6) depthwise_6x##NV(j, b, oy, ox, cb, rows);                 \
+        if (ox + 4 <= in1) { depthwise_4x##NV(j, b, oy, ox, cb, rows); ox += 4; }                \
+        if (ox + 2 <= in1) { depthwise_2x##NV(j, b, oy, ox, cb, rows); ox += 2; }                \
+        for (; ox < b->ox1; ++ox) depthwise_1x##NV(j, b, oy, ox, cb, rows);                      \
     } while (0)
 
 /* a dense layer's row (1x1 conv of a 1x1 map, one group, fewer pixels than a small tile):
@@ -190,9 +195,9 @@ DEFINE_DEPTHWISE(6, 1) DEFINE_DEPTHWISE(4, 1) DEFINE_DEPTHWISE(2, 1) DEFINE_DEPT
  * channels per pass over acc; tiles would walk each output block's weights down a column with
  * one page stride per input channel. Each sum still takes its terms in input-channel order. */
 AVX512_FCONV static void dense_row(const bn_fconv_job *j, const double *x, size_t pixel,
-                                   double *acc) {
-    const size_t k = j->s->c, o = j->s->o, opad = j->opad;
-    for (size_t v = 0; v < opad; v += LANES)
+                                   size_t o0, size_t o1, double *acc) {
+    const size_t k = j->s->c, o = j->s->o, opad = j->opad, end = o1 < opad ? o1 : opad;
+    for (size_t v = o0; v < end; v += LANES)
         _mm512_storeu_pd(acc + v, j->bias ? load8(lanes_upto(o - v), j->bias + v)
                                           : _mm512_setzero_pd());
     size_t ci = 0;
@@ -200,7 +205,7 @@ AVX512_FCONV static void dense_row(const bn_fconv_job *j, const double *x, size_
         const __m512d x0 = _mm512_set1_pd(x[ci]), x1 = _mm512_set1_pd(x[ci + 1]);
         const __m512d x2 = _mm512_set1_pd(x[ci + 2]), x3 = _mm512_set1_pd(x[ci + 3]);
         const double *w = j->panels + ci * opad;
-        for (size_t v = 0; v < opad; v += LANES) {
+        for (size_t v = o0; v < end; v += LANES) {
             __m512d a = _mm512_loadu_pd(acc + v);
             a = _mm512_fmadd_pd(x0, _mm512_loadu_pd(w + v), a);
             a = _mm512_fmadd_pd(x1, _mm512_loadu_pd(w + opad + v), a);
@@ -212,7 +217,7 @@ AVX512_FCONV static void dense_row(const bn_fconv_job *j, const double *x, size_
     for (; ci < k; ++ci) {
         const __m512d xv = _mm512_set1_pd(x[ci]);
         const double *w = j->panels + ci * opad;
-        for (size_t v = 0; v < opad; v += LANES)
+        for (size_t v = o0; v < end; v += LANES)
             _mm512_storeu_pd(acc + v, _mm512_fmadd_pd(xv, _mm512_loadu_pd(w + v),
                                                       _mm512_loadu_pd(acc + v)));
     }
@@ -220,7 +225,7 @@ AVX512_FCONV static void dense_row(const bn_fconv_job *j, const double *x, size_
         bn_fconv_sign_pixel(j, pixel, acc);
         return;
     }
-    for (size_t v = 0; v < opad; v += LANES)
+    for (size_t v = o0; v < end; v += LANES)
         _mm256_mask_storeu_ps(j->out + pixel * o + v, lanes_upto(o - v),
                               _mm512_cvtpd_ps(_mm512_loadu_pd(acc + v)));
 }
@@ -234,10 +239,18 @@ AVX512_FCONV static void block_avx512(const bn_fconv_job *j, const bn_fconv_band
 #define P(ox) ((b->n * s->ho + oy) * s->wo + (ox))
     if (s->kh == 1 && s->kw == 1 && s->groups == 1 && b->ox1 - b->ox0 < 4) {
         for (size_t oy = b->oy0; oy < b->oy1; ++oy)
-            for (size_t ox = b->ox0; ox < b->ox1; ++ox) dense_row(j, X(ox), P(ox), acc);
+            for (size_t ox = b->ox0; ox < b->ox1; ++ox)
+                dense_row(j, X(ox), P(ox), b->o0, b->o1, acc);
         return;
     }
     if (j->depthwise) {
+        const float **rows = (const float **)(acc + s->o + LANES);
+        /* the band's columns whose taps are all inside the image: [in0, in1) */
+        const size_t reach = (s->kw - 1) * s->dw + 1;
+        size_t in0 = (s->pw + s->sw - 1) / s->sw, in1 = 0;
+        if (s->pw + s->w >= reach) in1 = (s->pw + s->w - reach) / s->sw + 1;
+        in0 = in0 < b->ox0 ? b->ox0 : in0 > b->ox1 ? b->ox1 : in0;
+        in1 = in1 < in0 ? in0 : in1 > b->ox1 ? b->ox1 : in1;
         for (size_t oy = b->oy0; oy < b->oy1; ++oy) {
             size_t cb = 0;
             for (; cb + 3 * LANES < s->c; cb += 4 * LANES) DEPTHWISE_ROW(4);
@@ -252,14 +265,16 @@ AVX512_FCONV static void block_avx512(const bn_fconv_job *j, const bn_fconv_band
     /* one block of 4 (then 2, then 1) vectors of outputs over all rows, then the next: the
      * block's weights stay in cache */
     for (size_t g = 0; g < s->groups; ++g) {
-        size_t ob = 0;
-        for (; ob + 3 * LANES < j->og; ob += 4 * LANES)
+        /* one group: the band's outputs [o0, o1), multiples of LANES */
+        size_t ob = s->groups == 1 ? b->o0 : 0;
+        const size_t end = s->groups == 1 && b->o1 < j->og ? b->o1 : j->og;
+        for (; ob + 3 * LANES < end; ob += 4 * LANES)
             for (size_t oy = b->oy0; oy < b->oy1; ++oy) ROW_TILES(6, 4);
-        if (ob + LANES < j->og) {
+        if (ob + LANES < end) {
             for (size_t oy = b->oy0; oy < b->oy1; ++oy) ROW_TILES(8, 2);
             ob += 2 * LANES;
         }
-        if (ob < j->og)
+        if (ob < end)
             for (size_t oy = b->oy0; oy < b->oy1; ++oy) ROW_TILES(8, 1);
     }
 #undef X
