@@ -66,20 +66,20 @@ class Runner(FloatStreamOps, FloatFirstConv):
     def run(self, x, timings: Optional[list] = None):
         """Logits of the batch ``x`` (on the backend), with the fused steps of the plan;
         with ``timings``, appends (op name, kind, seconds) per step (fused ops joined by +)."""
-        on_step = None
-        if timings is not None:
-            ops = self.graph["ops"]
-            # the steps' labels made once: the hook's own time is counted in the next step's
-            labels = iter(self._cached("step labels", lambda: [
-                (ops[step.ops[0]]["name"], "+".join(ops[i]["op"] for i in step.ops))
-                for step in self.plan]))
-            start = [time.perf_counter()]
+        if timings is None:
+            return self._execute(self.plan, x, None)
+        ops = self.graph["ops"]
+        # the steps' labels made once: the hook's own time is counted in the next step's
+        labels = iter(self._cached("step labels", lambda: [
+            (ops[step.ops[0]]["name"], "+".join(ops[i]["op"] for i in step.ops))
+            for step in self.plan]))
+        start = [time.perf_counter()]
 
-            def on_step(step, values):
-                self.xp.synchronize()  # a GPU runs its kernels asynchronously
-                now = time.perf_counter()
-                timings.append(next(labels) + (now - start[0],))
-                start[0] = now
+        def on_step(step, values):
+            self.xp.synchronize()  # a GPU runs its kernels asynchronously
+            now = time.perf_counter()
+            timings.append(next(labels) + (now - start[0],))
+            start[0] = now
         return self._execute(self.plan, x, on_step)
 
     def _execute(self, plan, x, on_step):
