@@ -278,6 +278,9 @@ extern const bn_probe_kernel bn_probe_avx512;
 #endif
 /* `threads` pool tasks of `iterations` XOR + popcount + add steps each -> bit-MACs done. */
 uint64_t bn_xor_popcount_probe(uint64_t iterations, int threads);
+/* `threads` pool tasks each running fn(iterations) -> the sum of their results (the driver of
+ * every in-register peak probe) */
+uint64_t bn_run_probe(uint64_t (*fn)(uint64_t), uint64_t iterations, int threads);
 
 /* ---- pools of the real-valued stream (pool_float.c) ---------------------------------------- */
 /* float32 NHWC (N, H, W, C) -> (N, Ho, Wo, C): max (pad -inf) or average (PyTorch's divisors)

@@ -34,7 +34,6 @@
  */
 #include "core.h"
 
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -347,22 +346,7 @@ int bn_conv2d_float(bn_fconv_job *job) {
     return failed ? BN_ENOMEM : BN_OK;
 }
 
-/* ---- the float64 FMA peak probe ------------------------------------------------------------- */
-typedef struct {
-    uint64_t (*fn)(uint64_t);
-    uint64_t iterations;
-    _Atomic uint64_t done;
-} probe_job;
-
-static void probe_task(void *vjob, long task, int worker) {
-    probe_job *j = (probe_job *)vjob;
-    (void)task;
-    (void)worker;
-    atomic_fetch_add_explicit(&j->done, j->fn(j->iterations), memory_order_relaxed);
-}
-
+/* ---- the float64 FMA peak probe (driven as the popcount probe is: probe.c) ------------------ */
 uint64_t bn_fma_probe(uint64_t iterations, int threads) {
-    probe_job job = {bn_isa()->float_conv->probe, iterations, 0};
-    bn_parallel_for(threads, threads, probe_task, &job);
-    return atomic_load(&job.done);
+    return bn_run_probe(bn_isa()->float_conv->probe, iterations, threads);
 }

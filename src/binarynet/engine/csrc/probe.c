@@ -89,8 +89,12 @@ static void probe_task(void *vjob, long task, int worker) {
     atomic_fetch_add_explicit(&j->done, j->fn(j->iterations), memory_order_relaxed);
 }
 
-uint64_t bn_xor_popcount_probe(uint64_t iterations, int threads) {
-    probe_job job = {bn_isa()->probe->fn, iterations, 0};
+uint64_t bn_run_probe(uint64_t (*fn)(uint64_t), uint64_t iterations, int threads) {
+    probe_job job = {fn, iterations, 0};
     bn_parallel_for(threads, threads, probe_task, &job);
     return atomic_load(&job.done);
+}
+
+uint64_t bn_xor_popcount_probe(uint64_t iterations, int threads) {
+    return bn_run_probe(bn_isa()->probe->fn, iterations, threads);
 }
