@@ -25,6 +25,47 @@ def run_without_torch(script: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120, env=env)
 
 
+def predict_without_torch(tmp_path, model, x, then: str = "") -> subprocess.CompletedProcess:
+    """Save ``model`` and ``x``; in a torch-free interpreter (:func:`run_without_torch`) load
+    the model, check its predictions equal this process's, that no torch module got imported,
+    then run ``then`` (dedented script lines) and print ``ok: torch-free``."""
+    model.save(tmp_path / "m.bnn")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "want.npy", model.predict(x))
+    return run_without_torch(textwrap.dedent(f"""
+        import numpy as np
+        from binarynet import engine
+        model = engine.load({str(tmp_path / "m.bnn")!r})
+        got = model.predict(np.load({str(tmp_path / "x.npy")!r}))
+        np.testing.assert_array_equal(got, np.load({str(tmp_path / "want.npy")!r}))
+        assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+    """) + textwrap.dedent(then) + 'print("ok: torch-free")\n')
+
+
+def assert_same_bits(got, want, nan_payloads=True):
+    """``got`` equals ``want`` bit for bit: an array, or a tuple of arrays or None (a fused
+    kernel's (y, bits)). Floats compare by their bits, so -0.0 is not 0.0; a NaN must sit where
+    the wanted NaN sits, with the same payload only when ``nan_payloads`` (a sum's NaN takes
+    either operand's, as the compiler orders the addition)."""
+    got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        if w is None:
+            assert g is None
+            continue
+        assert g.dtype == w.dtype and g.shape == w.shape
+        if w.dtype.kind != "f":
+            np.testing.assert_array_equal(g, w)
+            continue
+        bits = np.dtype(f"u{w.dtype.itemsize}")
+        g_bits, w_bits = g.view(bits), w.view(bits)
+        if not nan_payloads:
+            np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+            keep = ~np.isnan(w)
+            g_bits, w_bits = g_bits[keep], w_bits[keep]
+        np.testing.assert_array_equal(g_bits, w_bits)
+
+
 def tiny_dense_model():
     """+-1 input of 5 features -> 3 logits: logits = scale * (x_b . w_b) + shift."""
     graph = {

@@ -14,7 +14,7 @@ from binarynet import engine
 from binarynet.engine import _core, kernels, reference
 from binarynet.export import export
 
-from engine_fixtures import pm1
+from engine_fixtures import assert_same_bits, pm1
 
 BACKENDS = kernels.available_backends()
 PAD_MODES = ["zero", "one", "minus_one"]
@@ -54,16 +54,6 @@ def calls(rng, x, wt, c, thresh, flip, scale, shift, geometry):
     return out
 
 
-def assert_same(got, want):
-    if isinstance(want, tuple):
-        for g, e in zip(got, want):
-            assert (g is None) == (e is None)
-            if e is not None:
-                np.testing.assert_array_equal(g.view(np.uint8), e.view(np.uint8))
-    else:
-        np.testing.assert_array_equal(got, want)
-
-
 def check_prepared(x, prepared_calls, threads=(1,)):
     """Each prepared call (made on the current row, its first run there) against its public
     function on every ISA row and thread count, twice (the second run reuses the tables)."""
@@ -79,7 +69,7 @@ def check_prepared(x, prepared_calls, threads=(1,)):
                 extra = {} if residual is None else {"residual": residual}
                 want = getattr(kernels, name)(x, *ops, **options, **extra)
                 for _ in range(2):
-                    assert_same(prepared(x) if residual is None else prepared(x, residual), want)
+                    assert_same_bits(prepared(x) if residual is None else prepared(x, residual), want)
 
 
 @settings(max_examples=50, deadline=None)

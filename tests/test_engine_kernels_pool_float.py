@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from binarynet.engine import _core, float_ops, kernels
 from binarynet.engine.runner_float import FloatStreamOps
 
+from engine_fixtures import assert_same_bits
+
 BACKENDS = kernels.available_backends()
 F32 = np.float32
 
@@ -30,18 +32,6 @@ def values(rng, shape, special=0.0):
     return x.astype(F32)
 
 
-def assert_same_floats(got, want, nan_payloads=True):
-    """The same bits (signed zeros told apart); NaN payloads only when ``nan_payloads`` (a sum's
-    NaN takes either operand's, as the compiler orders the addition)."""
-    assert got.dtype == F32 and got.shape == want.shape
-    bits_got, bits_want = got.view(np.uint32), want.view(np.uint32)
-    if not nan_payloads:
-        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-        keep = ~np.isnan(want)
-        bits_got, bits_want = bits_got[keep], bits_want[keep]
-    np.testing.assert_array_equal(bits_got, bits_want)
-
-
 def assert_every_row_equals_float_ops(x, kernel, stride, padding, ceil_mode, count_include_pad):
     geometry = (kernel, stride, padding, ceil_mode)
     with np.errstate(invalid="ignore"):  # inf - inf in a sum: NaN, in both
@@ -50,10 +40,10 @@ def assert_every_row_equals_float_ops(x, kernel, stride, padding, ceil_mode, cou
         want_mean = float_ops.global_avgpool(x)
     for name in BACKENDS:
         kernels.set_backend(name)
-        assert_same_floats(kernels.maxpool2d_float(x, *geometry), want_max)
-        assert_same_floats(kernels.avgpool2d_float(x, *geometry, count_include_pad), want_avg,
+        assert_same_bits(kernels.maxpool2d_float(x, *geometry), want_max)
+        assert_same_bits(kernels.avgpool2d_float(x, *geometry, count_include_pad), want_avg,
                            nan_payloads=False)
-        assert_same_floats(kernels.global_avgpool_float(x), want_mean, nan_payloads=False)
+        assert_same_bits(kernels.global_avgpool_float(x), want_mean, nan_payloads=False)
 
 
 @settings(max_examples=80, deadline=None)
@@ -125,7 +115,7 @@ def test_max_propagates_nan_and_breaks_signed_zero_ties_as_numpy():
     assert want[0, 0, 0, 3] == -np.inf
     for name in BACKENDS:
         kernels.set_backend(name)
-        assert_same_floats(kernels.maxpool2d_float(x, (2, 2), (1, 1), (0, 0), False), want)
+        assert_same_bits(kernels.maxpool2d_float(x, (2, 2), (1, 1), (0, 0), False), want)
 
 
 def test_global_avgpool_sums_in_one_fixed_order():
@@ -137,10 +127,10 @@ def test_global_avgpool_sums_in_one_fixed_order():
     for t in range(30 * 31):
         total += x.reshape(2, -1, 1)[:, t]
     want = (total / F32(30 * 31)).reshape(2, 1, 1, 1)
-    assert_same_floats(float_ops.global_avgpool(x), want)
+    assert_same_bits(float_ops.global_avgpool(x), want)
     for name in BACKENDS:
         kernels.set_backend(name)
-        assert_same_floats(kernels.global_avgpool_float(x), want)
+        assert_same_bits(kernels.global_avgpool_float(x), want)
     minus_zeros = np.full((1, 2, 2, 3), -0.0, F32)  # a sum from +0 is never -0
     assert not np.signbit(float_ops.global_avgpool(minus_zeros)).any()
     assert not np.signbit(kernels.global_avgpool_float(minus_zeros)).any()
@@ -154,9 +144,9 @@ def test_on_the_thread_pool_the_result_is_the_same():
         kernels.set_backend(name)
         for threads in (1, 3):
             kernels.set_num_threads(threads)
-            assert_same_floats(kernels.maxpool2d_float(x, (3, 3), (1, 1), (1, 1), False),
+            assert_same_bits(kernels.maxpool2d_float(x, (3, 3), (1, 1), (1, 1), False),
                                want_max)
-            assert_same_floats(kernels.avgpool2d_float(x, (3, 3), (1, 1), (1, 1), False, False),
+            assert_same_bits(kernels.avgpool2d_float(x, (3, 3), (1, 1), (1, 1), False, False),
                                want_avg)
 
 
@@ -263,10 +253,10 @@ def test_the_runner_takes_the_pools_through_the_kernels_where_they_have_them():
     host = _Host(types.SimpleNamespace(**{name: spy(name) for name in names}))
     plain = _Host(types.SimpleNamespace())  # kernels without them (the GPU backend's)
     for runner in (host, plain):
-        assert_same_floats(runner._maxpool_real(0, pool, x),
+        assert_same_bits(runner._maxpool_real(0, pool, x),
                            float_ops.maxpool_real(x, (3, 3), (2, 2), (1, 1), True))
-        assert_same_floats(runner._avgpool(0, pool, x),
+        assert_same_bits(runner._avgpool(0, pool, x),
                            float_ops.avgpool(x, (3, 3), (2, 2), (1, 1), True, False))
-        assert_same_floats(runner._global_avgpool(0, {}, x[:, 1:]), float_ops.global_avgpool(
+        assert_same_bits(runner._global_avgpool(0, {}, x[:, 1:]), float_ops.global_avgpool(
             np.ascontiguousarray(x[:, 1:])))  # a strided view: made contiguous for the kernel
     assert calls == [(name, shape) for name, shape in zip(names, [x.shape] * 2 + [(2, 8, 9, 5)])]

@@ -12,7 +12,7 @@ from binarynet import engine
 from binarynet.engine import _core, backends, kernels
 from binarynet.errors import BinarynetError
 from binarynet.export import export
-from engine_fixtures import run_without_torch
+from engine_fixtures import predict_without_torch
 
 
 @pytest.fixture(scope="module")
@@ -149,20 +149,13 @@ def test_engine_works_without_torch(cnn, tmp_path):
     binarynet.gpu; docs/design.md: the engine never touches torch)."""
     assert torch_in_engine_sources() == []
     _, packed, x = cnn
-    packed.save(tmp_path / "m.bnn")
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "want.npy", packed.predict(x))
-    result = run_without_torch(f"""
-        import numpy as np
-        from binarynet import engine
-        model = engine.load({str(tmp_path / "m.bnn")!r})
-        got = model.predict(np.load({str(tmp_path / "x.npy")!r}))
-        np.testing.assert_array_equal(got, np.load({str(tmp_path / "want.npy")!r}))
-        assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+    result = predict_without_torch(tmp_path, packed, x, then="""
         try:
             import torch
         except ImportError:
-            print("ok: torch-free")
+            pass
+        else:
+            raise SystemExit("torch could be imported")
     """)
     assert result.returncode == 0, result.stderr
     assert "ok: torch-free" in result.stdout
