@@ -146,10 +146,7 @@ class Runner(FloatStreamOps, FloatFirstConv):
         ``make()`` gives (kernel name, operands after x, options), the result is called as
         ``call(x)`` or ``call(x, residual)``. With the kernels' ``prepare`` (the compiled ones)
         the constants are checked and laid out once, and each run checks only its input."""
-        call = self.cache.get(key)
-        if call is None:
-            call = self.cache[key] = _bind(self.kernels, *make())
-        return call
+        return self._cached(key, lambda: _bind(self.kernels, *make()))
 
     def _weights_pm1(self, op, k):
         """The first layer's +-1 weights as float64 (O, k), for the float path (cached)."""
