@@ -102,12 +102,19 @@ def test_step_schedule_needs_a_period():
 
 
 def test_quick_mnist_recipe_holds_its_validation_choice():
-    # results/mnist_mlp_quick_cosine.md: chosen on the validation split over two seeds
+    # results/mnist_mlp_quick_cosine.md: chosen on the validation split over two seeds; the final
+    # training (results/mnist_mlp_quick_full.md) then uses all 60,000 training images
     r = recipes.get("mnist_mlp_quick")
     assert (r.lr_schedule, r.lr, r.lr_end, r.lr_warmup_epochs) == ("cosine", 3e-3, 3e-6, 0)
-    assert (r.epochs, r.batch_size, r.augment, r.train_split, r.val_split) == (10, 100, "none", "train", "val")
+    assert (r.epochs, r.batch_size, r.augment, r.train_split, r.val_split) == (10, 100, "none", "train_full", "")
     assert r.model_overrides == {"hidden": 1024, "dropout_in": 0.0, "dropout_hidden": 0.1}
-    assert "results/mnist_mlp_quick_cosine.md" in recipe_results.result("mnist_mlp_quick")
+    assert "results/mnist_mlp_quick_full.md" in recipe_results.result("mnist_mlp_quick")
+
+
+def test_demo_keeps_a_validation_split_for_its_best_epoch():
+    from binarynet import demo
+    r = demo.demo_recipe(epochs=3, hidden=64, limit_train=0, seed=1)
+    assert (r.train_split, r.val_split, r.lr_schedule, r.lr_end) == ("train", "val", "exponential", 3e-5)
 
 
 def test_recorded_results_cite_pages_that_exist():
