@@ -185,6 +185,25 @@ def test_report_paper_row_for_mnist(synthetic_run, tmp_path):
     assert "4 of 2 planned" in text and "0:40 wall time" in text
 
 
+def test_report_of_a_run_without_validation_names_the_last_epoch(synthetic_run):
+    """A recipe trained on all its training images (val_split "") reports the last epoch, and
+    says so, instead of claiming a best-validation epoch it does not have."""
+    config = json.loads((synthetic_run / "config.json").read_text())
+    config["recipe"]["dataset"] = "mnist"
+    recs = records()
+    for r in recs:
+        r["val_error"] = r["val_loss"] = None
+    best = report.best_epoch(recs)
+    assert best["epoch"] == 4
+    text = "\n".join(report._paper_rows(config["recipe"], config, recs, best))
+    assert "(after the last epoch, 4: no validation split)" in text and "**20.00%**" in text
+    assert "best-validation epoch 4" not in text
+    result = "\n".join(report._result_rows(recs, best))
+    assert "| last | 4 |" in result and "best validation" not in result
+    with_val = "\n".join(report._result_rows(records(), report.best_epoch(records())))
+    assert "| best validation | 2 |" in with_val
+
+
 def test_report_names_the_runs_changes_to_its_recipe(synthetic_run):
     md = report.write_report(synthetic_run, engine=False).read_text()
     # the fixture trained synthetic_mlp with epochs=2, hidden 64 and sample limits

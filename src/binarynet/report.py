@@ -330,11 +330,18 @@ def find_packed_model(run_dir, model_file=None):
     return found[0] if len(found) == 1 else None
 
 
+def _has_validation(records: Sequence[dict]) -> bool:
+    """Whether any epoch has a validation error (runs without a validation split report the
+    last epoch instead of the best-validation one)."""
+    return any(_series([r], "val_error") for r in records)
+
+
 def _result_rows(records: Sequence[dict], best: dict) -> list:
     shift = _epoch_axis(records)
     rows = ["| | epoch | train loss | train error | validation error | test error |",
             "|---|---|---|---|---|---|"]
-    for label, record in (("best validation", best), ("last", records[-1])):
+    chosen = (("best validation", best),) if _has_validation(records) else ()
+    for label, record in chosen + (("last", records[-1]),):
         loss = record.get("train_loss")
         loss_text = f"{loss:.4f}" if isinstance(loss, (int, float)) else "-"
         rows.append(f"| {label} | {record['epoch'] + shift} | {loss_text} | "
@@ -379,11 +386,15 @@ def _paper_rows(recipe: dict, config: dict, records: Sequence[dict], best: dict)
         " (paper defaults)")
     elapsed = records[-1].get("elapsed_s")
     hours = f", {_duration(elapsed)} wall time" if isinstance(elapsed, (int, float)) else ""
-    hardware = (f"{config.get('device', '?')}, {config.get('threads', '?')} threads"
+    threads = config.get('threads', '?')
+    hardware = (f"{config.get('device', '?')}, {threads} thread{'' if threads == 1 else 's'}"
                 f"{', ' + str(config.get('world_size')) + ' processes' if config.get('world_size', 1) > 1 else ''}"
                 f"{hours}")
+    epoch = best["epoch"] + shift
+    when = (f"at the best-validation epoch {epoch}" if _has_validation(records) else
+            f"after the last epoch, {epoch}: no validation split")
     rows = ["| | test error | network | epochs | hardware |", "|---|---|---|---|---|",
-            f"| **this run** (at the best-validation epoch {best['epoch'] + shift}) | "
+            f"| **this run** ({when}) | "
             f"**{_percent(best.get('test_error'))}** | {network} | "
             f"{len(records)} of {recipe.get('epochs', '?')} planned | {hardware} |"]
     for name in ("Theano", "Torch7"):
@@ -487,8 +498,9 @@ def _report_lines(run: RunContents) -> list:
               f"`{recipe.get('loss')}`, seed {recipe.get('seed')}; binarynet "
               f"{config.get('binarynet_version', '?')}, torch {config.get('torch_version', '?')}."]
     lines += ["", "## Result", ""] + _result_rows(records, best)
-    lines += ["", f"Test error at the best-validation epoch (the paper's protocol): "
-                  f"**{_percent(best.get('test_error'))}**.", ""]
+    rule = ("the best-validation epoch (the paper's protocol)" if _has_validation(records) else
+            "the last epoch (the run has no validation split)")
+    lines += ["", f"Test error at {rule}: **{_percent(best.get('test_error'))}**.", ""]
     lines += ["## Against the paper", ""] + _paper_rows(recipe, config, records, best)
     lines += ["", "## Curves", "", f"![loss per epoch]({LOSS_PLOT})", "",
               f"![error per epoch]({ERROR_PLOT})", ""]
