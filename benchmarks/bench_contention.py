@@ -12,13 +12,21 @@ first on the machine as it is ("quiet"), then beside ``--hogs`` busy-loop proces
 script starts and always stops (each also ends by itself after ``--hog-seconds``). It prints
 seconds per run, the loaded / quiet ratio of each policy, the load average and the CPU.
 
+``--matrix``: instead, the passive policy with 1 and with 2 threads, quiet and beside 1, 2 and 6
+busy loops, each cell the median of ``--repeats`` runs, against the best quiet time and against
+the fair-share floor: one thread's quiet time divided by the cores' worth the threads get when
+every runnable thread has an equal share of a core (perfect scaling). ``--spincount N`` adds
+``GOMP_SPINCOUNT=N`` (libgomp: spin N rounds, about N/100 microseconds, before sleeping).
+
     python benchmarks/bench_contention.py [--steps 200] [--hogs 2]
+    python benchmarks/bench_contention.py --matrix [--hidden 1024 --steps 60] [--spincount N]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -33,9 +41,12 @@ from binarynet import threads, timing
 if policy == "new":
     threads.set_passive_wait_policy()
     count = threads.default_threads()
+elif policy.startswith("passive:"):  # the passive policy with a fixed thread count (--matrix)
+    threads.set_passive_wait_policy()
+    count = int(policy.split(":")[1])
 import torch
 import binarynet as bn
-if policy == "new":
+if policy != "old":
     torch.set_num_threads(count)
 torch.manual_seed(0)
 model = bn.models.mnist_mlp(hidden=hidden, depth=3, dropout_in=0.0, dropout_hidden=0.0)
@@ -56,10 +67,13 @@ print(json.dumps({"seconds": seconds, "threads": torch.get_num_threads(),
 """
 
 
-def timed_run(policy: str, steps: int, hidden: int, timeout: float) -> dict:
-    """One worker run of ``policy`` ("old" or "new"); its JSON result."""
+def timed_run(policy: str, steps: int, hidden: int, timeout: float, spincount=None) -> dict:
+    """One worker run of ``policy`` ("old", "new" or "passive:THREADS"); its JSON result."""
     env = dict(os.environ)
-    env.pop("OMP_WAIT_POLICY", None)  # both policies start from OpenMP's default
+    env.pop("OMP_WAIT_POLICY", None)  # every policy starts from OpenMP's default
+    env.pop("GOMP_SPINCOUNT", None)
+    if spincount is not None:
+        env["GOMP_SPINCOUNT"] = str(spincount)
     try:
         done = subprocess.run([sys.executable, "-c", WORKER, policy, str(steps), str(hidden)], env=env,
                               capture_output=True, text=True, timeout=timeout)
@@ -90,12 +104,18 @@ def main() -> None:
     parser.add_argument("--hogs", type=int, default=2, help="busy-loop processes beside the loaded runs")
     parser.add_argument("--hog-seconds", type=float, default=300.0, help="a busy loop ends by itself after this")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds one run may take")
+    parser.add_argument("--matrix", action="store_true",
+                        help="passive policy, 1 and 2 threads, beside 0, 1, 2 and 6 busy loops")
+    parser.add_argument("--spincount", type=int, help="with --matrix: also set GOMP_SPINCOUNT")
+    parser.add_argument("--repeats", type=int, default=3, help="with --matrix: runs per cell (median)")
     args = parser.parse_args()
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
     from binarynet.timing import cpu_description
 
     print(f"{cpu_description()}; {args.steps} steps of a 3x{args.hidden} binary MLP, batch 100")
+    if args.matrix:
+        return matrix(args)
     results = {}
     for load in ("quiet", "loaded"):
         for policy in ("old", "new"):
@@ -109,6 +129,33 @@ def main() -> None:
         ratio = results["loaded", policy]["seconds"] / results["quiet", policy]["seconds"]
         print(f"{policy}: beside {args.hogs} busy loops {_times(ratio)} the quiet time")
     print(f"loaded, old / new: {_times(results['loaded', 'old']['seconds'] / results['loaded', 'new']['seconds'])}")
+
+
+def matrix(args) -> None:
+    """--matrix: the passive policy's thread counts beside 0, 1, 2 and 6 busy loops, each cell the
+    median of --repeats runs (a loaded machine's timings vary from run to run)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    spin = "" if args.spincount is None else f", GOMP_SPINCOUNT={args.spincount}"
+
+    def run(n, hogs):
+        once = lambda: timed_run(f"passive:{n}", args.steps, args.hidden, args.timeout,  # noqa: E731
+                                 args.spincount)["seconds"]
+        return statistics.median(once() if hogs == 0 else with_hogs(hogs, args.hog_seconds, once)
+                                 for _ in range(args.repeats))
+
+    quiet = {n: run(n, 0) for n in (1, 2)}
+    best = min(quiet.values())
+    print(f"OMP_WAIT_POLICY=PASSIVE{spin}, median of {args.repeats} runs; quiet: 1 thread "
+          f"{quiet[1]:.2f} s, 2 threads {quiet[2]:.2f} s", flush=True)
+    for hogs in (1, 2, 6):
+        for n in (1, 2):
+            seconds = run(n, hogs)
+            # the floor: one thread's quiet time spread over the cores' worth that n threads get
+            # when every runnable thread has an equal share of a core (perfect scaling)
+            floor = quiet[1] / (n * min(1.0, cores / (hogs + n)))
+            print(f"  beside {hogs} busy loop(s), {n} thread(s): {seconds:6.2f} s = "
+                  f"{_times(seconds / best)} the best quiet time, {_times(seconds / floor)} the "
+                  f"fair-share floor", flush=True)
 
 
 def _times(ratio: float) -> str:
