@@ -110,6 +110,38 @@ def test_adam_equals_torch_adam_then_clamp():
             torch.testing.assert_close(p, r, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("optimizer_name", ["adam", "bop_adam"])
+def test_recipes_take_the_fused_adam_step_and_it_is_adams(optimizer_name):
+    """Recipes train with torch's fused Adam, on the CPU too (one pass per tensor instead of one
+    per operation): the default step's update up to float32 rounding, clipped the same way."""
+    import copy
+
+    from binarynet.train import recipes
+    from binarynet.train.builders import build_optimizer
+
+    recipe = recipes.apply_overrides(recipes.get("synthetic_mlp"), {"optimizer": optimizer_name})
+    torch.manual_seed(0)
+    model = models.mnist_mlp(hidden=16, depth=2, in_shape=(1, 8, 8), dropout_in=0.0,
+                             dropout_hidden=0.0)
+    twin = copy.deepcopy(model)
+    optimizer = build_optimizer(recipe, model, 3e-3)
+    adams = optimizer.optimizers[1:] if optimizer_name == "bop_adam" else [optimizer]
+    assert [adam.defaults["fused"] for adam in adams] == [True]
+    if optimizer_name == "bop_adam":
+        return
+    reference = bn.optim.Adam(param_groups(twin, 3e-3), lr=3e-3)  # torch's default step
+    assert not reference.defaults["fused"]
+    x = torch.rand(16, 1, 8, 8) * 2 - 1
+    for net, opt in ((model, optimizer), (twin, reference)):
+        for _ in range(3):
+            opt.zero_grad()
+            net(x).square().sum().backward()
+            opt.step()
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert float(model[1].weight.detach().abs().max()) <= 1.0  # the first binary layer's latent weights
+
+
 def test_adam_with_plain_parameter_list_clips_tagged_weights_only():
     layer = bn.nn.BinaryLinear(3, 2)
     opt = bn.optim.Adam(layer.parameters(), lr=10.0)

@@ -45,9 +45,10 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module, lr: float):
     ``adam`` / ``shift_adamax``: bn.optim.Adam or ShiftAdaMax over ``param_groups`` (per-layer
     Glorot LR scales unless ``glorot_lr_scale`` is off); ``bop_adam``: ``bn.optim.Combined`` of
     Bop over the binary weights and Adam over the rest. Weight decay reaches only the groups
-    that :func:`binarynet.optim.decay_split` allows. Adam on a GPU takes torch's fused step (one
-    kernel for all parameters instead of several per tensor); on the CPU torch's default, which
-    exact-resume tests were written against.
+    that :func:`binarynet.optim.decay_split` allows. Adam takes torch's fused step: one pass over
+    each parameter and its moments instead of one per operation (on a GPU one kernel for all of
+    them). On the CPU that is memory traffic: the paper MLP's Adam step went from 159 to 28 ms
+    and its training step from 364 to 255 ms on 2 Zen 4 cores.
     """
     if recipe.optimizer == "shift_adamax":
         if recipe.weight_decay:
@@ -55,11 +56,10 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module, lr: float):
         groups = optim.param_groups(model, lr, pow2=recipe.pow2_lr_scale)
         return optim.ShiftAdaMax(groups, lr=lr, betas=tuple(recipe.betas) or None, variant=recipe.optimizer_variant)
     kwargs = {"betas": tuple(recipe.betas)} if recipe.betas else {}
-    on_gpu = any(p.is_cuda for p in model.parameters())
     if recipe.optimizer == "bop_adam":
         bop = optim.Bop(optim.named_binary_params(model), threshold=recipe.bop_threshold, gamma=recipe.bop_gamma)
         rest = _real_groups(recipe, model, lr)
-        return optim.Combined(bop, optim.Adam(rest, lr=lr, fused=True if on_gpu else None, **kwargs))
+        return optim.Combined(bop, optim.Adam(rest, lr=lr, fused=True, **kwargs))
     groups = optim.param_groups(model, lr, pow2=recipe.pow2_lr_scale)
     if not recipe.glorot_lr_scale:
         for group in groups:
@@ -67,7 +67,7 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module, lr: float):
     if recipe.weight_decay:  # keep one "other" group otherwise: the layout older checkpoints hold
         groups = [g for g in groups if g["latent_clip"]]
         groups += _real_groups(recipe, model, lr)
-    return optim.Adam(groups, lr=lr, fused=True if on_gpu else None, **kwargs)
+    return optim.Adam(groups, lr=lr, fused=True, **kwargs)
 
 
 def _real_groups(recipe: Recipe, model: torch.nn.Module, lr: float) -> list[dict]:
