@@ -4,10 +4,10 @@ For the paper MLP (``mnist_mlp``, 3x4096, batch 100) and the paper ConvNet (``ci
 batch 50), on the CPU and (when present) a CUDA GPU, one training step is what
 ``binarynet train`` does: a batch gathered from a device-resident split of the training set's
 size (random uint8 images; :class:`binarynet.train.step_batches.StepBatches`), forward, squared
-hinge, backward, Adam with the per-layer Glorot scales and latent clipping. On a GPU under bf16
-autocast (``--amp``), the ConvNet in channels_last, Adam fused. The float twin of each network
+hinge, backward, fused Adam with the per-layer Glorot scales and latent clipping. On a GPU under
+bf16 autocast (``--amp``), the ConvNet in channels_last. The float twin of each network
 (``nn.Linear`` / ``nn.Conv2d`` for the binary layers, ``nn.Hardtanh`` for ``Sign``, same BN and
-loss, ``torch.optim.Adam``) is timed interleaved with it (``binarynet.timing``).
+loss, fused ``torch.optim.Adam``) is timed interleaved with it (``binarynet.timing``).
 
 FLOPs per training sample are counted from the layers' shapes: each dense or convolution layer
 does M multiply-adds per sample forward (in x out for a dense layer; C_in/groups x kh x kw x
@@ -166,9 +166,9 @@ def measure(name: str, device: torch.device, args) -> dict:
         model = model.to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        fused = True if on_gpu else None
-        optimizer = (bn.optim.Adam(bn.optim.param_groups(model, 1e-3), fused=fused) if kind == "binary"
-                     else torch.optim.Adam(model.parameters(), 1e-3, fused=fused))
+        # fused Adam on every device, as binarynet train (train.builders.build_optimizer) steps
+        optimizer = (bn.optim.Adam(bn.optim.param_groups(model, 1e-3), fused=True) if kind == "binary"
+                     else torch.optim.Adam(model.parameters(), 1e-3, fused=True))
         steps[kind] = make_step(model, optimizer, batches, order, batch, torch.Generator().manual_seed(0),
                                 device, amp, channels_last)
     sync = torch.cuda.synchronize if on_gpu else None
