@@ -47,8 +47,8 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module, lr: float):
     Bop over the binary weights and Adam over the rest. Weight decay reaches only the groups
     that :func:`binarynet.optim.decay_split` allows. Adam takes torch's fused step: one pass over
     each parameter and its moments instead of one per operation (on a GPU one kernel for all of
-    them). On the CPU that is memory traffic: the paper MLP's Adam step went from 159 to 28 ms
-    and its training step from 364 to 255 ms on 2 Zen 4 cores.
+    them). On the CPU the step is memory traffic: the paper MLP's training step became 2.2x
+    faster on 2 Zen 4 cores (``benchmarks/bench_train.py``, results/cpu_benchmarks.log).
     """
     if recipe.optimizer == "shift_adamax":
         if recipe.weight_decay:

@@ -5,8 +5,9 @@ schedule and the per-epoch table). Test errors are at the best-validation epoch 
 protocol) unless the recipe trains without a validation split, where the last epoch counts.
 Hardware: "2 CPU cores" is this project's development machine (a 2-core AMD EPYC, Zen 4).
 CPU runs recorded before the fused Adam step became the training default (all but
-``mnist_mlp_quick``'s and the cosine trials of ``mnist_mlp_cpu_hour``) took torch's default step: the same update up to float32 rounding, so a
-re-run lands near those figures, not on them to the last digit.
+``mnist_mlp_quick``'s and the cosine trials of ``mnist_mlp_cpu_hour``) took torch's default
+step: the same update up to float32 rounding, so a re-run lands near those figures, not on them
+to the last digit.
 """
 from __future__ import annotations
 
