@@ -80,22 +80,21 @@ def test_input_checks(cnn):
 
 
 def test_float_first_layers_sum_in_the_kernel_not_blas(cnn, monkeypatch):
-    """Float input to a first dense takes the C core's first_dense_float (directly or through
-    kernels.prepare("first_layer", ...)), to a first conv kernels.conv2d_float_sign (numpy's
-    BLAS threads spin after each call and slowed the next op 1.9x), with the reference's
-    results."""
+    """Float32 input to a first dense with bits out takes the C core's first_dense_float_sign
+    (through kernels.prepare), to a first conv kernels.conv2d_float_sign (numpy's BLAS threads
+    spin after each call and slowed the next op 1.9x), with the reference's results."""
     calls = []
-    real_dense, real_conv = _core.first_dense_float, kernels.conv2d_float_sign
+    real_dense, real_conv = _core.first_dense_float_sign, kernels.conv2d_float_sign
 
     def spy_dense(x, *args):
-        calls.append(("first_dense_float", x.shape))
+        calls.append(("first_dense_float_sign", x.shape))
         return real_dense(x, *args)
 
     def spy_conv(x, *args, **kwargs):
         calls.append(("conv2d_float_sign", x.shape))
         return real_conv(x, *args, **kwargs)
 
-    monkeypatch.setattr(_core, "first_dense_float", spy_dense)
+    monkeypatch.setattr(_core, "first_dense_float_sign", spy_dense)
     monkeypatch.setattr(kernels, "conv2d_float_sign", spy_conv)
     torch.manual_seed(3)
     mlp = bn.models.get("mnist_mlp", hidden=70, depth=2, in_shape=(1, 6, 6)).eval()
@@ -107,7 +106,7 @@ def test_float_first_layers_sum_in_the_kernel_not_blas(cnn, monkeypatch):
         np.testing.assert_allclose(packed.predict(x.numpy()), reference.predict(x.numpy()),
                                    rtol=1e-6, atol=1e-6)
         assert calls[0] == (("conv2d_float_sign", (4, 3, 8, 8)) if model is cnn[0]
-                            else ("first_dense_float", (5, 36)))
+                            else ("first_dense_float_sign", (5, 36)))
 
 
 def test_per_channel_normalisation_uses_the_float_path():

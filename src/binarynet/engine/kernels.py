@@ -25,8 +25,13 @@ from binarynet.engine.kernel_backend import (  # noqa: F401 (re-exported: kernel
     get_backend, get_num_threads, kernel_table, set_backend, set_num_threads, xor_popcount_probe)
 from binarynet.engine.kernel_backend import after_environment as _after_environment
 from binarynet.engine.kernels_first import (  # noqa: F401 (re-exported: kernels.int_gemm...)
-    FIRST_LAYER_MODES, bitplane_gemm, first_dense_float, int_conv_threshold, int_gemm)
+    FIRST_LAYER_MODES, bitplane_gemm, first_dense_float, first_dense_float_sign,
+    int_conv_threshold, int_gemm)
+from binarynet.engine.kernels_first import (
+    bind_first_dense_float_sign as _bind_first_dense_float_sign)
 from binarynet.engine.kernels_first import bind_first_layer as _bind_first_layer
+from binarynet.engine.kernels_first import (
+    layout_first_dense_float_sign as _layout_first_dense_float_sign)
 from binarynet.engine.kernels_first import layout_first_layer as _layout_first_layer
 from binarynet.engine.kernels_first import (
     layout_int_conv_threshold as _layout_int_conv_threshold)
@@ -377,17 +382,20 @@ _LAYOUTS = {"bgemm": functools.partial(_layout_bgemm, tables_once=True),
             "bgemm_transform": functools.partial(_layout_bgemm_transform, tables_once=True),
             "sign_pack": _layout_sign_pack,
             "int_conv_threshold": _layout_int_conv_threshold,
-            "first_layer": _layout_first_layer}
+            "first_layer": _layout_first_layer,
+            "first_dense_float_sign": _layout_first_dense_float_sign}
 # ops whose bound operands are turned once, at prepare, into what their layout takes
 # (weight-only data made once per model rather than once per input shape)
-_BINDS = {"first_layer": _bind_first_layer}
+_BINDS = {"first_layer": _bind_first_layer,
+          "first_dense_float_sign": _bind_first_dense_float_sign}
 
 
 @_after_environment
 def prepare(name: str, *operands, **options) -> Prepared:
     """``name``'s kernel (one of ``bgemm``, ``bgemm_threshold``, ``bconv2d_threshold``,
     ``bconv2d_threshold_maxpool``, ``bmaxpool2d``, ``bconv2d_transform``, ``bgemm_transform``,
-    ``sign_pack``, ``int_conv_threshold``, ``first_layer``) with every operand after x bound:
+    ``sign_pack``, ``int_conv_threshold``, ``first_layer``, ``first_dense_float_sign``) with
+    every operand after x bound:
     ``prepare(name, *operands, **options)(x)`` returns ``name(x, *operands, **options)``; a
     transform's ``residual`` varies per call: ``prepared(x, residual)``. The first call with
     an input shape checks everything, as the public function does, and lays the constant
@@ -402,7 +410,9 @@ def prepare(name: str, *operands, **options) -> Prepared:
     ``prepare("first_layer", w, k, mode="bitplane")`` is the first layer with its weight-only
     work done once (checked at prepare, on a copy of ``w``): uint8 x -> int32 sums as
     :func:`bitplane_gemm` (``mode="int"``: :func:`int_gemm`), float32/float64 x -> float64 as
-    :func:`first_dense_float` (kernels_first.bind_first_layer says why one op for both)."""
+    :func:`first_dense_float` (kernels_first.bind_first_layer says why one op for both).
+    ``prepare("first_dense_float_sign", w, k, bias, thresh, flip)`` also makes the weight panels
+    once."""
     if name not in _LAYOUTS:
         raise ValueError(f"prepare: name must be one of {sorted(_LAYOUTS)}, got {name!r}")
     if "residual" in options:

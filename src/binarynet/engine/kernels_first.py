@@ -20,9 +20,11 @@ from binarynet.engine.prepared import checked as _checked
 from binarynet.engine.prepared import pad_bits_clear as _pad_bits_clear
 from binarynet.engine.prepared import run_once as _run_once
 
-__all__ = ["bitplane_gemm", "int_gemm", "first_dense_float", "int_conv_threshold",
+__all__ = ["bitplane_gemm", "int_gemm", "first_dense_float", "first_dense_float_sign",
+           "int_conv_threshold",
            "FIRST_LAYER_MODES", "bind_first_layer", "layout_first_layer",
-           "layout_int_conv_threshold"]
+           "layout_int_conv_threshold", "bind_first_dense_float_sign",
+           "layout_first_dense_float_sign"]
 
 
 def _first_layer(op, x_u8, w, k) -> np.ndarray:
@@ -159,3 +161,45 @@ def layout_int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_clas
         return out
     return _checked(x_u8, 0, run)
 
+
+
+def _first_dense_float_panels(w, k) -> bytes:
+    """first_dense_float_sign's kernel reads the weights as first_dense_float's panels."""
+    return _core.bitplane_prepare(_aligned(w), w.shape[0], k)[1]
+
+
+def layout_first_dense_float_sign(x, w, k, bias, thresh, flip, panels=None):
+    """:func:`first_dense_float_sign`'s checks and call (``prepared.Checked``)."""
+    x, w, k, bias, thresh, flip = _ref._check_first_dense_float_sign(x, w, k, bias, thresh, flip,
+                                                                      _pad_bits_clear)
+    operands = (_aligned(w), bias, thresh, flip.view(np.uint8))
+    shape = (x.shape[0], _ref.words_for(w.shape[0]))
+
+    def run(x, residual):
+        out = np.empty(shape, dtype=np.uint64)
+        _core.first_dense_float_sign(x, *operands, x.shape[0], w.shape[0], k, out, panels)
+        return out
+    return _checked(x, 0, run)
+
+
+def bind_first_dense_float_sign(w, k, bias, thresh, flip) -> tuple:
+    """The bound operands of ``prepare("first_dense_float_sign", w, k, bias, thresh, flip)``:
+    checked now, on copies, with the panels made once."""
+    _, w, k, bias, thresh, flip = _ref._check_first_dense_float_sign(
+        np.zeros((1, k), np.float32), w, k, bias, thresh, flip, _pad_bits_clear)
+    w = _aligned(w.copy())
+    return (w, k, bias.copy(), thresh.copy(), flip.copy(), _first_dense_float_panels(w, k)), {}
+
+
+@_after_environment
+def first_dense_float_sign(x, w, k, bias, thresh, flip) -> np.ndarray:
+    """The sign bits of a float-input first dense layer, equal to
+    :func:`binarynet.engine.reference.first_dense_float_sign` (bit for bit: z = float32 of the
+    float64 sums, plus the bias, against thresh), twice as fast as those sums: float32 tables
+    and sums with a proven error bound, each output decided at both ends of it, and summed
+    again in float64 only where the two ends disagree (a near-tie; csrc/float_layer.c says
+    why this is exact). x float32 (M, k), w packed +-1 (N, ceil(k/64)), bias and thresh
+    float32 (N,), flip bool (N,) or None. -> uint64 (M, ceil(N/64)). A caller that runs the
+    layer many times prepares it (``kernels.prepare("first_dense_float_sign", w, k, ...)``:
+    checks and weight panels once)."""
+    return _run_once(layout_first_dense_float_sign(x, w, k, bias, thresh, flip))

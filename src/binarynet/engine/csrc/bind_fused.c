@@ -321,6 +321,43 @@ PyObject *py_first_dense_float(PyObject *self, PyObject *args) {
     return ret;
 }
 
+/* first_dense_float_sign(x, w, bias, thresh, flip, m, n, k, out[, panels]): the sign bits of
+ * float32 rows x times +-1 weights, float32(sum) + bias against thresh (flip: <=), equal to
+ * the float64 sums' (float_layer.c); out (m, words(n)) uint64; panels as first_dense_float's */
+PyObject *py_first_dense_float_sign(PyObject *self, PyObject *args) {
+    Py_buffer x, w, bias, thresh, flip, out, panels = {0};
+    PyObject *panels_obj = Py_None;
+    Py_ssize_t m, n, k;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*nnnw*|O", &x, &w, &bias, &thresh, &flip, &m, &n, &k,
+                          &out, &panels_obj))
+        return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t sizes[] = {m, n, k};
+    const char *op = "first_dense_float_sign";
+    if (!optional_buffer(panels_obj, &panels) && !check_sizes(op, sizes, 3) &&
+        !check_length(op, "k", k, INT32_MAX) &&
+        !CHECK_BUFFER(op, "x", &x, 4, (size_t)m, (size_t)k) &&
+        !CHECK_BUFFER(op, "w", &w, 8, (size_t)n, bn_words((size_t)k)) &&
+        !CHECK_BUFFER(op, "bias", &bias, 4, (size_t)n) &&
+        !CHECK_BUFFER(op, "thresh", &thresh, 4, (size_t)n) &&
+        !CHECK_BUFFER(op, "flip", &flip, 1, (size_t)n) &&
+        !CHECK_BUFFER(op, "out", &out, 8, (size_t)m, bn_words((size_t)n)) &&
+        (!panels.obj || !CHECK_BUFFER(op, "panels", &panels, 8,
+                                      bn_panel_words((size_t)n, bn_words((size_t)k))))) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = bn_first_dense_float_sign((const float *)x.buf, (const uint64_t *)w.buf,
+                                       (const uint64_t *)panels.buf, (const float *)bias.buf,
+                                       (const float *)thresh.buf, (const uint8_t *)flip.buf,
+                                       (size_t)m, (size_t)n, (size_t)k, (uint64_t *)out.buf);
+        Py_END_ALLOW_THREADS
+        ret = driver_result(op, rc);
+    }
+    RELEASE(&x, &w, &bias, &thresh, &flip, &out, &panels);
+    return ret;
+}
+
 /* xor_popcount_probe(iterations, threads) -> bit-MACs done (the caller times the call) */
 #define PROBE_MAX_ITERATIONS ((Py_ssize_t)1 << 40) /* x 6144 bit-MACs x 256 threads < 2**63 */
 PyObject *py_xor_popcount_probe(PyObject *self, PyObject *args) {

@@ -207,6 +207,7 @@ PyObject *py_conv_prepare(PyObject *self, PyObject *args);
 PyObject *py_sign_pack(PyObject *self, PyObject *args);
 PyObject *py_int_conv_threshold(PyObject *self, PyObject *args);
 PyObject *py_first_dense_float(PyObject *self, PyObject *args);
+PyObject *py_first_dense_float_sign(PyObject *self, PyObject *args);
 PyObject *py_conv2d_float(PyObject *self, PyObject *args);
 PyObject *py_conv2d_float_sign(PyObject *self, PyObject *args);
 PyObject *py_fma_probe(PyObject *self, PyObject *args);

@@ -184,6 +184,19 @@ extern const bn_transform_kernel bn_transform_avx512;
 #endif
 
 /* ---- float-input first dense layer (float_layer.c) ------------------------------------------- */
+/* first_dense_float_sign's operands (float_layer.c says how the bits are decided) */
+typedef struct bn_float_sign_job {
+    const float *x;        /* (m, k) */
+    const uint64_t *w;     /* (n, kw) packed +-1 */
+    const uint64_t *panels; /* w regrouped by bn_repack_panels */
+    const float *bias, *thresh;
+    const uint8_t *flip;   /* (n) */
+    const uint64_t *flip_bits; /* the same, packed (bn_pack_flags) */
+    const float *bound;    /* (m): per row, the float32 sums' error bound (widened) */
+    size_t m, n, k, kw;
+    uint64_t *out;         /* (m, bn_words(n)) */
+} bn_float_sign_job;
+
 typedef struct {
     const char *name;
     /* one input row (float32, or float64 when f64) -> its nibble tables */
@@ -193,7 +206,17 @@ typedef struct {
     void (*block)(const double *const *tables, size_t rows, const uint64_t *w,
                   const uint64_t *panels, size_t n0, size_t n1, size_t kw, double *out,
                   size_t ldo);
+    /* first_dense_float_sign: one float32 row -> its float32 nibble tables; up to 4 rows
+     * (from m0) x outputs [n0, n1) (multiples of 64, or n1 = n) -> their sign bits */
+    void (*tables32)(const float *x, size_t k, size_t kw, float *t);
+    void (*sign_block32)(const struct bn_float_sign_job *j, const float *const *tables,
+                         size_t m0, size_t rows, size_t n0, size_t n1);
 } bn_float_kernel;
+
+
+/* the decision of output o of row r where its float32 sum is not certain enough: the float64
+ * sum in input order, rounded to float32, plus the bias, against the threshold */
+int bn_float_sign_exact(const bn_float_sign_job *j, size_t r, size_t o);
 
 extern const bn_float_kernel bn_float_portable;
 #if BN_X86
@@ -203,6 +226,9 @@ extern const bn_float_kernel bn_float_avx512;
  * (bn_bitplane_prepare's), or NULL; BN_OK / BN_ENOMEM / BN_EOVERFLOW. */
 int bn_first_dense_float(const void *x, int f64, const uint64_t *w, const uint64_t *panels,
                          size_t m, size_t n, size_t k, double *out);
+int bn_first_dense_float_sign(const float *x, const uint64_t *w, const uint64_t *panels,
+                              const float *bias, const float *thresh, const uint8_t *flip,
+                              size_t m, size_t n, size_t k, uint64_t *out);
 
 /* ---- real-valued convolution (float_conv.c, float_conv_avx512.c) ---------------------------- */
 /* x (N, H, W, C) (or (N, C, H, W)), float32 (or float64), padded with `pad`; weights as float64

@@ -14,9 +14,24 @@
  * Pad bits are 0 and the table rows past k hold +-0 from zero inputs, so they add nothing. Any
  * summation order is acceptable (the runner rounds to float32, and a float64 matmul fixes no
  * order either); integer-valued inputs give exact sums.
+ *
+ * first_dense_float_sign: the same layer when its outputs are sign bits (z = float32(sum) +
+ * bias against a threshold, as the runner decides them from the float64 sums), twice as fast:
+ * float32 tables, so one vpermps looks up 16 outputs (64 multiply-accumulates), and float32
+ * sums. Their error is bounded: a sum of the terms +-x_i in which each term goes through at
+ * most K roundings has |s32 - s| <= gamma_K * sum |x_i| (Higham, Accuracy and Stability of
+ * Numerical Algorithms, 2nd ed., §4.2; gamma_K = K u / (1 - K u), u = 2^-24); here K = 16 *
+ * words + 2 (two additions in a table entry, then one per nibble), and the float64 sums' error
+ * is some 2^29 times smaller. The kernel doubles the bound (b, per row: the double also covers
+ * rounding s32 -/+ b to float32, under 2^-24 (sum |x_i| + b) as K >= 18), decides each
+ * output at s32 - b and s32 + b, and as z is monotone in the sum, where both agree that is the
+ * float64 path's decision. Where they differ, or anything is not finite (overflow, inf, NaN
+ * inputs), the output is summed again in float64 (bn_float_sign_exact): a near-tie, some 1 in
+ * 10^3 outputs of an MNIST-sized layer. So the bits equal the float64 path's.
  */
 #include "core.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 #if BN_X86
@@ -62,7 +77,67 @@ static void block_portable(const double *const *tables, size_t rows, const uint6
     }
 }
 
-const bn_float_kernel bn_float_portable = {"portable", tables_portable, block_portable};
+/* ---- first_dense_float_sign: float32 tables and sums, certain decisions ------------------- */
+static inline int sign_of(float z, float t, int flip) { return flip ? z <= t : z >= t; }
+
+int bn_float_sign_exact(const bn_float_sign_job *j, size_t r, size_t o) {
+    const float *x = j->x + r * j->k;
+    const uint64_t *wo = j->w + o * j->kw;
+    /* 8 partial sums and the signs as factors (exact): a branch per term mispredicted half
+     * the time, and these decisions cost 3.5 us each; any float64 order is as good */
+    double p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= j->k; i += 8)
+        for (size_t l = 0; l < 8; ++l)
+            p[l] += (double)x[i + l] * (double)((int)((wo[(i + l) >> 6] >> ((i + l) & 63) & 1) << 1) - 1);
+    for (; i < j->k; ++i)
+        p[i & 7] += (double)x[i] * (double)((int)((wo[i >> 6] >> (i & 63) & 1) << 1) - 1);
+    const double s = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+    return sign_of((float)s + j->bias[o], j->thresh[o], j->flip[o]);
+}
+
+/* output o of row r from its float32 sum: decided at s32 -/+ bound where both agree */
+static inline int sign_decide(const bn_float_sign_job *j, size_t r, size_t o, float s32) {
+    const float b = j->bound[r], lo = s32 - b, hi = s32 + b;
+    if (fabsf(lo) < INFINITY && fabsf(hi) < INFINITY) {
+        const int at_lo = sign_of(lo + j->bias[o], j->thresh[o], j->flip[o]);
+        if (at_lo == sign_of(hi + j->bias[o], j->thresh[o], j->flip[o])) return at_lo;
+    }
+    return bn_float_sign_exact(j, r, o);
+}
+
+static void tables32_portable(const float *x, size_t k, size_t kw, float *t) {
+    for (size_t q = 0; q < kw * NIBBLES; ++q, t += TABLE) {
+        float v[4];
+        for (int i = 0; i < 4; ++i) v[i] = 4 * q + (size_t)i < k ? x[4 * q + (size_t)i] : 0.0f;
+        for (int b = 0; b < TABLE; ++b)
+            t[b] = (((b & 1) ? v[0] : -v[0]) + ((b & 2) ? v[1] : -v[1])) +
+                   (((b & 4) ? v[2] : -v[2]) + ((b & 8) ? v[3] : -v[3]));
+    }
+}
+
+static void sign_block32_portable(const bn_float_sign_job *j, const float *const *tables,
+                                  size_t m0, size_t rows, size_t n0, size_t n1) {
+    const size_t words = bn_words(j->n);
+    for (size_t r = 0; r < rows; ++r) {
+        uint64_t word = 0;
+        for (size_t o = n0; o < n1; ++o) {
+            const uint64_t *wo = j->w + o * j->kw;
+            const float *t = tables[r];
+            float s = 0.0f;
+            for (size_t q = 0; q < j->kw * NIBBLES; ++q, t += TABLE)
+                s += t[(wo[q / NIBBLES] >> (4 * (q % NIBBLES))) & 15];
+            word |= (uint64_t)sign_decide(j, m0 + r, o, s) << (o & 63);
+            if ((o & 63) == 63 || o + 1 == n1) {
+                j->out[(m0 + r) * words + o / 64] = word;
+                word = 0;
+            }
+        }
+    }
+}
+
+const bn_float_kernel bn_float_portable = {"portable", tables_portable, block_portable,
+                                           tables32_portable, sign_block32_portable};
 
 #if BN_X86
 #define AVX512_FLOAT __attribute__((target("avx512f")))
@@ -172,7 +247,119 @@ AVX512_FLOAT static void block_avx512(const double *const *tables, size_t rows, 
     }
 }
 
-const bn_float_kernel bn_float_avx512 = {"avx512f", tables_avx512, block_avx512};
+/* float32 tables: lane b is entry b */
+AVX512_FLOAT static void tables32_avx512(const float *x, size_t k, size_t kw, float *t) {
+    float sign[4][TABLE];
+    for (int b = 0; b < TABLE; ++b)
+        for (int i = 0; i < 4; ++i) sign[i][b] = (b >> i & 1) ? 1.0f : -1.0f;
+    const __m512 s0 = _mm512_loadu_ps(sign[0]), s1 = _mm512_loadu_ps(sign[1]);
+    const __m512 s2 = _mm512_loadu_ps(sign[2]), s3 = _mm512_loadu_ps(sign[3]);
+    for (size_t q = 0; q < kw * NIBBLES; ++q, t += TABLE) {
+        float v[4];
+        for (int i = 0; i < 4; ++i) v[i] = 4 * q + (size_t)i < k ? x[4 * q + (size_t)i] : 0.0f;
+        /* products by +-1 are exact */
+        const __m512 a = _mm512_add_ps(_mm512_mul_ps(s0, _mm512_set1_ps(v[0])),
+                                       _mm512_mul_ps(s1, _mm512_set1_ps(v[1])));
+        const __m512 b = _mm512_add_ps(_mm512_mul_ps(s2, _mm512_set1_ps(v[2])),
+                                       _mm512_mul_ps(s3, _mm512_set1_ps(v[3])));
+        _mm512_storeu_ps(t, _mm512_add_ps(a, b));
+    }
+}
+
+/* the 32-bit halves (low: inputs 0-31 of word t, high: 32-63) of the 16 outputs from `first`
+ * as index lanes: two panel rows of 8 words, interleaved; zeros past the panels */
+AVX512_FLOAT static inline void half_words(const bn_float_sign_job *j, size_t first, size_t t,
+                                           __m512i *lo, __m512i *hi) {
+    const size_t end = (j->n + 15) / 16 * 16; /* the panels' outputs */
+    const __m512i a = first < end ? _mm512_loadu_si512((const void *)(j->panels + (first / 8 * j->kw + t) * 8))
+                                  : _mm512_setzero_si512();
+    const __m512i b = first + 8 < end ? _mm512_loadu_si512((const void *)(j->panels + ((first + 8) / 8 * j->kw + t) * 8))
+                                      : _mm512_setzero_si512();
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    *lo = _mm512_permutex2var_epi32(a, even, b);
+    *hi = _mm512_permutex2var_epi32(a, _mm512_add_epi32(even, _mm512_set1_epi32(1)), b);
+}
+
+/* 16 outputs from c of row r: their sign bits (lanes past n are 0) */
+AVX512_FLOAT static inline uint64_t sign_lanes(const bn_float_sign_job *j, size_t r, size_t c,
+                                               __m512 s) {
+    if (c >= j->n) return 0;
+    const __mmask16 lanes = j->n - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (j->n - c)) - 1);
+    const __m512 b = _mm512_set1_ps(j->bound[r]);
+    const __m512 lo = _mm512_sub_ps(s, b), hi = _mm512_add_ps(s, b);
+    const __m512 bias = _mm512_maskz_loadu_ps(lanes, j->bias + c);
+    const __m512 t = _mm512_maskz_loadu_ps(lanes, j->thresh + c);
+    const unsigned f = (unsigned)(j->flip_bits[c / 64] >> (c % 64)) & 0xFFFFu;
+    const __m512 zlo = _mm512_add_ps(lo, bias), zhi = _mm512_add_ps(hi, bias);
+    const unsigned at_lo = (_mm512_cmp_ps_mask(zlo, t, _CMP_GE_OQ) & ~f) |
+                           (_mm512_cmp_ps_mask(zlo, t, _CMP_LE_OQ) & f);
+    const unsigned at_hi = (_mm512_cmp_ps_mask(zhi, t, _CMP_GE_OQ) & ~f) |
+                           (_mm512_cmp_ps_mask(zhi, t, _CMP_LE_OQ) & f);
+    const __m512 inf = _mm512_set1_ps(INFINITY);
+    const unsigned finite = _mm512_cmp_ps_mask(_mm512_abs_ps(lo), inf, _CMP_LT_OQ) &
+                            _mm512_cmp_ps_mask(_mm512_abs_ps(hi), inf, _CMP_LT_OQ);
+    unsigned unsure = lanes & ~(finite & ~(at_lo ^ at_hi));
+    unsigned bits = at_lo & lanes & ~unsure;
+    for (; unsure; unsure &= unsure - 1) {
+        const unsigned l = (unsigned)__builtin_ctz(unsure);
+        bits |= (unsigned)bn_float_sign_exact(j, r, c + l) << l;
+    }
+    return bits;
+}
+
+/* R rows x 64 outputs at a time: 16 accumulators a<v><r>, one table vector per row and
+ * nibble, one vpermps per (row, 16 outputs, nibble); named, as in block_rows */
+#define LOOKUP32(v, r) a##v##r = _mm512_add_ps(a##v##r, _mm512_permutexvar_ps(i##v, tab##r))
+#define ROW32(r)                                                                                 \
+    if ((r) < R) {                                                                               \
+        const __m512 tab##r = _mm512_loadu_ps(tables[r] + q * TABLE);                            \
+        LOOKUP32(0, r); LOOKUP32(1, r); LOOKUP32(2, r); LOOKUP32(3, r);                          \
+    }
+#define ACC32(v) __m512 a##v##0 = _mm512_setzero_ps(), a##v##1 = a##v##0, a##v##2 = a##v##0,      \
+                        a##v##3 = a##v##0
+#define WORD32(r)                                                                                \
+    if ((r) < R)                                                                                 \
+        j->out[(m0 + (r)) * words + o / 64] =                                                    \
+            sign_lanes(j, m0 + (r), o, a0##r) | sign_lanes(j, m0 + (r), o + 16, a1##r) << 16 |   \
+            sign_lanes(j, m0 + (r), o + 32, a2##r) << 32 | sign_lanes(j, m0 + (r), o + 48, a3##r) << 48
+static inline __attribute__((target("avx512f"), always_inline)) void
+sign_rows32(const bn_float_sign_job *j, const float *const *tables, size_t m0, const int R,
+            size_t n0, size_t n1) {
+    const size_t words = bn_words(j->n);
+    for (size_t o = n0; o < n1; o += 64) {
+        ACC32(0); ACC32(1); ACC32(2); ACC32(3);
+        for (size_t t = 0; t < j->kw; ++t) {
+            __m512i lo0, hi0, lo1, hi1, lo2, hi2, lo3, hi3;
+            half_words(j, o, t, &lo0, &hi0);
+            half_words(j, o + 16, t, &lo1, &hi1);
+            half_words(j, o + 32, t, &lo2, &hi2);
+            half_words(j, o + 48, t, &lo3, &hi3);
+            for (int h = 0; h < 2; ++h) {
+                __m512i i0 = h ? hi0 : lo0, i1 = h ? hi1 : lo1, i2 = h ? hi2 : lo2, i3 = h ? hi3 : lo3;
+                const size_t q0 = t * NIBBLES + 8 * (size_t)h;
+                for (size_t q = q0; q < q0 + 8; ++q) {
+                    ROW32(0); ROW32(1); ROW32(2); ROW32(3);
+                    i0 = _mm512_srli_epi32(i0, 4); i1 = _mm512_srli_epi32(i1, 4);
+                    i2 = _mm512_srli_epi32(i2, 4); i3 = _mm512_srli_epi32(i3, 4);
+                }
+            }
+        }
+        WORD32(0); WORD32(1); WORD32(2); WORD32(3);
+    }
+}
+
+AVX512_FLOAT static void sign_block32_avx512(const bn_float_sign_job *j, const float *const *tables,
+                                             size_t m0, size_t rows, size_t n0, size_t n1) {
+    switch (rows) {
+    case 1: sign_rows32(j, tables, m0, 1, n0, n1); break;
+    case 2: sign_rows32(j, tables, m0, 2, n0, n1); break;
+    case 3: sign_rows32(j, tables, m0, 3, n0, n1); break;
+    default: sign_rows32(j, tables, m0, ROWS, n0, n1); break;
+    }
+}
+
+const bn_float_kernel bn_float_avx512 = {"avx512f", tables_avx512, block_avx512, tables32_avx512,
+                                         sign_block32_avx512};
 #endif
 
 /* ---- driver: tasks of ROWS input rows x a range of outputs ------------------------------- */
@@ -262,5 +449,103 @@ int bn_first_dense_float(const void *x, int f64, const uint64_t *w, const uint64
     const int failed = j.scratch.failed;
     bn_scratch_free(&j.scratch);
     free(own);
+    return failed ? BN_ENOMEM : BN_OK;
+}
+
+/* ---- first_dense_float_sign's driver: tasks of ROWS rows x a range of 64-output words ------- */
+typedef struct {
+    const bn_float_kernel *kr;
+    const bn_float_sign_job *j;
+    size_t bn, tn;
+    bn_scratch scratch; /* per worker: ROWS tables of kw * 256 floats */
+    const float *shared;
+} sign_run;
+
+static void sign_tables(const sign_run *run, size_t m0, size_t rows, float *t) {
+    const bn_float_sign_job *j = run->j;
+    for (size_t r = 0; r < rows; ++r)
+        run->kr->tables32(j->x + (m0 + r) * j->k, j->k, j->kw, t + r * j->kw * NIBBLES * TABLE);
+}
+
+static void sign_task(void *vrun, long task, int worker) {
+    sign_run *run = (sign_run *)vrun;
+    const bn_float_sign_job *j = run->j;
+    const size_t m0 = (size_t)task / run->tn * ROWS, n0 = (size_t)task % run->tn * run->bn;
+    const size_t rows = j->m - m0 < ROWS ? j->m - m0 : ROWS;
+    const size_t n1 = n0 + run->bn < j->n ? n0 + run->bn : j->n;
+    const float *tables = run->shared;
+    if (!tables) {
+        float *own = (float *)bn_scratch_get(&run->scratch, worker);
+        if (!own) return;
+        sign_tables(run, m0, rows, own);
+        tables = own;
+    }
+    const float *rows_t[ROWS];
+    for (size_t r = 0; r < ROWS; ++r)
+        rows_t[r] = tables + (r < rows ? r : rows - 1) * j->kw * NIBBLES * TABLE;
+    run->kr->sign_block32(j, rows_t, m0, rows, n0, n1);
+}
+
+int bn_first_dense_float_sign(const float *x, const uint64_t *w, const uint64_t *panels,
+                              const float *bias, const float *thresh, const uint8_t *flip,
+                              size_t m, size_t n, size_t k, uint64_t *out) {
+    bn_float_sign_job j = {x, w, panels, bias, thresh, flip, NULL, NULL, m, n, k, bn_words(k), out};
+    sign_run run = {bn_isa()->float_dense, &j, 0, 0, {{0}, 0, 0}, NULL};
+    size_t table_bytes, bound_bytes;
+    if (__builtin_mul_overflow(j.kw, (size_t)(ROWS * NIBBLES * TABLE * sizeof(float)), &table_bytes) ||
+        __builtin_mul_overflow(m, sizeof(float), &bound_bytes))
+        return BN_EOVERFLOW;
+    /* the rows' error bounds: 2 gamma_K sum |x_i| (the header says why), and the flips as
+     * bits for the vector epilogue */
+    float *bound = (float *)malloc(bound_bytes ? bound_bytes : 1);
+    uint64_t *flip_bits = (uint64_t *)malloc(bn_words(n) * sizeof(uint64_t) + 8);
+    if (!bound || !flip_bits) {
+        free(bound);
+        free(flip_bits);
+        return BN_ENOMEM;
+    }
+    bn_pack_flags(flip, n, flip_bits);
+    j.flip_bits = flip_bits;
+    const double big_k = 16.0 * (double)j.kw + 2.0, u = 0x1p-24;
+    const double gamma = big_k * u < 0.5 ? big_k * u / (1.0 - big_k * u) : INFINITY;
+    for (size_t r = 0; r < m; ++r) {
+        double part[4] = {0, 0, 0, 0};
+        const float *xr = x + r * k;
+        for (size_t i = 0; i < k; ++i) part[i & 3] += fabs((double)xr[i]);
+        const double b = 2.0 * gamma * ((part[0] + part[1]) + (part[2] + part[3]));
+        bound[r] = b < 0x1p127 ? (float)b : INFINITY; /* a larger bound: decided in float64 */
+    }
+    j.bound = bound;
+    uint64_t *own = NULL;
+    if (!panels) { /* this kernel reads the weights from panels only */
+        size_t bytes;
+        if (__builtin_mul_overflow(bn_panel_words(n, j.kw), sizeof(uint64_t), &bytes) ||
+            !(own = (uint64_t *)malloc(bytes ? bytes : 1))) {
+            free(bound);
+            free(flip_bits);
+            return BN_ENOMEM;
+        }
+        bn_repack_panels(w, n, j.kw, own);
+        j.panels = own;
+    }
+    const size_t row_blocks = (m + ROWS - 1) / ROWS, threads = (size_t)bn_get_num_threads();
+    /* few row blocks: split the outputs too, in whole words */
+    run.bn = (n + 63) / 64 * 64;
+    while (run.bn > 64 && row_blocks * ((n + run.bn - 1) / run.bn) < 4 * threads)
+        run.bn = (run.bn / 2 + 63) / 64 * 64;
+    run.tn = (n + run.bn - 1) / run.bn;
+    bn_scratch_init(&run.scratch, table_bytes);
+    float *shared = NULL;
+    if (row_blocks == 1 && run.tn > 1 && (shared = (float *)bn_scratch_get(&run.scratch, 0)))
+        sign_tables(&run, 0, m, shared);
+    run.shared = shared;
+    /* half the float64 kernel's cost per (row, output, word): 16 lanes a lookup */
+    bn_parallel_for((long)(row_blocks * run.tn),
+                    bn_threads_for((double)m * (double)n * (double)j.kw * 12), sign_task, &run);
+    const int failed = run.scratch.failed;
+    bn_scratch_free(&run.scratch);
+    free(own);
+    free(bound);
+    free(flip_bits);
     return failed ? BN_ENOMEM : BN_OK;
 }

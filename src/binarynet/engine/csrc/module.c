@@ -610,6 +610,8 @@ static PyMethodDef core_methods[] = {
      "int_conv_threshold(x_u8, w, geometry, rows, cols, thresh, row_class, col_class, flip, out)"},
     {"first_dense_float", py_first_dense_float, METH_VARARGS,
      "first_dense_float(x, is_float64, w, m, n, k, out[, panels])"},
+    {"first_dense_float_sign", py_first_dense_float_sign, METH_VARARGS,
+     "first_dense_float_sign(x, w, bias, thresh, flip, m, n, k, out[, panels])"},
     {"conv2d_float", py_conv2d_float, METH_VARARGS,
      "conv2d_float(x, panels, bias, geometry, out): float32 NHWC convolution, zero padding"},
     {"conv2d_float_sign", py_conv2d_float_sign, METH_VARARGS,
