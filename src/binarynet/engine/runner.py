@@ -255,11 +255,15 @@ class Runner(FloatStreamOps, FloatFirstConv):
         k = kh * kw * cg
         integer = self._integer_path(x)
         if integer and groups == 1 and hasattr(self.kernels, "int_conv_threshold"):
-            # patches, integer product and border-class thresholds in cache (no int32 sums)
-            return self.kernels.int_conv_threshold(
-                x, self._t(op, "weight"), (kh, kw), self._t(op, "thresh"), self._t(op, "flip"),
-                self.tensors[op["tensors"]["row_class"]], self.tensors[op["tensors"]["col_class"]],
-                tuple(op["stride"]), tuple(op["padding"]), tuple(op["dilation"]))
+            # patches, integer product and border-class thresholds in cache (no int32 sums);
+            # prepared: the operands checked once, not on every call
+            call = self._kernel_call((op["name"], "int_conv_threshold"), lambda: (
+                "int_conv_threshold", (
+                    self._t(op, "weight"), (kh, kw), self._t(op, "thresh"), self._t(op, "flip"),
+                    self.tensors[op["tensors"]["row_class"]],
+                    self.tensors[op["tensors"]["col_class"]], tuple(op["stride"]),
+                    tuple(op["padding"]), tuple(op["dilation"])), {}))
+            return call(self.xp.contiguous(x))
         if not integer and groups == 1 and hasattr(self.kernels, "conv2d_float_sign"):
             return self._first_conv_float(op, x)
         if integer:

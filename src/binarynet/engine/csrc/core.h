@@ -134,6 +134,7 @@ typedef struct {
     size_t lanes; /* output channels per weight panel (vector lanes); 0: unpacked +-1 rows */
     /* input rows [m0, m1) x weight panels [p0, p1) (portable: all outputs, p0 / p1 unused) */
     void (*block)(const bn_int_job *j, size_t m0, size_t m1, size_t p0, size_t p1);
+    int fused_threshold; /* block packs bits against per-row thresholds (the first conv) */
 } bn_int_kernel;
 
 extern const bn_int_kernel bn_int_portable;
