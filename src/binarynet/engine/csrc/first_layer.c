@@ -154,6 +154,8 @@ struct bn_int_job {
     const bn_int_kernel *kernel; /* lanes 16 (VNNI), 8 (AVX2) or 0 (portable) */
     const uint8_t *x;
     size_t m, n, k, k4, lanes; /* k4 = ceil(k / 4) quads; lanes per panel (16 or 8) */
+    size_t ldx;                /* bytes from one row of x to the next: k, or 4 k4 with the
+                                * pad bytes 0 (no tail quad to assemble) */
     const int8_t *quads;       /* SIMD: panels, ceil(n / lanes) x k4 x lanes x 4 bytes */
     const int8_t *wpm;         /* portable: unpacked +-1 rows of k */
     int8_t *owned;             /* the unpacked weights when made for this call, else NULL */
@@ -184,7 +186,7 @@ static void int_rows_portable(const bn_int_job *j, size_t m0, size_t m1, size_t 
     (void)p0; /* every output channel: no panels */
     (void)p1;
     for (size_t r = m0; r < m1; ++r) {
-        const uint8_t *xr = j->x + r * j->k;
+        const uint8_t *xr = j->x + r * j->ldx;
         for (size_t c = 0; c < j->n; ++c) {
             const int8_t *wr = j->wpm + c * j->k;
             int32_t acc = 0;
@@ -218,12 +220,12 @@ int_tile_vnni(const bn_int_job *j, size_t r0, int mr, size_t p0, int np) {
     __m512i acc[INT_MR][INT_NP];
     for (int r = 0; r < mr; ++r)
         for (int q = 0; q < np; ++q) acc[r][q] = _mm512_setzero_si512();
-    const size_t k = j->k, k4 = j->k4, full = k / 4;
+    const size_t k = j->k, k4 = j->k4, ldx = j->ldx, full = ldx >= 4 * k4 ? k4 : k / 4;
     const int8_t *panel = j->quads + p0 * k4 * 64;
-    const uint8_t *x = j->x + r0 * k;
+    const uint8_t *x = j->x + r0 * ldx;
     size_t g = 0;
-    for (; g < full; ++g) VNNI_STEP(x_quad(x + r * k, g));
-    if (g < k4) VNNI_STEP(x_tail_quad(x + r * k, k));
+    for (; g < full; ++g) VNNI_STEP(x_quad(x + r * ldx, g));
+    if (g < k4) VNNI_STEP(x_tail_quad(x + r * ldx, k));
     if (j->thresh) { /* bits while the sums are in registers: p0 starts a word (INT_NP = 4) */
         const size_t words = bn_words(j->n), c0 = p0 * 16;
         for (int r = 0; r < mr; ++r) {
@@ -285,12 +287,12 @@ int_tile_avx2(const bn_int_job *j, size_t r0, int mr, size_t p0, int np) {
     for (int r = 0; r < mr; ++r)
         for (int q = 0; q < np; ++q) acc[r][q] = _mm256_setzero_si256();
     const __m256i ones = _mm256_set1_epi16(1);
-    const size_t k = j->k, k4 = j->k4, full = k / 4;
+    const size_t k = j->k, k4 = j->k4, ldx = j->ldx, full = ldx >= 4 * k4 ? k4 : k / 4;
     const int8_t *panel = j->quads + p0 * k4 * 32;
-    const uint8_t *x = j->x + r0 * k;
+    const uint8_t *x = j->x + r0 * ldx;
     size_t g = 0;
-    for (; g < full; ++g) MADDUBS_STEP(x_quad(x + r * k, g));
-    if (g < k4) MADDUBS_STEP(x_tail_quad(x + r * k, k));
+    for (; g < full; ++g) MADDUBS_STEP(x_quad(x + r * ldx, g));
+    if (g < k4) MADDUBS_STEP(x_tail_quad(x + r * ldx, k));
     for (int r = 0; r < mr; ++r) {
         int32_t *row = j->out + (r0 + (size_t)r) * j->n;
         for (int q = 0; q < np; ++q) {
@@ -397,7 +399,7 @@ static int int_job_init(bn_int_job *j, const uint64_t *w, const bn_int_weights *
                         size_t n, size_t k) {
     memset(j, 0, sizeof(*j));
     j->kernel = bn_isa()->int_gemm;
-    j->m = m; j->n = n; j->k = k;
+    j->m = m; j->n = n; j->k = k; j->ldx = k;
     j->k4 = (k + 3) / 4;
     j->lanes = j->kernel->lanes;
     j->tm = (m + INT_ROWS - 1) / INT_ROWS;
@@ -478,13 +480,21 @@ static uint8_t *padded_nhwc(const bn_first_conv *s, size_t *hp, size_t *wp) {
 }
 
 /* The patch of `pixel` from the padded NHWC images: per kernel row one copy (undilated). */
+/* count bytes in 8-byte moves and a byte tail: a patch row is a few bytes (9 for a 3x3 RGB
+ * conv), for which a memcpy call cost more than the copy */
+static inline void copy_short(uint8_t *dst, const uint8_t *src, size_t count) {
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) memcpy(dst + i, src + i, 8);
+    for (; i < count; ++i) dst[i] = src[i];
+}
+
 static void first_conv_patch_padded(const first_conv_job *j, size_t pixel, uint8_t *dst) {
     const bn_first_conv *s = j->s;
     const size_t wo = pixel % s->wo, ho = (pixel / s->wo) % s->ho, n = pixel / (s->wo * s->ho);
     for (size_t i = 0; i < s->kh; ++i) {
         const uint8_t *row = j->xpad + ((n * j->hp + ho * s->sh + i * s->dh) * j->wp + wo * s->sw) * s->c;
         if (s->dw == 1) {
-            memcpy(dst, row, s->kw * s->c);
+            copy_short(dst, row, s->kw * s->c);
             dst += s->kw * s->c;
         } else {
             for (size_t t = 0; t < s->kw; ++t, dst += s->c) memcpy(dst, row + t * s->dw * s->c, s->c);
@@ -513,17 +523,21 @@ static void first_conv_task(void *vjob, long t, int worker) {
     const bn_first_conv *s = j->s;
     uint8_t *patches = (uint8_t *)bn_scratch_get(&j->scratch, worker);
     if (!patches) return;
-    int32_t *sums = (int32_t *)(patches + (INT_ROWS * j->k + 63) / 64 * 64);
+    const size_t ldx = j->ij->k4 * 4; /* patch rows padded with zeros to whole quads */
+    int32_t *sums = (int32_t *)(patches + (INT_ROWS * ldx + 63) / 64 * 64);
     const size_t p0 = (size_t)t * INT_ROWS;
     const size_t rows = j->pixels - p0 < INT_ROWS ? j->pixels - p0 : INT_ROWS;
     for (size_t r = 0; r < rows; ++r) {
+        uint8_t *patch = patches + r * ldx;
         if (j->xpad)
-            first_conv_patch_padded(j, p0 + r, patches + r * j->k);
+            first_conv_patch_padded(j, p0 + r, patch);
         else
-            first_conv_patch(s, p0 + r, patches + r * j->k);
+            first_conv_patch(s, p0 + r, patch);
+        for (size_t i = j->k; i < ldx; ++i) patch[i] = 0;
     }
     bn_int_job ij = *j->ij;
     ij.x = patches;
+    ij.ldx = ldx;
     ij.out = sums;
     ij.m = rows;
     const size_t ow = bn_words(s->o);
@@ -558,7 +572,7 @@ int bn_int_conv_threshold(const bn_first_conv *s, const uint64_t *w, uint64_t *o
     uint64_t *flip_bits = (uint64_t *)malloc(bn_words(s->o) * sizeof(uint64_t));
     size_t bytes;
     if (__builtin_mul_overflow(s->o, (size_t)INT_ROWS * sizeof(int32_t), &bytes) ||
-        __builtin_add_overflow(bytes, (INT_ROWS * k + 63) / 64 * 64, &bytes)) {
+        __builtin_add_overflow(bytes, (INT_ROWS * ij.k4 * 4 + 63) / 64 * 64, &bytes)) {
         free(flip_bits);
         free(ij.owned);
         return BN_EOVERFLOW;
