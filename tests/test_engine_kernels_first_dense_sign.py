@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from binarynet.engine import kernels, reference
+from binarynet.engine import float_dense_sign, kernels, reference
 
 from engine_fixtures import pm1
 
@@ -36,7 +36,7 @@ def near_ties(rng, z):
 
 
 def check_all_backends(x, wp, k, bias, thresh, flip):
-    want = reference.first_dense_float_sign(x, wp, k, bias, thresh, flip)
+    want = float_dense_sign.first_dense_float_sign(x, wp, k, bias, thresh, flip)
     assert want.shape == (x.shape[0], reference.words_for(wp.shape[0]))
     for name in BACKENDS:
         kernels.set_backend(name)
@@ -124,7 +124,7 @@ def test_paper_mlp_shape_on_the_thread_pool(threads):
 def test_errors():
     w = reference.pack(np.ones((3, 70)))
     b, t, f = np.zeros(3, F32), np.zeros(3, F32), np.zeros(3, bool)
-    for ops in (reference, kernels):
+    for ops in (float_dense_sign, kernels):
         with pytest.raises(TypeError, match=r"^first_dense_float_sign: x must be a float32 numpy "
                                             r"array, got float64$"):
             ops.first_dense_float_sign(np.zeros((2, 70)), w, 70, b, t, f)

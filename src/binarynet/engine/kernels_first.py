@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from binarynet.engine import _core
+from binarynet.engine import float_dense_sign as _dense_sign
 from binarynet.engine import reference as _ref
 from binarynet.engine.kernel_backend import after_environment as _after_environment
 from binarynet.engine.prepared import aligned as _aligned
@@ -170,7 +171,7 @@ def _first_dense_float_panels(w, k) -> bytes:
 
 def layout_first_dense_float_sign(x, w, k, bias, thresh, flip, panels=None):
     """:func:`first_dense_float_sign`'s checks and call (``prepared.Checked``)."""
-    x, w, k, bias, thresh, flip = _ref._check_first_dense_float_sign(x, w, k, bias, thresh, flip,
+    x, w, k, bias, thresh, flip = _dense_sign.check(x, w, k, bias, thresh, flip,
                                                                       _pad_bits_clear)
     operands = (_aligned(w), bias, thresh, flip.view(np.uint8))
     shape = (x.shape[0], _ref.words_for(w.shape[0]))
@@ -185,7 +186,7 @@ def layout_first_dense_float_sign(x, w, k, bias, thresh, flip, panels=None):
 def bind_first_dense_float_sign(w, k, bias, thresh, flip) -> tuple:
     """The bound operands of ``prepare("first_dense_float_sign", w, k, bias, thresh, flip)``:
     checked now, on copies, with the panels made once."""
-    _, w, k, bias, thresh, flip = _ref._check_first_dense_float_sign(
+    _, w, k, bias, thresh, flip = _dense_sign.check(
         np.zeros((1, k), np.float32), w, k, bias, thresh, flip, _pad_bits_clear)
     w = _aligned(w.copy())
     return (w, k, bias.copy(), thresh.copy(), flip.copy(), _first_dense_float_panels(w, k)), {}
@@ -194,7 +195,7 @@ def bind_first_dense_float_sign(w, k, bias, thresh, flip) -> tuple:
 @_after_environment
 def first_dense_float_sign(x, w, k, bias, thresh, flip) -> np.ndarray:
     """The sign bits of a float-input first dense layer, equal to
-    :func:`binarynet.engine.reference.first_dense_float_sign` (bit for bit: z = float32 of the
+    :func:`binarynet.engine.float_dense_sign.first_dense_float_sign` (bit for bit: z = float32 of the
     float64 sums, plus the bias, against thresh), twice as fast as those sums: float32 tables
     and sums with a proven error bound, each output decided at both ends of it, and summed
     again in float64 only where the two ends disagree (a near-tie; csrc/float_layer.c says

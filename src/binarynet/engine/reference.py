@@ -399,29 +399,6 @@ def first_dense_float(x, w, k) -> np.ndarray:
     return x.astype(np.float64) @ unpack(w, k).astype(np.float64).T
 
 
-def _check_first_dense_float_sign(x, w, k, bias, thresh, flip, pad_bits_clear=None):
-    """Validate first_dense_float_sign's operands -> (x, w, k, bias, thresh, flip)."""
-    op = "first_dense_float_sign"
-    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
-        raise TypeError(f"{op}: x must be a float32 numpy array, got "
-                        f"{getattr(x, 'dtype', type(x).__name__)}")
-    x, w, k = _check_first_dense_float(x, w, k, pad_bits_clear, op)
-    bias = _check_channels_f32(op, "bias", bias, w.shape[0])
-    thresh, flip = _check_sign(op, thresh, flip, w.shape[0], ("thresh", "flip"))
-    return x, w, k, bias, thresh, flip
-
-
-def first_dense_float_sign(x, w, k, bias, thresh, flip) -> np.ndarray:
-    """A float-input first dense layer's sign bits: uint64 (M, ceil(N/64)), bit n of row m set
-    where z >= thresh_n (z <= thresh_n where flip_n), z = float32(s_mn) + bias_n in float32 and
-    s the float64 sums of :func:`first_dense_float`. x float32 (M, k), w packed +-1 (N, ...),
-    bias and thresh float32 (N,) (thresh +-inf allowed), flip bool (N,) or None."""
-    x, w, k, bias, thresh, flip = _check_first_dense_float_sign(x, w, k, bias, thresh, flip)
-    with np.errstate(all="ignore"):  # inf / NaN inputs decide as the comparisons say
-        z = first_dense_float(x, w, k).astype(np.float32) + bias
-    return _pack_bool(np.where(flip, z <= thresh, z >= thresh))
-
-
 def _check_int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_class, stride,
                               padding, dilation, pad_bits_clear=None):
     """Validate a fused first conv; returns (x_u8, w, thresh, flip, row_class, col_class, k,

@@ -22,13 +22,13 @@ from ..errors import BinarynetError
 from . import float_checks, float_ops
 from . import graph as _graph
 from . import plan as _plan
-from .runner_first_conv import FloatFirstConv
+from .runner_first_float import FloatFirstLayer
 from .runner_float import FloatStreamOps, geometry
 
 __all__ = ["Runner"]
 
 
-class Runner(FloatStreamOps, FloatFirstConv):
+class Runner(FloatStreamOps, FloatFirstLayer):
     """One model's graph and tensors on one backend (tensors uploaded once, derived ones and
     the execution plan made once)."""
 
@@ -205,16 +205,6 @@ class Runner(FloatStreamOps, FloatFirstConv):
             z = self._float_preactivation(op, self._first_float_sums(op, flat, k))
         return self._first_output(op, z)
 
-    def _first_dense_float_bits(self, op, x, k):
-        """Bits of a first dense layer of float32 input, equal to those from its float64 sums
-        (``kernels.first_dense_float_sign``: float32 sums with an error bound, float64 for the
-        near-ties) and made in the kernel, without the float sums, the bias and comparisons in
-        numpy (MNIST MLP, batch 256: 9.0 -> 4.8 ms on 2 Zen 4 cores)."""
-        call = self._kernel_call((op["name"], "first_dense_float_sign"), lambda: (
-            "first_dense_float_sign", (self._t(op, "weight"), k, self._t(op, "bias"),
-                                       self._t(op, "vthresh"), self._t(op, "flip")), {}))
-        return call(self.xp.contiguous(x))
-
     def _first_float_sums(self, op, x, k, rows=slice(None)):
         """float64 sums x . w of a first layer's float input x (M, k) with its +-1 weight rows
         ``rows``: the kernels' first_dense_float where they have it (not BLAS, whose threads
@@ -255,15 +245,7 @@ class Runner(FloatStreamOps, FloatFirstConv):
         k = kh * kw * cg
         integer = self._integer_path(x)
         if integer and groups == 1 and hasattr(self.kernels, "int_conv_threshold"):
-            # patches, integer product and border-class thresholds in cache (no int32 sums);
-            # prepared: the operands checked once, not on every call
-            call = self._kernel_call((op["name"], "int_conv_threshold"), lambda: (
-                "int_conv_threshold", (
-                    self._t(op, "weight"), (kh, kw), self._t(op, "thresh"), self._t(op, "flip"),
-                    self.tensors[op["tensors"]["row_class"]],
-                    self.tensors[op["tensors"]["col_class"]], tuple(op["stride"]),
-                    tuple(op["padding"]), tuple(op["dilation"])), {}))
-            return call(self.xp.contiguous(x))
+            return _int_first_conv(self, op, x)
         if not integer and groups == 1 and hasattr(self.kernels, "conv2d_float_sign"):
             return self._first_conv_float(op, x)
         if integer:
@@ -377,6 +359,18 @@ def _threshold_by_class(runner, s, thresh, flip, rows, cols):
                 xp.words(bits)[:, ys[:, None], xs[None, :]] = xp.words(
                     runner._threshold(part, thresh[r, c], flip))
     return bits
+
+
+def _int_first_conv(runner, op, x):
+    """A uint8 first conv's bits: patches, integer product and border-class thresholds in
+    cache (no int32 sums), prepared (the operands checked once, not on every call)."""
+    t = runner.tensors
+    call = runner._kernel_call((op["name"], "int_conv_threshold"), lambda: (
+        "int_conv_threshold", (
+            runner._t(op, "weight"), tuple(op["kernel"]), runner._t(op, "thresh"),
+            runner._t(op, "flip"), t[op["tensors"]["row_class"]], t[op["tensors"]["col_class"]],
+            tuple(op["stride"]), tuple(op["padding"]), tuple(op["dilation"])), {}))
+    return call(runner.xp.contiguous(x))
 
 
 def _prepared_sums(runner, op, x, k):

@@ -1,16 +1,17 @@
-"""The graph runner's float-input first conv on ``conv2d_float``'s tiles, mixed into
-:class:`binarynet.engine.runner.Runner` (which keeps the generic path: im2col and float64 sums
-of patches, for grouped convs and for kernels without ``conv2d_float_sign``)."""
+"""The graph runner's float-input first layers on their compiled kernels, mixed into
+:class:`binarynet.engine.runner.Runner` (which keeps the generic paths: float64 sums of the
+input, or of its patches, for grouped convs and for kernels without these): a first conv on
+``conv2d_float``'s tiles, a first dense layer with bits out on ``first_dense_float_sign``."""
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FloatFirstConv"]
+__all__ = ["FloatFirstLayer"]
 
 
-class FloatFirstConv:
-    """Needs of the host class: ``kernels``, ``xp``, ``_cached(key, make)``, ``_t(op, role)``
-    and ``_normalised(x, channel_axis)``."""
+class FloatFirstLayer:
+    """Needs of the host class: ``kernels``, ``xp``, ``_cached(key, make)``, ``_t(op, role)``,
+    ``_kernel_call(key, make)`` and ``_normalised(x, channel_axis)``."""
 
     def _first_conv_float(self, op, x):
         """A one-group first conv of float input: float64 sums from 0 in conv2d_float's fixed
@@ -32,3 +33,13 @@ class FloatFirstConv:
         pm1 = self.kernels.unpack(self.xp.contiguous(self._t(op, "weight")), kh * kw * c)
         weight = np.ascontiguousarray(pm1.reshape(-1, kh, kw, c), dtype=np.float32)
         return weight, self.kernels.conv2d_float_panels(weight, 1)
+
+    def _first_dense_float_bits(self, op, x, k):
+        """Bits of a first dense layer of float32 input, equal to those from its float64 sums
+        (``kernels.first_dense_float_sign``: float32 sums with an error bound, float64 for the
+        near-ties) and made in the kernel, without the float sums, the bias and comparisons in
+        numpy (MNIST MLP, batch 256: 9.0 -> 4.2 ms on 2 Zen 4 cores)."""
+        call = self._kernel_call((op["name"], "first_dense_float_sign"), lambda: (
+            "first_dense_float_sign", (self._t(op, "weight"), k, self._t(op, "bias"),
+                                       self._t(op, "vthresh"), self._t(op, "flip")), {}))
+        return call(self.xp.contiguous(x))
