@@ -157,6 +157,16 @@ def test_nchw_images_become_contiguous_nhwc_values(shape):
     for got in (float_ops.nchw_to_nhwc(x), float_ops.input_float(x)):
         assert got.flags.c_contiguous and got.dtype == np.float32
         np.testing.assert_array_equal(got, x.transpose(0, 2, 3, 1))
+    # uint8 images: scaled and shifted per channel plane into the NHWC result, each operation
+    # rounded to float32 as numpy rounds the whole-array expression
+    rng = np.random.default_rng(6)
+    u8 = rng.integers(0, 256, shape, dtype=np.uint8)
+    scale = (rng.random(shape[1]) / 37).astype(np.float32)
+    offset = rng.standard_normal(shape[1]).astype(np.float32)
+    got = float_ops.input_float(u8, scale, offset)
+    want = u8.astype(np.float32) * scale.reshape(1, -1, 1, 1) + offset.reshape(1, -1, 1, 1)
+    assert got.flags.c_contiguous and got.dtype == np.float32
+    np.testing.assert_array_equal(got.view(np.uint32), want.transpose(0, 2, 3, 1).view(np.uint32))
 
 
 def test_sign_ties_flip_and_infinite_thresholds():
