@@ -21,7 +21,8 @@ RESULTS = {
     "mnist_mlp_cpu_hour": "1.44% MNIST test error at the best-validation epoch (13 of 17), 43 min on "
                           "the 2 CPU cores of that run (results/mnist_mlp_cpu_17ep.md); with the "
                           "fused Adam step 265 ms per step on 2 threads, about 38 min; a cosine decay "
-                          "lost on validation (results/mnist_mlp_cpu_hour_cosine.md)",
+                          "and 19 epochs (about 42 min) lost on validation "
+                          "(results/mnist_mlp_cpu_hour_cosine.md, results/mnist_mlp_cpu_hour_19ep.md)",
     "cifar10_vgg": "19.67% CIFAR-10 test error after 16 of 30 compressed epochs on one H200 "
                    "(results/cifar10_vgg_h200.md); the paper: 11.40% after 500 epochs",
     "cifar10_vgg_quick": "26.64% CIFAR-10 test error with --epochs 20, 22 min on 2 CPU cores "
