@@ -98,6 +98,32 @@ def test_first_conv_shapes_and_the_im2col_path(shape):
     np.testing.assert_array_equal(got, kernels.pack(bits.astype(np.int8) * 2 - 1))
 
 
+def test_float32_sums_are_proven_or_summed_again_in_float64():
+    """The AVX-512 row sums float32 input in float32 and must still give the float64 sums'
+    bits: a pixel whose float32 sum loses ten 1s next to 2^25 (exact sum 10, float32 sum 0)
+    against thresholds half a unit either side; inputs with inf / NaN (the float64 path);
+    products that underflow float32 (tiny inputs and weights), ties included."""
+    x = np.ones((1, 1, 3, 4), F32)  # NHWC, one output pixel of a 1x3 kernel
+    x[0, 0, 0, 0], x[0, 0, 2, 3] = 2.0 ** 25, -(2.0 ** 25)
+    weight = np.ones((4, 1, 3, 4), F32)
+    bias = np.zeros(4, F32)
+    thresh = np.array([9.5, 10.5, 10.0, 0.5], F32)
+    flip = np.array([False, False, True, False])
+    got = assert_every_row_equals_the_twin(x, weight, bias, thresh, flip)
+    np.testing.assert_array_equal(kernels.unpack(got.reshape(1, -1), 4)[0], [1, -1, 1, 1])
+    rng = np.random.default_rng(11)
+    x, weight, bias = operands(rng, 2, 6, 6, 3, 40, 3)
+    x[0, 1, 2, 0], x[1, 3, 3, 2] = np.inf, np.nan
+    thresh, flip = rng.standard_normal(40).astype(F32), rng.random(40) < 0.5
+    assert_every_row_equals_the_twin(x, weight, bias, thresh, flip, (1, 1), (1, 1))
+    tiny_x = (rng.standard_normal((1, 6, 6, 3)) * 1e-38).astype(F32)
+    tiny_w = (weight * 1e-6).astype(F32)
+    z = sums_z(tiny_x, tiny_w, np.zeros(40, F32), (1, 1), (1, 1), (1, 1), 0.0)
+    thresh = z.reshape(-1, 40)[7].copy()  # ties with one pixel's z
+    assert_every_row_equals_the_twin(tiny_x, tiny_w, np.zeros(40, F32), thresh, flip, (1, 1),
+                                     (1, 1))
+
+
 def test_the_runner_takes_a_float_first_conv_through_the_tiles(monkeypatch):
     """Float input and uint8 with per-channel scales: conv2d_float_sign; the logits equal the
     generic im2col path's (dyadic inputs: exact sums). Groups > 1 keep the generic path."""

@@ -259,11 +259,16 @@ typedef struct {
     const uint8_t *flip8;       /* sign: flip bits, 8 channels a byte (LSB first) */
     size_t cg, og, opad;        /* per group: input and output channels; panel row length */
     int depthwise;              /* cg == og == 1 < groups: channels across the lanes */
+    /* the float32 sign path (float_conv.c says when and why): panels32 (KH * KW, C, opad32)
+     * float32, bound32 (opad32): per output, the float32 sums' widened error bound */
+    const float *panels32, *bound32;
+    size_t opad32;
 } bn_fconv_job;
 /* A band of the padded input of image n, float64 (rows, cols, C): padded rows from oy0 * sh and
  * padded columns from ox0 * sw, enough for output rows [oy0, oy1) x columns [ox0, ox1). */
 typedef struct {
     const double *x;
+    const float *x32;                 /* the float32 sign path's band (x unused), else NULL */
     size_t n, oy0, oy1, ox0, ox1, ld; /* ld: values per band row; depthwise: x is only room */
     size_t o0, o1; /* one group: its output channels [o0, o1) (o1 may pass O); else all */
 } bn_fconv_band;
@@ -273,6 +278,8 @@ typedef struct {
     void (*block)(const bn_fconv_job *j, const bn_fconv_band *b, double *acc);
     void (*widen)(const float *x, size_t count, double *out); /* float32 -> float64 (bands) */
     uint64_t (*probe)(uint64_t iterations); /* one thread's in-register FMAs -> FMAs done */
+    /* the sign bits of a float32 band (b->x32) by float32 sums, or NULL (no such path) */
+    void (*sign_block32)(const bn_fconv_job *j, const bn_fconv_band *b);
 } bn_fconv_kernel;
 
 extern const bn_fconv_kernel bn_fconv_portable;
@@ -289,6 +296,9 @@ void bn_fconv_depthwise_rows(const bn_fconv_job *j, const bn_fconv_band *b, size
                              size_t nr, size_t cb, size_t width, const float **rows);
 /* sign->out pixel `pixel` from its O float64 sums (both kernels' epilogue, one rule) */
 void bn_fconv_sign_pixel(const bn_fconv_job *j, size_t pixel, const double *acc);
+/* the float32 sign path's fallback: output channel c of the pixel at band offset x0 (float32),
+ * summed in float64 in the kernels' order, its sign bit */
+int bn_fconv_sign_exact(const bn_fconv_job *j, const bn_fconv_band *b, const float *x0, size_t c);
 /* `threads` pool tasks of `iterations` in-register float64 FMA steps -> multiply-adds done */
 uint64_t bn_fma_probe(uint64_t iterations, int threads);
 

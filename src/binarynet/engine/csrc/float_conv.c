@@ -31,9 +31,21 @@
  * every CPU). Float32 sums taken one term at a time would drift from PyTorch's blocked sums
  * enough to flip near-tie signs in the binary layers after them; float64 sums are closer to the
  * exact value than either.
+ *
+ * The sign path of float32 input (a paper network's first conv) on rows with sign_block32
+ * (AVX-512) sums in float32 instead, twice the lanes, and keeps the float64 path's bits: a
+ * float32 dot product of K terms by fused multiply-adds is within gamma_K * sum |x_i w_i| of the
+ * exact sum (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., §3.1; gamma_K =
+ * K u / (1 - K u), u = 2^-24), and sum |x_i w_i| <= max |x| * sum_i |w_oi|, so per output o the
+ * bound b_o = 3 gamma_K max|x| |w_o|_1 + K 2^-149 (the last for products that underflow) holds
+ * for every pixel. Each output is decided at s32 - b_o and s32 + b_o (z is monotone in the sum);
+ * where the two agree, that is the float64 sum's decision, and the rest (near-ties, and any sum
+ * that is not finite) is summed again in float64 in the kernels' order (bn_fconv_sign_exact).
+ * An input whose max |x| is not finite takes the float64 path.
  */
 #include "core.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,6 +70,20 @@ void bn_fconv_sign_pixel(const bn_fconv_job *j, size_t pixel, const double *acc)
         }
         row[wd] = word;
     }
+}
+
+int bn_fconv_sign_exact(const bn_fconv_job *j, const bn_fconv_band *b, const float *x0, size_t c) {
+    const bn_fconv_shape *s = j->s;
+    const double *w = j->panels + c; /* one group */
+    double y = 0.0;
+    for (size_t ky = 0; ky < s->kh; ++ky)
+        for (size_t kx = 0; kx < s->kw; ++kx) {
+            const float *xp = x0 + ky * s->dh * b->ld + kx * s->dw * s->c;
+            for (size_t ci = 0; ci < s->c; ++ci, w += j->opad) y += (double)xp[ci] * *w;
+        }
+    const bn_fconv_sign *sg = j->sign;
+    const float z = (float)y + sg->bias[c];
+    return sg->flip[c] ? z <= sg->thresh[c] : z >= sg->thresh[c];
 }
 
 /* ---- depthwise input, read in place ---------------------------------------------------------- */
@@ -162,7 +188,7 @@ static void widen_portable(const float *x, size_t count, double *out) {
 }
 
 const bn_fconv_kernel bn_fconv_portable = {"portable", block_portable, widen_portable,
-                                           probe_portable};
+                                           probe_portable, NULL};
 
 /* ---- bands ------------------------------------------------------------------------------------ */
 static size_t band_rows(const bn_fconv_shape *s, size_t out_rows) {
@@ -219,12 +245,82 @@ static void fill_band(const bn_fconv_job *j, const bn_fconv_kernel *kr, bn_fconv
     }
 }
 
+/* fill_band for the float32 sign path: float32 band (float32 input), NHWC or NCHW */
+static void fill_band32(const bn_fconv_job *j, bn_fconv_band *b, float *band) {
+    const bn_fconv_shape *s = j->s;
+    const size_t rows = band_rows(s, b->oy1 - b->oy0), cols = band_cols(s, b->ox1 - b->ox0);
+    const size_t c = s->c, col0 = b->ox0 * s->sw;
+    const size_t lo = col0 < s->pw ? s->pw - col0 : 0;
+    size_t hi = s->pw + s->w > col0 ? s->pw + s->w - col0 : 0;
+    if (hi > cols) hi = cols;
+    const float pad = (float)j->pad, *x = (const float *)j->x;
+    b->ld = cols * c;
+    b->x32 = band;
+    for (size_t r = 0; r < rows; ++r) {
+        float *d = band + r * b->ld;
+        const size_t py = b->oy0 * s->sh + r;
+        const int inside = py >= s->ph && py - s->ph < s->h && lo < hi;
+        const size_t from = inside ? lo : cols, to = inside ? hi : cols;
+        for (size_t i = 0; i < from * c; ++i) d[i] = pad;
+        if (inside) {
+            const size_t iy = py - s->ph, ix = col0 + lo - s->pw, count = hi - lo;
+            if (!j->x_nchw)
+                memcpy(d + lo * c, x + ((b->n * s->h + iy) * s->w + ix) * c, count * c * sizeof(float));
+            else
+                for (size_t ch = 0; ch < c; ++ch) {
+                    const float *src = x + ((b->n * c + ch) * s->h + iy) * s->w + ix;
+                    for (size_t i = 0; i < count; ++i) d[(lo + i) * c + ch] = src[i];
+                }
+        }
+        for (size_t i = to * c; i < cols * c; ++i) d[i] = pad;
+    }
+}
+
+/* The float32 sign path's weights and bounds (the header says when it runs and why it is exact)
+ * into job: BN_OK, BN_ENOMEM, or 1 when it does not apply (the float64 path runs). */
+static int prepare_sign32(bn_fconv_job *job, const bn_fconv_kernel *kr, float **owned) {
+    const bn_fconv_shape *s = job->s;
+    *owned = NULL;
+    if (!job->sign || job->x_f64 || !kr->sign_block32 || s->groups != 1 ||
+        (s->kh == 1 && s->kw == 1)) /* 1x1 first convs (dense rows) stay on the float64 path */
+        return 1;
+    float xmax = s->ph || s->pw ? fabsf((float)job->pad) : 0.0f;
+    const float *x = (const float *)job->x;
+    const size_t count = s->n * s->h * s->w * s->c;
+    for (size_t i = 0; i < count; ++i) {
+        const float a = fabsf(x[i]);
+        xmax = a > xmax ? a : xmax;
+        if (!(a < INFINITY)) return 1; /* inf / NaN: the float64 path */
+    }
+    const size_t taps = s->kh * s->kw, opad = (s->o + 15) / 16 * 16;
+    float *mem = (float *)calloc(taps * s->c * opad + opad, sizeof(float));
+    if (!mem) return BN_ENOMEM;
+    float *bound = mem + taps * s->c * opad;
+    const double k = (double)(taps * s->c) + 1.0, u = 0x1p-24, gamma = k * u / (1.0 - k * u);
+    for (size_t o = 0; o < s->o; ++o) {
+        double l1 = 0.0;
+        for (size_t t = 0; t < taps * s->c; ++t) {
+            const double w = job->panels[t * job->opad + o];
+            mem[t * opad + o] = (float)w; /* exact: float32 weights */
+            l1 += fabs(w);
+        }
+        const double b = 3.0 * gamma * (double)xmax * l1 + k * 0x1p-149;
+        bound[o] = b < 0x1p127 ? (float)b : INFINITY;
+    }
+    job->panels32 = mem;
+    job->bound32 = bound;
+    job->opad32 = opad;
+    *owned = mem;
+    return BN_OK;
+}
+
 /* ---- driver ------------------------------------------------------------------------------- */
 typedef struct {
     const bn_fconv_job *j;
     const bn_fconv_kernel *kr;
     size_t rows_per_task, cols_per_task, col_tasks, chunk_rows, band_doubles;
     size_t outs_per_task, out_tasks; /* one group: its outputs split too (multiples of LANES) */
+    int sign32;                      /* the float32 sign path */
     bn_scratch scratch;
 } fconv_run;
 
@@ -236,7 +332,7 @@ static void fconv_task(void *ctx, long task, int worker) {
     const size_t rows = s->n * s->ho, at = (size_t)task / run->out_tasks;
     const size_t r0 = at / run->col_tasks * run->rows_per_task;
     const size_t r1 = r0 + run->rows_per_task < rows ? r0 + run->rows_per_task : rows;
-    bn_fconv_band b = {NULL, 0, 0, 0, at % run->col_tasks * run->cols_per_task, 0, 0, 0, 0};
+    bn_fconv_band b = {NULL, NULL, 0, 0, 0, at % run->col_tasks * run->cols_per_task, 0, 0, 0, 0};
     b.o0 = (size_t)task % run->out_tasks * run->outs_per_task;
     b.o1 = b.o0 + run->outs_per_task;
     b.ox1 = b.ox0 + run->cols_per_task < s->wo ? b.ox0 + run->cols_per_task : s->wo;
@@ -246,8 +342,13 @@ static void fconv_task(void *ctx, long task, int worker) {
         b.oy1 = b.oy0 + run->chunk_rows;
         if (b.oy1 > s->ho) b.oy1 = s->ho;
         if (b.oy1 - b.oy0 > r1 - r) b.oy1 = b.oy0 + (r1 - r);
-        fill_band(run->j, run->kr, &b, band);
-        run->kr->block(run->j, &b, band + run->band_doubles);
+        if (run->sign32) {
+            fill_band32(run->j, &b, (float *)band);
+            run->kr->sign_block32(run->j, &b);
+        } else {
+            fill_band(run->j, run->kr, &b, band);
+            run->kr->block(run->j, &b, band + run->band_doubles);
+        }
         r += b.oy1 - b.oy0;
     }
 }
@@ -310,7 +411,14 @@ int bn_conv2d_float(bn_fconv_job *job) {
     }
     job->flip8 = flip8;
 
-    fconv_run run = {job, bn_isa()->float_conv, 0, 0, 1, 0, 0, 0, 1, {{0}, 0, 0}};
+    fconv_run run = {job, bn_isa()->float_conv, 0, 0, 1, 0, 0, 0, 1, 0, {{0}, 0, 0}};
+    float *owned32 = NULL;
+    const int sign32 = prepare_sign32(job, run.kr, &owned32);
+    if (sign32 == BN_ENOMEM) {
+        free(flip8);
+        return BN_ENOMEM;
+    }
+    run.sign32 = sign32 == BN_OK;
     const double macs = (double)s->n * (double)s->ho * (double)s->wo * (double)s->o *
                         (double)(s->kh * s->kw) * (double)job->cg;
     /* threads from 5e5 multiply-adds, 1.25e5 depthwise (at some 15% of the FMA peak, against
@@ -335,6 +443,7 @@ int bn_conv2d_float(bn_fconv_job *job) {
         __builtin_mul_overflow(bytes, sizeof(double), &bytes) ||
         __builtin_add_overflow(bytes, s->kh * sizeof(float *), &bytes)) { /* depthwise rows */
         free(flip8);
+        free(owned32);
         return BN_EOVERFLOW;
     }
     run.band_doubles = doubles;
@@ -343,6 +452,7 @@ int bn_conv2d_float(bn_fconv_job *job) {
     const int failed = run.scratch.failed;
     bn_scratch_free(&run.scratch);
     free(flip8);
+    free(owned32);
     return failed ? BN_ENOMEM : BN_OK;
 }
 

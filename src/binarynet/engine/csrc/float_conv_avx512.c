@@ -11,9 +11,11 @@
  * latency), then 4-, 2- and 1-pixel tiles for the end of a row.
  */
 #include "core.h"
+#include "sign32.h"
 
 #if BN_X86
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #define LANES BN_FCONV_LANES
@@ -307,5 +309,115 @@ AVX512_FCONV static uint64_t probe_avx512(uint64_t iterations) {
     return iterations * 12 * LANES;
 }
 
-const bn_fconv_kernel bn_fconv_avx512 = {"avx512f", block_avx512, widen_avx512, probe_avx512};
+/* ---- the float32 sign path (float_conv.c's header says why its bits are the float64 path's):
+ * the same tiles on 16 float32 lanes, from a float32 band and panels32 -------------------- */
+#define LANES32 16
+
+AVX512_FCONV static INLINE void accumulate32(__m512 *acc, const float *x, size_t ps,
+                                             const float *w, size_t opad, size_t count,
+                                             const int nr, const int nv) {
+    const float *q0 = x, *q4 = x + 4 * ps;
+    const size_t off[4] = {0, ps, 2 * ps, 3 * ps};
+    for (size_t i = 0; i < count; ++i, w += opad, ++q0, ++q4) {
+        __m512 wv[4];
+        for (int v = 0; v < nv; ++v) wv[v] = _mm512_loadu_ps(w + v * LANES32);
+        for (int r = 0; r < nr; ++r) {
+            const __m512 xv = _mm512_set1_ps((r < 4 ? q0 : q4)[off[r & 3]]);
+            for (int v = 0; v < nv; ++v)
+                acc[r * nv + v] = _mm512_fmadd_ps(xv, wv[v], acc[r * nv + v]);
+        }
+    }
+}
+
+/* the sign bits of nr pixels x nv vectors of 16 channels from oc: decided at s -/+ bound where
+ * both ends agree, else by bn_fconv_sign_exact; 16 bits a vector (the last block clears the
+ * halves past the channels) */
+AVX512_FCONV static INLINE void store_sign32(const bn_fconv_job *j, const bn_fconv_band *b,
+                                             const float *x, size_t ps, const __m512 *acc,
+                                             size_t pixel, size_t oc, const int nr, const int nv) {
+    const bn_fconv_sign *sg = j->sign;
+    const size_t o = j->s->o, halves = bn_words(o) * 4, used = (o + 15) / 16;
+    for (int v = 0; v < nv; ++v) {
+        const size_t c = oc + (size_t)v * LANES32;
+        if (c >= o) continue;
+        const __mmask16 lanes = o - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (o - c)) - 1u);
+        const __m512 bias = _mm512_maskz_loadu_ps(lanes, sg->bias + c);
+        const __m512 t = _mm512_maskz_loadu_ps(lanes, sg->thresh + c);
+        const __m512 bound = _mm512_loadu_ps(j->bound32 + c);
+        const unsigned f = (unsigned)j->flip8[c / 8] |
+                           (c / 8 + 1 <= o / 8 ? (unsigned)j->flip8[c / 8 + 1] << 8 : 0u);
+        for (int r = 0; r < nr; ++r) {
+            unsigned bits, unsure = bn_sign32_certain(acc[r * nv + v], bound, bias, t, f,
+                                                      lanes, &bits);
+            for (; unsure; unsure &= unsure - 1) {
+                const unsigned l = (unsigned)__builtin_ctz(unsure);
+                bits |= (unsigned)bn_fconv_sign_exact(j, b, x + (size_t)r * ps, c + l) << l;
+            }
+            uint16_t *row = (uint16_t *)(sg->out + (pixel + (size_t)r) * (halves / 4));
+            row[c / 16] = (uint16_t)bits;
+            if (c / 16 + 1 == used)
+                for (size_t h = used; h < halves; ++h) row[h] = 0;
+        }
+    }
+}
+
+AVX512_FCONV static INLINE void tile32(const bn_fconv_job *j, const bn_fconv_band *b,
+                                       const float *x, size_t pixel, size_t ob, const int nr,
+                                       const int nv, __m512 *acc) {
+    const bn_fconv_shape *s = j->s;
+    const size_t ps = s->sw * s->c, opad = j->opad32;
+    for (int i = 0; i < nr * nv; ++i) acc[i] = _mm512_setzero_ps();
+    const float *w = j->panels32 + ob;
+    for (size_t ky = 0; ky < s->kh; ++ky) {
+        const float *xr = x + ky * s->dh * b->ld;
+        if (s->dw == 1) { /* a kernel row's taps are contiguous (one group) */
+            accumulate32(acc, xr, ps, w, opad, s->kw * s->c, nr, nv);
+            w += s->kw * s->c * opad;
+            continue;
+        }
+        for (size_t kx = 0; kx < s->kw; ++kx, w += s->c * opad)
+            accumulate32(acc, xr + kx * s->dw * s->c, ps, w, opad, s->c, nr, nv);
+    }
+    store_sign32(j, b, x, ps, acc, pixel, ob, nr, nv);
+}
+
+#define DEFINE_TILE32(NR, NV)                                                                    \
+    AVX512_FCONV static void tile32_##NR##x##NV(const bn_fconv_job *j, const bn_fconv_band *b,  \
+                                                const float *x, size_t pixel, size_t ob) {      \
+        __m512 acc[NR * NV];                                                                     \
+        tile32(j, b, x, pixel, ob, NR, NV, acc);                                                 \
+    }
+DEFINE_TILE32(6, 4) DEFINE_TILE32(4, 4) DEFINE_TILE32(2, 4) DEFINE_TILE32(1, 4)
+DEFINE_TILE32(8, 2) DEFINE_TILE32(4, 2) DEFINE_TILE32(2, 2) DEFINE_TILE32(1, 2)
+DEFINE_TILE32(8, 1) DEFINE_TILE32(4, 1) DEFINE_TILE32(2, 1) DEFINE_TILE32(1, 1)
+
+#define ROW_TILES32(NR, NV)                                                                      \
+    do {                                                                                         \
+        size_t ox = b->ox0;                                                                      \
+        for (; ox + NR <= b->ox1; ox += NR) tile32_##NR##x##NV(j, b, X32(ox), P32(ox), ob);      \
+        if (ox + 4 <= b->ox1) { tile32_4x##NV(j, b, X32(ox), P32(ox), ob); ox += 4; }            \
+        if (ox + 2 <= b->ox1) { tile32_2x##NV(j, b, X32(ox), P32(ox), ob); ox += 2; }            \
+        if (ox < b->ox1) tile32_1x##NV(j, b, X32(ox), P32(ox), ob);                              \
+    } while (0)
+
+AVX512_FCONV static void sign_block32_avx512(const bn_fconv_job *j, const bn_fconv_band *b) {
+    const bn_fconv_shape *s = j->s;
+    const size_t cols = b->ld / s->c, end = s->o;
+#define X32(ox) (b->x32 + ((oy - b->oy0) * s->sh * cols + ((ox) - b->ox0) * s->sw) * s->c)
+#define P32(ox) ((b->n * s->ho + oy) * s->wo + (ox))
+    size_t ob = 0;
+    for (; ob + 3 * LANES32 < end; ob += 4 * LANES32)
+        for (size_t oy = b->oy0; oy < b->oy1; ++oy) ROW_TILES32(6, 4);
+    if (ob + LANES32 < end) {
+        for (size_t oy = b->oy0; oy < b->oy1; ++oy) ROW_TILES32(8, 2);
+        ob += 2 * LANES32;
+    }
+    if (ob < end)
+        for (size_t oy = b->oy0; oy < b->oy1; ++oy) ROW_TILES32(8, 1);
+#undef X32
+#undef P32
+}
+
+const bn_fconv_kernel bn_fconv_avx512 = {"avx512f", block_avx512, widen_avx512, probe_avx512,
+                                         sign_block32_avx512};
 #endif

@@ -30,6 +30,7 @@
  * 10^3 outputs of an MNIST-sized layer. So the bits equal the float64 path's.
  */
 #include "core.h"
+#include "sign32.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -285,21 +286,10 @@ AVX512_FLOAT static inline uint64_t sign_lanes(const bn_float_sign_job *j, size_
                                                __m512 s) {
     if (c >= j->n) return 0;
     const __mmask16 lanes = j->n - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (j->n - c)) - 1);
-    const __m512 b = _mm512_set1_ps(j->bound[r]);
-    const __m512 lo = _mm512_sub_ps(s, b), hi = _mm512_add_ps(s, b);
-    const __m512 bias = _mm512_maskz_loadu_ps(lanes, j->bias + c);
-    const __m512 t = _mm512_maskz_loadu_ps(lanes, j->thresh + c);
-    const unsigned f = (unsigned)(j->flip_bits[c / 64] >> (c % 64)) & 0xFFFFu;
-    const __m512 zlo = _mm512_add_ps(lo, bias), zhi = _mm512_add_ps(hi, bias);
-    const unsigned at_lo = (_mm512_cmp_ps_mask(zlo, t, _CMP_GE_OQ) & ~f) |
-                           (_mm512_cmp_ps_mask(zlo, t, _CMP_LE_OQ) & f);
-    const unsigned at_hi = (_mm512_cmp_ps_mask(zhi, t, _CMP_GE_OQ) & ~f) |
-                           (_mm512_cmp_ps_mask(zhi, t, _CMP_LE_OQ) & f);
-    const __m512 inf = _mm512_set1_ps(INFINITY);
-    const unsigned finite = _mm512_cmp_ps_mask(_mm512_abs_ps(lo), inf, _CMP_LT_OQ) &
-                            _mm512_cmp_ps_mask(_mm512_abs_ps(hi), inf, _CMP_LT_OQ);
-    unsigned unsure = lanes & ~(finite & ~(at_lo ^ at_hi));
-    unsigned bits = at_lo & lanes & ~unsure;
+    unsigned bits, unsure = bn_sign32_certain(
+        s, _mm512_set1_ps(j->bound[r]), _mm512_maskz_loadu_ps(lanes, j->bias + c),
+        _mm512_maskz_loadu_ps(lanes, j->thresh + c),
+        (unsigned)(j->flip_bits[c / 64] >> (c % 64)) & 0xFFFFu, lanes, &bits);
     for (; unsure; unsure &= unsure - 1) {
         const unsigned l = (unsigned)__builtin_ctz(unsure);
         bits |= (unsigned)bn_float_sign_exact(j, r, c + l) << l;
