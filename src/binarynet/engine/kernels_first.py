@@ -1,11 +1,12 @@
 """Compiled first-layer kernels: real-valued or uint8 input against packed +-1 weights.
 
 The per-call ops (:func:`bitplane_gemm`, :func:`int_gemm`, :func:`first_dense_float`,
-:func:`int_conv_threshold`) redo their weight-only work on every call (for bit planes and float
-input 255 popcount(w row) per output and the weights as panels; for the integer product the
-weights unpacked to int8 for the kernel's lanes); at batch 1 that cost more than the product
-itself. ``kernels.prepare("first_layer", w, k, mode=...)`` (:func:`bind_first_layer`,
-:func:`layout_first_layer`) does it once per model. Re-exported by
+:func:`first_dense_float_sign`, :func:`int_conv_threshold`) redo their weight-only work on
+every call (for bit planes and float input 255 popcount(w row) per output and the weights as
+panels; for the integer product the weights unpacked to int8 for the kernel's lanes); at batch 1
+that cost more than the product itself. ``kernels.prepare("first_layer", w, k, mode=...)``
+(:func:`bind_first_layer`, :func:`layout_first_layer`) and ``kernels.prepare(
+"first_dense_float_sign", ...)`` do it once per model. Re-exported by
 :mod:`binarynet.engine.kernels`.
 """
 from __future__ import annotations
@@ -22,8 +23,7 @@ from binarynet.engine.prepared import pad_bits_clear as _pad_bits_clear
 from binarynet.engine.prepared import run_once as _run_once
 
 __all__ = ["bitplane_gemm", "int_gemm", "first_dense_float", "first_dense_float_sign",
-           "int_conv_threshold",
-           "FIRST_LAYER_MODES", "bind_first_layer", "layout_first_layer",
+           "int_conv_threshold", "FIRST_LAYER_MODES", "bind_first_layer", "layout_first_layer",
            "layout_int_conv_threshold", "bind_first_dense_float_sign",
            "layout_first_dense_float_sign"]
 
@@ -163,7 +163,6 @@ def layout_int_conv_threshold(x_u8, w, kernel, thresh, flip, row_class, col_clas
     return _checked(x_u8, 0, run)
 
 
-
 def _first_dense_float_panels(w, k) -> bytes:
     """first_dense_float_sign's kernel reads the weights as first_dense_float's panels."""
     return _core.bitplane_prepare(_aligned(w), w.shape[0], k)[1]
@@ -172,7 +171,7 @@ def _first_dense_float_panels(w, k) -> bytes:
 def layout_first_dense_float_sign(x, w, k, bias, thresh, flip, panels=None):
     """:func:`first_dense_float_sign`'s checks and call (``prepared.Checked``)."""
     x, w, k, bias, thresh, flip = _dense_sign.check(x, w, k, bias, thresh, flip,
-                                                                      _pad_bits_clear)
+                                                    _pad_bits_clear)
     operands = (_aligned(w), bias, thresh, flip.view(np.uint8))
     shape = (x.shape[0], _ref.words_for(w.shape[0]))
 

@@ -214,7 +214,6 @@ typedef struct {
                          size_t m0, size_t rows, size_t n0, size_t n1);
 } bn_float_kernel;
 
-
 /* the decision of output o of row r where its float32 sum is not certain enough: the float64
  * sum in input order, rounded to float32, plus the bias, against the threshold */
 int bn_float_sign_exact(const bn_float_sign_job *j, size_t r, size_t o);
