@@ -37,8 +37,7 @@ def input_float(x, scale=None, offset=None):
 def _u8_image_to_nhwc(x, scale, offset):
     """uint8 (N, C, H, W) -> float32 (N, H, W, C) = x * scale[c] + offset[c] (each operation
     rounded to float32), one channel plane at a time into the NHWC result: two passes over
-    the image where casting, scaling, shifting and transposing made four (ReActNet-18 at
-    224x224, batch 8: 2.7 -> 0.65 ms)."""
+    the image where casting, scaling, shifting and transposing made four."""
     n, c, h, w = x.shape
     out = np.empty((n, h, w, c), F32)
     plane = np.empty((n, h, w), F32)

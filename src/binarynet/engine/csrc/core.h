@@ -193,7 +193,6 @@ typedef struct bn_float_sign_job {
     const float *bias, *thresh;
     const uint8_t *flip;   /* (n) */
     const uint64_t *flip_bits; /* the same, packed (bn_pack_flags) */
-    const float *bound;    /* (m): per row, the float32 sums' error bound (widened) */
     size_t m, n, k, kw;
     uint64_t *out;         /* (m, bn_words(n)) */
 } bn_float_sign_job;
@@ -207,11 +206,12 @@ typedef struct {
     void (*block)(const double *const *tables, size_t rows, const uint64_t *w,
                   const uint64_t *panels, size_t n0, size_t n1, size_t kw, double *out,
                   size_t ldo);
-    /* first_dense_float_sign: one float32 row -> its float32 nibble tables; up to 4 rows
-     * (from m0) x outputs [n0, n1) (multiples of 64, or n1 = n) -> their sign bits */
-    void (*tables32)(const float *x, size_t k, size_t kw, float *t);
+    /* first_dense_float_sign: one float32 row -> its float32 nibble tables, returning the
+     * row's sum |x_i| (for its error bound); up to 4 rows (from m0, with their bounds) x
+     * outputs [n0, n1) (multiples of 64, or n1 = n) -> their sign bits */
+    double (*tables32)(const float *x, size_t k, size_t kw, float *t);
     void (*sign_block32)(const struct bn_float_sign_job *j, const float *const *tables,
-                         size_t m0, size_t rows, size_t n0, size_t n1);
+                         const float *bounds, size_t m0, size_t rows, size_t n0, size_t n1);
 } bn_float_kernel;
 
 /* the decision of output o of row r where its float32 sum is not certain enough: the float64
@@ -259,8 +259,9 @@ typedef struct {
     size_t cg, og, opad;        /* per group: input and output channels; panel row length */
     int depthwise;              /* cg == og == 1 < groups: channels across the lanes */
     /* the float32 sign path (float_conv.c says when and why): panels32 (KH * KW, C, opad32)
-     * float32, bound32 (opad32): per output, the float32 sums' widened error bound */
-    const float *panels32, *bound32;
+     * float32; an output's error bound is factor32[o] * (a band's max |x|) + tiny32 */
+    const float *panels32, *factor32;
+    float tiny32;
     size_t opad32;
 } bn_fconv_job;
 /* A band of the padded input of image n, float64 (rows, cols, C): padded rows from oy0 * sh and
@@ -268,6 +269,7 @@ typedef struct {
 typedef struct {
     const double *x;
     const float *x32;                 /* the float32 sign path's band (x unused), else NULL */
+    const float *bound32;             /* and its outputs' error bounds (opad32) */
     size_t n, oy0, oy1, ox0, ox1, ld; /* ld: values per band row; depthwise: x is only room */
     size_t o0, o1; /* one group: its output channels [o0, o1) (o1 may pass O); else all */
 } bn_fconv_band;
@@ -277,8 +279,10 @@ typedef struct {
     void (*block)(const bn_fconv_job *j, const bn_fconv_band *b, double *acc);
     void (*widen)(const float *x, size_t count, double *out); /* float32 -> float64 (bands) */
     uint64_t (*probe)(uint64_t iterations); /* one thread's in-register FMAs -> FMAs done */
-    /* the sign bits of a float32 band (b->x32) by float32 sums, or NULL (no such path) */
-    void (*sign_block32)(const bn_fconv_job *j, const bn_fconv_band *b);
+    /* the sign bits of a float32 band (b->x32, count floats) by float32 sums, its bounds in
+     * room (opad32 floats) -> 0; 1 (nothing written) when the band holds inf or NaN: the
+     * float64 path takes it. NULL: no such path */
+    int (*sign_block32)(const bn_fconv_job *j, bn_fconv_band *b, size_t count, float *room);
 } bn_fconv_kernel;
 
 extern const bn_fconv_kernel bn_fconv_portable;

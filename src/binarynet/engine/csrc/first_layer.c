@@ -479,7 +479,6 @@ static uint8_t *padded_nhwc(const bn_first_conv *s, size_t *hp, size_t *wp) {
     return xp;
 }
 
-/* The patch of `pixel` from the padded NHWC images: per kernel row one copy (undilated). */
 /* count bytes in 8-byte moves and a byte tail: a patch row is a few bytes (9 for a 3x3 RGB
  * conv), for which a memcpy call cost more than the copy */
 static inline void copy_short(uint8_t *dst, const uint8_t *src, size_t count) {
@@ -488,6 +487,7 @@ static inline void copy_short(uint8_t *dst, const uint8_t *src, size_t count) {
     for (; i < count; ++i) dst[i] = src[i];
 }
 
+/* The patch of `pixel` from the padded NHWC images: per kernel row one copy (undilated). */
 static void first_conv_patch_padded(const first_conv_job *j, size_t pixel, uint8_t *dst) {
     const bn_first_conv *s = j->s;
     const size_t wo = pixel % s->wo, ho = (pixel / s->wo) % s->ho, n = pixel / (s->wo * s->ho);
@@ -541,13 +541,13 @@ static void first_conv_task(void *vjob, long t, int worker) {
     ij.out = sums;
     ij.m = rows;
     const size_t ow = bn_words(s->o);
-    if (ij.kernel->fused_threshold) { /* each pixel's thresholds: its border class's */
-        const int32_t *thresh[INT_ROWS];
-        for (size_t r = 0; r < rows; ++r) {
-            const size_t pixel = p0 + r, wo = pixel % s->wo, ho = (pixel / s->wo) % s->ho;
-            thresh[r] = s->thresh + ((size_t)s->row_class[ho] * s->col_classes +
-                                     (size_t)s->col_class[wo]) * s->o;
-        }
+    const int32_t *thresh[INT_ROWS]; /* each pixel's thresholds: its border class's */
+    for (size_t r = 0; r < rows; ++r) {
+        const size_t pixel = p0 + r, wo = pixel % s->wo, ho = (pixel / s->wo) % s->ho;
+        thresh[r] = s->thresh + ((size_t)s->row_class[ho] * s->col_classes +
+                                 (size_t)s->col_class[wo]) * s->o;
+    }
+    if (ij.kernel->fused_threshold) { /* bits straight from the tiles */
         ij.thresh = thresh;
         ij.flip_bits = j->flip_bits;
         ij.bits = j->out + p0 * ow;
@@ -556,10 +556,8 @@ static void first_conv_task(void *vjob, long t, int worker) {
     }
     ij.kernel->block(&ij, 0, rows, 0, ij.panels);
     for (size_t r = 0; r < rows; ++r) {
-        const size_t pixel = p0 + r, wo = pixel % s->wo, ho = (pixel / s->wo) % s->ho;
-        const size_t cls = (size_t)s->row_class[ho] * s->col_classes + (size_t)s->col_class[wo];
-        const bn_thresholds th = {s->thresh + cls * s->o, s->flip, j->flip_bits, s->o};
-        j->th->row(&th, sums + r * s->o, j->out + pixel * ow);
+        const bn_thresholds th = {thresh[r], s->flip, j->flip_bits, s->o};
+        j->th->row(&th, sums + r * s->o, j->out + (p0 + r) * ow);
     }
 }
 

@@ -37,11 +37,12 @@
  * float32 dot product of K terms by fused multiply-adds is within gamma_K * sum |x_i w_i| of the
  * exact sum (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., §3.1; gamma_K =
  * K u / (1 - K u), u = 2^-24), and sum |x_i w_i| <= max |x| * sum_i |w_oi|, so per output o the
- * bound b_o = 3 gamma_K max|x| |w_o|_1 + K 2^-149 (the last for products that underflow) holds
- * for every pixel. Each output is decided at s32 - b_o and s32 + b_o (z is monotone in the sum);
- * where the two agree, that is the float64 sum's decision, and the rest (near-ties, and any sum
- * that is not finite) is summed again in float64 in the kernels' order (bn_fconv_sign_exact).
- * An input whose max |x| is not finite takes the float64 path.
+ * bound b_o = 3 gamma_K max|x| |w_o|_1 + K 2^-149 (the last for products that underflow), with
+ * max |x| over the band (its pad values included), holds for every pixel of the band. Each
+ * output is decided at s32 - b_o and s32 + b_o (z is monotone in the sum); where the two agree,
+ * that is the float64 sum's decision, and the rest (near-ties, and any sum that is not finite)
+ * is summed again in float64 in the kernels' order (bn_fconv_sign_exact). A band holding inf or
+ * NaN takes the float64 path.
  */
 #include "core.h"
 
@@ -245,8 +246,9 @@ static void fill_band(const bn_fconv_job *j, const bn_fconv_kernel *kr, bn_fconv
     }
 }
 
-/* fill_band for the float32 sign path: float32 band (float32 input), NHWC or NCHW */
-static void fill_band32(const bn_fconv_job *j, bn_fconv_band *b, float *band) {
+/* fill_band for the float32 sign path: float32 band (float32 input), NHWC or NCHW -> its
+ * floats */
+static size_t fill_band32(const bn_fconv_job *j, bn_fconv_band *b, float *band) {
     const bn_fconv_shape *s = j->s;
     const size_t rows = band_rows(s, b->oy1 - b->oy0), cols = band_cols(s, b->ox1 - b->ox0);
     const size_t c = s->c, col0 = b->ox0 * s->sw;
@@ -274,6 +276,7 @@ static void fill_band32(const bn_fconv_job *j, bn_fconv_band *b, float *band) {
         }
         for (size_t i = to * c; i < cols * c; ++i) d[i] = pad;
     }
+    return rows * b->ld;
 }
 
 /* The float32 sign path's weights and bounds (the header says when it runs and why it is exact)
@@ -284,18 +287,10 @@ static int prepare_sign32(bn_fconv_job *job, const bn_fconv_kernel *kr, float **
     if (!job->sign || job->x_f64 || !kr->sign_block32 || s->groups != 1 ||
         (s->kh == 1 && s->kw == 1)) /* 1x1 first convs (dense rows) stay on the float64 path */
         return 1;
-    float xmax = s->ph || s->pw ? fabsf((float)job->pad) : 0.0f;
-    const float *x = (const float *)job->x;
-    const size_t count = s->n * s->h * s->w * s->c;
-    for (size_t i = 0; i < count; ++i) {
-        const float a = fabsf(x[i]);
-        xmax = a > xmax ? a : xmax;
-        if (!(a < INFINITY)) return 1; /* inf / NaN: the float64 path */
-    }
     const size_t taps = s->kh * s->kw, opad = (s->o + 15) / 16 * 16;
     float *mem = (float *)calloc(taps * s->c * opad + opad, sizeof(float));
     if (!mem) return BN_ENOMEM;
-    float *bound = mem + taps * s->c * opad;
+    float *factor = mem + taps * s->c * opad;
     const double k = (double)(taps * s->c) + 1.0, u = 0x1p-24, gamma = k * u / (1.0 - k * u);
     for (size_t o = 0; o < s->o; ++o) {
         double l1 = 0.0;
@@ -304,11 +299,12 @@ static int prepare_sign32(bn_fconv_job *job, const bn_fconv_kernel *kr, float **
             mem[t * opad + o] = (float)w; /* exact: float32 weights */
             l1 += fabs(w);
         }
-        const double b = 3.0 * gamma * (double)xmax * l1 + k * 0x1p-149;
-        bound[o] = b < 0x1p127 ? (float)b : INFINITY;
+        const double f = 3.0 * gamma * l1;
+        factor[o] = f < 0x1p127 ? (float)f : INFINITY;
     }
     job->panels32 = mem;
-    job->bound32 = bound;
+    job->factor32 = factor;
+    job->tiny32 = (float)(k * 0x1p-149);
     job->opad32 = opad;
     *owned = mem;
     return BN_OK;
@@ -332,7 +328,8 @@ static void fconv_task(void *ctx, long task, int worker) {
     const size_t rows = s->n * s->ho, at = (size_t)task / run->out_tasks;
     const size_t r0 = at / run->col_tasks * run->rows_per_task;
     const size_t r1 = r0 + run->rows_per_task < rows ? r0 + run->rows_per_task : rows;
-    bn_fconv_band b = {NULL, NULL, 0, 0, 0, at % run->col_tasks * run->cols_per_task, 0, 0, 0, 0};
+    bn_fconv_band b = {NULL, NULL, NULL, 0, 0, 0, at % run->col_tasks * run->cols_per_task, 0, 0,
+                       0, 0};
     b.o0 = (size_t)task % run->out_tasks * run->outs_per_task;
     b.o1 = b.o0 + run->outs_per_task;
     b.ox1 = b.ox0 + run->cols_per_task < s->wo ? b.ox0 + run->cols_per_task : s->wo;
@@ -342,12 +339,12 @@ static void fconv_task(void *ctx, long task, int worker) {
         b.oy1 = b.oy0 + run->chunk_rows;
         if (b.oy1 > s->ho) b.oy1 = s->ho;
         if (b.oy1 - b.oy0 > r1 - r) b.oy1 = b.oy0 + (r1 - r);
-        if (run->sign32) {
-            fill_band32(run->j, &b, (float *)band);
-            run->kr->sign_block32(run->j, &b);
-        } else {
+        /* the float32 sign path's bounds in the float64 path's room for its sums */
+        double *room = band + run->band_doubles;
+        if (!run->sign32 || run->kr->sign_block32(run->j, &b, fill_band32(run->j, &b, (float *)band),
+                                                  (float *)room)) {
             fill_band(run->j, run->kr, &b, band);
-            run->kr->block(run->j, &b, band + run->band_doubles);
+            run->kr->block(run->j, &b, room);
         }
         r += b.oy1 - b.oy0;
     }

@@ -343,7 +343,7 @@ AVX512_FCONV static INLINE void store_sign32(const bn_fconv_job *j, const bn_fco
         const __mmask16 lanes = o - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (o - c)) - 1u);
         const __m512 bias = _mm512_maskz_loadu_ps(lanes, sg->bias + c);
         const __m512 t = _mm512_maskz_loadu_ps(lanes, sg->thresh + c);
-        const __m512 bound = _mm512_loadu_ps(j->bound32 + c);
+        const __m512 bound = _mm512_loadu_ps(b->bound32 + c);
         const unsigned f = (unsigned)j->flip8[c / 8] |
                            (c / 8 + 1 <= o / 8 ? (unsigned)j->flip8[c / 8 + 1] << 8 : 0u);
         for (int r = 0; r < nr; ++r) {
@@ -400,7 +400,31 @@ DEFINE_TILE32(8, 1) DEFINE_TILE32(4, 1) DEFINE_TILE32(2, 1) DEFINE_TILE32(1, 1)
         if (ox < b->ox1) tile32_1x##NV(j, b, X32(ox), P32(ox), ob);                              \
     } while (0)
 
-AVX512_FCONV static void sign_block32_avx512(const bn_fconv_job *j, const bn_fconv_band *b) {
+/* max |x| of count float32 values, INFINITY when one is inf or NaN: |x| as unsigned bits
+ * orders as the floats do, and inf / NaN are the bit patterns from 0x7F800000 on */
+AVX512_FCONV static float band_max32(const float *x, size_t count) {
+    const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF);
+    __m512i m = _mm512_setzero_si512();
+    size_t i = 0;
+    for (; i + LANES32 <= count; i += LANES32)
+        m = _mm512_max_epu32(m, _mm512_and_si512(_mm512_loadu_si512((const void *)(x + i)), magnitude));
+    if (i < count)
+        m = _mm512_max_epu32(m, _mm512_and_si512(_mm512_maskz_loadu_epi32(
+            (__mmask16)((1u << (count - i)) - 1u), x + i), magnitude));
+    const uint32_t bits = _mm512_reduce_max_epu32(m);
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return bits < 0x7F800000u ? f : INFINITY;
+}
+
+AVX512_FCONV static int sign_block32_avx512(const bn_fconv_job *j, bn_fconv_band *b, size_t count,
+                                            float *room) {
+    const float xmax = band_max32(b->x32, count);
+    if (!(xmax < INFINITY)) return 1;
+    const __m512 m = _mm512_set1_ps(xmax), tiny = _mm512_set1_ps(j->tiny32);
+    for (size_t c = 0; c < j->opad32; c += LANES32)
+        _mm512_storeu_ps(room + c, _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(j->factor32 + c), m), tiny));
+    b->bound32 = room;
     const bn_fconv_shape *s = j->s;
     const size_t cols = b->ld / s->c, end = s->o;
 #define X32(ox) (b->x32 + ((oy - b->oy0) * s->sh * cols + ((ox) - b->ox0) * s->sw) * s->c)
@@ -416,6 +440,7 @@ AVX512_FCONV static void sign_block32_avx512(const bn_fconv_job *j, const bn_fco
         for (size_t oy = b->oy0; oy < b->oy1; ++oy) ROW_TILES32(8, 1);
 #undef X32
 #undef P32
+    return 0;
 }
 
 const bn_fconv_kernel bn_fconv_avx512 = {"avx512f", block_avx512, widen_avx512, probe_avx512,

@@ -97,9 +97,10 @@ int bn_float_sign_exact(const bn_float_sign_job *j, size_t r, size_t o) {
     return sign_of((float)s + j->bias[o], j->thresh[o], j->flip[o]);
 }
 
-/* output o of row r from its float32 sum: decided at s32 -/+ bound where both agree */
-static inline int sign_decide(const bn_float_sign_job *j, size_t r, size_t o, float s32) {
-    const float b = j->bound[r], lo = s32 - b, hi = s32 + b;
+/* output o of row r from its float32 sum: decided at s32 -/+ b (the row's bound) where both
+ * agree */
+static inline int sign_decide(const bn_float_sign_job *j, size_t r, size_t o, float s32, float b) {
+    const float lo = s32 - b, hi = s32 + b;
     if (fabsf(lo) < INFINITY && fabsf(hi) < INFINITY) {
         const int at_lo = sign_of(lo + j->bias[o], j->thresh[o], j->flip[o]);
         if (at_lo == sign_of(hi + j->bias[o], j->thresh[o], j->flip[o])) return at_lo;
@@ -107,18 +108,24 @@ static inline int sign_decide(const bn_float_sign_job *j, size_t r, size_t o, fl
     return bn_float_sign_exact(j, r, o);
 }
 
-static void tables32_portable(const float *x, size_t k, size_t kw, float *t) {
+static double tables32_portable(const float *x, size_t k, size_t kw, float *t) {
+    double sum_abs[4] = {0, 0, 0, 0}; /* four chains: one add of latency each per nibble */
     for (size_t q = 0; q < kw * NIBBLES; ++q, t += TABLE) {
         float v[4];
-        for (int i = 0; i < 4; ++i) v[i] = 4 * q + (size_t)i < k ? x[4 * q + (size_t)i] : 0.0f;
+        for (int i = 0; i < 4; ++i) {
+            v[i] = 4 * q + (size_t)i < k ? x[4 * q + (size_t)i] : 0.0f;
+            sum_abs[i] += fabs((double)v[i]);
+        }
         for (int b = 0; b < TABLE; ++b)
             t[b] = (((b & 1) ? v[0] : -v[0]) + ((b & 2) ? v[1] : -v[1])) +
                    (((b & 4) ? v[2] : -v[2]) + ((b & 8) ? v[3] : -v[3]));
     }
+    return (sum_abs[0] + sum_abs[1]) + (sum_abs[2] + sum_abs[3]);
 }
 
 static void sign_block32_portable(const bn_float_sign_job *j, const float *const *tables,
-                                  size_t m0, size_t rows, size_t n0, size_t n1) {
+                                  const float *bounds, size_t m0, size_t rows, size_t n0,
+                                  size_t n1) {
     const size_t words = bn_words(j->n);
     for (size_t r = 0; r < rows; ++r) {
         uint64_t word = 0;
@@ -128,7 +135,7 @@ static void sign_block32_portable(const bn_float_sign_job *j, const float *const
             float s = 0.0f;
             for (size_t q = 0; q < j->kw * NIBBLES; ++q, t += TABLE)
                 s += t[(wo[q / NIBBLES] >> (4 * (q % NIBBLES))) & 15];
-            word |= (uint64_t)sign_decide(j, m0 + r, o, s) << (o & 63);
+            word |= (uint64_t)sign_decide(j, m0 + r, o, s, bounds[r]) << (o & 63);
             if ((o & 63) == 63 || o + 1 == n1) {
                 j->out[(m0 + r) * words + o / 64] = word;
                 word = 0;
@@ -249,7 +256,8 @@ AVX512_FLOAT static void block_avx512(const double *const *tables, size_t rows, 
 }
 
 /* float32 tables: lane b is entry b */
-AVX512_FLOAT static void tables32_avx512(const float *x, size_t k, size_t kw, float *t) {
+AVX512_FLOAT static double tables32_avx512(const float *x, size_t k, size_t kw, float *t) {
+    double sum_abs[4] = {0, 0, 0, 0}; /* as in tables32_portable */
     float sign[4][TABLE];
     for (int b = 0; b < TABLE; ++b)
         for (int i = 0; i < 4; ++i) sign[i][b] = (b >> i & 1) ? 1.0f : -1.0f;
@@ -257,7 +265,10 @@ AVX512_FLOAT static void tables32_avx512(const float *x, size_t k, size_t kw, fl
     const __m512 s2 = _mm512_loadu_ps(sign[2]), s3 = _mm512_loadu_ps(sign[3]);
     for (size_t q = 0; q < kw * NIBBLES; ++q, t += TABLE) {
         float v[4];
-        for (int i = 0; i < 4; ++i) v[i] = 4 * q + (size_t)i < k ? x[4 * q + (size_t)i] : 0.0f;
+        for (int i = 0; i < 4; ++i) {
+            v[i] = 4 * q + (size_t)i < k ? x[4 * q + (size_t)i] : 0.0f;
+            sum_abs[i] += fabs((double)v[i]);
+        }
         /* products by +-1 are exact */
         const __m512 a = _mm512_add_ps(_mm512_mul_ps(s0, _mm512_set1_ps(v[0])),
                                        _mm512_mul_ps(s1, _mm512_set1_ps(v[1])));
@@ -265,6 +276,7 @@ AVX512_FLOAT static void tables32_avx512(const float *x, size_t k, size_t kw, fl
                                        _mm512_mul_ps(s3, _mm512_set1_ps(v[3])));
         _mm512_storeu_ps(t, _mm512_add_ps(a, b));
     }
+    return (sum_abs[0] + sum_abs[1]) + (sum_abs[2] + sum_abs[3]);
 }
 
 /* the 32-bit halves (low: inputs 0-31 of word t, high: 32-63) of the 16 outputs from `first`
@@ -281,13 +293,13 @@ AVX512_FLOAT static inline void half_words(const bn_float_sign_job *j, size_t fi
     *hi = _mm512_permutex2var_epi32(a, _mm512_add_epi32(even, _mm512_set1_epi32(1)), b);
 }
 
-/* 16 outputs from c of row r: their sign bits (lanes past n are 0) */
+/* 16 outputs from c of row r (bound b): their sign bits (lanes past n are 0) */
 AVX512_FLOAT static inline uint64_t sign_lanes(const bn_float_sign_job *j, size_t r, size_t c,
-                                               __m512 s) {
+                                               __m512 s, float b) {
     if (c >= j->n) return 0;
     const __mmask16 lanes = j->n - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (j->n - c)) - 1);
     unsigned bits, unsure = bn_sign32_certain(
-        s, _mm512_set1_ps(j->bound[r]), _mm512_maskz_loadu_ps(lanes, j->bias + c),
+        s, _mm512_set1_ps(b), _mm512_maskz_loadu_ps(lanes, j->bias + c),
         _mm512_maskz_loadu_ps(lanes, j->thresh + c),
         (unsigned)(j->flip_bits[c / 64] >> (c % 64)) & 0xFFFFu, lanes, &bits);
     for (; unsure; unsure &= unsure - 1) {
@@ -310,11 +322,13 @@ AVX512_FLOAT static inline uint64_t sign_lanes(const bn_float_sign_job *j, size_
 #define WORD32(r)                                                                                \
     if ((r) < R)                                                                                 \
         j->out[(m0 + (r)) * words + o / 64] =                                                    \
-            sign_lanes(j, m0 + (r), o, a0##r) | sign_lanes(j, m0 + (r), o + 16, a1##r) << 16 |   \
-            sign_lanes(j, m0 + (r), o + 32, a2##r) << 32 | sign_lanes(j, m0 + (r), o + 48, a3##r) << 48
+            sign_lanes(j, m0 + (r), o, a0##r, bounds[r]) |                                       \
+            sign_lanes(j, m0 + (r), o + 16, a1##r, bounds[r]) << 16 |                            \
+            sign_lanes(j, m0 + (r), o + 32, a2##r, bounds[r]) << 32 |                            \
+            sign_lanes(j, m0 + (r), o + 48, a3##r, bounds[r]) << 48
 static inline __attribute__((target("avx512f"), always_inline)) void
-sign_rows32(const bn_float_sign_job *j, const float *const *tables, size_t m0, const int R,
-            size_t n0, size_t n1) {
+sign_rows32(const bn_float_sign_job *j, const float *const *tables, const float *bounds,
+            size_t m0, const int R, size_t n0, size_t n1) {
     const size_t words = bn_words(j->n);
     for (size_t o = n0; o < n1; o += 64) {
         ACC32(0); ACC32(1); ACC32(2); ACC32(3);
@@ -339,12 +353,13 @@ sign_rows32(const bn_float_sign_job *j, const float *const *tables, size_t m0, c
 }
 
 AVX512_FLOAT static void sign_block32_avx512(const bn_float_sign_job *j, const float *const *tables,
-                                             size_t m0, size_t rows, size_t n0, size_t n1) {
+                                             const float *bounds, size_t m0, size_t rows,
+                                             size_t n0, size_t n1) {
     switch (rows) {
-    case 1: sign_rows32(j, tables, m0, 1, n0, n1); break;
-    case 2: sign_rows32(j, tables, m0, 2, n0, n1); break;
-    case 3: sign_rows32(j, tables, m0, 3, n0, n1); break;
-    default: sign_rows32(j, tables, m0, ROWS, n0, n1); break;
+    case 1: sign_rows32(j, tables, bounds, m0, 1, n0, n1); break;
+    case 2: sign_rows32(j, tables, bounds, m0, 2, n0, n1); break;
+    case 3: sign_rows32(j, tables, bounds, m0, 3, n0, n1); break;
+    default: sign_rows32(j, tables, bounds, m0, ROWS, n0, n1); break;
     }
 }
 
@@ -447,14 +462,20 @@ typedef struct {
     const bn_float_kernel *kr;
     const bn_float_sign_job *j;
     size_t bn, tn;
-    bn_scratch scratch; /* per worker: ROWS tables of kw * 256 floats */
+    double bound_scale; /* 2 gamma_K (the header says why): a row's bound is that times sum |x_i| */
+    bn_scratch scratch; /* per worker: ROWS tables of kw * 256 floats, then the ROWS bounds */
     const float *shared;
 } sign_run;
 
+/* the tables of rows [m0, m0 + rows) into t, their bounds after the ROWS tables */
 static void sign_tables(const sign_run *run, size_t m0, size_t rows, float *t) {
     const bn_float_sign_job *j = run->j;
-    for (size_t r = 0; r < rows; ++r)
-        run->kr->tables32(j->x + (m0 + r) * j->k, j->k, j->kw, t + r * j->kw * NIBBLES * TABLE);
+    const size_t row_floats = j->kw * NIBBLES * TABLE;
+    for (size_t r = 0; r < rows; ++r) {
+        const double b = run->bound_scale *
+                         run->kr->tables32(j->x + (m0 + r) * j->k, j->k, j->kw, t + r * row_floats);
+        t[ROWS * row_floats + r] = b < 0x1p127 ? (float)b : INFINITY; /* larger: float64 */
+    }
 }
 
 static void sign_task(void *vrun, long task, int worker) {
@@ -470,48 +491,33 @@ static void sign_task(void *vrun, long task, int worker) {
         sign_tables(run, m0, rows, own);
         tables = own;
     }
+    const size_t row_floats = j->kw * NIBBLES * TABLE;
     const float *rows_t[ROWS];
-    for (size_t r = 0; r < ROWS; ++r)
-        rows_t[r] = tables + (r < rows ? r : rows - 1) * j->kw * NIBBLES * TABLE;
-    run->kr->sign_block32(j, rows_t, m0, rows, n0, n1);
+    for (size_t r = 0; r < ROWS; ++r) rows_t[r] = tables + (r < rows ? r : rows - 1) * row_floats;
+    run->kr->sign_block32(j, rows_t, tables + ROWS * row_floats, m0, rows, n0, n1);
 }
 
 int bn_first_dense_float_sign(const float *x, const uint64_t *w, const uint64_t *panels,
                               const float *bias, const float *thresh, const uint8_t *flip,
                               size_t m, size_t n, size_t k, uint64_t *out) {
-    bn_float_sign_job j = {x, w, panels, bias, thresh, flip, NULL, NULL, m, n, k, bn_words(k), out};
-    sign_run run = {bn_isa()->float_dense, &j, 0, 0, {{0}, 0, 0}, NULL};
-    size_t table_bytes, bound_bytes;
-    if (__builtin_mul_overflow(j.kw, (size_t)(ROWS * NIBBLES * TABLE * sizeof(float)), &table_bytes) ||
-        __builtin_mul_overflow(m, sizeof(float), &bound_bytes))
+    bn_float_sign_job j = {x, w, panels, bias, thresh, flip, NULL, m, n, k, bn_words(k), out};
+    sign_run run = {bn_isa()->float_dense, &j, 0, 0, 0.0, {{0}, 0, 0}, NULL};
+    size_t table_bytes;
+    if (__builtin_mul_overflow(j.kw, (size_t)(ROWS * NIBBLES * TABLE * sizeof(float)), &table_bytes))
         return BN_EOVERFLOW;
-    /* the rows' error bounds: 2 gamma_K sum |x_i| (the header says why), and the flips as
-     * bits for the vector epilogue */
-    float *bound = (float *)malloc(bound_bytes ? bound_bytes : 1);
-    uint64_t *flip_bits = (uint64_t *)malloc(bn_words(n) * sizeof(uint64_t) + 8);
-    if (!bound || !flip_bits) {
-        free(bound);
-        free(flip_bits);
-        return BN_ENOMEM;
-    }
+    table_bytes += ROWS * sizeof(float); /* the rows' bounds */
+    const double big_k = 16.0 * (double)j.kw + 2.0, u = 0x1p-24;
+    run.bound_scale = big_k * u < 0.5 ? 2.0 * big_k * u / (1.0 - big_k * u) : INFINITY;
+    /* the flips as bits for the vector epilogue */
+    uint64_t *flip_bits = (uint64_t *)malloc(bn_words(n) * sizeof(uint64_t));
+    if (!flip_bits) return BN_ENOMEM;
     bn_pack_flags(flip, n, flip_bits);
     j.flip_bits = flip_bits;
-    const double big_k = 16.0 * (double)j.kw + 2.0, u = 0x1p-24;
-    const double gamma = big_k * u < 0.5 ? big_k * u / (1.0 - big_k * u) : INFINITY;
-    for (size_t r = 0; r < m; ++r) {
-        double part[4] = {0, 0, 0, 0};
-        const float *xr = x + r * k;
-        for (size_t i = 0; i < k; ++i) part[i & 3] += fabs((double)xr[i]);
-        const double b = 2.0 * gamma * ((part[0] + part[1]) + (part[2] + part[3]));
-        bound[r] = b < 0x1p127 ? (float)b : INFINITY; /* a larger bound: decided in float64 */
-    }
-    j.bound = bound;
     uint64_t *own = NULL;
     if (!panels) { /* this kernel reads the weights from panels only */
         size_t bytes;
         if (__builtin_mul_overflow(bn_panel_words(n, j.kw), sizeof(uint64_t), &bytes) ||
             !(own = (uint64_t *)malloc(bytes ? bytes : 1))) {
-            free(bound);
             free(flip_bits);
             return BN_ENOMEM;
         }
@@ -535,7 +541,6 @@ int bn_first_dense_float_sign(const float *x, const uint64_t *w, const uint64_t 
     const int failed = run.scratch.failed;
     bn_scratch_free(&run.scratch);
     free(own);
-    free(bound);
     free(flip_bits);
     return failed ? BN_ENOMEM : BN_OK;
 }
