@@ -39,7 +39,7 @@ class FloatFirstLayer:
         (``kernels.first_dense_float_sign``: float32 sums with an error bound, float64 for the
         near-ties) and made in the kernel, without the float sums, the bias and comparisons in
         numpy (results/cpu_benchmarks.log: the MNIST MLP's float32 input went from 1.71x to
-        about 1.06x its uint8 time at batch 256 on 2 Zen 4 cores)."""
+        1.04-1.06x its uint8 time at batch 256 on 2 Zen 4 cores)."""
         call = self._kernel_call((op["name"], "first_dense_float_sign"), lambda: (
             "first_dense_float_sign", (self._t(op, "weight"), k, self._t(op, "bias"),
                                        self._t(op, "vthresh"), self._t(op, "flip")), {}))
