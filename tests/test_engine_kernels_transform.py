@@ -495,6 +495,29 @@ def test_int_conv_threshold_cifar_first_layer_on_the_pool():
         kernels.set_num_threads(previous)
 
 
+def test_int_conv_threshold_extreme_thresholds_and_sums():
+    """Sums at +-255 k (white images, all-equal weights) against thresholds at, beside and far
+    past them (int32's ends): the SIMD tiles compare s >= t + 1 for a flipped channel, clamped
+    so that t + 1 cannot overflow and no decision changes."""
+    k = 27
+    edge = [np.iinfo(np.int32).min, -255 * k - 1, -255 * k, -255 * k + 1, 0, 255 * k - 1,
+            255 * k, 255 * k + 1, np.iinfo(np.int32).max]
+    cases = [(t, sign, flip) for t in edge for sign in (1, -1) for flip in (False, True)]
+    o = len(cases)
+    w = np.array([[sign] * k for _, sign, _ in cases], np.float64)
+    thresh = np.array([t for t, _, _ in cases], np.int64).astype(np.int32).reshape(1, 1, o)
+    flip = np.array([f for _, _, f in cases])
+    x = np.full((2, 3, 4, 5), 255, np.uint8)
+    x[1, :, 1:3, 1:4] = 0  # some sums in between
+    s = conv_sums_u8(x, w, (3, 3), 1, 1, 1)
+    want = reference.pack(np.where(flip, s <= thresh[0, 0], s >= thresh[0, 0]) - 0.5)
+    classes = [np.zeros(size, np.int32) for size in s.shape[1:3]]
+    args = (x, reference.pack(w), 3, thresh, flip, *classes, 1, 1)
+    for name in BACKENDS:
+        kernels.set_backend(name)
+        np.testing.assert_array_equal(kernels.int_conv_threshold(*args), want, err_msg=name)
+
+
 def test_int_conv_threshold_errors(ops):
     x = np.zeros((1, 3, 5, 5), np.uint8)
     w = reference.pack(np.ones((4, 27)))

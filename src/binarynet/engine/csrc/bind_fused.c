@@ -265,7 +265,7 @@ PyObject *py_int_conv_threshold(PyObject *self, PyObject *args) {
     s = (bn_first_conv){(const uint8_t *)x.buf, (size_t)g[0], (size_t)g[1], (size_t)g[2],
                         (size_t)g[3], (size_t)g[4], (size_t)g[5], (size_t)g[6], (size_t)g[7],
                         (size_t)g[8], (size_t)g[9], (size_t)g[10], (size_t)g[11], (size_t)g[12],
-                        0, 0, (const int32_t *)thresh.buf, (size_t)nc, (const int32_t *)rows.buf,
+                        0, 0, (const int32_t *)thresh.buf, (size_t)nr, (size_t)nc, (const int32_t *)rows.buf,
                         (const int32_t *)cols.buf, (const uint8_t *)flip.buf};
     if (size_product(op, "kernel taps x channels", (size_t[]){s.kh, s.kw, s.c}, 3, &k) ||
         check_length(op, "kh * kw * c", (Py_ssize_t)k, BN_FIRST_LAYER_MAX_K) ||

@@ -547,8 +547,8 @@ int bn_int_gemm(const uint8_t *x, const uint64_t *w, const bn_int_weights *prep,
 typedef struct {
     const uint8_t *x;
     size_t n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo;
-    const int32_t *thresh;      /* (row classes, col_classes, O) */
-    size_t col_classes;
+    const int32_t *thresh;      /* (row_classes, col_classes, O) */
+    size_t row_classes, col_classes;
     const int32_t *row_class;   /* (Ho,) */
     const int32_t *col_class;   /* (Wo,) */
     const uint8_t *flip;        /* (O,) */
