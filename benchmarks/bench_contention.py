@@ -6,7 +6,9 @@ library's Adam and squared hinge) is timed in a fresh process for each policy:
 - old: OpenMP's default wait policy (idle threads spin) and torch's default thread count (one
   per core);
 - new: ``binarynet.threads.set_passive_wait_policy()`` before torch is imported, and
-  ``binarynet.threads.default_threads()`` threads (the cores other work leaves free).
+  ``binarynet.threads.default_threads()`` threads for ops of a hidden layer's size at batch 100
+  (the cores other work leaves free, or every core for large layers beside no more busy threads
+  than cores).
 
 first on the machine as it is ("quiet"), then beside ``--hogs`` busy-loop processes that this
 script starts and always stops (each also ends by itself after ``--hog-seconds``). It prints
@@ -40,7 +42,7 @@ policy, steps, hidden = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 from binarynet import threads, timing
 if policy == "new":
     threads.set_passive_wait_policy()
-    count = threads.default_threads()
+    count = threads.default_threads(op_macs=hidden * hidden * 100)  # a hidden layer's batch
 elif policy.startswith("passive:"):  # the passive policy with a fixed thread count (--matrix)
     threads.set_passive_wait_policy()
     count = int(policy.split(":")[1])

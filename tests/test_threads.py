@@ -43,6 +43,32 @@ def test_default_threads_leave_the_cores_others_use(cpus, busy, expected):
     assert threads.default_threads(cpus=cpus, busy=busy) == expected
 
 
+@pytest.mark.parametrize("op_macs, busy, others, expected", [
+    (105e6, 2.0, 2, 2),   # 3x1024 MLP layers beside two busy loops: a thread per core
+    (105e6, 2.0, 6, 1),   # beside six: the free cores (none, so one thread)
+    (105e6, 1.0, 1, 1),   # beside one: the free core
+    (6.5e6, 2.0, 2, 1),   # small layers (3x256): the free cores
+    (threads.LARGE_OP_MACS, 1.6, 2, 2),
+    (threads.LARGE_OP_MACS - 1, 1.6, 2, 1),
+    (0.0, 0.0, 9, 2),     # unknown size on a quiet machine: every core
+])
+def test_large_operations_take_a_thread_per_core_when_none_is_free(op_macs, busy, others,
+                                                                     expected):
+    assert threads.default_threads(cpus=2, busy=busy, processes=1, op_macs=op_macs,
+                                   others=others) == expected
+
+
+def test_large_operations_of_torchrun_processes_share_the_cores():
+    assert threads.default_threads(cpus=8, busy=8.0, processes=2, op_macs=1e9, others=4) == 4
+
+
+def test_running_others_reads_procs_running():
+    assert threads.running_others("cpu  1 2 3 4\nprocs_running 3\nprocs_blocked 0\n") == 2
+    assert threads.running_others("procs_running 1\n") == 0
+    assert threads.running_others("cpu  1 2 3 4\n") == 0
+    assert 0 <= threads.running_others()
+
+
 def test_torchrun_processes_share_the_cores(monkeypatch):
     assert threads.default_threads(cpus=8, busy=0.0, processes=2) == 4
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")

@@ -161,3 +161,15 @@ def test_batch_scaling_rules():
     assert schedule.batch_scaling_factor("none", 400, 100) == 1.0
     with pytest.raises(ValueError, match="scaling rule"):
         schedule.batch_scaling_factor("cubic", 400, 100)
+
+
+def test_typical_op_macs_is_a_middle_layer_over_one_batch():
+    from binarynet.train.builders import typical_op_macs
+
+    quick = recipes.get("mnist_mlp_quick")  # 3x1024: layers 784, 1024, 1024, 1024 -> 10
+    assert typical_op_macs(quick) == 1024 * 1024 * quick.batch_size
+    wide = recipes.apply_overrides(quick, {"model.hidden": 256, "batch_size": 50})
+    assert typical_op_macs(wide) == 256 * 256 * 50  # sorted: 2560, 65536, 65536, 200704
+    assert typical_op_macs(recipes.get("synthetic_mlp")) == 0.0  # no catalogue shape
+    convnet = recipes.get("cifar10_vgg_quick")
+    assert typical_op_macs(convnet) > 1e8  # counted through the convolutions

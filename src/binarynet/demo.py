@@ -92,7 +92,7 @@ def demo_recipe(epochs: int, hidden: int, limit_train: int, seed: int):
     return recipes.apply_overrides(recipes.get(RECIPE), overrides)
 
 
-def run(epochs: int = DEFAULT_EPOCHS, hidden: int = DEFAULT_HIDDEN, out=None, threads: int = 2,
+def run(epochs: int = DEFAULT_EPOCHS, hidden: int = DEFAULT_HIDDEN, out=None, threads: int = 0,
         data_dir=None, download: bool = True, limit_train: int = 0, seed: int = 1234) -> dict:
     """Run the demo (see the module docstring); return its figures.
 
@@ -100,17 +100,20 @@ def run(epochs: int = DEFAULT_EPOCHS, hidden: int = DEFAULT_HIDDEN, out=None, th
     it everything is written to a temporary folder that is removed at the end.
     ``limit_train`` > 0 trains on the first N training images only (quick checks).
     """
-    if epochs < 1 or hidden < 1 or threads < 1 or limit_train < 0:
-        raise ValueError(f"--epochs, --hidden and --threads must be >= 1 and --limit-train >= 0, "
+    if epochs < 1 or hidden < 1 or threads < 0 or limit_train < 0:
+        raise ValueError(f"--epochs and --hidden must be >= 1, --threads and --limit-train >= 0, "
                          f"got {epochs}, {hidden}, {threads}, {limit_train}")
     ensure_mnist(data_dir, download)
 
     import torch
 
+    from .threads import default_threads
     from .train import RunOptions, train
+    from .train.builders import typical_op_macs
 
-    torch.set_num_threads(threads)
     recipe = demo_recipe(epochs, hidden, limit_train, seed)
+    threads = threads or default_threads(op_macs=typical_op_macs(recipe))
+    torch.set_num_threads(threads)
     keep = out is not None
     run_dir = os.fspath(out) if keep else tempfile.mkdtemp(prefix="binarynet-demo-")
     try:

@@ -10,7 +10,9 @@ issue 10). Two remedies, both here:
   OpenMP reads it when torch loads it, so this must run before torch is first imported: the
   command line and other entry points call it first thing.
 - :func:`default_threads`: as many threads as there are cores this process may use
-  (``os.sched_getaffinity``) that other work does not keep busy right now, at least one.
+  (``os.sched_getaffinity``) that other work does not keep busy right now, at least one; when
+  none is free, a job of large operations beside no more runnable threads than cores takes one
+  per core.
 
 Pure Python, no torch (it runs before torch is imported, and the engine may use it too).
 """
@@ -84,15 +86,49 @@ def busy_cpus(cpus=None, interval: float = 0.1) -> float:
     return busy
 
 
-def default_threads(cpus: int | None = None, busy: float | None = None, processes: int | None = None) -> int:
+# Multiply-adds from which an operation counts as large (a few milliseconds of one core's
+# work): the 3x512 MLP's layers at batch 100 (26 M) trained faster on 2 threads than on 1 beside
+# two busy loops on 2 cores, the 3x256 one's (6.5 M) slower (results/contention.log).
+LARGE_OP_MACS = 16e6
+
+
+def running_others(stat_text: str | None = None) -> int:
+    """Threads of other work runnable right now: ``procs_running`` of ``/proc/stat`` less the
+    one reading it; 0 where it cannot be read."""
+    try:
+        if stat_text is None:
+            with open("/proc/stat") as f:
+                stat_text = f.read()
+        for line in stat_text.splitlines():
+            if line.startswith("procs_running "):
+                return max(0, int(line.split()[1]) - 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def default_threads(cpus: int | None = None, busy: float | None = None,
+                    processes: int | None = None, op_macs: float = 0.0,
+                    others: int | None = None) -> int:
     """Threads for torch (or the engine): this process's share of the usable cores that other
-    work leaves free, >= 1.
+    work leaves free, >= 1; when other work keeps every core busy, a job of large operations
+    takes its share of all usable cores as long as that work has no more runnable threads than
+    there are cores.
 
     ``cpus``: usable cores (default: :func:`usable_cpus`); ``busy``: core equivalents busy with
     other work (default: :func:`busy_cpus`, a 0.1 s sample); ``processes``: processes of this job
-    sharing the machine (default: torchrun's ``LOCAL_WORLD_SIZE``, else 1). A core counts as
-    taken when it is more than half busy: one thread per core that other work already uses
-    would wait for it at every parallel region.
+    sharing the machine (default: torchrun's ``LOCAL_WORLD_SIZE``, else 1); ``op_macs``: the
+    multiply-adds of the job's typical operation, e.g. a layer over one batch (0: not known);
+    ``others``: runnable threads of other work (default: :func:`running_others`).
+
+    A core counts as taken when it is more than half busy: threads of small operations would
+    wait at every parallel region for one that shares a busy core and is descheduled. When no
+    core is free, the one thread that rule leaves gets a fair share of a busy core; an operation
+    of ``LARGE_OP_MACS`` or more lasts long enough for the scheduler to even out the threads'
+    turns within it, so there a thread per core gets a fair share of each (beside two busy loops
+    on 2 cores the 3x1024 MLP trained 1.2-1.4x faster on 2 threads than on 1; beside one, with a
+    core free, 2 threads were no faster). With more runnable threads of others than cores, turns
+    come too seldom for that (beside six busy loops, 2 threads were slower), and one thread it is.
     """
     cpus = len(usable_cpus()) if cpus is None else cpus
     busy = busy_cpus() if busy is None else busy
@@ -100,4 +136,7 @@ def default_threads(cpus: int | None = None, busy: float | None = None, processe
         local = os.environ.get("LOCAL_WORLD_SIZE", "1")
         processes = int(local) if local.isdigit() and int(local) > 0 else 1
     free = cpus - int(busy + 0.5)
+    if (free < 1 and op_macs >= LARGE_OP_MACS
+            and (running_others() if others is None else others) <= cpus):
+        return max(1, cpus // processes)
     return max(1, min(cpus, free) // processes)

@@ -27,8 +27,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="keep the run folder here (checkpoints, model.bnn, plots, "
                    "report.md); default: a temporary folder, removed at the end")
     p.add_argument("--threads", type=non_negative_int, default=0,
-                   help="threads of torch and the engine (default 0: the cores that other work "
-                   "leaves free)")
+                   help="threads of torch and the engine (default 0: binarynet.threads' choice, "
+                   "the cores that other work leaves free, or every core for layers as large as "
+                   "the demo's beside no more busy threads than cores)")
     p.add_argument("--data-dir", help="dataset folder (default: $BINARYNET_DATA, then the user "
                    "cache)")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
@@ -43,11 +44,10 @@ def run_demo(args) -> int:
     """``binarynet demo``: exit 0 after printing the figures; DataError (exit 2) when MNIST
     is missing and cannot be downloaded."""
     from ..demo import run
-    from ..threads import default_threads
 
     try:
         run(epochs=args.epochs, hidden=args.hidden, out=args.out,
-            threads=args.threads or default_threads(),
+            threads=args.threads,
             data_dir=args.data_dir, download=args.download, limit_train=args.limit_train,
             seed=args.seed)
     except ValueError as exc:

@@ -36,7 +36,9 @@ def register(subparsers) -> None:
                    help="continue a run exactly: the last.pt in --out, or the given checkpoint file/folder")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=non_negative_int, default=0,
-                   help="torch CPU threads (default 0: the cores that other work leaves free)")
+                   help="torch CPU threads (default 0: the cores that other work leaves free, or "
+                   "every core for a recipe of large layers beside no more busy threads than "
+                   "cores: binarynet.threads)")
     p.add_argument("--amp", action="store_true",
                    help="bfloat16 autocast (float16 + loss scaling on GPUs without bfloat16)")
     p.add_argument("--compile", action="store_true", help="GPU only: torch.compile the model")
@@ -111,6 +113,7 @@ def run_train(args) -> int:
     """``binarynet train``: run or resume a recipe; exit 0 on success, 128+signal if interrupted."""
     from ..threads import default_threads
     from ..train import RunOptions, TrainingInterrupted, train
+    from ..train.builders import typical_op_macs
 
     if args.recipe is None and args.resume is None:
         raise BinarynetError("give --recipe NAME (see `binarynet recipes`) or --resume")
@@ -121,7 +124,9 @@ def run_train(args) -> int:
     options = RunOptions(
         out=args.out, resume=_resume_checkpoint(args), data_dir=args.data_dir, download=args.download,
         resume_batch_size=(args.batch_size or 0) if args.resume is not None else 0,
-        device=args.device, threads=args.threads or default_threads(), amp=args.amp,
+        device=args.device,
+        threads=args.threads or default_threads(op_macs=typical_op_macs(recipe) if recipe else 0.0),
+        amp=args.amp,
         compile=args.compile, channels_last=args.channels_last, tensorboard=args.tensorboard,
         progress=not args.no_progress, checkpoint_every_steps=args.checkpoint_every_steps,
         dist_timeout_s=args.dist_timeout,
