@@ -190,6 +190,41 @@ def test_bgemm_and_threshold_match_reference(backend, k):
                                       reference.bgemm_threshold(a, w, k, thresh, flip))
 
 
+def edge_thresholds(k, n, dots, rng):
+    """Thresholds of n outputs at and beside +-k, int32's ends and real sums (both parities:
+    the panel path compares counts against floor / ceil of (k - t) / 2)."""
+    edges = [INT32_MIN, -k - 2, -k - 1, -k, -k + 1, -1, 0, 1, k - 1, k, k + 1, k + 2, INT32_MAX]
+    ties = rng.choice(dots.ravel(), n)
+    thresh = np.where(rng.random(n) < 0.5, ties + rng.integers(-1, 2, n), ties)
+    thresh[:2 * len(edges)] = np.repeat(edges, 2)[:n]
+    return np.clip(thresh, INT32_MIN, INT32_MAX).astype(np.int32)
+
+
+@pytest.mark.parametrize("k", [64, 131, 1152])
+def test_threshold_edges_on_the_panel_path(backend, k):
+    """Enough rows for the AVX-512 panel kernels (the count thresholds of its epilogue): every
+    edge threshold, flipped and not, against the reference, dense and conv (interior pixels on
+    the fast path, zero-padded borders on their own k) with and without the fused max-pool."""
+    rng = np.random.default_rng(k)
+    n = 40
+    a, w = pm1(rng, (64, k)), pm1(rng, (n, k))
+    flip = np.tile([False, True], n // 2)
+    thresh = edge_thresholds(k, n, a @ w.T, rng)
+    args = (reference.pack(a), reference.pack(w), k, thresh, flip)
+    np.testing.assert_array_equal(kernels.bgemm_threshold(*args), reference.bgemm_threshold(*args))
+    c = k // 9 + 1
+    x, wc = pm1(rng, (2, 10, 10, c)), pm1(rng, (n, 3, 3, c))
+    thresh = edge_thresholds(9 * c, n, conv_float(x, wc, (1, 1), (1, 1), (1, 1), 0.0), rng)
+    xb, wb = reference.pack(x), reference.pack(wc)
+    for pad_mode in PAD_VALUES:
+        conv = (xb, wb, c, thresh, flip, 1, 1, 1, pad_mode)
+        np.testing.assert_array_equal(kernels.bconv2d_threshold(*conv),
+                                      reference.bconv2d_threshold(*conv))
+        pooled = (xb, wb, c, thresh, flip, 2, 2, 1, 1, 1, pad_mode)
+        np.testing.assert_array_equal(kernels.bconv2d_threshold_maxpool(*pooled),
+                                      reference.bconv2d_threshold_maxpool(*pooled))
+
+
 @pytest.mark.parametrize("k", K_SIZES)
 def test_pack_unpack_match_reference(backend, k):
     rng = np.random.default_rng(k)

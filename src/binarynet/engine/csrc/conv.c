@@ -90,7 +90,8 @@ static void conv_block(const conv_plan *p, const bn_tile_kernels *kr, const uint
     const int kind = ctx->dot_out ? BN_EPI_DOT : ctx->t ? BN_EPI_TRANSFORM : BN_EPI_BITS;
     bn_panel_job job = {p->panels, kind, (int32_t)p->kfull, row_k,
                         ctx->dot_out ? (void *)ctx->dot_out : (void *)ctx->bits_out, ctx->ldo,
-                        ctx->thresh, p->flip_bits, epi, ctx, ctx->t, ctx->row0, p->kvec, p->s->o};
+                        ctx->thresh, p->flip_bits, epi, ctx, ctx->t, ctx->row0, p->kvec, p->s->o,
+                        ctx->dot_out || ctx->t ? NULL : p->count_le};
     kr->panel(a, kwords, mb, n0, n1, kwords, &job);
 }
 
@@ -194,7 +195,7 @@ static int run_conv(const bn_conv_shape *s, const uint64_t *x, const uint64_t *w
     const size_t cb = conv_channel_block(j.m, s->o, threads);
     j.by_channels = cb > 0;
     j.bn = cb ? cb : bn_block_n_split(plan.kwords, j.tm, s->o);
-    int rc = conv_plan_panels(&plan, j.m, flip);
+    int rc = conv_plan_panels(&plan, j.m, thresh, flip);
     if (rc || (rc = conv_plan_border(&plan))) {
         conv_plan_free(&plan);
         return rc;
@@ -319,7 +320,7 @@ int bn_bconv2d_threshold_maxpool(const bn_conv_shape *s, const uint64_t *x, cons
     if (!and_mask) return BN_ENOMEM;
     const size_t pixels = bn_mul_sat(s->n, bn_mul_sat(s->ho, s->wo)); /* steers panels only */
     int rc = conv_plan_init(&plan, s, x, w, j.kr, prep);
-    if (rc || (rc = conv_plan_panels(&plan, pixels, flip)) || (rc = conv_plan_border(&plan))) {
+    if (rc || (rc = conv_plan_panels(&plan, pixels, thresh, flip)) || (rc = conv_plan_border(&plan))) {
         conv_plan_free(&plan);
         free(and_mask);
         return rc;

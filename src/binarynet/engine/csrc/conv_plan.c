@@ -75,7 +75,7 @@ static void fill_prefix_sums(const conv_plan *p, size_t o) {
 
 /* Panel path for m output pixels when the backend has one (conv_plan_prepare repacks the weights);
  * -1 when out of memory. */
-int conv_plan_panels(conv_plan *p, size_t m, const uint8_t *flip) {
+int conv_plan_panels(conv_plan *p, size_t m, const int32_t *thresh, const uint8_t *flip) {
     if (!bn_use_panels(p->kr, m, p->kwords)) return 0;
     if (p->prep && p->prep->panels) {
         p->panels = (uint64_t *)p->prep->panels;
@@ -86,6 +86,11 @@ int conv_plan_panels(conv_plan *p, size_t m, const uint8_t *flip) {
     p->flip_bits = (uint64_t *)malloc(bn_words(p->s->o) * sizeof(uint64_t));
     if (!p->panels || !p->flip_bits) return BN_ENOMEM;
     if (flip) bn_pack_flags(flip, p->s->o, p->flip_bits);
+    if (thresh && flip) {
+        p->count_le = (int32_t *)malloc(p->s->o * sizeof(int32_t));
+        if (!p->count_le) return BN_ENOMEM;
+        bn_count_thresholds(thresh, flip, p->s->o, p->kfull, p->count_le);
+    }
     return BN_OK;
 }
 
@@ -94,6 +99,7 @@ void conv_plan_free(conv_plan *p) {
     if (!(p->given & CONV_GIVEN_WPRE)) free(p->wpre);
     if (!(p->given & CONV_GIVEN_PANELS)) free(p->panels);
     free(p->flip_bits);
+    free(p->count_le);
     if (!(p->given & CONV_GIVEN_KVEC)) free(p->kvec);
     free(p->hid);
     free(p->wid);
@@ -347,7 +353,7 @@ int bn_conv_prepare(const bn_conv_shape *s, const uint64_t *w, bn_conv_tables *o
     conv_plan p;
     memset(out, 0, sizeof(*out));
     int rc = conv_plan_init(&p, s, NULL, w, bn_isa()->tiles, NULL);
-    if (!rc) rc = conv_plan_panels(&p, bn_mul_sat(s->n, bn_mul_sat(s->ho, s->wo)), NULL);
+    if (!rc) rc = conv_plan_panels(&p, bn_mul_sat(s->n, bn_mul_sat(s->ho, s->wo)), NULL, NULL);
     if (!rc) rc = conv_plan_border(&p);
     if (!rc) {
         conv_plan_prepare(&p, bn_threads_for((double)s->o * (double)p.kwords * 64.0));

@@ -24,6 +24,7 @@ typedef struct {
     size_t ho0, ho1, wo0, wo1; /* undilated: output rows / columns whose taps all lie inside */
     uint64_t *panels;  /* panel path: repacked weights (else NULL) */
     uint64_t *flip_bits;
+    int32_t *count_le; /* panel path with thresholds: bn_count_thresholds at kfull */
     /* panel path, "zero" mode with padding (conv_plan_border): per border class, per output k */
     int32_t *kvec;     /* (classes, O), or NULL: border rows take the scalar epilogue */
     int32_t *hid, *wid; /* class index part of a row range (i0, i1) at i0 * (KH+1) + i1, etc. */
@@ -41,7 +42,7 @@ enum { CONV_GIVEN_WPRE = 1, CONV_GIVEN_PANELS = 2, CONV_GIVEN_KVEC = 4 };
  * allocated, after any failure too. */
 int conv_plan_init(conv_plan *p, const bn_conv_shape *s, const uint64_t *x, const uint64_t *w,
                    const bn_tile_kernels *kr, const bn_conv_weights *prep);
-int conv_plan_panels(conv_plan *p, size_t m, const uint8_t *flip);
+int conv_plan_panels(conv_plan *p, size_t m, const int32_t *thresh, const uint8_t *flip);
 int conv_plan_border(conv_plan *p);
 void conv_plan_free(conv_plan *p);
 /* weight tables of outputs [o0, o1) (o0 a multiple of 16) / of all outputs on the pool; nothing

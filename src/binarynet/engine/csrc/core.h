@@ -53,6 +53,8 @@ typedef struct {
     size_t row0;
     const int32_t *kvec;       /* row_k <= -2: k of output n is kvec[(-2 - row_k) * ldk + n] */
     size_t ldk;
+    const int32_t *count_le;   /* BITS, or NULL: for rows of k, bit = (count <= count_le[n]) ^
+                                  flip (bn_count_thresholds): one compare a vector */
 } bn_panel_job;
 /* A rows [0, mb) (stride lda) x outputs [n0, n1), n0 a multiple of 16. */
 typedef void (*bn_panel_fn)(const uint64_t *a, size_t lda, size_t mb, size_t n0, size_t n1,
@@ -442,6 +444,10 @@ void bn_repack_panel_range(const uint64_t *w, size_t n, size_t kw, uint64_t *pan
                            size_t p1);
 /* flip (n bytes of 0/1) -> bits */
 void bn_pack_flags(const uint8_t *flip, size_t n, uint64_t *bits);
+/* out[j]: the threshold of output j on its count c = popcount(a ^ w) for rows of k bits, so
+ * that its bit (dot = k - 2 c >= thresh[j], or <= where flip[j]) is (c <= out[j]) ^ flip[j]. */
+void bn_count_thresholds(const int32_t *thresh, const uint8_t *flip, size_t n, int64_t k,
+                         int32_t *out);
 
 /* Block sizes (rows of A per task, rows of W per task; the latter a multiple of 64). */
 size_t bn_block_m(size_t kw);

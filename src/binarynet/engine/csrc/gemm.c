@@ -191,6 +191,17 @@ void bn_pack_flags(const uint8_t *flip, size_t n, uint64_t *bits) {
     for (size_t j = 0; j < n; ++j) bits[j >> 6] |= (uint64_t)(flip[j] != 0) << (j & 63);
 }
 
+void bn_count_thresholds(const int32_t *thresh, const uint8_t *flip, size_t n, int64_t k,
+                         int32_t *out) {
+    for (size_t j = 0; j < n; ++j) {
+        /* k - 2c >= t <=> c <= floor((k - t) / 2); k - 2c <= t <=> not c <= ceil((k - t) / 2) - 1 */
+        const int64_t d = k - (int64_t)thresh[j];
+        const int64_t c = flip[j] ? (d >= 0 ? (d + 1) / 2 : -((-d) / 2)) - 1
+                            : (d >= 0 ? d / 2 : -((-d + 1) / 2));
+        out[j] = (int32_t)c; /* |d| <= k + 2^31 and k < 2^31: |c| <= 2^31 - 1 */
+    }
+}
+
 /* ---- dense driver -------------------------------------------------------------------------- */
 typedef struct {
     const bn_tile_kernels *kr;
@@ -204,6 +215,7 @@ typedef struct {
     const uint8_t *flip;
     const uint64_t *panels;    /* NULL: tile path */
     const uint64_t *flip_bits; /* panel path, BITS */
+    const int32_t *count_le;   /* panel path, BITS: bn_count_thresholds */
     const bn_transform *t;     /* TRANSFORM */
     const uint64_t *prepared;  /* panels made once (bn_panel_words(n, kw)), or NULL */
 } dense_plan;
@@ -220,7 +232,8 @@ static void dense_task(void *vplan, long t, int worker) {
                     : p->kind == BN_EPI_DOT     ? (void *)((int32_t *)p->out + m0 * p->ldo)
                                                 : (void *)((uint64_t *)p->out + m0 * p->ldo);
         bn_panel_job job = {p->panels, p->kind, (int32_t)p->k, NULL, out, p->ldo,
-                            p->thresh, p->flip_bits, NULL, NULL, p->t, m0};
+                            p->thresh, p->flip_bits, NULL, NULL, p->t, m0, NULL, 0,
+                            p->count_le};
         p->kr->panel(a, p->kw, mb, n0, n1, p->kw, &job);
     } else if (p->kind == BN_EPI_TRANSFORM) {
         transform_ctx ctx = {p->t, m0, p->k};
@@ -241,17 +254,23 @@ static int run_dense(dense_plan *p) {
     p->bn = bn_block_n(p->kw, p->m, p->n);
     p->tm = (p->m + p->bm - 1) / p->bm;
     uint64_t *panels = NULL, *flip_bits = NULL;
+    int32_t *count_le = NULL;
     if (bn_use_panels(p->kr, p->m, p->kw)) {
+        const int bits = p->kind == BN_EPI_BITS;
         if (!p->prepared)
             panels = (uint64_t *)malloc(bn_panel_words(p->n, p->kw) * sizeof(uint64_t));
         flip_bits = (uint64_t *)malloc(bn_words(p->n) * sizeof(uint64_t));
-        if ((!p->prepared && !panels) || !flip_bits) {
+        if (bits) count_le = (int32_t *)malloc(p->n * sizeof(int32_t));
+        if ((!p->prepared && !panels) || !flip_bits || (bits && !count_le)) {
             free(panels);
             free(flip_bits);
+            free(count_le);
             return BN_ENOMEM;
         }
         if (!p->prepared) bn_repack_panels(p->w, p->n, p->kw, panels);
         if (p->flip) bn_pack_flags(p->flip, p->n, flip_bits);
+        if (bits) bn_count_thresholds(p->thresh, p->flip, p->n, p->k, count_le);
+        p->count_le = count_le;
         p->panels = p->prepared ? p->prepared : panels;
         p->flip_bits = flip_bits;
     }
@@ -264,6 +283,7 @@ static int run_dense(dense_plan *p) {
                     dense_task, p);
     free(panels);
     free(flip_bits);
+    free(count_le);
     return BN_OK;
 }
 

@@ -125,6 +125,13 @@ AVX512_FN void panel_tile(const uint64_t *const *a, const uint64_t *panel, size_
 AVX512_FN void panel_epilogue(const bn_panel_job *job, size_t m, size_t n, int nv, __m512i cnt) {
     const __mmask16 lanes = (__mmask16)((1u << nv) - 1u);
     const int32_t k = job->row_k ? job->row_k[m] : job->k;
+    if (job->count_le && k == job->k) { /* one compare on the counts themselves */
+        const __mmask16 flip = (__mmask16)(job->flip_bits[n >> 6] >> (n & 63));
+        const __m512i c = _mm512_maskz_loadu_epi32(lanes, job->count_le + n);
+        const __mmask16 bits = (__mmask16)((_mm512_mask_cmple_epi32_mask(lanes, cnt, c) ^ flip) & lanes);
+        ((uint64_t *)job->out)[m * job->ldo + (n >> 6)] |= (uint64_t)bits << (n & 63);
+        return;
+    }
     if (k == -1) { /* this row needs the scalar epilogue (a conv border pixel) */
         uint32_t tmp[16];
         _mm512_storeu_si512((void *)tmp, cnt);
