@@ -163,13 +163,15 @@ def test_batch_scaling_rules():
         schedule.batch_scaling_factor("cubic", 400, 100)
 
 
-def test_typical_op_macs_is_a_middle_layer_over_one_batch():
-    from binarynet.train.builders import typical_op_macs
+def test_recipe_op_macs_is_a_middle_layer_over_one_batch():
+    from binarynet.summary import recipe_op_macs
 
     quick = recipes.get("mnist_mlp_quick")  # 3x1024: layers 784, 1024, 1024, 1024 -> 10
-    assert typical_op_macs(quick) == 1024 * 1024 * quick.batch_size
+    assert recipe_op_macs(quick) == 1024 * 1024 * quick.batch_size
     wide = recipes.apply_overrides(quick, {"model.hidden": 256, "batch_size": 50})
-    assert typical_op_macs(wide) == 256 * 256 * 50  # sorted: 2560, 65536, 65536, 200704
-    assert typical_op_macs(recipes.get("synthetic_mlp")) == 0.0  # no catalogue shape
+    assert recipe_op_macs(wide) == 256 * 256 * 50  # sorted: 2560, 65536, 65536, 200704
+    synthetic = recipes.get("synthetic_mlp")  # 2x256 on 8x8 images: 2560, 16384, 65536
+    assert recipe_op_macs(synthetic) == 64 * 256 * synthetic.batch_size
+    assert recipe_op_macs(recipes.get("reactnet18_imagenet")) == 0.0  # an image folder's
     convnet = recipes.get("cifar10_vgg_quick")
-    assert typical_op_macs(convnet) > 1e8  # counted through the convolutions
+    assert recipe_op_macs(convnet) > 1e8  # counted through the convolutions

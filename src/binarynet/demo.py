@@ -109,10 +109,10 @@ def run(epochs: int = DEFAULT_EPOCHS, hidden: int = DEFAULT_HIDDEN, out=None, th
 
     from .threads import default_threads
     from .train import RunOptions, train
-    from .train.builders import typical_op_macs
+    from .summary import recipe_op_macs
 
     recipe = demo_recipe(epochs, hidden, limit_train, seed)
-    threads = threads or default_threads(op_macs=typical_op_macs(recipe))
+    threads = threads or default_threads(op_macs=recipe_op_macs(recipe))
     torch.set_num_threads(threads)
     keep = out is not None
     run_dir = os.fspath(out) if keep else tempfile.mkdtemp(prefix="binarynet-demo-")

@@ -113,7 +113,7 @@ def run_train(args) -> int:
     """``binarynet train``: run or resume a recipe; exit 0 on success, 128+signal if interrupted."""
     from ..threads import default_threads
     from ..train import RunOptions, TrainingInterrupted, train
-    from ..train.builders import typical_op_macs
+    from ..summary import recipe_op_macs
 
     if args.recipe is None and args.resume is None:
         raise BinarynetError("give --recipe NAME (see `binarynet recipes`) or --resume")
@@ -125,7 +125,7 @@ def run_train(args) -> int:
         out=args.out, resume=_resume_checkpoint(args), data_dir=args.data_dir, download=args.download,
         resume_batch_size=(args.batch_size or 0) if args.resume is not None else 0,
         device=args.device,
-        threads=args.threads or default_threads(op_macs=typical_op_macs(recipe) if recipe else 0.0),
+        threads=args.threads or default_threads(op_macs=recipe_op_macs(recipe) if recipe else 0.0),
         amp=args.amp,
         compile=args.compile, channels_last=args.channels_last, tensorboard=args.tensorboard,
         progress=not args.no_progress, checkpoint_every_steps=args.checkpoint_every_steps,

@@ -16,8 +16,8 @@ from .costs import LayerSummary, ModelSummary
 from .energy import DRAM_ACCESS_PJ, MAC_ENERGY_PJ, SRAM_ACCESS_PJ, energy_estimate
 from .summarise import summary
 from .tables import energy_lines
-from .targets import is_packed_file, recipe_input, summary_of_target
+from .targets import is_packed_file, recipe_input, recipe_op_macs, summary_of_target
 
 __all__ = ["summary", "ModelSummary", "LayerSummary", "energy_estimate", "energy_lines",
            "MAC_ENERGY_PJ", "SRAM_ACCESS_PJ", "DRAM_ACCESS_PJ", "summary_of_target",
-           "recipe_input", "is_packed_file"]
+           "recipe_input", "recipe_op_macs", "is_packed_file"]

@@ -69,6 +69,23 @@ def recipe_input(recipe) -> tuple:
     return tuple(data.info(recipe.dataset).image_shape), 8 if len(set(scale)) == 1 else 32
 
 
+def recipe_op_macs(recipe) -> float:
+    """Multiply-adds of a recipe's typical operation: the median, over its model's weighted
+    layers, of one layer's forward pass over one batch (``binarynet.threads.default_threads``
+    sizes the thread count by it); 0.0 where the input shape is known only once the data is
+    read (image folders)."""
+    from ..train.builders import build_model
+
+    try:
+        shape, _ = recipe_input(recipe)
+    except (BinarynetError, ValueError):
+        return 0.0
+    macs = sorted(row.binary_macs + row.multibit_macs
+                  for row in summary(build_model(recipe, "meta"), shape).layers)
+    macs = [m for m in macs if m > 0]
+    return float(macs[len(macs) // 2] * recipe.batch_size) if macs else 0.0
+
+
 def _file_summary(path: str, input_shape) -> ModelSummary:
     """A packed file (the engine says what is wrong with a broken one) or a checkpoint."""
     if is_packed_file(path):

@@ -12,9 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses, models, optim
-from ..data import catalog
 from ..errors import BinarynetError
-from ..summary import summary
 from .recipes import Recipe, RecipeError
 
 
@@ -30,21 +28,6 @@ def build_model(recipe: Recipe, device=None) -> torch.nn.Module:
             return models.get(recipe.model, **overrides)
     except (TypeError, ValueError) as exc:  # unknown model or option, bad option value
         raise BinarynetError(f"recipe {recipe.name}, model {recipe.model}: {exc}") from None
-
-
-def typical_op_macs(recipe: Recipe) -> float:
-    """Multiply-adds of the recipe's typical operation: the median, over the model's weighted
-    layers, of one layer's forward pass over one batch (``binarynet.threads.default_threads``
-    sizes the thread count by it); 0.0 where it cannot be counted here (a dataset outside the
-    catalog, whose image shape is known only once it is read)."""
-    try:
-        shape = catalog.get(recipe.dataset).image_shape
-    except ValueError:
-        return 0.0
-    layers = summary(build_model(recipe, "meta"), shape).layers
-    macs = sorted(row.binary_macs + row.multibit_macs for row in layers)
-    macs = [m for m in macs if m > 0]
-    return float(macs[len(macs) // 2] * recipe.batch_size) if macs else 0.0
 
 
 def loss_function(recipe: Recipe):
