@@ -1,8 +1,9 @@
 """The real-valued convolutions (kernels.conv2d_float, and conv2d_float_sign: the float first
-conv) on the shapes of BNNs' real layers, as a percentage of this CPU's float64 FMA peak.
+conv) on the shapes of BNNs' real layers, as a percentage of this CPU's float32 FMA peak (the
+real convs sum in float32; the float first conv's float64 fallback runs at half that rate).
 
 The peak is the in-register multiply-add probe (``kernels.fma_probe``: 12 zmm chains of
-vfmadd231pd on the AVX-512 row) timed in the same interleaved rounds as the shapes
+vfmadd231ps on the AVX-512 row) timed in the same interleaved rounds as the shapes
 (binarynet.timing: medians), on the same threads. Shapes: ReActNet-18's 7x7 stem, QuickNet
 (small)'s stem, depthwise and 1x1 transition convs and dense head at 224x224, ReActNet-18's 1x1
 shortcuts, and the paper ConvNet's float first conv (bits out). Rates are multiply-adds per
@@ -71,7 +72,7 @@ def bench(threads, shapes, repeats, min_seconds):
     contenders["probe"] = lambda: kernels.fma_probe(PROBE_ITERATIONS, threads)
     seconds = timing.median_seconds(contenders, repeats, min_seconds)
     peak = kernels.fma_probe(PROBE_ITERATIONS, threads) / seconds.pop("probe")
-    print(f"{threads} thread(s); float64 FMA peak measured in the same rounds: "
+    print(f"{threads} thread(s); float32 FMA peak measured in the same rounds: "
           f"{peak / 1e9:.1f} G multiply-add/s ({kernels.kernel_table()[kernels.get_backend()]['conv2d_float']})")
     for label, t in seconds.items():
         macs = calls[label][1]

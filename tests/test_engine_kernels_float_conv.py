@@ -1,18 +1,19 @@
 """conv2d_float, the real-valued stream's convolution in C (csrc/float_conv.c): every ISA row
-bit for bit equal to the numpy twin (float64 sums in one fixed order), the twin within a float32
-tolerance of float_ops.conv_real (the graph's numpy semantics), odd channels, groups (1, 2,
+bit for bit equal to the numpy twin (float32 fused multiply-adds in one fixed order; the twin's
+fma correctly rounded, also where float64 sums round twice), the twin within a float32 tolerance of float_ops.conv_real (the graph's numpy semantics), odd channels, groups (1, 2,
 depthwise with and without a channel multiplier), stride, padding, dilation, batches, the shapes
 of BNN stems / BlurPool / 1x1 transitions / dense heads, the thread pool, strict argument checks
 in both modules and hostile calls of the core; the graph runner takes conv_real and dense_real
 through it."""
 import types
+from fractions import Fraction
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from binarynet.engine import _core, float_ops, kernels, reference
+from binarynet.engine import _core, float_conv, float_ops, kernels, reference
 from binarynet.engine.runner_float import FloatStreamOps
 from binarynet.engine.runner import Runner
 
@@ -156,15 +157,15 @@ def geometry(n=1, h=5, w=5, c=4, o=6, kh=3, kw=3, s=1, p=0, d=1, g=1):
 
 def test_hostile_core_calls_are_refused_before_memory_is_touched():
     x, b = np.zeros((1, 5, 5, 4), F32), np.zeros(6, F32)
-    w = kernels.conv2d_float_panels(np.zeros((6, 3, 3, 4), F32), 1)  # (1, 3, 3, 4, 8)
+    w = kernels.conv2d_float_panels(np.zeros((6, 3, 3, 4), F32), 1)  # (1, 3, 3, 4, 16)
     out = np.empty((1, 3, 3, 6), F32)
     _core.conv2d_float(x, w, b, geometry(), out)  # the well-formed call
     with pytest.raises(ValueError, match=r"^conv2d_float: buffer out holds 212 bytes, "
                                          r"expected 216$"):
         _core.conv2d_float(x, w, b, geometry(), np.empty(53, F32))
     with pytest.raises(ValueError, match=r"^conv2d_float: buffer panels holds 2304 bytes, "
-                                         r"expected 4608$"):  # 9 outputs: two 8-lane rows
-        _core.conv2d_float(x, w, np.zeros(9, F32), geometry(o=9), np.empty(81, F32))
+                                         r"expected 4608$"):  # 17 outputs: two 16-lane rows
+        _core.conv2d_float(x, w, np.zeros(17, F32), geometry(o=17), np.empty(153, F32))
     with pytest.raises(ValueError, match=r"^conv2d_float: buffer panels holds 2304 bytes, "
                                          r"expected 576$"):  # depthwise: (taps, channels)
         _core.conv2d_float(x, w, b[:4], geometry(o=4, g=4), np.empty(36, F32))
@@ -189,17 +190,66 @@ def test_hostile_core_calls_are_refused_before_memory_is_touched():
         _core.conv2d_float(raw, w, b, geometry(), out)
 
 
+def _correctly_rounded_fma(a, b, c) -> np.float32:
+    """float32 a * b + c by exact rational arithmetic, rounded to nearest, ties to even."""
+    exact = Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))
+    if exact == 0:  # the sign of zero: float64 has it right (the product is exact)
+        return F32(np.float64(a) * np.float64(b) + np.float64(c))
+    near = np.float32(float(exact))
+    candidates = [np.nextafter(near, F32(-np.inf)), near, np.nextafter(near, F32(np.inf))]
+    return min(candidates, key=lambda v: (abs(Fraction(float(v)) - exact),
+                                          int(np.asarray(v).view(np.int32)) & 1))
+
+
+def test_fma32_is_the_correctly_rounded_fused_multiply_add():
+    """Each term of a sum is one fused multiply-add, in the kernel (vfmadd, fmaf) and in the
+    twin (float_conv.fma32): a 1x1 conv of one channel is y = fma(x, w, bias). Cases where the
+    float64 sum lands on a float32 midpoint (a * b = 2^-24 (1 + u^3) beside c = 1, which float64
+    rounds to 1 + 2^-24 and then float32 to 1: wrong) and random ones over wide exponents,
+    subnormals, zeros of both signs."""
+    rng = np.random.default_rng(7)
+    a, b, c = [], [], []
+    for k in (10, 11, 12):  # u^3 below half a float64 ulp of c, 1 - u + u^2 a float32
+        for sign, scale in ((1, 1.0), (-1, 1.0), (1, 2.0**-100), (-1, 2.0**60)):
+            u = 2.0**-k
+            a.append(1 + u)
+            b.append(sign * (1 - u + u * u) * 2.0**-24 * scale)
+            c.append(sign * scale)
+    a, b, c = (np.array(v, F32) for v in (a, b, c))
+    naive = (a.astype(np.float64) * b.astype(np.float64) + c.astype(np.float64)).astype(F32)
+    hard = len(a)
+    a = np.concatenate([a, (rng.standard_normal(400) * 2.0 ** rng.integers(-70, 70, 400)).astype(F32),
+                        F32([0.0, -0.0, 1e-40, 3.0])])
+    b = np.concatenate([b, (rng.standard_normal(400) * 2.0 ** rng.integers(-70, 70, 400)).astype(F32),
+                        F32([-0.0, 0.0, 1e-3, 1e-45])])
+    c = np.concatenate([c, (rng.standard_normal(400) * 2.0 ** rng.integers(-140, 70, 400)).astype(F32),
+                        F32([-0.0, -0.0, -1e-43, 0.0])])
+    want = np.array([_correctly_rounded_fma(*t) for t in zip(a, b, c)], F32)
+    twin = float_conv.fma32(a, b, c)
+    np.testing.assert_array_equal(twin.view(np.int32), want.view(np.int32))
+    assert np.all(naive != want[:hard])  # the cases do round twice in float64
+    x = a.reshape(-1, 1, 1, 1)
+    for i in range(len(a)):  # one weight per conv: each case as its own 1x1 conv
+        ref = reference.conv2d_float(x[i:i + 1], b[i].reshape(1, 1, 1, 1), c[i:i + 1])
+        assert ref.view(np.int32)[0, 0, 0, 0] == want.view(np.int32)[i]
+    for name in BACKENDS:
+        kernels.set_backend(name)
+        got = np.array([kernels.conv2d_float(x[i:i + 1], b[i].reshape(1, 1, 1, 1), c[i:i + 1])
+                        [0, 0, 0, 0] for i in range(len(a))], F32)
+        np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32), err_msg=name)
+
+
 def test_panels_are_checked_and_optional():
     x, weight, bias = operands(np.random.default_rng(1), 1, 6, 6, 4, 10, 3, 3, 2)
     panels = kernels.conv2d_float_panels(weight, 2)
-    assert panels.shape == (2, 3, 3, 2, 8) and panels.dtype == np.float64
+    assert panels.shape == (2, 3, 3, 2, 16) and panels.dtype == np.float32
     np.testing.assert_array_equal(panels[1, 2, 0, 1, :5], weight[5:, 2, 0, 1])
     assert not panels[..., 5:].any()
     np.testing.assert_array_equal(kernels.conv2d_float(x, weight, bias, groups=2, panels=panels),
                                   kernels.conv2d_float(x, weight, bias, groups=2))
     for ops in (reference, kernels):
         with pytest.raises(ValueError, match=r"^conv2d_float: panels must have shape "
-                                             r"\(2, 3, 3, 2, 8\)"):
+                                             r"\(2, 3, 3, 2, 16\)"):
             ops.conv2d_float(x, weight, bias, groups=2, panels=panels[:1])
 
 
@@ -235,7 +285,7 @@ def test_the_runner_takes_conv_real_and_dense_real_through_the_kernel():
     dense = dict(tensors=dict(weight=rng.standard_normal((7, 20)).astype(F32), bias=bias[:7]))
     yd = host._dense_real(1, dense, xd)
     assert yd.shape == (3, 7) and [(shape, p.shape) for shape, p in calls] == [
-        (x.shape, (1, 3, 3, 3, 8)), ((3, 1, 1, 20), (1, 1, 1, 20, 8))]
+        (x.shape, (1, 3, 3, 3, 16)), ((3, 1, 1, 20), (1, 1, 1, 20, 16))]
     host._conv_real(0, conv, x)  # the weight layout is made once per op and kept
     assert len(calls) == 3 and calls[2][1] is calls[0][1]
     np.testing.assert_allclose(yd, float_ops.dense_real(xd, **dense["tensors"]), rtol=1e-5,

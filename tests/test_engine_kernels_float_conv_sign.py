@@ -3,7 +3,7 @@ bit for bit equal to the numpy twin (float_conv_sign) over float32 / float64, NH
 pad values 0 and +-1, ties, infinite thresholds, flips and more than 64 channels; the twin equal
 to the im2col float path where the float64 sums are exact; the graph runner takes a one-group
 float first conv through it (float and per-channel uint8 input) and keeps the generic path for
-groups; strict argument checks, hostile core calls; the float64 FMA probe."""
+groups; strict argument checks, hostile core calls; the float32 FMA probe."""
 import numpy as np
 import pytest
 import torch
@@ -194,7 +194,7 @@ def test_argument_errors(ops):
 
 def test_hostile_core_calls_are_refused_before_memory_is_touched():
     x, b = np.zeros((1, 5, 5, 4), F32), np.zeros(6, F32)
-    w = kernels.conv2d_float_panels(np.ones((6, 3, 3, 4), F32), 1)
+    w = kernels.conv2d_float_sign_panels(np.ones((6, 3, 3, 4), F32))
     flip, out = np.zeros(6, np.uint8), np.empty((1, 3, 3, 1), np.uint64)
     geometry = (1, 5, 5, 4, 6, 3, 3, 1, 1, 0, 0, 1, 1, 1)
     _core.conv2d_float_sign(x, False, False, 0.0, w, geometry, b, b, flip, out)  # well-formed
@@ -219,7 +219,7 @@ def test_hostile_core_calls_are_refused_before_memory_is_touched():
 def test_fma_probe():
     for name in BACKENDS:
         kernels.set_backend(name)
-        per_step = 12 * 8 if kernels.kernel_table()[name]["conv2d_float"] == "avx512f" else 8
+        per_step = 12 * 16 if kernels.kernel_table()[name]["conv2d_float"] == "avx512f" else 8
         assert kernels.fma_probe(1000, 2) == 2 * 1000 * per_step
     with pytest.raises(ValueError, match=r"^fma_probe: threads must be a positive int"):
         kernels.fma_probe(10, 0)

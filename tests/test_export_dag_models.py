@@ -10,7 +10,10 @@ and the user-built networks, the criteria (:func:`assert_agrees`) are:
 - near-ties: a decision that differs from torch's in a sample without an earlier differing
   bit, at most 1 in 10^5 of the decisions, with its input within 1e-5 of the threshold
   relative to the typical size of that input (float32 rounding: the engine sums real
-  convolutions in its own order and folds batch norms); at most 0.1 % of the samples hold one;
+  convolutions in its own order and folds batch norms); at most 1 % of the samples hold one
+  (a sample with one such near-tie diverges after it: over seeds 0-5 of the four zoo tests,
+  6,144 samples, 4 did with the engine's float32 fused multiply-add sums and 3 with the float64
+  sums it had before, every one within 3.5e-8 of its threshold, one exactly on it);
 - logits within 1e-4 of the sample's largest logit for the samples without a differing
   decision (one flipped bit moves the logits by a binary weight times the scale).
 """
@@ -44,7 +47,7 @@ def assert_agrees(result):
     decisions = sum(r["decisions"] for r in result["signs"].values())
     near_ties = sum(r["differ"] for r in result["signs"].values())
     assert near_ties <= decisions * 1e-5, result
-    assert result["diverged_samples"] <= result["samples"] * 1e-3, result
+    assert result["diverged_samples"] <= result["samples"] * 1e-2, result
     assert all(r["max_margin_scale"] <= 1e-5 for r in result["signs"].values()), result
 
 

@@ -3,9 +3,8 @@ and numpy twin (the compiled kernel is :func:`binarynet.engine.kernels.conv2d_fl
 
 A first conv of a paper network (``first_conv`` of graph.py, float input) computes
 z = float32(sum of x * w in float64) + float32 bias and keeps only the sign bit
-z >= thresh (z <= thresh where flip). The sums here are conv2d_float's, in its one order
-(from 0, taps (kh, kw), then input channels: :func:`float_conv.float64_sums`), so the kernel
-adds the bias, compares and packs while the sums are in registers and never writes the floats.
+z >= thresh (z <= thresh where flip). The sums are float64 in one order (from 0, taps (kh, kw), then input
+channels: :func:`float_conv.float64_sums`), on conv2d_float's tiles, so the kernel adds the bias, compares and packs while the sums are in registers and never writes the floats.
 The input may be float32 or float64 (uint8 images normalised per channel), NHWC or NCHW (the
 model's own layout: no transposed copy), padded with the layer's pad value (0 or +-1).
 """
@@ -17,7 +16,13 @@ from . import float_conv
 from . import reference as _ref
 from .graph import conv_geometry
 
-__all__ = ["check", "conv2d_float_sign"]
+__all__ = ["check", "sign_panels", "conv2d_float_sign"]
+
+
+def sign_panels(weight) -> np.ndarray:
+    """Checked float32 weights (O, KH, KW, C) -> the kernel's float64 panels."""
+    return float_conv.layout_sign_panels(
+        _ref._check_array("conv2d_float_sign_panels", "weight", weight, np.float32, 4))
 
 
 def check(x, weight, bias, thresh, flip, stride, padding, dilation, pad_value, nchw, panels):
@@ -45,11 +50,11 @@ def check(x, weight, bias, thresh, flip, stride, padding, dilation, pad_value, n
     nhwc_shape = (x.shape[0], x.shape[2], x.shape[3], c) if nchw else x.shape
     stride, padding, dilation, ho, wo = conv_geometry(op, nhwc_shape, weight.shape, stride,
                                                       padding, dilation, "zero")
-    want = float_conv.panels_shape(weight.shape, 1)
-    panels = float_conv.layout_panels(weight, 1) if panels is None else _ref._check_array(
+    want = float_conv.sign_panels_shape(weight.shape)
+    panels = float_conv.layout_sign_panels(weight) if panels is None else _ref._check_array(
         op, "panels", panels, np.float64, len(want))
     if panels.shape != want:
-        raise ValueError(f"{op}: panels must have shape {want} (conv2d_float_panels), got "
+        raise ValueError(f"{op}: panels must have shape {want} (conv2d_float_sign_panels), got "
                          f"{panels.shape}")
     return x, weight, bias, thresh, flip, stride, padding, dilation, ho, wo, panels, \
         float(pad_value)
@@ -60,7 +65,7 @@ def conv2d_float_sign(x, weight, bias, thresh, flip, stride=(1, 1), padding=(0, 
     """Bits (N, Ho, Wo, ceil(O/64)) of z = float32(s) + bias against thresh (flip: <=), s the
     float64 sums of x (N, H, W, C), or (N, C, H, W) when ``nchw``, float32 or float64 (then
     with +-1 weights), padded with ``pad_value``, times weight (O, KH, KW, C) float32, from 0
-    in conv2d_float's order. thresh float32 (O,) (+-inf allowed), flip bool (O,) or None."""
+    in the kernel's order. thresh float32 (O,) (+-inf allowed), flip bool (O,) or None."""
     x, weight, bias, thresh, flip, stride, padding, dilation, ho, wo, _, pad_value = check(
         x, weight, bias, thresh, flip, stride, padding, dilation, pad_value, nchw, panels)
     nhwc = x.transpose(0, 2, 3, 1) if nchw else x

@@ -36,7 +36,8 @@ from binarynet.engine.kernels_first import layout_first_layer as _layout_first_l
 from binarynet.engine.kernels_first import (
     layout_int_conv_threshold as _layout_int_conv_threshold)
 from binarynet.engine.kernels_real import (  # noqa: F401 (re-exported: kernels.conv2d_float...)
-    avgpool2d_float, conv2d_float, conv2d_float_panels, conv2d_float_sign, fma_probe,
+    avgpool2d_float, conv2d_float, conv2d_float_panels, conv2d_float_sign,
+    conv2d_float_sign_panels, fma_probe,
     global_avgpool_float, maxpool2d_float)
 from binarynet.engine.prepared import Prepared
 from binarynet.engine.prepared import aligned as _aligned

@@ -14,6 +14,7 @@ from binarynet.engine.pool_float_checks import check_pool2d_float
 from binarynet.engine.prepared import aligned as _aligned
 
 __all__ = ["conv2d_float", "conv2d_float_sign", "fma_probe", "conv2d_float_panels",
+           "conv2d_float_sign_panels",
            "maxpool2d_float", "avgpool2d_float", "global_avgpool_float"]
 
 
@@ -24,8 +25,8 @@ __all__ = ["conv2d_float", "conv2d_float_sign", "fma_probe", "conv2d_float_panel
 def conv2d_float(x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, *,
                  panels=None) -> np.ndarray:
     """float32 convolution with zero padding -> (N, Ho, Wo, O); see
-    :func:`binarynet.engine.reference.conv2d_float` (bit for bit: float64 sums in a fixed
-    order). Direct (no patch matrix, no BLAS), output channels across the vector lanes; a dense
+    :func:`binarynet.engine.reference.conv2d_float` (bit for bit: float32 fused multiply-adds
+    in a fixed order). Direct (no patch matrix, no BLAS), output channels across the vector lanes; a dense
     layer is the 1x1 conv of (N, 1, 1, K) by (O, 1, 1, K). Pass ``panels``
     (:func:`conv2d_float_panels`) to skip laying out the weights on every call."""
     x, weight, bias, stride, padding, dilation, groups, ho, wo, panels = (
@@ -60,10 +61,10 @@ def conv2d_float_sign(x, weight, bias, thresh, flip, stride=(1, 1), padding=(0, 
 
 @_after_environment
 def fma_probe(iterations: int, threads: int) -> int:
-    """Run ``iterations`` in-register float64 multiply-add steps per thread on ``threads``
+    """Run ``iterations`` in-register float32 multiply-add steps per thread on ``threads``
     threads of the pool (12 zmm chains on the AVX-512 row, scalar ones elsewhere: the
     instructions conv2d_float's kernel of that row uses) and return the multiply-adds done;
-    time the call for this CPU's float64 FMA peak, the ceiling of conv2d_float."""
+    time the call for this CPU's float32 FMA peak, the ceiling of conv2d_float."""
     for name, value in (("iterations", iterations), ("threads", threads)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"fma_probe: {name} must be a positive int, got {value!r}")
@@ -71,6 +72,11 @@ def fma_probe(iterations: int, threads: int) -> int:
 
 
 conv2d_float_panels = _ref.conv2d_float_panels  # a numpy re-layout: one implementation
+
+
+def conv2d_float_sign_panels(weight):
+    """:func:`conv2d_float_sign`'s weights (O, KH, KW, C) float32 as the C kernel reads them."""
+    return float_conv_sign.sign_panels(weight)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -652,7 +652,7 @@ def _check_conv2d_float(x, weight, bias, stride, padding, dilation, groups, pane
     geometry = conv_geometry(op, x.shape, weight.shape, stride, padding, dilation, "zero")
     want = float_conv.panels_shape(weight.shape, groups)
     panels = float_conv.layout_panels(weight, groups) if panels is None else _check_array(
-        op, "panels", panels, np.float64, len(want))
+        op, "panels", panels, np.float32, len(want))
     if panels.shape != want:
         raise ValueError(f"{op}: panels must have shape {want} (conv2d_float_panels), got "
                          f"{panels.shape}")
@@ -663,17 +663,15 @@ def conv2d_float(x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 1)
                  panels=None):
     """float32 convolution with zero padding: x (N, H, W, C) C-contiguous, weight
     (O, KH, KW, C/groups), bias (O,) -> (N, Ho, Wo, O); :func:`float_ops.conv_real` up to the
-    sums, which are float64 in a fixed order (the compiled kernel's, bit for bit): y = bias,
-    then for each tap (kh, kw) and each input channel ci of the group, y = y + x * w (the
-    product exact), and finally y rounded to float32. ``panels``: the weights laid out by
-    :func:`conv2d_float_panels` (kept by a caller; only checked here)."""
+    sums, which are float32 fused multiply-adds in a fixed order (the compiled kernel's, bit for
+    bit): y = bias, then for each tap (kh, kw) and each input channel ci of the group,
+    y = fma(x, w, y) (:func:`float_conv.fma32`: one rounding a term). ``panels``: the weights
+    laid out by :func:`conv2d_float_panels` (kept by a caller; only checked here)."""
     x, weight, bias, stride, padding, dilation, groups, ho, wo, _ = _check_conv2d_float(
         x, weight, bias, stride, padding, dilation, groups, panels)
     ph, pw = padding
-    padded = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0))).astype(np.float64)
-    y = float_conv.float64_sums(padded, weight, bias.astype(np.float64), stride, dilation,
-                                (ho, wo), groups)
-    return y.astype(np.float32)
+    padded = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    return float_conv.float32_sums(padded, weight, bias, stride, dilation, (ho, wo), groups)
 
 
 def set_num_threads(n) -> None:

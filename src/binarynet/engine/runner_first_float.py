@@ -28,11 +28,11 @@ class FloatFirstLayer:
             tuple(op["dilation"]), pad_value=op["pad_value"], nchw=True, panels=panels)
 
     def _first_conv_panels(self, op):
-        """The first conv's +-1 weights as float32 (O, KH, KW, C) and as conv2d_float panels."""
+        """The first conv's +-1 weights as float32 (O, KH, KW, C) and as conv2d_float_sign panels."""
         (kh, kw), c = op["kernel"], op["in_channels"]
         pm1 = self.kernels.unpack(self.xp.contiguous(self._t(op, "weight")), kh * kw * c)
         weight = np.ascontiguousarray(pm1.reshape(-1, kh, kw, c), dtype=np.float32)
-        return weight, self.kernels.conv2d_float_panels(weight, 1)
+        return weight, self.kernels.conv2d_float_sign_panels(weight)
 
     def _first_dense_float_bits(self, op, x, k):
         """Bits of a first dense layer of float32 input, equal to those from its float64 sums

@@ -1,5 +1,5 @@
 /* Python bindings of the real-valued convolution (float_conv.c): conv2d_float (float32 out),
- * conv2d_float_sign (the float first conv, bits out) and fma_probe (the float64 FMA peak). The
+ * conv2d_float_sign (the float first conv, bits out) and fma_probe (the float32 FMA peak). The
  * shared checks are in bindings.h; every size is checked before any kernel touches memory. */
 #include "bindings.h"
 
@@ -32,17 +32,18 @@ static int parse_geometry(const char *op, PyObject *geom, bn_fconv_shape *s) {
            conv_axis(op, "width", s->w, s->kw, s->sw, s->pw, s->dw, &s->wo);
 }
 
-/* float64 panels of depthwise weights (KH * KW, opad), else (groups, KH * KW, C/groups, opad) */
-static int check_panels(const char *op, const bn_fconv_shape *s, const Py_buffer *p) {
+/* panels of `item`-byte floats in vectors of `lanes`: depthwise weights (KH * KW, opad), else
+ * (groups, KH * KW, C/groups, opad) */
+static int check_panels(const char *op, const bn_fconv_shape *s, const Py_buffer *p, size_t item,
+                        size_t lanes) {
     const size_t cg = s->c / s->groups, og = s->o / s->groups;
     const int depthwise = cg == 1 && og == 1;
-    const size_t lanes = depthwise ? s->o : og;
-    const size_t opad = (lanes + BN_FCONV_LANES - 1) / BN_FCONV_LANES * BN_FCONV_LANES;
-    if (depthwise) return CHECK_BUFFER(op, "panels", p, 8, s->kh, s->kw, opad);
-    return CHECK_BUFFER(op, "panels", p, 8, s->groups, s->kh, s->kw, cg, opad);
+    const size_t width = depthwise ? s->o : og, opad = (width + lanes - 1) / lanes * lanes;
+    if (depthwise) return CHECK_BUFFER(op, "panels", p, item, s->kh, s->kw, opad);
+    return CHECK_BUFFER(op, "panels", p, item, s->groups, s->kh, s->kw, cg, opad);
 }
 
-/* conv2d_float(x, panels, bias, geometry, out): float32 NHWC x, float64 panels (core.h),
+/* conv2d_float(x, panels, bias, geometry, out): float32 NHWC x, float32 panels (core.h),
  * float32 bias (O,) -> float32 out (N, Ho, Wo, O) */
 PyObject *py_conv2d_float(PyObject *self, PyObject *args) {
     Py_buffer x, w, bias, out;
@@ -54,11 +55,11 @@ PyObject *py_conv2d_float(PyObject *self, PyObject *args) {
     const char *op = "conv2d_float";
     bn_fconv_shape s;
     if (parse_geometry(op, geom, &s) || CHECK_BUFFER(op, "x", &x, 4, s.n, s.h, s.w, s.c) ||
-        check_panels(op, &s, &w) || CHECK_BUFFER(op, "bias", &bias, 4, s.o) ||
+        check_panels(op, &s, &w, 4, BN_FCONV_LANES32) || CHECK_BUFFER(op, "bias", &bias, 4, s.o) ||
         CHECK_BUFFER(op, "out", &out, 4, s.n, s.ho, s.wo, s.o))
         goto done;
-    bn_fconv_job job = {&s, x.buf, 0, 0, 0.0, (const double *)w.buf, (const float *)bias.buf,
-                        (float *)out.buf, NULL, NULL, 0, 0, 0, 0};
+    bn_fconv_job job = {&s, x.buf, 0, 0, 0.0, NULL, (const float *)bias.buf, (float *)out.buf,
+                        NULL, NULL, 0, 0, 0, 0, (const float *)w.buf, NULL, 0.0f, 0};
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = bn_conv2d_float(&job);
@@ -92,7 +93,7 @@ PyObject *py_conv2d_float_sign(PyObject *self, PyObject *args) {
     const size_t item = f64 ? 8 : 4;
     if ((nchw ? CHECK_BUFFER(op, "x", &x, item, s.n, s.c, s.h, s.w)
               : CHECK_BUFFER(op, "x", &x, item, s.n, s.h, s.w, s.c)) ||
-        check_panels(op, &s, &w) || CHECK_BUFFER(op, "bias", &bias, 4, s.o) ||
+        check_panels(op, &s, &w, 8, BN_FCONV_LANES) || CHECK_BUFFER(op, "bias", &bias, 4, s.o) ||
         CHECK_BUFFER(op, "thresh", &thresh, 4, s.o) || CHECK_BUFFER(op, "flip", &flip, 1, s.o) ||
         CHECK_BUFFER(op, "out", &out, 8, s.n, s.ho, s.wo, bn_words(s.o)))
         goto done;
@@ -110,8 +111,8 @@ done:
     return ret;
 }
 
-/* fma_probe(iterations, threads) -> float64 multiply-adds done (the caller times the call) */
-#define FMA_PROBE_MAX_ITERATIONS ((Py_ssize_t)1 << 40) /* x 96 FMAs x 256 threads < 2**63 */
+/* fma_probe(iterations, threads) -> float32 multiply-adds done (the caller times the call) */
+#define FMA_PROBE_MAX_ITERATIONS ((Py_ssize_t)1 << 40) /* x 192 FMAs x 256 threads < 2**63 */
 PyObject *py_fma_probe(PyObject *self, PyObject *args) {
     Py_ssize_t iterations;
     int threads;

@@ -233,13 +233,17 @@ int bn_first_dense_float_sign(const float *x, const uint64_t *w, const uint64_t 
                               size_t m, size_t n, size_t k, uint64_t *out);
 
 /* ---- real-valued convolution (float_conv.c, float_conv_avx512.c) ---------------------------- */
-/* x (N, H, W, C) (or (N, C, H, W)), float32 (or float64), padded with `pad`; weights as float64
- * panels (float_conv.py: depthwise (KH * KW, opad), else (groups, KH * KW, C/groups, opad); opad
- * = the group's outputs rounded up to BN_FCONV_LANES, zeros past them); sums float64 from bias
- * (or 0), then taps (kh, kw), then input channels, rounded once to float32 -> out (N, Ho, Wo, O),
- * or, with `sign`, bits (N, Ho, Wo, ceil(O/64)) of z = float32(sum) + sign->bias (float32):
- * z >= thresh (z <= thresh where flip). */
+/* Two jobs on one driver. The real stream's conv (`out`): x (N, H, W, C) float32, zero padded;
+ * weights as float32 panels32 (float_conv.py: depthwise (KH * KW, opad32), else (groups,
+ * KH * KW, C/groups, opad32); opad32 = the group's outputs rounded up to BN_FCONV_LANES32, zeros
+ * past them); each sum float32 from bias, then taps (kh, kw), then input channels, one fused
+ * multiply-add a term -> out (N, Ho, Wo, O). The float-input first conv (`sign`): x (N, H, W, C)
+ * (or (N, C, H, W)), float32 (or float64), padded with `pad`, one group; weights as float64
+ * panels (KH * KW, C, opad), opad a multiple of BN_FCONV_LANES; sums float64 from 0 in the same
+ * order, rounded once to float32 -> bits (N, Ho, Wo, ceil(O/64)) of z = float32(sum) +
+ * sign->bias (float32): z >= thresh (z <= thresh where flip). */
 #define BN_FCONV_LANES 8
+#define BN_FCONV_LANES32 16
 typedef struct {
     size_t n, h, w, c, o, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, groups;
 } bn_fconv_shape;
@@ -253,32 +257,37 @@ typedef struct {
     const void *x;
     int x_f64, x_nchw;
     double pad;
-    const double *panels;
-    const float *bias;          /* (O,): the sums' start; NULL: 0 */
-    float *out;                 /* float32 out, or NULL (bits: sign) */
+    const double *panels;       /* sign: float64 panels; NULL for the real conv */
+    const float *bias;          /* out: (O,), the sums' start */
+    float *out;                 /* the real conv's float32 out, or NULL (bits: sign) */
     const bn_fconv_sign *sign;
     const uint8_t *flip8;       /* sign: flip bits, 8 channels a byte (LSB first) */
     size_t cg, og, opad;        /* per group: input and output channels; panel row length */
     int depthwise;              /* cg == og == 1 < groups: channels across the lanes */
-    /* the float32 sign path (float_conv.c says when and why): panels32 (KH * KW, C, opad32)
-     * float32; an output's error bound is factor32[o] * (a band's max |x|) + tiny32 */
+    /* float32 panels (KH * KW, C/groups, opad32): the real conv's (the caller's), or those the
+     * float32 sign path makes (float_conv.c says when and why), whose output's error bound is
+     * factor32[o] * (a band's max |x|) + tiny32 */
     const float *panels32, *factor32;
     float tiny32;
     size_t opad32;
 } bn_fconv_job;
-/* A band of the padded input of image n, float64 (rows, cols, C): padded rows from oy0 * sh and
- * padded columns from ox0 * sw, enough for output rows [oy0, oy1) x columns [ox0, ox1). */
+/* A band of the padded input of image n, float64 (x) or float32 (x32) (rows, cols, C): padded
+ * rows from oy0 * sh and padded columns from ox0 * sw, enough for output rows [oy0, oy1) x
+ * columns [ox0, ox1). */
 typedef struct {
     const double *x;
-    const float *x32;                 /* the float32 sign path's band (x unused), else NULL */
-    const float *bound32;             /* and its outputs' error bounds (opad32) */
+    const float *x32;                 /* the float32 band (x unused), else NULL */
+    const float *bound32;             /* the float32 sign path's error bounds (opad32) */
     size_t n, oy0, oy1, ox0, ox1, ld; /* ld: values per band row; depthwise: x is only room */
     size_t o0, o1; /* one group: its output channels [o0, o1) (o1 may pass O); else all */
 } bn_fconv_band;
 typedef struct {
     const char *name;
-    /* the outputs of a band; acc: O + BN_FCONV_LANES doubles, then KH pointers of scratch */
+    /* the sign path's bits of a float64 band; acc: O + BN_FCONV_LANES doubles of scratch */
     void (*block)(const bn_fconv_job *j, const bn_fconv_band *b, double *acc);
+    /* the real conv's outputs of a float32 band (depthwise: none, read in place); room:
+     * O + BN_FCONV_LANES doubles, then KH pointers of scratch */
+    void (*block32)(const bn_fconv_job *j, const bn_fconv_band *b, double *room);
     void (*widen)(const float *x, size_t count, double *out); /* float32 -> float64 (bands) */
     uint64_t (*probe)(uint64_t iterations); /* one thread's in-register FMAs -> FMAs done */
     /* the sign bits of a float32 band (b->x32, count floats) by float32 sums, its bounds in
@@ -291,7 +300,8 @@ extern const bn_fconv_kernel bn_fconv_portable;
 #if BN_X86
 extern const bn_fconv_kernel bn_fconv_avx512;
 #endif
-/* BN_OK, BN_ENOMEM or BN_EOVERFLOW (job: s, x, x_f64, x_nchw, pad, panels, bias, out, sign) */
+/* BN_OK, BN_ENOMEM or BN_EOVERFLOW (job: s, x, then panels32, bias, out for the real conv, or
+ * x_f64, x_nchw, pad, panels, sign for the sign path) */
 int bn_conv2d_float(bn_fconv_job *job);
 /* depthwise: rows[ky] = the input of output pixels [ox, ox + nr) of row oy of b's image in
  * tap row ky, read in place where every tap is inside the image, else a zero-padded copy of
@@ -304,7 +314,7 @@ void bn_fconv_sign_pixel(const bn_fconv_job *j, size_t pixel, const double *acc)
 /* the float32 sign path's fallback: output channel c of the pixel at band offset x0 (float32),
  * summed in float64 in the kernels' order, its sign bit */
 int bn_fconv_sign_exact(const bn_fconv_job *j, const bn_fconv_band *b, const float *x0, size_t c);
-/* `threads` pool tasks of `iterations` in-register float64 FMA steps -> multiply-adds done */
+/* `threads` pool tasks of `iterations` in-register float32 FMA steps -> multiply-adds done */
 uint64_t bn_fma_probe(uint64_t iterations, int threads);
 
 /* ---- in-register peak probe (probe.c) -------------------------------------------------------- */

@@ -1,48 +1,50 @@
 /* conv2d_float: the real-valued stream's convolutions (graph format 3 conv_real, and dense_real
  * as a 1x1 conv on a 1x1 map) and the float-input first conv (bits out), direct, on the
- * engine's thread pool. This file: the driver, the input bands, the portable kernel, the
- * shared sign epilogue and the float64 FMA probe; float_conv_avx512.c: the AVX-512 kernel.
+ * engine's thread pool. This file: the driver, the input bands, the portable kernels, the
+ * shared sign epilogue and the FMA probe; float_conv_avx512.c: the AVX-512 kernels.
  *
  * No patch matrix and no BLAS: the shapes of a BNN's real layers (a 3-channel stem, depthwise
  * 3x3, 1x1 convs on small maps, batch 1) are far from what a GEMM library tunes for, and its
  * own threads would compete with this pool. Output channels run across the vector lanes: the
- * weights come as float64 panels (group, tap, input channel, rows of the group's output
- * channels padded with zeros to whole vectors; laid out once by the caller, float_conv.py), so
- * every input value is broadcast against a contiguous row of weights and every accumulator lane
- * is one finished output. Depthwise convs (one input and one output channel per group) instead
- * put the channels themselves across the lanes (panels (tap, channels)).
+ * weights come as panels (group, tap, input channel, rows of the group's output channels padded
+ * with zeros to whole vectors; laid out once by the caller, float_conv.py), so every input value
+ * is broadcast against a contiguous row of weights and every accumulator lane is one finished
+ * output. Depthwise convs (one input and one output channel per group) instead put the channels
+ * themselves across the lanes (panels (tap, channels)).
  *
- * Each task first copies the input its outputs read into a band: float64, NHWC, the zero (or
- * pad-value) border written in. So the kernels take no per-tap pointers and no border cases,
- * every multiply-add takes its operands as they are (no float32 -> float64 conversion in the
- * inner loop: that halved the FMA rate), and one input layout serves float32 or float64, NHWC
- * or NCHW images (the first conv reads the model's NCHW input without a transposed copy).
- * Depthwise convs instead read their float32 input in place (one load per multiply-add either
- * way; the band copy cost them 20-30%), border pixels from a small zero-padded patch. A 1x1
- * conv with stride 1 and no padding is one long row of N*H*W pixels (so its tiles stay full on
- * 7x7 maps), split across tasks by columns when there are fewer rows than tasks, or by output
- * channels when the row is short (weight-bound: dense layers, 1x1 convs on small maps).
+ * Each task first copies the input its outputs read into a band: NHWC, the zero (or pad-value)
+ * border written in. So the kernels take no per-tap pointers and no border cases, and one input
+ * layout serves NHWC or NCHW images (the first conv reads the model's NCHW input without a
+ * transposed copy). Depthwise convs instead read their input in place (one load per
+ * multiply-add either way; the band copy cost them 20-30%), border pixels from a small
+ * zero-padded patch. A 1x1 conv with stride 1 and no padding is one long row of N*H*W pixels
+ * (so its tiles stay full on 7x7 maps), split across tasks by columns when there are fewer rows
+ * than tasks, or by output channels when the row is short (weight-bound: dense layers, 1x1
+ * convs on small maps).
  *
- * Sums are float64, in one fixed order that the numpy twin (float_conv.py) repeats: y = bias
- * (0 for the first conv), then for each tap (kh, kw) and each input channel of the group,
- * y = y + x * w, and finally y rounded to float32. A float32 (or, for +-1 weights, float64)
- * product is exact in float64, so a fused multiply-add gives the same bits as a multiply and an
- * add, and every ISA row agrees with the twin bit for bit (a model gives the same floats on
- * every CPU). Float32 sums taken one term at a time would drift from PyTorch's blocked sums
- * enough to flip near-tie signs in the binary layers after them; float64 sums are closer to the
- * exact value than either.
+ * The real conv's sums are float32, in one fixed order that the numpy twin (float_conv.py)
+ * repeats: y = bias, then for each tap (kh, kw) and each input channel of the group,
+ * y = fma(x, w, y), one rounding a term, as PyTorch's float32 convolutions round (in their own
+ * orders): a model gives the same floats on every CPU and every ISA row, and the stem (7x7x3 ->
+ * 64 at 224x224: 118 M multiply-adds an image) runs at the float32 FMA rate, twice float64's.
+ * Summed in float64 instead, the engine's stream was closer to the exact values than torch's;
+ * in float32 it is as close as torch's: on randomised zoo models about one sample in a few
+ * hundred has a sign decision that differs from torch's, each a near-tie that
+ * export.exactness.agreement counts (tests/test_export_dag_models.py).
  *
- * The sign path of float32 input (a paper network's first conv) on rows with sign_block32
- * (AVX-512) sums in float32 instead, twice the lanes, and keeps the float64 path's bits: a
- * float32 dot product of K terms by fused multiply-adds is within gamma_K * sum |x_i w_i| of the
- * exact sum (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., §3.1; gamma_K =
- * K u / (1 - K u), u = 2^-24), and sum |x_i w_i| <= max |x| * sum_i |w_oi|, so per output o the
- * bound b_o = 3 gamma_K max|x| |w_o|_1 + K 2^-149 (the last for products that underflow), with
- * max |x| over the band (its pad values included), holds for every pixel of the band. Each
- * output is decided at s32 - b_o and s32 + b_o (z is monotone in the sum); where the two agree,
- * that is the float64 sum's decision, and the rest (near-ties, and any sum that is not finite)
- * is summed again in float64 in the kernels' order (bn_fconv_sign_exact). A band holding inf or
- * NaN takes the float64 path.
+ * The sign path (the float-input first conv of a paper network, bits out) decides on float64
+ * sums in the same order, y rounded once to float32, so its bits are those of the exact sum
+ * but for float32 near-ties (the paper chain's exactness). On rows with sign_block32 (AVX-512)
+ * with float32 input it sums in float32 instead, twice the lanes, and keeps the float64 path's
+ * bits: a float32 dot product of K terms by fused multiply-adds is within gamma_K *
+ * sum |x_i w_i| of the exact sum (Higham, Accuracy and Stability of Numerical Algorithms, 2nd
+ * ed., §3.1; gamma_K = K u / (1 - K u), u = 2^-24), and sum |x_i w_i| <= max |x| * sum_i |w_oi|,
+ * so per output o the bound b_o = 3 gamma_K max|x| |w_o|_1 + K 2^-149 (the last for products
+ * that underflow), with max |x| over the band (its pad values included), holds for every pixel
+ * of the band. Each output is decided at s32 - b_o and s32 + b_o (z is monotone in the sum);
+ * where the two agree, that is the float64 sum's decision, and the rest (near-ties, and any sum
+ * that is not finite) is summed again in float64 in the kernels' order (bn_fconv_sign_exact).
+ * A band holding inf or NaN takes the float64 path.
  */
 #include "core.h"
 
@@ -118,68 +120,83 @@ void bn_fconv_depthwise_rows(const bn_fconv_job *j, const bn_fconv_band *b, size
 }
 
 /* ---- portable: the reference (plain C) ------------------------------------------------------ */
-static void depthwise_portable(const bn_fconv_job *j, const bn_fconv_band *b, double *acc) {
-    const bn_fconv_shape *s = j->s;
-    const float **rows = (const float **)(acc + s->o + LANES);
-    for (size_t oy = b->oy0; oy < b->oy1; ++oy)
-        for (size_t ox = b->ox0; ox < b->ox1; ++ox) {
-            bn_fconv_depthwise_rows(j, b, oy, ox, 1, 0, s->c, rows);
-            for (size_t g = 0; g < s->o; ++g) {
-                acc[g] = j->bias ? (double)j->bias[g] : 0.0;
-                for (size_t ky = 0; ky < s->kh; ++ky)
-                    for (size_t kx = 0; kx < s->kw; ++kx)
-                        acc[g] += (double)rows[ky][kx * s->dw * s->c + g] *
-                                  j->panels[(ky * s->kw + kx) * j->opad + g];
-            }
-            const size_t pixel = (b->n * s->ho + oy) * s->wo + ox;
-            for (size_t g = 0; g < s->o; ++g) j->out[pixel * s->o + g] = (float)acc[g];
-        }
-}
-
+/* the sign path: float64 sums of one group into its bits */
 static void block_portable(const bn_fconv_job *j, const bn_fconv_band *b, double *acc) {
     const bn_fconv_shape *s = j->s;
-    if (j->depthwise) {
-        depthwise_portable(j, b, acc);
-        return;
-    }
-    const size_t taps = s->kh * s->kw, c = s->c, cols = b->ld / c;
+    const size_t c = s->c, cols = b->ld / c;
     for (size_t oy = b->oy0; oy < b->oy1; ++oy)
         for (size_t ox = b->ox0; ox < b->ox1; ++ox) {
             const double *x0 = b->x + ((oy - b->oy0) * s->sh * cols + (ox - b->ox0) * s->sw) * c;
-            const size_t o0 = b->o0, o1 = b->o1 < s->o ? b->o1 : s->o; /* all, unless one group */
-            for (size_t o = 0; o < s->o; ++o) acc[o] = j->bias ? (double)j->bias[o] : 0.0;
-            for (size_t g = 0; g < s->groups; ++g) {
-                double *ag = acc + g * j->og;
-                /* the group's outputs in [o0, o1) */
-                const size_t lo = o0 > g * j->og ? o0 - g * j->og : 0;
-                const size_t hi = o1 - g * j->og < j->og ? o1 - g * j->og : j->og;
-                const double *wp = j->panels + g * taps * j->cg * j->opad;
+            for (size_t o = 0; o < s->o; ++o) acc[o] = 0.0;
+            const double *wp = j->panels;
+            for (size_t ky = 0; ky < s->kh; ++ky)
+                for (size_t kx = 0; kx < s->kw; ++kx) {
+                    const double *xp = x0 + ky * s->dh * b->ld + kx * s->dw * c;
+                    for (size_t ci = 0; ci < c; ++ci, wp += j->opad)
+                        for (size_t o = 0; o < s->o; ++o) acc[o] += xp[ci] * wp[o];
+                }
+            bn_fconv_sign_pixel(j, (b->n * s->ho + oy) * s->wo + ox, acc);
+        }
+}
+
+/* the real conv, depthwise: each channel's taps from its rows, fmaf a term */
+static void depthwise32_portable(const bn_fconv_job *j, const bn_fconv_band *b, double *room) {
+    const bn_fconv_shape *s = j->s;
+    const float **rows = (const float **)(room + s->o + LANES);
+    for (size_t oy = b->oy0; oy < b->oy1; ++oy)
+        for (size_t ox = b->ox0; ox < b->ox1; ++ox) {
+            bn_fconv_depthwise_rows(j, b, oy, ox, 1, 0, s->c, rows);
+            float *y = j->out + ((b->n * s->ho + oy) * s->wo + ox) * s->o;
+            for (size_t g = 0; g < s->o; ++g) {
+                float acc = j->bias[g];
                 for (size_t ky = 0; ky < s->kh; ++ky)
-                    for (size_t kx = 0; kx < s->kw; ++kx) {
-                        const double *xp = x0 + ky * s->dh * b->ld + kx * s->dw * c;
-                        for (size_t ci = 0; ci < j->cg; ++ci, wp += j->opad)
-                            for (size_t o = lo; o < hi; ++o) ag[o] += xp[g * j->cg + ci] * wp[o];
-                    }
-            }
-            const size_t pixel = (b->n * s->ho + oy) * s->wo + ox;
-            if (j->out) {
-                for (size_t o = o0; o < o1; ++o) j->out[pixel * s->o + o] = (float)acc[o];
-            } else {
-                bn_fconv_sign_pixel(j, pixel, acc);
+                    for (size_t kx = 0; kx < s->kw; ++kx)
+                        acc = fmaf(rows[ky][kx * s->dw * s->c + g],
+                                   j->panels32[(ky * s->kw + kx) * j->opad32 + g], acc);
+                y[g] = acc;
             }
         }
 }
 
-/* one thread's share of the probe: 8 chains of float64 multiply-add, as the portable kernel's
+/* the real conv: float32 sums of the band's outputs [o0, o1) (all groups' when there are
+ * several), fmaf a term */
+static void block32_portable(const bn_fconv_job *j, const bn_fconv_band *b, double *room) {
+    const bn_fconv_shape *s = j->s;
+    if (j->depthwise) {
+        depthwise32_portable(j, b, room);
+        return;
+    }
+    const size_t taps = s->kh * s->kw, c = s->c, cols = b->ld / c;
+    const size_t o0 = b->o0, o1 = b->o1 < s->o ? b->o1 : s->o;
+    for (size_t oy = b->oy0; oy < b->oy1; ++oy)
+        for (size_t ox = b->ox0; ox < b->ox1; ++ox) {
+            const float *x0 = b->x32 + ((oy - b->oy0) * s->sh * cols + (ox - b->ox0) * s->sw) * c;
+            float *y = j->out + ((b->n * s->ho + oy) * s->wo + ox) * s->o;
+            for (size_t o = o0; o < o1; ++o) {
+                const size_t g = o / j->og;
+                const float *wp = j->panels32 + g * taps * j->cg * j->opad32 + (o - g * j->og);
+                float acc = j->bias[o];
+                for (size_t ky = 0; ky < s->kh; ++ky)
+                    for (size_t kx = 0; kx < s->kw; ++kx) {
+                        const float *xp = x0 + ky * s->dh * b->ld + kx * s->dw * c + g * j->cg;
+                        for (size_t ci = 0; ci < j->cg; ++ci, wp += j->opad32)
+                            acc = fmaf(xp[ci], *wp, acc);
+                    }
+                y[o] = acc;
+            }
+        }
+}
+
+/* one thread's share of the probe: 8 chains of float32 multiply-add, as the portable kernel's
  * (the chains cannot be folded: no -ffast-math, no contraction) */
 static uint64_t probe_portable(uint64_t iterations) {
-    double a0 = 1, a1 = 2, a2 = 3, a3 = 4, a4 = 5, a5 = 6, a6 = 7, a7 = 8;
-    const double m = 0.999999, c = 1e-7;
+    float a0 = 1, a1 = 2, a2 = 3, a3 = 4, a4 = 5, a5 = 6, a6 = 7, a7 = 8;
+    const float m = 0.999999f, c = 1e-7f;
     for (uint64_t i = 0; i < iterations; ++i) {
-        a0 = a0 * m + c; a1 = a1 * m + c; a2 = a2 * m + c; a3 = a3 * m + c;
-        a4 = a4 * m + c; a5 = a5 * m + c; a6 = a6 * m + c; a7 = a7 * m + c;
+        a0 = fmaf(a0, m, c); a1 = fmaf(a1, m, c); a2 = fmaf(a2, m, c); a3 = fmaf(a3, m, c);
+        a4 = fmaf(a4, m, c); a5 = fmaf(a5, m, c); a6 = fmaf(a6, m, c); a7 = fmaf(a7, m, c);
     }
-    const double sum = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
+    const float sum = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
     __asm__ volatile("" : : "g"(sum));
     return iterations * 8;
 }
@@ -188,8 +205,8 @@ static void widen_portable(const float *x, size_t count, double *out) {
     for (size_t i = 0; i < count; ++i) out[i] = (double)x[i];
 }
 
-const bn_fconv_kernel bn_fconv_portable = {"portable", block_portable, widen_portable,
-                                           probe_portable, NULL};
+const bn_fconv_kernel bn_fconv_portable = {"portable", block_portable, block32_portable,
+                                           widen_portable, probe_portable, NULL};
 
 /* ---- bands ------------------------------------------------------------------------------------ */
 static size_t band_rows(const bn_fconv_shape *s, size_t out_rows) {
@@ -233,8 +250,6 @@ static void fill_band(const bn_fconv_job *j, const bn_fconv_kernel *kr, bn_fconv
     const size_t lo = col0 < s->pw ? s->pw - col0 : 0;
     size_t hi = s->pw + s->w > col0 ? s->pw + s->w - col0 : 0;
     if (hi > cols) hi = cols;
-    if (j->depthwise) /* read in place (bn_fconv_depthwise_rows): the band is a patch's room */
-        return;
     for (size_t r = 0; r < rows; ++r) {
         double *d = band + r * b->ld;
         const size_t py = b->oy0 * s->sh + r;
@@ -246,8 +261,8 @@ static void fill_band(const bn_fconv_job *j, const bn_fconv_kernel *kr, bn_fconv
     }
 }
 
-/* fill_band for the float32 sign path: float32 band (float32 input), NHWC or NCHW -> its
- * floats */
+/* fill_band for float32 input (the real conv, the float32 sign path): a float32 band, NHWC or
+ * NCHW -> its floats */
 static size_t fill_band32(const bn_fconv_job *j, bn_fconv_band *b, float *band) {
     const bn_fconv_shape *s = j->s;
     const size_t rows = band_rows(s, b->oy1 - b->oy0), cols = band_cols(s, b->ox1 - b->ox0);
@@ -315,7 +330,8 @@ typedef struct {
     const bn_fconv_job *j;
     const bn_fconv_kernel *kr;
     size_t rows_per_task, cols_per_task, col_tasks, chunk_rows, band_doubles;
-    size_t outs_per_task, out_tasks; /* one group: its outputs split too (multiples of LANES) */
+    size_t outs_per_task, out_tasks; /* one group: its outputs split too (multiples of lanes) */
+    size_t lanes;                    /* the panels' vector: LANES32 (real conv) or LANES (sign) */
     int sign32;                      /* the float32 sign path */
     bn_scratch scratch;
 } fconv_run;
@@ -339,10 +355,15 @@ static void fconv_task(void *ctx, long task, int worker) {
         b.oy1 = b.oy0 + run->chunk_rows;
         if (b.oy1 > s->ho) b.oy1 = s->ho;
         if (b.oy1 - b.oy0 > r1 - r) b.oy1 = b.oy0 + (r1 - r);
-        /* the float32 sign path's bounds in the float64 path's room for its sums */
         double *room = band + run->band_doubles;
-        if (!run->sign32 || run->kr->sign_block32(run->j, &b, fill_band32(run->j, &b, (float *)band),
-                                                  (float *)room)) {
+        if (run->j->out) { /* the real conv; depthwise: read in place, the band a patch's room */
+            b.x = band;
+            if (!run->j->depthwise) fill_band32(run->j, &b, (float *)band);
+            run->kr->block32(run->j, &b, room);
+        } else if (!run->sign32 || /* the float32 sign path's bounds in the sums' room */
+                   run->kr->sign_block32(run->j, &b, fill_band32(run->j, &b, (float *)band),
+                                         (float *)room)) {
+            b.x32 = NULL;
             fill_band(run->j, run->kr, &b, band);
             run->kr->block(run->j, &b, room);
         }
@@ -368,20 +389,22 @@ static size_t split_tasks(fconv_run *run, int threads) {
     run->rows_per_task = 1;
     /* (the sign epilogue writes whole words of a pixel: its outputs are not split) */
     const int by_outputs = s->groups == 1 && run->j->out && threads > 1;
-    size_t split = (tasks + rows - 1) / rows, max_split = (s->wo + LANES - 1) / LANES;
+    const size_t lanes = run->lanes;
+    size_t split = (tasks + rows - 1) / rows, max_split = (s->wo + lanes - 1) / lanes;
     if (split > max_split) split = max_split;
     if (by_outputs && rows == 1 && s->wo < SHORT_ROW) split = 1; /* weight-bound: outputs */
     run->cols_per_task = (s->wo + split - 1) / split;
     run->col_tasks = (s->wo + run->cols_per_task - 1) / run->cols_per_task;
-    const size_t spatial = rows * run->col_tasks, vectors = run->j->opad / LANES;
+    const size_t opad = run->j->out ? run->j->opad32 : run->j->opad;
+    const size_t spatial = rows * run->col_tasks, vectors = opad / lanes;
     if (by_outputs && spatial < (size_t)threads) {
         /* a few tasks per thread, but a dense row (one pass over the weights per pixel) in
          * one part per thread: in 8 parts 512 -> 1000 took 53 us on 2 threads, in 2 44 us */
         const size_t per = rows == 1 && s->wo < 4 ? (size_t)threads : tasks;
         size_t parts = (per + spatial - 1) / spatial;
         if (parts > (vectors + 3) / 4) parts = (vectors + 3) / 4; /* whole 4-vector tiles */
-        run->outs_per_task = (vectors + parts - 1) / parts * LANES;
-        run->out_tasks = (run->j->opad + run->outs_per_task - 1) / run->outs_per_task;
+        run->outs_per_task = (vectors + parts - 1) / parts * lanes;
+        run->out_tasks = (opad + run->outs_per_task - 1) / run->outs_per_task;
     }
     return spatial * run->out_tasks;
 }
@@ -399,7 +422,9 @@ int bn_conv2d_float(bn_fconv_job *job) {
     job->og = s->o / s->groups;
     /* (one group of one channel has the same panels either way: the tiles also do bits) */
     job->depthwise = job->cg == 1 && job->og == 1 && s->groups > 1;
-    job->opad = ((job->depthwise ? s->o : job->og) + LANES - 1) / LANES * LANES;
+    const size_t lanes = job->out ? BN_FCONV_LANES32 : LANES, width = job->depthwise ? s->o : job->og;
+    if (job->out) job->opad32 = (width + lanes - 1) / lanes * lanes;
+    else job->opad = (width + lanes - 1) / lanes * lanes;
     uint8_t *flip8 = NULL;
     if (job->sign) { /* the flips 8 channels a byte, for the vector epilogue */
         flip8 = (uint8_t *)calloc(s->o / 8 + 1, 1);
@@ -408,7 +433,7 @@ int bn_conv2d_float(bn_fconv_job *job) {
     }
     job->flip8 = flip8;
 
-    fconv_run run = {job, bn_isa()->float_conv, 0, 0, 1, 0, 0, 0, 1, 0, {{0}, 0, 0}};
+    fconv_run run = {job, bn_isa()->float_conv, 0, 0, 1, 0, 0, 0, 1, lanes, 0, {{0}, 0, 0}};
     float *owned32 = NULL;
     const int sign32 = prepare_sign32(job, run.kr, &owned32);
     if (sign32 == BN_ENOMEM) {
