@@ -54,7 +54,7 @@ def method(rng, shape):
     if shape in FIRST_CONV:
         x = rng.standard_normal((n, c, side, side)).astype(np.float32)
         weight = np.sign(weight) + (weight == 0)
-        panels = kernels.conv2d_float_panels(weight, 1)
+        panels = kernels.conv2d_float_sign_panels(weight)
         thresh, flip = rng.standard_normal(o).astype(np.float32), rng.random(o) < 0.5
         return (lambda: kernels.conv2d_float_sign(x, weight, bias, thresh, flip, (s, s), (p, p),
                                                   nchw=True, panels=panels)), macs
