@@ -239,6 +239,22 @@ def test_fma32_is_the_correctly_rounded_fused_multiply_add():
         np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32), err_msg=name)
 
 
+def test_fma32_overflow_inf_and_nan_as_the_kernel():
+    """Past float32's range the fused multiply-add overflows to inf (also where the float64 sum
+    would not), inf times 0 and inf - inf give NaN, and finite sums beside inf stay inf."""
+    big, inf, nan = F32(3e38), F32(np.inf), F32(np.nan)
+    a = F32([big, inf, inf, inf, nan, 1.0, -big, big])
+    b = F32([2.0, 0.0, 2.0, 1.0, 1.0, 1.0, 2.0, 1.0])
+    c = F32([0.0, 1.0, 1.0, -inf, 1.0, nan, 0.0, big])
+    want = F32([inf, nan, inf, nan, nan, nan, -inf, inf])
+    np.testing.assert_array_equal(float_conv.fma32(a, b, c), want)
+    for name in BACKENDS:
+        kernels.set_backend(name)
+        got = [kernels.conv2d_float(a[i].reshape(1, 1, 1, 1), b[i].reshape(1, 1, 1, 1),
+                                    c[i:i + 1])[0, 0, 0, 0] for i in range(len(a))]
+        np.testing.assert_array_equal(F32(got), want, err_msg=name)
+
+
 def test_panels_are_checked_and_optional():
     x, weight, bias = operands(np.random.default_rng(1), 1, 6, 6, 4, 10, 3, 3, 2)
     panels = kernels.conv2d_float_panels(weight, 2)
