@@ -5,7 +5,8 @@ The run's best checkpoint is exported as ``binarynet export`` does (uint8 input,
 normalisation folded in). Predictions: torch on the normalised images against the engine on the
 uint8 images (what ``binarynet predict`` runs). Agreement: both on the same normalised float
 images, in chunks; a sample "diverges" at its first differing sign decision, each counted with
-its distance from the threshold relative to the typical size of that input.
+its distance from the threshold relative to the typical size of that input. A paper chain's
+decisions are exact integer thresholds (checked at export): only its predictions are compared.
 
     python benchmarks/agreement_trained.py runs/reactnet_quick        # the whole test split
     python benchmarks/agreement_trained.py runs/reactnet_quick --limit 1000
@@ -45,8 +46,18 @@ def main(argv=None) -> dict:
         chunks = [x for x, _ in data.batches(dataset, args.chunk, normalization=normalization)]
         torch_pred = torch.cat([model(x).argmax(1) for x in chunks]).numpy()
     engine_pred = packed.predict(dataset.images.numpy()).argmax(1)
-    totals = {"samples": 0, "diverged_samples": 0, "decisions": 0, "near_ties": 0,
-              "argmax_agreement": 0.0, "max_margin_scale": 0.0, "max_logit_relative_exact": 0.0}
+    print(f"{args.run}: {recipe.name}, {len(labels)} samples of {recipe.dataset} "
+          f"{args.split or recipe.test_split}; {timing.cpu_description()}")
+    print(f"predictions (engine on uint8, torch on float): torch accuracy "
+          f"{np.mean(torch_pred == labels):.4f}, engine {np.mean(engine_pred == labels):.4f}, "
+          f"{int(np.sum(torch_pred != engine_pred))} differ")
+    totals = {"differing_predictions": int(np.sum(torch_pred != engine_pred))}
+    if packed.export_report["path"] != "dag":
+        print("a chain: its sign decisions are integer thresholds, exact by construction")
+        return totals
+    totals.update({"samples": 0, "diverged_samples": 0, "decisions": 0, "near_ties": 0,
+                   "argmax_agreement": 0.0, "max_margin_scale": 0.0,
+                   "max_logit_relative_exact": 0.0})
     for x in chunks:
         r = agreement(model, packed, x.numpy())
         totals["samples"] += r["samples"]
@@ -59,11 +70,6 @@ def main(argv=None) -> dict:
         totals["max_logit_relative_exact"] = max(totals["max_logit_relative_exact"],
                                                  r["max_logit_relative_exact"])
     totals["argmax_agreement"] /= totals["samples"]
-    print(f"{args.run}: {recipe.name}, {len(labels)} samples of {recipe.dataset} "
-          f"{args.split or recipe.test_split}; {timing.cpu_description()}")
-    print(f"predictions (engine on uint8, torch on float): torch accuracy "
-          f"{np.mean(torch_pred == labels):.4f}, engine {np.mean(engine_pred == labels):.4f}, "
-          f"{int(np.sum(torch_pred != engine_pred))} differ")
     print(f"agreement on float input: argmax {totals['argmax_agreement']:.4f}, "
           f"{totals['diverged_samples']} samples with a differing decision, "
           f"{totals['near_ties']} near-ties in {totals['decisions']:,} decisions (largest "
