@@ -103,12 +103,12 @@ def float32_sums(padded, weight, start, stride, dilation, out_hw, groups) -> np.
     written in), weight (O, KH, KW, C/groups) -> float32 (N, Ho, Wo, O): y = start (float32
     (O,) or 0), then for each tap (kh, kw) and each input channel ci of the group,
     y = fma32(x, w, y)."""
-    return _group_sums(padded.astype(np.float32), weight, start, stride, dilation, out_hw,
-                       groups, np.float32, fma32)
+    return _group_sums(padded.astype(np.float32, copy=False), weight, start, stride, dilation,
+                       out_hw, groups, np.float32, fma32)
 
 
 def float64_sums(padded, weight, start, stride, dilation, out_hw, groups) -> np.ndarray:
     """conv2d_float_sign's sums in its order: as :func:`float32_sums` in float64 (every
     product exact, so a fused multiply-add gives the same bits), y = y + x * w."""
-    return _group_sums(padded.astype(np.float64), weight, start, stride, dilation, out_hw,
-                       groups, np.float64, lambda x, w, y: y + x * w)
+    return _group_sums(padded.astype(np.float64, copy=False), weight, start, stride, dilation,
+                       out_hw, groups, np.float64, lambda x, w, y: y + x * w)

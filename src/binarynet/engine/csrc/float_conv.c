@@ -330,8 +330,7 @@ typedef struct {
     const bn_fconv_job *j;
     const bn_fconv_kernel *kr;
     size_t rows_per_task, cols_per_task, col_tasks, chunk_rows, band_doubles;
-    size_t outs_per_task, out_tasks; /* one group: its outputs split too (multiples of lanes) */
-    size_t lanes;                    /* the panels' vector: LANES32 (real conv) or LANES (sign) */
+    size_t outs_per_task, out_tasks; /* one group: its outputs split too (whole vectors) */
     int sign32;                      /* the float32 sign path */
     bn_scratch scratch;
 } fconv_run;
@@ -389,7 +388,7 @@ static size_t split_tasks(fconv_run *run, int threads) {
     run->rows_per_task = 1;
     /* (the sign epilogue writes whole words of a pixel: its outputs are not split) */
     const int by_outputs = s->groups == 1 && run->j->out && threads > 1;
-    const size_t lanes = run->lanes;
+    const size_t lanes = run->j->out ? BN_FCONV_LANES32 : LANES; /* the panels' vector */
     size_t split = (tasks + rows - 1) / rows, max_split = (s->wo + lanes - 1) / lanes;
     if (split > max_split) split = max_split;
     if (by_outputs && rows == 1 && s->wo < SHORT_ROW) split = 1; /* weight-bound: outputs */
@@ -433,7 +432,7 @@ int bn_conv2d_float(bn_fconv_job *job) {
     }
     job->flip8 = flip8;
 
-    fconv_run run = {job, bn_isa()->float_conv, 0, 0, 1, 0, 0, 0, 1, lanes, 0, {{0}, 0, 0}};
+    fconv_run run = {job, bn_isa()->float_conv, 0, 0, 1, 0, 0, 0, 1, 0, {{0}, 0, 0}};
     float *owned32 = NULL;
     const int sign32 = prepare_sign32(job, run.kr, &owned32);
     if (sign32 == BN_ENOMEM) {

@@ -76,31 +76,30 @@ AVX512_FCONV static INLINE void store_tile(const bn_fconv_job *j, const __m512d 
     }
 }
 
-/* nr pixels from `pixel` (band input at x) x nv vectors of output channels [oc, oc + 8 nv) of
- * group g, block offset ob in the group's panel rows; acc: nr * nv vectors (the caller's array
- * of exactly that size, so that the compiler keeps it in registers) */
+/* the sign path (one group): nr pixels from `pixel` (band input at x) x nv vectors of output
+ * channels [oc, oc + 8 nv); acc: nr * nv vectors (the caller's array of exactly that size, so
+ * that the compiler keeps it in registers) */
 AVX512_FCONV static INLINE void tile(const bn_fconv_job *j, const bn_fconv_band *b,
-                                     const double *x, size_t pixel, size_t g, size_t ob,
-                                     const int nr, const int nv, __m512d *acc) {
+                                     const double *x, size_t pixel, size_t oc, const int nr,
+                                     const int nv, __m512d *acc) {
     const bn_fconv_shape *s = j->s;
-    const size_t oc = g * j->og + ob, ps = s->sw * s->c, opad = j->opad;
+    const size_t ps = s->sw * s->c, opad = j->opad;
     __mmask8 m[4];
     for (int v = 0; v < nv; ++v) {
-        const size_t lo = ob + (size_t)v * LANES;
-        m[v] = lo < j->og ? lanes_upto(j->og - lo) : 0;
+        const size_t lo = oc + (size_t)v * LANES;
+        m[v] = lo < s->o ? lanes_upto(s->o - lo) : 0;
         for (int r = 0; r < nr; ++r) acc[r * nv + v] = _mm512_setzero_pd();
     }
-    const double *w = j->panels + g * s->kh * s->kw * j->cg * opad + ob;
-    const int one_run = s->dw == 1 && j->cg == s->c; /* a kernel row's taps are contiguous */
+    const double *w = j->panels + oc;
     for (size_t ky = 0; ky < s->kh; ++ky) {
-        const double *xr = x + ky * s->dh * b->ld + g * j->cg;
-        if (one_run) {
-            accumulate(acc, xr, ps, w, opad, s->kw * j->cg, nr, nv);
-            w += s->kw * j->cg * opad;
+        const double *xr = x + ky * s->dh * b->ld;
+        if (s->dw == 1) { /* a kernel row's taps are contiguous */
+            accumulate(acc, xr, ps, w, opad, s->kw * s->c, nr, nv);
+            w += s->kw * s->c * opad;
             continue;
         }
-        for (size_t kx = 0; kx < s->kw; ++kx, w += j->cg * opad)
-            accumulate(acc, xr + kx * s->dw * s->c, ps, w, opad, j->cg, nr, nv);
+        for (size_t kx = 0; kx < s->kw; ++kx, w += s->c * opad)
+            accumulate(acc, xr + kx * s->dw * s->c, ps, w, opad, s->c, nr, nv);
     }
     store_tile(j, acc, m, pixel, oc, nr, nv);
 }
@@ -108,10 +107,9 @@ AVX512_FCONV static INLINE void tile(const bn_fconv_job *j, const bn_fconv_band 
 /* the tile sizes as functions, each with its own accumulator array */
 #define DEFINE_TILE(NR, NV)                                                                      \
     AVX512_FCONV static void tile_##NR##x##NV(const bn_fconv_job *j, const bn_fconv_band *b,    \
-                                              const double *x, size_t pixel, size_t g,          \
-                                              size_t ob) {                                      \
+                                              const double *x, size_t pixel, size_t oc) {       \
         __m512d acc[NR * NV];                                                                    \
-        tile(j, b, x, pixel, g, ob, NR, NV, acc);                                                \
+        tile(j, b, x, pixel, oc, NR, NV, acc);                                                   \
     }
 DEFINE_TILE(6, 4) DEFINE_TILE(4, 4) DEFINE_TILE(2, 4) DEFINE_TILE(1, 4)
 DEFINE_TILE(8, 2) DEFINE_TILE(4, 2) DEFINE_TILE(2, 2) DEFINE_TILE(1, 2)
@@ -121,10 +119,10 @@ DEFINE_TILE(8, 1) DEFINE_TILE(4, 1) DEFINE_TILE(2, 1) DEFINE_TILE(1, 1)
 #define ROW_TILES(NR, NV)                                                                        \
     do {                                                                                         \
         size_t ox = b->ox0;                                                                      \
-        for (; ox + NR <= b->ox1; ox += NR) tile_##NR##x##NV(j, b, X(ox), P(ox), g, ob);         \
-        if (ox + 4 <= b->ox1) { tile_4x##NV(j, b, X(ox), P(ox), g, ob); ox += 4; }               \
-        if (ox + 2 <= b->ox1) { tile_2x##NV(j, b, X(ox), P(ox), g, ob); ox += 2; }               \
-        if (ox < b->ox1) tile_1x##NV(j, b, X(ox), P(ox), g, ob);                                 \
+        for (; ox + NR <= b->ox1; ox += NR) tile_##NR##x##NV(j, b, X(ox), P(ox), ob);            \
+        if (ox + 4 <= b->ox1) { tile_4x##NV(j, b, X(ox), P(ox), ob); ox += 4; }                  \
+        if (ox + 2 <= b->ox1) { tile_2x##NV(j, b, X(ox), P(ox), ob); ox += 2; }                  \
+        if (ox < b->ox1) tile_1x##NV(j, b, X(ox), P(ox), ob);                                    \
     } while (0)
 
 AVX512_FCONV static void block_avx512(const bn_fconv_job *j, const bn_fconv_band *b,
@@ -137,7 +135,7 @@ AVX512_FCONV static void block_avx512(const bn_fconv_job *j, const bn_fconv_band
 #define P(ox) ((b->n * s->ho + oy) * s->wo + (ox))
     /* the sign path (one group, all its outputs): one block of 4 (then 2, then 1) vectors of
      * outputs over all rows, then the next, so the block's weights stay in cache */
-    const size_t g = 0, end = s->o;
+    const size_t end = s->o;
     size_t ob = 0;
     for (; ob + 3 * LANES < end; ob += 4 * LANES)
         for (size_t oy = b->oy0; oy < b->oy1; ++oy) ROW_TILES(6, 4);
